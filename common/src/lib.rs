@@ -1,0 +1,20 @@
+//! `common`: what more than one wa binary needs.
+//!
+//! - [`proto`]: the client wire protocol (types, framing, error codes, limits);
+//!   pure, no I/O, no clock.
+//! - [`link`]: the internal edge <-> home messages.
+//! - [`token`]: Ed25519 credential tokens.
+//! - [`cluster`]: the cluster map and fragment hashing.
+//! - with the `net` feature: [`wire`] (async frame I/O), [`tls`] (rustls/quinn
+//!   configuration on the *ring* provider) and [`client`] (the client library).
+
+pub mod cluster;
+pub mod fsutil;
+pub mod link;
+pub mod proto;
+pub mod token;
+
+#[cfg(feature = "net")]
+pub mod tls;
+#[cfg(feature = "net")]
+pub mod wire;

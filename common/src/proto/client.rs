@@ -1,0 +1,287 @@
+//! The client wire messages: a field-for-field mirror of `docs/wa.proto`.
+//!
+//! These are plain values; [`super::frame`] turns them into bytes and back.
+
+use bytes::Bytes;
+
+/// Everything a client may send.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ClientFrame {
+    #[prost(oneof = "client_frame::Kind", tags = "1, 2, 3, 4, 5, 6, 7, 8")]
+    pub kind: Option<client_frame::Kind>,
+}
+
+pub mod client_frame {
+    #[derive(Clone, PartialEq, prost::Oneof)]
+    pub enum Kind {
+        #[prost(message, tag = "1")]
+        Hello(super::Hello),
+        #[prost(message, tag = "2")]
+        Send(super::Send),
+        #[prost(message, tag = "3")]
+        Ack(super::Ack),
+        #[prost(message, tag = "4")]
+        MarkRead(super::MarkRead),
+        #[prost(message, tag = "5")]
+        Ping(super::Ping),
+        #[prost(message, tag = "6")]
+        Typing(super::Typing),
+        #[prost(message, tag = "7")]
+        WatchPresence(super::WatchPresence),
+        #[prost(message, tag = "8")]
+        Goodbye(super::Goodbye),
+    }
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Hello {
+    #[prost(string, tag = "1")]
+    pub token: String,
+    #[prost(string, tag = "2")]
+    pub client: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Send {
+    #[prost(bytes = "bytes", tag = "1")]
+    pub id: Bytes,
+    #[prost(string, tag = "2")]
+    pub to: String,
+    #[prost(bytes = "bytes", tag = "3")]
+    pub body: Bytes,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Ack {
+    #[prost(uint64, repeated, tag = "1")]
+    pub seqs: Vec<u64>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct MarkRead {
+    #[prost(bytes = "bytes", tag = "1")]
+    pub id: Bytes,
+    #[prost(string, tag = "2")]
+    pub to: String,
+    #[prost(bytes = "bytes", repeated, tag = "3")]
+    pub ids: Vec<Bytes>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Ping {
+    #[prost(uint64, tag = "1")]
+    pub nonce: u64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Typing {
+    #[prost(string, tag = "1")]
+    pub to: String,
+    #[prost(bool, tag = "2")]
+    pub typing: bool,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct WatchPresence {
+    #[prost(string, tag = "1")]
+    pub user: String,
+    #[prost(bool, tag = "2")]
+    pub watch: bool,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Goodbye {
+    #[prost(uint32, tag = "1")]
+    pub code: u32,
+    #[prost(uint64, tag = "2")]
+    pub retry_after_ms: u64,
+    #[prost(string, tag = "3")]
+    pub reason: String,
+}
+
+/// Everything the server may send.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ServerFrame {
+    #[prost(oneof = "server_frame::Kind", tags = "1, 2, 3, 4, 5, 6, 7, 8")]
+    pub kind: Option<server_frame::Kind>,
+}
+
+pub mod server_frame {
+    #[derive(Clone, PartialEq, prost::Oneof)]
+    pub enum Kind {
+        #[prost(message, tag = "1")]
+        Welcome(super::Welcome),
+        #[prost(message, tag = "2")]
+        Accepted(super::Accepted),
+        #[prost(message, tag = "3")]
+        Deliver(super::Deliver),
+        #[prost(message, tag = "4")]
+        Error(super::Error),
+        #[prost(message, tag = "5")]
+        Pong(super::Pong),
+        #[prost(message, tag = "6")]
+        Typing(super::TypingEvent),
+        #[prost(message, tag = "7")]
+        Presence(super::Presence),
+        #[prost(message, tag = "8")]
+        Goodbye(super::Goodbye),
+    }
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Welcome {
+    #[prost(string, tag = "1")]
+    pub user: String,
+    #[prost(uint32, tag = "2")]
+    pub device: u32,
+    #[prost(uint64, tag = "3")]
+    pub server_time_ms: u64,
+    #[prost(uint32, tag = "4")]
+    pub keepalive_secs: u32,
+    #[prost(uint32, tag = "5")]
+    pub idle_timeout_secs: u32,
+    #[prost(uint32, tag = "6")]
+    pub max_frame: u32,
+    #[prost(uint32, tag = "7")]
+    pub max_body: u32,
+    #[prost(string, tag = "8")]
+    pub server: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Accepted {
+    #[prost(bytes = "bytes", tag = "1")]
+    pub id: Bytes,
+    #[prost(uint64, tag = "2")]
+    pub server_ts_ms: u64,
+    #[prost(bool, tag = "3")]
+    pub duplicate: bool,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Deliver {
+    #[prost(uint64, tag = "1")]
+    pub seq: u64,
+    #[prost(message, optional, tag = "2")]
+    pub envelope: Option<Envelope>,
+}
+
+/// A stored item of a mailbox: a message or a receipt, as the recipient sees it.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Envelope {
+    #[prost(string, tag = "1")]
+    pub from: String,
+    #[prost(uint32, tag = "2")]
+    pub from_device: u32,
+    #[prost(bytes = "bytes", tag = "3")]
+    pub id: Bytes,
+    #[prost(uint64, tag = "4")]
+    pub server_ts_ms: u64,
+    #[prost(oneof = "envelope::Content", tags = "5, 6")]
+    pub content: Option<envelope::Content>,
+}
+
+pub mod envelope {
+    #[derive(Clone, PartialEq, prost::Oneof)]
+    pub enum Content {
+        #[prost(bytes = "bytes", tag = "5")]
+        Body(bytes::Bytes),
+        #[prost(message, tag = "6")]
+        Receipt(super::Receipt),
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+#[repr(i32)]
+pub enum ReceiptKind {
+    Unspecified = 0,
+    Delivered = 1,
+    Read = 2,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Receipt {
+    #[prost(enumeration = "ReceiptKind", tag = "1")]
+    pub kind: i32,
+    #[prost(bytes = "bytes", repeated, tag = "2")]
+    pub ids: Vec<Bytes>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Error {
+    #[prost(uint32, tag = "1")]
+    pub code: u32,
+    #[prost(string, tag = "2")]
+    pub message: String,
+    #[prost(bytes = "bytes", tag = "3")]
+    pub id: Bytes,
+    #[prost(bool, tag = "4")]
+    pub fatal: bool,
+    #[prost(uint64, tag = "5")]
+    pub retry_after_ms: u64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Pong {
+    #[prost(uint64, tag = "1")]
+    pub nonce: u64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct TypingEvent {
+    #[prost(string, tag = "1")]
+    pub from: String,
+    #[prost(bool, tag = "2")]
+    pub typing: bool,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Presence {
+    #[prost(string, tag = "1")]
+    pub user: String,
+    #[prost(bool, tag = "2")]
+    pub online: bool,
+    #[prost(uint64, tag = "3")]
+    pub last_seen_ms: u64,
+}
+
+/// The signed part of a credential token.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct TokenClaims {
+    #[prost(string, tag = "1")]
+    pub user: String,
+    #[prost(uint32, tag = "2")]
+    pub device: u32,
+    #[prost(uint32, tag = "3")]
+    pub generation: u32,
+    #[prost(uint64, tag = "4")]
+    pub expires_at: u64,
+    #[prost(string, tag = "5")]
+    pub key_id: String,
+    #[prost(uint64, tag = "6")]
+    pub issued_at: u64,
+}
+
+impl Envelope {
+    /// What kind of item this is, for deduplication: a message and the receipts
+    /// about it share an id but are different items.
+    pub fn item_kind(&self) -> ItemKind {
+        match &self.content {
+            Some(envelope::Content::Receipt(r)) if r.kind == ReceiptKind::Delivered as i32 => {
+                ItemKind::Delivered
+            }
+            Some(envelope::Content::Receipt(_)) => ItemKind::Read,
+            _ => ItemKind::Message,
+        }
+    }
+}
+
+/// The three kinds of mailbox item. The byte value is part of the store's dedupe
+/// key and so of its on-disk format: never renumber.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum ItemKind {
+    Message = 0,
+    Delivered = 1,
+    Read = 2,
+}

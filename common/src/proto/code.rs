@@ -1,0 +1,139 @@
+//! Error codes carried in `Error.code` and `Goodbye.code`, their meaning and
+//! whether the connection survives them. The table in docs/PROTOCOL.md is
+//! generated from the same facts; a test keeps them in step.
+
+/// A protocol error code. The numbers are part of the protocol: never renumber.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub enum Code {
+    /// The bytes do not decode as a frame.
+    BadFrame = 1,
+    /// The length prefix exceeds `max_frame`.
+    FrameTooLarge = 2,
+    /// A frame other than `Hello` arrived before authentication.
+    NotAuthenticated = 3,
+    /// The token's expiry has passed.
+    TokenExpired = 4,
+    /// The token is malformed, its signature does not verify or its key is unknown.
+    TokenInvalid = 5,
+    /// A recipient or user id is not a valid user id.
+    BadRecipient = 6,
+    /// A message body exceeds `max_body`.
+    BodyTooLarge = 7,
+    /// A message id is not exactly 16 bytes, or an ack is malformed.
+    BadId = 8,
+    /// The recipient's home cannot be reached right now; retry later.
+    Unavailable = 9,
+    /// The client did not read its frames fast enough; reconnect.
+    SlowConsumer = 10,
+    /// No frame from the client within the idle timeout.
+    IdleTimeout = 11,
+    /// The server is shutting down; reconnect after `retry_after_ms`.
+    ShuttingDown = 12,
+    /// A frame that is valid but not allowed now (a second Hello, for example).
+    ProtocolViolation = 13,
+    /// Too many logins at once; reconnect after `retry_after_ms`.
+    Overloaded = 14,
+    /// The device's credentials were revoked (a newer device registered).
+    Revoked = 15,
+    /// The recipient's mailbox is full.
+    MailboxFull = 16,
+    /// The server failed internally; the request may be retried.
+    Internal = 17,
+}
+
+impl Code {
+    pub const ALL: [Code; 17] = [
+        Code::BadFrame,
+        Code::FrameTooLarge,
+        Code::NotAuthenticated,
+        Code::TokenExpired,
+        Code::TokenInvalid,
+        Code::BadRecipient,
+        Code::BodyTooLarge,
+        Code::BadId,
+        Code::Unavailable,
+        Code::SlowConsumer,
+        Code::IdleTimeout,
+        Code::ShuttingDown,
+        Code::ProtocolViolation,
+        Code::Overloaded,
+        Code::Revoked,
+        Code::MailboxFull,
+        Code::Internal,
+    ];
+
+    pub fn from_u32(v: u32) -> Option<Code> {
+        Code::ALL.into_iter().find(|c| *c as u32 == v)
+    }
+
+    /// The name used in docs and logs, upper snake case.
+    pub fn name(self) -> &'static str {
+        match self {
+            Code::BadFrame => "BAD_FRAME",
+            Code::FrameTooLarge => "FRAME_TOO_LARGE",
+            Code::NotAuthenticated => "NOT_AUTHENTICATED",
+            Code::TokenExpired => "TOKEN_EXPIRED",
+            Code::TokenInvalid => "TOKEN_INVALID",
+            Code::BadRecipient => "BAD_RECIPIENT",
+            Code::BodyTooLarge => "BODY_TOO_LARGE",
+            Code::BadId => "BAD_ID",
+            Code::Unavailable => "UNAVAILABLE",
+            Code::SlowConsumer => "SLOW_CONSUMER",
+            Code::IdleTimeout => "IDLE_TIMEOUT",
+            Code::ShuttingDown => "SHUTTING_DOWN",
+            Code::ProtocolViolation => "PROTOCOL_VIOLATION",
+            Code::Overloaded => "OVERLOADED",
+            Code::Revoked => "REVOKED",
+            Code::MailboxFull => "MAILBOX_FULL",
+            Code::Internal => "INTERNAL",
+        }
+    }
+
+    /// Whether the server closes the connection after sending this code.
+    pub fn is_fatal(self) -> bool {
+        !matches!(
+            self,
+            Code::BadRecipient
+                | Code::BodyTooLarge
+                | Code::BadId
+                | Code::Unavailable
+                | Code::MailboxFull
+                | Code::Internal
+        )
+    }
+}
+
+impl std::fmt::Display for Code {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.name(), *self as u32)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_round_trip_and_are_unique() {
+        for (i, c) in Code::ALL.iter().enumerate() {
+            assert_eq!(*c as u32, i as u32 + 1, "codes are dense from 1");
+            assert_eq!(Code::from_u32(*c as u32), Some(*c));
+        }
+        assert_eq!(Code::from_u32(0), None);
+        assert_eq!(Code::from_u32(999), None);
+    }
+
+    #[test]
+    fn protocol_doc_lists_every_code_with_its_outcome() {
+        let doc = include_str!("../../../docs/PROTOCOL.md");
+        for c in Code::ALL {
+            let outcome = if c.is_fatal() { "closed" } else { "kept" };
+            let row = format!("| {} | `{}` | {} |", c as u32, c.name(), outcome);
+            assert!(
+                doc.contains(&row),
+                "docs/PROTOCOL.md lacks the row starting {row:?}"
+            );
+        }
+    }
+}

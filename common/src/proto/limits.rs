@@ -1,0 +1,19 @@
+//! Protocol limits. Servers announce the values they enforce in `Welcome`; these
+//! are the protocol's defaults and upper bounds.
+
+/// Bytes of the length prefix in front of every frame.
+pub const HEADER_LEN: usize = 4;
+/// Largest frame payload (after the length prefix) a peer must accept.
+pub const MAX_FRAME: usize = 128 * 1024;
+/// Largest message body.
+pub const MAX_BODY: usize = 64 * 1024;
+/// Length of a message id.
+pub const ID_LEN: usize = 16;
+/// Longest user id, in bytes.
+pub const MAX_USER_ID: usize = 64;
+/// Most sequence numbers in one `Ack`, and most ids in one `MarkRead`.
+pub const MAX_BATCH: usize = 1024;
+/// Longest `Hello.client` string.
+pub const MAX_CLIENT_NAME: usize = 64;
+/// The ALPN protocol name of this protocol version, on TLS and QUIC.
+pub const ALPN: &[u8] = b"wa/1";

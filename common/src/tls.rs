@@ -1,0 +1,156 @@
+//! TLS and QUIC configuration. One crypto provider, *ring*, chosen explicitly
+//! so that no second provider is ever compiled in or picked by accident; TLS 1.3
+//! only.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::crypto::CryptoProvider;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read certificates from {path}: {reason}")]
+    Certs { path: String, reason: String },
+    #[error("cannot read a private key from {path}: {reason}")]
+    Key { path: String, reason: String },
+    #[error("invalid TLS configuration: {0}")]
+    Config(#[from] rustls::Error),
+    #[error("TLS configuration unusable for QUIC: {0}")]
+    Quic(String),
+}
+
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let err = |reason: String| TlsError::Certs {
+        path: path.display().to_string(),
+        reason,
+    };
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| err(e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| err(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(err("no certificate in the file".into()));
+    }
+    Ok(certs)
+}
+
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| TlsError::Key {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// A TLS 1.3 server configuration presenting `certs`, offering `alpn`.
+pub fn server_config(
+    certs: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    alpn: &[&[u8]],
+) -> Result<rustls::ServerConfig, TlsError> {
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(cfg)
+}
+
+/// A TLS 1.3 client configuration trusting only `roots`, offering `alpn`.
+pub fn client_config(
+    roots: &[CertificateDer<'static>],
+    alpn: &[&[u8]],
+) -> Result<rustls::ClientConfig, TlsError> {
+    let mut store = rustls::RootCertStore::empty();
+    for r in roots {
+        store.add(r.clone())?;
+    }
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(cfg)
+}
+
+pub fn quic_server_crypto(
+    cfg: rustls::ServerConfig,
+) -> Result<Arc<quinn::crypto::rustls::QuicServerConfig>, TlsError> {
+    quinn::crypto::rustls::QuicServerConfig::try_from(Arc::new(cfg))
+        .map(Arc::new)
+        .map_err(|e| TlsError::Quic(e.to_string()))
+}
+
+pub fn quic_client_crypto(
+    cfg: rustls::ClientConfig,
+) -> Result<Arc<quinn::crypto::rustls::QuicClientConfig>, TlsError> {
+    quinn::crypto::rustls::QuicClientConfig::try_from(Arc::new(cfg))
+        .map(Arc::new)
+        .map_err(|e| TlsError::Quic(e.to_string()))
+}
+
+/// A development PKI: a CA and one leaf certificate signed by it, all PEM.
+/// Used by `wactl up` and by tests; production deployments bring their own.
+pub struct DevPki {
+    pub ca_cert_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl DevPki {
+    /// A fresh CA and a leaf for `names` (DNS names or IP addresses).
+    pub fn generate(names: &[&str]) -> Result<DevPki, rcgen::Error> {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+        let ca_key = KeyPair::generate()?;
+        let mut ca = CertificateParams::new(Vec::<String>::new())?;
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        ca.distinguished_name
+            .push(DnType::CommonName, "wa development CA");
+        let ca_cert = ca.self_signed(&ca_key)?;
+        let leaf_key = KeyPair::generate()?;
+        let mut leaf =
+            CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())?;
+        leaf.distinguished_name
+            .push(DnType::CommonName, names.first().copied().unwrap_or("wa"));
+        let leaf_cert = leaf.signed_by(&leaf_key, &ca_cert, &ca_key)?;
+        Ok(DevPki {
+            ca_cert_pem: ca_cert.pem(),
+            cert_pem: leaf_cert.pem(),
+            key_pem: leaf_key.serialize_pem(),
+        })
+    }
+
+    /// Writes `ca.pem`, `cert.pem` and `key.pem` (mode 0600 on Unix) into `dir`.
+    pub fn write_to(&self, dir: &Path) -> std::io::Result<()> {
+        std::fs::write(dir.join("ca.pem"), &self.ca_cert_pem)?;
+        std::fs::write(dir.join("cert.pem"), &self.cert_pem)?;
+        crate::fsutil::write_private(&dir.join("key.pem"), self.key_pem.as_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dev_pki_loads_into_server_client_and_quic_configs() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = DevPki::generate(&["localhost", "127.0.0.1"]).unwrap();
+        pki.write_to(dir.path()).unwrap();
+        let certs = load_certs(&dir.path().join("cert.pem")).unwrap();
+        let key = load_key(&dir.path().join("key.pem")).unwrap();
+        let roots = load_certs(&dir.path().join("ca.pem")).unwrap();
+        let s = server_config(certs, key, &[crate::proto::limits::ALPN]).unwrap();
+        let c = client_config(&roots, &[crate::proto::limits::ALPN]).unwrap();
+        quic_server_crypto(s).unwrap();
+        quic_client_crypto(c).unwrap();
+        assert!(load_certs(&dir.path().join("missing.pem")).is_err());
+        assert!(load_key(&dir.path().join("ca.pem")).is_err());
+    }
+}
