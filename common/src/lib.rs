@@ -18,3 +18,5 @@ pub mod token;
 pub mod tls;
 #[cfg(feature = "net")]
 pub mod wire;
+#[cfg(feature = "net")]
+pub mod client;

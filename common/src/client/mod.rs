@@ -1,0 +1,1 @@
+//! The client library: what an app uses to talk to wa-chat.
