@@ -1,1 +1,146 @@
-//! placeholder
+//! `wa-store`: the home of users (docs/ARCHITECTURE.md).
+//!
+//! [`run`] is the whole server: open the database, serve links until the
+//! shutdown token is cancelled, drain, flush, return. `main.rs` and the tests
+//! call the same function; `main.rs` uses [`Store::open`] and
+//! [`Store::serve`] separately so that it can report readiness only once the
+//! database is open.
+
+pub mod config;
+pub mod error;
+pub mod flusher;
+pub mod home;
+pub mod listener;
+pub mod storage;
+
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::Config;
+pub use error::StoreError;
+
+use crate::flusher::{Commit, FlushFn};
+use crate::home::Home;
+use crate::listener::LinkCtx;
+use crate::storage::{SledStorage, Storage};
+
+/// Shards per node: enough to keep both cores busy and one hot user from
+/// holding up many others.
+const SHARDS: usize = 16;
+
+/// An opened store, ready to serve.
+pub struct Store {
+    config: Config,
+    storage: Arc<dyn Storage>,
+    secret: Vec<u8>,
+    epoch: u64,
+    tls: Arc<rustls::ServerConfig>,
+}
+
+impl Store {
+    /// Reads the files the store needs and opens the database.
+    pub fn open(config: Config) -> Result<Store, StoreError> {
+        config.validate()?;
+        let map = common::cluster::ClusterMap::load(&config.cluster.map)?;
+        let secret = std::fs::read(&config.cluster.secret_file).map_err(|source| {
+            StoreError::SecretRead {
+                path: config.cluster.secret_file.clone(),
+                source,
+            }
+        })?;
+        if secret.len() < config::MIN_SECRET_LEN {
+            return Err(StoreError::SecretShort {
+                path: config.cluster.secret_file.clone(),
+                len: secret.len(),
+                min: config::MIN_SECRET_LEN,
+            });
+        }
+        let certs = common::tls::load_certs(&config.link.cert)?;
+        let key = common::tls::load_key(&config.link.key)?;
+        let tls = common::tls::server_config(certs, key, &[common::link::LINK_ALPN])?;
+        let storage = SledStorage::open(&config.data_dir)?;
+        Ok(Store {
+            config,
+            storage: Arc::new(storage),
+            secret,
+            epoch: map.epoch,
+            tls: Arc::new(tls),
+        })
+    }
+
+    /// Serves links on `listener` until `shutdown`, then stops accepting,
+    /// answers every append already received once its flush is done, flushes
+    /// and returns. Everything is bounded by the configured grace period.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> Result<(), StoreError> {
+        let commit = Arc::new(Commit::new());
+        let storage = Arc::clone(&self.storage);
+        let flush: FlushFn = Arc::new(move || storage.flush());
+        let flusher_stop = CancellationToken::new();
+        let flusher = tokio::spawn(Arc::clone(&commit).run(flush, flusher_stop.clone()));
+        let (home, shards) = Home::start(Arc::clone(&self.storage), Arc::clone(&commit), SHARDS);
+        let ctx = Arc::new(LinkCtx::new(
+            home,
+            self.secret,
+            self.config.node.clone(),
+            self.epoch,
+            tokio_rustls::TlsAcceptor::from(self.tls),
+        ));
+        let writers = TaskTracker::new();
+        tracing::info!(addr = ?listener.local_addr().ok(), node = %self.config.node, "serving links");
+        listener::serve(listener, ctx, shutdown, writers.clone()).await;
+
+        // Drain: readers are gone; the shards answer what they hold as the
+        // flusher covers it, then end; the final flush follows; the writers
+        // deliver the last answers.
+        let grace = self.config.shutdown.grace;
+        let deadline = tokio::time::Instant::now() + grace;
+        let mut cut = 0;
+        for s in shards {
+            if tokio::time::timeout_at(deadline, s).await.is_err() {
+                cut += 1;
+            }
+        }
+        flusher_stop.cancel();
+        if tokio::time::timeout_at(deadline, flusher).await.is_err() {
+            tracing::error!("final flush did not finish within the grace period");
+        }
+        writers.close();
+        if tokio::time::timeout_at(deadline, writers.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                links = writers.len(),
+                "links cut at the end of the grace period"
+            );
+        }
+        if cut > 0 {
+            tracing::warn!(
+                shards = cut,
+                "shards still busy at the end of the grace period"
+            );
+        }
+        let storage = Arc::clone(&self.storage);
+        tokio::task::spawn_blocking(move || storage.flush())
+            .await
+            .expect("flush task does not panic")?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Opens the store from `config` and serves `listener` until `shutdown`.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), StoreError> {
+    Store::open(config)?.serve(listener, shutdown).await
+}

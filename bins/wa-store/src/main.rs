@@ -1,1 +1,108 @@
-fn main() {}
+//! `wa-store`: parse arguments, load the config, bind, open, serve.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+use wa_store::{Config, Store};
+
+/// The home of wa users: mailboxes, receipts, last seen.
+///
+/// Edges (wa-chat) connect over the internal link (TLS, cluster secret).
+/// Prints `READY wa-store link=ADDR` on stdout (and notifies systemd) once the
+/// database is open and the link listener is bound. SIGTERM or SIGINT: stop
+/// accepting, answer in-flight appends after their flush, flush, exit 0.
+///
+/// Exit codes: 0 clean stop, 64 bad arguments or configuration, 1 runtime failure.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// Configuration file (TOML). See docs/OPERATIONS.md for every key.
+    #[arg(
+        long,
+        short,
+        env = "WA_STORE_CONFIG",
+        default_value = "/etc/wa/wa-store.toml"
+    )]
+    config: PathBuf,
+    /// Check the configuration and the files it names, then exit (0 if usable).
+    #[arg(long)]
+    check_config: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let config = match Config::load(&args.config)
+        .and_then(|c| c.validate().map(|()| c))
+        .and_then(|c| c.check_files().map(|()| c))
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("wa-store: {e}");
+            return ExitCode::from(64);
+        }
+    };
+    if args.check_config {
+        println!("{}: ok", args.config.display());
+        return ExitCode::SUCCESS;
+    }
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("wa-store: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wa-store: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let listen = config.link.listen;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on link.listen = {listen}"))?;
+    let addr = listener.local_addr().context("link listener address")?;
+    let data_dir = config.data_dir.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(config).map_err(Box::new))
+        .await
+        .context("open task")?
+        .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
+    let shutdown = CancellationToken::new();
+    spawn_signals(shutdown.clone())?;
+    println!("READY wa-store link={addr}");
+    let _ = std::io::stdout().flush();
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    store.serve(listener, shutdown).await?;
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    Ok(())
+}
+
+fn spawn_signals(shutdown: CancellationToken) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        }
+        shutdown.cancel();
+    });
+    Ok(())
+}

@@ -1,0 +1,284 @@
+//! The configuration of `wa-store`: a TOML file parsed into [`Config`], then
+//! checked by [`Config::validate`] (pure) and [`Config::check_files`] (reads the
+//! files the store will need), each reporting every problem at once with the key
+//! it concerns.
+//!
+//! ```toml
+//! node = "store-1"
+//! data_dir = "/var/lib/wa/store"
+//! durability = "disk"
+//! [link]
+//! listen = "127.0.0.1:7401"
+//! cert = "/etc/wa/link/cert.pem"
+//! key = "/etc/wa/link/key.pem"
+//! [cluster]
+//! map = "/etc/wa/cluster.toml"
+//! secret_file = "/etc/wa/cluster.secret"
+//! [shutdown]
+//! grace = "10s"
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Fewest bytes a cluster secret may have.
+pub const MIN_SECRET_LEN: usize = 32;
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Name of this node, sent to edges in `AuthOk`.
+    pub node: String,
+    /// Directory of the database; created if missing.
+    pub data_dir: PathBuf,
+    /// When an append counts as stored.
+    pub durability: Durability,
+    pub link: LinkConfig,
+    pub cluster: ClusterConfig,
+    pub shutdown: ShutdownConfig,
+}
+
+/// The durability level: what has happened to an append before its
+/// `AppendResult` is sent.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// Written to the database and covered by a flush that started after the
+    /// write (group commit).
+    #[default]
+    Disk,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LinkConfig {
+    /// Address of the internal link listener (edges connect here).
+    pub listen: SocketAddr,
+    /// PEM certificate chain presented to edges, signed by the cluster CA.
+    pub cert: PathBuf,
+    /// PEM private key of `cert`.
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// The cluster map (see `common::cluster`).
+    pub map: PathBuf,
+    /// Raw bytes of the cluster secret edges present in `LinkAuth`.
+    pub secret_file: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownConfig {
+    /// How long links get to drain in-flight appends after SIGTERM.
+    #[serde(with = "humantime_serde")]
+    pub grace: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            node: "store-1".into(),
+            data_dir: "/var/lib/wa/store".into(),
+            durability: Durability::Disk,
+            link: LinkConfig::default(),
+            cluster: ClusterConfig::default(),
+            shutdown: ShutdownConfig::default(),
+        }
+    }
+}
+
+impl Default for LinkConfig {
+    fn default() -> Self {
+        LinkConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7401)),
+            cert: "/etc/wa/link/cert.pem".into(),
+            key: "/etc/wa/link/key.pem".into(),
+        }
+    }
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            map: "/etc/wa/cluster.toml".into(),
+            secret_file: "/etc/wa/cluster.secret".into(),
+        }
+    }
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig {
+            grace: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    #[error("config is invalid:\n  {}", .0.join("\n  "))]
+    Invalid(Vec<String>),
+}
+
+impl Config {
+    /// Reads and parses `path`; does not validate.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// Checks the values themselves, without touching the file system.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut errs = Vec::new();
+        if self.node.is_empty() {
+            errs.push("node: must not be empty".to_string());
+        }
+        let paths = [
+            ("data_dir", &self.data_dir),
+            ("link.cert", &self.link.cert),
+            ("link.key", &self.link.key),
+            ("cluster.map", &self.cluster.map),
+            ("cluster.secret_file", &self.cluster.secret_file),
+        ];
+        for (key, p) in paths {
+            if p.as_os_str().is_empty() {
+                errs.push(format!("{key}: must not be empty"));
+            }
+        }
+        if self.shutdown.grace.is_zero() {
+            errs.push("shutdown.grace: must be more than zero".to_string());
+        }
+        finish(errs)
+    }
+
+    /// Loads every file the store reads at start (certificate, key, cluster map,
+    /// secret) and reports each one that would stop it.
+    pub fn check_files(&self) -> Result<(), ConfigError> {
+        let mut errs = Vec::new();
+        if let Err(e) = common::tls::load_certs(&self.link.cert) {
+            errs.push(format!("link.cert: {e}"));
+        }
+        if let Err(e) = common::tls::load_key(&self.link.key) {
+            errs.push(format!("link.key: {e}"));
+        }
+        if let Err(e) = common::cluster::ClusterMap::load(&self.cluster.map) {
+            errs.push(format!("cluster.map: {e}"));
+        }
+        match std::fs::read(&self.cluster.secret_file) {
+            Ok(s) if s.len() < MIN_SECRET_LEN => errs.push(format!(
+                "cluster.secret_file: {} holds {} bytes; at least {MIN_SECRET_LEN} are required",
+                self.cluster.secret_file.display(),
+                s.len()
+            )),
+            Ok(_) => {}
+            Err(e) => errs.push(format!(
+                "cluster.secret_file: cannot read {}: {e}",
+                self.cluster.secret_file.display()
+            )),
+        }
+        finish(errs)
+    }
+}
+
+fn finish(errs: Vec<String>) -> Result<(), ConfigError> {
+    if errs.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid(errs))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = r#"
+node = "store-1"
+data_dir = "/var/lib/wa/store"
+durability = "disk"
+[link]
+listen = "127.0.0.1:7401"
+cert = "/etc/wa/link/cert.pem"
+key = "/etc/wa/link/key.pem"
+[cluster]
+map = "/etc/wa/cluster.toml"
+secret_file = "/etc/wa/cluster.secret"
+[shutdown]
+grace = "10s"
+"#;
+
+    #[test]
+    fn sample_equals_defaults_and_validates() {
+        let c: Config = toml::from_str(SAMPLE).unwrap();
+        assert_eq!(c, Config::default());
+        c.validate().unwrap();
+        let empty: Config = toml::from_str("").unwrap();
+        assert_eq!(empty, Config::default());
+    }
+
+    #[test]
+    fn unknown_keys_and_levels_are_refused() {
+        let e = toml::from_str::<Config>("nod = \"x\"").unwrap_err();
+        assert!(e.to_string().contains("nod"), "{e}");
+        let e = toml::from_str::<Config>("[link]\nlisen = \"1.2.3.4:5\"").unwrap_err();
+        assert!(e.to_string().contains("lisen"), "{e}");
+        let e = toml::from_str::<Config>("durability = \"ram\"").unwrap_err();
+        assert!(e.to_string().contains("ram"), "{e}");
+    }
+
+    #[test]
+    fn validate_names_every_key() {
+        let mut c = Config::default();
+        c.node.clear();
+        c.data_dir = PathBuf::new();
+        c.cluster.secret_file = PathBuf::new();
+        c.shutdown.grace = Duration::ZERO;
+        let e = c.validate().unwrap_err().to_string();
+        for key in ["node", "data_dir", "cluster.secret_file", "shutdown.grace"] {
+            assert!(e.contains(key), "{key} missing from {e}");
+        }
+    }
+
+    #[test]
+    fn check_files_names_every_missing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Config::default();
+        c.link.cert = dir.path().join("nope.pem");
+        c.link.key = dir.path().join("nokey.pem");
+        c.cluster.map = dir.path().join("map.toml");
+        c.cluster.secret_file = dir.path().join("secret");
+        std::fs::write(&c.cluster.secret_file, b"short").unwrap();
+        let e = c.check_files().unwrap_err().to_string();
+        for key in [
+            "link.cert",
+            "link.key",
+            "cluster.map",
+            "cluster.secret_file",
+        ] {
+            assert!(e.contains(key), "{key} missing from {e}");
+        }
+        assert!(e.contains("5 bytes"), "{e}");
+    }
+}

@@ -1,0 +1,296 @@
+//! Group commit: many appends share one flush, none waits for a flush of its own.
+//!
+//! Every storage write that must become durable bumps the write generation and
+//! takes the new value as its ticket ([`Commit::ticket`]). One flusher task
+//! ([`Commit::run`]) reads the generation, flushes, and publishes that
+//! generation as covered: a flush that starts after a write returned makes it
+//! durable, so every ticket up to the generation read before the flush is
+//! released by it. Writes that land during a flush get the next one. A failed
+//! flush publishes its generation as failed, and waiters at or below it get an
+//! error rather than an acknowledgement.
+//!
+//! The link's completion task ([`crate::listener`]) calls [`Commit::wait`]
+//! before it sends `AppendResult`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::storage::StorageError;
+
+/// The flush outcome so far: the highest generation a successful flush
+/// covered, and the highest one a failed flush was attempting.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Covered {
+    ok: u64,
+    failed: u64,
+    /// The flusher has exited; nothing beyond `ok` will ever be covered.
+    stopped: bool,
+}
+
+/// A flush that did not cover a ticket.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum FlushError {
+    #[error("the flush covering this write failed")]
+    Failed,
+    #[error("the flusher stopped before covering this write")]
+    Stopped,
+}
+
+/// The function that makes earlier writes durable.
+pub type FlushFn = Arc<dyn Fn() -> Result<(), StorageError> + Send + Sync>;
+
+/// Shared group-commit state; cheap to clone through an `Arc`.
+pub struct Commit {
+    generation: AtomicU64,
+    wake: Notify,
+    covered_tx: watch::Sender<Covered>,
+    covered: watch::Receiver<Covered>,
+    flushes: AtomicU64,
+}
+
+impl Default for Commit {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Commit {
+    pub fn new() -> Commit {
+        let (covered_tx, covered) = watch::channel(Covered::default());
+        Commit {
+            generation: AtomicU64::new(0),
+            wake: Notify::new(),
+            covered_tx,
+            covered,
+            flushes: AtomicU64::new(0),
+        }
+    }
+
+    /// Call after a write returned: the ticket a flush must cover for that
+    /// write to be durable. Wakes the flusher.
+    pub fn ticket(&self) -> u64 {
+        let t = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        self.wake.notify_one();
+        t
+    }
+
+    /// A ticket covering every write that already returned, without counting a
+    /// new write (for answers that rest on an earlier write, such as a
+    /// duplicate whose original may not be flushed yet).
+    pub fn current(&self) -> u64 {
+        let t = self.generation.load(Ordering::SeqCst);
+        if t > self.covered.borrow().ok {
+            self.wake.notify_one();
+        }
+        t
+    }
+
+    /// How many flushes have been run (successful or not).
+    pub fn flushes(&self) -> u64 {
+        self.flushes.load(Ordering::Relaxed)
+    }
+
+    /// A handle for tasks that keep many tickets and want to learn, without a
+    /// task per ticket, which of them are settled (see [`Settled`]).
+    pub fn settled(&self) -> Settled {
+        Settled(self.covered.clone())
+    }
+
+    /// Waits until a flush that started after `ticket`'s write has returned.
+    pub async fn wait(&self, ticket: u64) -> Result<(), FlushError> {
+        let mut rx = self.covered.clone();
+        loop {
+            let c = *rx.borrow_and_update();
+            if c.ok >= ticket {
+                return Ok(());
+            }
+            if c.failed >= ticket {
+                return Err(FlushError::Failed);
+            }
+            if c.stopped || rx.changed().await.is_err() {
+                return Err(FlushError::Stopped);
+            }
+        }
+    }
+
+    /// The flusher task: flushes whenever tickets wait, until `stop`, then
+    /// runs one last flush for anything written before it.
+    pub async fn run(self: Arc<Self>, flush: FlushFn, stop: CancellationToken) {
+        loop {
+            let target = self.generation.load(Ordering::SeqCst);
+            if target > self.covered.borrow().ok {
+                self.flush_to(target, &flush).await;
+                continue;
+            }
+            tokio::select! {
+                () = self.wake.notified() => {}
+                () = stop.cancelled() => break,
+            }
+        }
+        let target = self.generation.load(Ordering::SeqCst);
+        self.flush_to(target, &flush).await;
+        self.covered_tx.send_modify(|c| c.stopped = true);
+    }
+
+    async fn flush_to(&self, target: u64, flush: &FlushFn) {
+        let f = Arc::clone(flush);
+        self.flushes.fetch_add(1, Ordering::Relaxed);
+        let res = match tokio::task::spawn_blocking(move || f()).await {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(e) => Err(format!("flush task failed: {e}")),
+        };
+        match res {
+            Ok(()) => self.covered_tx.send_modify(|c| c.ok = c.ok.max(target)),
+            Err(e) => {
+                tracing::error!(error = %e, generation = target, "flush failed; failing the appends it covered");
+                self.covered_tx
+                    .send_modify(|c| c.failed = c.failed.max(target));
+            }
+        }
+    }
+}
+
+/// Follows flush outcomes for a task holding tickets in rising order.
+pub struct Settled(watch::Receiver<Covered>);
+
+impl Settled {
+    /// The outcome for `ticket`, or `None` while no flush has settled it.
+    pub fn outcome(&self, ticket: u64) -> Option<Result<(), FlushError>> {
+        let c = *self.0.borrow();
+        if c.ok >= ticket {
+            Some(Ok(()))
+        } else if c.failed >= ticket {
+            Some(Err(FlushError::Failed))
+        } else if c.stopped {
+            Some(Err(FlushError::Stopped))
+        } else {
+            None
+        }
+    }
+
+    /// Resolves when a flush settled more tickets. Cancel safe. Never resolves
+    /// once the flusher has stopped.
+    pub async fn changed(&mut self) {
+        if self.0.borrow().stopped || self.0.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+    use std::time::Duration;
+
+    fn counting(delay: Duration, fail: Arc<AtomicBool>) -> (FlushFn, Arc<AtomicU64>) {
+        let n = Arc::new(AtomicU64::new(0));
+        let n2 = Arc::clone(&n);
+        let f: FlushFn = Arc::new(move || {
+            n2.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(delay);
+            if fail.load(Ordering::SeqCst) {
+                Err(StorageError::Corrupt {
+                    what: "injected".into(),
+                })
+            } else {
+                Ok(())
+            }
+        });
+        (f, n)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn many_waiters_share_few_flushes() {
+        let commit = Arc::new(Commit::new());
+        let (f, count) = counting(Duration::from_millis(5), Arc::default());
+        let stop = CancellationToken::new();
+        let flusher = tokio::spawn(Arc::clone(&commit).run(f, stop.clone()));
+        const APPENDS: u64 = 2000;
+        let mut tasks = Vec::new();
+        for _ in 0..APPENDS {
+            let c = Arc::clone(&commit);
+            tasks.push(tokio::spawn(async move {
+                let t = c.ticket();
+                c.wait(t).await
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        let flushes = count.load(Ordering::SeqCst);
+        assert!(flushes >= 1);
+        assert!(
+            flushes < APPENDS / 10,
+            "{flushes} flushes for {APPENDS} appends"
+        );
+        assert_eq!(commit.flushes(), flushes);
+        stop.cancel();
+        flusher.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_write_during_a_flush_waits_for_the_next_one() {
+        let commit = Arc::new(Commit::new());
+        let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let go_rx = std::sync::Mutex::new(go_rx);
+        let started_tx = std::sync::Mutex::new(started_tx);
+        let count = Arc::new(AtomicU64::new(0));
+        let c2 = Arc::clone(&count);
+        let f: FlushFn = Arc::new(move || {
+            c2.fetch_add(1, Ordering::SeqCst);
+            // The test stops listening after the first flush.
+            let _ = started_tx.lock().unwrap().send(());
+            go_rx.lock().unwrap().recv().unwrap();
+            Ok(())
+        });
+        let stop = CancellationToken::new();
+        let flusher = tokio::spawn(Arc::clone(&commit).run(f, stop.clone()));
+        let t1 = commit.ticket();
+        tokio::task::spawn_blocking(move || started_rx.recv().unwrap())
+            .await
+            .unwrap();
+        // The first flush is running; this write landed after it started.
+        let t2 = commit.ticket();
+        go_tx.send(()).unwrap();
+        commit.wait(t1).await.unwrap();
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), commit.wait(t2))
+                .await
+                .is_err(),
+            "t2 must not be released by the flush that started before it"
+        );
+        go_tx.send(()).unwrap();
+        commit.wait(t2).await.unwrap();
+        assert_eq!(count.load(Ordering::SeqCst), 2);
+        stop.cancel();
+        go_tx.send(()).unwrap();
+        flusher.await.unwrap();
+        // Writes after the final flush are refused, not left waiting forever.
+        let late = commit.ticket();
+        assert_eq!(commit.wait(late).await, Err(FlushError::Stopped));
+    }
+
+    #[tokio::test]
+    async fn failed_flush_fails_its_waiters_and_later_ones_recover() {
+        let commit = Arc::new(Commit::new());
+        let fail = Arc::new(AtomicBool::new(true));
+        let (f, _count) = counting(Duration::ZERO, Arc::clone(&fail));
+        let stop = CancellationToken::new();
+        let flusher = tokio::spawn(Arc::clone(&commit).run(f, stop.clone()));
+        let t = commit.ticket();
+        assert_eq!(commit.wait(t).await, Err(FlushError::Failed));
+        fail.store(false, Ordering::SeqCst);
+        let t = commit.ticket();
+        assert_eq!(commit.wait(t).await, Ok(()));
+        // Nothing new written: an already covered `current` returns at once.
+        let c = commit.current();
+        commit.wait(c).await.unwrap();
+        stop.cancel();
+        flusher.await.unwrap();
+    }
+}

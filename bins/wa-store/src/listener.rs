@@ -1,0 +1,269 @@
+//! The internal link listener: edges connect over TLS, prove the cluster
+//! secret, then stream `LinkUp` operations into the home and read `LinkDown`
+//! answers and pushes (docs/ARCHITECTURE.md, "The internal link").
+//!
+//! Per link: a reader (this task) that turns frames into home operations, in
+//! order, and a writer task that drains the link's bounded queue onto the
+//! socket, flushing when the queue runs dry.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use common::link::{LinkAuthOk, LinkDown, LinkUp, MAX_LINK_FRAME, link_down, link_up};
+use common::wire::{FrameReader, write_frame};
+use subtle::ConstantTimeEq;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::home::{Home, LinkTx, Op};
+
+/// How long an edge has to finish TLS and send `Auth`.
+const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
+/// Frames queued towards one edge before it counts as stuck and is cut.
+/// Pushes are windowed per session, so this is reached only by an edge that
+/// stopped reading.
+const LINK_QUEUE: usize = 1 << 16;
+
+/// What every link needs.
+pub struct LinkCtx {
+    pub home: Home,
+    pub secret: Vec<u8>,
+    pub node: String,
+    pub epoch: u64,
+    pub acceptor: TlsAcceptor,
+    next_link: AtomicU64,
+}
+
+impl LinkCtx {
+    pub fn new(
+        home: Home,
+        secret: Vec<u8>,
+        node: String,
+        epoch: u64,
+        acceptor: TlsAcceptor,
+    ) -> Self {
+        LinkCtx {
+            home,
+            secret,
+            node,
+            epoch,
+            acceptor,
+            next_link: AtomicU64::new(1),
+        }
+    }
+}
+
+/// Accepts links until `shutdown`, then waits for every link reader to stop.
+/// Link writers are spawned on `writers` and outlive this: they deliver the
+/// answers to appends that are still waiting for their flush.
+pub async fn serve(
+    listener: TcpListener,
+    ctx: Arc<LinkCtx>,
+    shutdown: CancellationToken,
+    writers: TaskTracker,
+) {
+    let readers = TaskTracker::new();
+    loop {
+        let (tcp, peer) = tokio::select! {
+            () = shutdown.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    // EMFILE and friends: wait a little rather than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let ctx = Arc::clone(&ctx);
+        let shutdown = shutdown.clone();
+        let writers = writers.clone();
+        let span = tracing::info_span!("link", %peer);
+        readers.spawn(link(tcp, ctx, shutdown, writers, span));
+    }
+    drop(listener);
+    readers.close();
+    readers.wait().await;
+}
+
+async fn link(
+    tcp: tokio::net::TcpStream,
+    ctx: Arc<LinkCtx>,
+    shutdown: CancellationToken,
+    writers: TaskTracker,
+    span: tracing::Span,
+) {
+    use tracing::Instrument;
+    let auth = async {
+        let tls = ctx
+            .acceptor
+            .accept(tcp)
+            .await
+            .map_err(|e| format!("TLS: {e}"))?;
+        let (r, w) = tokio::io::split(tls);
+        let mut reader = FrameReader::new(r, MAX_LINK_FRAME);
+        match reader.read::<LinkUp>().await {
+            Ok(Some(LinkUp {
+                kind: Some(link_up::Kind::Auth(a)),
+            })) => {
+                if bool::from(a.secret.as_ref().ct_eq(&ctx.secret)) {
+                    Ok((reader, w, a.edge))
+                } else {
+                    Err("wrong cluster secret".to_string())
+                }
+            }
+            Ok(Some(_)) => Err("first frame is not Auth".into()),
+            Ok(None) => Err("closed before Auth".into()),
+            Err(e) => Err(format!("bad first frame: {e}")),
+        }
+    };
+    let (reader, w, edge) = match tokio::select! {
+        r = tokio::time::timeout(AUTH_TIMEOUT, auth) => r.unwrap_or_else(|_| Err("no Auth within 10 s".into())),
+        () = shutdown.cancelled() => return,
+    } {
+        Ok(x) => x,
+        Err(reason) => {
+            span.in_scope(|| tracing::warn!(%reason, "link refused"));
+            return;
+        }
+    };
+    let id = ctx.next_link.fetch_add(1, Ordering::Relaxed);
+    span.in_scope(|| tracing::info!(link = id, %edge, "link up"));
+    let dead = CancellationToken::new();
+    let (tx, rx) = mpsc::channel(LINK_QUEUE);
+    let link = LinkTx::new(id, tx, dead.clone());
+    writers.spawn(writer(w, rx, dead.clone()).instrument(span.clone()));
+    link.send(link_down::Kind::AuthOk(LinkAuthOk {
+        node: ctx.node.clone(),
+        epoch: ctx.epoch,
+    }));
+    read_loop(reader, &link, &ctx.home, &shutdown, &dead)
+        .instrument(span.clone())
+        .await;
+    // After the link's last operation, so nothing of it is left behind.
+    let _ = ctx.home.submit(Op::LinkGone { link: id }).await;
+    span.in_scope(|| tracing::info!(link = id, "link down"));
+}
+
+async fn read_loop<R: AsyncRead + Unpin>(
+    mut reader: FrameReader<R>,
+    link: &LinkTx,
+    home: &Home,
+    shutdown: &CancellationToken,
+    dead: &CancellationToken,
+) {
+    loop {
+        let frame = tokio::select! {
+            f = reader.read::<LinkUp>() => f,
+            () = shutdown.cancelled() => return,
+            () = dead.cancelled() => return,
+        };
+        let kind = match frame {
+            Ok(Some(LinkUp { kind: Some(k) })) => k,
+            Ok(Some(LinkUp { kind: None })) => {
+                unreachable!("decode_kinded refuses kindless frames")
+            }
+            Ok(None) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, "link read failed");
+                break;
+            }
+        };
+        let op = match kind {
+            link_up::Kind::Auth(_) => {
+                tracing::warn!("second Auth on a link; closing it");
+                break;
+            }
+            link_up::Kind::Append(a) => match a.envelope {
+                Some(envelope) => Op::Append {
+                    link: link.clone(),
+                    req: a.req,
+                    to: a.to,
+                    envelope,
+                },
+                None => {
+                    link.send(link_down::Kind::AppendResult(common::link::AppendResult {
+                        req: a.req,
+                        code: common::proto::Code::BadFrame as u32,
+                        ..Default::default()
+                    }));
+                    continue;
+                }
+            },
+            link_up::Kind::Attach(a) => Op::Attach {
+                link: link.clone(),
+                session: a.session,
+                user: a.user,
+                device: a.device,
+            },
+            link_up::Kind::Detach(d) => Op::Detach {
+                link: link.id,
+                session: d.session,
+                user: d.user,
+            },
+            link_up::Kind::Ack(a) => Op::Ack {
+                link: link.id,
+                session: a.session,
+                user: a.user,
+                seqs: a.seqs,
+            },
+            link_up::Kind::Typing(t) => Op::Typing {
+                from: t.from,
+                to: t.to,
+                typing: t.typing,
+            },
+            link_up::Kind::Watch(w) => Op::Watch {
+                link: link.clone(),
+                session: w.session,
+                target: w.target,
+                watch: w.watch,
+            },
+        };
+        if home.submit(op).await.is_err() {
+            break;
+        }
+    }
+    // Read side over: the edge is gone, so stop writing to it too.
+    dead.cancel();
+}
+
+/// Drains the link's queue onto the socket until every sender is gone (all
+/// answers delivered) or the link is declared dead.
+async fn writer<W: AsyncWrite + Unpin>(
+    mut w: W,
+    mut rx: mpsc::Receiver<LinkDown>,
+    dead: CancellationToken,
+) {
+    let mut scratch = BytesMut::with_capacity(4096);
+    loop {
+        let msg = tokio::select! {
+            m = rx.recv() => m,
+            () = dead.cancelled() => break,
+        };
+        let Some(msg) = msg else { break };
+        if write_frame(&mut w, &msg, &mut scratch).await.is_err() {
+            dead.cancel();
+            return;
+        }
+        // Write whatever else is queued before paying for a flush.
+        while let Ok(more) = rx.try_recv() {
+            if write_frame(&mut w, &more, &mut scratch).await.is_err() {
+                dead.cancel();
+                return;
+            }
+        }
+        if w.flush().await.is_err() {
+            dead.cancel();
+            return;
+        }
+    }
+    let _ = w.shutdown().await;
+}
