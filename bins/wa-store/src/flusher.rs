@@ -9,8 +9,9 @@
 //! flush publishes its generation as failed, and waiters at or below it get an
 //! error rather than an acknowledgement.
 //!
-//! The link's completion task ([`crate::listener`]) calls [`Commit::wait`]
-//! before it sends `AppendResult`.
+//! The home's shards (`crate::home`) hold their tickets in order and learn
+//! through [`Settled`] which are covered before they send `AppendResult` and
+//! push the items.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

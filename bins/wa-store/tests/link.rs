@@ -1,0 +1,300 @@
+//! wa-store over its real link listener: authentication, append and dedupe,
+//! pushes, acks, and the binary's exit codes.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use common::link::{
+    Append, Attach, LinkAck, LinkAuth, LinkDown, LinkUp, MAX_LINK_FRAME, link_down, link_up,
+};
+use common::proto::{Envelope, envelope::Content};
+use common::wire::{FrameReader, write_frame};
+use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio_util::sync::CancellationToken;
+
+const PATIENCE: Duration = Duration::from_secs(30);
+
+type Tls = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
+
+struct Store {
+    dir: tempfile::TempDir,
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), wa_store::StoreError>>,
+}
+
+fn config_toml(dir: &Path, listen: &str) -> String {
+    let d = dir.display();
+    format!(
+        "node = \"store-t\"\ndata_dir = \"{d}/db\"\n[link]\nlisten = \"{listen}\"\ncert = \"{d}/cert.pem\"\nkey = \"{d}/key.pem\"\n[cluster]\nmap = \"{d}/cluster.toml\"\nsecret_file = \"{d}/secret\"\n[shutdown]\ngrace = \"5s\"\n"
+    )
+}
+
+fn write_files(dir: &Path) {
+    common::tls::DevPki::generate(&["localhost"])
+        .unwrap()
+        .write_to(dir)
+        .unwrap();
+    let map =
+        common::cluster::ClusterMap::single("127.0.0.1:1".parse().unwrap(), "localhost", [7; 16]);
+    std::fs::write(dir.join("cluster.toml"), map.to_toml()).unwrap();
+    common::fsutil::write_private(&dir.join("secret"), &[42u8; 32]).unwrap();
+}
+
+async fn start() -> Store {
+    let dir = tempfile::tempdir().unwrap();
+    write_files(dir.path());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let config: wa_store::Config =
+        toml::from_str(&config_toml(dir.path(), &addr.to_string())).unwrap();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(wa_store::run(config, listener, shutdown.clone()));
+    Store {
+        dir,
+        addr,
+        shutdown,
+        task,
+    }
+}
+
+impl Store {
+    async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(PATIENCE, self.task)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+    }
+}
+
+struct Link {
+    r: FrameReader<ReadHalf<Tls>>,
+    w: WriteHalf<Tls>,
+    scratch: BytesMut,
+}
+
+async fn tls(s: &Store) -> Tls {
+    let roots = common::tls::load_certs(&s.dir.path().join("ca.pem")).unwrap();
+    let cfg = common::tls::client_config(&roots, &[common::link::LINK_ALPN]).unwrap();
+    let tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap()
+}
+
+impl Link {
+    async fn open(s: &Store, secret: &[u8]) -> Link {
+        let (r, w) = tokio::io::split(tls(s).await);
+        let mut l = Link {
+            r: FrameReader::new(r, MAX_LINK_FRAME),
+            w,
+            scratch: BytesMut::new(),
+        };
+        l.send(link_up::Kind::Auth(LinkAuth {
+            secret: Bytes::copy_from_slice(secret),
+            edge: "test-edge".into(),
+            epoch: 1,
+        }))
+        .await;
+        l
+    }
+
+    async fn send(&mut self, k: link_up::Kind) {
+        write_frame(&mut self.w, &LinkUp { kind: Some(k) }, &mut self.scratch)
+            .await
+            .unwrap();
+        self.w.flush().await.unwrap();
+    }
+
+    async fn recv(&mut self) -> Option<link_down::Kind> {
+        tokio::time::timeout(PATIENCE, self.r.read::<LinkDown>())
+            .await
+            .expect("store answers within patience")
+            .ok()
+            .flatten()
+            .map(|d| d.kind.unwrap())
+    }
+
+    async fn append(&mut self, req: u64, to: &str, from: &str, id: u8, body: &'static [u8]) {
+        self.send(link_up::Kind::Append(Append {
+            req,
+            to: to.into(),
+            envelope: Some(Envelope {
+                from: from.into(),
+                from_device: 1,
+                id: Bytes::from(vec![id; 16]),
+                server_ts_ms: 0,
+                content: Some(Content::Body(Bytes::from_static(body))),
+            }),
+            epoch: 1,
+        }))
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_secret_is_refused() {
+    let s = start().await;
+    let mut l = Link::open(&s, &[1u8; 32]).await;
+    assert!(
+        l.recv().await.is_none(),
+        "a wrong secret gets no answer, only a close"
+    );
+    // Anything but Auth first is refused too.
+    let (r, mut w) = tokio::io::split(tls(&s).await);
+    let mut scratch = BytesMut::new();
+    let attach = LinkUp {
+        kind: Some(link_up::Kind::Attach(Attach {
+            session: 1,
+            user: "bob".into(),
+            device: 1,
+            generation: 1,
+        })),
+    };
+    write_frame(&mut w, &attach, &mut scratch).await.unwrap();
+    w.flush().await.unwrap();
+    let mut r = FrameReader::new(r, MAX_LINK_FRAME);
+    let got = tokio::time::timeout(PATIENCE, r.read::<LinkDown>())
+        .await
+        .unwrap();
+    assert!(!matches!(got, Ok(Some(_))), "{got:?}");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn append_dedupe_push_ack() {
+    let s = start().await;
+    let mut l = Link::open(&s, &[42u8; 32]).await;
+    assert!(matches!(l.recv().await, Some(link_down::Kind::AuthOk(a)) if a.node == "store-t"));
+
+    l.append(1, "bob", "alice", 1, b"one").await;
+    l.append(2, "bob", "alice", 2, b"two").await;
+    l.append(3, "bob", "alice", 1, b"one again").await;
+    let mut results = Vec::new();
+    for _ in 0..3 {
+        match l.recv().await {
+            Some(link_down::Kind::AppendResult(r)) => results.push(r),
+            other => panic!("expected AppendResult, got {other:?}"),
+        }
+    }
+    results.sort_by_key(|r| r.req);
+    assert!(results.iter().all(|r| r.code == 0), "{results:?}");
+    assert_eq!(
+        results
+            .iter()
+            .map(|r| (r.seq, r.duplicate))
+            .collect::<Vec<_>>(),
+        [(1, false), (2, false), (1, true)]
+    );
+    assert_eq!(
+        results[2].server_ts_ms, results[0].server_ts_ms,
+        "a duplicate reports the original"
+    );
+
+    // A session gets the mailbox in order; the duplicate was not stored.
+    l.send(link_up::Kind::Attach(Attach {
+        session: 9,
+        user: "bob".into(),
+        device: 1,
+        generation: 1,
+    }))
+    .await;
+    let mut pushed = Vec::new();
+    for _ in 0..2 {
+        match l.recv().await {
+            Some(link_down::Kind::Push(p)) => {
+                assert_eq!(p.session, 9);
+                pushed.push((p.seq, p.envelope.unwrap().content));
+            }
+            other => panic!("expected Push, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        pushed,
+        [
+            (1, Some(Content::Body(Bytes::from_static(b"one")))),
+            (2, Some(Content::Body(Bytes::from_static(b"two"))))
+        ]
+    );
+
+    // Ack the first; a new session gets only the second.
+    l.send(link_up::Kind::Ack(LinkAck {
+        session: 9,
+        user: "bob".into(),
+        seqs: vec![1],
+    }))
+    .await;
+    l.send(link_up::Kind::Attach(Attach {
+        session: 10,
+        user: "bob".into(),
+        device: 2,
+        generation: 1,
+    }))
+    .await;
+    match l.recv().await {
+        Some(link_down::Kind::Push(p)) => assert_eq!((p.session, p.seq), (10, 2)),
+        other => panic!("expected Push of seq 2, got {other:?}"),
+    }
+    // A live append reaches both sessions.
+    l.append(4, "bob", "carol", 5, b"live").await;
+    let mut sessions = Vec::new();
+    for _ in 0..3 {
+        match l.recv().await {
+            Some(link_down::Kind::Push(p)) => {
+                assert_eq!(p.seq, 3);
+                sessions.push(p.session);
+            }
+            Some(link_down::Kind::AppendResult(r)) => assert_eq!((r.req, r.code), (4, 0)),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    sessions.sort();
+    assert_eq!(sessions, [9, 10]);
+    s.stop().await;
+}
+
+#[test]
+fn exit_codes_and_check_config() {
+    let bin = env!("CARGO_BIN_EXE_wa-store");
+    let dir = tempfile::tempdir().unwrap();
+    write_files(dir.path());
+    let cfg = dir.path().join("store.toml");
+    std::fs::write(&cfg, config_toml(dir.path(), "127.0.0.1:0")).unwrap();
+    let ok = std::process::Command::new(bin)
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--check-config")
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+
+    std::fs::write(&cfg, "node = \"x\"\nbogus = 1\n").unwrap();
+    let bad = std::process::Command::new(bin)
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(64));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("bogus"),
+        "the error names the key"
+    );
+
+    let missing = std::process::Command::new(bin)
+        .arg("--config")
+        .arg(dir.path().join("nope.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("nope.toml"));
+}
