@@ -1,0 +1,86 @@
+//! What the client tells the app: the [`Event`] stream.
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use super::MessageId;
+use crate::proto::{Code, ReceiptKind};
+
+/// Something that happened on the client's connection.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// Welcomed by the edge `server` (after the first connect and every reconnect).
+    Connected {
+        server: String,
+    },
+    /// The connection was lost; the client reconnects by itself. `code` is the
+    /// server's reason when it gave one.
+    Disconnected {
+        code: Option<Code>,
+        reason: String,
+    },
+    /// One tick: the recipient's home holds the send (or read receipt) `id`.
+    Accepted {
+        id: MessageId,
+        server_ts_ms: u64,
+        /// The home already had it (a resend after a lost `Accepted`).
+        duplicate: bool,
+    },
+    /// The server refused the send (or read receipt) `id` for good.
+    Rejected {
+        id: MessageId,
+        code: Code,
+        message: String,
+    },
+    /// A message for this user. Acknowledge `seq` with [`Client::ack`](super::Client::ack).
+    Message {
+        seq: u64,
+        from: String,
+        from_device: u32,
+        id: MessageId,
+        server_ts_ms: u64,
+        body: Bytes,
+    },
+    /// A delivered or read receipt about messages this user sent. Acknowledge
+    /// `seq` like a message.
+    Receipt {
+        seq: u64,
+        from: String,
+        kind: ReceiptKind,
+        ids: Vec<MessageId>,
+    },
+    Presence {
+        user: String,
+        online: bool,
+        last_seen_ms: u64,
+    },
+    Typing {
+        from: String,
+        typing: bool,
+    },
+    /// A non-fatal error the server reported that is not about a pending send.
+    Error {
+        code: Code,
+        message: String,
+    },
+    /// The client gave up (the token expired, was refused or revoked): it will
+    /// not reconnect, and the stream ends after this event.
+    Fatal {
+        code: Code,
+        message: String,
+    },
+}
+
+/// The app's end of the event stream.
+#[derive(Debug)]
+pub struct Events {
+    pub(crate) rx: mpsc::Receiver<Event>,
+}
+
+impl Events {
+    /// The next event; `None` once the client has stopped (closed or fatal)
+    /// and every event before that was returned.
+    pub async fn next(&mut self) -> Option<Event> {
+        self.rx.recv().await
+    }
+}
