@@ -201,3 +201,6 @@ fn check_user(user: &str) -> Result<(), ClientError> {
         Err(ClientError::BadUser(user.to_string()))
     }
 }
+
+#[cfg(test)]
+mod tests;
