@@ -7,6 +7,7 @@
 //! node = "store-1"
 //! data_dir = "/var/lib/wa/store"
 //! durability = "disk"
+//! engine = "sled"    # or "fjall"
 //! [link]
 //! listen = "127.0.0.1:7401"
 //! cert = "/etc/wa/link/cert.pem"
@@ -36,6 +37,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// When an append counts as stored.
     pub durability: Durability,
+    /// The storage engine under the mailboxes.
+    pub engine: Engine,
     pub link: LinkConfig,
     pub cluster: ClusterConfig,
     pub shutdown: ShutdownConfig,
@@ -50,6 +53,15 @@ pub enum Durability {
     /// write (group commit).
     #[default]
     Disk,
+}
+
+/// Which storage engine keeps the data (docs/ARCHITECTURE.md, "Storage").
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    #[default]
+    Sled,
+    Fjall,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -86,6 +98,7 @@ impl Default for Config {
             node: "store-1".into(),
             data_dir: "/var/lib/wa/store".into(),
             durability: Durability::Disk,
+            engine: Engine::Sled,
             link: LinkConfig::default(),
             cluster: ClusterConfig::default(),
             shutdown: ShutdownConfig::default(),
@@ -218,6 +231,7 @@ mod tests {
 node = "store-1"
 data_dir = "/var/lib/wa/store"
 durability = "disk"
+engine = "sled"
 [link]
 listen = "127.0.0.1:7401"
 cert = "/etc/wa/link/cert.pem"

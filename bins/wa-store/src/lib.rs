@@ -25,7 +25,7 @@ pub use error::StoreError;
 use crate::flusher::{Commit, FlushFn};
 use crate::home::Home;
 use crate::listener::LinkCtx;
-use crate::storage::{SledStorage, Storage};
+use crate::storage::{FjallStorage, SledStorage, Storage};
 
 /// Shards per node: enough to keep both cores busy and one hot user from
 /// holding up many others.
@@ -61,10 +61,13 @@ impl Store {
         let certs = common::tls::load_certs(&config.link.cert)?;
         let key = common::tls::load_key(&config.link.key)?;
         let tls = common::tls::server_config(certs, key, &[common::link::LINK_ALPN])?;
-        let storage = SledStorage::open(&config.data_dir)?;
+        let storage: Arc<dyn Storage> = match config.engine {
+            config::Engine::Sled => Arc::new(SledStorage::open(&config.data_dir)?),
+            config::Engine::Fjall => Arc::new(FjallStorage::open(&config.data_dir)?),
+        };
         Ok(Store {
             config,
-            storage: Arc::new(storage),
+            storage,
             secret,
             epoch: map.epoch,
             tls: Arc::new(tls),

@@ -1,0 +1,93 @@
+//! The key layout both engines share: one key space, typed prefixes,
+//! big-endian numbers so that range scans come out in sequence order.
+//!
+//! | key | value |
+//! |---|---|
+//! | `01 len user seq:u64be` | encoded `Envelope` (mailbox item) |
+//! | `02 len to len from kind id` | `seq:u64be server_ts_ms:u64be` (dedupe) |
+//! | `03 len user` | last assigned `seq:u64be` |
+//! | `04 len user` | last seen `ms:u64be` |
+//!
+//! `len` is one byte: user ids are at most 64 bytes, and a length byte in front
+//! of each id keeps one user's keys from being a prefix of another's.
+
+use prost::Message;
+
+use super::{DedupeKey, Item, Original, StorageError};
+use common::proto::Envelope;
+
+const ITEM: u8 = 1;
+const DEDUPE: u8 = 2;
+pub(super) const SEQ: u8 = 3;
+pub(super) const SEEN: u8 = 4;
+
+fn push_id(key: &mut Vec<u8>, id: &str) -> Result<(), StorageError> {
+    let len = u8::try_from(id.len()).map_err(|_| StorageError::Corrupt {
+        what: format!("user id of {} bytes cannot be a key", id.len()),
+    })?;
+    key.push(len);
+    key.extend_from_slice(id.as_bytes());
+    Ok(())
+}
+
+pub(super) fn user_key(prefix: u8, user: &str) -> Result<Vec<u8>, StorageError> {
+    let mut k = Vec::with_capacity(2 + user.len() + 8);
+    k.push(prefix);
+    push_id(&mut k, user)?;
+    Ok(k)
+}
+
+pub(super) fn item_key(user: &str, seq: u64) -> Result<Vec<u8>, StorageError> {
+    let mut k = user_key(ITEM, user)?;
+    k.extend_from_slice(&seq.to_be_bytes());
+    Ok(k)
+}
+
+pub(super) fn dedupe_key(key: &DedupeKey<'_>) -> Result<Vec<u8>, StorageError> {
+    let mut k = Vec::with_capacity(4 + key.to.len() + key.from.len() + key.id.len());
+    k.push(DEDUPE);
+    push_id(&mut k, key.to)?;
+    push_id(&mut k, key.from)?;
+    k.push(key.kind as u8);
+    k.extend_from_slice(key.id);
+    Ok(k)
+}
+
+pub(super) fn be_u64(v: &[u8], what: &str) -> Result<u64, StorageError> {
+    let b: [u8; 8] =
+        v.get(..8)
+            .and_then(|s| s.try_into().ok())
+            .ok_or_else(|| StorageError::Corrupt {
+                what: format!("{what}: {} bytes, expected at least 8", v.len()),
+            })?;
+    Ok(u64::from_be_bytes(b))
+}
+
+/// The dedupe value: where and when the original append landed.
+pub(super) fn original_value(seq: u64, server_ts_ms: u64) -> [u8; 16] {
+    let mut v = [0u8; 16];
+    v[..8].copy_from_slice(&seq.to_be_bytes());
+    v[8..].copy_from_slice(&server_ts_ms.to_be_bytes());
+    v
+}
+
+pub(super) fn decode_original(v: &[u8]) -> Result<Original, StorageError> {
+    if v.len() != 16 {
+        return Err(StorageError::Corrupt {
+            what: format!("dedupe entry of {} bytes, expected 16", v.len()),
+        });
+    }
+    Ok(Original {
+        seq: be_u64(&v[..8], "dedupe seq")?,
+        server_ts_ms: be_u64(&v[8..], "dedupe server_ts")?,
+    })
+}
+
+/// A mailbox item from its key and value.
+pub(super) fn decode_item(k: &[u8], v: &[u8]) -> Result<Item, StorageError> {
+    let seq = be_u64(&k[k.len().saturating_sub(8)..], "item key")?;
+    let envelope = Envelope::decode(v).map_err(|e| StorageError::Corrupt {
+        what: format!("item {seq} of a mailbox: {e}"),
+    })?;
+    Ok(Item { seq, envelope })
+}
