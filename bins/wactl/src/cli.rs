@@ -1,0 +1,184 @@
+//! The command line: every subcommand and flag, documented here so that
+//! `--help` and the man pages (`wactl man`) teach the tool.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Admin and developer tool of wa.
+///
+/// Start a local deployment with `wactl up`, then talk through it with
+/// `wactl watch` and `wactl send` from other terminals. `keygen` and `token`
+/// manage token signing keys and mint credentials until wa-register exists.
+///
+/// Exit codes: 0 success, 1 failure (the message says why), 64 bad arguments.
+#[derive(Debug, Parser)]
+#[command(name = "wactl", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    Keygen(KeygenArgs),
+    Token(TokenArgs),
+    Up(UpArgs),
+    Send(SendArgs),
+    Watch(WatchArgs),
+    Man(ManArgs),
+}
+
+/// Create an Ed25519 token signing key pair.
+///
+/// Writes DIR/ID.pem (the private signing key, PKCS#8 PEM, mode 0600) and
+/// DIR/ID.pub (the public key, SPKI PEM). Edges list the public key under
+/// `[tokens] keys` with the same id; `wactl token` signs with the private one.
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Directory for the key files (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Key id: the file names and the `key_id` that tokens will name.
+    #[arg(long, default_value = "k1")]
+    pub id: String,
+    /// Replace key files that already exist.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Mint a credential token and print it on stdout.
+///
+/// The token is `v1.<claims>.<signature>`, verified offline by every edge
+/// whose key ring holds the public key of KEY-ID.
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// The private signing key (from `wactl keygen`).
+    #[arg(long, value_name = "SIGNING.pem")]
+    pub key: PathBuf,
+    /// The id the edges know the matching public key by.
+    #[arg(long, default_value = "k1")]
+    pub key_id: String,
+    /// The user id the token authenticates.
+    #[arg(long)]
+    pub user: String,
+    /// The device number of the user.
+    #[arg(long, default_value_t = 1)]
+    pub device: u32,
+    /// The device's credential generation (a newer one revokes older ones).
+    #[arg(long, default_value_t = 1)]
+    pub generation: u32,
+    /// How long the token is valid, e.g. `30m`, `24h`, `7days`.
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    pub ttl: Duration,
+}
+
+/// Run a local deployment: one wa-store and one wa-chat.
+///
+/// Creates DIR if needed with a development PKI (pki/), a token signing key
+/// (keys/k1.pem, keys/k1.pub), a cluster secret, a one-island cluster map and
+/// config files for both services (existing keys, PKI, secret and map are
+/// kept), then starts wa-store and wa-chat (found next to wactl, else on
+/// PATH), waits until both are ready and prints where they listen and how to
+/// try them. Ctrl-C or SIGTERM stops wa-chat, then wa-store, and exits 0; if
+/// either exits on its own, the other is stopped and wactl exits 1.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub dir: DirArg,
+    /// Address both services listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: std::net::IpAddr,
+    /// Port of wa-store's internal link listener.
+    #[arg(long, default_value_t = 7401)]
+    pub link_port: u16,
+    /// Port of wa-chat for clients, TCP (TLS) and UDP (QUIC) alike.
+    #[arg(long, default_value_t = 7443)]
+    pub port: u16,
+}
+
+/// The deployment directory shared by `up`, `send` and `watch`.
+#[derive(Debug, Args)]
+pub struct DirArg {
+    /// Deployment directory created by `wactl up`.
+    #[arg(long, default_value = "./wa-dev", value_name = "DIR")]
+    pub dir: PathBuf,
+}
+
+/// What `wactl send` waits for before it exits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum WaitFor {
+    /// One tick: the recipient's home stored the message.
+    Accepted,
+    /// Two ticks: the recipient's device acknowledged it.
+    Delivered,
+    /// Blue ticks: the recipient marked it read.
+    Read,
+}
+
+/// Send one text message through a `wactl up` deployment.
+///
+/// Mints a token for FROM with DIR/keys/k1.pem, connects to the wa-chat of
+/// DIR/wa-chat.toml, sends TEXT to TO and prints `accepted`, then, as --wait
+/// asks, `delivered` and `read` when those receipts arrive (acknowledging
+/// them). Exits 1 if the message is rejected or the wait times out.
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    #[command(flatten)]
+    pub dir: DirArg,
+    /// The sender's user id.
+    #[arg(long)]
+    pub from: String,
+    /// The recipient's user id.
+    #[arg(long)]
+    pub to: String,
+    #[command(flatten)]
+    pub transport: TransportArg,
+    /// Wait until the message is accepted, delivered or read.
+    #[arg(long, value_enum, default_value = "accepted")]
+    pub wait: WaitFor,
+    /// Give up (exit 1) when the wait takes longer than this.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+    /// The message text.
+    pub text: String,
+}
+
+/// Receive as a user through a `wactl up` deployment, until Ctrl-C.
+///
+/// Prints every message as `FROM: TEXT` and every receipt, acknowledging each
+/// (which sends the delivered receipt to the sender); with --read also marks
+/// each message read (blue ticks).
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    pub dir: DirArg,
+    /// The user id to receive as.
+    #[arg(long)]
+    pub user: String,
+    /// Mark every message read as soon as it is printed.
+    #[arg(long)]
+    pub read: bool,
+    #[command(flatten)]
+    pub transport: TransportArg,
+}
+
+#[derive(Debug, Args)]
+#[group(multiple = false)]
+pub struct TransportArg {
+    /// Connect with TLS over TCP (the default).
+    #[arg(long)]
+    pub tcp: bool,
+    /// Connect with QUIC.
+    #[arg(long)]
+    pub quic: bool,
+}
+
+/// Write man pages for wactl and each subcommand.
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Directory for the pages (created if missing): wactl.1, wactl-up.1, ...
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+}

@@ -1,0 +1,365 @@
+//! `wactl up`: a whole deployment on this machine, in one directory, in the
+//! foreground. Files first (kept when present), then wa-store, then wa-chat,
+//! each awaited until it prints its `READY` line; stops them in the reverse
+//! order on Ctrl-C or SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, ExitStatus, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use common::cluster::ClusterMap;
+use common::tls::DevPki;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, ChildStdout, Command};
+use tokio::signal::unix::{Signal, SignalKind, signal};
+
+use crate::cli::UpArgs;
+use crate::dev::{KEY_ID, SERVER_NAME};
+
+/// How long a service may take to print its READY line.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a service may take to exit after SIGTERM before it is killed
+/// (its own grace period in the generated configs is 5 s).
+const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+
+pub(crate) async fn run(args: &UpArgs) -> anyhow::Result<ExitCode> {
+    let mut signals = Signals::new()?;
+    std::fs::create_dir_all(&args.dir.dir)
+        .with_context(|| format!("cannot create {}", args.dir.dir.display()))?;
+    let dir = std::fs::canonicalize(&args.dir.dir)
+        .with_context(|| format!("cannot resolve {}", args.dir.dir.display()))?;
+    let link = SocketAddr::new(args.host, args.link_port);
+    let chat = SocketAddr::new(args.host, args.port);
+    prepare(&dir, args.host, link, chat)?;
+
+    let mut store = Service::spawn("wa-store", &dir.join("wa-store.toml"))?;
+    let store_line = match until_signal(&mut signals, store.ready()).await {
+        None => return Ok(stopped(vec![store]).await),
+        Some(Err(e)) => {
+            stop(vec![store]).await;
+            return Err(e);
+        }
+        Some(Ok(line)) => line,
+    };
+    let mut chat = match Service::spawn("wa-chat", &dir.join("wa-chat.toml")) {
+        Ok(c) => c,
+        Err(e) => {
+            stop(vec![store]).await;
+            return Err(e);
+        }
+    };
+    let chat_line = match until_signal(&mut signals, chat.ready()).await {
+        None => return Ok(stopped(vec![chat, store]).await),
+        Some(Err(e)) => {
+            stop(vec![chat, store]).await;
+            return Err(e);
+        }
+        Some(Ok(line)) => line,
+    };
+
+    let shown = &args.dir.dir.display();
+    let tcp = field(&chat_line, "tcp").unwrap_or("?");
+    let quic = field(&chat_line, "quic").unwrap_or("?");
+    let link_shown = field(&store_line, "link").unwrap_or("?");
+    println!(
+        "wa-store  ready: link {link_shown}, data in {}",
+        dir.join("store").display()
+    );
+    println!("wa-chat   ready: tcp {tcp}, quic {quic}");
+    println!();
+    println!("Try it, in two more terminals:");
+    println!("  wactl watch --dir {shown} --user bob --read");
+    println!("  wactl send --dir {shown} --from alice --to bob --wait read 'hello bob'");
+    println!("Ctrl-C stops both.");
+    println!("READY wactl-up link={link_shown} tcp={tcp} quic={quic}");
+
+    tokio::select! {
+        _ = signals.recv() => Ok(stopped(vec![chat, store]).await),
+        st = chat.child.wait() => {
+            eprintln!("wactl: wa-chat exited on its own ({})", describe(st));
+            stop(vec![store]).await;
+            Ok(ExitCode::from(1))
+        }
+        st = store.child.wait() => {
+            eprintln!("wactl: wa-store exited on its own ({})", describe(st));
+            stop(vec![chat]).await;
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+/// `fut`'s output, or `None` if SIGINT or SIGTERM came first.
+async fn until_signal<T>(
+    signals: &mut Signals,
+    fut: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    tokio::select! {
+        out = fut => Some(out),
+        _ = signals.recv() => None,
+    }
+}
+
+/// Stops on request: exit 0 if every service stopped cleanly.
+async fn stopped(services: Vec<Service>) -> ExitCode {
+    println!("stopping");
+    if stop(services).await {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// Writes what is missing in `dir`: PKI, signing key, cluster secret and map;
+/// and the two service configs, always (they follow the flags).
+fn prepare(
+    dir: &Path,
+    host: std::net::IpAddr,
+    link: SocketAddr,
+    chat: SocketAddr,
+) -> anyhow::Result<()> {
+    let mkdir = |p: PathBuf| {
+        std::fs::create_dir_all(&p).with_context(|| format!("cannot create {}", p.display()))
+    };
+    mkdir(dir.join("pki"))?;
+    mkdir(dir.join("keys"))?;
+    mkdir(dir.join("store"))?;
+
+    if !dir.join("pki/ca.pem").exists() {
+        let host = host.to_string();
+        let mut names = vec!["localhost", "127.0.0.1"];
+        if !names.contains(&host.as_str()) {
+            names.push(&host);
+        }
+        DevPki::generate(&names)
+            .context("cannot generate the development PKI")?
+            .write_to(&dir.join("pki"))
+            .with_context(|| format!("cannot write {}", dir.join("pki").display()))?;
+        println!(
+            "created a development CA and certificate in {}",
+            dir.join("pki").display()
+        );
+    }
+    if !dir.join("keys/k1.pem").exists() {
+        crate::keygen::write_pair(&dir.join("keys"), KEY_ID, true)?;
+        println!(
+            "created the token signing key {}",
+            dir.join("keys/k1.pem").display()
+        );
+    }
+    let secret = dir.join("cluster.secret");
+    if !secret.exists() {
+        common::fsutil::write_private(&secret, &rand::random::<[u8; 32]>())
+            .with_context(|| format!("cannot write {}", secret.display()))?;
+    }
+    write_map(&dir.join("cluster.toml"), link)?;
+
+    let d = dir.display();
+    let store = format!(
+        r#"node = "store-1"
+data_dir = "{d}/store"
+durability = "disk"
+[link]
+listen = "{link}"
+cert = "{d}/pki/cert.pem"
+key = "{d}/pki/key.pem"
+[cluster]
+map = "{d}/cluster.toml"
+secret_file = "{d}/cluster.secret"
+[shutdown]
+grace = "5s"
+"#
+    );
+    let chat = format!(
+        r#"name = "chat-1"
+[listen]
+tcp = "{chat}"
+quic = "{chat}"
+[tls]
+cert = "{d}/pki/cert.pem"
+key = "{d}/pki/key.pem"
+[tokens]
+keys = [{{ id = "{KEY_ID}", public_key = "{d}/keys/k1.pub" }}]
+[cluster]
+map = "{d}/cluster.toml"
+ca = "{d}/pki/ca.pem"
+secret_file = "{d}/cluster.secret"
+[shutdown]
+grace = "5s"
+retry_after = "1s"
+"#
+    );
+    for (name, text) in [("wa-store.toml", store), ("wa-chat.toml", chat)] {
+        let p = dir.join(name);
+        std::fs::write(&p, text).with_context(|| format!("cannot write {}", p.display()))?;
+    }
+    Ok(())
+}
+
+/// Keeps an existing map (its hash seed places users), moving its one
+/// island to `link` if the link port changed.
+fn write_map(path: &Path, link: SocketAddr) -> anyhow::Result<()> {
+    let map = if path.exists() {
+        let mut map = ClusterMap::load(path)
+            .with_context(|| format!("cannot use the existing {}", path.display()))?;
+        match map.islands.as_mut_slice() {
+            [island] if island.primary == link => return Ok(()),
+            [island] => island.primary = link,
+            _ => bail!(
+                "{} has several islands; `wactl up` runs a single-island deployment",
+                path.display()
+            ),
+        }
+        map
+    } else {
+        ClusterMap::single(link, SERVER_NAME, rand::random())
+    };
+    std::fs::write(path, map.to_toml()).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// SIGINT or SIGTERM, whichever comes first.
+struct Signals {
+    int: Signal,
+    term: Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Self> {
+        Ok(Self {
+            int: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+            term: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+        })
+    }
+
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.int.recv() => {}
+            _ = self.term.recv() => {}
+        }
+    }
+}
+
+/// A child service.
+struct Service {
+    name: &'static str,
+    child: Child,
+    stdout: Option<ChildStdout>,
+}
+
+impl Service {
+    fn spawn(name: &'static str, config: &Path) -> anyhow::Result<Service> {
+        let bin = find_binary(name)?;
+        let mut child = Command::new(&bin)
+            .arg("--config")
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("cannot start {}", bin.display()))?;
+        let stdout = child.stdout.take();
+        Ok(Service {
+            name,
+            child,
+            stdout,
+        })
+    }
+
+    /// Waits for the `READY <name> ...` line and returns it; later lines are
+    /// forwarded to our stdout, prefixed with the service's name.
+    async fn ready(&mut self) -> anyhow::Result<String> {
+        let name = self.name;
+        let stdout = self.stdout.take().expect("ready is awaited once");
+        let mut lines = BufReader::new(stdout).lines();
+        let prefix = format!("READY {name} ");
+        let found = tokio::time::timeout(READY_TIMEOUT, async {
+            while let Some(line) = lines.next_line().await? {
+                if line.starts_with(&prefix) {
+                    return Ok(Some(line));
+                }
+                println!("[{name}] {line}");
+            }
+            Ok::<_, std::io::Error>(None)
+        })
+        .await;
+        let line = match found {
+            Ok(Ok(Some(line))) => line,
+            Ok(Ok(None)) | Ok(Err(_)) => {
+                let st = self.child.wait().await;
+                bail!(
+                    "{name} exited before it was ready ({}); its messages are above",
+                    describe(st)
+                );
+            }
+            Err(_) => bail!("{name} did not print its READY line within {READY_TIMEOUT:?}"),
+        };
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                println!("[{name}] {line}");
+            }
+        });
+        Ok(line)
+    }
+}
+
+/// Stops services in the given order (SIGTERM, then wait; killed if they
+/// outstay [`STOP_TIMEOUT`]) and reports how each ended. `true` if all exited 0.
+async fn stop(services: Vec<Service>) -> bool {
+    let mut all_ok = true;
+    for mut s in services {
+        if let Some(pid) = s.child.id() {
+            let pid = nix::unistd::Pid::from_raw(pid as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        }
+        let st = match tokio::time::timeout(STOP_TIMEOUT, s.child.wait()).await {
+            Ok(st) => st,
+            Err(_) => {
+                eprintln!(
+                    "wactl: {} did not stop within {STOP_TIMEOUT:?}; killing it",
+                    s.name
+                );
+                let _ = s.child.start_kill();
+                s.child.wait().await
+            }
+        };
+        all_ok &= matches!(&st, Ok(st) if st.success());
+        println!("{} stopped ({})", s.name, describe(st));
+    }
+    all_ok
+}
+
+fn describe(st: std::io::Result<ExitStatus>) -> String {
+    match st {
+        Ok(st) => st.to_string(),
+        Err(e) => format!("status unknown: {e}"),
+    }
+}
+
+/// `name` next to this executable (as cargo builds them), else on PATH.
+fn find_binary(name: &str) -> anyhow::Result<PathBuf> {
+    let exe_dir = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf));
+    let beside = exe_dir.iter().map(|d| d.join(name));
+    let on_path = std::env::var_os("PATH")
+        .map(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join(name))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    if let Some(found) = beside.chain(on_path).find(|p| p.is_file()) {
+        return Ok(found);
+    }
+    let where_ = exe_dir
+        .map(|d| format!("next to wactl in {} or ", d.display()))
+        .unwrap_or_default();
+    bail!("cannot find the {name} binary {where_}on PATH; build it with `cargo build --workspace`")
+}
+
+fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+}

@@ -1,0 +1,89 @@
+//! `wactl watch`: print what arrives for a user, acknowledge it, optionally
+//! mark it read.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use common::client::Event;
+use common::proto::ReceiptKind;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::cli::WatchArgs;
+use crate::dev::{self, DevDir};
+
+pub(crate) async fn run(args: &WatchArgs) -> anyhow::Result<ExitCode> {
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let dev = DevDir::new(&args.dir.dir);
+    let (client, mut events) = dev
+        .connect(&args.user, dev::transport(&args.transport))
+        .await?;
+    println!("watching as {} (Ctrl-C stops)", args.user);
+    let outcome = loop {
+        let event = tokio::select! {
+            _ = tokio::signal::ctrl_c() => break Ok(()),
+            _ = term.recv() => break Ok(()),
+            e = events.next() => e,
+        };
+        let Some(event) = event else {
+            break Err(anyhow::anyhow!("the connection ended"));
+        };
+        match event {
+            Event::Message {
+                seq,
+                from,
+                id,
+                body,
+                ..
+            } => {
+                println!("{from}: {}", String::from_utf8_lossy(&body));
+                client.ack(&[seq]).await.context("cannot acknowledge")?;
+                if args.read {
+                    client
+                        .mark_read(&from, &[id])
+                        .await
+                        .context("cannot mark read")?;
+                }
+            }
+            Event::Receipt {
+                seq,
+                from,
+                kind,
+                ids,
+            } => {
+                let what = match kind {
+                    ReceiptKind::Delivered => "delivered",
+                    ReceiptKind::Read => "read",
+                    ReceiptKind::Unspecified => "receipt",
+                };
+                let n = ids.len();
+                println!("{from} {what} {n} message{}", if n == 1 { "" } else { "s" });
+                client.ack(&[seq]).await.context("cannot acknowledge")?;
+            }
+            Event::Presence { user, online, .. } => {
+                println!("{user} is {}", if online { "online" } else { "offline" })
+            }
+            Event::Typing { from, typing } => {
+                if typing {
+                    println!("{from} is typing");
+                }
+            }
+            Event::Rejected { code, message, .. } => {
+                eprintln!("a read receipt was rejected: {code}: {message}")
+            }
+            Event::Error { code, message } => eprintln!("server error: {code}: {message}"),
+            Event::Disconnected { reason, .. } => {
+                eprintln!("disconnected ({reason}); reconnecting")
+            }
+            Event::Connected { server } => eprintln!("connected to {server}"),
+            Event::Fatal { code, message } => {
+                break Err(anyhow::anyhow!(
+                    "the server refused {}: {code}: {message}",
+                    args.user
+                ));
+            }
+            Event::Accepted { .. } => {}
+        }
+    };
+    client.close().await;
+    outcome.map(|()| ExitCode::SUCCESS)
+}
