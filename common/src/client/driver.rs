@@ -41,6 +41,8 @@ const LINGER: Duration = Duration::from_secs(1);
 const EXPLAIN: Duration = Duration::from_millis(200);
 /// Commands handled in one go before the queued frames are written.
 const COMMAND_BURST: usize = 256;
+/// Added to twice the keepalive before a silent server counts as gone.
+const SILENCE_SLACK: Duration = Duration::from_secs(5);
 /// Used when the server announces no keepalive.
 const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(30);
 
@@ -90,7 +92,8 @@ impl Shared {
 }
 
 /// Whether the client stops reconnecting after the server closed with `code`:
-/// a new connection would be refused the same way.
+/// the token will never work again, or the client has a bug that a new
+/// connection would repeat (PROTOCOL.md, error codes).
 pub(crate) fn gives_up(code: Code) -> bool {
     matches!(
         code,
@@ -98,10 +101,15 @@ pub(crate) fn gives_up(code: Code) -> bool {
             | Code::TokenInvalid
             | Code::Revoked
             | Code::ProtocolViolation
-            | Code::NotAuthenticated
             | Code::BadFrame
             | Code::FrameTooLarge
     )
+}
+
+/// Whether a request refused with `code` is kept and resent later with the
+/// same id rather than reported as rejected.
+fn resend_later(code: Option<Code>) -> bool {
+    matches!(code, Some(Code::Unavailable | Code::Internal))
 }
 
 /// How a session ended.
@@ -129,7 +137,8 @@ enum Item {
 struct Pending {
     id: MessageId,
     item: Item,
-    /// Refused with `UNAVAILABLE` on this connection: resend at `hold_until`.
+    /// Refused for now (`UNAVAILABLE`, `INTERNAL`) on this connection: resend
+    /// at `hold_until`.
     held: bool,
 }
 
@@ -336,9 +345,9 @@ impl Driver {
             s => Duration::from_secs(s.into()),
         };
         // The server answers every ping, so this long without a frame means
-        // the path is dead even if no error says so.
-        let silence_limit =
-            (keepalive * 2).max(Duration::from_secs(welcome.idle_timeout_secs.into()));
+        // the path is dead even if no error says so (a NAT or mobile network
+        // that dropped it silently). The slack spares a busy machine.
+        let silence_limit = keepalive * 2 + SILENCE_SLACK;
 
         // Everything still pending goes out again, same ids, original order,
         // before anything new.
@@ -466,7 +475,7 @@ impl Driver {
                 let retry_after = millis(e.retry_after_ms);
                 let pending = id16(&e.id).filter(|id| self.order_of.contains_key(id));
                 match (pending, code) {
-                    (Some(id), Some(Code::Unavailable)) => {
+                    (Some(id), code) if resend_later(code) => {
                         let order = self.order_of[&id];
                         self.pending
                             .get_mut(&order)
