@@ -37,25 +37,16 @@ pub(crate) async fn run(args: &UpArgs) -> anyhow::Result<ExitCode> {
     let mut store = Service::spawn("wa-store", &dir.join("wa-store.toml"))?;
     let store_line = match until_signal(&mut signals, store.ready()).await {
         None => return Ok(stopped(vec![store]).await),
-        Some(Err(e)) => {
-            stop(vec![store]).await;
-            return Err(e);
-        }
+        Some(Err(e)) => return Ok(failed(e, vec![store]).await),
         Some(Ok(line)) => line,
     };
     let mut chat = match Service::spawn("wa-chat", &dir.join("wa-chat.toml")) {
         Ok(c) => c,
-        Err(e) => {
-            stop(vec![store]).await;
-            return Err(e);
-        }
+        Err(e) => return Ok(failed(e, vec![store]).await),
     };
     let chat_line = match until_signal(&mut signals, chat.ready()).await {
         None => return Ok(stopped(vec![chat, store]).await),
-        Some(Err(e)) => {
-            stop(vec![chat, store]).await;
-            return Err(e);
-        }
+        Some(Err(e)) => return Ok(failed(e, vec![chat, store]).await),
         Some(Ok(line)) => line,
     };
 
@@ -99,6 +90,13 @@ async fn until_signal<T>(
         out = fut => Some(out),
         _ = signals.recv() => None,
     }
+}
+
+/// Reports why the deployment cannot start, then stops what did: exit 1.
+async fn failed(e: anyhow::Error, services: Vec<Service>) -> ExitCode {
+    eprintln!("wactl: {e:#}");
+    stop(services).await;
+    ExitCode::from(1)
 }
 
 /// Stops on request: exit 0 if every service stopped cleanly.

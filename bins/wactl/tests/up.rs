@@ -1,0 +1,145 @@
+//! `wactl up` end to end: a real wa-store and wa-chat started by wactl, a
+//! `wactl watch` receiving, `wactl send` waiting for its ticks, and a clean
+//! stop on SIGTERM. Needs the workspace's binaries (`cargo build --workspace`).
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
+
+const WACTL: &str = env!("CARGO_BIN_EXE_wactl");
+/// A bound on failure, never a readiness check.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// A port free for both TCP and UDP on 127.0.0.1 right now.
+fn free_port() -> u16 {
+    loop {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = tcp.local_addr().unwrap().port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+fn spawn(args: &[&str]) -> (Child, Lines<BufReader<ChildStdout>>) {
+    let mut child = Command::new(WACTL)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    (child, lines)
+}
+
+/// Reads lines until one satisfies `want`; fails on end of output or timeout.
+async fn wait_line(
+    lines: &mut Lines<BufReader<ChildStdout>>,
+    what: &str,
+    want: impl Fn(&str) -> bool,
+) -> String {
+    tokio::time::timeout(PATIENCE, async {
+        while let Some(l) = lines.next_line().await.unwrap() {
+            if want(&l) {
+                return l;
+            }
+        }
+        panic!("output ended before {what}");
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no {what} within {PATIENCE:?}"))
+}
+
+fn sigterm(child: &Child) {
+    let pid = nix::unistd::Pid::from_raw(child.id().expect("still running") as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+}
+
+async fn exits_zero(child: &mut Child, name: &str) {
+    let st = tokio::time::timeout(PATIENCE, child.wait())
+        .await
+        .unwrap_or_else(|_| panic!("{name} did not exit"))
+        .unwrap();
+    assert!(st.success(), "{name} exited with {st}");
+}
+
+async fn send(dir: &str, extra: &[&str], text: &str) -> String {
+    let mut args = vec![
+        "send",
+        "--dir",
+        dir,
+        "--from",
+        "alice",
+        "--to",
+        "bob",
+        "--timeout",
+        "30s",
+    ];
+    args.extend_from_slice(extra);
+    args.push(text);
+    let out = tokio::time::timeout(PATIENCE, Command::new(WACTL).args(&args).output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "wactl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_then_watch_and_send_then_sigterm() {
+    let bin_dir = Path::new(WACTL).parent().unwrap();
+    for b in ["wa-store", "wa-chat"] {
+        assert!(
+            bin_dir.join(b).is_file(),
+            "{b} is not built in {}: run `cargo build --workspace`",
+            bin_dir.display()
+        );
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("dev");
+    let dir = dir.to_str().unwrap();
+    let (link, port) = (free_port().to_string(), free_port().to_string());
+    let (mut up, mut up_out) = spawn(&["up", "--dir", dir, "--link-port", &link, "--port", &port]);
+    let ready = wait_line(&mut up_out, "READY from wactl up", |l| {
+        l.starts_with("READY wactl-up ")
+    })
+    .await;
+    assert!(ready.contains(&format!("tcp=127.0.0.1:{port}")), "{ready}");
+    tokio::spawn(async move { while let Ok(Some(_)) = up_out.next_line().await {} });
+
+    let (mut watch, mut watch_out) = spawn(&["watch", "--dir", dir, "--user", "bob", "--read"]);
+    wait_line(&mut watch_out, "watch connected", |l| {
+        l.starts_with("watching as bob")
+    })
+    .await;
+
+    assert_eq!(
+        send(dir, &["--wait", "read"], "hello bob").await,
+        "accepted\ndelivered\nread\n"
+    );
+    wait_line(&mut watch_out, "the message at watch", |l| {
+        l == "alice: hello bob"
+    })
+    .await;
+    assert_eq!(
+        send(dir, &["--quic", "--wait", "delivered"], "over quic").await,
+        "accepted\ndelivered\n"
+    );
+    wait_line(&mut watch_out, "the QUIC message at watch", |l| {
+        l == "alice: over quic"
+    })
+    .await;
+
+    sigterm(&watch);
+    exits_zero(&mut watch, "wactl watch").await;
+    sigterm(&up);
+    exits_zero(&mut up, "wactl up").await;
+}
