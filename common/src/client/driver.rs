@@ -494,6 +494,11 @@ impl Driver {
                             message: e.message.clone(),
                         });
                     }
+                    // About a request already settled (a resend that crossed
+                    // its first answer): nothing new to tell.
+                    (None, _) if !e.id.is_empty() => {
+                        tracing::debug!(id = %hex::encode(&e.id), ?code, "Error for nothing pending");
+                    }
                     (None, code) if !e.fatal => self.emit(Event::Error {
                         code: code.unwrap_or(Code::Internal),
                         message: e.message.clone(),
