@@ -1,1 +1,267 @@
-//! placeholder
+//! `wa-chat`: the edge (docs/ARCHITECTURE.md, "Edge sessions").
+//!
+//! [`run`] is the whole server: load keys, cluster map, secret and TLS
+//! ([`Chat::open`]), keep a link to every home ([`links`], [`routing`]), accept
+//! clients on TLS/TCP and QUIC ([`listener`]) and run one [`session`] task per
+//! connection until the shutdown token is cancelled; then stop accepting, tell
+//! every client Goodbye, wait for the sessions up to the grace period and
+//! return. `main.rs` and the tests call the same code.
+
+pub mod config;
+pub mod error;
+pub mod hub;
+pub mod links;
+pub mod listener;
+pub mod outbound;
+pub mod routing;
+pub mod session;
+pub mod transport;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::cluster::ClusterMap;
+use common::proto::Code;
+use common::token::KeyRing;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::Config;
+pub use error::ChatError;
+
+use crate::config::LimitsConfig;
+use crate::hub::Hub;
+use crate::links::LinkSettings;
+use crate::routing::Router;
+
+/// Extra QUIC idle time beyond the protocol's idle timeout, so that the
+/// protocol, not the transport, decides when a silent client is gone.
+const QUIC_IDLE_SLACK: Duration = Duration::from_secs(15);
+/// How long the links get to deliver the sessions' last frames at shutdown.
+const LINK_DRAIN: Duration = Duration::from_secs(2);
+
+/// The listeners `run` serves, bound by the caller (port 0 in tests). Either
+/// may be `None` to disable that transport.
+pub struct Listeners {
+    pub tcp: Option<TcpListener>,
+    pub quic: Option<std::net::UdpSocket>,
+}
+
+/// What every session shares.
+pub struct Ctx {
+    pub name: String,
+    pub limits: LimitsConfig,
+    pub retry_after: Duration,
+    pub keys: KeyRing,
+    pub router: Router,
+    pub hub: Arc<Hub>,
+    /// Client connections that finished their handshake and are open.
+    pub active: AtomicUsize,
+    pub shutdown: CancellationToken,
+}
+
+impl Ctx {
+    pub fn active(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    /// The shutdown `retry_after` with up to half of it added at random, so
+    /// that clients do not all come back at once.
+    pub fn retry_after_ms(&self) -> u64 {
+        let base = self.retry_after.as_millis() as u64;
+        base + rand::random_range(0..=base / 2)
+    }
+}
+
+/// An edge with everything loaded, ready to serve.
+pub struct Chat {
+    config: Config,
+    keys: KeyRing,
+    map: ClusterMap,
+    secret: Bytes,
+    client_tls: rustls::ServerConfig,
+    link_tls: rustls::ClientConfig,
+}
+
+impl Chat {
+    /// Validates `config` and reads every file it names.
+    pub fn open(config: Config) -> Result<Chat, ChatError> {
+        config.validate()?;
+        let mut keys = KeyRing::new();
+        for k in &config.tokens.keys {
+            let key = common::token::keyfile::read_verifying(&k.public_key).map_err(|source| {
+                ChatError::TokenKey {
+                    id: k.id.clone(),
+                    source,
+                }
+            })?;
+            keys.insert(k.id.clone(), key);
+        }
+        let map = ClusterMap::load(&config.cluster.map)?;
+        let secret =
+            std::fs::read(&config.cluster.secret_file).map_err(|source| ChatError::SecretRead {
+                path: config.cluster.secret_file.clone(),
+                source,
+            })?;
+        if secret.len() < config::MIN_SECRET_LEN {
+            return Err(ChatError::SecretShort {
+                path: config.cluster.secret_file.clone(),
+                len: secret.len(),
+                min: config::MIN_SECRET_LEN,
+            });
+        }
+        let certs = common::tls::load_certs(&config.tls.cert).map_err(ChatError::Tls)?;
+        let key = common::tls::load_key(&config.tls.key).map_err(ChatError::Tls)?;
+        let client_tls = common::tls::server_config(certs, key, &[common::proto::limits::ALPN])
+            .map_err(ChatError::Tls)?;
+        let roots = common::tls::load_certs(&config.cluster.ca).map_err(ChatError::ClusterCa)?;
+        let link_tls = common::tls::client_config(&roots, &[common::link::LINK_ALPN])
+            .map_err(ChatError::ClusterCa)?;
+        Ok(Chat {
+            config,
+            keys,
+            map,
+            secret: Bytes::from(secret),
+            client_tls,
+            link_tls,
+        })
+    }
+
+    /// Serves `listeners` until `shutdown`, then shuts down gracefully.
+    pub async fn serve(
+        self,
+        listeners: Listeners,
+        shutdown: CancellationToken,
+    ) -> Result<(), ChatError> {
+        let Chat {
+            config,
+            keys,
+            map,
+            secret,
+            client_tls,
+            link_tls,
+        } = self;
+        let router = Router::new(map).map_err(ChatError::Routing)?;
+        let hub = Arc::new(Hub::new());
+        let settings = Arc::new(LinkSettings {
+            connector: tokio_rustls::TlsConnector::from(Arc::new(link_tls)),
+            secret,
+            edge: config.name.clone(),
+            epoch: router.epoch(),
+        });
+        let link_stop = CancellationToken::new();
+        let link_tasks = TaskTracker::new();
+        for link in router.links() {
+            let span = tracing::info_span!("link", addr = %link.addr);
+            link_tasks.spawn(tracing::Instrument::instrument(
+                Arc::clone(link).run(Arc::clone(&settings), Arc::clone(&hub), link_stop.clone()),
+                span,
+            ));
+        }
+
+        let endpoint = match listeners.quic {
+            Some(socket) => Some(quic_endpoint(socket, client_tls.clone(), &config)?),
+            None => None,
+        };
+        let ctx = Arc::new(Ctx {
+            name: config.name.clone(),
+            limits: config.limits.clone(),
+            retry_after: config.shutdown.retry_after,
+            keys,
+            router,
+            hub,
+            active: AtomicUsize::new(0),
+            shutdown: shutdown.clone(),
+        });
+        let sessions = TaskTracker::new();
+        let accept = TaskTracker::new();
+        if let Some(l) = listeners.tcp {
+            tracing::info!(addr = ?l.local_addr().ok(), "serving TLS over TCP");
+            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(client_tls));
+            accept.spawn(listener::serve_tcp(
+                l,
+                acceptor,
+                Arc::clone(&ctx),
+                sessions.clone(),
+            ));
+        }
+        if let Some(ep) = &endpoint {
+            tracing::info!(addr = ?ep.local_addr().ok(), "serving QUIC");
+            accept.spawn(listener::serve_quic(
+                ep.clone(),
+                Arc::clone(&ctx),
+                sessions.clone(),
+            ));
+        }
+        accept.close();
+        accept.wait().await;
+
+        // The listeners are closed; every session saw the same token and is
+        // saying Goodbye.
+        let grace = config.shutdown.grace;
+        let deadline = tokio::time::Instant::now() + grace;
+        tracing::info!(sessions = ctx.active(), "shutting down");
+        sessions.close();
+        if tokio::time::timeout_at(deadline, sessions.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                cut = sessions.len(),
+                "sessions cut at the end of the grace period"
+            );
+        }
+        if let Some(ep) = endpoint {
+            ep.close(
+                quinn::VarInt::from_u32(Code::ShuttingDown as u32),
+                b"shutting down",
+            );
+            let _ = tokio::time::timeout_at(
+                deadline.max(tokio::time::Instant::now() + Duration::from_millis(100)),
+                ep.wait_idle(),
+            )
+            .await;
+        }
+        link_stop.cancel();
+        link_tasks.close();
+        let _ = tokio::time::timeout(LINK_DRAIN, link_tasks.wait()).await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+fn quic_endpoint(
+    socket: std::net::UdpSocket,
+    tls: rustls::ServerConfig,
+    config: &Config,
+) -> Result<quinn::Endpoint, ChatError> {
+    let crypto = common::tls::quic_server_crypto(tls).map_err(ChatError::Tls)?;
+    let mut server = quinn::ServerConfig::with_crypto(crypto);
+    let mut transport = quinn::TransportConfig::default();
+    let idle = config.limits.idle_timeout + QUIC_IDLE_SLACK;
+    transport
+        .max_idle_timeout(quinn::IdleTimeout::try_from(idle).ok())
+        .max_concurrent_bidi_streams(1u32.into())
+        .max_concurrent_uni_streams(0u32.into());
+    server.transport_config(Arc::new(transport));
+    socket.set_nonblocking(true).map_err(ChatError::Quic)?;
+    quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(server),
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+    .map_err(ChatError::Quic)
+}
+
+/// Opens the edge from `config` and serves `listeners` until `shutdown`.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> Result<(), ChatError> {
+    Chat::open(config)?.serve(listeners, shutdown).await
+}

@@ -1,0 +1,469 @@
+//! The configuration of `wa-chat`: a TOML file parsed into [`Config`], then
+//! checked by [`Config::validate`] (pure) and [`Config::check_files`] (reads
+//! every file the edge needs), each reporting every problem at once with the
+//! key it concerns. The shipped sample is `packaging/etc/wa-chat.toml`.
+//!
+//! ```toml
+//! name = "chat-1"
+//! [listen]
+//! tcp = "0.0.0.0:5222"
+//! quic = "0.0.0.0:5222"
+//! [tls]
+//! cert = "/etc/wa/tls/cert.pem"
+//! key = "/etc/wa/tls/key.pem"
+//! [tokens]
+//! keys = [{ id = "k1", public_key = "/etc/wa/keys/k1.pub" }]
+//! [cluster]
+//! map = "/etc/wa/cluster.toml"
+//! ca = "/etc/wa/link/ca.pem"
+//! secret_file = "/etc/wa/cluster.secret"
+//! [limits]
+//! auth_timeout = "10s"
+//! idle_timeout = "120s"
+//! keepalive = "30s"
+//! outbound_queue = 1024
+//! max_connections = 100000
+//! [shutdown]
+//! grace = "10s"
+//! retry_after = "5s"
+//! ```
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Fewest bytes a cluster secret may have (the stores refuse shorter ones).
+pub const MIN_SECRET_LEN: usize = 32;
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Name of this edge: logs, `Welcome.server`, link authentication.
+    pub name: String,
+    pub listen: ListenConfig,
+    pub tls: TlsConfig,
+    pub tokens: TokensConfig,
+    pub cluster: ClusterConfig,
+    pub limits: LimitsConfig,
+    pub shutdown: ShutdownConfig,
+}
+
+/// The client listeners. Without a `[listen]` section both listen on 5222;
+/// within one, a listener left out is disabled.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ListenConfig {
+    /// TLS 1.3 over TCP.
+    #[serde(default)]
+    pub tcp: Option<SocketAddr>,
+    /// QUIC over UDP.
+    #[serde(default)]
+    pub quic: Option<SocketAddr>,
+}
+
+/// The certificate clients see.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key of `cert`.
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokensConfig {
+    /// Public keys that verify tokens, by key id.
+    pub keys: Vec<TokenKey>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TokenKey {
+    pub id: String,
+    /// Ed25519 public key, SPKI PEM.
+    pub public_key: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// The cluster map (see `common::cluster`).
+    pub map: PathBuf,
+    /// PEM CA that signed the stores' link certificates.
+    pub ca: PathBuf,
+    /// Raw bytes of the cluster secret presented to stores.
+    pub secret_file: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// From accepting a connection (handshake included) to its `Hello`.
+    #[serde(with = "humantime_serde")]
+    pub auth_timeout: Duration,
+    /// A client that sends nothing for this long is closed.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// How often clients must send (announced in `Welcome`).
+    #[serde(with = "humantime_serde")]
+    pub keepalive: Duration,
+    /// Frames buffered per client before it is cut as a slow consumer.
+    pub outbound_queue: usize,
+    /// Client connections on this edge; more are told `OVERLOADED`.
+    pub max_connections: usize,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownConfig {
+    /// How long sessions get to finish after the shutdown signal.
+    #[serde(with = "humantime_serde")]
+    pub grace: Duration,
+    /// Base of the `retry_after_ms` told to clients on shutdown (jittered).
+    #[serde(with = "humantime_serde")]
+    pub retry_after: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            name: "chat-1".into(),
+            listen: ListenConfig::default(),
+            tls: TlsConfig::default(),
+            tokens: TokensConfig::default(),
+            cluster: ClusterConfig::default(),
+            limits: LimitsConfig::default(),
+            shutdown: ShutdownConfig::default(),
+        }
+    }
+}
+
+impl Default for ListenConfig {
+    fn default() -> Self {
+        let any = SocketAddr::from(([0, 0, 0, 0], 5222));
+        ListenConfig {
+            tcp: Some(any),
+            quic: Some(any),
+        }
+    }
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            cert: "/etc/wa/tls/cert.pem".into(),
+            key: "/etc/wa/tls/key.pem".into(),
+        }
+    }
+}
+
+impl Default for TokensConfig {
+    fn default() -> Self {
+        TokensConfig {
+            keys: vec![TokenKey {
+                id: "k1".into(),
+                public_key: "/etc/wa/keys/k1.pub".into(),
+            }],
+        }
+    }
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            map: "/etc/wa/cluster.toml".into(),
+            ca: "/etc/wa/link/ca.pem".into(),
+            secret_file: "/etc/wa/cluster.secret".into(),
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            auth_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(120),
+            keepalive: Duration::from_secs(30),
+            outbound_queue: 1024,
+            max_connections: 100_000,
+        }
+    }
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig {
+            grace: Duration::from_secs(10),
+            retry_after: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    #[error("config is invalid:\n  {}", .0.join("\n  "))]
+    Invalid(Vec<String>),
+}
+
+impl Config {
+    /// Reads and parses `path`; does not validate.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// Checks the values themselves, without touching the file system.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut errs = Vec::new();
+        if self.name.is_empty() {
+            errs.push("name: must not be empty".to_string());
+        }
+        if self.listen.tcp.is_none() && self.listen.quic.is_none() {
+            errs.push("listen: at least one of tcp and quic is needed".to_string());
+        }
+        let mut paths = vec![
+            ("tls.cert", &self.tls.cert),
+            ("tls.key", &self.tls.key),
+            ("cluster.map", &self.cluster.map),
+            ("cluster.ca", &self.cluster.ca),
+            ("cluster.secret_file", &self.cluster.secret_file),
+        ];
+        for k in &self.tokens.keys {
+            paths.push(("tokens.keys.public_key", &k.public_key));
+        }
+        for (key, p) in paths {
+            if p.as_os_str().is_empty() {
+                errs.push(format!("{key}: must not be empty"));
+            }
+        }
+        if self.tokens.keys.is_empty() {
+            errs.push("tokens.keys: at least one key is needed".to_string());
+        }
+        let mut ids = HashSet::new();
+        for k in &self.tokens.keys {
+            if k.id.is_empty() {
+                errs.push("tokens.keys.id: must not be empty".to_string());
+            } else if !ids.insert(&k.id) {
+                errs.push(format!("tokens.keys.id: {:?} appears twice", k.id));
+            }
+        }
+        let l = &self.limits;
+        for (key, d) in [
+            ("limits.auth_timeout", l.auth_timeout),
+            ("limits.idle_timeout", l.idle_timeout),
+            ("limits.keepalive", l.keepalive),
+            ("shutdown.grace", self.shutdown.grace),
+        ] {
+            if d.is_zero() {
+                errs.push(format!("{key}: must be more than zero"));
+            }
+        }
+        if !l.keepalive.is_zero() && l.keepalive >= l.idle_timeout {
+            errs.push(format!(
+                "limits.keepalive: {} must be shorter than limits.idle_timeout ({})",
+                humantime::format_duration(l.keepalive),
+                humantime::format_duration(l.idle_timeout)
+            ));
+        }
+        if l.outbound_queue < 16 {
+            errs.push("limits.outbound_queue: must be at least 16".to_string());
+        }
+        if l.max_connections == 0 {
+            errs.push("limits.max_connections: must be at least 1".to_string());
+        }
+        finish(errs)
+    }
+
+    /// Loads every file the edge reads at start (certificate, key, token keys,
+    /// cluster map, CA, secret) and reports each one that would stop it.
+    pub fn check_files(&self) -> Result<(), ConfigError> {
+        let mut errs = Vec::new();
+        if let Err(e) = common::tls::load_certs(&self.tls.cert) {
+            errs.push(format!("tls.cert: {e}"));
+        }
+        if let Err(e) = common::tls::load_key(&self.tls.key) {
+            errs.push(format!("tls.key: {e}"));
+        }
+        for k in &self.tokens.keys {
+            if let Err(e) = common::token::keyfile::read_verifying(&k.public_key) {
+                errs.push(format!("tokens.keys ({:?}).public_key: {e}", k.id));
+            }
+        }
+        if let Err(e) = common::cluster::ClusterMap::load(&self.cluster.map) {
+            errs.push(format!("cluster.map: {e}"));
+        }
+        if let Err(e) = common::tls::load_certs(&self.cluster.ca) {
+            errs.push(format!("cluster.ca: {e}"));
+        }
+        match std::fs::read(&self.cluster.secret_file) {
+            Ok(s) if s.len() < MIN_SECRET_LEN => errs.push(format!(
+                "cluster.secret_file: {} holds {} bytes; at least {MIN_SECRET_LEN} are required",
+                self.cluster.secret_file.display(),
+                s.len()
+            )),
+            Ok(_) => {}
+            Err(e) => errs.push(format!(
+                "cluster.secret_file: cannot read {}: {e}",
+                self.cluster.secret_file.display()
+            )),
+        }
+        finish(errs)
+    }
+}
+
+fn finish(errs: Vec<String>) -> Result<(), ConfigError> {
+    if errs.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid(errs))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = r#"
+name = "chat-1"
+[listen]
+tcp = "0.0.0.0:5222"
+quic = "0.0.0.0:5222"
+[tls]
+cert = "/etc/wa/tls/cert.pem"
+key = "/etc/wa/tls/key.pem"
+[tokens]
+keys = [{ id = "k1", public_key = "/etc/wa/keys/k1.pub" }]
+[cluster]
+map = "/etc/wa/cluster.toml"
+ca = "/etc/wa/link/ca.pem"
+secret_file = "/etc/wa/cluster.secret"
+[limits]
+auth_timeout = "10s"
+idle_timeout = "120s"
+keepalive = "30s"
+outbound_queue = 1024
+max_connections = 100000
+[shutdown]
+grace = "10s"
+retry_after = "5s"
+"#;
+
+    #[test]
+    fn sample_equals_defaults_and_validates() {
+        let c: Config = toml::from_str(SAMPLE).unwrap();
+        assert_eq!(c, Config::default());
+        c.validate().unwrap();
+        let empty: Config = toml::from_str("").unwrap();
+        assert_eq!(empty, Config::default());
+    }
+
+    #[test]
+    fn partial_sections_keep_other_defaults() {
+        let c: Config =
+            toml::from_str("[limits]\nidle_timeout = \"600ms\"\nkeepalive = \"200ms\"\n").unwrap();
+        assert_eq!(c.limits.idle_timeout, Duration::from_millis(600));
+        assert_eq!(c.limits.auth_timeout, Duration::from_secs(10));
+        c.validate().unwrap();
+        let c: Config = toml::from_str("[listen]\ntcp = \"127.0.0.1:1\"\n").unwrap();
+        assert_eq!(c.listen.quic, None, "a listener left out is disabled");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_by_name() {
+        for (text, key) in [
+            ("nam = \"x\"", "nam"),
+            ("[limits]\nidle = \"1s\"", "idle"),
+            ("[cluster]\nsecret = \"x\"", "secret"),
+            (
+                "[tokens]\nkeys = [{ id = \"k\", public_key = \"p\", x = 1 }]",
+                "x",
+            ),
+        ] {
+            let e = toml::from_str::<Config>(text).unwrap_err().to_string();
+            assert!(e.contains(key), "{key} missing from {e}");
+        }
+        let e = toml::from_str::<Config>("[limits]\nkeepalive = \"soon\"").unwrap_err();
+        assert!(e.to_string().contains("keepalive"), "{e}");
+    }
+
+    #[test]
+    fn validate_names_every_problem() {
+        let mut c = Config::default();
+        c.name.clear();
+        c.listen = ListenConfig {
+            tcp: None,
+            quic: None,
+        };
+        c.tls.cert = PathBuf::new();
+        c.tokens.keys.push(c.tokens.keys[0].clone());
+        c.limits.auth_timeout = Duration::ZERO;
+        c.limits.keepalive = Duration::from_secs(200);
+        c.limits.outbound_queue = 0;
+        c.limits.max_connections = 0;
+        c.shutdown.grace = Duration::ZERO;
+        let e = c.validate().unwrap_err().to_string();
+        for key in [
+            "name",
+            "listen",
+            "tls.cert",
+            "tokens.keys.id",
+            "limits.auth_timeout",
+            "limits.keepalive",
+            "limits.outbound_queue",
+            "limits.max_connections",
+            "shutdown.grace",
+        ] {
+            assert!(e.contains(key), "{key} missing from {e}");
+        }
+        let mut c = Config::default();
+        c.tokens.keys.clear();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("tokens.keys"), "{e}");
+    }
+
+    #[test]
+    fn check_files_names_every_missing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Config::default();
+        c.tls.cert = dir.path().join("nope.pem");
+        c.tls.key = dir.path().join("nokey.pem");
+        c.tokens.keys[0].public_key = dir.path().join("k1.pub");
+        c.cluster.map = dir.path().join("map.toml");
+        c.cluster.ca = dir.path().join("ca.pem");
+        c.cluster.secret_file = dir.path().join("secret");
+        std::fs::write(&c.cluster.secret_file, b"short").unwrap();
+        let e = c.check_files().unwrap_err().to_string();
+        for key in [
+            "tls.cert",
+            "tls.key",
+            "tokens.keys (\"k1\").public_key",
+            "cluster.map",
+            "cluster.ca",
+            "cluster.secret_file",
+        ] {
+            assert!(e.contains(key), "{key} missing from {e}");
+        }
+        assert!(e.contains("5 bytes"), "{e}");
+    }
+}

@@ -1,0 +1,159 @@
+//! The registry of live sessions on this edge, by session id: where the links
+//! deliver what homes send for a session (pushes, typing, presence, kicks).
+//!
+//! Session ids are unique per edge process, hence per link, which is what the
+//! link protocol needs. Deliveries never wait: each session has a bounded
+//! event queue, and a session whose queue is full when a push arrives is cut
+//! as a slow consumer (its items stay in the mailbox and come again).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use common::proto::{Code, Envelope};
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio_util::sync::CancellationToken;
+
+/// What a link hands to a session.
+#[derive(Debug)]
+pub enum Event {
+    /// The answer to an `Append` the session made, under its own tag.
+    Appended {
+        tag: u64,
+        code: u32,
+        server_ts_ms: u64,
+        duplicate: bool,
+    },
+    Push {
+        seq: u64,
+        envelope: Envelope,
+    },
+    Typing {
+        from: String,
+        typing: bool,
+    },
+    Presence {
+        user: String,
+        online: bool,
+        last_seen_ms: u64,
+    },
+}
+
+/// Ends a session from outside its task, with a code; the first code wins.
+#[derive(Debug, Default)]
+pub struct Kill {
+    token: CancellationToken,
+    code: OnceLock<Code>,
+}
+
+impl Kill {
+    pub fn kill(&self, code: Code) {
+        let _ = self.code.set(code);
+        self.token.cancel();
+    }
+
+    pub async fn killed(&self) -> Code {
+        self.token.cancelled().await;
+        self.code().unwrap_or(Code::Internal)
+    }
+
+    pub fn code(&self) -> Option<Code> {
+        self.code.get().copied()
+    }
+}
+
+/// How to reach one session.
+#[derive(Clone, Debug)]
+pub struct Handle {
+    pub tx: mpsc::Sender<Event>,
+    pub kill: Arc<Kill>,
+}
+
+impl Handle {
+    /// Queues `event`; a full queue makes the session a slow consumer.
+    pub fn must(&self, event: Event) {
+        if let Err(TrySendError::Full(_)) = self.tx.try_send(event) {
+            self.kill.kill(Code::SlowConsumer);
+        }
+    }
+
+    /// Queues `event` if there is room (presence and typing are best effort).
+    pub fn may(&self, event: Event) {
+        let _ = self.tx.try_send(event);
+    }
+}
+
+#[derive(Default)]
+pub struct Hub {
+    sessions: Mutex<HashMap<u64, Handle>>,
+    next: AtomicU64,
+}
+
+impl Hub {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers a session and returns its id (never 0).
+    pub fn register(&self, handle: Handle) -> u64 {
+        let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        self.lock().insert(id, handle);
+        id
+    }
+
+    pub fn unregister(&self, id: u64) {
+        self.lock().remove(&id);
+    }
+
+    pub fn get(&self, id: u64) -> Option<Handle> {
+        self.lock().get(&id).cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Handle>> {
+        self.sessions.lock().expect("hub lock is never poisoned")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn full_queue_kills_with_slow_consumer_and_first_code_wins() {
+        let (tx, mut rx) = mpsc::channel(1);
+        let h = Handle {
+            tx,
+            kill: Arc::new(Kill::default()),
+        };
+        let hub = Hub::new();
+        let id = hub.register(h.clone());
+        assert_ne!(id, 0);
+        let push = || Event::Push {
+            seq: 1,
+            envelope: Envelope::default(),
+        };
+        hub.get(id).unwrap().must(push());
+        assert_eq!(h.kill.code(), None);
+        h.may(Event::Typing {
+            from: "a".into(),
+            typing: true,
+        });
+        assert_eq!(h.kill.code(), None, "best-effort events never kill");
+        h.must(push());
+        assert_eq!(h.kill.killed().await, Code::SlowConsumer);
+        h.kill.kill(Code::Unavailable);
+        assert_eq!(h.kill.code(), Some(Code::SlowConsumer));
+        assert!(matches!(rx.recv().await, Some(Event::Push { .. })));
+        hub.unregister(id);
+        assert!(hub.get(id).is_none());
+    }
+}

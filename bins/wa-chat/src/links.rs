@@ -1,0 +1,513 @@
+//! Links to homes: one TLS connection per store node, opened by this edge,
+//! authenticated with the cluster secret and multiplexed over every session
+//! (docs/ARCHITECTURE.md, "The internal link").
+//!
+//! A [`Link`] is the long-lived slot for one store address; its task connects,
+//! publishes the live [`LinkConn`], reads `LinkDown` frames into the sessions
+//! (through the [`Hub`] and the pending appends) and, when the connection
+//! breaks, fails everything that depended on it and reconnects with backoff.
+//!
+//! Sessions never wait on a link: they queue frames with `try_send` into a
+//! large per-connection queue (a writer task drains it), and learn the answer to
+//! an append as an [`Event`] on their own queue.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use common::link::{
+    Append, Attach, Detach, LinkAuth, LinkDown, LinkUp, MAX_LINK_FRAME, link_down, link_up,
+};
+use common::proto::{Code, Envelope};
+use common::wire::{FrameReader, ReadError};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::hub::{Event, Handle, Hub, Kill};
+
+/// Frames queued towards one store before the link counts as stuck. Sessions
+/// bound their own requests, so this is reached only by a store that stopped
+/// reading.
+const LINK_QUEUE: usize = 1 << 16;
+/// Longest wait for TCP connect, TLS and `AuthOk` together.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const BACKOFF_INITIAL: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// How long the writer gets to flush its last frames (the `Detach`es of the
+/// sessions that just ended) when the edge stops.
+const FINAL_FLUSH: Duration = Duration::from_secs(2);
+
+/// What every link needs to connect and authenticate.
+pub struct LinkSettings {
+    pub connector: TlsConnector,
+    pub secret: Bytes,
+    pub edge: String,
+    pub epoch: u64,
+}
+
+/// The link is down, or its queue is full: the request cannot go now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the link to the home is down")]
+pub struct LinkDownError;
+
+#[derive(Debug, thiserror::Error)]
+enum ConnectError {
+    #[error("connect: {0}")]
+    Tcp(std::io::Error),
+    #[error("TLS: {0}")]
+    Tls(std::io::Error),
+    #[error("sending Auth: {0}")]
+    Write(std::io::Error),
+    #[error("reading AuthOk: {0}")]
+    Read(#[from] ReadError),
+    #[error("the store closed the link before AuthOk (wrong cluster secret?)")]
+    Closed,
+    #[error("the store answered Auth with something other than AuthOk")]
+    Unexpected,
+    #[error("no AuthOk within {0:?}")]
+    Timeout(Duration),
+}
+
+/// The slot for one store node.
+pub struct Link {
+    pub addr: SocketAddr,
+    server_name: ServerName<'static>,
+    state: watch::Sender<Option<Arc<LinkConn>>>,
+}
+
+impl Link {
+    pub fn new(addr: SocketAddr, server_name: ServerName<'static>) -> Link {
+        Link {
+            addr,
+            server_name,
+            state: watch::Sender::new(None),
+        }
+    }
+
+    /// The live connection, if the link is up.
+    pub fn current(&self) -> Option<Arc<LinkConn>> {
+        self.state.borrow().clone()
+    }
+
+    /// The live connection, waiting for one until `deadline`.
+    pub async fn wait_up(&self, deadline: Instant) -> Option<Arc<LinkConn>> {
+        let mut rx = self.state.subscribe();
+        let r = tokio::time::timeout_at(deadline, rx.wait_for(Option::is_some)).await;
+        match r {
+            Ok(Ok(c)) => c.clone(),
+            _ => None,
+        }
+    }
+
+    /// Keeps the link up until `stop`: connect, serve, fail what depended on a
+    /// broken connection, back off, reconnect.
+    pub async fn run(
+        self: Arc<Self>,
+        settings: Arc<LinkSettings>,
+        hub: Arc<Hub>,
+        stop: CancellationToken,
+    ) {
+        let mut backoff = BACKOFF_INITIAL;
+        let mut failures = 0u32;
+        while !stop.is_cancelled() {
+            let connected = tokio::select! {
+                r = tokio::time::timeout(CONNECT_TIMEOUT, self.connect(&settings)) => {
+                    r.unwrap_or(Err(ConnectError::Timeout(CONNECT_TIMEOUT)))
+                }
+                () = stop.cancelled() => break,
+            };
+            match connected {
+                Ok((reader, writer, node)) => {
+                    backoff = BACKOFF_INITIAL;
+                    failures = 0;
+                    tracing::info!(%node, "link up");
+                    self.serve(reader, writer, &settings, &hub, &stop).await;
+                    if stop.is_cancelled() {
+                        break;
+                    }
+                    tracing::warn!(%node, "link down; reconnecting");
+                }
+                Err(e) => {
+                    failures += 1;
+                    // Every attempt at first, then every tenth: a long outage
+                    // should not flood the log.
+                    if failures <= 3 || failures.is_multiple_of(10) {
+                        tracing::warn!(error = %e, failures, "cannot reach the store");
+                    }
+                }
+            }
+            let jittered = backoff.mul_f64(rand::random_range(0.5..=1.0));
+            tokio::select! {
+                () = tokio::time::sleep(jittered) => {}
+                () = stop.cancelled() => break,
+            }
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    async fn connect(
+        &self,
+        s: &LinkSettings,
+    ) -> Result<
+        (
+            FrameReader<tokio::io::ReadHalf<TlsStream<TcpStream>>>,
+            tokio::io::WriteHalf<TlsStream<TcpStream>>,
+            String,
+        ),
+        ConnectError,
+    > {
+        let tcp = TcpStream::connect(self.addr)
+            .await
+            .map_err(ConnectError::Tcp)?;
+        let _ = tcp.set_nodelay(true);
+        let tls = s
+            .connector
+            .connect(self.server_name.clone(), tcp)
+            .await
+            .map_err(ConnectError::Tls)?;
+        let (r, mut w) = tokio::io::split(tls);
+        let auth = LinkUp {
+            kind: Some(link_up::Kind::Auth(LinkAuth {
+                secret: s.secret.clone(),
+                edge: s.edge.clone(),
+                epoch: s.epoch,
+            })),
+        };
+        let mut scratch = BytesMut::new();
+        common::wire::write_frame(&mut w, &auth, &mut scratch)
+            .await
+            .map_err(ConnectError::Write)?;
+        w.flush().await.map_err(ConnectError::Write)?;
+        let mut reader = FrameReader::new(r, MAX_LINK_FRAME);
+        match reader.read::<LinkDown>().await? {
+            Some(LinkDown {
+                kind: Some(link_down::Kind::AuthOk(ok)),
+            }) => Ok((reader, w, ok.node)),
+            Some(_) => Err(ConnectError::Unexpected),
+            None => Err(ConnectError::Closed),
+        }
+    }
+
+    /// Publishes a fresh connection, runs it until it breaks or `stop`, then
+    /// withdraws it and fails everything that depended on it.
+    async fn serve<R, W>(
+        &self,
+        reader: FrameReader<R>,
+        writer: W,
+        settings: &LinkSettings,
+        hub: &Hub,
+        stop: &CancellationToken,
+    ) where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
+        let (tx, rx) = mpsc::channel(LINK_QUEUE);
+        let conn = Arc::new(LinkConn::new(tx, settings.epoch));
+        let dead = CancellationToken::new();
+        let writer =
+            tokio::spawn(write_loop(writer, rx, dead.clone(), stop.clone()).in_current_span());
+        self.state.send_replace(Some(Arc::clone(&conn)));
+        read_loop(reader, &conn, hub, &dead, stop).await;
+        self.state.send_replace(None);
+        let (pending, homed) = conn.fail();
+        if pending + homed > 0 {
+            tracing::info!(
+                pending,
+                sessions = homed,
+                "sessions that depended on the link are closed"
+            );
+        }
+        if stop.is_cancelled() {
+            // Let the writer deliver what the ending sessions queued (Detach).
+            let _ = tokio::time::timeout(FINAL_FLUSH, writer).await;
+        } else {
+            dead.cancel();
+            let _ = writer.await;
+        }
+    }
+}
+
+/// One authenticated connection to a store.
+pub struct LinkConn {
+    tx: mpsc::Sender<LinkUp>,
+    epoch: u64,
+    next_req: AtomicU64,
+    inner: Mutex<ConnState>,
+}
+
+#[derive(Default)]
+struct ConnState {
+    /// Set once the connection broke; nothing new may depend on it then.
+    dead: bool,
+    /// Appends waiting for their `AppendResult`, by request id.
+    pending: HashMap<u64, Waiter>,
+    /// Sessions attached through this connection.
+    homed: HashMap<u64, Arc<Kill>>,
+}
+
+struct Waiter {
+    session: Handle,
+    tag: u64,
+}
+
+impl LinkConn {
+    fn new(tx: mpsc::Sender<LinkUp>, epoch: u64) -> LinkConn {
+        LinkConn {
+            tx,
+            epoch,
+            next_req: AtomicU64::new(1),
+            inner: Mutex::new(ConnState::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ConnState> {
+        self.inner
+            .lock()
+            .expect("link state lock is never poisoned")
+    }
+
+    fn queue(&self, kind: link_up::Kind) -> Result<(), LinkDownError> {
+        self.tx
+            .try_send(LinkUp { kind: Some(kind) })
+            .map_err(|_| LinkDownError)
+    }
+
+    /// Queues a frame that needs no answer (ack, typing, watch). Dropped if the
+    /// link is down.
+    pub fn send(&self, kind: link_up::Kind) -> Result<(), LinkDownError> {
+        if self.lock().dead {
+            return Err(LinkDownError);
+        }
+        self.queue(kind)
+    }
+
+    /// Queues an append; its result comes to `session` as
+    /// [`Event::Appended`] with `tag`. If the connection breaks first, the
+    /// session is killed with `UNAVAILABLE` instead.
+    pub fn append(
+        &self,
+        to: &str,
+        envelope: Envelope,
+        session: &Handle,
+        tag: u64,
+    ) -> Result<(), LinkDownError> {
+        let req = self.next_req.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut st = self.lock();
+            if st.dead {
+                return Err(LinkDownError);
+            }
+            st.pending.insert(
+                req,
+                Waiter {
+                    session: session.clone(),
+                    tag,
+                },
+            );
+        }
+        let r = self.queue(link_up::Kind::Append(Append {
+            req,
+            to: to.to_owned(),
+            envelope: Some(envelope),
+            epoch: self.epoch,
+        }));
+        if r.is_err() {
+            self.lock().pending.remove(&req);
+        }
+        r
+    }
+
+    /// Registers `session` as living on this connection and attaches it at
+    /// the home.
+    pub fn attach(
+        &self,
+        session: u64,
+        user: &str,
+        device: u32,
+        generation: u32,
+        kill: Arc<Kill>,
+    ) -> Result<(), LinkDownError> {
+        {
+            let mut st = self.lock();
+            if st.dead {
+                return Err(LinkDownError);
+            }
+            st.homed.insert(session, kill);
+        }
+        let r = self.queue(link_up::Kind::Attach(Attach {
+            session,
+            user: user.to_owned(),
+            device,
+            generation,
+        }));
+        if r.is_err() {
+            self.lock().homed.remove(&session);
+        }
+        r
+    }
+
+    /// The session ended: forget it here and tell the home.
+    pub fn detach(&self, session: u64, user: &str) {
+        let dead = {
+            let mut st = self.lock();
+            st.homed.remove(&session);
+            st.dead
+        };
+        if !dead {
+            let _ = self.queue(link_up::Kind::Detach(Detach {
+                session,
+                user: user.to_owned(),
+            }));
+        }
+    }
+
+    fn resolve(&self, r: common::link::AppendResult) {
+        let waiter = self.lock().pending.remove(&r.req);
+        match waiter {
+            Some(w) => w.session.must(Event::Appended {
+                tag: w.tag,
+                code: r.code,
+                server_ts_ms: r.server_ts_ms,
+                duplicate: r.duplicate,
+            }),
+            None => tracing::debug!(req = r.req, "result for an unknown request"),
+        }
+    }
+
+    /// Marks the connection dead and kills every session that depended on
+    /// it: those attached through it and those waiting for an append on it
+    /// (failing them, rather than answering `UNAVAILABLE` per request, keeps
+    /// each sender's order: the client resends everything, in order, on its
+    /// next session). Returns how many appends and sessions were affected.
+    fn fail(&self) -> (usize, usize) {
+        let (pending, homed) = {
+            let mut st = self.lock();
+            st.dead = true;
+            (
+                std::mem::take(&mut st.pending),
+                std::mem::take(&mut st.homed),
+            )
+        };
+        for w in pending.values() {
+            w.session.kill.kill(Code::Unavailable);
+        }
+        for k in homed.values() {
+            k.kill(Code::Unavailable);
+        }
+        (pending.len(), homed.len())
+    }
+}
+
+async fn read_loop<R: AsyncRead + Unpin>(
+    mut reader: FrameReader<R>,
+    conn: &LinkConn,
+    hub: &Hub,
+    dead: &CancellationToken,
+    stop: &CancellationToken,
+) {
+    loop {
+        let frame = tokio::select! {
+            f = reader.read::<LinkDown>() => f,
+            () = dead.cancelled() => return,
+            () = stop.cancelled() => return,
+        };
+        let kind = match frame {
+            Ok(Some(LinkDown { kind: Some(k) })) => k,
+            Ok(Some(LinkDown { kind: None })) => {
+                unreachable!("decode_kinded refuses kindless frames")
+            }
+            Ok(None) => {
+                tracing::info!("the store closed the link");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "link read failed");
+                return;
+            }
+        };
+        match kind {
+            link_down::Kind::AuthOk(_) => tracing::debug!("extra AuthOk ignored"),
+            link_down::Kind::AppendResult(r) => conn.resolve(r),
+            link_down::Kind::Push(p) => {
+                if let (Some(h), Some(envelope)) = (hub.get(p.session), p.envelope) {
+                    h.must(Event::Push {
+                        seq: p.seq,
+                        envelope,
+                    });
+                }
+            }
+            link_down::Kind::Typing(t) => {
+                if let Some(h) = hub.get(t.session) {
+                    h.may(Event::Typing {
+                        from: t.from,
+                        typing: t.typing,
+                    });
+                }
+            }
+            link_down::Kind::Presence(p) => {
+                if let Some(h) = hub.get(p.session) {
+                    h.may(Event::Presence {
+                        user: p.user,
+                        online: p.online,
+                        last_seen_ms: p.last_seen_ms,
+                    });
+                }
+            }
+            link_down::Kind::Kick(k) => {
+                if let Some(h) = hub.get(k.session) {
+                    h.kill
+                        .kill(Code::from_u32(k.code).unwrap_or(Code::Internal));
+                }
+            }
+        }
+    }
+}
+
+/// Drains the link's queue onto the socket, coalescing whatever is queued into
+/// one write and flush. On `stop` it writes what is already queued and closes.
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut w: W,
+    mut rx: mpsc::Receiver<LinkUp>,
+    dead: CancellationToken,
+    stop: CancellationToken,
+) {
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    loop {
+        let first = tokio::select! {
+            m = rx.recv() => m,
+            () = dead.cancelled() => return,
+            () = stop.cancelled() => None,
+        };
+        let Some(first) = first else { break };
+        buf.clear();
+        common::proto::frame::encode(&first, &mut buf);
+        while buf.len() < 256 * 1024 {
+            match rx.try_recv() {
+                Ok(m) => common::proto::frame::encode(&m, &mut buf),
+                Err(_) => break,
+            }
+        }
+        if w.write_all(&buf).await.is_err() || w.flush().await.is_err() {
+            dead.cancel();
+            return;
+        }
+    }
+    // Stopping: what the sessions queued last (Detach, Watch off) still goes.
+    buf.clear();
+    while let Ok(m) = rx.try_recv() {
+        common::proto::frame::encode(&m, &mut buf);
+    }
+    let _ = w.write_all(&buf).await;
+    let _ = w.flush().await;
+    let _ = w.shutdown().await;
+}

@@ -1,0 +1,795 @@
+//! One client connection, from the first byte to the close: the same code for
+//! TLS over TCP and QUIC (docs/ARCHITECTURE.md, "Edge sessions"; the client's
+//! view is docs/PROTOCOL.md).
+//!
+//! [`serve`] runs the auth phase (the first frame must be `Hello`, within the
+//! auth timeout), registers the session in the [`Hub`](crate::hub::Hub),
+//! attaches it at the user's home, then loops over three inputs in a fixed
+//! priority: a kill (link gone, kick, slow consumer), the shutdown signal,
+//! events from the links, and client frames. Client frames are handled one at
+//! a time, in order, and every `Append` they cause is queued on its link before
+//! the next frame is read: that is what keeps each sender's order, and keeps a
+//! delivered receipt ahead of a later read receipt of the same session.
+//!
+//! Outbound frames go through [`Outbound`] to a writer task; nothing in the
+//! loop waits on the client or on a link.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::link::{LinkAck, TypingUp, Watch, link_up};
+use common::proto::limits::{MAX_BATCH, MAX_BODY, MAX_CLIENT_NAME, MAX_FRAME};
+use common::proto::{
+    Accepted, ClientFrame, Code, DecodeError, Deliver, Envelope, Error, Goodbye, Hello, MarkRead,
+    Pong, Presence, Receipt, ReceiptKind, Send, ServerFrame, TypingEvent, Welcome, client_frame,
+    envelope, ids, server_frame,
+};
+use common::token::TokenError;
+use common::wire::{FrameReader, ReadError};
+use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::Ctx;
+use crate::hub::{Event, Handle, Kill};
+use crate::links::LinkConn;
+use crate::outbound::{Class, End, Outbound};
+use crate::transport::{Sink, Source};
+
+/// How long a new session waits for the link to its home to come up.
+const LINK_WAIT: Duration = Duration::from_secs(5);
+/// `retry_after_ms` when a home cannot be reached.
+const UNAVAILABLE_RETRY_MS: u64 = 1000;
+/// How long the writer gets to send the last frames before it is cut.
+const WRITER_GRACE: Duration = Duration::from_secs(2);
+/// How long a closed TCP connection is drained so that a client still
+/// sending does not get a reset that destroys our last frame.
+const LINGER: Duration = Duration::from_secs(1);
+/// Best-effort events (typing, presence) a session queue holds beyond what
+/// its requests and its push window can fill.
+const EVENT_SLACK: usize = 64;
+
+/// A connection that finished its transport handshake.
+pub struct Conn {
+    pub source: Source,
+    pub sink: Sink,
+    /// Drain the reading side after closing (TCP).
+    pub linger: bool,
+}
+
+/// How a session ends.
+#[derive(Debug)]
+enum Close {
+    /// Nothing more to say (the client left, or the connection broke).
+    Quiet,
+    /// A fatal `Error` frame.
+    Error(Code, String),
+    /// A `Goodbye` frame.
+    Goodbye(Code, u64, String),
+}
+
+impl Close {
+    /// The frame for a code that ends the session: `Goodbye` for the codes
+    /// about the server (shutting down, overloaded, unavailable, internal), a
+    /// fatal `Error` for the rest.
+    fn for_code(code: Code, retry_after_ms: u64, reason: &str) -> Close {
+        match code {
+            Code::ShuttingDown | Code::Overloaded | Code::Unavailable | Code::Internal => {
+                Close::Goodbye(code, retry_after_ms, reason.into())
+            }
+            _ => Close::Error(code, reason.into()),
+        }
+    }
+
+    fn end(self) -> End {
+        let frame = |k| Some(ServerFrame { kind: Some(k) });
+        match self {
+            Close::Quiet => End {
+                frame: None,
+                code: 0,
+            },
+            Close::Error(code, message) => End {
+                frame: frame(server_frame::Kind::Error(Error {
+                    code: code as u32,
+                    message,
+                    id: Bytes::new(),
+                    fatal: true,
+                    retry_after_ms: 0,
+                })),
+                code: code as u32,
+            },
+            Close::Goodbye(code, retry_after_ms, reason) => End {
+                frame: frame(server_frame::Kind::Goodbye(Goodbye {
+                    code: code as u32,
+                    retry_after_ms,
+                    reason,
+                })),
+                code: code as u32,
+            },
+        }
+    }
+
+    fn code(&self) -> Option<Code> {
+        match self {
+            Close::Quiet => None,
+            Close::Error(c, _) | Close::Goodbye(c, _, _) => Some(*c),
+        }
+    }
+}
+
+/// Serves one connection until it ends. `deadline` is the end of the auth
+/// window (it started when the connection was accepted).
+pub async fn serve(conn: Conn, ctx: Arc<Ctx>, deadline: Instant) {
+    let out = Arc::new(Outbound::new(ctx.limits.outbound_queue));
+    let gone = CancellationToken::new();
+    let writer = tokio::spawn({
+        let out = Arc::clone(&out);
+        let gone = gone.clone();
+        let sink = conn.sink;
+        tracing::Instrument::in_current_span(async move { out.write_loop(sink, gone).await })
+    });
+    let mut reader = FrameReader::new(conn.source, MAX_FRAME);
+    let _active = Active::enter(&ctx);
+
+    let close = if ctx.active() > ctx.limits.max_connections {
+        Close::Goodbye(
+            Code::Overloaded,
+            ctx.retry_after_ms(),
+            "too many connections".into(),
+        )
+    } else {
+        match authenticate(&mut reader, &ctx, deadline).await {
+            Err(close) => close,
+            Ok(hello) => match Session::open(hello, &ctx, &out).await {
+                Err(close) => close,
+                Ok((mut s, rx)) => {
+                    let close = s.run(&mut reader, rx, &gone).await;
+                    s.finish();
+                    close
+                }
+            },
+        }
+    };
+    match close.code() {
+        Some(code) => tracing::info!(code = code.name(), "closed"),
+        None => tracing::debug!("closed"),
+    }
+    out.end(close.end());
+    let mut writer = writer;
+    if tokio::time::timeout(WRITER_GRACE, &mut writer)
+        .await
+        .is_err()
+    {
+        // The client does not read: its socket buffer is full. Cut it.
+        writer.abort();
+    }
+    if conn.linger {
+        let mut sink = [0u8; 4096];
+        let inner = reader.get_mut();
+        let _ = tokio::time::timeout(LINGER, async {
+            while matches!(inner.read(&mut sink).await, Ok(n) if n > 0) {}
+        })
+        .await;
+    }
+}
+
+/// Counts the connection in `ctx` while it lives.
+struct Active<'a>(&'a Ctx);
+
+impl<'a> Active<'a> {
+    fn enter(ctx: &'a Ctx) -> Active<'a> {
+        ctx.active
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Active(ctx)
+    }
+}
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        self.0
+            .active
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// What a refused frame becomes.
+fn read_error(e: ReadError) -> Close {
+    match e {
+        ReadError::Decode(DecodeError::FrameTooLarge { len, max }) => Close::Error(
+            Code::FrameTooLarge,
+            format!("frame of {len} bytes exceeds max_frame {max}"),
+        ),
+        ReadError::Decode(e) => Close::Error(Code::BadFrame, e.to_string()),
+        ReadError::Io(_) | ReadError::Truncated => Close::Quiet,
+    }
+}
+
+/// Waits for `Hello` and verifies its token.
+async fn authenticate(
+    reader: &mut FrameReader<Source>,
+    ctx: &Ctx,
+    deadline: Instant,
+) -> Result<(Hello, common::token::TokenClaims), Close> {
+    let first = tokio::select! {
+        r = tokio::time::timeout_at(deadline, reader.read::<ClientFrame>()) => r,
+        () = ctx.shutdown.cancelled() => {
+            return Err(Close::Goodbye(Code::ShuttingDown, ctx.retry_after_ms(), "shutting down".into()));
+        }
+    };
+    let hello = match first {
+        Err(_) => {
+            return Err(Close::Error(
+                Code::NotAuthenticated,
+                "no Hello within the auth timeout".into(),
+            ));
+        }
+        Ok(Err(e)) => return Err(read_error(e)),
+        Ok(Ok(None)) => return Err(Close::Quiet),
+        Ok(Ok(Some(ClientFrame {
+            kind: Some(client_frame::Kind::Hello(h)),
+        }))) => h,
+        Ok(Ok(Some(_))) => {
+            return Err(Close::Error(
+                Code::NotAuthenticated,
+                "the first frame must be Hello".into(),
+            ));
+        }
+    };
+    if hello.client.len() > MAX_CLIENT_NAME {
+        return Err(Close::Error(
+            Code::ProtocolViolation,
+            format!("Hello.client is longer than {MAX_CLIENT_NAME} bytes"),
+        ));
+    }
+    let now = common::fsutil::now_ms() / 1000;
+    match ctx.keys.verify(&hello.token, now) {
+        Ok(claims) => Ok((hello, claims)),
+        Err(TokenError::Expired { .. }) => Err(Close::Error(
+            Code::TokenExpired,
+            "the token has expired".into(),
+        )),
+        Err(e) => {
+            tracing::debug!(error = %e, "token refused");
+            Err(Close::Error(Code::TokenInvalid, e.to_string()))
+        }
+    }
+}
+
+/// What was pushed to this session and not yet acknowledged.
+struct Pushed {
+    from: String,
+    id: Bytes,
+    /// A message (acknowledging it appends a delivered receipt); else a receipt.
+    message: bool,
+}
+
+/// An append this session is waiting for.
+enum Request {
+    /// A client `Send` or `MarkRead`, answered with `Accepted` or `Error`.
+    Client { id: Bytes },
+    /// The delivered receipt for pushed item `seq`, part of ack batch `batch`.
+    Delivered { batch: u64, seq: u64 },
+}
+
+/// The messages of one `Ack` frame whose receipts are on their way; the home
+/// is told to delete them once every receipt has an answer.
+struct AckBatch {
+    waiting: usize,
+    stored: Vec<u64>,
+}
+
+struct Session {
+    ctx: Arc<Ctx>,
+    out: Arc<Outbound>,
+    id: u64,
+    user: String,
+    device: u32,
+    handle: Handle,
+    home: Arc<LinkConn>,
+    pushed: HashMap<u64, Pushed>,
+    requests: HashMap<u64, Request>,
+    /// `Request::Client` entries in `requests`.
+    client_requests: usize,
+    /// Most client requests in flight before the session stops reading.
+    max_requests: usize,
+    next_tag: u64,
+    batches: HashMap<u64, AckBatch>,
+    watching: HashSet<String>,
+}
+
+type Step = Result<(), Close>;
+
+fn frame(k: server_frame::Kind) -> ServerFrame {
+    ServerFrame { kind: Some(k) }
+}
+
+impl Session {
+    /// Registers the session, waits for its home link, says `Welcome` and
+    /// attaches at the home.
+    async fn open(
+        (hello, claims): (Hello, common::token::TokenClaims),
+        ctx: &Arc<Ctx>,
+        out: &Arc<Outbound>,
+    ) -> Result<(Session, mpsc::Receiver<Event>), Close> {
+        let max_requests = (ctx.limits.outbound_queue / 2).max(1);
+        let (tx, rx) = mpsc::channel(max_requests + 2 * common::link::PUSH_WINDOW + EVENT_SLACK);
+        let handle = Handle {
+            tx,
+            kill: Arc::new(Kill::default()),
+        };
+        let link = ctx.router.home(&claims.user);
+        let home = tokio::select! {
+            c = link.wait_up(Instant::now() + LINK_WAIT) => c,
+            () = ctx.shutdown.cancelled() => {
+                return Err(Close::Goodbye(Code::ShuttingDown, ctx.retry_after_ms(), "shutting down".into()));
+            }
+        };
+        let Some(home) = home else {
+            return Err(Close::Goodbye(
+                Code::Unavailable,
+                UNAVAILABLE_RETRY_MS,
+                "the home of this user cannot be reached".into(),
+            ));
+        };
+        let id = ctx.hub.register(handle.clone());
+        tracing::Span::current().record("session", id);
+        tracing::info!(device = claims.device, client = %hello.client, "authenticated");
+        let l = &ctx.limits;
+        let welcome = Welcome {
+            user: claims.user.clone(),
+            device: claims.device,
+            server_time_ms: common::fsutil::now_ms(),
+            keepalive_secs: l.keepalive.as_secs().max(1) as u32,
+            idle_timeout_secs: l.idle_timeout.as_secs_f64().ceil() as u32,
+            max_frame: MAX_FRAME as u32,
+            max_body: MAX_BODY as u32,
+            server: ctx.name.clone(),
+        };
+        let s = Session {
+            ctx: Arc::clone(ctx),
+            out: Arc::clone(out),
+            id,
+            user: claims.user,
+            device: claims.device,
+            handle,
+            home,
+            pushed: HashMap::new(),
+            requests: HashMap::new(),
+            client_requests: 0,
+            max_requests,
+            next_tag: 0,
+            batches: HashMap::new(),
+            watching: HashSet::new(),
+        };
+        let attached = s
+            .out
+            .push(frame(server_frame::Kind::Welcome(welcome)), Class::Control);
+        let attached = attached.map_err(|_| ()).and_then(|()| {
+            s.home
+                .attach(
+                    s.id,
+                    &s.user,
+                    s.device,
+                    claims.generation,
+                    Arc::clone(&s.handle.kill),
+                )
+                .map_err(|_| ())
+        });
+        if attached.is_err() {
+            s.finish();
+            return Err(Close::Goodbye(
+                Code::Unavailable,
+                UNAVAILABLE_RETRY_MS,
+                "the home of this user cannot be reached".into(),
+            ));
+        }
+        Ok((s, rx))
+    }
+
+    async fn run(
+        &mut self,
+        reader: &mut FrameReader<Source>,
+        mut rx: mpsc::Receiver<Event>,
+        gone: &CancellationToken,
+    ) -> Close {
+        let idle = self.ctx.limits.idle_timeout;
+        let mut idle_at = Instant::now() + idle;
+        let kill = Arc::clone(&self.handle.kill);
+        loop {
+            // Past the request bound the session stops reading (the client
+            // feels it as TCP or QUIC flow control) until answers come back.
+            let reading = self.client_requests < self.max_requests;
+            if !reading {
+                idle_at = Instant::now() + idle;
+            }
+            let step = tokio::select! {
+                biased;
+                code = kill.killed() => {
+                    let reason = match code {
+                        Code::SlowConsumer => "the client does not read fast enough",
+                        Code::Unavailable => "the link to a home was lost",
+                        _ => "closed by the home",
+                    };
+                    Err(Close::for_code(code, UNAVAILABLE_RETRY_MS, reason))
+                }
+                () = self.ctx.shutdown.cancelled() => Err(Close::Goodbye(
+                    Code::ShuttingDown,
+                    self.ctx.retry_after_ms(),
+                    "the server is shutting down".into(),
+                )),
+                () = gone.cancelled() => Err(Close::Quiet),
+                Some(ev) = rx.recv() => self.handle_event(ev),
+                r = reader.read::<ClientFrame>(), if reading => {
+                    idle_at = Instant::now() + idle;
+                    match r {
+                        Ok(Some(ClientFrame { kind: Some(k) })) => self.handle_frame(k),
+                        Ok(Some(ClientFrame { kind: None })) => {
+                            unreachable!("decode_kinded refuses kindless frames")
+                        }
+                        Ok(None) => Err(Close::Quiet),
+                        Err(e) => Err(read_error(e)),
+                    }
+                }
+                () = tokio::time::sleep_until(idle_at), if reading => Err(Close::Error(
+                    Code::IdleTimeout,
+                    format!("no frame for {}", humantime::format_duration(idle)),
+                )),
+            };
+            if let Err(close) = step {
+                return close;
+            }
+        }
+    }
+
+    /// Forgets the session here and at the homes.
+    fn finish(&self) {
+        self.ctx.hub.unregister(self.id);
+        self.home.detach(self.id, &self.user);
+        for target in &self.watching {
+            if let Some(c) = self.ctx.router.home(target).current() {
+                let _ = c.send(link_up::Kind::Watch(Watch {
+                    session: self.id,
+                    target: target.clone(),
+                    watch: false,
+                }));
+            }
+        }
+    }
+
+    fn push(&self, k: server_frame::Kind, class: Class) -> Step {
+        self.out.push(frame(k), class).map_err(|_| {
+            Close::Error(
+                Code::SlowConsumer,
+                "the client does not read fast enough".into(),
+            )
+        })
+    }
+
+    /// A non-fatal `Error`, about request `id` if it has one.
+    fn refuse(
+        &self,
+        code: Code,
+        id: Bytes,
+        message: impl Into<String>,
+        retry_after_ms: u64,
+    ) -> Step {
+        debug_assert!(!code.is_fatal());
+        self.push(
+            server_frame::Kind::Error(Error {
+                code: code as u32,
+                message: message.into(),
+                id,
+                fatal: false,
+                retry_after_ms,
+            }),
+            Class::Control,
+        )
+    }
+
+    fn handle_frame(&mut self, k: client_frame::Kind) -> Step {
+        match k {
+            client_frame::Kind::Hello(_) => Err(Close::Error(
+                Code::ProtocolViolation,
+                "Hello on an authenticated session".into(),
+            )),
+            client_frame::Kind::Send(s) => self.handle_send(s),
+            client_frame::Kind::MarkRead(m) => self.handle_mark_read(m),
+            client_frame::Kind::Ack(a) => self.handle_ack(a.seqs),
+            client_frame::Kind::Ping(p) => self.push(
+                server_frame::Kind::Pong(Pong { nonce: p.nonce }),
+                Class::Control,
+            ),
+            client_frame::Kind::Typing(t) => {
+                if !ids::valid_user_id(&t.to) {
+                    return self.refuse(
+                        Code::BadRecipient,
+                        Bytes::new(),
+                        "Typing.to is not a valid user id",
+                        0,
+                    );
+                }
+                if let Some(c) = self.ctx.router.home(&t.to).current() {
+                    let _ = c.send(link_up::Kind::Typing(TypingUp {
+                        from: self.user.clone(),
+                        to: t.to,
+                        typing: t.typing,
+                    }));
+                }
+                Ok(())
+            }
+            client_frame::Kind::WatchPresence(w) => {
+                if !ids::valid_user_id(&w.user) {
+                    return self.refuse(
+                        Code::BadRecipient,
+                        Bytes::new(),
+                        "WatchPresence.user is not a valid user id",
+                        0,
+                    );
+                }
+                if let Some(c) = self.ctx.router.home(&w.user).current() {
+                    let _ = c.send(link_up::Kind::Watch(Watch {
+                        session: self.id,
+                        target: w.user.clone(),
+                        watch: w.watch,
+                    }));
+                }
+                if w.watch {
+                    self.watching.insert(w.user);
+                } else {
+                    self.watching.remove(&w.user);
+                }
+                Ok(())
+            }
+            client_frame::Kind::Goodbye(_) => Err(Close::Quiet),
+        }
+    }
+
+    fn handle_send(&mut self, s: Send) -> Step {
+        if !ids::valid_message_id(&s.id) {
+            return self.refuse(Code::BadId, s.id, "Send.id must be 16 bytes", 0);
+        }
+        if !ids::valid_user_id(&s.to) {
+            return self.refuse(
+                Code::BadRecipient,
+                s.id,
+                "Send.to is not a valid user id",
+                0,
+            );
+        }
+        if s.body.len() > MAX_BODY {
+            return self.refuse(
+                Code::BodyTooLarge,
+                s.id,
+                format!("body of {} bytes exceeds max_body {MAX_BODY}", s.body.len()),
+                0,
+            );
+        }
+        let envelope = self.envelope(s.id.clone(), envelope::Content::Body(s.body));
+        self.client_append(&s.to, envelope, s.id)
+    }
+
+    fn handle_mark_read(&mut self, m: MarkRead) -> Step {
+        if !ids::valid_message_id(&m.id) {
+            return self.refuse(Code::BadId, m.id, "MarkRead.id must be 16 bytes", 0);
+        }
+        if !ids::valid_user_id(&m.to) {
+            return self.refuse(
+                Code::BadRecipient,
+                m.id,
+                "MarkRead.to is not a valid user id",
+                0,
+            );
+        }
+        if m.ids.is_empty() || m.ids.len() > MAX_BATCH {
+            return self.refuse(
+                Code::BadId,
+                m.id,
+                format!("MarkRead needs 1 to {MAX_BATCH} ids"),
+                0,
+            );
+        }
+        if !m.ids.iter().all(|i| ids::valid_message_id(i)) {
+            return self.refuse(
+                Code::BadId,
+                m.id,
+                "every MarkRead.ids entry must be 16 bytes",
+                0,
+            );
+        }
+        let receipt = Receipt {
+            kind: ReceiptKind::Read as i32,
+            ids: m.ids,
+        };
+        let envelope = self.envelope(m.id.clone(), envelope::Content::Receipt(receipt));
+        self.client_append(&m.to, envelope, m.id)
+    }
+
+    fn envelope(&self, id: Bytes, content: envelope::Content) -> Envelope {
+        Envelope {
+            from: self.user.clone(),
+            from_device: self.device,
+            id,
+            server_ts_ms: 0,
+            content: Some(content),
+        }
+    }
+
+    /// Appends `envelope` at the home of `to` under a new tag.
+    fn append(&mut self, to: &str, envelope: Envelope, request: Request) -> Result<(), ()> {
+        let Some(conn) = self.ctx.router.home(to).current() else {
+            return Err(());
+        };
+        let tag = self.next_tag;
+        self.next_tag += 1;
+        conn.append(to, envelope, &self.handle, tag)
+            .map_err(|_| ())?;
+        if matches!(request, Request::Client { .. }) {
+            self.client_requests += 1;
+        }
+        self.requests.insert(tag, request);
+        Ok(())
+    }
+
+    fn client_append(&mut self, to: &str, envelope: Envelope, id: Bytes) -> Step {
+        match self.append(to, envelope, Request::Client { id: id.clone() }) {
+            Ok(()) => Ok(()),
+            Err(()) => self.refuse(
+                Code::Unavailable,
+                id,
+                "the recipient's home cannot be reached now",
+                UNAVAILABLE_RETRY_MS,
+            ),
+        }
+    }
+
+    fn handle_ack(&mut self, seqs: Vec<u64>) -> Step {
+        if seqs.len() > MAX_BATCH {
+            return self.refuse(
+                Code::BadId,
+                Bytes::new(),
+                format!("an Ack holds at most {MAX_BATCH} seqs"),
+                0,
+            );
+        }
+        let batch = self.next_tag;
+        self.next_tag += 1;
+        let mut direct = Vec::new();
+        let mut waiting = 0;
+        for seq in seqs {
+            let Some(p) = self.pushed.remove(&seq) else {
+                continue;
+            };
+            if !p.message {
+                direct.push(seq);
+                continue;
+            }
+            let receipt = Receipt {
+                kind: ReceiptKind::Delivered as i32,
+                ids: vec![p.id.clone()],
+            };
+            let envelope = self.envelope(p.id, envelope::Content::Receipt(receipt));
+            if self
+                .append(&p.from, envelope, Request::Delivered { batch, seq })
+                .is_ok()
+            {
+                waiting += 1;
+            } else {
+                // Left in the mailbox: delivered again on the next session.
+                tracing::debug!(seq, "delivered receipt not possible now");
+            }
+        }
+        self.link_ack(direct);
+        if waiting > 0 {
+            self.batches.insert(
+                batch,
+                AckBatch {
+                    waiting,
+                    stored: Vec::new(),
+                },
+            );
+        }
+        Ok(())
+    }
+
+    fn link_ack(&self, seqs: Vec<u64>) {
+        if seqs.is_empty() {
+            return;
+        }
+        let _ = self.home.send(link_up::Kind::Ack(LinkAck {
+            session: self.id,
+            user: self.user.clone(),
+            seqs,
+        }));
+    }
+
+    fn handle_event(&mut self, ev: Event) -> Step {
+        match ev {
+            Event::Push { seq, envelope } => {
+                let message = !matches!(envelope.content, Some(envelope::Content::Receipt(_)));
+                self.pushed.insert(
+                    seq,
+                    Pushed {
+                        from: envelope.from.clone(),
+                        id: envelope.id.clone(),
+                        message,
+                    },
+                );
+                self.push(
+                    server_frame::Kind::Deliver(Deliver {
+                        seq,
+                        envelope: Some(envelope),
+                    }),
+                    Class::Bulk,
+                )
+            }
+            Event::Appended {
+                tag,
+                code,
+                server_ts_ms,
+                duplicate,
+            } => match self.requests.remove(&tag) {
+                None => Ok(()),
+                Some(Request::Client { id }) => {
+                    self.client_requests -= 1;
+                    if code == 0 {
+                        return self.push(
+                            server_frame::Kind::Accepted(Accepted {
+                                id,
+                                server_ts_ms,
+                                duplicate,
+                            }),
+                            Class::Control,
+                        );
+                    }
+                    // Whatever the home refused, the session goes on: the
+                    // code is about this request.
+                    let code = match Code::from_u32(code) {
+                        Some(c) if !c.is_fatal() => c,
+                        _ => Code::Internal,
+                    };
+                    let retry = if matches!(code, Code::Unavailable | Code::Internal) {
+                        UNAVAILABLE_RETRY_MS
+                    } else {
+                        0
+                    };
+                    self.refuse(code, id, "the home refused the item", retry)
+                }
+                Some(Request::Delivered { batch, seq }) => {
+                    let Some(b) = self.batches.get_mut(&batch) else {
+                        return Ok(());
+                    };
+                    b.waiting -= 1;
+                    if code == 0 {
+                        b.stored.push(seq);
+                    } else {
+                        tracing::debug!(seq, code, "delivered receipt refused; item kept");
+                    }
+                    if b.waiting == 0 {
+                        let b = self.batches.remove(&batch).expect("just looked up");
+                        self.link_ack(b.stored);
+                    }
+                    Ok(())
+                }
+            },
+            Event::Typing { from, typing } => self.push(
+                server_frame::Kind::Typing(TypingEvent { from, typing }),
+                Class::Control,
+            ),
+            Event::Presence {
+                user,
+                online,
+                last_seen_ms,
+            } => self.push(
+                server_frame::Kind::Presence(Presence {
+                    user,
+                    online,
+                    last_seen_ms,
+                }),
+                Class::Control,
+            ),
+        }
+    }
+}

@@ -1,0 +1,57 @@
+//! The two client transports turned into one byte stream each way: a boxed
+//! reader, and a [`Sink`] that knows how to end its transport politely.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWriteExt, WriteHalf};
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
+
+/// How long a QUIC stream gets for the peer to acknowledge our last frame
+/// before the connection is closed (a close discards unacknowledged data).
+const QUIC_LINGER: Duration = Duration::from_secs(1);
+
+pub type Source = Box<dyn AsyncRead + Send + Unpin>;
+
+/// The writing side of a client connection.
+pub enum Sink {
+    Tls(WriteHalf<TlsStream<TcpStream>>),
+    Quic {
+        send: quinn::SendStream,
+        conn: quinn::Connection,
+    },
+}
+
+impl Sink {
+    pub async fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        match self {
+            Sink::Tls(w) => w.write_all(buf).await,
+            Sink::Quic { send, .. } => send.write_all(buf).await.map_err(std::io::Error::other),
+        }
+    }
+
+    /// TLS buffers records; QUIC sends as it goes.
+    pub async fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Sink::Tls(w) => w.flush().await,
+            Sink::Quic { .. } => Ok(()),
+        }
+    }
+
+    /// Ends the transport after what was written: TLS `close_notify` and FIN;
+    /// on QUIC, finish the stream, give the peer a moment to acknowledge it,
+    /// then close the connection with `code` (the wa code, 0 for a clean end).
+    pub async fn close(self, code: u32) {
+        match self {
+            Sink::Tls(mut w) => {
+                let _ = w.flush().await;
+                let _ = w.shutdown().await;
+            }
+            Sink::Quic { mut send, conn } => {
+                let _ = send.finish();
+                let _ = tokio::time::timeout(QUIC_LINGER, send.stopped()).await;
+                conn.close(quinn::VarInt::from_u32(code), b"");
+            }
+        }
+    }
+}
