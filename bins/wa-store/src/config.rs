@@ -15,6 +15,11 @@
 //! [cluster]
 //! map = "/etc/wa/cluster.toml"
 //! secret_file = "/etc/wa/cluster.secret"
+//! [mailbox]
+//! max_items = 100000
+//! max_bytes = "256 MiB"
+//! expire_after = "30days"
+//! sweep_interval = "1h"
 //! [shutdown]
 //! grace = "10s"
 //! ```
@@ -41,7 +46,37 @@ pub struct Config {
     pub engine: Engine,
     pub link: LinkConfig,
     pub cluster: ClusterConfig,
+    pub mailbox: MailboxConfig,
     pub shutdown: ShutdownConfig,
+}
+
+/// Per-user mailbox limits and expiry.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MailboxConfig {
+    /// Most messages waiting in one mailbox; a sender gets `MAILBOX_FULL`
+    /// beyond it. Receipts may use twice the limit, so that a full mailbox
+    /// never blocks the acknowledgement of messages elsewhere.
+    pub max_items: u64,
+    /// Most bytes waiting in one mailbox (same rule for receipts).
+    pub max_bytes: bytesize::ByteSize,
+    /// Undelivered items older than this are deleted by the sweeper.
+    #[serde(with = "humantime_serde")]
+    pub expire_after: Duration,
+    /// How often the sweeper looks for expired items.
+    #[serde(with = "humantime_serde")]
+    pub sweep_interval: Duration,
+}
+
+impl Default for MailboxConfig {
+    fn default() -> Self {
+        MailboxConfig {
+            max_items: 100_000,
+            max_bytes: bytesize::ByteSize::mib(256),
+            expire_after: Duration::from_secs(30 * 24 * 3600),
+            sweep_interval: Duration::from_secs(3600),
+        }
+    }
 }
 
 /// The durability level: what has happened to an append before its
@@ -101,6 +136,7 @@ impl Default for Config {
             engine: Engine::Sled,
             link: LinkConfig::default(),
             cluster: ClusterConfig::default(),
+            mailbox: MailboxConfig::default(),
             shutdown: ShutdownConfig::default(),
         }
     }
@@ -180,6 +216,21 @@ impl Config {
                 errs.push(format!("{key}: must not be empty"));
             }
         }
+        if self.mailbox.max_items == 0 {
+            errs.push("mailbox.max_items: must be more than zero".to_string());
+        }
+        if self.mailbox.max_bytes.as_u64() < common::proto::limits::MAX_FRAME as u64 {
+            errs.push(format!(
+                "mailbox.max_bytes: must hold at least one largest message ({} bytes)",
+                common::proto::limits::MAX_FRAME
+            ));
+        }
+        if self.mailbox.expire_after.is_zero() {
+            errs.push("mailbox.expire_after: must be more than zero".to_string());
+        }
+        if self.mailbox.sweep_interval.is_zero() {
+            errs.push("mailbox.sweep_interval: must be more than zero".to_string());
+        }
         if self.shutdown.grace.is_zero() {
             errs.push("shutdown.grace: must be more than zero".to_string());
         }
@@ -239,6 +290,11 @@ key = "/etc/wa/link/key.pem"
 [cluster]
 map = "/etc/wa/cluster.toml"
 secret_file = "/etc/wa/cluster.secret"
+[mailbox]
+max_items = 100000
+max_bytes = "256 MiB"
+expire_after = "30days"
+sweep_interval = "1h"
 [shutdown]
 grace = "10s"
 "#;

@@ -24,6 +24,7 @@ use common::link::{
     AppendResult, Kick, LinkDown, PUSH_WINDOW, PresenceDown, Push, TypingDown, link_down,
 };
 use common::proto::{Code, Envelope, ids};
+use prost::Message;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -102,6 +103,15 @@ pub enum Op {
     /// A link ended: forget its sessions and presence watches (sent to every
     /// shard, after the link's last operation).
     LinkGone { link: LinkId },
+    /// These items are past their age: delete them.
+    Expire { user: String, seqs: Vec<u64> },
+}
+
+/// Per-mailbox limits the home enforces on appends.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_items: u64,
+    pub max_bytes: u64,
 }
 
 impl Op {
@@ -111,6 +121,7 @@ impl Op {
             Op::Attach { user, .. } | Op::Detach { user, .. } | Op::Ack { user, .. } => Some(user),
             Op::Typing { to, .. } => Some(to),
             Op::Watch { target, .. } => Some(target),
+            Op::Expire { user, .. } => Some(user),
             Op::LinkGone { .. } => None,
         }
     }
@@ -133,6 +144,7 @@ impl Home {
     pub fn start(
         storage: Arc<dyn Storage>,
         commit: Arc<Commit>,
+        limits: Limits,
         n: usize,
     ) -> (Home, Vec<tokio::task::JoinHandle<()>>) {
         let mut senders = Vec::with_capacity(n);
@@ -144,6 +156,7 @@ impl Home {
                 storage: Arc::clone(&storage),
                 commit: Arc::clone(&commit),
                 settled: commit.settled(),
+                limits,
                 users: HashMap::new(),
                 pending: VecDeque::new(),
             };
@@ -231,6 +244,7 @@ struct Shard {
     storage: Arc<dyn Storage>,
     commit: Arc<Commit>,
     settled: Settled,
+    limits: Limits,
     users: HashMap<String, User>,
     /// Tickets in rising order: a shard takes them one after another.
     pending: VecDeque<Pending>,
@@ -309,6 +323,7 @@ impl Shard {
                 watch,
             } => self.watch(link, session, target, watch),
             Op::LinkGone { link } => self.link_gone(link),
+            Op::Expire { user, seqs } => self.expire(&user, &seqs),
         }
     }
 
@@ -374,6 +389,19 @@ impl Shard {
                 fresh: None,
             });
             return Ok(());
+        }
+        // Receipts get twice the room, so that a full mailbox never blocks
+        // the acknowledgement (and so the deletion) of messages elsewhere.
+        let room = match envelope.item_kind() {
+            common::proto::ItemKind::Message => 1,
+            _ => 2,
+        };
+        let size = self.storage.mailbox_size(&to).map_err(internal)?;
+        let len = envelope.encoded_len() as u64;
+        if size.items >= self.limits.max_items * room
+            || size.bytes + len > self.limits.max_bytes * room
+        {
+            return Err(Code::MailboxFull);
         }
         let storage = Arc::clone(&self.storage);
         let user = self.load(&to).map_err(internal)?;
@@ -505,6 +533,27 @@ impl Shard {
         }
     }
 
+    fn expire(&mut self, user: &str, seqs: &[u64]) {
+        match self.storage.delete(user, seqs) {
+            Ok(n) if n > 0 => tracing::debug!(items = n, "expired"),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "expiry delete failed; the next sweep retries");
+                return;
+            }
+        }
+        let storage = Arc::clone(&self.storage);
+        if let Some(u) = self.users.get_mut(user) {
+            let durable = u.durable;
+            for s in &mut u.sessions {
+                for q in seqs {
+                    s.inflight.remove(q);
+                }
+                fill(&*storage, user, durable, s);
+            }
+        }
+    }
+
     fn watch(&mut self, link: LinkTx, session: u64, target: String, watch: bool) {
         let u = match self.load(&target) {
             Ok(u) => u,
@@ -601,5 +650,61 @@ fn notify_presence(u: &User, user: &str, online: bool) {
             online,
             last_seen_ms: u.last_seen.unwrap_or(0),
         }));
+    }
+}
+
+/// Deletes undelivered items older than `expire_after`, every `interval`,
+/// until `stop`. Runs the scan off the async threads and hands deletions to
+/// the shards, which own the mailboxes.
+pub async fn sweep(
+    storage: Arc<dyn Storage>,
+    home: Home,
+    expire_after: std::time::Duration,
+    interval: std::time::Duration,
+    stop: CancellationToken,
+) {
+    const PAGE: usize = 1024;
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        let before = common::fsutil::now_ms().saturating_sub(expire_after.as_millis() as u64);
+        let mut after = None;
+        let mut total = 0usize;
+        loop {
+            let st = Arc::clone(&storage);
+            let from = after.clone();
+            let page = tokio::task::spawn_blocking(move || st.expired(before, from.as_ref(), PAGE))
+                .await
+                .expect("expiry scan does not panic");
+            let page = match page {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!(error = %e, "expiry scan failed");
+                    break;
+                }
+            };
+            let full = page.len() == PAGE;
+            after = page.last().cloned();
+            total += page.len();
+            let mut by_user: HashMap<String, Vec<u64>> = HashMap::new();
+            for e in page {
+                by_user.entry(e.user).or_default().push(e.seq);
+            }
+            for (user, seqs) in by_user {
+                if stop.is_cancelled() || home.submit(Op::Expire { user, seqs }).await.is_err() {
+                    return;
+                }
+            }
+            if !full {
+                break;
+            }
+        }
+        if total > 0 {
+            tracing::info!(items = total, "expired undelivered items");
+        }
     }
 }

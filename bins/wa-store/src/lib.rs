@@ -87,7 +87,24 @@ impl Store {
         let flush: FlushFn = Arc::new(move || storage.flush());
         let flusher_stop = CancellationToken::new();
         let flusher = tokio::spawn(Arc::clone(&commit).run(flush, flusher_stop.clone()));
-        let (home, shards) = Home::start(Arc::clone(&self.storage), Arc::clone(&commit), SHARDS);
+        let limits = home::Limits {
+            max_items: self.config.mailbox.max_items,
+            max_bytes: self.config.mailbox.max_bytes.as_u64(),
+        };
+        let (home, shards) = Home::start(
+            Arc::clone(&self.storage),
+            Arc::clone(&commit),
+            limits,
+            SHARDS,
+        );
+        let sweeper_stop = shutdown.child_token();
+        let sweeper = tokio::spawn(home::sweep(
+            Arc::clone(&self.storage),
+            home.clone(),
+            self.config.mailbox.expire_after,
+            self.config.mailbox.sweep_interval,
+            sweeper_stop.clone(),
+        ));
         let ctx = Arc::new(LinkCtx::new(
             home,
             self.secret,
@@ -98,6 +115,8 @@ impl Store {
         let writers = TaskTracker::new();
         tracing::info!(addr = ?listener.local_addr().ok(), node = %self.config.node, "serving links");
         listener::serve(listener, ctx, shutdown, writers.clone()).await;
+        sweeper_stop.cancel();
+        let _ = sweeper.await;
 
         // Drain: readers are gone; the shards answer what they hold as the
         // flusher covers it, then end; the final flush follows; the writers

@@ -45,12 +45,17 @@ fn write_files(dir: &Path) {
 }
 
 async fn start() -> Store {
+    start_with("").await
+}
+
+/// A store whose config has `extra` TOML appended.
+async fn start_with(extra: &str) -> Store {
     let dir = tempfile::tempdir().unwrap();
     write_files(dir.path());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let config: wa_store::Config =
-        toml::from_str(&config_toml(dir.path(), &addr.to_string())).unwrap();
+    let text = config_toml(dir.path(), &addr.to_string()) + extra;
+    let config: wa_store::Config = toml::from_str(&text).unwrap();
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(wa_store::run(config, listener, shutdown.clone()));
     Store {
@@ -256,6 +261,68 @@ async fn append_dedupe_push_ack() {
     }
     sessions.sort();
     assert_eq!(sessions, [9, 10]);
+    s.stop().await;
+}
+
+async fn append_result(l: &mut Link) -> common::link::AppendResult {
+    match l.recv().await {
+        Some(link_down::Kind::AppendResult(r)) => r,
+        other => panic!("expected AppendResult, got {other:?}"),
+    }
+}
+
+/// A full mailbox refuses messages with MAILBOX_FULL; the sweeper expires old
+/// items, which makes room again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quota_then_expiry_makes_room() {
+    let s = start_with(
+        "[mailbox]\nmax_items = 2\nexpire_after = \"300ms\"\nsweep_interval = \"100ms\"\n",
+    )
+    .await;
+    let mut l = Link::open(&s, &[42u8; 32]).await;
+    assert!(matches!(l.recv().await, Some(link_down::Kind::AuthOk(_))));
+    l.append(1, "bob", "alice", 1, b"one").await;
+    l.append(2, "bob", "alice", 2, b"two").await;
+    l.append(3, "bob", "alice", 3, b"three").await;
+    let mut codes = Vec::new();
+    for _ in 0..3 {
+        let r = append_result(&mut l).await;
+        codes.push((r.req, r.code));
+    }
+    codes.sort();
+    let full = common::proto::Code::MailboxFull as u32;
+    assert_eq!(codes, [(1, 0), (2, 0), (3, full)]);
+
+    // Another mailbox is not affected.
+    l.append(4, "carol", "alice", 3, b"three").await;
+    assert_eq!(append_result(&mut l).await.code, 0);
+
+    // Once the first two expire, bob has room again.
+    let started = tokio::time::Instant::now();
+    let mut req = 10;
+    loop {
+        req += 1;
+        l.append(req, "bob", "alice", 3, b"three").await;
+        let r = append_result(&mut l).await;
+        if r.code == 0 {
+            break;
+        }
+        assert_eq!(r.code, full);
+        assert!(started.elapsed() < PATIENCE, "expiry never made room");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Only the new item is left: the expired ones are gone for good.
+    l.send(link_up::Kind::Attach(Attach {
+        session: 1,
+        user: "bob".into(),
+        device: 1,
+        generation: 1,
+    }))
+    .await;
+    match l.recv().await {
+        Some(link_down::Kind::Push(p)) => assert_eq!(p.seq, 3),
+        other => panic!("expected the new item, got {other:?}"),
+    }
     s.stop().await;
 }
 

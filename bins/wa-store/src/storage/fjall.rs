@@ -9,9 +9,10 @@ use std::path::Path;
 use prost::Message;
 
 use super::keys::{
-    SEEN, SEQ, be_u64, decode_item, decode_original, dedupe_key, item_key, original_value, user_key,
+    ITEMS_END, ITEMS_START, SEEN, SEQ, SIZE, be_u64, decode_item, decode_original, decode_size,
+    dedupe_key, item_key, original_value, size_value, split_item_key, user_key,
 };
-use super::{DedupeKey, Item, Original, Storage, StorageError};
+use super::{DedupeKey, Expired, Item, MailboxSize, Original, Storage, StorageError};
 use common::proto::Envelope;
 
 pub struct FjallStorage {
@@ -70,8 +71,13 @@ impl Storage for FjallStorage {
         key: &DedupeKey<'_>,
     ) -> Result<(), StorageError> {
         let original = original_value(seq, envelope.server_ts_ms);
+        let value = envelope.encode_to_vec();
+        let mut size = self.mailbox_size(user)?;
+        size.items += 1;
+        size.bytes += value.len() as u64;
         let mut batch = self.db.batch();
-        batch.insert(&self.ks, item_key(user, seq)?, envelope.encode_to_vec());
+        batch.insert(&self.ks, user_key(SIZE, user)?, size_value(size).to_vec());
+        batch.insert(&self.ks, item_key(user, seq)?, value);
         batch.insert(&self.ks, dedupe_key(key)?, original.to_vec());
         batch.insert(&self.ks, user_key(SEQ, user)?, seq.to_be_bytes().to_vec());
         batch.commit().map_err(engine("append"))
@@ -88,15 +94,57 @@ impl Storage for FjallStorage {
         Ok(out)
     }
 
-    fn delete(&self, user: &str, seqs: &[u64]) -> Result<(), StorageError> {
-        if seqs.is_empty() {
-            return Ok(());
-        }
+    fn delete(&self, user: &str, seqs: &[u64]) -> Result<u64, StorageError> {
+        let mut size = self.mailbox_size(user)?;
         let mut batch = self.db.batch();
-        for &s in seqs {
-            batch.remove(&self.ks, item_key(user, s)?);
+        let mut deleted = 0;
+        let unique: std::collections::BTreeSet<u64> = seqs.iter().copied().collect();
+        for s in unique {
+            let k = item_key(user, s)?;
+            if let Some(len) = self.ks.size_of(&k).map_err(engine("get"))? {
+                size.items = size.items.saturating_sub(1);
+                size.bytes = size.bytes.saturating_sub(u64::from(len));
+                deleted += 1;
+                batch.remove(&self.ks, k);
+            }
         }
-        batch.commit().map_err(engine("delete"))
+        if deleted > 0 {
+            batch.insert(&self.ks, user_key(SIZE, user)?, size_value(size).to_vec());
+            batch.commit().map_err(engine("delete"))?;
+        }
+        Ok(deleted)
+    }
+
+    fn mailbox_size(&self, user: &str) -> Result<MailboxSize, StorageError> {
+        let v = self.ks.get(user_key(SIZE, user)?).map_err(engine("get"))?;
+        decode_size(v.as_deref())
+    }
+
+    fn expired(
+        &self,
+        before_ms: u64,
+        after: Option<&Expired>,
+        limit: usize,
+    ) -> Result<Vec<Expired>, StorageError> {
+        let start = match after {
+            Some(e) => item_key(&e.user, e.seq)?,
+            None => ITEMS_START.to_vec(),
+        };
+        let mut out = Vec::new();
+        for guard in self.ks.range(start..ITEMS_END.to_vec()) {
+            let (k, v) = guard.into_inner().map_err(engine("range"))?;
+            let (user, seq) = split_item_key(&k)?;
+            if after.is_some_and(|a| a.user == user && a.seq == seq) {
+                continue;
+            }
+            if decode_item(&k, &v)?.envelope.server_ts_ms < before_ms {
+                out.push(Expired { user, seq });
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
     }
 
     fn last_seen(&self, user: &str) -> Result<Option<u64>, StorageError> {

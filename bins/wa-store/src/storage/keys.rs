@@ -7,19 +7,21 @@
 //! | `02 len to len from kind id` | `seq:u64be server_ts_ms:u64be` (dedupe) |
 //! | `03 len user` | last assigned `seq:u64be` |
 //! | `04 len user` | last seen `ms:u64be` |
+//! | `05 len user` | mailbox size `items:u64be bytes:u64be` |
 //!
 //! `len` is one byte: user ids are at most 64 bytes, and a length byte in front
 //! of each id keeps one user's keys from being a prefix of another's.
 
 use prost::Message;
 
-use super::{DedupeKey, Item, Original, StorageError};
+use super::{DedupeKey, Item, MailboxSize, Original, StorageError};
 use common::proto::Envelope;
 
 const ITEM: u8 = 1;
 const DEDUPE: u8 = 2;
 pub(super) const SEQ: u8 = 3;
 pub(super) const SEEN: u8 = 4;
+pub(super) const SIZE: u8 = 5;
 
 fn push_id(key: &mut Vec<u8>, id: &str) -> Result<(), StorageError> {
     let len = u8::try_from(id.len()).map_err(|_| StorageError::Corrupt {
@@ -90,4 +92,41 @@ pub(super) fn decode_item(k: &[u8], v: &[u8]) -> Result<Item, StorageError> {
         what: format!("item {seq} of a mailbox: {e}"),
     })?;
     Ok(Item { seq, envelope })
+}
+
+pub(super) fn size_value(s: MailboxSize) -> [u8; 16] {
+    let mut v = [0u8; 16];
+    v[..8].copy_from_slice(&s.items.to_be_bytes());
+    v[8..].copy_from_slice(&s.bytes.to_be_bytes());
+    v
+}
+
+pub(super) fn decode_size(v: Option<&[u8]>) -> Result<MailboxSize, StorageError> {
+    match v {
+        None => Ok(MailboxSize::default()),
+        Some(v) if v.len() == 16 => Ok(MailboxSize {
+            items: be_u64(&v[..8], "mailbox items")?,
+            bytes: be_u64(&v[8..], "mailbox bytes")?,
+        }),
+        Some(v) => Err(StorageError::Corrupt {
+            what: format!("mailbox size of {} bytes, expected 16", v.len()),
+        }),
+    }
+}
+
+/// The first key of the item range, for scans over every mailbox.
+pub(super) const ITEMS_START: [u8; 1] = [ITEM];
+/// Just past the item range.
+pub(super) const ITEMS_END: [u8; 1] = [ITEM + 1];
+
+/// The user and sequence number of an item key.
+pub(super) fn split_item_key(k: &[u8]) -> Result<(String, u64), StorageError> {
+    let corrupt = || StorageError::Corrupt {
+        what: format!("item key of {} bytes", k.len()),
+    };
+    let len = *k.get(1).ok_or_else(corrupt)? as usize;
+    let user = k.get(2..2 + len).ok_or_else(corrupt)?;
+    let seq = be_u64(k.get(2 + len..).ok_or_else(corrupt)?, "item key seq")?;
+    let user = String::from_utf8(user.to_vec()).map_err(|_| corrupt())?;
+    Ok((user, seq))
 }

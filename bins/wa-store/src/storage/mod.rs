@@ -38,6 +38,20 @@ pub struct DedupeKey<'a> {
     pub id: &'a [u8],
 }
 
+/// How much a mailbox holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MailboxSize {
+    pub items: u64,
+    pub bytes: u64,
+}
+
+/// A stored item old enough to expire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expired {
+    pub user: String,
+    pub seq: u64,
+}
+
 /// What the dedupe index remembers of the first append of a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Original {
@@ -68,8 +82,9 @@ pub trait Storage: Send + Sync + 'static {
     fn last_seq(&self, user: &str) -> Result<u64, StorageError>;
 
     /// In one atomic write: stores `envelope` as item `seq` of `user`'s mailbox,
-    /// records `key` -> (`seq`, `envelope.server_ts_ms`) in the dedupe index and
-    /// sets the user's last sequence number to `seq`.
+    /// records `key` -> (`seq`, `envelope.server_ts_ms`) in the dedupe index,
+    /// sets the user's last sequence number to `seq` and adds the item to the
+    /// mailbox's size. Only one task writes a given user's mailbox at a time.
     fn append(
         &self,
         user: &str,
@@ -81,9 +96,22 @@ pub trait Storage: Send + Sync + 'static {
     /// Up to `limit` items of `user`'s mailbox with `seq >= from`, in order.
     fn read(&self, user: &str, from: u64, limit: usize) -> Result<Vec<Item>, StorageError>;
 
-    /// Deletes these items of `user`'s mailbox (one atomic write); absent ones
-    /// are ignored. Dedupe entries stay.
-    fn delete(&self, user: &str, seqs: &[u64]) -> Result<(), StorageError>;
+    /// Deletes these items of `user`'s mailbox and subtracts them from its
+    /// size (one atomic write); absent ones are ignored. Dedupe entries stay.
+    /// Returns how many items were deleted.
+    fn delete(&self, user: &str, seqs: &[u64]) -> Result<u64, StorageError>;
+
+    /// How many items and bytes `user`'s mailbox holds.
+    fn mailbox_size(&self, user: &str) -> Result<MailboxSize, StorageError>;
+
+    /// Up to `limit` stored items (of any user) whose `server_ts_ms` is before
+    /// `before_ms`, starting after `after` (the last one of a previous call).
+    fn expired(
+        &self,
+        before_ms: u64,
+        after: Option<&Expired>,
+        limit: usize,
+    ) -> Result<Vec<Expired>, StorageError>;
 
     /// When `user` was last seen online (unix ms), if ever recorded.
     fn last_seen(&self, user: &str) -> Result<Option<u64>, StorageError>;
@@ -99,6 +127,7 @@ mod tests {
     use super::*;
     use bytes::Bytes;
     use common::proto::{ItemKind, envelope::Content};
+    use prost::Message;
     use std::path::Path;
 
     fn env(from: &str, id: u8, ts: u64) -> Envelope {
@@ -215,6 +244,72 @@ mod tests {
         assert_eq!(s.last_seq("bob").unwrap(), 300);
         assert_eq!(s.last_seen("bob").unwrap(), Some(1234));
         assert_eq!(s.last_seen("alice").unwrap(), None);
+    }
+
+    #[test]
+    fn sizes_and_expiry() {
+        for (name, open) in ENGINES {
+            eprintln!("engine {name}");
+            sizes_and_expiry_on(open);
+        }
+    }
+
+    fn sizes_and_expiry_on(open: Open) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path()).unwrap();
+        assert_eq!(s.mailbox_size("bob").unwrap(), MailboxSize::default());
+        let mut total = 0;
+        for (seq, (user, ts)) in [("bob", 10), ("bob", 20), ("carol", 5), ("bob", 40)]
+            .into_iter()
+            .enumerate()
+        {
+            let e = env("alice", seq as u8, ts);
+            total += e.encoded_len() as u64;
+            let seq = s.last_seq(user).unwrap() + 1;
+            s.append(user, seq, &e, &key(user, &e)).unwrap();
+        }
+        let bob = s.mailbox_size("bob").unwrap();
+        let carol = s.mailbox_size("carol").unwrap();
+        assert_eq!((bob.items, carol.items), (3, 1));
+        assert_eq!(bob.bytes + carol.bytes, total);
+
+        // Expiry scans every mailbox in pages.
+        let first = s.expired(30, None, 1).unwrap();
+        assert_eq!(
+            first,
+            [Expired {
+                user: "bob".into(),
+                seq: 1
+            }]
+        );
+        let rest = s.expired(30, first.last(), 10).unwrap();
+        assert_eq!(
+            rest,
+            [
+                Expired {
+                    user: "bob".into(),
+                    seq: 2
+                },
+                Expired {
+                    user: "carol".into(),
+                    seq: 1
+                }
+            ]
+        );
+
+        // Deleting subtracts exactly what was there, once.
+        assert_eq!(s.delete("bob", &[1, 2, 2, 99]).unwrap(), 2);
+        assert_eq!(s.delete("bob", &[1]).unwrap(), 0);
+        let after = s.mailbox_size("bob").unwrap();
+        assert_eq!(after.items, 1);
+        assert_eq!(after.bytes, env("alice", 3, 40).encoded_len() as u64);
+        assert_eq!(
+            s.expired(30, None, 10).unwrap(),
+            [Expired {
+                user: "carol".into(),
+                seq: 1
+            }]
+        );
     }
 
     #[test]

@@ -7,9 +7,10 @@ use std::path::Path;
 use prost::Message;
 
 use super::keys::{
-    SEEN, SEQ, be_u64, decode_item, decode_original, dedupe_key, item_key, original_value, user_key,
+    ITEMS_END, ITEMS_START, SEEN, SEQ, SIZE, be_u64, decode_item, decode_original, decode_size,
+    dedupe_key, item_key, original_value, size_value, split_item_key, user_key,
 };
-use super::{DedupeKey, Item, Original, Storage, StorageError};
+use super::{DedupeKey, Expired, Item, MailboxSize, Original, Storage, StorageError};
 use common::proto::Envelope;
 
 pub struct SledStorage {
@@ -65,10 +66,15 @@ impl Storage for SledStorage {
         key: &DedupeKey<'_>,
     ) -> Result<(), StorageError> {
         let original = original_value(seq, envelope.server_ts_ms);
+        let value = envelope.encode_to_vec();
+        let mut size = self.mailbox_size(user)?;
+        size.items += 1;
+        size.bytes += value.len() as u64;
         let mut batch = sled::Batch::default();
-        batch.insert(item_key(user, seq)?, envelope.encode_to_vec());
+        batch.insert(item_key(user, seq)?, value);
         batch.insert(dedupe_key(key)?, &original[..]);
         batch.insert(user_key(SEQ, user)?, &seq.to_be_bytes()[..]);
+        batch.insert(user_key(SIZE, user)?, &size_value(size)[..]);
         self.db.apply_batch(batch).map_err(engine("append"))
     }
 
@@ -83,15 +89,57 @@ impl Storage for SledStorage {
         Ok(out)
     }
 
-    fn delete(&self, user: &str, seqs: &[u64]) -> Result<(), StorageError> {
-        if seqs.is_empty() {
-            return Ok(());
-        }
+    fn delete(&self, user: &str, seqs: &[u64]) -> Result<u64, StorageError> {
+        let mut size = self.mailbox_size(user)?;
         let mut batch = sled::Batch::default();
-        for &s in seqs {
-            batch.remove(item_key(user, s)?);
+        let mut deleted = 0;
+        let unique: std::collections::BTreeSet<u64> = seqs.iter().copied().collect();
+        for s in unique {
+            let k = item_key(user, s)?;
+            if let Some(v) = self.db.get(&k).map_err(engine("get"))? {
+                size.items = size.items.saturating_sub(1);
+                size.bytes = size.bytes.saturating_sub(v.len() as u64);
+                deleted += 1;
+                batch.remove(k);
+            }
         }
-        self.db.apply_batch(batch).map_err(engine("delete"))
+        if deleted > 0 {
+            batch.insert(user_key(SIZE, user)?, &size_value(size)[..]);
+            self.db.apply_batch(batch).map_err(engine("delete"))?;
+        }
+        Ok(deleted)
+    }
+
+    fn mailbox_size(&self, user: &str) -> Result<MailboxSize, StorageError> {
+        let v = self.db.get(user_key(SIZE, user)?).map_err(engine("get"))?;
+        decode_size(v.as_deref())
+    }
+
+    fn expired(
+        &self,
+        before_ms: u64,
+        after: Option<&Expired>,
+        limit: usize,
+    ) -> Result<Vec<Expired>, StorageError> {
+        let start = match after {
+            Some(e) => item_key(&e.user, e.seq)?,
+            None => ITEMS_START.to_vec(),
+        };
+        let mut out = Vec::new();
+        for kv in self.db.range(start..ITEMS_END.to_vec()) {
+            let (k, v) = kv.map_err(engine("range"))?;
+            let (user, seq) = split_item_key(&k)?;
+            if after.is_some_and(|a| a.user == user && a.seq == seq) {
+                continue;
+            }
+            if decode_item(&k, &v)?.envelope.server_ts_ms < before_ms {
+                out.push(Expired { user, seq });
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
     }
 
     fn last_seen(&self, user: &str) -> Result<Option<u64>, StorageError> {
