@@ -1,0 +1,425 @@
+//! A real deployment for black-box tests: `wa-store` and `wa-chat` started in a
+//! temp dir on port 0 (in-process through their `run()`, or `wa-store` as a
+//! process when a test kills it), a dev PKI, a signing key, and clients built
+//! with the real client library.
+
+#![allow(dead_code)]
+
+pub mod proxy;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::client::{Client, ClientConfig, Event, Events, Transport};
+use common::cluster::ClusterMap;
+use common::tls::DevPki;
+use common::token::{TokenClaims, TokenSigner, keyfile};
+use rustls_pki_types::CertificateDer;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio_util::sync::CancellationToken;
+
+/// How long a test waits for something that should happen within milliseconds.
+/// A bound on failure, never a readiness check.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+pub struct Service {
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), String>>,
+}
+
+impl Service {
+    /// Cancels the service and asserts that `run()` returned Ok.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let r = tokio::time::timeout(PATIENCE, self.task)
+            .await
+            .expect("service stops within patience");
+        r.expect("service task did not panic")
+            .expect("service run() returned Ok");
+    }
+}
+
+/// A `wa-store` child process.
+pub struct StoreProcess {
+    pub child: tokio::process::Child,
+    pub addr: SocketAddr,
+}
+
+pub struct Deployment {
+    pub dir: tempfile::TempDir,
+    pub roots: Vec<CertificateDer<'static>>,
+    signer: TokenSigner,
+    pub link_addr: SocketAddr,
+    pub chat_tcp: SocketAddr,
+    pub chat_quic: SocketAddr,
+    pub store: Option<Service>,
+    pub store_process: Option<StoreProcess>,
+    pub chat: Option<Service>,
+}
+
+fn write_pki(dir: &Path) -> TokenSigner {
+    std::fs::create_dir_all(dir.join("pki")).unwrap();
+    std::fs::create_dir_all(dir.join("keys")).unwrap();
+    DevPki::generate(&["localhost", "127.0.0.1"])
+        .unwrap()
+        .write_to(&dir.join("pki"))
+        .unwrap();
+    let key = ed25519_dalek::SigningKey::from_bytes(&rand::random::<[u8; 32]>());
+    std::fs::write(
+        dir.join("keys/k1.pub"),
+        keyfile::verifying_pem(&key.verifying_key()),
+    )
+    .unwrap();
+    common::fsutil::write_private(&dir.join("cluster.secret"), &rand::random::<[u8; 32]>())
+        .unwrap();
+    TokenSigner::new("k1", key)
+}
+
+fn write_map(dir: &Path, link: SocketAddr) {
+    let map = ClusterMap::single(link, "localhost", rand::random());
+    std::fs::write(dir.join("cluster.toml"), map.to_toml()).unwrap();
+}
+
+fn store_toml(dir: &Path, listen: SocketAddr) -> String {
+    let d = dir.display();
+    format!(
+        r#"node = "store-1"
+data_dir = "{d}/store"
+durability = "disk"
+[link]
+listen = "{listen}"
+cert = "{d}/pki/cert.pem"
+key = "{d}/pki/key.pem"
+[cluster]
+map = "{d}/cluster.toml"
+secret_file = "{d}/cluster.secret"
+[shutdown]
+grace = "5s"
+"#
+    )
+}
+
+fn chat_toml(dir: &Path) -> String {
+    let d = dir.display();
+    format!(
+        r#"name = "chat-1"
+[listen]
+tcp = "127.0.0.1:0"
+quic = "127.0.0.1:0"
+[tls]
+cert = "{d}/pki/cert.pem"
+key = "{d}/pki/key.pem"
+[tokens]
+keys = [{{ id = "k1", public_key = "{d}/keys/k1.pub" }}]
+[cluster]
+map = "{d}/cluster.toml"
+ca = "{d}/pki/ca.pem"
+secret_file = "{d}/cluster.secret"
+[shutdown]
+grace = "5s"
+retry_after = "100ms"
+"#
+    )
+}
+
+/// The directory holding the workspace's binaries (`target/debug`), found from
+/// this test executable (`target/debug/deps/<test>`).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps")
+        .to_path_buf()
+}
+
+async fn start_store_inproc(dir: &Path) -> (Service, SocketAddr) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    write_map(dir, addr);
+    let config: wa_store::Config = toml::from_str(&store_toml(dir, addr)).unwrap();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(wa_store::run(config, listener, shutdown.clone()));
+    let task = tokio::spawn(async move { task.await.unwrap().map_err(|e| e.to_string()) });
+    (Service { shutdown, task }, addr)
+}
+
+/// Starts `wa-store` as a process with `listen` (port 0 the first time) and
+/// waits for its READY line.
+pub async fn spawn_store_process(dir: &Path, listen: SocketAddr) -> StoreProcess {
+    let cfg = dir.join("wa-store.toml");
+    std::fs::write(&cfg, store_toml(dir, listen)).unwrap();
+    let mut child = tokio::process::Command::new(bin_dir().join("wa-store"))
+        .arg("--config")
+        .arg(&cfg)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("wa-store binary is built (cargo build --workspace)");
+    let line = ready_line(&mut child, "wa-store").await;
+    let addr = field(&line, "link").parse().unwrap();
+    StoreProcess { child, addr }
+}
+
+/// Reads stdout of `child` up to its `READY <name> ...` line.
+pub async fn ready_line(child: &mut tokio::process::Child, name: &str) -> String {
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let prefix = format!("READY {name} ");
+    let line = tokio::time::timeout(PATIENCE, async {
+        while let Some(l) = lines.next_line().await.unwrap() {
+            if l.starts_with(&prefix) {
+                return l;
+            }
+        }
+        panic!("{name} exited before READY");
+    })
+    .await
+    .expect("READY within patience");
+    // Keep draining stdout so the child never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    line
+}
+
+pub fn field<'a>(line: &'a str, key: &str) -> &'a str {
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+        .unwrap_or_else(|| panic!("{key}= missing in {line:?}"))
+}
+
+/// A `wa-chat` child process.
+pub struct ChatProcess {
+    pub child: tokio::process::Child,
+    pub tcp: SocketAddr,
+    pub quic: SocketAddr,
+}
+
+/// Starts `wa-chat` as a process on port 0 and waits for its READY line.
+pub async fn spawn_chat_process(dir: &Path) -> ChatProcess {
+    let cfg = dir.join("wa-chat.toml");
+    std::fs::write(&cfg, chat_toml(dir)).unwrap();
+    let mut child = tokio::process::Command::new(bin_dir().join("wa-chat"))
+        .arg("--config")
+        .arg(&cfg)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("wa-chat binary is built (cargo build --workspace)");
+    let line = ready_line(&mut child, "wa-chat").await;
+    ChatProcess {
+        tcp: field(&line, "tcp").parse().unwrap(),
+        quic: field(&line, "quic").parse().unwrap(),
+        child,
+    }
+}
+
+async fn start_chat_inproc(dir: &Path, extra: &str) -> (Service, SocketAddr, SocketAddr) {
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let quic = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (ta, qa) = (tcp.local_addr().unwrap(), quic.local_addr().unwrap());
+    let config: wa_chat::Config = toml::from_str(&(chat_toml(dir) + extra)).unwrap();
+    let shutdown = CancellationToken::new();
+    let listeners = wa_chat::Listeners {
+        tcp: Some(tcp),
+        quic: Some(quic),
+    };
+    let task = tokio::spawn(wa_chat::run(config, listeners, shutdown.clone()));
+    let task = tokio::spawn(async move { task.await.unwrap().map_err(|e| e.to_string()) });
+    (Service { shutdown, task }, ta, qa)
+}
+
+impl Deployment {
+    /// wa-store and wa-chat, both in-process.
+    pub async fn start() -> Deployment {
+        Deployment::start_with(|_| {}).await
+    }
+
+    /// Like [`Deployment::start`], with `tweak` appending TOML to wa-chat's config.
+    pub async fn start_with(tweak: impl FnOnce(&mut String)) -> Deployment {
+        let mut extra = String::new();
+        tweak(&mut extra);
+        let dir = tempfile::tempdir().unwrap();
+        let signer = write_pki(dir.path());
+        let (store, link_addr) = start_store_inproc(dir.path()).await;
+        let (chat, chat_tcp, chat_quic) = start_chat_inproc(dir.path(), &extra).await;
+        let roots = common::tls::load_certs(&dir.path().join("pki/ca.pem")).unwrap();
+        Deployment {
+            dir,
+            roots,
+            signer,
+            link_addr,
+            chat_tcp,
+            chat_quic,
+            store: Some(store),
+            store_process: None,
+            chat: Some(chat),
+        }
+    }
+
+    /// wa-store as a child process (so a test can kill -9 it), wa-chat in-process.
+    pub async fn start_with_store_process() -> Deployment {
+        let dir = tempfile::tempdir().unwrap();
+        let signer = write_pki(dir.path());
+        // The store reads the map at start (for its epoch) before its port is
+        // known; the edge reads it for routing, so it is rewritten once known.
+        write_map(dir.path(), "127.0.0.1:9".parse().unwrap());
+        let sp = spawn_store_process(dir.path(), "127.0.0.1:0".parse().unwrap()).await;
+        let link_addr = sp.addr;
+        write_map(dir.path(), link_addr);
+        let (chat, chat_tcp, chat_quic) = start_chat_inproc(dir.path(), "").await;
+        let roots = common::tls::load_certs(&dir.path().join("pki/ca.pem")).unwrap();
+        Deployment {
+            dir,
+            roots,
+            signer,
+            link_addr,
+            chat_tcp,
+            chat_quic,
+            store: None,
+            store_process: Some(sp),
+            chat: Some(chat),
+        }
+    }
+
+    pub fn token(&self, user: &str) -> String {
+        self.token_expiring(user, now_secs() + 3600)
+    }
+
+    pub fn token_expiring(&self, user: &str, expires_at: u64) -> String {
+        self.signer.sign(TokenClaims {
+            user: user.into(),
+            device: 1,
+            generation: 1,
+            expires_at,
+            key_id: String::new(),
+            issued_at: now_secs(),
+        })
+    }
+
+    pub fn addr(&self, transport: &Transport) -> SocketAddr {
+        match transport {
+            Transport::Tcp => self.chat_tcp,
+            Transport::Quic => self.chat_quic,
+        }
+    }
+
+    pub fn client_config(&self, user: &str, transport: Transport) -> ClientConfig {
+        let addr = self.addr(&transport);
+        let mut cfg = ClientConfig::new(
+            addr,
+            transport,
+            "localhost".into(),
+            self.roots.clone(),
+            self.token(user),
+        );
+        cfg.backoff_initial = Duration::from_millis(20);
+        cfg.backoff_max = Duration::from_millis(500);
+        cfg
+    }
+
+    pub async fn client(&self, user: &str, transport: Transport) -> (Client, Events) {
+        Client::connect(self.client_config(user, transport))
+            .await
+            .expect("client connects")
+    }
+
+    /// Both services as child processes, for signal and exit-code tests.
+    pub async fn start_processes() -> (Deployment, ChatProcess) {
+        let dir = tempfile::tempdir().unwrap();
+        let signer = write_pki(dir.path());
+        write_map(dir.path(), "127.0.0.1:9".parse().unwrap());
+        let sp = spawn_store_process(dir.path(), "127.0.0.1:0".parse().unwrap()).await;
+        let link_addr = sp.addr;
+        write_map(dir.path(), link_addr);
+        let cp = spawn_chat_process(dir.path()).await;
+        let roots = common::tls::load_certs(&dir.path().join("pki/ca.pem")).unwrap();
+        let d = Deployment {
+            dir,
+            roots,
+            signer,
+            link_addr,
+            chat_tcp: cp.tcp,
+            chat_quic: cp.quic,
+            store: None,
+            store_process: Some(sp),
+            chat: None,
+        };
+        (d, cp)
+    }
+
+    /// Stops wa-chat then wa-store, asserting both return Ok.
+    pub async fn stop(mut self) {
+        if let Some(c) = self.chat.take() {
+            c.stop().await;
+        }
+        if let Some(s) = self.store.take() {
+            s.stop().await;
+        }
+        if let Some(mut p) = self.store_process.take() {
+            sigterm(&p.child);
+            let st = tokio::time::timeout(PATIENCE, p.child.wait())
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(st.success(), "wa-store exited with {st}");
+        }
+    }
+}
+
+pub fn sigterm(child: &tokio::process::Child) {
+    let pid = nix::unistd::Pid::from_raw(child.id().expect("child is running") as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+}
+
+pub fn now_secs() -> u64 {
+    common::fsutil::now_ms() / 1000
+}
+
+/// Waits for the next event that `f` maps to `Some`, skipping presence,
+/// typing and connection events; any other unexpected event fails the test.
+pub async fn expect<T>(
+    events: &mut Events,
+    what: &str,
+    mut f: impl FnMut(&Event) -> Option<T>,
+) -> T {
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            let e = events
+                .next()
+                .await
+                .unwrap_or_else(|| panic!("events ended while waiting for {what}"));
+            if let Some(t) = f(&e) {
+                return t;
+            }
+            match e {
+                Event::Presence { .. }
+                | Event::Typing { .. }
+                | Event::Connected { .. }
+                | Event::Disconnected { .. } => {}
+                other => panic!("while waiting for {what}: unexpected {other:?}"),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+/// The next message: (seq, from, id, body).
+pub async fn next_message(
+    events: &mut Events,
+) -> (u64, String, common::client::MessageId, bytes::Bytes) {
+    expect(events, "a message", |e| match e {
+        Event::Message {
+            seq,
+            from,
+            id,
+            body,
+            ..
+        } => Some((*seq, from.clone(), *id, body.clone())),
+        _ => None,
+    })
+    .await
+}
