@@ -708,7 +708,7 @@ impl Session {
     fn handle_event(&mut self, ev: Event) -> Step {
         match ev {
             Event::Push { seq, envelope } => {
-                let message = !matches!(envelope.content, Some(envelope::Content::Receipt(_)));
+                let message = matches!(envelope.content, Some(envelope::Content::Body(_)));
                 self.pushed.insert(
                     seq,
                     Pushed {

@@ -1,0 +1,171 @@
+//! The `wa-chat` process: arguments, configuration errors and their exit
+//! codes, the READY line, and a clean exit on SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The public key of the token test vector in docs/PROTOCOL.md, SPKI PEM.
+const PUBLIC_KEY: &str = "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAiojj3XQJ8ZX9UtstPLpdcspnCb8dlBIb83SIAbQPb1w=\n-----END PUBLIC KEY-----\n";
+
+fn chat() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_wa-chat"))
+}
+
+/// A complete, valid deployment directory for one edge; the store it names
+/// is not running (the edge starts anyway and keeps trying to link).
+fn deployment(dir: &Path) -> std::path::PathBuf {
+    let pki = common::tls::DevPki::generate(&["localhost", "127.0.0.1"]).unwrap();
+    pki.write_to(dir).unwrap();
+    std::fs::write(dir.join("k1.pub"), PUBLIC_KEY).unwrap();
+    std::fs::write(dir.join("cluster.secret"), [7u8; 32]).unwrap();
+    let map =
+        common::cluster::ClusterMap::single("127.0.0.1:9".parse().unwrap(), "localhost", [1; 16]);
+    std::fs::write(dir.join("cluster.toml"), map.to_toml()).unwrap();
+    let d = dir.display();
+    let cfg = dir.join("wa-chat.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"name = "chat-test"
+[listen]
+tcp = "127.0.0.1:0"
+quic = "127.0.0.1:0"
+[tls]
+cert = "{d}/cert.pem"
+key = "{d}/key.pem"
+[tokens]
+keys = [{{ id = "k1", public_key = "{d}/k1.pub" }}]
+[cluster]
+map = "{d}/cluster.toml"
+ca = "{d}/ca.pem"
+secret_file = "{d}/cluster.secret"
+[shutdown]
+grace = "2s"
+"#
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+#[test]
+fn help_exits_zero_and_names_the_options() {
+    let out = chat().arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for needle in ["--config", "--check-config", "Exit codes"] {
+        assert!(
+            text.contains(needle),
+            "{needle} missing from --help:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn usage_and_config_errors_exit_64_naming_the_problem() {
+    let out = chat().arg("--bogus").output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope.toml");
+    let out = chat().arg("--config").arg(&missing).output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nope.toml"));
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "name = \"x\"\n[limits]\nidle = \"1s\"\n").unwrap();
+    let out = chat().arg("--config").arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.toml") && err.contains("idle"), "{err}");
+
+    // Parses, but every file it names is missing: all of them are reported.
+    let files = dir.path().join("files.toml");
+    std::fs::write(
+        &files,
+        format!("[cluster]\nmap = \"{}/m.toml\"\n", dir.path().display()),
+    )
+    .unwrap();
+    let out = chat()
+        .arg("--config")
+        .arg(&files)
+        .arg("--check-config")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for key in [
+        "tls.cert",
+        "tls.key",
+        "tokens.keys",
+        "cluster.map",
+        "cluster.ca",
+        "cluster.secret_file",
+    ] {
+        assert!(err.contains(key), "{key} missing from {err}");
+    }
+}
+
+#[test]
+fn check_config_accepts_a_complete_deployment() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = deployment(dir.path());
+    let out = chat()
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--check-config")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains(": ok"));
+}
+
+#[test]
+fn ready_line_then_sigterm_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = deployment(dir.path());
+    let mut child = chat()
+        .arg("--config")
+        .arg(&cfg)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(&fields[..2], ["READY", "wa-chat"], "{line:?}");
+    for (field, key) in fields[2..].iter().zip(["tcp=", "quic="]) {
+        let addr = field
+            .strip_prefix(key)
+            .unwrap_or_else(|| panic!("{key} in {line:?}"));
+        let addr: std::net::SocketAddr = addr.parse().unwrap();
+        assert_ne!(addr.port(), 0, "the bound port is reported");
+    }
+    // The TCP listener really is bound.
+    let tcp = fields[2].strip_prefix("tcp=").unwrap();
+    std::net::TcpStream::connect(tcp).unwrap();
+
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let started = Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            assert!(st.success(), "wa-chat exited with {st}");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no exit within 10 s of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
