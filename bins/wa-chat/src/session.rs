@@ -298,6 +298,9 @@ struct Session {
     next_tag: u64,
     batches: HashMap<u64, AckBatch>,
     watching: HashSet<String>,
+    /// Homes this session recently answered `UNAVAILABLE` for, and until when
+    /// it keeps doing so.
+    refused: HashMap<std::net::SocketAddr, Instant>,
 }
 
 type Step = Result<(), Close>;
@@ -363,6 +366,7 @@ impl Session {
             next_tag: 0,
             batches: HashMap::new(),
             watching: HashSet::new(),
+            refused: HashMap::new(),
         };
         let attached = s
             .out
@@ -633,16 +637,33 @@ impl Session {
         Ok(())
     }
 
+    /// A client request: answered `UNAVAILABLE` (not fatal) if the home is
+    /// down. After such an answer, every later request of this session to the
+    /// same home is refused too until the client may resend (its
+    /// `retry_after_ms`): requests it pipelined behind the refused one must not
+    /// overtake it if the link comes back meanwhile, or the sender's order
+    /// would break.
     fn client_append(&mut self, to: &str, envelope: Envelope, id: Bytes) -> Step {
-        match self.append(to, envelope, Request::Client { id: id.clone() }) {
-            Ok(()) => Ok(()),
-            Err(()) => self.refuse(
-                Code::Unavailable,
-                id,
-                "the recipient's home cannot be reached now",
-                UNAVAILABLE_RETRY_MS,
-            ),
+        let addr = self.ctx.router.home(to).addr;
+        let now = Instant::now();
+        let held = self.refused.get(&addr).is_some_and(|until| now < *until);
+        if !held {
+            self.refused.remove(&addr);
+            if self
+                .append(to, envelope, Request::Client { id: id.clone() })
+                .is_ok()
+            {
+                return Ok(());
+            }
+            self.refused
+                .insert(addr, now + Duration::from_millis(UNAVAILABLE_RETRY_MS));
         }
+        self.refuse(
+            Code::Unavailable,
+            id,
+            "the recipient's home cannot be reached now",
+            UNAVAILABLE_RETRY_MS,
+        )
     }
 
     fn handle_ack(&mut self, seqs: Vec<u64>) -> Step {
