@@ -121,8 +121,10 @@ async fn start() -> Edge {
         common::tls::server_config(certs, tls_key, &[common::link::LINK_ALPN]).unwrap(),
     ));
 
-    let mut config = wa_chat::Config::default();
-    config.name = "chat-test".into();
+    let mut config = wa_chat::Config {
+        name: "chat-test".into(),
+        ..Default::default()
+    };
     config.tls.cert = d.join("cert.pem");
     config.tls.key = d.join("key.pem");
     config.tokens.keys[0].public_key = d.join("k1.pub");
