@@ -15,8 +15,8 @@ pub mod proto;
 pub mod token;
 
 #[cfg(feature = "net")]
+pub mod client;
+#[cfg(feature = "net")]
 pub mod tls;
 #[cfg(feature = "net")]
 pub mod wire;
-#[cfg(feature = "net")]
-pub mod client;
