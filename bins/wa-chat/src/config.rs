@@ -379,6 +379,14 @@ retry_after = "5s"
     }
 
     #[test]
+    fn shipped_sample_is_the_defaults() {
+        let shipped = include_str!("../../../packaging/etc/wa-chat.toml");
+        let c: Config = toml::from_str(shipped).unwrap();
+        assert_eq!(c, Config::default());
+        c.validate().unwrap();
+    }
+
+    #[test]
     fn partial_sections_keep_other_defaults() {
         let c: Config =
             toml::from_str("[limits]\nidle_timeout = \"600ms\"\nkeepalive = \"200ms\"\n").unwrap();

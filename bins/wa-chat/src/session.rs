@@ -154,8 +154,9 @@ pub async fn serve(conn: Conn, ctx: Arc<Ctx>, deadline: Instant) {
         }
     };
     match close.code() {
+        // At shutdown every session says so; one line for all is in lib.rs.
+        Some(Code::ShuttingDown) | None => tracing::debug!("closed"),
         Some(code) => tracing::info!(code = code.name(), "closed"),
-        None => tracing::debug!("closed"),
     }
     out.end(close.end());
     let mut writer = writer;
