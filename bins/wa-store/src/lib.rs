@@ -10,6 +10,7 @@ pub mod config;
 pub mod error;
 pub mod flusher;
 pub mod home;
+pub mod journal;
 pub mod listener;
 pub mod storage;
 
