@@ -20,6 +20,10 @@
 //! max_bytes = "256 MiB"
 //! expire_after = "30days"
 //! sweep_interval = "1h"
+//! [cache]
+//! sync_delay = "10s"
+//! bypass_items = 1000
+//! memory = "512 MiB"
 //! [shutdown]
 //! grace = "10s"
 //! ```
@@ -38,7 +42,8 @@ pub const MIN_SECRET_LEN: usize = 32;
 pub struct Config {
     /// Name of this node, sent to edges in `AuthOk`.
     pub node: String,
-    /// Directory of the database; created if missing.
+    /// Directory of the data: the engine's files in `sled/` or `fjall/`, the
+    /// journal in `journal/`; created if missing.
     pub data_dir: PathBuf,
     /// When an append counts as stored.
     pub durability: Durability,
@@ -47,7 +52,35 @@ pub struct Config {
     pub link: LinkConfig,
     pub cluster: ClusterConfig,
     pub mailbox: MailboxConfig,
+    pub cache: CacheConfig,
     pub shutdown: ShutdownConfig,
+}
+
+/// The write-back cache (docs/ARCHITECTURE.md, "Storage and durability").
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// An item still undelivered this long after it was stored is written
+    /// from memory to the engine.
+    #[serde(with = "humantime_serde")]
+    pub sync_delay: Duration,
+    /// A mailbox holding this many items in memory sends further items
+    /// straight to the engine, so a few huge mailboxes cannot crowd out
+    /// everyone else.
+    pub bypass_items: usize,
+    /// Memory the cache may use; beyond it, items go straight to the engine
+    /// and the oldest cached items are written out first.
+    pub memory: bytesize::ByteSize,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            sync_delay: Duration::from_secs(10),
+            bypass_items: 1000,
+            memory: bytesize::ByteSize::mib(512),
+        }
+    }
 }
 
 /// Per-user mailbox limits and expiry.
@@ -137,6 +170,7 @@ impl Default for Config {
             link: LinkConfig::default(),
             cluster: ClusterConfig::default(),
             mailbox: MailboxConfig::default(),
+            cache: CacheConfig::default(),
             shutdown: ShutdownConfig::default(),
         }
     }
@@ -231,6 +265,9 @@ impl Config {
         if self.mailbox.sweep_interval.is_zero() {
             errs.push("mailbox.sweep_interval: must be more than zero".to_string());
         }
+        if self.cache.sync_delay.is_zero() {
+            errs.push("cache.sync_delay: must be more than zero".to_string());
+        }
         if self.shutdown.grace.is_zero() {
             errs.push("shutdown.grace: must be more than zero".to_string());
         }
@@ -295,6 +332,10 @@ max_items = 100000
 max_bytes = "256 MiB"
 expire_after = "30days"
 sweep_interval = "1h"
+[cache]
+sync_delay = "10s"
+bypass_items = 1000
+memory = "512 MiB"
 [shutdown]
 grace = "10s"
 "#;

@@ -27,6 +27,8 @@ pub enum StoreError {
     },
     #[error(transparent)]
     Storage(#[from] StorageError),
+    #[error(transparent)]
+    Journal(#[from] crate::journal::JournalError),
     #[error("link listener: {0}")]
     Listener(std::io::Error),
 }

@@ -70,7 +70,9 @@ pub enum JournalError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("journal segment {path} is corrupt at byte {offset} and is not the last one; refusing to guess (move it aside to start without it)")]
+    #[error(
+        "journal segment {path} is corrupt at byte {offset} and is not the last one; refusing to guess (move it aside to start without it)"
+    )]
     Corrupt { path: PathBuf, offset: u64 },
 }
 
@@ -302,13 +304,10 @@ impl Journal {
         let (file, id) = {
             let mut g = self.lock();
             let id = g.current;
-            g.writer
-                .flush()
-                .map_err(io(&segment_path(&self.dir, id)))?;
+            g.writer.flush().map_err(io(&segment_path(&self.dir, id)))?;
             (Arc::clone(&g.file), id)
         };
-        file.sync_data()
-            .map_err(io(&segment_path(&self.dir, id)))
+        file.sync_data().map_err(io(&segment_path(&self.dir, id)))
     }
 
     /// `n` items of `segment` were deleted or written back and flushed.
@@ -459,7 +458,11 @@ mod tests {
         let r = j.round_begin();
         j.round_flushed(r);
         assert_eq!(j.release().unwrap(), 1);
-        assert_eq!(list(dir.path()).unwrap().len(), 1, "the current segment stays");
+        assert_eq!(
+            list(dir.path()).unwrap().len(),
+            1,
+            "the current segment stays"
+        );
         // A round begun before a seal does not cover the sealed segment.
         let s2 = j.append(&app("bob", 3), true).unwrap();
         let r = j.round_begin();

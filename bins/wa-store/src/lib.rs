@@ -12,6 +12,7 @@ pub mod flusher;
 pub mod home;
 pub mod journal;
 pub mod listener;
+pub mod metrics;
 pub mod storage;
 
 use std::sync::Arc;
@@ -36,6 +37,8 @@ const SHARDS: usize = 16;
 pub struct Store {
     config: Config,
     storage: Arc<dyn Storage>,
+    journal: Arc<journal::Journal>,
+    metrics: Arc<metrics::Metrics>,
     secret: Vec<u8>,
     epoch: u64,
     tls: Arc<rustls::ServerConfig>,
@@ -63,12 +66,15 @@ impl Store {
         let key = common::tls::load_key(&config.link.key)?;
         let tls = common::tls::server_config(certs, key, &[common::link::LINK_ALPN])?;
         let storage: Arc<dyn Storage> = match config.engine {
-            config::Engine::Sled => Arc::new(SledStorage::open(&config.data_dir)?),
-            config::Engine::Fjall => Arc::new(FjallStorage::open(&config.data_dir)?),
+            config::Engine::Sled => Arc::new(SledStorage::open(&config.data_dir.join("sled"))?),
+            config::Engine::Fjall => Arc::new(FjallStorage::open(&config.data_dir.join("fjall"))?),
         };
+        let journal = recover(&*storage, &config.data_dir.join("journal"))?;
         Ok(Store {
             config,
             storage,
+            journal: Arc::new(journal),
+            metrics: Arc::default(),
             secret,
             epoch: map.epoch,
             tls: Arc::new(tls),
@@ -84,20 +90,45 @@ impl Store {
         shutdown: CancellationToken,
     ) -> Result<(), StoreError> {
         let commit = Arc::new(Commit::new());
-        let storage = Arc::clone(&self.storage);
-        let flush: FlushFn = Arc::new(move || storage.flush());
+        let journal = Arc::clone(&self.journal);
+        let metrics = Arc::clone(&self.metrics);
+        let flush: FlushFn = Arc::new(move || {
+            metrics::Metrics::add(&metrics.journal_syncs, 1);
+            journal.sync().map_err(|e| storage::StorageError::Engine {
+                op: "journal sync",
+                source: Box::new(e),
+            })
+        });
         let flusher_stop = CancellationToken::new();
         let flusher = tokio::spawn(Arc::clone(&commit).run(flush, flusher_stop.clone()));
         let limits = home::Limits {
             max_items: self.config.mailbox.max_items,
             max_bytes: self.config.mailbox.max_bytes.as_u64(),
         };
+        let cache = home::CacheConfig {
+            sync_delay: self.config.cache.sync_delay,
+            bypass_items: self.config.cache.bypass_items,
+            budget_bytes: self.config.cache.memory.as_u64(),
+            expire_after: self.config.mailbox.expire_after,
+        };
         let (home, shards) = Home::start(
             Arc::clone(&self.storage),
+            Arc::clone(&self.journal),
             Arc::clone(&commit),
             limits,
+            cache,
+            Arc::clone(&self.metrics),
             SHARDS,
         );
+        let writeback_stop = CancellationToken::new();
+        let writeback = tokio::spawn(home::write_back(
+            home.clone(),
+            Arc::clone(&self.storage),
+            Arc::clone(&self.journal),
+            self.config.cache.sync_delay,
+            Arc::clone(&self.metrics),
+            writeback_stop.clone(),
+        ));
         let sweeper_stop = shutdown.child_token();
         let sweeper = tokio::spawn(home::sweep(
             Arc::clone(&self.storage),
@@ -118,6 +149,10 @@ impl Store {
         listener::serve(listener, ctx, shutdown, writers.clone()).await;
         sweeper_stop.cancel();
         let _ = sweeper.await;
+        // Every operation the links delivered is queued on the shards ahead
+        // of this last round, which writes the whole cache to the engine.
+        writeback_stop.cancel();
+        let _ = writeback.await;
 
         // Drain: readers are gone; the shards answer what they hold as the
         // flusher covers it, then end; the final flush follows; the writers
@@ -157,6 +192,44 @@ impl Store {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+impl Store {
+    /// The store's metrics (Prometheus text via `render`).
+    pub fn metrics(&self) -> Arc<metrics::Metrics> {
+        Arc::clone(&self.metrics)
+    }
+}
+
+/// Replays whatever the journal in `dir` holds into `storage` (items a crash
+/// left only in memory), flushes the engine, and starts a fresh journal.
+fn recover(storage: &dyn Storage, dir: &std::path::Path) -> Result<journal::Journal, StoreError> {
+    use journal::record::Kind;
+    let outcome = journal::replay(dir, |rec| match rec.kind {
+        Some(Kind::Append(a)) => {
+            let Some(envelope) = a.envelope else {
+                return Ok(());
+            };
+            let key = storage::DedupeKey {
+                to: &a.user,
+                from: &envelope.from,
+                kind: envelope.item_kind(),
+                id: &envelope.id,
+            };
+            if storage.dedupe(&key)?.is_none() {
+                storage.append(&a.user, a.seq, &envelope, &key)?;
+            }
+            Ok(())
+        }
+        Some(Kind::Delete(d)) => storage.delete(&d.user, &d.seqs).map(|_| ()),
+        None => Ok(()),
+    })?;
+    let (records, torn) = outcome?;
+    if records > 0 || torn {
+        tracing::info!(records, torn, "journal replayed into the engine");
+    }
+    storage.flush()?;
+    Ok(journal::Journal::start_fresh(dir)?)
 }
 
 /// Opens the store from `config` and serves `listener` until `shutdown`.

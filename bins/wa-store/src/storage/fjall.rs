@@ -79,7 +79,8 @@ impl Storage for FjallStorage {
         batch.insert(&self.ks, user_key(SIZE, user)?, size_value(size).to_vec());
         batch.insert(&self.ks, item_key(user, seq)?, value);
         batch.insert(&self.ks, dedupe_key(key)?, original.to_vec());
-        batch.insert(&self.ks, user_key(SEQ, user)?, seq.to_be_bytes().to_vec());
+        let last = self.last_seq(user)?.max(seq);
+        batch.insert(&self.ks, user_key(SEQ, user)?, last.to_be_bytes().to_vec());
         batch.commit().map_err(engine("append"))
     }
 
@@ -159,6 +160,15 @@ impl Storage for FjallStorage {
         self.ks
             .insert(user_key(SEEN, user)?, ms.to_be_bytes().to_vec())
             .map_err(engine("insert"))
+    }
+
+    fn set_last_seq(&self, user: &str, seq: u64) -> Result<(), StorageError> {
+        if self.last_seq(user)? < seq {
+            self.ks
+                .insert(user_key(SEQ, user)?, seq.to_be_bytes().to_vec())
+                .map_err(engine("insert"))?;
+        }
+        Ok(())
     }
 
     fn flush(&self) -> Result<(), StorageError> {

@@ -83,7 +83,7 @@ pub trait Storage: Send + Sync + 'static {
 
     /// In one atomic write: stores `envelope` as item `seq` of `user`'s mailbox,
     /// records `key` -> (`seq`, `envelope.server_ts_ms`) in the dedupe index,
-    /// sets the user's last sequence number to `seq` and adds the item to the
+    /// raises the user's last sequence number to `seq` and adds the item to the
     /// mailbox's size. Only one task writes a given user's mailbox at a time.
     fn append(
         &self,
@@ -117,6 +117,9 @@ pub trait Storage: Send + Sync + 'static {
     fn last_seen(&self, user: &str) -> Result<Option<u64>, StorageError>;
 
     fn set_last_seen(&self, user: &str, ms: u64) -> Result<(), StorageError>;
+
+    /// Raises `user`'s last sequence number to `seq` (never lowers it).
+    fn set_last_seq(&self, user: &str, seq: u64) -> Result<(), StorageError>;
 
     /// Makes every write that returned before this call durable.
     fn flush(&self) -> Result<(), StorageError>;

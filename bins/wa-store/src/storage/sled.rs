@@ -80,7 +80,8 @@ impl Storage for SledStorage {
         let mut batch = sled::Batch::default();
         batch.insert(item_key(user, seq)?, value);
         batch.insert(dedupe_key(key)?, &original[..]);
-        batch.insert(user_key(SEQ, user)?, &seq.to_be_bytes()[..]);
+        let last = self.last_seq(user)?.max(seq);
+        batch.insert(user_key(SEQ, user)?, &last.to_be_bytes()[..]);
         batch.insert(user_key(SIZE, user)?, &size_value(size)[..]);
         self.db.apply_batch(batch).map_err(engine("append"))
     }
@@ -161,6 +162,15 @@ impl Storage for SledStorage {
         self.db
             .insert(user_key(SEEN, user)?, &ms.to_be_bytes()[..])
             .map_err(engine("insert"))?;
+        Ok(())
+    }
+
+    fn set_last_seq(&self, user: &str, seq: u64) -> Result<(), StorageError> {
+        if self.last_seq(user)? < seq {
+            self.db
+                .insert(user_key(SEQ, user)?, &seq.to_be_bytes()[..])
+                .map_err(engine("insert"))?;
+        }
         Ok(())
     }
 

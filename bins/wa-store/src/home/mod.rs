@@ -1,0 +1,395 @@
+//! The home: per-user state for every user this node is home to.
+//!
+//! Users are spread over a fixed number of shard tasks by a hash of the user
+//! id; a shard owns its users' in-memory state outright (no locks) and handles
+//! one operation at a time, so every operation on one user happens in order.
+//! That is what gives FIFO per (sender, recipient): a link delivers one edge's
+//! appends in order and a shard applies them in order.
+//!
+//! An append is journaled and kept in the user's write-back cache
+//! ([`shard`]), then waits in the shard's `pending` queue for the group
+//! commit (`crate::flusher`, which syncs the journal) to cover its ticket.
+//! Only then is it answered (`AppendResult`) and pushed to the recipient's
+//! sessions: nothing is ever shown to a recipient that the sender has not had
+//! (or is not about to have) acknowledged, so a sender never sees a delivered
+//! receipt before its own `Accepted`.
+//!
+//! Pushes are flow controlled per session: at most `PUSH_WINDOW` items are
+//! in flight; acks open the window and the shard reads on.
+//!
+//! Two background tasks work through the shards: [`write_back`] (items that
+//! lingered go to the engine; journal segments are released) and [`sweep`]
+//! (expiry, mailbox size report).
+
+mod recent;
+mod shard;
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::link::{LinkDown, link_down};
+use common::proto::Envelope;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::flusher::Commit;
+use crate::journal::Journal;
+use crate::metrics::Metrics;
+use crate::storage::Storage;
+
+/// Operations queued per shard before a link reader waits (backpressure to
+/// the edge through TCP).
+const SHARD_QUEUE: usize = 4096;
+
+/// Identifies one link (one edge connection) for the life of the process.
+pub type LinkId = u64;
+
+/// The sending side of a link: frames for one edge. Sends never wait: a link
+/// whose queue is full has an edge that stopped reading, and is cut (the edge
+/// reconnects and its sessions start afresh) rather than stalling a shard.
+#[derive(Clone)]
+pub struct LinkTx {
+    pub id: LinkId,
+    tx: mpsc::Sender<LinkDown>,
+    dead: CancellationToken,
+}
+
+impl LinkTx {
+    pub fn new(id: LinkId, tx: mpsc::Sender<LinkDown>, dead: CancellationToken) -> LinkTx {
+        LinkTx { id, tx, dead }
+    }
+
+    pub fn send(&self, kind: link_down::Kind) {
+        if self.tx.try_send(LinkDown { kind: Some(kind) }).is_err() && !self.dead.is_cancelled() {
+            tracing::warn!(
+                link = self.id,
+                "link queue full or closed; cutting the link"
+            );
+            self.dead.cancel();
+        }
+    }
+}
+
+/// One operation on a user, from a link.
+pub enum Op {
+    Append {
+        link: LinkTx,
+        req: u64,
+        to: String,
+        envelope: Envelope,
+    },
+    Attach {
+        link: LinkTx,
+        session: u64,
+        user: String,
+        device: u32,
+    },
+    Detach {
+        link: LinkId,
+        session: u64,
+        user: String,
+    },
+    Ack {
+        link: LinkId,
+        session: u64,
+        user: String,
+        seqs: Vec<u64>,
+    },
+    Typing {
+        from: String,
+        to: String,
+        typing: bool,
+    },
+    Watch {
+        link: LinkTx,
+        session: u64,
+        target: String,
+        watch: bool,
+    },
+    /// A link ended: forget its sessions and presence watches (sent to every
+    /// shard, after the link's last operation).
+    LinkGone { link: LinkId },
+    /// These items are past their age: delete them.
+    Expire { user: String, seqs: Vec<u64> },
+    /// Write cached items appended before `due` (every one with `all`) to the
+    /// engine and report what was written (sent to every shard).
+    WriteBack {
+        due: Instant,
+        all: bool,
+        reply: oneshot::Sender<RoundReport>,
+    },
+}
+
+/// What a shard wrote to the engine in a write-back round.
+#[derive(Debug, Default)]
+pub struct RoundReport {
+    /// Items written, by journal segment.
+    pub written: HashMap<u64, u64>,
+    /// When the oldest item still only in memory was appended.
+    pub oldest: Option<Instant>,
+}
+
+/// The write-back cache's settings.
+#[derive(Debug, Clone, Copy)]
+pub struct CacheConfig {
+    /// An item still undelivered this long after its append is written to
+    /// the engine.
+    pub sync_delay: Duration,
+    /// A mailbox holding this many cached items sends further appends
+    /// straight to the engine.
+    pub bypass_items: usize,
+    /// Cache bytes one shard may hold; beyond, appends go straight to the
+    /// engine and write-back writes the oldest items early.
+    pub budget_bytes: u64,
+    /// Items older than this are deleted undelivered (the sweeper does the
+    /// engine; write-back rounds do the cache).
+    pub expire_after: Duration,
+}
+
+/// Per-mailbox limits the home enforces on appends.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_items: u64,
+    pub max_bytes: u64,
+}
+
+impl Op {
+    fn user(&self) -> Option<&str> {
+        match self {
+            Op::Append { to, .. } => Some(to),
+            Op::Attach { user, .. } | Op::Detach { user, .. } | Op::Ack { user, .. } => Some(user),
+            Op::Typing { to, .. } => Some(to),
+            Op::Watch { target, .. } => Some(target),
+            Op::Expire { user, .. } => Some(user),
+            Op::LinkGone { .. } | Op::WriteBack { .. } => None,
+        }
+    }
+}
+
+/// The shards closed: the store is shutting down.
+#[derive(Debug, thiserror::Error)]
+#[error("the home is shutting down")]
+pub struct HomeClosed;
+
+/// A handle on the shards; clones share them. The shards finish (after
+/// answering every pending append) once every handle is dropped.
+#[derive(Clone)]
+pub struct Home {
+    shards: Arc<[mpsc::Sender<Op>]>,
+}
+
+impl Home {
+    /// Starts `n` shard tasks over `storage` and `journal`; the cache budget
+    /// is split evenly between them.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start(
+        storage: Arc<dyn Storage>,
+        journal: Arc<Journal>,
+        commit: Arc<Commit>,
+        limits: Limits,
+        cache: CacheConfig,
+        metrics: Arc<Metrics>,
+        n: usize,
+    ) -> (Home, Vec<tokio::task::JoinHandle<()>>) {
+        let n = n.max(1);
+        let per_shard = CacheConfig {
+            budget_bytes: cache.budget_bytes / n as u64,
+            ..cache
+        };
+        let mut senders = Vec::with_capacity(n);
+        let mut tasks = Vec::with_capacity(n);
+        for _ in 0..n {
+            let (tx, rx) = mpsc::channel(SHARD_QUEUE);
+            senders.push(tx);
+            let shard = shard::Shard::new(
+                Arc::clone(&storage),
+                Arc::clone(&journal),
+                Arc::clone(&commit),
+                limits,
+                per_shard,
+                Arc::clone(&metrics),
+            );
+            tasks.push(tokio::spawn(shard.run(rx)));
+        }
+        (
+            Home {
+                shards: senders.into(),
+            },
+            tasks,
+        )
+    }
+
+    fn shard_of(&self, user: &str) -> &mpsc::Sender<Op> {
+        let mut h = std::hash::DefaultHasher::new();
+        user.hash(&mut h);
+        &self.shards[(h.finish() % self.shards.len() as u64) as usize]
+    }
+
+    /// Queues `op` on its user's shard, waiting while that shard is busy.
+    pub async fn submit(&self, op: Op) -> Result<(), HomeClosed> {
+        match op.user() {
+            Some(user) => self.shard_of(user).send(op).await.map_err(|_| HomeClosed),
+            None => {
+                let Op::LinkGone { link } = op else {
+                    unreachable!(
+                        "only LinkGone and WriteBack have no user; WriteBack goes through write_back_round"
+                    )
+                };
+                for s in self.shards.iter() {
+                    s.send(Op::LinkGone { link })
+                        .await
+                        .map_err(|_| HomeClosed)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Runs one write-back round on every shard and gathers their reports.
+    pub async fn write_back_round(
+        &self,
+        due: Instant,
+        all: bool,
+    ) -> Result<RoundReport, HomeClosed> {
+        let mut waits = Vec::with_capacity(self.shards.len());
+        for s in self.shards.iter() {
+            let (reply, rx) = oneshot::channel();
+            s.send(Op::WriteBack { due, all, reply })
+                .await
+                .map_err(|_| HomeClosed)?;
+            waits.push(rx);
+        }
+        let mut total = RoundReport::default();
+        for w in waits {
+            let r = w.await.map_err(|_| HomeClosed)?;
+            for (seg, n) in r.written {
+                *total.written.entry(seg).or_default() += n;
+            }
+            total.oldest = match (total.oldest, r.oldest) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        Ok(total)
+    }
+}
+
+/// Deletes undelivered items older than `expire_after`, every `interval`,
+/// until `stop`. Runs the scan off the async threads and hands deletions to
+/// the shards, which own the mailboxes.
+pub async fn sweep(
+    storage: Arc<dyn Storage>,
+    home: Home,
+    expire_after: std::time::Duration,
+    interval: std::time::Duration,
+    stop: CancellationToken,
+) {
+    const PAGE: usize = 1024;
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        let before = common::fsutil::now_ms().saturating_sub(expire_after.as_millis() as u64);
+        let mut after = None;
+        let mut total = 0usize;
+        loop {
+            let st = Arc::clone(&storage);
+            let from = after.clone();
+            let page = tokio::task::spawn_blocking(move || st.expired(before, from.as_ref(), PAGE))
+                .await
+                .expect("expiry scan does not panic");
+            let page = match page {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!(error = %e, "expiry scan failed");
+                    break;
+                }
+            };
+            let full = page.len() == PAGE;
+            after = page.last().cloned();
+            total += page.len();
+            let mut by_user: HashMap<String, Vec<u64>> = HashMap::new();
+            for e in page {
+                by_user.entry(e.user).or_default().push(e.seq);
+            }
+            for (user, seqs) in by_user {
+                if stop.is_cancelled() || home.submit(Op::Expire { user, seqs }).await.is_err() {
+                    return;
+                }
+            }
+            if !full {
+                break;
+            }
+        }
+        if total > 0 {
+            tracing::info!(items = total, "expired undelivered items");
+        }
+    }
+}
+
+/// The write-back task: every quarter of the sync delay, asks every shard to
+/// write the items that lingered to the engine, flushes the engine, then
+/// settles those items' journal segments and deletes the segments nothing
+/// needs any more. On `stop` it runs one last round that writes everything,
+/// so that a clean restart replays nothing.
+pub async fn write_back(
+    home: Home,
+    storage: Arc<dyn Storage>,
+    journal: Arc<Journal>,
+    sync_delay: Duration,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval((sync_delay / 4).max(Duration::from_millis(20)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let last = tokio::select! {
+            _ = tick.tick() => false,
+            () = stop.cancelled() => true,
+        };
+        if last && let Err(e) = journal.seal() {
+            tracing::error!(error = %e, "cannot seal the journal at shutdown");
+        }
+        let begun = journal.round_begin();
+        let now = Instant::now();
+        let due = now.checked_sub(sync_delay).unwrap_or(now);
+        let Ok(report) = home.write_back_round(due, last).await else {
+            return;
+        };
+        let st = Arc::clone(&storage);
+        let flushed = tokio::task::spawn_blocking(move || st.flush())
+            .await
+            .expect("engine flush does not panic");
+        Metrics::add(&metrics.engine_flushes, 1);
+        let lag = report
+            .oldest
+            .map_or(0, |o| now.saturating_duration_since(o).as_millis() as u64);
+        metrics
+            .oldest_dirty_ms
+            .store(lag, std::sync::atomic::Ordering::Relaxed);
+        match flushed {
+            Ok(()) => {
+                for (segment, n) in report.written {
+                    journal.settle(segment, n);
+                }
+                journal.round_flushed(begun);
+                match journal.release() {
+                    Ok(n) if n > 0 => tracing::debug!(segments = n, "journal segments released"),
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(error = %e, "cannot delete a journal segment"),
+                }
+            }
+            // The items written stay counted in their segments, which are
+            // then kept: the journal still covers them.
+            Err(e) => tracing::error!(error = %e, "engine flush failed; journal segments kept"),
+        }
+        if last {
+            return;
+        }
+    }
+}

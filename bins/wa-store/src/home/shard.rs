@@ -1,0 +1,754 @@
+//! One shard of the home: the users it owns, their write-back caches, their
+//! sessions and presence watchers. Everything here runs on the shard's task,
+//! one operation at a time; storage and journal calls are synchronous and
+//! short (they hit memory; `fsync`s happen elsewhere).
+//!
+//! A mailbox item lives in exactly one place: the user's cache (memory, made
+//! durable by the journal) or the engine. An append goes to the cache unless
+//! the mailbox is large or the shard's cache is over its budget, in which case
+//! it goes straight to the engine. Write-back rounds move items that lingered
+//! past the sync delay (or, under memory pressure, the oldest) to the engine.
+//! Deleting an item that is still in the cache never touches the engine.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+use common::link::{AppendResult, Kick, PUSH_WINDOW, PresenceDown, Push, TypingDown, link_down};
+use common::proto::{Code, Envelope, ItemKind, ids};
+use prost::Message;
+use tokio::sync::mpsc;
+
+use super::recent::Recent;
+use super::{CacheConfig, Limits, LinkId, LinkTx, Op, RoundReport};
+use crate::flusher::{Commit, FlushError, Settled};
+use crate::journal::{AppendRecord, DeleteRecord, Journal, Record, record};
+use crate::metrics::Metrics;
+use crate::storage::{DedupeKey, Item, Original, Storage, StorageError};
+
+struct Session {
+    link: LinkTx,
+    id: u64,
+    /// The next sequence number to consider pushing.
+    cursor: u64,
+    /// Pushed and not yet acknowledged.
+    inflight: BTreeSet<u64>,
+}
+
+struct Watcher {
+    link: LinkTx,
+    session: u64,
+}
+
+/// An item only in memory (and in the journal).
+struct Cached {
+    envelope: Envelope,
+    size: u64,
+    at: Instant,
+    /// The journal segment holding its append.
+    segment: u64,
+}
+
+/// A user's in-memory state, kept while it has sessions, watchers, cached
+/// items, appends waiting for a flush, or a sequence counter the engine has
+/// not seen yet.
+struct User {
+    /// Highest sequence number assigned.
+    last_seq: u64,
+    /// Highest sequence number known durable: pushes stop there.
+    durable: u64,
+    /// Appends to this mailbox waiting for a flush.
+    unflushed: u32,
+    sessions: Vec<Session>,
+    watchers: Vec<Watcher>,
+    last_seen: Option<u64>,
+    cache: BTreeMap<u64, Cached>,
+    cache_bytes: u64,
+    /// `last_seq` is ahead of the engine's copy.
+    seq_dirty: bool,
+}
+
+impl User {
+    fn idle(&self) -> bool {
+        self.sessions.is_empty()
+            && self.watchers.is_empty()
+            && self.unflushed == 0
+            && self.cache.is_empty()
+            && !self.seq_dirty
+    }
+}
+
+/// An answer (and maybe a push) held back until a flush covers `ticket`.
+struct Pending {
+    ticket: u64,
+    link: LinkTx,
+    req: u64,
+    server_ts_ms: u64,
+    seq: u64,
+    /// The user whose mailbox got a new item (None for a duplicate).
+    fresh: Option<String>,
+}
+
+pub(super) struct Shard {
+    storage: Arc<dyn Storage>,
+    journal: Arc<Journal>,
+    commit: Arc<Commit>,
+    settled: Settled,
+    limits: Limits,
+    cache_cfg: CacheConfig,
+    metrics: Arc<Metrics>,
+    users: HashMap<String, User>,
+    /// Tickets in rising order: a shard takes them one after another.
+    pending: VecDeque<Pending>,
+    recent: Recent,
+    cache_bytes: u64,
+    /// Items written to the engine since the last round report, by journal
+    /// segment: they settle once the round's engine flush returns.
+    written: HashMap<u64, u64>,
+}
+
+fn result(link: &LinkTx, req: u64, code: Code) {
+    link.send(link_down::Kind::AppendResult(AppendResult {
+        req,
+        code: code as u32,
+        ..Default::default()
+    }));
+}
+
+fn internal(e: impl std::fmt::Display) -> Code {
+    tracing::error!(error = %e, "append failed");
+    Code::Internal
+}
+
+impl Shard {
+    pub(super) fn new(
+        storage: Arc<dyn Storage>,
+        journal: Arc<Journal>,
+        commit: Arc<Commit>,
+        limits: Limits,
+        cache_cfg: CacheConfig,
+        metrics: Arc<Metrics>,
+    ) -> Shard {
+        Shard {
+            storage,
+            journal,
+            settled: commit.settled(),
+            commit,
+            limits,
+            cache_cfg,
+            metrics,
+            users: HashMap::new(),
+            pending: VecDeque::new(),
+            recent: Recent::default(),
+            cache_bytes: 0,
+            written: HashMap::new(),
+        }
+    }
+
+    pub(super) async fn run(mut self, mut rx: mpsc::Receiver<Op>) {
+        let mut open = true;
+        loop {
+            tokio::select! {
+                op = rx.recv(), if open => match op {
+                    Some(op) => self.handle(op),
+                    None => open = false,
+                },
+                () = self.settled.changed() => {}
+            }
+            self.settle();
+            if !open && self.pending.is_empty() {
+                break;
+            }
+        }
+    }
+
+    fn handle(&mut self, op: Op) {
+        match op {
+            Op::Append {
+                link,
+                req,
+                to,
+                envelope,
+            } => {
+                if let Err(code) = self.append(&link, req, to, envelope) {
+                    if code == Code::MailboxFull {
+                        Metrics::add(&self.metrics.mailbox_full, 1);
+                    }
+                    result(&link, req, code);
+                }
+            }
+            Op::Attach {
+                link,
+                session,
+                user,
+                device,
+            } => self.attach(link, session, user, device),
+            Op::Detach {
+                link,
+                session,
+                user,
+            } => self.detach(link, session, &user),
+            Op::Ack {
+                link,
+                session,
+                user,
+                seqs,
+            } => self.ack(link, session, &user, &seqs),
+            Op::Typing { from, to, typing } => {
+                if let Some(u) = self.users.get(&to) {
+                    for s in &u.sessions {
+                        s.link.send(link_down::Kind::Typing(TypingDown {
+                            session: s.id,
+                            from: from.clone(),
+                            typing,
+                        }));
+                    }
+                }
+            }
+            Op::Watch {
+                link,
+                session,
+                target,
+                watch,
+            } => self.watch(link, session, target, watch),
+            Op::LinkGone { link } => self.link_gone(link),
+            Op::Expire { user, seqs } => {
+                let n = self.remove(&user, &seqs, false);
+                Metrics::add(&self.metrics.expired, n);
+                self.refill(&user, &seqs);
+            }
+            Op::WriteBack { due, all, reply } => {
+                let report = self.write_back(due, all);
+                let _ = reply.send(report);
+            }
+        }
+    }
+
+    fn load(&mut self, user: &str) -> Result<&mut User, StorageError> {
+        if !self.users.contains_key(user) {
+            let last_seq = self.storage.last_seq(user)?;
+            let last_seen = self.storage.last_seen(user)?;
+            self.users.insert(
+                user.to_owned(),
+                User {
+                    last_seq,
+                    durable: last_seq,
+                    unflushed: 0,
+                    sessions: Vec::new(),
+                    watchers: Vec::new(),
+                    last_seen,
+                    cache: BTreeMap::new(),
+                    cache_bytes: 0,
+                    seq_dirty: false,
+                },
+            );
+        }
+        Ok(self.users.get_mut(user).expect("inserted above"))
+    }
+
+    fn evict_if_idle(&mut self, user: &str) {
+        if self.users.get(user).is_some_and(User::idle) {
+            self.users.remove(user);
+        }
+    }
+
+    fn append(
+        &mut self,
+        link: &LinkTx,
+        req: u64,
+        to: String,
+        mut envelope: Envelope,
+    ) -> Result<(), Code> {
+        if !ids::valid_user_id(&to) || !ids::valid_user_id(&envelope.from) {
+            return Err(Code::BadRecipient);
+        }
+        if !ids::valid_message_id(&envelope.id) {
+            return Err(Code::BadId);
+        }
+        let kind = envelope.item_kind();
+        let key = DedupeKey {
+            to: &to,
+            from: &envelope.from,
+            kind,
+            id: &envelope.id,
+        };
+        let original = match self.recent.get(&key) {
+            Some(o) => Some(o),
+            None => self.storage.dedupe(&key).map_err(internal)?,
+        };
+        if let Some(original) = original {
+            Metrics::add(&self.metrics.duplicates, 1);
+            // The original may not be flushed yet: answer after the flush
+            // that covers every write so far.
+            self.pending.push_back(Pending {
+                ticket: self.commit.current(),
+                link: link.clone(),
+                req,
+                server_ts_ms: original.server_ts_ms,
+                seq: original.seq,
+                fresh: None,
+            });
+            return Ok(());
+        }
+
+        // Receipts get twice the room, so that a full mailbox never blocks
+        // the acknowledgement (and so the deletion) of messages elsewhere.
+        let room = if kind == ItemKind::Message { 1 } else { 2 };
+        let stored = self.storage.mailbox_size(&to).map_err(internal)?;
+        let len = envelope.encoded_len() as u64;
+        let budget = self.cache_cfg.budget_bytes;
+        let (bypass_items, over_budget) = (self.cache_cfg.bypass_items, self.cache_bytes > budget);
+        let storage = Arc::clone(&self.storage);
+        let journal = Arc::clone(&self.journal);
+        self.load(&to).map_err(internal)?;
+        let user = self.users.get_mut(&to).expect("loaded above");
+        let items = stored.items + user.cache.len() as u64;
+        let bytes = stored.bytes + user.cache_bytes;
+        if items >= self.limits.max_items * room || bytes + len > self.limits.max_bytes * room {
+            return Err(Code::MailboxFull);
+        }
+
+        let seq = user.last_seq + 1;
+        envelope.server_ts_ms = common::fsutil::now_ms();
+        let server_ts_ms = envelope.server_ts_ms;
+        let rec = Record {
+            kind: Some(record::Kind::Append(AppendRecord {
+                user: to.clone(),
+                seq,
+                envelope: Some(envelope.clone()),
+            })),
+        };
+        let segment = journal.append(&rec, true).map_err(internal)?;
+        let key = DedupeKey {
+            to: &to,
+            from: &envelope.from,
+            kind,
+            id: &envelope.id,
+        };
+        let straight = user.cache.len() >= bypass_items || over_budget;
+        if straight && storage.append(&to, seq, &envelope, &key).is_ok() {
+            *self.written.entry(segment).or_default() += 1;
+            Metrics::add(&self.metrics.bypassed, 1);
+        } else {
+            // (If the engine refused, the journal still holds the item; it
+            // stays in memory and write-back tries again.)
+            user.cache_bytes += len;
+            self.cache_bytes += len;
+            Metrics::add(&self.metrics.cache_items, 1);
+            Metrics::add(&self.metrics.cache_bytes, len);
+            user.cache.insert(
+                seq,
+                Cached {
+                    envelope: envelope.clone(),
+                    size: len,
+                    at: Instant::now(),
+                    segment,
+                },
+            );
+        }
+        self.recent.insert(&key, Original { seq, server_ts_ms });
+        user.last_seq = seq;
+        user.seq_dirty = true;
+        user.unflushed += 1;
+        Metrics::add(&self.metrics.appends, 1);
+        let ticket = self.commit.ticket();
+        self.pending.push_back(Pending {
+            ticket,
+            link: link.clone(),
+            req,
+            server_ts_ms,
+            seq,
+            fresh: Some(to),
+        });
+        Ok(())
+    }
+
+    /// Answers every pending append a flush has settled, in order, and pushes
+    /// the items that became durable.
+    fn settle(&mut self) {
+        while let Some(p) = self.pending.front() {
+            let Some(outcome) = self.settled.outcome(p.ticket) else {
+                break;
+            };
+            let p = self.pending.pop_front().expect("front exists");
+            let code = match outcome {
+                Ok(()) => 0,
+                Err(FlushError::Failed) => Code::Internal as u32,
+                Err(FlushError::Stopped) => Code::Unavailable as u32,
+            };
+            p.link.send(link_down::Kind::AppendResult(AppendResult {
+                req: p.req,
+                code,
+                server_ts_ms: p.server_ts_ms,
+                duplicate: p.fresh.is_none(),
+                seq: p.seq,
+            }));
+            if let Some(to) = p.fresh {
+                let storage = Arc::clone(&self.storage);
+                if let Some(u) = self.users.get_mut(&to) {
+                    u.unflushed -= 1;
+                    u.durable = u.durable.max(p.seq);
+                    let durable = u.durable;
+                    for s in &mut u.sessions {
+                        fill(&*storage, &to, durable, &u.cache, s);
+                    }
+                }
+                self.evict_if_idle(&to);
+            }
+        }
+    }
+
+    fn attach(&mut self, link: LinkTx, session: u64, user: String, device: u32) {
+        let storage = Arc::clone(&self.storage);
+        let u = match self.load(&user) {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot load a mailbox; refusing the session");
+                link.send(link_down::Kind::Kick(Kick {
+                    session,
+                    code: Code::Internal as u32,
+                }));
+                return;
+            }
+        };
+        tracing::debug!(session, device, "attach");
+        u.sessions
+            .retain(|s| !(s.link.id == link.id && s.id == session));
+        let was_online = !u.sessions.is_empty();
+        let mut s = Session {
+            link,
+            id: session,
+            cursor: 1,
+            inflight: BTreeSet::new(),
+        };
+        fill(&*storage, &user, u.durable, &u.cache, &mut s);
+        u.sessions.push(s);
+        if !was_online {
+            notify_presence(u, &user, true);
+        }
+    }
+
+    fn detach(&mut self, link: LinkId, session: u64, user: &str) {
+        let Some(u) = self.users.get_mut(user) else {
+            return;
+        };
+        let before = u.sessions.len();
+        u.sessions
+            .retain(|s| !(s.link.id == link && s.id == session));
+        if before > 0 && u.sessions.is_empty() {
+            went_offline(&*self.storage, u, user);
+        }
+        self.evict_if_idle(user);
+    }
+
+    fn ack(&mut self, link: LinkId, session: u64, user: &str, seqs: &[u64]) {
+        let Some(u) = self.users.get_mut(user) else {
+            return;
+        };
+        // Only what this session was given; an ack for anything else is a
+        // confused or stale edge, and deleting on it could lose a message.
+        let Some(s) = u
+            .sessions
+            .iter()
+            .find(|s| s.link.id == link && s.id == session)
+        else {
+            return;
+        };
+        let valid: Vec<u64> = seqs
+            .iter()
+            .copied()
+            .filter(|q| s.inflight.contains(q))
+            .collect();
+        self.remove(user, &valid, true);
+        self.refill(user, &valid);
+    }
+
+    /// Deletes items from the cache or the engine and journals the delete.
+    /// Returns how many were there.
+    fn remove(&mut self, user: &str, seqs: &[u64], delivered: bool) -> u64 {
+        if seqs.is_empty() {
+            return 0;
+        }
+        let loaded = self.users.contains_key(user);
+        let mut from_cache = 0;
+        let mut engine = Vec::new();
+        if let Some(u) = self.users.get_mut(user) {
+            for &q in seqs {
+                match u.cache.remove(&q) {
+                    Some(c) => {
+                        u.cache_bytes -= c.size;
+                        self.cache_bytes -= c.size;
+                        Metrics::sub(&self.metrics.cache_items, 1);
+                        Metrics::sub(&self.metrics.cache_bytes, c.size);
+                        self.journal.settle(c.segment, 1);
+                        from_cache += 1;
+                    }
+                    None => engine.push(q),
+                }
+            }
+        } else {
+            engine.extend_from_slice(seqs);
+        }
+        let from_engine = match self.storage.delete(user, &engine) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::error!(error = %e, "delete failed; the items will be delivered again");
+                0
+            }
+        };
+        if from_cache + from_engine > 0 {
+            let rec = Record {
+                kind: Some(record::Kind::Delete(DeleteRecord {
+                    user: user.to_owned(),
+                    seqs: seqs.to_vec(),
+                })),
+            };
+            if let Err(e) = self.journal.append(&rec, false) {
+                tracing::error!(error = %e, "cannot journal a delete; a crash may deliver the items again");
+            }
+        }
+        if delivered {
+            Metrics::add(&self.metrics.delivered_from_cache, from_cache);
+            Metrics::add(&self.metrics.delivered_from_engine, from_engine);
+        }
+        if !loaded {
+            self.evict_if_idle(user);
+        }
+        from_cache + from_engine
+    }
+
+    /// After items went away: free their window slots and push on.
+    fn refill(&mut self, user: &str, seqs: &[u64]) {
+        let storage = Arc::clone(&self.storage);
+        if let Some(u) = self.users.get_mut(user) {
+            let durable = u.durable;
+            for s in &mut u.sessions {
+                for q in seqs {
+                    s.inflight.remove(q);
+                }
+                fill(&*storage, user, durable, &u.cache, s);
+            }
+        }
+        self.evict_if_idle(user);
+    }
+
+    /// Writes cached items older than `due` (or every one, with `all`) and,
+    /// over the memory budget, the oldest others, to the engine; records the
+    /// sequence counters the engine has not seen. Reports what to settle once
+    /// the engine is flushed.
+    fn write_back(&mut self, due: Instant, all: bool) -> RoundReport {
+        let storage = Arc::clone(&self.storage);
+        if let Some(old) = Instant::now().checked_sub(self.cache_cfg.expire_after) {
+            let expired: Vec<(String, Vec<u64>)> = self
+                .users
+                .iter()
+                .map(|(n, u)| {
+                    let seqs = u
+                        .cache
+                        .iter()
+                        .take_while(|(_, c)| c.at < old)
+                        .map(|(s, _)| *s);
+                    (n.clone(), seqs.collect::<Vec<_>>())
+                })
+                .filter(|(_, s)| !s.is_empty())
+                .collect();
+            for (user, seqs) in expired {
+                let n = self.remove(&user, &seqs, false);
+                Metrics::add(&self.metrics.expired, n);
+                self.refill(&user, &seqs);
+            }
+        }
+        let mut victims: Vec<(Instant, String, u64)> = Vec::new();
+        for (name, u) in &self.users {
+            for (&seq, c) in &u.cache {
+                if all || c.at <= due {
+                    victims.push((c.at, name.clone(), seq));
+                } else {
+                    break; // in seq order, so in time order
+                }
+            }
+        }
+        let mut freed = 0;
+        if self.cache_bytes > self.cache_cfg.budget_bytes {
+            // Memory pressure: the oldest go first, down to three quarters.
+            let target = self.cache_bytes - self.cache_cfg.budget_bytes * 3 / 4;
+            let mut rest: Vec<(Instant, String, u64, u64)> = self
+                .users
+                .iter()
+                .flat_map(|(n, u)| {
+                    u.cache
+                        .iter()
+                        .filter(|(_, c)| !(all || c.at <= due))
+                        .map(move |(s, c)| (c.at, n.clone(), *s, c.size))
+                })
+                .collect();
+            rest.sort_by_key(|r| r.0);
+            for (at, name, seq, size) in rest {
+                if freed >= target {
+                    break;
+                }
+                freed += size;
+                victims.push((at, name, seq));
+            }
+        }
+        for (_, name, seq) in victims {
+            let Some(u) = self.users.get_mut(&name) else {
+                continue;
+            };
+            let Some(c) = u.cache.get(&seq) else { continue };
+            let key = DedupeKey {
+                to: &name,
+                from: &c.envelope.from,
+                kind: c.envelope.item_kind(),
+                id: &c.envelope.id,
+            };
+            if let Err(e) = storage.append(&name, seq, &c.envelope, &key) {
+                tracing::error!(error = %e, "write-back failed; the item stays in memory");
+                continue;
+            }
+            let c = u.cache.remove(&seq).expect("present above");
+            u.cache_bytes -= c.size;
+            self.cache_bytes -= c.size;
+            Metrics::sub(&self.metrics.cache_items, 1);
+            Metrics::sub(&self.metrics.cache_bytes, c.size);
+            Metrics::add(&self.metrics.written_back, 1);
+            *self.written.entry(c.segment).or_default() += 1;
+        }
+        let mut idle = Vec::new();
+        let mut oldest: Option<Instant> = None;
+        for (name, u) in &mut self.users {
+            if u.seq_dirty {
+                match storage.set_last_seq(name, u.last_seq) {
+                    Ok(()) => u.seq_dirty = false,
+                    Err(e) => tracing::error!(error = %e, "cannot record a sequence counter"),
+                }
+            }
+            if let Some(c) = u.cache.values().next() {
+                oldest = Some(oldest.map_or(c.at, |o| o.min(c.at)));
+            }
+            if u.idle() {
+                idle.push(name.clone());
+            }
+        }
+        for name in idle {
+            self.users.remove(&name);
+        }
+        self.recent.prune();
+        RoundReport {
+            written: std::mem::take(&mut self.written),
+            oldest,
+        }
+    }
+
+    fn watch(&mut self, link: LinkTx, session: u64, target: String, watch: bool) {
+        let u = match self.load(&target) {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot load a user for presence");
+                return;
+            }
+        };
+        u.watchers
+            .retain(|w| !(w.link.id == link.id && w.session == session));
+        if watch {
+            link.send(link_down::Kind::Presence(PresenceDown {
+                session,
+                user: target.clone(),
+                online: !u.sessions.is_empty(),
+                last_seen_ms: u.last_seen.unwrap_or(0),
+            }));
+            u.watchers.push(Watcher { link, session });
+        }
+        self.evict_if_idle(&target);
+    }
+
+    fn link_gone(&mut self, link: LinkId) {
+        let storage = Arc::clone(&self.storage);
+        let mut idle = Vec::new();
+        for (name, u) in self.users.iter_mut() {
+            let before = u.sessions.len();
+            u.sessions.retain(|s| s.link.id != link);
+            u.watchers.retain(|w| w.link.id != link);
+            if before > 0 && u.sessions.is_empty() {
+                went_offline(&*storage, u, name);
+            }
+            if u.idle() {
+                idle.push(name.clone());
+            }
+        }
+        for name in idle {
+            self.users.remove(&name);
+        }
+    }
+}
+
+/// Pushes `s` the durable items it has not had, up to its window, merging
+/// the engine's items with the cache's in sequence order.
+fn fill(
+    storage: &dyn Storage,
+    user: &str,
+    durable: u64,
+    cache: &BTreeMap<u64, Cached>,
+    s: &mut Session,
+) {
+    while s.inflight.len() < PUSH_WINDOW && s.cursor <= durable {
+        let room = PUSH_WINDOW - s.inflight.len();
+        let stored = match storage.read(user, s.cursor, room) {
+            Ok(items) => items,
+            Err(e) => {
+                tracing::error!(error = %e, "mailbox read failed; closing the session");
+                s.link.send(link_down::Kind::Kick(Kick {
+                    session: s.id,
+                    code: Code::Internal as u32,
+                }));
+                s.cursor = u64::MAX;
+                return;
+            }
+        };
+        // Both sources are read from the cursor, `room` items each: the first
+        // `room` of their union in order are the next items, whatever the mix.
+        let cached = cache.range(s.cursor..).take(room).map(|(&seq, c)| Item {
+            seq,
+            envelope: c.envelope.clone(),
+        });
+        let mut merged: Vec<Item> = stored.into_iter().chain(cached).collect();
+        if merged.is_empty() {
+            // Nothing stored from the cursor on: later items are above `durable`.
+            s.cursor = durable + 1;
+            return;
+        }
+        merged.sort_by_key(|i| i.seq);
+        for item in merged.into_iter().take(room) {
+            if item.seq > durable {
+                return;
+            }
+            s.cursor = item.seq + 1;
+            s.inflight.insert(item.seq);
+            s.link.send(link_down::Kind::Push(Push {
+                session: s.id,
+                seq: item.seq,
+                envelope: Some(item.envelope),
+            }));
+        }
+    }
+}
+
+fn went_offline(storage: &dyn Storage, u: &mut User, user: &str) {
+    let now = common::fsutil::now_ms();
+    u.last_seen = Some(now);
+    if let Err(e) = storage.set_last_seen(user, now) {
+        tracing::warn!(error = %e, "cannot record last seen");
+    }
+    notify_presence(u, user, false);
+}
+
+fn notify_presence(u: &User, user: &str, online: bool) {
+    for w in &u.watchers {
+        w.link.send(link_down::Kind::Presence(PresenceDown {
+            session: w.session,
+            user: user.to_owned(),
+            online,
+            last_seen_ms: u.last_seen.unwrap_or(0),
+        }));
+    }
+}
