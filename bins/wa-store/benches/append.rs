@@ -1,0 +1,472 @@
+//! Append benchmark: wa-store in process (`wa_store::run` on port 0, a fresh
+//! temp dir per run) driven over its real link listener by a few links, like a
+//! few edges.
+//!
+//! Mode `append` (default): W writers, each sends an append, waits for its
+//! `AppendResult` (sent only once durable) and sends the next; after a
+//! warm-up it counts durable appends per second and the time from sending an
+//! append to its result (p50/p99/p99.9/max), for each engine and each W.
+//!
+//! Mode `churn`: every recipient is online (one session each, acknowledging
+//! every push) while writers append, until N messages came and went (or a time
+//! cap); reports the rate, the send → push latency and the data directory's
+//! size on disk, live and after a clean stop, per million messages.
+//!
+//! `cargo bench -p wa-store --bench append -- --help` lists the options. The
+//! load generator shares the machine with the store: numbers are what an edge
+//! on the same host sees.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use clap::Parser;
+use common::link::{Append, AppendResult, Attach, LinkAck, link_down, link_up};
+use common::proto::envelope::Content;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use support::{Link, LinkReader, LinkWriter, SECRET, config_toml, envelope, write_files};
+
+#[derive(Parser, Debug)]
+#[command(about = "wa-store append benchmark")]
+struct Args {
+    /// `append`: closed-loop writers; `churn`: recipients online, disk use.
+    #[arg(long, default_value = "append")]
+    mode: String,
+    /// Engines to measure, comma separated.
+    #[arg(long, default_value = "sled,fjall", value_delimiter = ',')]
+    engines: Vec<String>,
+    /// Concurrent writers (one append in flight each), comma separated.
+    #[arg(long, default_value = "1,100,1000,10000", value_delimiter = ',')]
+    writers: Vec<usize>,
+    /// Links the writers are spread over.
+    #[arg(long, default_value_t = 4)]
+    links: usize,
+    /// Seconds measured per run (append mode).
+    #[arg(long, default_value_t = 10)]
+    secs: u64,
+    /// Seconds of warm-up before measuring (append mode).
+    #[arg(long, default_value_t = 2)]
+    warmup: u64,
+    /// Body bytes per message.
+    #[arg(long, default_value_t = 100)]
+    body: usize,
+    /// Recipients the writers write to.
+    #[arg(long, default_value_t = 1000)]
+    recipients: usize,
+    /// Churn mode: messages that must come and go.
+    #[arg(long, default_value_t = 1_000_000)]
+    messages: u64,
+    /// Churn mode: stop after this many seconds even if fewer messages went.
+    #[arg(long, default_value_t = 60)]
+    max_secs: u64,
+    /// Where the temp dirs go (default: the system temp dir).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+fn main() {
+    let args = Args::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        match args.mode.as_str() {
+            "append" => {
+                println!(
+                    "| engine | writers | durable appends/s | p50 ms | p99 ms | p99.9 ms | max ms | loadavg before → after |"
+                );
+                println!("|---|---|---|---|---|---|---|---|");
+                for engine in &args.engines {
+                    for &w in &args.writers {
+                        append_run(&args, engine, w).await;
+                    }
+                }
+            }
+            "churn" => {
+                println!(
+                    "| engine | writers | recipients | messages | msgs/s | send→push p50 ms | p99 ms | disk live | disk after stop | per 1M (live / stopped) | loadavg before → after |"
+                );
+                println!("|---|---|---|---|---|---|---|---|---|---|---|");
+                for engine in &args.engines {
+                    for &w in &args.writers {
+                        churn_run(&args, engine, w).await;
+                    }
+                }
+            }
+            other => {
+                eprintln!("unknown --mode {other:?} (append or churn)");
+                std::process::exit(64);
+            }
+        }
+    });
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
+}
+
+/// A store running in this process.
+struct Store {
+    dir: tempfile::TempDir,
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), wa_store::StoreError>>,
+}
+
+async fn start(args: &Args, engine: &str) -> Store {
+    let dir = match &args.dir {
+        Some(d) => tempfile::tempdir_in(d).unwrap(),
+        None => tempfile::tempdir().unwrap(),
+    };
+    write_files(dir.path());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let text = config_toml(dir.path(), &addr.to_string(), engine)
+        + "[mailbox]\nmax_items = 1000000000\nmax_bytes = \"1 TiB\"\n";
+    let config: wa_store::Config = toml::from_str(&text).unwrap();
+    let shutdown = CancellationToken::new();
+    // Opening is blocking work; `run` does it before serving.
+    let task = tokio::spawn(wa_store::run(config, listener, shutdown.clone()));
+    Store {
+        dir,
+        addr,
+        shutdown,
+        task,
+    }
+}
+
+impl Store {
+    async fn stop(self) -> tempfile::TempDir {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(60), self.task)
+            .await
+            .expect("store stops within a minute")
+            .unwrap()
+            .unwrap();
+        self.dir
+    }
+}
+
+/// A link as the bench drives it: frames go through a writer task that
+/// batches them before flushing; results are routed back by `req`.
+#[derive(Clone)]
+struct Edge {
+    tx: mpsc::UnboundedSender<link_up::Kind>,
+    waiters: Arc<Mutex<HashMap<u64, oneshot::Sender<AppendResult>>>>,
+    next_req: Arc<AtomicU64>,
+}
+
+/// What a link's reader does with pushes: (session, seq, envelope).
+type OnPush = Arc<dyn Fn(&Edge, u64, u64, common::proto::Envelope) + Send + Sync>;
+
+impl Edge {
+    async fn connect(addr: SocketAddr, dir: &Path, on_push: Option<OnPush>) -> Edge {
+        let mut link = Link::open(addr, dir, &SECRET).await;
+        match link.recv().await {
+            Some(link_down::Kind::AuthOk(_)) => {}
+            other => panic!("expected AuthOk, got {other:?}"),
+        }
+        let (reader, writer) = link.split();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let edge = Edge {
+            tx,
+            waiters: Arc::default(),
+            next_req: Arc::new(AtomicU64::new(1)),
+        };
+        tokio::spawn(write_loop(writer, rx));
+        tokio::spawn(read_loop(reader, edge.clone(), on_push));
+        edge
+    }
+
+    /// Sends an append and waits for its result.
+    async fn append(&self, to: String, from: &str, id: [u8; 16], body: Bytes) -> AppendResult {
+        let req = self.next_req.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.waiters.lock().unwrap().insert(req, tx);
+        self.tx
+            .send(link_up::Kind::Append(Append {
+                req,
+                to,
+                envelope: Some(envelope(from, Bytes::copy_from_slice(&id), body)),
+                epoch: 1,
+            }))
+            .expect("link writer runs");
+        rx.await.expect("the store answers every append")
+    }
+}
+
+async fn write_loop(mut w: LinkWriter, mut rx: mpsc::UnboundedReceiver<link_up::Kind>) {
+    while let Some(f) = rx.recv().await {
+        if w.queue(f).await.is_err() {
+            return;
+        }
+        while let Ok(f) = rx.try_recv() {
+            if w.queue(f).await.is_err() {
+                return;
+            }
+        }
+        if w.flush().await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn read_loop(mut r: LinkReader, edge: Edge, on_push: Option<OnPush>) {
+    while let Ok(Some(frame)) = r.next().await {
+        match frame {
+            link_down::Kind::AppendResult(a) => {
+                if let Some(tx) = edge.waiters.lock().unwrap().remove(&a.req) {
+                    let _ = tx.send(a);
+                }
+            }
+            link_down::Kind::Push(p) => {
+                if let (Some(f), Some(e)) = (&on_push, p.envelope) {
+                    f(&edge, p.session, p.seq, e);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+const WARM: u8 = 0;
+const MEASURE: u8 = 1;
+const STOP: u8 = 2;
+
+fn id_for(writer: usize, n: u64) -> [u8; 16] {
+    let mut id = [0u8; 16];
+    id[..8].copy_from_slice(&(writer as u64).to_be_bytes());
+    id[8..].copy_from_slice(&n.to_be_bytes());
+    id
+}
+
+fn percentile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    f64::from(sorted[i]) / 1000.0
+}
+
+async fn append_run(args: &Args, engine: &str, writers: usize) {
+    let load_before = loadavg();
+    let store = start(args, engine).await;
+    let mut edges = Vec::new();
+    for _ in 0..args.links {
+        edges.push(Edge::connect(store.addr, store.dir.path(), None).await);
+    }
+    let phase = Arc::new(AtomicU8::new(WARM));
+    let body = Bytes::from(vec![b'x'; args.body]);
+    let mut tasks = Vec::with_capacity(writers);
+    for w in 0..writers {
+        let edge = edges[w % edges.len()].clone();
+        let phase = Arc::clone(&phase);
+        let body = body.clone();
+        let to = format!("u{}", w % args.recipients);
+        let from = format!("w{w}");
+        tasks.push(tokio::spawn(async move {
+            let mut lat: Vec<u32> = Vec::new();
+            let mut refused = 0u64;
+            let mut n = 0u64;
+            loop {
+                let p = phase.load(Ordering::Relaxed);
+                if p == STOP {
+                    break;
+                }
+                n += 1;
+                let t0 = Instant::now();
+                let r = edge
+                    .append(to.clone(), &from, id_for(w, n), body.clone())
+                    .await;
+                let us = t0.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
+                if r.code != 0 {
+                    refused += 1;
+                } else if phase.load(Ordering::Relaxed) == MEASURE {
+                    lat.push(us);
+                }
+            }
+            (lat, refused)
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(args.warmup)).await;
+    phase.store(MEASURE, Ordering::Relaxed);
+    let t0 = Instant::now();
+    tokio::time::sleep(Duration::from_secs(args.secs)).await;
+    phase.store(STOP, Ordering::Relaxed);
+    let measured = t0.elapsed();
+    let load_after = loadavg();
+    let mut all = Vec::new();
+    let mut refused = 0;
+    for t in tasks {
+        let (lat, r) = t.await.unwrap();
+        all.extend(lat);
+        refused += r;
+    }
+    drop(edges);
+    store.stop().await;
+    all.sort_unstable();
+    println!(
+        "| {engine} | {writers} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {load_before} → {load_after} |{}",
+        all.len() as f64 / measured.as_secs_f64(),
+        percentile(&all, 0.50),
+        percentile(&all, 0.99),
+        percentile(&all, 0.999),
+        all.last().map_or(f64::NAN, |&m| f64::from(m) / 1000.0),
+        if refused > 0 {
+            format!(" {refused} refused")
+        } else {
+            String::new()
+        }
+    );
+}
+
+/// Bytes the files under `dir` take on disk (allocated blocks).
+fn disk_usage(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    for e in entries.flatten() {
+        let Ok(m) = e.metadata() else { continue };
+        if m.is_dir() {
+            total += disk_usage(&e.path());
+        } else {
+            total += m.blocks() * 512;
+        }
+    }
+    total
+}
+
+fn mib(b: u64) -> String {
+    format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0))
+}
+
+async fn churn_run(args: &Args, engine: &str, writers: usize) {
+    let load_before = loadavg();
+    let store = start(args, engine).await;
+    let db = store.dir.path().join("db");
+    let started = Instant::now();
+    let delivered = Arc::new(AtomicU64::new(0));
+    let latencies = Arc::new(Mutex::new(Vec::<u32>::new()));
+    let on_push: OnPush = {
+        let delivered = Arc::clone(&delivered);
+        let latencies = Arc::clone(&latencies);
+        Arc::new(move |edge, session, seq, e| {
+            if let Some(Content::Body(b)) = &e.content
+                && b.len() >= 8
+            {
+                let sent = u64::from_be_bytes(b[..8].try_into().unwrap());
+                let now = started.elapsed().as_micros() as u64;
+                latencies
+                    .lock()
+                    .unwrap()
+                    .push(now.saturating_sub(sent).min(u64::from(u32::MAX)) as u32);
+            }
+            delivered.fetch_add(1, Ordering::Relaxed);
+            let _ = edge.tx.send(link_up::Kind::Ack(LinkAck {
+                session,
+                user: format!("u{}", session - 1),
+                seqs: vec![seq],
+            }));
+        })
+    };
+    let mut edges = Vec::new();
+    for _ in 0..args.links {
+        edges.push(Edge::connect(store.addr, store.dir.path(), Some(Arc::clone(&on_push))).await);
+    }
+    for r in 0..args.recipients {
+        edges[r % edges.len()]
+            .tx
+            .send(link_up::Kind::Attach(Attach {
+                session: r as u64 + 1,
+                user: format!("u{r}"),
+                device: 1,
+                generation: 1,
+            }))
+            .unwrap();
+    }
+    let sent = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicU8::new(WARM));
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..writers {
+        let edge = edges[w % edges.len()].clone();
+        let (sent, stop) = (Arc::clone(&sent), Arc::clone(&stop));
+        let (limit, body_len, recipients) = (args.messages, args.body.max(8), args.recipients);
+        let from = format!("w{w}");
+        tasks.spawn(async move {
+            let mut n = 0u64;
+            while stop.load(Ordering::Relaxed) != STOP
+                && sent.fetch_add(1, Ordering::Relaxed) < limit
+            {
+                n += 1;
+                let mut body = vec![b'x'; body_len];
+                body[..8].copy_from_slice(&(started.elapsed().as_micros() as u64).to_be_bytes());
+                let to = format!("u{}", (w + n as usize) % recipients);
+                let r = edge
+                    .append(to, &from, id_for(w, n), Bytes::from(body))
+                    .await;
+                assert_eq!(r.code, 0, "append refused: {r:?}");
+            }
+        });
+    }
+    let cap = tokio::time::sleep(Duration::from_secs(args.max_secs));
+    tokio::pin!(cap);
+    let mut capped = false;
+    loop {
+        tokio::select! {
+            r = tasks.join_next() => match r {
+                Some(r) => r.unwrap(),
+                None => break,
+            },
+            () = &mut cap, if !capped => {
+                stop.store(STOP, Ordering::Relaxed);
+                capped = true;
+            }
+        }
+    }
+    let appended = sent.load(Ordering::Relaxed).min(args.messages);
+    // Every acknowledged append gets pushed; wait (bounded) for the pushes
+    // and their acks to go through.
+    let drain_until = Instant::now() + Duration::from_secs(30);
+    while delivered.load(Ordering::Relaxed) < appended && Instant::now() < drain_until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let elapsed = started.elapsed();
+    let went = delivered.load(Ordering::Relaxed);
+    let load_after = loadavg();
+    let live = disk_usage(&db);
+    drop(edges);
+    let dir = store.stop().await;
+    let stopped = disk_usage(&dir.path().join("db"));
+    let mut lat = std::mem::take(&mut *latencies.lock().unwrap());
+    lat.sort_unstable();
+    let per_m = |b: u64| b as f64 * 1e6 / went.max(1) as f64;
+    println!(
+        "| {engine} | {writers} | {} | {went} | {:.0} | {:.2} | {:.2} | {} | {} | {} / {} | {load_before} → {load_after} |",
+        args.recipients,
+        went as f64 / elapsed.as_secs_f64(),
+        percentile(&lat, 0.50),
+        percentile(&lat, 0.99),
+        mib(live),
+        mib(stopped),
+        mib(per_m(live) as u64),
+        mib(per_m(stopped) as u64),
+    );
+}
