@@ -203,7 +203,10 @@ impl Store {
 
 /// Replays whatever the journal in `dir` holds into `storage` (items a crash
 /// left only in memory), flushes the engine, and starts a fresh journal.
-fn recover(storage: &dyn Storage, dir: &std::path::Path) -> Result<journal::Journal, StoreError> {
+pub(crate) fn recover(
+    storage: &dyn Storage,
+    dir: &std::path::Path,
+) -> Result<journal::Journal, StoreError> {
     use journal::record::Kind;
     let outcome = journal::replay(dir, |rec| match rec.kind {
         Some(Kind::Append(a)) => {

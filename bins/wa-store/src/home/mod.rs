@@ -21,6 +21,8 @@
 //! lingered go to the engine; journal segments are released) and [`sweep`]
 //! (expiry, mailbox size report).
 
+#[cfg(test)]
+mod model_tests;
 mod recent;
 mod shard;
 
@@ -286,7 +288,6 @@ pub async fn sweep(
     interval: std::time::Duration,
     stop: CancellationToken,
 ) {
-    const PAGE: usize = 1024;
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -295,39 +296,53 @@ pub async fn sweep(
             () = stop.cancelled() => return,
         }
         let before = common::fsutil::now_ms().saturating_sub(expire_after.as_millis() as u64);
-        let mut after = None;
-        let mut total = 0usize;
-        loop {
-            let st = Arc::clone(&storage);
-            let from = after.clone();
-            let page = tokio::task::spawn_blocking(move || st.expired(before, from.as_ref(), PAGE))
-                .await
-                .expect("expiry scan does not panic");
-            let page = match page {
-                Ok(p) => p,
-                Err(e) => {
-                    tracing::error!(error = %e, "expiry scan failed");
-                    break;
-                }
-            };
-            let full = page.len() == PAGE;
-            after = page.last().cloned();
-            total += page.len();
-            let mut by_user: HashMap<String, Vec<u64>> = HashMap::new();
-            for e in page {
-                by_user.entry(e.user).or_default().push(e.seq);
-            }
-            for (user, seqs) in by_user {
-                if stop.is_cancelled() || home.submit(Op::Expire { user, seqs }).await.is_err() {
-                    return;
-                }
-            }
-            if !full {
-                break;
-            }
+        match expire_before(&storage, &home, before, &stop).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(items = n, "expired undelivered items"),
+            Err(HomeClosed) => return,
         }
-        if total > 0 {
-            tracing::info!(items = total, "expired undelivered items");
+    }
+}
+
+/// Hands every engine item stored before `before_ms` to its shard for
+/// deletion; returns how many were found.
+pub async fn expire_before(
+    storage: &Arc<dyn Storage>,
+    home: &Home,
+    before_ms: u64,
+    stop: &CancellationToken,
+) -> Result<usize, HomeClosed> {
+    const PAGE: usize = 1024;
+    let mut after = None;
+    let mut total = 0usize;
+    loop {
+        let st = Arc::clone(storage);
+        let from = after.clone();
+        let page = tokio::task::spawn_blocking(move || st.expired(before_ms, from.as_ref(), PAGE))
+            .await
+            .expect("expiry scan does not panic");
+        let page = match page {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "expiry scan failed");
+                return Ok(total);
+            }
+        };
+        let full = page.len() == PAGE;
+        after = page.last().cloned();
+        total += page.len();
+        let mut by_user: HashMap<String, Vec<u64>> = HashMap::new();
+        for e in page {
+            by_user.entry(e.user).or_default().push(e.seq);
+        }
+        for (user, seqs) in by_user {
+            if stop.is_cancelled() {
+                return Err(HomeClosed);
+            }
+            home.submit(Op::Expire { user, seqs }).await?;
+        }
+        if !full {
+            return Ok(total);
         }
     }
 }
@@ -355,41 +370,53 @@ pub async fn write_back(
         if last && let Err(e) = journal.seal() {
             tracing::error!(error = %e, "cannot seal the journal at shutdown");
         }
-        let begun = journal.round_begin();
-        let now = Instant::now();
-        let due = now.checked_sub(sync_delay).unwrap_or(now);
-        let Ok(report) = home.write_back_round(due, last).await else {
-            return;
-        };
-        let st = Arc::clone(&storage);
-        let flushed = tokio::task::spawn_blocking(move || st.flush())
-            .await
-            .expect("engine flush does not panic");
-        Metrics::add(&metrics.engine_flushes, 1);
-        let lag = report
-            .oldest
-            .map_or(0, |o| now.saturating_duration_since(o).as_millis() as u64);
-        metrics
-            .oldest_dirty_ms
-            .store(lag, std::sync::atomic::Ordering::Relaxed);
-        match flushed {
-            Ok(()) => {
-                for (segment, n) in report.written {
-                    journal.settle(segment, n);
-                }
-                journal.round_flushed(begun);
-                match journal.release() {
-                    Ok(n) if n > 0 => tracing::debug!(segments = n, "journal segments released"),
-                    Ok(_) => {}
-                    Err(e) => tracing::error!(error = %e, "cannot delete a journal segment"),
-                }
-            }
-            // The items written stay counted in their segments, which are
-            // then kept: the journal still covers them.
-            Err(e) => tracing::error!(error = %e, "engine flush failed; journal segments kept"),
-        }
-        if last {
+        let done = write_back_once(&home, &storage, &journal, sync_delay, last, &metrics).await;
+        if last || done.is_err() {
             return;
         }
     }
+}
+
+/// One write-back round: items older than `sync_delay` (all with `all`) go
+/// to the engine, the engine is flushed, journal segments settle and go.
+pub async fn write_back_once(
+    home: &Home,
+    storage: &Arc<dyn Storage>,
+    journal: &Journal,
+    sync_delay: Duration,
+    all: bool,
+    metrics: &Metrics,
+) -> Result<(), HomeClosed> {
+    let begun = journal.round_begin();
+    let now = Instant::now();
+    let due = now.checked_sub(sync_delay).unwrap_or(now);
+    let report = home.write_back_round(due, all).await?;
+    let st = Arc::clone(storage);
+    let flushed = tokio::task::spawn_blocking(move || st.flush())
+        .await
+        .expect("engine flush does not panic");
+    Metrics::add(&metrics.engine_flushes, 1);
+    let lag = report
+        .oldest
+        .map_or(0, |o| now.saturating_duration_since(o).as_millis() as u64);
+    metrics
+        .oldest_dirty_ms
+        .store(lag, std::sync::atomic::Ordering::Relaxed);
+    match flushed {
+        Ok(()) => {
+            for (segment, n) in report.written {
+                journal.settle(segment, n);
+            }
+            journal.round_flushed(begun);
+            match journal.release() {
+                Ok(n) if n > 0 => tracing::debug!(segments = n, "journal segments released"),
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "cannot delete a journal segment"),
+            }
+        }
+        // The items written stay counted in their segments, which are then
+        // kept: the journal still covers them.
+        Err(e) => tracing::error!(error = %e, "engine flush failed; journal segments kept"),
+    }
+    Ok(())
 }

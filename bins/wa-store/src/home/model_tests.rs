@@ -1,0 +1,506 @@
+//! Property test: the home's mailboxes (write-back cache, journal, engine,
+//! bypass, memory pressure, expiry, restarts with journal replay) give the
+//! same answers as a plain in-memory model, for any sequence of operations.
+//!
+//! The harness drives real shards over the real storage engines and journal;
+//! only the link is replaced by a channel, read in order. A "barrier" (a
+//! presence watch of the user, answered by the user's own shard after every
+//! earlier operation) tells when a shard has pushed all it will push.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::link::{AppendResult, LinkDown, link_down};
+use common::proto::{Envelope, envelope::Content};
+use proptest::prelude::*;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{CacheConfig, Home, Limits, LinkTx, Op};
+use crate::flusher::{Commit, FlushFn};
+use crate::journal::Journal;
+use crate::metrics::Metrics;
+use crate::storage::{FjallStorage, SledStorage, Storage};
+
+const USERS: [&str; 3] = ["ann", "bo", "cy"];
+const BARRIER: u64 = u64::MAX;
+
+#[derive(Debug, Clone)]
+enum Step {
+    /// `from` sends `to` a new message, or resends its last one if that is
+    /// still waiting in `to`'s mailbox.
+    Append {
+        to: usize,
+        from: usize,
+        resend: bool,
+    },
+    /// A session of `user` connects, gets its window, acknowledges the first
+    /// `ack` items it got, and leaves.
+    Deliver { user: usize, ack: usize },
+    /// Items stored before the `pick`-th waiting item expire.
+    Expire { pick: usize },
+    /// A write-back round (every cached item with `all`).
+    WriteBack { all: bool },
+    /// Stop without the final write-back (like a crash after the last
+    /// acknowledged append was synced) and open again: the journal replays.
+    Restart,
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        6 => (0..3usize, 0..3usize, any::<bool>()).prop_map(|(to, from, resend)| Step::Append { to, from, resend }),
+        3 => (0..3usize, 0..6usize).prop_map(|(user, ack)| Step::Deliver { user, ack }),
+        1 => (0..8usize).prop_map(|pick| Step::Expire { pick }),
+        1 => any::<bool>().prop_map(|all| Step::WriteBack { all }),
+        1 => Just(Step::Restart),
+    ]
+}
+
+/// An item as the model knows it.
+#[derive(Debug, Clone, PartialEq)]
+struct Item {
+    from: String,
+    id: Bytes,
+    ts: u64,
+}
+
+#[derive(Default)]
+struct Model {
+    boxes: HashMap<String, BTreeMap<u64, Item>>,
+    last_seq: HashMap<String, u64>,
+    /// (from, to) -> id of the last message.
+    last_sent: HashMap<(String, String), Bytes>,
+}
+
+struct Harness {
+    dir: tempfile::TempDir,
+    fjall: bool,
+    storage: Arc<dyn Storage>,
+    journal: Arc<Journal>,
+    home: Option<Home>,
+    shards: Vec<tokio::task::JoinHandle<()>>,
+    flusher: Option<tokio::task::JoinHandle<()>>,
+    flusher_stop: CancellationToken,
+    metrics: Arc<Metrics>,
+    link: LinkTx,
+    rx: mpsc::Receiver<LinkDown>,
+    next: u64,
+}
+
+fn open_storage(dir: &std::path::Path, fjall: bool) -> Arc<dyn Storage> {
+    if fjall {
+        Arc::new(FjallStorage::open(&dir.join("fjall")).unwrap())
+    } else {
+        Arc::new(SledStorage::open(&dir.join("sled")).unwrap())
+    }
+}
+
+impl Harness {
+    fn new(fjall: bool) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, rx) = mpsc::channel(1 << 16);
+        let link = LinkTx::new(1, tx, CancellationToken::new());
+        let storage = open_storage(dir.path(), fjall);
+        let journal = crate::recover(&*storage, &dir.path().join("journal")).unwrap();
+        let mut h = Harness {
+            dir,
+            fjall,
+            storage,
+            journal: Arc::new(journal),
+            home: None,
+            shards: Vec::new(),
+            flusher: None,
+            flusher_stop: CancellationToken::new(),
+            metrics: Arc::default(),
+            link,
+            rx,
+            next: 0,
+        };
+        h.start();
+        h
+    }
+
+    fn start(&mut self) {
+        let commit = Arc::new(Commit::new());
+        let journal = Arc::clone(&self.journal);
+        let flush: FlushFn = Arc::new(move || {
+            journal
+                .sync()
+                .map_err(|e| crate::storage::StorageError::Engine {
+                    op: "journal sync",
+                    source: Box::new(e),
+                })
+        });
+        self.flusher_stop = CancellationToken::new();
+        self.flusher = Some(tokio::spawn(
+            Arc::clone(&commit).run(flush, self.flusher_stop.clone()),
+        ));
+        let (home, shards) = Home::start(
+            Arc::clone(&self.storage),
+            Arc::clone(&self.journal),
+            commit,
+            Limits {
+                max_items: 1000,
+                max_bytes: 1 << 20,
+            },
+            // Small on purpose: bypass and memory pressure happen often.
+            CacheConfig {
+                sync_delay: Duration::from_secs(3600),
+                bypass_items: 3,
+                budget_bytes: 2 * 300,
+                expire_after: Duration::from_secs(30 * 86400),
+            },
+            Arc::clone(&self.metrics),
+            2,
+        );
+        self.home = Some(home);
+        self.shards = shards;
+    }
+
+    async fn restart(&mut self) {
+        self.home = None;
+        for s in self.shards.drain(..) {
+            s.await.unwrap();
+        }
+        self.flusher_stop.cancel();
+        self.flusher.take().unwrap().await.unwrap();
+        // Every handle on the engine must go before it can be opened again.
+        let dir = self.dir.path().to_owned();
+        self.journal = Arc::new(Journal::start_fresh(&dir.join("scratch")).unwrap());
+        let old = std::mem::replace(&mut self.storage, Arc::new(NoStorage));
+        drop(old);
+        self.storage = open_storage(&dir, self.fjall);
+        self.journal = Arc::new(crate::recover(&*self.storage, &dir.join("journal")).unwrap());
+        self.start();
+    }
+
+    fn home(&self) -> &Home {
+        self.home.as_ref().unwrap()
+    }
+
+    async fn submit(&self, op: Op) {
+        self.home().submit(op).await.unwrap();
+    }
+
+    async fn recv(&mut self) -> link_down::Kind {
+        tokio::time::timeout(Duration::from_secs(30), self.rx.recv())
+            .await
+            .expect("the home answers")
+            .unwrap()
+            .kind
+            .unwrap()
+    }
+
+    async fn append(&mut self, to: &str, from: &str, id: Bytes) -> AppendResult {
+        self.next += 1;
+        let req = self.next;
+        let envelope = Envelope {
+            from: from.into(),
+            from_device: 1,
+            id,
+            server_ts_ms: 0,
+            content: Some(Content::Body(Bytes::from(format!("{from}->{to}")))),
+        };
+        self.submit(Op::Append {
+            link: self.link.clone(),
+            req,
+            to: to.into(),
+            envelope,
+        })
+        .await;
+        match self.recv().await {
+            link_down::Kind::AppendResult(r) => {
+                assert_eq!(r.req, req);
+                r
+            }
+            other => panic!("expected AppendResult, got {other:?}"),
+        }
+    }
+
+    /// Frames up to the barrier's presence answer for `user`.
+    async fn barrier(&mut self, user: &str) -> Vec<link_down::Kind> {
+        self.submit(Op::Watch {
+            link: self.link.clone(),
+            session: BARRIER,
+            target: user.into(),
+            watch: true,
+        })
+        .await;
+        let mut got = Vec::new();
+        loop {
+            match self.recv().await {
+                link_down::Kind::Presence(p) if p.session == BARRIER => break,
+                k => got.push(k),
+            }
+        }
+        self.submit(Op::Watch {
+            link: self.link.clone(),
+            session: BARRIER,
+            target: user.into(),
+            watch: false,
+        })
+        .await;
+        got
+    }
+
+    /// A session connects, takes its window, acks the first `ack`, leaves.
+    async fn deliver(&mut self, user: &str, ack: usize) -> Vec<(u64, Item)> {
+        self.next += 1;
+        let session = self.next;
+        self.submit(Op::Attach {
+            link: self.link.clone(),
+            session,
+            user: user.into(),
+            device: 1,
+        })
+        .await;
+        let pushed: Vec<(u64, Item)> = self
+            .barrier(user)
+            .await
+            .into_iter()
+            .map(|k| match k {
+                link_down::Kind::Push(p) => {
+                    assert_eq!(p.session, session);
+                    let e = p.envelope.unwrap();
+                    (
+                        p.seq,
+                        Item {
+                            from: e.from,
+                            id: e.id,
+                            ts: e.server_ts_ms,
+                        },
+                    )
+                }
+                other => panic!("expected pushes, got {other:?}"),
+            })
+            .collect();
+        let acked: Vec<u64> = pushed.iter().take(ack).map(|(s, _)| *s).collect();
+        if !acked.is_empty() {
+            self.submit(Op::Ack {
+                link: self.link.id,
+                session,
+                user: user.into(),
+                seqs: acked,
+            })
+            .await;
+        }
+        self.submit(Op::Detach {
+            link: self.link.id,
+            session,
+            user: user.into(),
+        })
+        .await;
+        // Acks may push more before the detach lands; drop those.
+        for k in self.barrier(user).await {
+            assert!(matches!(k, link_down::Kind::Push(_)), "{k:?}");
+        }
+        pushed
+    }
+}
+
+/// Stands in for the engine while the real one is closed and reopened.
+struct NoStorage;
+
+impl Storage for NoStorage {
+    fn dedupe(
+        &self,
+        _: &crate::storage::DedupeKey<'_>,
+    ) -> Result<Option<crate::storage::Original>, crate::storage::StorageError> {
+        unreachable!()
+    }
+    fn last_seq(&self, _: &str) -> Result<u64, crate::storage::StorageError> {
+        unreachable!()
+    }
+    fn append(
+        &self,
+        _: &str,
+        _: u64,
+        _: &Envelope,
+        _: &crate::storage::DedupeKey<'_>,
+    ) -> Result<(), crate::storage::StorageError> {
+        unreachable!()
+    }
+    fn read(
+        &self,
+        _: &str,
+        _: u64,
+        _: usize,
+    ) -> Result<Vec<crate::storage::Item>, crate::storage::StorageError> {
+        unreachable!()
+    }
+    fn delete(&self, _: &str, _: &[u64]) -> Result<u64, crate::storage::StorageError> {
+        unreachable!()
+    }
+    fn mailbox_size(
+        &self,
+        _: &str,
+    ) -> Result<crate::storage::MailboxSize, crate::storage::StorageError> {
+        unreachable!()
+    }
+    fn expired(
+        &self,
+        _: u64,
+        _: Option<&crate::storage::Expired>,
+        _: usize,
+    ) -> Result<Vec<crate::storage::Expired>, crate::storage::StorageError> {
+        unreachable!()
+    }
+    fn last_seen(&self, _: &str) -> Result<Option<u64>, crate::storage::StorageError> {
+        unreachable!()
+    }
+    fn set_last_seen(&self, _: &str, _: u64) -> Result<(), crate::storage::StorageError> {
+        unreachable!()
+    }
+    fn set_last_seq(&self, _: &str, _: u64) -> Result<(), crate::storage::StorageError> {
+        unreachable!()
+    }
+    fn flush(&self) -> Result<(), crate::storage::StorageError> {
+        unreachable!()
+    }
+}
+
+async fn run(steps: Vec<Step>, fjall: bool) {
+    let mut h = Harness::new(fjall);
+    let mut m = Model::default();
+    let mut counter = 0u64;
+    for step in steps {
+        match step {
+            Step::Append { to, from, resend } => {
+                let (to, from) = (USERS[to], USERS[from]);
+                let last = m.last_sent.get(&(from.into(), to.into())).cloned();
+                let waiting = last.as_ref().and_then(|id| {
+                    m.boxes
+                        .get(to)
+                        .and_then(|b| b.iter().find(|(_, i)| i.from == from && i.id == *id))
+                        .map(|(s, _)| *s)
+                });
+                let (id, original) = match (resend, waiting) {
+                    (true, Some(seq)) => (last.unwrap(), Some(seq)),
+                    _ => {
+                        counter += 1;
+                        (Bytes::from(counter.to_be_bytes().repeat(2)), None)
+                    }
+                };
+                let r = h.append(to, from, id.clone()).await;
+                assert_eq!(r.code, 0, "{r:?}");
+                match original {
+                    Some(seq) => {
+                        assert!(r.duplicate, "a resend of a waiting message is a duplicate");
+                        assert_eq!(r.seq, seq);
+                    }
+                    None => {
+                        assert!(!r.duplicate);
+                        let last = m.last_seq.entry(to.into()).or_default();
+                        *last += 1;
+                        assert_eq!(r.seq, *last, "sequence numbers rise by one");
+                        m.boxes.entry(to.into()).or_default().insert(
+                            r.seq,
+                            Item {
+                                from: from.into(),
+                                id: id.clone(),
+                                ts: r.server_ts_ms,
+                            },
+                        );
+                        m.last_sent.insert((from.into(), to.into()), id);
+                    }
+                }
+            }
+            Step::Deliver { user, ack } => {
+                let user = USERS[user];
+                let pushed = h.deliver(user, ack).await;
+                let want: Vec<(u64, Item)> = m
+                    .boxes
+                    .get(user)
+                    .map(|b| {
+                        b.iter()
+                            .take(common::link::PUSH_WINDOW)
+                            .map(|(s, i)| (*s, i.clone()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                assert_eq!(pushed, want, "the window of {user}");
+                if let Some(b) = m.boxes.get_mut(user) {
+                    for (s, _) in pushed.iter().take(ack) {
+                        b.remove(s);
+                    }
+                }
+            }
+            Step::Expire { pick } => {
+                let mut all: Vec<u64> = m
+                    .boxes
+                    .values()
+                    .flat_map(|b| b.values().map(|i| i.ts))
+                    .collect();
+                if all.is_empty() {
+                    continue;
+                }
+                all.sort_unstable();
+                let cutoff = all[pick % all.len()];
+                // Cached items expire by their age in memory; put everything
+                // in the engine first so the cutoff applies to all.
+                super::write_back_once(
+                    h.home(),
+                    &h.storage,
+                    &h.journal,
+                    Duration::from_secs(3600),
+                    true,
+                    &h.metrics,
+                )
+                .await
+                .unwrap();
+                super::expire_before(&h.storage, h.home(), cutoff, &CancellationToken::new())
+                    .await
+                    .unwrap();
+                for u in USERS {
+                    h.barrier(u).await;
+                }
+                for b in m.boxes.values_mut() {
+                    b.retain(|_, i| i.ts >= cutoff);
+                }
+            }
+            Step::WriteBack { all } => {
+                super::write_back_once(
+                    h.home(),
+                    &h.storage,
+                    &h.journal,
+                    Duration::from_secs(3600),
+                    all,
+                    &h.metrics,
+                )
+                .await
+                .unwrap();
+            }
+            Step::Restart => h.restart().await,
+        }
+    }
+    // Everything left, in order, once.
+    for user in USERS {
+        let mut got = Vec::new();
+        loop {
+            let batch = h.deliver(user, usize::MAX).await;
+            if batch.is_empty() {
+                break;
+            }
+            got.extend(batch);
+        }
+        let want: Vec<(u64, Item)> = m
+            .boxes
+            .get(user)
+            .map(|b| b.iter().map(|(s, i)| (*s, i.clone())).collect())
+            .unwrap_or_default();
+        assert_eq!(got, want, "what is left for {user}");
+    }
+    h.restart().await;
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    #[test]
+    fn mailboxes_match_the_model(steps in prop::collection::vec(step(), 1..60), fjall in any::<bool>()) {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        rt.block_on(run(steps, fjall));
+    }
+}
