@@ -135,6 +135,7 @@ impl Store {
             home.clone(),
             self.config.mailbox.expire_after,
             self.config.mailbox.sweep_interval,
+            (Arc::clone(&self.metrics), self.engine_dir()),
             sweeper_stop.clone(),
         ));
         let ctx = Arc::new(LinkCtx::new(
@@ -195,6 +196,14 @@ impl Store {
 }
 
 impl Store {
+    /// Where the engine keeps its files.
+    fn engine_dir(&self) -> std::path::PathBuf {
+        self.config.data_dir.join(match self.config.engine {
+            config::Engine::Sled => "sled",
+            config::Engine::Fjall => "fjall",
+        })
+    }
+
     /// The store's metrics (Prometheus text via `render`).
     pub fn metrics(&self) -> Arc<metrics::Metrics> {
         Arc::clone(&self.metrics)

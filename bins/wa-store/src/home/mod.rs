@@ -286,8 +286,10 @@ pub async fn sweep(
     home: Home,
     expire_after: std::time::Duration,
     interval: std::time::Duration,
+    report: (Arc<Metrics>, std::path::PathBuf),
     stop: CancellationToken,
 ) {
+    let (metrics, engine_dir) = report;
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -301,7 +303,61 @@ pub async fn sweep(
             Ok(n) => tracing::info!(items = n, "expired undelivered items"),
             Err(HomeClosed) => return,
         }
+        let st = Arc::clone(&storage);
+        let m = Arc::clone(&metrics);
+        let dir = engine_dir.clone();
+        let _ = tokio::task::spawn_blocking(move || report_sizes(&*st, &m, &dir)).await;
     }
+}
+
+/// How many of the largest mailboxes the metrics name.
+const LARGEST: usize = 10;
+
+/// Mailbox length histogram, the largest mailboxes and the engine's disk use,
+/// into `metrics`.
+fn report_sizes(storage: &dyn Storage, metrics: &Metrics, engine_dir: &std::path::Path) {
+    use crate::metrics::{LENGTH_BUCKETS, MailboxReport};
+    let mut r = MailboxReport::default();
+    let mut largest: Vec<(String, u64, u64)> = Vec::new();
+    let visited = storage.visit_sizes(&mut |user, size| {
+        if size.items == 0 {
+            return;
+        }
+        for (i, le) in LENGTH_BUCKETS.iter().enumerate() {
+            if size.items <= *le {
+                r.buckets[i] += 1;
+            }
+        }
+        if largest.len() < LARGEST || largest.last().is_some_and(|l| l.1 < size.items) {
+            largest.push((user.to_owned(), size.items, size.bytes));
+            largest.sort_by(|a, b| b.1.cmp(&a.1));
+            largest.truncate(LARGEST);
+        }
+    });
+    if let Err(e) = visited {
+        tracing::warn!(error = %e, "cannot read mailbox sizes");
+        return;
+    }
+    r.largest = largest;
+    *metrics.mailboxes.lock().unwrap_or_else(|p| p.into_inner()) = r;
+    metrics
+        .engine_disk_bytes
+        .store(dir_bytes(engine_dir), std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Bytes of the files under `dir`.
+pub fn dir_bytes(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
 }
 
 /// Hands every engine item stored before `before_ms` to its shard for

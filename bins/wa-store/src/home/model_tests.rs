@@ -353,6 +353,12 @@ impl Storage for NoStorage {
     fn set_last_seen(&self, _: &str, _: u64) -> Result<(), crate::storage::StorageError> {
         unreachable!()
     }
+    fn visit_sizes(
+        &self,
+        _: &mut dyn FnMut(&str, crate::storage::MailboxSize),
+    ) -> Result<(), crate::storage::StorageError> {
+        unreachable!()
+    }
     fn set_last_seq(&self, _: &str, _: u64) -> Result<(), crate::storage::StorageError> {
         unreachable!()
     }

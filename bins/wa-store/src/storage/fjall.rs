@@ -10,7 +10,7 @@ use prost::Message;
 
 use super::keys::{
     ITEMS_END, ITEMS_START, SEEN, SEQ, SIZE, be_u64, decode_item, decode_original, decode_size,
-    dedupe_key, item_key, original_value, size_value, split_item_key, user_key,
+    dedupe_key, item_key, original_value, size_key_user, size_value, split_item_key, user_key,
 };
 use super::{DedupeKey, Expired, Item, MailboxSize, Original, Storage, StorageError};
 use common::proto::Envelope;
@@ -160,6 +160,14 @@ impl Storage for FjallStorage {
         self.ks
             .insert(user_key(SEEN, user)?, ms.to_be_bytes().to_vec())
             .map_err(engine("insert"))
+    }
+
+    fn visit_sizes(&self, f: &mut dyn FnMut(&str, MailboxSize)) -> Result<(), StorageError> {
+        for guard in self.ks.prefix([SIZE]) {
+            let (k, v) = guard.into_inner().map_err(engine("scan"))?;
+            f(size_key_user(&k)?, decode_size(Some(&v))?);
+        }
+        Ok(())
     }
 
     fn set_last_seq(&self, user: &str, seq: u64) -> Result<(), StorageError> {

@@ -130,3 +130,13 @@ pub(super) fn split_item_key(k: &[u8]) -> Result<(String, u64), StorageError> {
     let user = String::from_utf8(user.to_vec()).map_err(|_| corrupt())?;
     Ok((user, seq))
 }
+
+/// The user of a size key (`05 len user`).
+pub(super) fn size_key_user(k: &[u8]) -> Result<&str, StorageError> {
+    let corrupt = || StorageError::Corrupt {
+        what: format!("size key of {} bytes", k.len()),
+    };
+    let len = *k.get(1).ok_or_else(corrupt)? as usize;
+    let user = k.get(2..2 + len).ok_or_else(corrupt)?;
+    std::str::from_utf8(user).map_err(|_| corrupt())
+}

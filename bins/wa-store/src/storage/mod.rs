@@ -118,6 +118,10 @@ pub trait Storage: Send + Sync + 'static {
 
     fn set_last_seen(&self, user: &str, ms: u64) -> Result<(), StorageError>;
 
+    /// Calls `f` with every mailbox's size (mailboxes that were ever written
+    /// to the engine; empty ones may be included).
+    fn visit_sizes(&self, f: &mut dyn FnMut(&str, MailboxSize)) -> Result<(), StorageError>;
+
     /// Raises `user`'s last sequence number to `seq` (never lowers it).
     fn set_last_seq(&self, user: &str, seq: u64) -> Result<(), StorageError>;
 

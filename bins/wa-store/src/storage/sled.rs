@@ -9,7 +9,7 @@ use prost::Message;
 
 use super::keys::{
     ITEMS_END, ITEMS_START, SEEN, SEQ, SIZE, be_u64, decode_item, decode_original, decode_size,
-    dedupe_key, item_key, original_value, size_value, split_item_key, user_key,
+    dedupe_key, item_key, original_value, size_key_user, size_value, split_item_key, user_key,
 };
 use super::{DedupeKey, Expired, Item, MailboxSize, Original, Storage, StorageError};
 use common::proto::Envelope;
@@ -162,6 +162,14 @@ impl Storage for SledStorage {
         self.db
             .insert(user_key(SEEN, user)?, &ms.to_be_bytes()[..])
             .map_err(engine("insert"))?;
+        Ok(())
+    }
+
+    fn visit_sizes(&self, f: &mut dyn FnMut(&str, MailboxSize)) -> Result<(), StorageError> {
+        for kv in self.db.scan_prefix([SIZE]) {
+            let (k, v) = kv.map_err(engine("scan"))?;
+            f(size_key_user(&k)?, decode_size(Some(&v))?);
+        }
         Ok(())
     }
 
