@@ -330,7 +330,7 @@ fn report_sizes(storage: &dyn Storage, metrics: &Metrics, engine_dir: &std::path
         }
         if largest.len() < LARGEST || largest.last().is_some_and(|l| l.1 < size.items) {
             largest.push((user.to_owned(), size.items, size.bytes));
-            largest.sort_by(|a, b| b.1.cmp(&a.1));
+            largest.sort_by_key(|l| std::cmp::Reverse(l.1));
             largest.truncate(LARGEST);
         }
     });
