@@ -350,6 +350,15 @@ grace = "10s"
     }
 
     #[test]
+    fn shipped_sample_config_is_the_defaults() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../packaging/etc/wa-store.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let c: Config = toml::from_str(&text).unwrap();
+        assert_eq!(c, Config::default());
+        c.validate().unwrap();
+    }
+
+    #[test]
     fn unknown_keys_and_levels_are_refused() {
         let e = toml::from_str::<Config>("nod = \"x\"").unwrap_err();
         assert!(e.to_string().contains("nod"), "{e}");
