@@ -351,7 +351,10 @@ grace = "10s"
 
     #[test]
     fn shipped_sample_config_is_the_defaults() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../packaging/etc/wa-store.toml");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../packaging/etc/wa-store.toml"
+        );
         let text = std::fs::read_to_string(path).unwrap();
         let c: Config = toml::from_str(&text).unwrap();
         assert_eq!(c, Config::default());
