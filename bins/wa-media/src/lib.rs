@@ -1,0 +1,153 @@
+//! `wa-media`: upload once, download many, forget on time (docs/MEDIA.md).
+//!
+//! [`run`] is the whole server: [`Media::open`] loads the token keys and TLS
+//! certificate and opens the blob [`store`]; [`Media::serve`] accepts HTTPS
+//! connections ([`listener`]) and routes requests to [`upload`] and
+//! [`download`] (which also holds delete), each caller authenticated by
+//! [`auth`] and each upload admitted by [`limits`]; small hot blobs are served
+//! from [`cache`]; the [`sweeper`] deletes expired blobs. On shutdown it stops
+//! accepting, lets requests in flight finish up to the grace period, and
+//! returns. `main.rs` and the tests call the same code.
+
+pub mod auth;
+pub mod cache;
+pub mod config;
+pub mod download;
+pub mod error;
+pub mod handle;
+pub mod limits;
+pub mod listener;
+pub mod range;
+pub mod store;
+pub mod sweeper;
+pub mod upload;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use common::token::KeyRing;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+pub use error::{ApiError, MediaError};
+
+use crate::cache::HotCache;
+use crate::config::ExpiryConfig;
+use crate::limits::Limits;
+use crate::store::Store;
+
+/// An upload whose body sends nothing for this long is cut off (408).
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What every request handler shares.
+pub struct App {
+    pub node: String,
+    pub keys: KeyRing,
+    pub store: Store,
+    pub cache: HotCache,
+    pub limits: Arc<Limits>,
+    pub expiry: ExpiryConfig,
+    pub allowed_types: HashSet<String>,
+}
+
+/// The HTTP routes (docs/MEDIA.md, "API").
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route(
+            "/v1/media",
+            post(upload::upload)
+                .put(upload::upload)
+                .layer(DefaultBodyLimit::disable()),
+        )
+        .route(
+            "/v1/media/{handle}",
+            get(download::download).delete(download::delete),
+        )
+        .route("/healthz", get(|| async { "ok\n" }))
+        .fallback(|| async { ApiError::NotFound })
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(app)
+}
+
+/// A media node with everything loaded, ready to serve.
+pub struct Media {
+    config: Config,
+    app: Arc<App>,
+    tls: rustls::ServerConfig,
+}
+
+impl Media {
+    /// Validates `config`, reads the files it names and opens the store.
+    pub fn open(config: Config) -> Result<Media, MediaError> {
+        config.validate()?;
+        let mut keys = KeyRing::new();
+        for k in &config.tokens.keys {
+            let key = common::token::keyfile::read_verifying(&k.public_key).map_err(|source| {
+                MediaError::TokenKey {
+                    id: k.id.clone(),
+                    source,
+                }
+            })?;
+            keys.insert(k.id.clone(), key);
+        }
+        let certs = common::tls::load_certs(&config.tls.cert).map_err(MediaError::Tls)?;
+        let key = common::tls::load_key(&config.tls.key).map_err(MediaError::Tls)?;
+        let tls =
+            common::tls::server_config(certs, key, &[b"http/1.1"]).map_err(MediaError::Tls)?;
+        let store = Store::open(&config.data_dir)?;
+        let (blobs, bytes) = store.usage();
+        tracing::info!(blobs, bytes, dir = %config.data_dir.display(), "store opened");
+        let app = Arc::new(App {
+            node: config.node.clone(),
+            keys,
+            store,
+            cache: HotCache::new(config.cache.memory.as_u64(), config.cache.max_blob.as_u64()),
+            limits: Arc::new(Limits::new(config.limits.clone())),
+            expiry: config.expiry.clone(),
+            allowed_types: config.types.allowed.iter().cloned().collect(),
+        });
+        Ok(Media { config, app, tls })
+    }
+
+    /// The state the handlers share (for tests and benchmarks).
+    pub fn app(&self) -> Arc<App> {
+        Arc::clone(&self.app)
+    }
+
+    /// Serves HTTPS on `listener` until `shutdown`, then drains.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> Result<(), MediaError> {
+        let sweeper = tokio::spawn(sweeper::run(Arc::clone(&self.app), shutdown.clone()));
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(self.tls));
+        tracing::info!(addr = ?listener.local_addr().ok(), node = %self.app.node, "serving HTTPS");
+        let r = listener::serve(
+            listener,
+            acceptor,
+            router(Arc::clone(&self.app)),
+            shutdown.clone(),
+            self.config.shutdown.grace,
+        )
+        .await;
+        shutdown.cancel();
+        let _ = sweeper.await;
+        tracing::info!("stopped");
+        r
+    }
+}
+
+/// Opens the node from `config` and serves `listener` until `shutdown`.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), MediaError> {
+    Media::open(config)?.serve(listener, shutdown).await
+}
