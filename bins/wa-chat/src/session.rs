@@ -549,7 +549,44 @@ impl Session {
                 Ok(())
             }
             client_frame::Kind::Goodbye(_) => Err(Close::Quiet),
+            client_frame::Kind::SendMedia(m) => self.handle_send_media(m),
         }
+    }
+
+    /// A message carrying a media reference (docs/MEDIA.md): checked, then
+    /// stored and delivered exactly like a `Send` body.
+    fn handle_send_media(&mut self, m: common::proto::SendMedia) -> Step {
+        use prost::Message as _;
+        if !ids::valid_message_id(&m.id) {
+            return self.refuse(Code::BadId, m.id, "SendMedia.id must be 16 bytes", 0);
+        }
+        if !ids::valid_user_id(&m.to) {
+            return self.refuse(
+                Code::BadRecipient,
+                m.id,
+                "SendMedia.to is not a valid user id",
+                0,
+            );
+        }
+        let Some(media) = m.media else {
+            return self.refuse(Code::BadMedia, m.id, "SendMedia.media is missing", 0);
+        };
+        if let Some(problem) = media.problem() {
+            return self.refuse(Code::BadMedia, m.id, problem, 0);
+        }
+        if media.encoded_len() > MAX_BODY {
+            return self.refuse(
+                Code::BodyTooLarge,
+                m.id,
+                format!(
+                    "media of {} bytes exceeds max_body {MAX_BODY}",
+                    media.encoded_len()
+                ),
+                0,
+            );
+        }
+        let envelope = self.envelope(m.id.clone(), envelope::Content::Media(media));
+        self.client_append(&m.to, envelope, m.id)
     }
 
     fn handle_send(&mut self, s: Send) -> Step {
@@ -730,7 +767,10 @@ impl Session {
     fn handle_event(&mut self, ev: Event) -> Step {
         match ev {
             Event::Push { seq, envelope } => {
-                let message = matches!(envelope.content, Some(envelope::Content::Body(_)));
+                let message = matches!(
+                    envelope.content,
+                    Some(envelope::Content::Body(_) | envelope::Content::Media(_))
+                );
                 self.pushed.insert(
                     seq,
                     Pushed {

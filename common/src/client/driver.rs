@@ -27,8 +27,8 @@ use super::recent::Recent;
 use super::{ClientConfig, ClientError, Event, MessageId};
 use crate::proto::limits::{MAX_BATCH, MAX_BODY};
 use crate::proto::{
-    Ack, Code, Deliver, Goodbye, ItemKind, MarkRead, Ping, ReceiptKind, Send, ServerFrame, Typing,
-    WatchPresence, Welcome, client_frame, envelope, server_frame,
+    Ack, Code, Deliver, Goodbye, ItemKind, MarkRead, Media, Ping, ReceiptKind, Send, SendMedia,
+    ServerFrame, Typing, WatchPresence, Welcome, client_frame, envelope, server_frame,
 };
 
 /// How many deliveries the client remembers for deduplication.
@@ -58,6 +58,11 @@ pub(crate) enum Command {
         id: MessageId,
         to: String,
         ids: Vec<MessageId>,
+    },
+    SendMedia {
+        id: MessageId,
+        to: String,
+        media: Box<Media>,
     },
     Ack(Vec<u64>),
     Typing {
@@ -131,6 +136,7 @@ enum Outcome {
 enum Item {
     Send { to: String, body: Bytes },
     MarkRead { to: String, ids: Vec<MessageId> },
+    SendMedia { to: String, media: Box<Media> },
 }
 
 #[derive(Debug)]
@@ -155,6 +161,11 @@ impl Pending {
                 id,
                 to: to.clone(),
                 ids: ids.iter().map(|i| Bytes::copy_from_slice(i)).collect(),
+            }),
+            Item::SendMedia { to, media } => client_frame::Kind::SendMedia(SendMedia {
+                id,
+                to: to.clone(),
+                media: Some(media.clone()),
             }),
         }
     }
@@ -554,17 +565,22 @@ impl Driver {
                 kind: ReceiptKind::try_from(r.kind).unwrap_or(ReceiptKind::Unspecified),
                 ids: r.ids.iter().filter_map(|i| id16(i)).collect(),
             },
-            content => Event::Message {
-                seq,
-                from: env.from,
-                from_device: env.from_device,
-                id,
-                server_ts_ms: env.server_ts_ms,
-                body: match content {
-                    Some(envelope::Content::Body(b)) => b,
-                    _ => Bytes::new(),
-                },
-            },
+            content => {
+                let (body, media) = match content {
+                    Some(envelope::Content::Body(b)) => (b, None),
+                    Some(envelope::Content::Media(m)) => (Bytes::new(), Some(m)),
+                    _ => (Bytes::new(), None),
+                };
+                Event::Message {
+                    seq,
+                    from: env.from,
+                    from_device: env.from_device,
+                    id,
+                    server_ts_ms: env.server_ts_ms,
+                    body,
+                    media,
+                }
+            }
         };
         self.emit(event);
     }
@@ -582,6 +598,9 @@ impl Driver {
         match cmd {
             Command::Send { id, to, body } => self.add(id, Item::Send { to, body }, conn),
             Command::MarkRead { id, to, ids } => self.add(id, Item::MarkRead { to, ids }, conn),
+            Command::SendMedia { id, to, media } => {
+                self.add(id, Item::SendMedia { to, media }, conn)
+            }
             Command::Ack(seqs) => {
                 // Offline, acks are dropped: the items come again on the next
                 // connection, are recognised as duplicates and acknowledged then.

@@ -48,6 +48,8 @@ pub enum ClientError {
     BadUser(String),
     #[error("a body of {len} bytes exceeds the limit of {max}")]
     BodyTooLarge { len: usize, max: usize },
+    #[error("{0}")]
+    BadMedia(&'static str),
     #[error("{len} ids in one receipt exceed the limit of {max}")]
     TooManyIds { len: usize, max: usize },
     #[error("{0} sends are waiting for Accepted already")]

@@ -4,7 +4,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::MessageId;
-use crate::proto::{Code, ReceiptKind};
+use crate::proto::{Code, Media, ReceiptKind};
 
 /// Something that happened on the client's connection.
 #[derive(Debug, Clone)]
@@ -39,7 +39,11 @@ pub enum Event {
         from_device: u32,
         id: MessageId,
         server_ts_ms: u64,
+        /// Empty for a media message.
         body: Bytes,
+        /// The reference of a media message (`SendMedia`); fetch it with
+        /// [`MediaClient::download`](super::MediaClient::download).
+        media: Option<Box<Media>>,
     },
     /// A delivered or read receipt about messages this user sent. Acknowledge
     /// `seq` like a message.

@@ -20,6 +20,7 @@ mod connection;
 mod driver;
 mod error;
 mod events;
+pub mod media;
 pub mod raw;
 mod recent;
 
@@ -32,6 +33,7 @@ use tokio::sync::mpsc;
 pub use config::{ClientConfig, Transport};
 pub use error::ClientError;
 pub use events::{Event, Events};
+pub use media::{MediaClient, MediaConfig, MediaError, MediaNode, MediaRef};
 
 use connection::Dialer;
 use driver::{Command, Driver, Shared};
@@ -110,6 +112,27 @@ impl Client {
             body,
         })
         .await
+    }
+
+    /// Sends a media message (a blob uploaded with [`MediaClient`]) to `to`
+    /// under a fresh random id, answered like [`Client::send`].
+    pub async fn send_media(
+        &self,
+        to: &str,
+        media: crate::proto::Media,
+    ) -> Result<MessageId, ClientError> {
+        check_user(to)?;
+        if let Some(problem) = media.problem() {
+            return Err(ClientError::BadMedia(problem));
+        }
+        let id: MessageId = rand::random();
+        self.pending_command(Command::SendMedia {
+            id,
+            to: to.to_string(),
+            media: Box::new(media),
+        })
+        .await?;
+        Ok(id)
     }
 
     /// Acknowledges messages and receipts by their sequence numbers: the

@@ -7,7 +7,7 @@ use bytes::Bytes;
 /// Everything a client may send.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct ClientFrame {
-    #[prost(oneof = "client_frame::Kind", tags = "1, 2, 3, 4, 5, 6, 7, 8")]
+    #[prost(oneof = "client_frame::Kind", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9")]
     pub kind: Option<client_frame::Kind>,
 }
 
@@ -30,6 +30,8 @@ pub mod client_frame {
         WatchPresence(super::WatchPresence),
         #[prost(message, tag = "8")]
         Goodbye(super::Goodbye),
+        #[prost(message, tag = "9")]
+        SendMedia(super::SendMedia),
     }
 }
 
@@ -49,6 +51,37 @@ pub struct Send {
     pub to: String,
     #[prost(bytes = "bytes", tag = "3")]
     pub body: Bytes,
+}
+
+/// A message carrying a media reference (docs/MEDIA.md); answered like [`Send`].
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SendMedia {
+    #[prost(bytes = "bytes", tag = "1")]
+    pub id: Bytes,
+    #[prost(string, tag = "2")]
+    pub to: String,
+    #[prost(message, optional, boxed, tag = "3")]
+    pub media: Option<Box<Media>>,
+}
+
+/// A reference to a blob on a wa-media node.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Media {
+    /// `<node>-<64 hex sha256>`.
+    #[prost(string, tag = "1")]
+    pub handle: String,
+    #[prost(uint64, tag = "2")]
+    pub size: u64,
+    /// 32 bytes.
+    #[prost(bytes = "bytes", tag = "3")]
+    pub sha256: Bytes,
+    #[prost(string, tag = "4")]
+    pub mime: String,
+    #[prost(bytes = "bytes", tag = "5")]
+    pub thumbnail: Bytes,
+    /// Never read by servers.
+    #[prost(bytes = "bytes", tag = "6")]
+    pub opaque: Bytes,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -177,7 +210,7 @@ pub struct Envelope {
     pub id: Bytes,
     #[prost(uint64, tag = "4")]
     pub server_ts_ms: u64,
-    #[prost(oneof = "envelope::Content", tags = "5, 6")]
+    #[prost(oneof = "envelope::Content", tags = "5, 6, 7")]
     pub content: Option<envelope::Content>,
 }
 
@@ -188,6 +221,9 @@ pub mod envelope {
         Body(bytes::Bytes),
         #[prost(message, tag = "6")]
         Receipt(super::Receipt),
+        /// Boxed: a `Media` is several times the size of the other variants.
+        #[prost(message, tag = "7")]
+        Media(Box<super::Media>),
     }
 }
 
@@ -260,6 +296,33 @@ pub struct TokenClaims {
     pub key_id: String,
     #[prost(uint64, tag = "6")]
     pub issued_at: u64,
+}
+
+impl Media {
+    /// What is wrong with this reference, if anything: the handle is not
+    /// `<node>-<64 hex>`, `sha256` is not 32 bytes or differs from the hash in
+    /// the handle, `size` is 0, or `mime` is longer than
+    /// [`MAX_MEDIA_MIME`](super::limits::MAX_MEDIA_MIME) bytes. (The
+    /// encoded size is limited separately, by `max_body`.)
+    pub fn problem(&self) -> Option<&'static str> {
+        use super::limits::{MAX_MEDIA_MIME, MEDIA_SHA256_LEN};
+        if !super::ids::valid_media_handle(&self.handle) {
+            return Some("Media.handle is not <node>-<64 hex digits>");
+        }
+        if self.sha256.len() != MEDIA_SHA256_LEN {
+            return Some("Media.sha256 must be 32 bytes");
+        }
+        if !self.handle.ends_with(&hex::encode(&self.sha256)) {
+            return Some("Media.sha256 differs from the hash in Media.handle");
+        }
+        if self.size == 0 {
+            return Some("Media.size must be more than 0");
+        }
+        if self.mime.len() > MAX_MEDIA_MIME {
+            return Some("Media.mime is too long");
+        }
+        None
+    }
 }
 
 impl Envelope {

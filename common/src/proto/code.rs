@@ -40,10 +40,12 @@ pub enum Code {
     MailboxFull = 16,
     /// The server failed internally; the request may be retried.
     Internal = 17,
+    /// A `SendMedia.media` is missing or malformed.
+    BadMedia = 18,
 }
 
 impl Code {
-    pub const ALL: [Code; 17] = [
+    pub const ALL: [Code; 18] = [
         Code::BadFrame,
         Code::FrameTooLarge,
         Code::NotAuthenticated,
@@ -61,6 +63,7 @@ impl Code {
         Code::Revoked,
         Code::MailboxFull,
         Code::Internal,
+        Code::BadMedia,
     ];
 
     pub fn from_u32(v: u32) -> Option<Code> {
@@ -87,6 +90,7 @@ impl Code {
             Code::Revoked => "REVOKED",
             Code::MailboxFull => "MAILBOX_FULL",
             Code::Internal => "INTERNAL",
+            Code::BadMedia => "BAD_MEDIA",
         }
     }
 
@@ -100,6 +104,7 @@ impl Code {
                 | Code::Unavailable
                 | Code::MailboxFull
                 | Code::Internal
+                | Code::BadMedia
         )
     }
 }

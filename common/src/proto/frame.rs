@@ -152,6 +152,27 @@ mod tests {
                 ]
                 .concat(),
             ),
+            (
+                f(C::SendMedia(SendMedia {
+                    id: id(7),
+                    to: "b".into(),
+                    media: Some(Box::new(Media {
+                        handle: "m".into(),
+                        size: 5,
+                        sha256: Bytes::from_static(b"s"),
+                        mime: String::new(),
+                        thumbnail: Bytes::from_static(b"t"),
+                        opaque: Bytes::new(),
+                    })),
+                })),
+                [
+                    vec![0, 0, 0, 36, 0x4a, 34, 0x0a, 16],
+                    vec![7; 16],
+                    vec![0x12, 1, b'b', 0x1a, 11],
+                    vec![0x0a, 1, b'm', 0x10, 5, 0x1a, 1, b's', 0x2a, 1, b't'],
+                ]
+                .concat(),
+            ),
         ]
     }
 

@@ -17,3 +17,9 @@ pub const MAX_BATCH: usize = 1024;
 pub const MAX_CLIENT_NAME: usize = 64;
 /// The ALPN protocol name of this protocol version, on TLS and QUIC.
 pub const ALPN: &[u8] = b"wa/1";
+/// Longest `Media.handle`: a node name (at most 32 bytes), `-`, 64 hex digits.
+pub const MAX_MEDIA_HANDLE: usize = 32 + 1 + 64;
+/// Longest `Media.mime`.
+pub const MAX_MEDIA_MIME: usize = 100;
+/// Length of `Media.sha256`.
+pub const MEDIA_SHA256_LEN: usize = 32;
