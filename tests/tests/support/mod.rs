@@ -423,3 +423,56 @@ pub async fn next_message(
     })
     .await
 }
+
+/// A `wa-media` node started in-process on port 0 beside a deployment, with
+/// the deployment's PKI and token key.
+pub struct MediaNode {
+    pub service: Service,
+    pub addr: SocketAddr,
+}
+
+impl Deployment {
+    /// Starts `wa-media` (node `m1`, data in `<dir>/media`) in-process.
+    pub async fn start_media(&self) -> MediaNode {
+        let d = self.dir.path().display();
+        let text = format!(
+            r#"node = "m1"
+data_dir = "{d}/media"
+[listen]
+https = "127.0.0.1:0"
+[tls]
+cert = "{d}/pki/cert.pem"
+key = "{d}/pki/key.pem"
+[tokens]
+keys = [{{ id = "k1", public_key = "{d}/keys/k1.pub" }}]
+[shutdown]
+grace = "5s"
+"#
+        );
+        let config: wa_media::Config = toml::from_str(&text).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(wa_media::run(config, listener, shutdown.clone()));
+        let task = tokio::spawn(async move { task.await.unwrap().map_err(|e| e.to_string()) });
+        MediaNode {
+            service: Service { shutdown, task },
+            addr,
+        }
+    }
+
+    /// A media client for `user` that knows the node `m1` at `media.addr`.
+    pub fn media_client(&self, user: &str, media: &MediaNode) -> common::client::MediaClient {
+        let node = common::client::MediaNode {
+            name: "m1".into(),
+            addr: media.addr,
+            server_name: "localhost".into(),
+        };
+        common::client::MediaClient::new(common::client::MediaConfig::new(
+            vec![node],
+            self.roots.clone(),
+            self.token(user),
+        ))
+        .expect("media client")
+    }
+}
