@@ -74,15 +74,16 @@ pub struct TokenArgs {
     pub ttl: Duration,
 }
 
-/// Run a local deployment: one wa-store and one wa-chat.
+/// Run a local deployment: one wa-store, one wa-chat and one wa-media.
 ///
 /// Creates DIR if needed with a development PKI (pki/), a token signing key
 /// (keys/k1.pem, keys/k1.pub), a cluster secret, a one-island cluster map and
-/// config files for both services (existing keys, PKI, secret and map are
-/// kept), then starts wa-store and wa-chat (found next to wactl, else on
-/// PATH), waits until both are ready and prints where they listen and how to
-/// try them. Ctrl-C or SIGTERM stops wa-chat, then wa-store, and exits 0; if
-/// either exits on its own, the other is stopped and wactl exits 1.
+/// config files for the services (existing keys, PKI, secret and map are
+/// kept), then starts wa-store, wa-chat and wa-media (found next to wactl,
+/// else on PATH), waits until all are ready and prints where they listen and
+/// how to try them. Ctrl-C or SIGTERM stops wa-media, wa-chat, then wa-store,
+/// and exits 0; if one exits on its own, the others are stopped and wactl
+/// exits 1.
 #[derive(Debug, Args)]
 pub struct UpArgs {
     #[command(flatten)]
@@ -96,6 +97,9 @@ pub struct UpArgs {
     /// Port of wa-chat for clients, TCP (TLS) and UDP (QUIC) alike.
     #[arg(long, default_value_t = 7443)]
     pub port: u16,
+    /// Port of wa-media (HTTPS); 0 picks a free one, shown when ready.
+    #[arg(long, default_value_t = 0)]
+    pub media_port: u16,
 }
 
 /// The deployment directory shared by `up`, `send` and `watch`.

@@ -1,7 +1,7 @@
 //! `wactl up`: a whole deployment on this machine, in one directory, in the
-//! foreground. Files first (kept when present), then wa-store, then wa-chat,
-//! each awaited until it prints its `READY` line; stops them in the reverse
-//! order on Ctrl-C or SIGTERM.
+//! foreground. Files first (kept when present), then wa-store, wa-chat and
+//! wa-media, each awaited until it prints its `READY` line; stops them in the
+//! reverse order on Ctrl-C or SIGTERM.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -32,7 +32,9 @@ pub(crate) async fn run(args: &UpArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot resolve {}", args.dir.dir.display()))?;
     let link = SocketAddr::new(args.host, args.link_port);
     let chat = SocketAddr::new(args.host, args.port);
+    let media = SocketAddr::new(args.host, args.media_port);
     prepare(&dir, args.host, link, chat)?;
+    write_media_config(&dir, media)?;
 
     let mut store = Service::spawn("wa-store", &dir.join("wa-store.toml"))?;
     let store_line = match until_signal(&mut signals, store.ready()).await {
@@ -49,6 +51,15 @@ pub(crate) async fn run(args: &UpArgs) -> anyhow::Result<ExitCode> {
         Some(Err(e)) => return Ok(failed(e, vec![chat, store]).await),
         Some(Ok(line)) => line,
     };
+    let mut media = match Service::spawn("wa-media", &dir.join("wa-media.toml")) {
+        Ok(m) => m,
+        Err(e) => return Ok(failed(e, vec![chat, store]).await),
+    };
+    let media_line = match until_signal(&mut signals, media.ready()).await {
+        None => return Ok(stopped(vec![media, chat, store]).await),
+        Some(Err(e)) => return Ok(failed(e, vec![media, chat, store]).await),
+        Some(Ok(line)) => line,
+    };
 
     let shown = &args.dir.dir.display();
     let tcp = field(&chat_line, "tcp").unwrap_or("?");
@@ -59,23 +70,33 @@ pub(crate) async fn run(args: &UpArgs) -> anyhow::Result<ExitCode> {
         dir.join("store").display()
     );
     println!("wa-chat   ready: tcp {tcp}, quic {quic}");
+    let media_shown = field(&media_line, "http").unwrap_or("?");
+    println!(
+        "wa-media  ready: https {media_shown}, node m1, blobs in {}",
+        dir.join("media").display()
+    );
     println!();
     println!("Try it, in two more terminals:");
     println!("  wactl watch --dir {shown} --user bob --read");
     println!("  wactl send --dir {shown} --from alice --to bob --wait read 'hello bob'");
-    println!("Ctrl-C stops both.");
-    println!("READY wactl-up link={link_shown} tcp={tcp} quic={quic}");
+    println!("Ctrl-C stops them all.");
+    println!("READY wactl-up link={link_shown} tcp={tcp} quic={quic} media={media_shown}");
 
     tokio::select! {
-        _ = signals.recv() => Ok(stopped(vec![chat, store]).await),
+        _ = signals.recv() => Ok(stopped(vec![media, chat, store]).await),
+        st = media.child.wait() => {
+            eprintln!("wactl: wa-media exited on its own ({})", describe(st));
+            stop(vec![chat, store]).await;
+            Ok(ExitCode::from(1))
+        }
         st = chat.child.wait() => {
             eprintln!("wactl: wa-chat exited on its own ({})", describe(st));
-            stop(vec![store]).await;
+            stop(vec![media, store]).await;
             Ok(ExitCode::from(1))
         }
         st = store.child.wait() => {
             eprintln!("wactl: wa-store exited on its own ({})", describe(st));
-            stop(vec![chat]).await;
+            stop(vec![media, chat]).await;
             Ok(ExitCode::from(1))
         }
     }
@@ -193,6 +214,28 @@ retry_after = "1s"
         std::fs::write(&p, text).with_context(|| format!("cannot write {}", p.display()))?;
     }
     Ok(())
+}
+
+/// The wa-media config of the deployment (node `m1`, blobs in `media/`), always
+/// rewritten (it follows the flags).
+fn write_media_config(dir: &Path, listen: SocketAddr) -> anyhow::Result<()> {
+    let d = dir.display();
+    let text = format!(
+        r#"node = "m1"
+data_dir = "{d}/media"
+[listen]
+https = "{listen}"
+[tls]
+cert = "{d}/pki/cert.pem"
+key = "{d}/pki/key.pem"
+[tokens]
+keys = [{{ id = "{KEY_ID}", public_key = "{d}/keys/k1.pub" }}]
+[shutdown]
+grace = "5s"
+"#
+    );
+    let p = dir.join("wa-media.toml");
+    std::fs::write(&p, text).with_context(|| format!("cannot write {}", p.display()))
 }
 
 /// Keeps an existing map (its hash seed places users), moving its one
