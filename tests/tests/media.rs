@@ -90,3 +90,134 @@ async fn a_uploads_sends_the_reference_b_downloads_and_verifies() {
     media.service.stop().await;
     d.stop().await;
 }
+
+/// The edge refuses malformed references with BAD_MEDIA (kept connection,
+/// the SendMedia id echoed) and oversize ones with BODY_TOO_LARGE; nothing
+/// reaches the recipient.
+#[tokio::test]
+async fn the_edge_checks_media_references() {
+    use common::proto::limits::{MAX_BODY, MAX_FRAME};
+    use common::proto::{
+        ClientFrame, Code, Hello, Media, SendMedia, client_frame, frame, server_frame,
+    };
+    use common::wire::FrameReader;
+    use tokio::io::AsyncWriteExt;
+
+    let d = Deployment::start().await;
+    let mut tls = common::client::raw::connect_tls(d.chat_tcp, "localhost", &d.roots)
+        .await
+        .unwrap();
+    let enc = |k| frame::to_bytes(&ClientFrame { kind: Some(k) });
+    tls.write_all(&enc(client_frame::Kind::Hello(Hello {
+        token: d.token("alice"),
+        client: "media-test".into(),
+    })))
+    .await
+    .unwrap();
+    let mut r = FrameReader::new(tls, MAX_FRAME);
+    assert!(matches!(
+        next_kind(&mut r).await,
+        server_frame::Kind::Welcome(_)
+    ));
+
+    let sha = [7u8; 32];
+    let good = Media {
+        handle: format!("m1-{}", "07".repeat(32)),
+        size: 10,
+        sha256: Bytes::copy_from_slice(&sha),
+        mime: "image/png".into(),
+        thumbnail: Bytes::new(),
+        opaque: Bytes::new(),
+    };
+    let cases: Vec<(Option<Media>, Code)> = vec![
+        (None, Code::BadMedia),
+        (
+            Some(Media {
+                handle: "../../etc/passwd".into(),
+                ..good.clone()
+            }),
+            Code::BadMedia,
+        ),
+        (
+            Some(Media {
+                sha256: Bytes::from_static(&[8; 32]),
+                ..good.clone()
+            }),
+            Code::BadMedia,
+        ),
+        (
+            Some(Media {
+                size: 0,
+                ..good.clone()
+            }),
+            Code::BadMedia,
+        ),
+        (
+            Some(Media {
+                thumbnail: Bytes::from(vec![0; MAX_BODY]),
+                ..good.clone()
+            }),
+            Code::BodyTooLarge,
+        ),
+    ];
+    for (i, (media, code)) in cases.into_iter().enumerate() {
+        let id = Bytes::from(vec![i as u8 + 1; 16]);
+        r.get_mut()
+            .write_all(&enc(client_frame::Kind::SendMedia(SendMedia {
+                id: id.clone(),
+                to: "bob".into(),
+                media: media.map(Box::new),
+            })))
+            .await
+            .unwrap();
+        match next_kind(&mut r).await {
+            server_frame::Kind::Error(e) => {
+                assert_eq!(Code::from_u32(e.code), Some(code), "case {i}: {e:?}");
+                assert_eq!(e.id, id, "case {i}");
+                assert!(!e.fatal, "case {i}");
+            }
+            other => panic!("case {i}: expected an error, got {other:?}"),
+        }
+    }
+    // A well-formed reference is accepted (the edge does not ask wa-media).
+    let id = Bytes::from(vec![99; 16]);
+    r.get_mut()
+        .write_all(&enc(client_frame::Kind::SendMedia(SendMedia {
+            id: id.clone(),
+            to: "bob".into(),
+            media: Some(Box::new(good)),
+        })))
+        .await
+        .unwrap();
+    match next_kind(&mut r).await {
+        server_frame::Kind::Accepted(a) => assert_eq!(a.id, id),
+        other => panic!("expected Accepted, got {other:?}"),
+    }
+    let (_b, mut eb) = d.client("bob", Transport::Tcp).await;
+    let m = expect(&mut eb, "the one valid media message", |e| match e {
+        Event::Message { media: Some(m), .. } => Some(m.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(m.mime, "image/png");
+    d.stop().await;
+}
+
+/// The next frame from the edge that is not presence.
+async fn next_kind<R: tokio::io::AsyncRead + Unpin>(
+    r: &mut common::wire::FrameReader<R>,
+) -> common::proto::server_frame::Kind {
+    use common::proto::{ServerFrame, server_frame};
+    loop {
+        let f = tokio::time::timeout(PATIENCE, r.read::<ServerFrame>())
+            .await
+            .expect("an answer within patience")
+            .unwrap()
+            .expect("the connection stays open");
+        match f.kind {
+            Some(server_frame::Kind::Presence(_)) => {}
+            Some(k) => return k,
+            None => panic!("frame without kind"),
+        }
+    }
+}
