@@ -421,3 +421,36 @@ async fn upload_rate_and_quota_get_429_with_retry_after() {
         .unwrap();
     node.stop().await;
 }
+
+#[tokio::test]
+async fn shutdown_stops_accepting_and_lets_an_upload_in_flight_finish() {
+    let node = start("").await;
+    let data = random_bytes(1024 * 1024);
+    let mut tls = node.connect().await;
+    let head = format!(
+        "POST /v1/media HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        node.token("alice"),
+        data.len()
+    );
+    tls.write_all(head.as_bytes()).await.unwrap();
+    tls.write_all(&data[..512 * 1024]).await.unwrap();
+    tls.flush().await.unwrap();
+    eventually("the upload is being written", || !node.files().1.is_empty()).await;
+
+    node.begin_stop();
+    let addr = node.addr;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while tokio::net::TcpStream::connect(addr).await.is_ok() {
+        assert!(tokio::time::Instant::now() < deadline, "still accepting");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    tls.write_all(&data[512 * 1024..]).await.unwrap();
+    tls.flush().await.unwrap();
+    let a = read_answer(&mut tls).await;
+    assert_eq!(a.status, 201, "{}", String::from_utf8_lossy(&a.body));
+    let v: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
+    assert_eq!(v["sha256"], sha_hex(&data));
+    let blobs = node.files().0;
+    node.stop().await;
+    assert_eq!(blobs.len(), 2, "the blob and its metadata: {blobs:?}");
+}

@@ -154,6 +154,11 @@ impl Node {
         )
     }
 
+    /// Starts the shutdown without waiting for it.
+    pub fn begin_stop(&self) {
+        self.shutdown.cancel();
+    }
+
     pub async fn stop(self) {
         self.shutdown.cancel();
         let r = tokio::time::timeout(PATIENCE, self.task)
