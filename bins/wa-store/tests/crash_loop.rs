@@ -16,6 +16,9 @@
 //! - `WA_CRASH_KILLS`: kills per engine (default 8, the CI size);
 //! - `WA_CRASH_SEED`: replay a run (the seed is printed at the start);
 //! - `WA_CRASH_ENGINES`: which engines to run (default `sled,fjall`).
+//! - `WA_CRASH_EXTRA_TOML`: appended to the store's config, e.g.
+//!   `[cache]` with a short `sync_delay` so that rounds write back to the engine;
+//! - `WA_CRASH_VERBOSE=1`: a line per round.
 //!
 //! A long run: `WA_CRASH_KILLS=200 cargo test --release -p wa-store --test
 //! crash_loop -- --nocapture`. On failure the data directory and the store's
@@ -98,10 +101,15 @@ async fn crash_loop(engine: &str) {
     let dir = tempfile::tempdir().unwrap();
     write_files(dir.path());
     let cfg = dir.path().join("store.toml");
+    let extra = env_or("WA_CRASH_EXTRA_TOML", String::new());
+    if !extra.is_empty() {
+        eprintln!("crash-loop engine={engine} extra config: {extra:?}");
+    }
     // Room for everything a long run writes: a refusal for a full mailbox
     // would only thin the test.
     let config = config_toml(dir.path(), "127.0.0.1:0", engine)
-        + "[mailbox]\nmax_items = 1000000000\nmax_bytes = \"1 TiB\"\n";
+        + "[mailbox]\nmax_items = 1000000000\nmax_bytes = \"1 TiB\"\n"
+        + &extra;
     std::fs::write(&cfg, config).unwrap();
     let mut run = Run {
         dir: dir.path().to_owned(),
