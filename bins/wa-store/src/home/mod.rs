@@ -403,11 +403,15 @@ pub async fn expire_before(
     }
 }
 
+/// Most cache bytes the shutdown writes to the engine (more stays in the
+/// journal for the next start to replay).
+const FINAL_WRITE_BACK_MAX: u64 = 32 << 20;
+
 /// The write-back task: every quarter of the sync delay, asks every shard to
 /// write the items that lingered to the engine, flushes the engine, then
 /// settles those items' journal segments and deletes the segments nothing
-/// needs any more. On `stop` it runs one last round that writes everything,
-/// so that a clean restart replays nothing.
+/// needs any more. On `stop` it runs one last round, which writes the whole
+/// cache if it is small (see [`FINAL_WRITE_BACK_MAX`]).
 pub async fn write_back(
     home: Home,
     storage: Arc<dyn Storage>,
@@ -423,10 +427,23 @@ pub async fn write_back(
             _ = tick.tick() => false,
             () = stop.cancelled() => true,
         };
-        if last && let Err(e) = journal.seal() {
+        // At shutdown a small cache is written out so the next start replays
+        // nothing; a large one is left to the journal, which already holds it,
+        // so that stopping never outlasts the grace period.
+        let dirty = metrics
+            .cache_bytes
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let all = last && dirty <= FINAL_WRITE_BACK_MAX;
+        if last && !all {
+            tracing::info!(
+                bytes = dirty,
+                "leaving the cache to the journal; the next start replays it"
+            );
+        }
+        if all && let Err(e) = journal.seal() {
             tracing::error!(error = %e, "cannot seal the journal at shutdown");
         }
-        let done = write_back_once(&home, &storage, &journal, sync_delay, last, &metrics).await;
+        let done = write_back_once(&home, &storage, &journal, sync_delay, all, &metrics).await;
         if last || done.is_err() {
             return;
         }
