@@ -63,7 +63,11 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match rt.block_on(serve(config)) {
+    let outcome = rt.block_on(serve(config));
+    // A blocking engine call that never returns must not keep the process
+    // alive past its grace period (serve already gave up waiting for it).
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("wa-store: {e:#}");

@@ -90,10 +90,11 @@ struct Harness {
 }
 
 fn open_storage(dir: &std::path::Path, fjall: bool) -> Arc<dyn Storage> {
+    use crate::storage::tests::retrying;
     if fjall {
-        Arc::new(FjallStorage::open(&dir.join("fjall")).unwrap())
+        Arc::new(retrying(|| FjallStorage::open(&dir.join("fjall"))).unwrap())
     } else {
-        Arc::new(SledStorage::open(&dir.join("sled")).unwrap())
+        Arc::new(retrying(|| SledStorage::open(&dir.join("sled"))).unwrap())
     }
 }
 

@@ -130,7 +130,7 @@ pub trait Storage: Send + Sync + 'static {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use bytes::Bytes;
     use common::proto::{ItemKind, envelope::Content};
@@ -158,11 +158,35 @@ mod tests {
 
     type Open = fn(&Path) -> Result<Box<dyn Storage>, StorageError>;
 
+    /// Engines release their files from background threads a moment after
+    /// the last handle is dropped; a reopen in the same process may have to
+    /// wait for that (a new process never does).
+    pub(crate) fn retrying<T>(
+        mut open: impl FnMut() -> Result<T, StorageError>,
+    ) -> Result<T, StorageError> {
+        let started = std::time::Instant::now();
+        loop {
+            match open() {
+                Err(e) if started.elapsed() < std::time::Duration::from_secs(10) => {
+                    eprintln!("reopen failed, retrying: {e}");
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                r => return r,
+            }
+        }
+    }
+
     fn sled(p: &Path) -> Result<Box<dyn Storage>, StorageError> {
+        if !p.exists() || p.is_dir() {
+            return retrying(|| Ok(Box::new(SledStorage::open(p)?) as Box<dyn Storage>));
+        }
         Ok(Box::new(SledStorage::open(p)?))
     }
 
     fn fjall(p: &Path) -> Result<Box<dyn Storage>, StorageError> {
+        if !p.exists() || p.is_dir() {
+            return retrying(|| Ok(Box::new(FjallStorage::open(p)?) as Box<dyn Storage>));
+        }
         Ok(Box::new(FjallStorage::open(p)?))
     }
 
