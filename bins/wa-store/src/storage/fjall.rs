@@ -34,6 +34,7 @@ impl FjallStorage {
             path: dir.to_owned(),
             source,
         };
+        clear_unfinished_creation(dir).map_err(|e| open_err(Box::new(e)))?;
         std::fs::create_dir_all(dir).map_err(|e| open_err(Box::new(e)))?;
         let db = fjall::Database::builder(dir)
             // Durability is ours to decide: the group-commit flusher persists.
@@ -45,6 +46,42 @@ impl FjallStorage {
             .map_err(|e| open_err(Box::new(e)))?;
         Ok(FjallStorage { db, ks })
     }
+}
+
+/// fjall writes its `version` marker last when it creates a database, after
+/// the lock file, the `keyspaces` folder and a preallocated `0.jnl`. A kill
+/// in between leaves those behind without the marker, and the next open
+/// then fails for good ("0.jnl: File exists") because fjall tries to create
+/// the database again. Without the marker nothing was ever written, so the
+/// leftovers are removed and creation starts over. Anything else in the
+/// folder means it is not such a leftover, and nothing is touched.
+fn clear_unfinished_creation(dir: &Path) -> std::io::Result<()> {
+    if !dir.is_dir() || dir.join("version").exists() {
+        return Ok(());
+    }
+    let mut leftovers = Vec::new();
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        let known = name == "lock" || name == "keyspaces" || name.ends_with(".jnl");
+        if !known {
+            return Ok(());
+        }
+        leftovers.push(e.path());
+    }
+    if leftovers.is_empty() {
+        return Ok(());
+    }
+    tracing::warn!(dir = %dir.display(), "removing an fjall database whose creation was interrupted (no version marker; it holds no data)");
+    for p in leftovers {
+        if p.is_dir() {
+            std::fs::remove_dir_all(&p)?;
+        } else {
+            std::fs::remove_file(&p)?;
+        }
+    }
+    Ok(())
 }
 
 impl Storage for FjallStorage {
@@ -183,5 +220,62 @@ impl Storage for FjallStorage {
         self.db
             .persist(fjall::PersistMode::SyncAll)
             .map_err(engine("flush"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a kill during fjall's very first open leaves (seen in the crash
+    /// loop's first-open reproducer): lock, keyspaces/, a preallocated 0.jnl,
+    /// no version marker.
+    fn leave_unfinished_creation(dir: &Path) {
+        std::fs::create_dir_all(dir.join("keyspaces")).unwrap();
+        std::fs::write(dir.join("lock"), b"").unwrap();
+        let f = std::fs::File::create(dir.join("0.jnl")).unwrap();
+        f.set_len(64 << 20).unwrap();
+    }
+
+    #[test]
+    fn an_interrupted_creation_is_cleared_and_needed_to_be() {
+        // Needed: fjall alone cannot open what the kill left.
+        let raw = tempfile::tempdir().unwrap();
+        leave_unfinished_creation(raw.path());
+        let err = fjall::Database::builder(raw.path()).open().err();
+        assert!(
+            err.is_some(),
+            "fjall opens the leftovers by itself; the cleanup is no longer needed"
+        );
+
+        // Sufficient: our open clears them and works, and the store is usable.
+        let dir = tempfile::tempdir().unwrap();
+        leave_unfinished_creation(dir.path());
+        let s = FjallStorage::open(dir.path()).unwrap();
+        s.set_last_seen("bob", 7).unwrap();
+        s.flush().unwrap();
+        assert_eq!(s.last_seen("bob").unwrap(), Some(7));
+    }
+
+    #[test]
+    fn a_real_database_is_never_cleared() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = FjallStorage::open(dir.path()).unwrap();
+            s.set_last_seen("bob", 7).unwrap();
+            s.flush().unwrap();
+        }
+        let s = crate::storage::tests::retrying(|| FjallStorage::open(dir.path())).unwrap();
+        assert_eq!(s.last_seen("bob").unwrap(), Some(7));
+        // An unknown file in a folder without a marker: left alone (open fails
+        // rather than deleting something we do not understand).
+        let odd = tempfile::tempdir().unwrap();
+        leave_unfinished_creation(odd.path());
+        std::fs::write(odd.path().join("notes.txt"), b"keep me").unwrap();
+        assert!(FjallStorage::open(odd.path()).is_err());
+        assert_eq!(
+            std::fs::read(odd.path().join("notes.txt")).unwrap(),
+            b"keep me"
+        );
     }
 }
