@@ -142,10 +142,11 @@ async fn start(args: &Args, engine: &str) -> Store {
         + "[mailbox]\nmax_items = 1000000000\nmax_bytes = \"1 TiB\"\n";
     let config: wa_store::Config = toml::from_str(&text).unwrap();
     let shutdown = CancellationToken::new();
-    let store = tokio::task::spawn_blocking(move || wa_store::Store::open(config))
-        .await
-        .unwrap()
-        .unwrap();
+    let store =
+        tokio::task::spawn_blocking(move || wa_store::Store::open(config).map_err(Box::new))
+            .await
+            .unwrap()
+            .unwrap();
     let metrics = store.metrics();
     let task = tokio::spawn(store.serve(listener, shutdown.clone()));
     Store {
