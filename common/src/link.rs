@@ -17,7 +17,7 @@ pub const LINK_ALPN: &[u8] = b"wa-link/1";
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct LinkUp {
-    #[prost(oneof = "link_up::Kind", tags = "1, 2, 3, 4, 5, 6, 7")]
+    #[prost(oneof = "link_up::Kind", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9")]
     pub kind: Option<link_up::Kind>,
 }
 
@@ -44,7 +44,83 @@ pub mod link_up {
         /// Subscribe (or unsubscribe) `session` to the presence of `target`.
         #[prost(message, tag = "7")]
         Watch(super::Watch),
+        /// Read or compare-and-set one record of the home's small versioned
+        /// key-value service; answered by `KvResult` with the same `req`.
+        #[prost(message, tag = "8")]
+        Kv(super::KvReq),
+        /// Refuse `generation`s below this one for a device of a user from now
+        /// on and close its sessions that carry one; answered by `RevokeResult`.
+        #[prost(message, tag = "9")]
+        Revoke(super::Revoke),
     }
+}
+
+/// The key spaces of the home's key-value service. A record lives at the
+/// home of its key: `ClusterMap::home(key)`, the same routing as a user id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+#[repr(i32)]
+pub enum KvSpace {
+    Unspecified = 0,
+    /// key = an E.164 phone number, value = the user id registered with it.
+    Phone = 1,
+    /// key = a user id, value = its account record (opaque to the store).
+    Account = 2,
+}
+
+/// Largest value the key-value service stores.
+pub const MAX_KV_VALUE: usize = 16 * 1024;
+/// Longest key (phone numbers and user ids are far shorter).
+pub const MAX_KV_KEY: usize = 128;
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct KvReq {
+    #[prost(uint64, tag = "1")]
+    pub req: u64,
+    #[prost(enumeration = "KvSpace", tag = "2")]
+    pub space: i32,
+    #[prost(string, tag = "3")]
+    pub key: String,
+    #[prost(oneof = "kv_req::Op", tags = "4, 5")]
+    pub op: Option<kv_req::Op>,
+}
+
+pub mod kv_req {
+    #[derive(Clone, PartialEq, prost::Oneof)]
+    pub enum Op {
+        #[prost(message, tag = "4")]
+        Get(super::KvGet),
+        #[prost(message, tag = "5")]
+        Put(super::KvPut),
+    }
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct KvGet {}
+
+/// Stores `value` if the record's version is still `expected_version` (0 =
+/// never written); the new version is one more. An empty value deletes the
+/// record (its version keeps rising, so a deleted record is never confused
+/// with one that was never written).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct KvPut {
+    #[prost(bytes = "bytes", tag = "1")]
+    pub value: Bytes,
+    #[prost(uint64, tag = "2")]
+    pub expected_version: u64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Revoke {
+    #[prost(uint64, tag = "1")]
+    pub req: u64,
+    #[prost(string, tag = "2")]
+    pub user: String,
+    #[prost(uint32, tag = "3")]
+    pub device: u32,
+    /// The lowest generation still accepted for (`user`, `device`); the home
+    /// never lowers it.
+    #[prost(uint32, tag = "4")]
+    pub generation: u32,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -122,7 +198,7 @@ pub struct Watch {
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct LinkDown {
-    #[prost(oneof = "link_down::Kind", tags = "1, 2, 3, 4, 5, 6")]
+    #[prost(oneof = "link_down::Kind", tags = "1, 2, 3, 4, 5, 6, 7, 8")]
     pub kind: Option<link_down::Kind>,
 }
 
@@ -144,7 +220,48 @@ pub mod link_down {
         /// Close this session with `code`.
         #[prost(message, tag = "6")]
         Kick(super::Kick),
+        /// The answer to `Kv`, sent once what it reports is durable.
+        #[prost(message, tag = "7")]
+        KvResult(super::KvResult),
+        /// The answer to `Revoke`, sent once the revocation is durable.
+        #[prost(message, tag = "8")]
+        RevokeResult(super::RevokeResult),
     }
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct KvResult {
+    #[prost(uint64, tag = "1")]
+    pub req: u64,
+    /// 0 on success (including a refused compare-and-set, see `conflict`),
+    /// else a [`crate::proto::Code`].
+    #[prost(uint32, tag = "2")]
+    pub code: u32,
+    /// The record's value after the operation (empty: absent or deleted).
+    #[prost(bytes = "bytes", tag = "3")]
+    pub value: Bytes,
+    /// The record's version after the operation (0: never written).
+    #[prost(uint64, tag = "4")]
+    pub version: u64,
+    /// A `Put` found another version than it expected and stored nothing;
+    /// `value` and `version` are the current ones.
+    #[prost(bool, tag = "5")]
+    pub conflict: bool,
+    /// For the `ACCOUNT` space: when the user was last connected (unix ms;
+    /// now if connected; 0 if never seen).
+    #[prost(uint64, tag = "6")]
+    pub last_seen_ms: u64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RevokeResult {
+    #[prost(uint64, tag = "1")]
+    pub req: u64,
+    #[prost(uint32, tag = "2")]
+    pub code: u32,
+    /// Sessions closed with `REVOKED` by this request.
+    #[prost(uint32, tag = "3")]
+    pub kicked: u32,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]

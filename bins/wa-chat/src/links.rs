@@ -469,6 +469,10 @@ async fn read_loop<R: AsyncRead + Unpin>(
                         .kill(Code::from_u32(k.code).unwrap_or(Code::Internal));
                 }
             }
+            // Answers to requests this edge never makes (wa-register's).
+            link_down::Kind::KvResult(_) | link_down::Kind::RevokeResult(_) => {
+                tracing::debug!("unexpected key-value or revoke answer ignored")
+            }
         }
     }
 }

@@ -1,7 +1,8 @@
 //! The journal: what makes an append durable before (and usually instead of)
 //! reaching the storage engine.
 //!
-//! Appends and deletes are written as records to numbered segment files
+//! Appends and deletes (and key-value writes and revocations, which also go
+//! straight to the engine) are written as records to numbered segment files
 //! (`journal/00000000000000000001.wal`, …). The group-commit flusher calls
 //! [`Journal::sync`] (one `fdatasync` for every record written before it);
 //! the write-back cache (`crate::home`) keeps the mailbox items in memory and
@@ -31,7 +32,7 @@ const MAX_RECORD: usize = common::link::MAX_LINK_FRAME + 1024;
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Record {
-    #[prost(oneof = "record::Kind", tags = "1, 2")]
+    #[prost(oneof = "record::Kind", tags = "1, 2, 3, 4")]
     pub kind: Option<record::Kind>,
 }
 
@@ -42,7 +43,35 @@ pub mod record {
         Append(super::AppendRecord),
         #[prost(message, tag = "2")]
         Delete(super::DeleteRecord),
+        /// A key-value record as stored (written through to the engine too).
+        #[prost(message, tag = "3")]
+        Kv(super::KvRecord),
+        /// A device generation revoked (written through to the engine too).
+        #[prost(message, tag = "4")]
+        Revoke(super::RevokeRecord),
     }
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct KvRecord {
+    #[prost(uint32, tag = "1")]
+    pub space: u32,
+    #[prost(string, tag = "2")]
+    pub key: String,
+    #[prost(uint64, tag = "3")]
+    pub version: u64,
+    #[prost(bytes = "vec", tag = "4")]
+    pub value: Vec<u8>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RevokeRecord {
+    #[prost(string, tag = "1")]
+    pub user: String,
+    #[prost(uint32, tag = "2")]
+    pub device: u32,
+    #[prost(uint32, tag = "3")]
+    pub generation: u32,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]

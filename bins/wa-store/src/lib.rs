@@ -247,6 +247,11 @@ pub(crate) fn recover(
             Ok(())
         }
         Some(Kind::Delete(d)) => storage.delete(&d.user, &d.seqs).map(|_| ()),
+        // Records hold the whole state, so replaying one twice (or over a
+        // newer engine write of the same key, which can only be later in
+        // the journal too) ends in the same place.
+        Some(Kind::Kv(k)) => storage.kv_put(k.space as u8, &k.key, k.version, &k.value),
+        Some(Kind::Revoke(r)) => storage.set_min_generation(&r.user, r.device, r.generation),
         None => Ok(()),
     })?;
     let (records, torn) = outcome?;

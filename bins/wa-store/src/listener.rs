@@ -203,7 +203,32 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 session: a.session,
                 user: a.user,
                 device: a.device,
+                generation: a.generation,
             },
+            link_up::Kind::Kv(k) => match kv_op(link, k) {
+                Ok(op) => op,
+                Err(result) => {
+                    link.send(link_down::Kind::KvResult(result));
+                    continue;
+                }
+            },
+            link_up::Kind::Revoke(r) => {
+                if !common::proto::ids::valid_user_id(&r.user) {
+                    link.send(link_down::Kind::RevokeResult(common::link::RevokeResult {
+                        req: r.req,
+                        code: common::proto::Code::BadRecipient as u32,
+                        kicked: 0,
+                    }));
+                    continue;
+                }
+                Op::Revoke {
+                    link: link.clone(),
+                    req: r.req,
+                    user: r.user,
+                    device: r.device,
+                    generation: r.generation,
+                }
+            }
             link_up::Kind::Detach(d) => Op::Detach {
                 link: link.id,
                 session: d.session,
@@ -233,6 +258,40 @@ async fn read_loop<R: AsyncRead + Unpin>(
     }
     // Read side over: the edge is gone, so stop writing to it too.
     dead.cancel();
+}
+
+/// A key-value request as a home operation, or the answer refusing it.
+fn kv_op(link: &LinkTx, k: common::link::KvReq) -> Result<Op, common::link::KvResult> {
+    use common::link::{KvResult, KvSpace, MAX_KV_KEY, MAX_KV_VALUE, kv_req};
+    let refuse = |code: common::proto::Code| KvResult {
+        req: k.req,
+        code: code as u32,
+        ..Default::default()
+    };
+    let space = match KvSpace::try_from(k.space) {
+        Ok(s @ (KvSpace::Phone | KvSpace::Account)) => s,
+        _ => return Err(refuse(common::proto::Code::BadFrame)),
+    };
+    if k.key.is_empty() || k.key.len() > MAX_KV_KEY {
+        return Err(refuse(common::proto::Code::BadRecipient));
+    }
+    let put = match k.op {
+        None => return Err(refuse(common::proto::Code::BadFrame)),
+        Some(kv_req::Op::Get(_)) => None,
+        Some(kv_req::Op::Put(p)) => {
+            if p.value.len() > MAX_KV_VALUE {
+                return Err(refuse(common::proto::Code::BodyTooLarge));
+            }
+            Some((p.value, p.expected_version))
+        }
+    };
+    Ok(Op::Kv {
+        link: link.clone(),
+        req: k.req,
+        space,
+        key: k.key,
+        put,
+    })
 }
 
 /// Drains the link's queue onto the socket until every sender is gone (all

@@ -87,6 +87,7 @@ pub enum Op {
         session: u64,
         user: String,
         device: u32,
+        generation: u32,
     },
     Detach {
         link: LinkId,
@@ -109,6 +110,24 @@ pub enum Op {
         session: u64,
         target: String,
         watch: bool,
+    },
+    /// Read or compare-and-set a key-value record (on the shard of `key`).
+    Kv {
+        link: LinkTx,
+        req: u64,
+        space: common::link::KvSpace,
+        key: String,
+        /// `None`: read; `Some((value, expected_version))`: compare-and-set.
+        put: Option<(bytes::Bytes, u64)>,
+    },
+    /// Raise the lowest accepted generation of (`user`, `device`) and close
+    /// the sessions below it.
+    Revoke {
+        link: LinkTx,
+        req: u64,
+        user: String,
+        device: u32,
+        generation: u32,
     },
     /// A link ended: forget its sessions and presence watches (sent to every
     /// shard, after the link's last operation).
@@ -165,6 +184,10 @@ impl Op {
             Op::Typing { to, .. } => Some(to),
             Op::Watch { target, .. } => Some(target),
             Op::Expire { user, .. } => Some(user),
+            // An account record lives on the shard of its user, so a read
+            // can tell whether that user is online.
+            Op::Kv { key, .. } => Some(key),
+            Op::Revoke { user, .. } => Some(user),
             Op::LinkGone { .. } | Op::WriteBack { .. } => None,
         }
     }

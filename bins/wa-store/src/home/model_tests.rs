@@ -255,6 +255,7 @@ impl Harness {
             session,
             user: user.into(),
             device: 1,
+            generation: 1,
         })
         .await;
         let pushed: Vec<(u64, Item)> = self
@@ -361,6 +362,23 @@ impl Storage for NoStorage {
         unreachable!()
     }
     fn set_last_seq(&self, _: &str, _: u64) -> Result<(), crate::storage::StorageError> {
+        unreachable!()
+    }
+    fn kv_get(&self, _: u8, _: &str) -> Result<(u64, Vec<u8>), crate::storage::StorageError> {
+        unreachable!()
+    }
+    fn kv_put(&self, _: u8, _: &str, _: u64, _: &[u8]) -> Result<(), crate::storage::StorageError> {
+        unreachable!()
+    }
+    fn min_generation(&self, _: &str, _: u32) -> Result<u32, crate::storage::StorageError> {
+        unreachable!()
+    }
+    fn set_min_generation(
+        &self,
+        _: &str,
+        _: u32,
+        _: u32,
+    ) -> Result<(), crate::storage::StorageError> {
         unreachable!()
     }
     fn flush(&self) -> Result<(), crate::storage::StorageError> {

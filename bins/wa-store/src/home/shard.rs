@@ -14,7 +14,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
-use common::link::{AppendResult, Kick, PUSH_WINDOW, PresenceDown, Push, TypingDown, link_down};
+use common::link::{
+    AppendResult, Kick, KvResult, KvSpace, PUSH_WINDOW, PresenceDown, Push, RevokeResult,
+    TypingDown, link_down,
+};
 use common::proto::{Code, Envelope, ItemKind, ids};
 use prost::Message;
 use tokio::sync::mpsc;
@@ -22,13 +25,16 @@ use tokio::sync::mpsc;
 use super::recent::Recent;
 use super::{CacheConfig, Limits, LinkId, LinkTx, Op, RoundReport};
 use crate::flusher::{Commit, FlushError, Settled};
-use crate::journal::{AppendRecord, DeleteRecord, Journal, Record, record};
+use crate::journal::{AppendRecord, DeleteRecord, Journal, KvRecord, Record, RevokeRecord, record};
 use crate::metrics::Metrics;
 use crate::storage::{DedupeKey, Item, Original, Storage, StorageError};
 
 struct Session {
     link: LinkTx,
     id: u64,
+    device: u32,
+    /// The device generation its credential carries (see `Op::Revoke`).
+    generation: u32,
     /// The next sequence number to consider pushing.
     cursor: u64,
     /// Pushed and not yet acknowledged.
@@ -87,6 +93,9 @@ struct Pending {
     seq: u64,
     /// The user whose mailbox got a new item (None for a duplicate).
     fresh: Option<String>,
+    /// Not an append: this answer (a `KvResult` or `RevokeResult`) is sent
+    /// instead, its code replaced if the flush failed.
+    other: Option<link_down::Kind>,
 }
 
 pub(super) struct Shard {
@@ -182,7 +191,34 @@ impl Shard {
                 session,
                 user,
                 device,
-            } => self.attach(link, session, user, device),
+                generation,
+            } => self.attach(link, session, user, device, generation),
+            Op::Kv {
+                link,
+                req,
+                space,
+                key,
+                put,
+            } => {
+                let answer = self
+                    .kv(req, space, &key, put)
+                    .unwrap_or_else(|code| KvResult {
+                        req,
+                        code: code as u32,
+                        ..Default::default()
+                    });
+                self.answer_when_durable(link, link_down::Kind::KvResult(answer));
+            }
+            Op::Revoke {
+                link,
+                req,
+                user,
+                device,
+                generation,
+            } => {
+                let answer = self.revoke(req, &user, device, generation);
+                self.answer_when_durable(link, link_down::Kind::RevokeResult(answer));
+            }
             Op::Detach {
                 link,
                 session,
@@ -287,6 +323,7 @@ impl Shard {
                 server_ts_ms: original.server_ts_ms,
                 seq: original.seq,
                 fresh: None,
+                other: None,
             });
             return Ok(());
         }
@@ -359,6 +396,7 @@ impl Shard {
             server_ts_ms,
             seq,
             fresh: Some(to),
+            other: None,
         });
         Ok(())
     }
@@ -376,6 +414,23 @@ impl Shard {
                 Err(FlushError::Failed) => Code::Internal as u32,
                 Err(FlushError::Stopped) => Code::Unavailable as u32,
             };
+            if let Some(mut answer) = p.other {
+                if code != 0 {
+                    match &mut answer {
+                        link_down::Kind::KvResult(r) => {
+                            *r = KvResult {
+                                req: r.req,
+                                code,
+                                ..Default::default()
+                            }
+                        }
+                        link_down::Kind::RevokeResult(r) => r.code = code,
+                        _ => {}
+                    }
+                }
+                p.link.send(answer);
+                continue;
+            }
             p.link.send(link_down::Kind::AppendResult(AppendResult {
                 req: p.req,
                 code,
@@ -398,8 +453,158 @@ impl Shard {
         }
     }
 
-    fn attach(&mut self, link: LinkTx, session: u64, user: String, device: u32) {
+    /// Queues `answer` behind a ticket covering every write so far, so that
+    /// nothing it reports (even a read) can be lost by a crash after it went out.
+    fn answer_when_durable(&mut self, link: LinkTx, answer: link_down::Kind) {
+        self.pending.push_back(Pending {
+            ticket: self.commit.current(),
+            link,
+            req: 0,
+            server_ts_ms: 0,
+            seq: 0,
+            fresh: None,
+            other: Some(answer),
+        });
+    }
+
+    /// A key-value read or compare-and-set. A write goes to the engine and
+    /// the journal (whose sync makes it durable; the journal segment is kept
+    /// until an engine flush has covered it, like a delete's).
+    fn kv(
+        &mut self,
+        req: u64,
+        space: KvSpace,
+        key: &str,
+        put: Option<(bytes::Bytes, u64)>,
+    ) -> Result<KvResult, Code> {
+        let sp = space as i32 as u8;
+        let (version, value) = self.storage.kv_get(sp, key).map_err(internal)?;
+        let last_seen_ms = if space == KvSpace::Account {
+            match self.users.get(key) {
+                Some(u) if !u.sessions.is_empty() => common::fsutil::now_ms(),
+                Some(u) => u.last_seen.unwrap_or(0),
+                None => self.storage.last_seen(key).map_err(internal)?.unwrap_or(0),
+            }
+        } else {
+            0
+        };
+        let current = |conflict| KvResult {
+            req,
+            code: 0,
+            value: value.clone().into(),
+            version,
+            conflict,
+            last_seen_ms,
+        };
+        let Some((new, expected)) = put else {
+            return Ok(current(false));
+        };
+        if expected != version {
+            return Ok(current(true));
+        }
+        let version = version + 1;
+        self.storage
+            .kv_put(sp, key, version, &new)
+            .map_err(internal)?;
+        let rec = Record {
+            kind: Some(record::Kind::Kv(KvRecord {
+                space: u32::from(sp),
+                key: key.to_owned(),
+                version,
+                value: new.to_vec(),
+            })),
+        };
+        self.journal.append(&rec, false).map_err(internal)?;
+        self.commit.ticket();
+        Ok(KvResult {
+            req,
+            code: 0,
+            value: new,
+            version,
+            conflict: false,
+            last_seen_ms,
+        })
+    }
+
+    /// Records the lowest accepted generation of (`user`, `device`) and
+    /// closes that device's sessions below it with `REVOKED`.
+    fn revoke(&mut self, req: u64, user: &str, device: u32, generation: u32) -> RevokeResult {
+        let mut kicked = 0;
+        if let Some(u) = self.users.get_mut(user) {
+            let before = u.sessions.len();
+            u.sessions.retain(|s| {
+                let revoked = s.device == device && s.generation < generation;
+                if revoked {
+                    s.link.send(link_down::Kind::Kick(Kick {
+                        session: s.id,
+                        code: Code::Revoked as u32,
+                    }));
+                }
+                !revoked
+            });
+            kicked = (before - u.sessions.len()) as u32;
+            if before > 0 && u.sessions.is_empty() {
+                went_offline(&*self.storage, u, user);
+            }
+        }
+        self.evict_if_idle(user);
+        tracing::info!(device, generation, kicked, "device generation revoked");
+        let stored = self
+            .storage
+            .set_min_generation(user, device, generation)
+            .map_err(internal)
+            .and_then(|()| {
+                let rec = Record {
+                    kind: Some(record::Kind::Revoke(RevokeRecord {
+                        user: user.to_owned(),
+                        device,
+                        generation,
+                    })),
+                };
+                self.journal.append(&rec, false).map_err(internal)
+            });
+        if let Err(code) = stored {
+            return RevokeResult {
+                req,
+                code: code as u32,
+                kicked,
+            };
+        }
+        self.commit.ticket();
+        RevokeResult {
+            req,
+            code: 0,
+            kicked,
+        }
+    }
+
+    fn attach(&mut self, link: LinkTx, session: u64, user: String, device: u32, generation: u32) {
         let storage = Arc::clone(&self.storage);
+        match storage.min_generation(&user, device) {
+            Ok(min) if generation < min => {
+                tracing::info!(
+                    session,
+                    device,
+                    generation,
+                    min,
+                    "attach of a revoked device refused"
+                );
+                link.send(link_down::Kind::Kick(Kick {
+                    session,
+                    code: Code::Revoked as u32,
+                }));
+                return;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read a device generation; refusing the session");
+                link.send(link_down::Kind::Kick(Kick {
+                    session,
+                    code: Code::Internal as u32,
+                }));
+                return;
+            }
+        }
         let u = match self.load(&user) {
             Ok(u) => u,
             Err(e) => {
@@ -418,6 +623,8 @@ impl Shard {
         let mut s = Session {
             link,
             id: session,
+            device,
+            generation,
             cursor: 1,
             inflight: BTreeSet::new(),
         };

@@ -8,6 +8,8 @@
 //! | `03 len user` | last assigned `seq:u64be` |
 //! | `04 len user` | last seen `ms:u64be` |
 //! | `05 len user` | mailbox size `items:u64be bytes:u64be` |
+//! | `06 space:u8 len key` | key-value record `version:u64be value` |
+//! | `07 len user device:u32be` | lowest accepted device generation `u32be` |
 //!
 //! `len` is one byte: user ids are at most 64 bytes, and a length byte in front
 //! of each id keeps one user's keys from being a prefix of another's.
@@ -22,6 +24,8 @@ const DEDUPE: u8 = 2;
 pub(super) const SEQ: u8 = 3;
 pub(super) const SEEN: u8 = 4;
 pub(super) const SIZE: u8 = 5;
+const KV: u8 = 6;
+const MIN_GENERATION: u8 = 7;
 
 fn push_id(key: &mut Vec<u8>, id: &str) -> Result<(), StorageError> {
     let len = u8::try_from(id.len()).map_err(|_| StorageError::Corrupt {
@@ -111,6 +115,48 @@ pub(super) fn decode_size(v: Option<&[u8]>) -> Result<MailboxSize, StorageError>
         Some(v) => Err(StorageError::Corrupt {
             what: format!("mailbox size of {} bytes, expected 16", v.len()),
         }),
+    }
+}
+
+/// The key of a key-value record (`space` is a `common::link::KvSpace`).
+pub(super) fn kv_key(space: u8, key: &str) -> Result<Vec<u8>, StorageError> {
+    let mut k = Vec::with_capacity(3 + key.len());
+    k.push(KV);
+    k.push(space);
+    push_id(&mut k, key)?;
+    Ok(k)
+}
+
+pub(super) fn kv_value(version: u64, value: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(8 + value.len());
+    v.extend_from_slice(&version.to_be_bytes());
+    v.extend_from_slice(value);
+    v
+}
+
+/// (version, value) of a stored record; (0, empty) when absent.
+pub(super) fn decode_kv(v: Option<&[u8]>) -> Result<(u64, Vec<u8>), StorageError> {
+    match v {
+        None => Ok((0, Vec::new())),
+        Some(v) => Ok((be_u64(v, "key-value version")?, v[8..].to_vec())),
+    }
+}
+
+pub(super) fn min_generation_key(user: &str, device: u32) -> Result<Vec<u8>, StorageError> {
+    let mut k = user_key(MIN_GENERATION, user)?;
+    k.extend_from_slice(&device.to_be_bytes());
+    Ok(k)
+}
+
+pub(super) fn decode_generation(v: Option<&[u8]>) -> Result<u32, StorageError> {
+    match v {
+        None => Ok(0),
+        Some(v) => {
+            let b: [u8; 4] = v.try_into().map_err(|_| StorageError::Corrupt {
+                what: format!("device generation of {} bytes, expected 4", v.len()),
+            })?;
+            Ok(u32::from_be_bytes(b))
+        }
     }
 }
 

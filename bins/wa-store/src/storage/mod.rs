@@ -125,6 +125,24 @@ pub trait Storage: Send + Sync + 'static {
     /// Raises `user`'s last sequence number to `seq` (never lowers it).
     fn set_last_seq(&self, user: &str, seq: u64) -> Result<(), StorageError>;
 
+    /// A key-value record: (version, value); (0, empty) if never written.
+    /// `space` is a `common::link::KvSpace`.
+    fn kv_get(&self, space: u8, key: &str) -> Result<(u64, Vec<u8>), StorageError>;
+
+    /// Stores a key-value record as it is (the home does the compare-and-set).
+    fn kv_put(&self, space: u8, key: &str, version: u64, value: &[u8]) -> Result<(), StorageError>;
+
+    /// The lowest generation accepted for `user`'s `device` (0 if none was set).
+    fn min_generation(&self, user: &str, device: u32) -> Result<u32, StorageError>;
+
+    /// Raises the lowest accepted generation of `user`'s `device` (never lowers it).
+    fn set_min_generation(
+        &self,
+        user: &str,
+        device: u32,
+        generation: u32,
+    ) -> Result<(), StorageError>;
+
     /// Makes every write that returned before this call durable.
     fn flush(&self) -> Result<(), StorageError>;
 }
@@ -341,6 +359,44 @@ pub(crate) mod tests {
                 seq: 1
             }]
         );
+    }
+
+    #[test]
+    fn key_values_and_generations() {
+        for (name, open) in ENGINES {
+            eprintln!("engine {name}");
+            key_values_and_generations_on(open);
+        }
+    }
+
+    fn key_values_and_generations_on(open: Open) {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = open(dir.path()).unwrap();
+            assert_eq!(s.kv_get(1, "+15550001").unwrap(), (0, vec![]));
+            s.kv_put(1, "+15550001", 1, b"alice").unwrap();
+            s.kv_put(2, "+15550001", 4, b"other space").unwrap();
+            s.kv_put(1, "+1555000", 2, b"").unwrap();
+            assert_eq!(s.kv_get(1, "+15550001").unwrap(), (1, b"alice".to_vec()));
+            assert_eq!(s.kv_get(2, "+15550001").unwrap().0, 4);
+            // A key that is a prefix of another is its own record.
+            assert_eq!(s.kv_get(1, "+1555000").unwrap(), (2, vec![]));
+            s.kv_put(1, "+15550001", 2, b"bob").unwrap();
+
+            assert_eq!(s.min_generation("bob", 1).unwrap(), 0);
+            s.set_min_generation("bob", 1, 3).unwrap();
+            s.set_min_generation("bob", 1, 2).unwrap();
+            s.set_min_generation("bob", 2, 9).unwrap();
+            assert_eq!(s.min_generation("bob", 1).unwrap(), 3);
+            assert_eq!(s.min_generation("bobby", 1).unwrap(), 0);
+            // Not in the mailbox scans.
+            assert!(s.expired(u64::MAX, None, 10).unwrap().is_empty());
+            s.flush().unwrap();
+        }
+        let s = open(dir.path()).unwrap();
+        assert_eq!(s.kv_get(1, "+15550001").unwrap(), (2, b"bob".to_vec()));
+        assert_eq!(s.min_generation("bob", 1).unwrap(), 3);
+        assert_eq!(s.min_generation("bob", 2).unwrap(), 9);
     }
 
     #[test]

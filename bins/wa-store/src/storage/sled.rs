@@ -8,8 +8,9 @@ use std::path::Path;
 use prost::Message;
 
 use super::keys::{
-    ITEMS_END, ITEMS_START, SEEN, SEQ, SIZE, be_u64, decode_item, decode_original, decode_size,
-    dedupe_key, item_key, original_value, size_key_user, size_value, split_item_key, user_key,
+    ITEMS_END, ITEMS_START, SEEN, SEQ, SIZE, be_u64, decode_generation, decode_item, decode_kv,
+    decode_original, decode_size, dedupe_key, item_key, kv_key, kv_value, min_generation_key,
+    original_value, size_key_user, size_value, split_item_key, user_key,
 };
 use super::{DedupeKey, Expired, Item, MailboxSize, Original, Storage, StorageError};
 use common::proto::Envelope;
@@ -177,6 +178,43 @@ impl Storage for SledStorage {
         if self.last_seq(user)? < seq {
             self.db
                 .insert(user_key(SEQ, user)?, &seq.to_be_bytes()[..])
+                .map_err(engine("insert"))?;
+        }
+        Ok(())
+    }
+
+    fn kv_get(&self, space: u8, key: &str) -> Result<(u64, Vec<u8>), StorageError> {
+        let v = self.db.get(kv_key(space, key)?).map_err(engine("get"))?;
+        decode_kv(v.as_deref())
+    }
+
+    fn kv_put(&self, space: u8, key: &str, version: u64, value: &[u8]) -> Result<(), StorageError> {
+        self.db
+            .insert(kv_key(space, key)?, kv_value(version, value))
+            .map_err(engine("insert"))?;
+        Ok(())
+    }
+
+    fn min_generation(&self, user: &str, device: u32) -> Result<u32, StorageError> {
+        let v = self
+            .db
+            .get(min_generation_key(user, device)?)
+            .map_err(engine("get"))?;
+        decode_generation(v.as_deref())
+    }
+
+    fn set_min_generation(
+        &self,
+        user: &str,
+        device: u32,
+        generation: u32,
+    ) -> Result<(), StorageError> {
+        if self.min_generation(user, device)? < generation {
+            self.db
+                .insert(
+                    min_generation_key(user, device)?,
+                    &generation.to_be_bytes()[..],
+                )
                 .map_err(engine("insert"))?;
         }
         Ok(())
