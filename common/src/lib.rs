@@ -6,7 +6,8 @@
 //! - [`token`]: Ed25519 credential tokens.
 //! - [`cluster`]: the cluster map and fragment hashing.
 //! - with the `net` feature: [`wire`] (async frame I/O), [`tls`] (rustls/quinn
-//!   configuration on the *ring* provider) and [`client`] (the client library).
+//!   configuration on the *ring* provider), [`client`] (the client library)
+//!   and [`link_client`] (request/response over the internal link).
 
 pub mod cluster;
 pub mod fsutil;
@@ -16,6 +17,8 @@ pub mod token;
 
 #[cfg(feature = "net")]
 pub mod client;
+#[cfg(feature = "net")]
+pub mod link_client;
 #[cfg(feature = "net")]
 pub mod tls;
 #[cfg(feature = "net")]

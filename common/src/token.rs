@@ -55,6 +55,11 @@ impl TokenSigner {
         self.key.verifying_key()
     }
 
+    /// The private key, for writing it to a key file (`wactl`, test set-ups).
+    pub fn signing_key(&self) -> &SigningKey {
+        &self.key
+    }
+
     /// Mints a token; `claims.key_id` is set to this signer's id.
     pub fn sign(&self, mut claims: TokenClaims) -> String {
         claims.key_id = self.key_id.clone();

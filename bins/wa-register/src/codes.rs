@@ -1,0 +1,301 @@
+//! One-time codes: 6 digits from the OS CSPRNG, valid for `codes.ttl`,
+//! killed after `codes.max_checks` wrong guesses, used once. Only an
+//! HMAC-SHA256 of each code (keyed with a random key that never leaves this
+//! process) is kept, and guesses are compared to it in constant time.
+//!
+//! Codes live in memory, per number, with the number's resend schedule: the
+//! n-th code sent to a number must wait `resend_waits[n-1]` (the last wait
+//! repeats) before the next. A restart forgets both, which costs a user one
+//! more request and gives an attacker nothing (the per-number rate limit
+//! and the SMS provider's own limits still hold). Nothing here reads the
+//! clock: `now` is passed in.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+
+use crate::config::CodesConfig;
+
+/// Digits in a code.
+pub const CODE_LEN: usize = 6;
+
+/// Whether `s` has the shape of a code.
+pub fn valid_code(s: &str) -> bool {
+    s.len() == CODE_LEN && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Why a code was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckError {
+    /// No code was requested for this number (or it was used, or forgotten).
+    NoCode,
+    Expired,
+    /// Wrong; `left` more guesses before the code dies.
+    Wrong {
+        left: u32,
+    },
+    /// Too many wrong guesses: the code is dead; request a new one.
+    Exhausted,
+}
+
+/// A uniform 6-digit code from the OS generator (so that no code can be
+/// predicted from others), by rejection of the biased tail.
+fn random_code() -> String {
+    use rand::TryRngCore;
+    const LIMIT: u32 = u32::MAX - u32::MAX % 1_000_000;
+    loop {
+        let n = rand::rngs::OsRng
+            .try_next_u32()
+            .expect("the OS has randomness");
+        if n < LIMIT {
+            return format!("{:06}", n % 1_000_000);
+        }
+    }
+}
+
+struct Pending {
+    mac: [u8; 32],
+    expires: Instant,
+    wrong: u32,
+}
+
+struct NumberState {
+    /// Codes sent since the number was last forgotten.
+    sends: u32,
+    next_send: Instant,
+    touched: Instant,
+    code: Option<Pending>,
+}
+
+/// Every number's current code and resend schedule.
+pub struct Codes {
+    key: [u8; 32],
+    cfg: CodesConfig,
+    numbers: Mutex<HashMap<String, NumberState>>,
+}
+
+impl Codes {
+    pub fn new(cfg: CodesConfig) -> Codes {
+        Codes {
+            key: rand::random(),
+            cfg,
+            numbers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn mac(&self, number: &str, code: &str) -> [u8; 32] {
+        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&self.key)
+            .expect("HMAC takes a key of any length");
+        m.update(number.as_bytes());
+        m.update(b"\0");
+        m.update(code.as_bytes());
+        m.finalize().into_bytes().into()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, NumberState>> {
+        self.numbers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn wait_after(&self, sends: u32) -> Duration {
+        let w = &self.cfg.resend_waits;
+        w[(sends as usize).saturating_sub(1).min(w.len() - 1)]
+    }
+
+    /// How long `number` must still wait before another code (zero: now).
+    pub fn wait(&self, number: &str, now: Instant) -> Duration {
+        match self.lock().get(number) {
+            Some(s) if !self.forgotten(s, now) => s.next_send.saturating_duration_since(now),
+            _ => Duration::ZERO,
+        }
+    }
+
+    fn forgotten(&self, s: &NumberState, now: Instant) -> bool {
+        now.saturating_duration_since(s.touched) >= self.cfg.forget_after
+    }
+
+    /// A new code for `number` (`fixed` for test numbers), replacing any
+    /// earlier one, and the wait before the next; or the wait still due.
+    pub fn issue(
+        &self,
+        number: &str,
+        fixed: Option<&str>,
+        now: Instant,
+    ) -> Result<(String, Duration), Duration> {
+        let code = match fixed {
+            Some(c) => c.to_owned(),
+            None => random_code(),
+        };
+        let mac = self.mac(number, &code);
+        let mut numbers = self.lock();
+        let fresh = NumberState {
+            sends: 0,
+            next_send: now,
+            touched: now,
+            code: None,
+        };
+        let s = numbers.entry(number.to_owned()).or_insert(fresh);
+        if self.forgotten(s, now) {
+            s.sends = 0;
+            s.next_send = now;
+        }
+        if s.next_send > now {
+            return Err(s.next_send - now);
+        }
+        s.sends += 1;
+        let wait = self.wait_after(s.sends);
+        s.next_send = now + wait;
+        s.touched = now;
+        s.code = Some(Pending {
+            mac,
+            expires: now + self.cfg.ttl,
+            wrong: 0,
+        });
+        Ok((code, wait))
+    }
+
+    /// Withdraws the code just issued (its SMS could not be sent): the send
+    /// does not count towards the resend schedule.
+    pub fn withdraw(&self, number: &str) {
+        let mut numbers = self.lock();
+        if let Some(s) = numbers.get_mut(number) {
+            s.code = None;
+            s.sends = s.sends.saturating_sub(1);
+            s.next_send = s.touched;
+        }
+    }
+
+    /// Checks `code` for `number`. A right code stays valid until
+    /// [`Codes::consume`] (the registration may still need the PIN).
+    pub fn check(&self, number: &str, code: &str, now: Instant) -> Result<(), CheckError> {
+        let mac = self.mac(number, code);
+        let max = self.cfg.max_checks;
+        let mut numbers = self.lock();
+        let s = numbers.get_mut(number).ok_or(CheckError::NoCode)?;
+        let p = s.code.as_mut().ok_or(CheckError::NoCode)?;
+        if p.wrong >= max {
+            return Err(CheckError::Exhausted);
+        }
+        if now >= p.expires {
+            return Err(CheckError::Expired);
+        }
+        if bool::from(p.mac.ct_eq(&mac)) {
+            return Ok(());
+        }
+        p.wrong += 1;
+        if p.wrong >= max {
+            Err(CheckError::Exhausted)
+        } else {
+            Err(CheckError::Wrong {
+                left: max - p.wrong,
+            })
+        }
+    }
+
+    /// The code did its job: forget the number altogether (its resend
+    /// schedule starts over).
+    pub fn consume(&self, number: &str) {
+        self.lock().remove(number);
+    }
+
+    /// Forgets numbers untouched for `forget_after`; returns how many remain.
+    pub fn sweep(&self, now: Instant) -> usize {
+        let mut numbers = self.lock();
+        numbers.retain(|_, s| !self.forgotten(s, now));
+        numbers.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn codes() -> Codes {
+        Codes::new(CodesConfig::default())
+    }
+
+    #[test]
+    fn codes_are_six_digits_and_checked_once_right() {
+        let c = codes();
+        let now = Instant::now();
+        let (code, wait) = c.issue("+15550000001", None, now).unwrap();
+        assert!(valid_code(&code), "{code}");
+        assert_eq!(wait, Duration::from_secs(60));
+        assert_eq!(c.check("+15550000001", &code, now), Ok(()));
+        // Bound to its number.
+        assert_eq!(c.check("+15550000002", &code, now), Err(CheckError::NoCode));
+        c.consume("+15550000001");
+        assert_eq!(c.check("+15550000001", &code, now), Err(CheckError::NoCode));
+    }
+
+    #[test]
+    fn five_wrong_guesses_kill_the_code() {
+        let c = codes();
+        let now = Instant::now();
+        let (code, _) = c.issue("+15550000001", Some("123456"), now).unwrap();
+        for left in (1..5).rev() {
+            assert_eq!(
+                c.check("+15550000001", "000000", now),
+                Err(CheckError::Wrong { left })
+            );
+        }
+        assert_eq!(
+            c.check("+15550000001", "000000", now),
+            Err(CheckError::Exhausted)
+        );
+        assert_eq!(
+            c.check("+15550000001", &code, now),
+            Err(CheckError::Exhausted)
+        );
+    }
+
+    #[test]
+    fn codes_expire() {
+        let c = codes();
+        let now = Instant::now();
+        let (code, _) = c.issue("+15550000001", None, now).unwrap();
+        let later = now + Duration::from_secs(600);
+        assert_eq!(
+            c.check("+15550000001", &code, later),
+            Err(CheckError::Expired)
+        );
+    }
+
+    #[test]
+    fn resend_waits_escalate_then_repeat_and_reset() {
+        let c = codes();
+        let mut now = Instant::now();
+        let n = "+15550000001";
+        for minutes in [1, 2, 5, 10, 10] {
+            let (_, wait) = c.issue(n, None, now).unwrap();
+            assert_eq!(wait, Duration::from_secs(minutes * 60));
+            let early = now + wait - Duration::from_secs(1);
+            assert_eq!(c.issue(n, None, early), Err(Duration::from_secs(1)));
+            assert_eq!(c.wait(n, early), Duration::from_secs(1));
+            now += wait;
+        }
+        // An hour of silence starts the schedule over.
+        now += Duration::from_secs(3600);
+        assert_eq!(c.issue(n, None, now).unwrap().1, Duration::from_secs(60));
+        // A withdrawn send does not count.
+        c.withdraw(n);
+        assert_eq!(c.wait(n, now), Duration::ZERO);
+        assert_eq!(c.issue(n, None, now).unwrap().1, Duration::from_secs(60));
+        assert_eq!(c.sweep(now + Duration::from_secs(3600)), 0);
+    }
+
+    #[test]
+    fn codes_are_spread() {
+        let c = codes();
+        let now = Instant::now();
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..200 {
+            let (code, _) = c.issue(&format!("+1555000{i:04}"), None, now).unwrap();
+            seen.insert(code);
+        }
+        assert!(seen.len() > 190, "{} distinct of 200", seen.len());
+    }
+}

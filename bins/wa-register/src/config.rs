@@ -1,0 +1,712 @@
+//! The configuration of `wa-register`: a TOML file parsed into [`Config`],
+//! then checked by [`Config::validate`] (pure) and [`Config::check_files`]
+//! (reads every file the service needs), each reporting every problem at once
+//! with the key it concerns. The shipped sample is
+//! `packaging/etc/wa-register.toml`, which a test proves equal to
+//! [`Config::default`].
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The name this service gives itself on the internal link.
+    pub name: String,
+    /// `production` refuses the development-only `log` SMS provider.
+    pub mode: Mode,
+    pub listen: ListenConfig,
+    pub admin: AdminConfig,
+    pub tls: TlsConfig,
+    pub cluster: ClusterConfig,
+    pub tokens: TokensConfig,
+    pub codes: CodesConfig,
+    pub pin: PinConfig,
+    pub limits: LimitsConfig,
+    pub countries: CountriesConfig,
+    pub pumping: PumpingConfig,
+    pub sms: SmsConfig,
+    /// Numbers that get a fixed code and no SMS (app-store review, tests).
+    pub test_numbers: Vec<TestNumber>,
+    pub shutdown: ShutdownConfig,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Production,
+    Development,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenConfig {
+    /// The public HTTPS API (TLS 1.3, HTTP/1.1).
+    pub https: SocketAddr,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Plain HTTP `/metrics` (Prometheus) and `/healthz`; keep it on
+    /// loopback. Off when absent.
+    pub listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// How to reach the homes: the same files as wa-chat's `[cluster]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    pub map: PathBuf,
+    /// The CA that signed the stores' link certificates.
+    pub ca: PathBuf,
+    pub secret_file: PathBuf,
+    /// How long a home may take to answer.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokensConfig {
+    /// The id of the signing key; every token names it.
+    pub key_id: String,
+    /// Ed25519 private key, PKCS#8 PEM, readable by its owner only.
+    pub signing_key: PathBuf,
+    /// How long an issued token is valid.
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+    /// Older public keys whose tokens may still be refreshed (rotation).
+    pub verify_keys: Vec<TokenKey>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TokenKey {
+    pub id: String,
+    pub public_key: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CodesConfig {
+    /// How long a code may be used.
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+    /// Wrong guesses that kill a code.
+    pub max_checks: u32,
+    /// Wait after the 1st, 2nd, ... code sent to a number before the next;
+    /// the last wait repeats.
+    #[serde(deserialize_with = "durations")]
+    pub resend_waits: Vec<Duration>,
+    /// A number with no request for this long starts over at the first wait.
+    #[serde(with = "humantime_serde")]
+    pub forget_after: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PinConfig {
+    /// Server-side secret mixed into every PIN hash (Argon2id "secret"); at
+    /// least 16 bytes, readable by its owner only.
+    pub pepper_file: PathBuf,
+    /// Wrong PINs before the account allows only one try per `lockout`.
+    pub max_wrong: u32,
+    #[serde(with = "humantime_serde")]
+    pub lockout: Duration,
+    /// The registration lock lapses when the account was not seen this long.
+    #[serde(with = "humantime_serde")]
+    pub lapse_after: Duration,
+}
+
+/// `count` requests per `per`, with bursts up to `count`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Rate {
+    pub count: u32,
+    #[serde(with = "humantime_serde")]
+    pub per: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Code requests per phone number.
+    pub per_number: Rate,
+    /// Code requests per client address.
+    pub per_address: Rate,
+    /// Code requests per number prefix (the first `prefix_digits` digits).
+    pub per_prefix: Rate,
+    pub prefix_digits: usize,
+    /// Code requests of the whole service.
+    pub global: Rate,
+    /// Verification attempts per client address.
+    pub verify_per_address: Rate,
+    /// Largest request body.
+    pub max_body: ByteSize,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct CountriesConfig {
+    /// Number prefixes (`"+1"`, `"+44"`, `"+4930"`) that may register;
+    /// empty allows every number.
+    pub allow: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PumpingConfig {
+    /// Codes sent and verified are counted per prefix over this window.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// A prefix is suspect once it had at least this many codes sent...
+    pub min_sent: u64,
+    /// ...and fewer than this share of them verified.
+    pub min_verified_ratio: f64,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmsConfig {
+    pub provider: Provider,
+    pub log: LogSmsConfig,
+    pub webhook: WebhookConfig,
+    pub command: CommandConfig,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    Log,
+    Webhook,
+    Command,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSmsConfig {
+    /// Each code is appended here as `NUMBER CODE` (development only).
+    pub file: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookConfig {
+    /// `http://` or `https://` URL the message is POSTed to.
+    pub url: String,
+    pub content_type: String,
+    /// Body template: `{number}`, `{code}` and `{message}` are replaced.
+    pub body: String,
+    /// A file holding the `Authorization` header value, if the gateway wants one.
+    pub auth_header_file: Option<PathBuf>,
+    /// Roots for `https://` gateways (PEM bundle).
+    pub ca_file: PathBuf,
+    /// Per attempt, connect to answer.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Further attempts after a failure that may pass (network, 5xx, 429).
+    pub retries: u32,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CommandConfig {
+    /// Run with `args`; the number, code and message are in the environment
+    /// (`WA_SMS_NUMBER`, `WA_SMS_CODE`, `WA_SMS_MESSAGE`), never in argv.
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TestNumber {
+    pub number: String,
+    pub code: String,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownConfig {
+    #[serde(with = "humantime_serde")]
+    pub grace: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            name: "register-1".into(),
+            mode: Mode::Production,
+            listen: ListenConfig::default(),
+            admin: AdminConfig::default(),
+            tls: TlsConfig::default(),
+            cluster: ClusterConfig::default(),
+            tokens: TokensConfig::default(),
+            codes: CodesConfig::default(),
+            pin: PinConfig::default(),
+            limits: LimitsConfig::default(),
+            countries: CountriesConfig::default(),
+            pumping: PumpingConfig::default(),
+            sms: SmsConfig::default(),
+            test_numbers: Vec::new(),
+            shutdown: ShutdownConfig::default(),
+        }
+    }
+}
+
+impl Default for ListenConfig {
+    fn default() -> Self {
+        ListenConfig {
+            https: SocketAddr::from(([0, 0, 0, 0], 8444)),
+        }
+    }
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            cert: "/etc/wa/tls/cert.pem".into(),
+            key: "/etc/wa/tls/key.pem".into(),
+        }
+    }
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            map: "/etc/wa/cluster.toml".into(),
+            ca: "/etc/wa/tls/ca.pem".into(),
+            secret_file: "/etc/wa/cluster.secret".into(),
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Default for TokensConfig {
+    fn default() -> Self {
+        TokensConfig {
+            key_id: "k1".into(),
+            signing_key: "/etc/wa/keys/k1.key".into(),
+            ttl: Duration::from_secs(30 * 24 * 3600),
+            verify_keys: Vec::new(),
+        }
+    }
+}
+
+impl Default for CodesConfig {
+    fn default() -> Self {
+        CodesConfig {
+            ttl: Duration::from_secs(600),
+            max_checks: 5,
+            resend_waits: [1, 2, 5, 10].map(|m| Duration::from_secs(m * 60)).to_vec(),
+            forget_after: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl Default for PinConfig {
+    fn default() -> Self {
+        PinConfig {
+            pepper_file: "/etc/wa/register/pin.pepper".into(),
+            max_wrong: 10,
+            lockout: Duration::from_secs(24 * 3600),
+            lapse_after: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        let rate = |count, secs| Rate {
+            count,
+            per: Duration::from_secs(secs),
+        };
+        LimitsConfig {
+            per_number: rate(6, 3600),
+            per_address: rate(20, 3600),
+            per_prefix: rate(500, 3600),
+            prefix_digits: 6,
+            global: rate(100, 1),
+            verify_per_address: rate(60, 3600),
+            max_body: ByteSize::kib(4),
+        }
+    }
+}
+
+impl Default for PumpingConfig {
+    fn default() -> Self {
+        PumpingConfig {
+            window: Duration::from_secs(3600),
+            min_sent: 50,
+            min_verified_ratio: 0.2,
+        }
+    }
+}
+
+impl Default for SmsConfig {
+    fn default() -> Self {
+        SmsConfig {
+            provider: Provider::Webhook,
+            log: LogSmsConfig::default(),
+            webhook: WebhookConfig::default(),
+            command: CommandConfig::default(),
+        }
+    }
+}
+
+impl Default for LogSmsConfig {
+    fn default() -> Self {
+        LogSmsConfig {
+            file: "/var/lib/wa/register/codes.log".into(),
+        }
+    }
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        WebhookConfig {
+            url: "https://sms-gateway.example/send".into(),
+            content_type: "application/json".into(),
+            body: r#"{"to": "{number}", "text": "{message}"}"#.into(),
+            auth_header_file: None,
+            ca_file: "/etc/ssl/certs/ca-certificates.crt".into(),
+            timeout: Duration::from_secs(5),
+            retries: 2,
+        }
+    }
+}
+
+impl Default for CommandConfig {
+    fn default() -> Self {
+        CommandConfig {
+            program: "/usr/local/bin/wa-send-sms".into(),
+            args: Vec::new(),
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig {
+            grace: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    #[error("config is invalid:\n  {}", .0.join("\n  "))]
+    Invalid(Vec<String>),
+}
+
+impl Config {
+    /// Reads and parses `path`; does not validate.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// Checks the values themselves, without touching the file system.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut errs = Vec::new();
+        if self.name.is_empty() {
+            errs.push("name: must not be empty".to_string());
+        }
+        if self.mode == Mode::Production && self.sms.provider == Provider::Log {
+            errs.push(
+                "sms.provider: \"log\" writes codes to a file and is for development only; it is refused with mode = \"production\"".to_string(),
+            );
+        }
+        if self.tokens.key_id.is_empty() {
+            errs.push("tokens.key_id: must not be empty".to_string());
+        }
+        let mut ids = std::collections::HashSet::from([self.tokens.key_id.as_str()]);
+        for k in &self.tokens.verify_keys {
+            if !ids.insert(&k.id) {
+                errs.push(format!("tokens.verify_keys.id: {:?} appears twice", k.id));
+            }
+        }
+        let c = &self.codes;
+        if c.max_checks == 0 {
+            errs.push("codes.max_checks: must be at least 1".to_string());
+        }
+        if c.resend_waits.is_empty() {
+            errs.push("codes.resend_waits: at least one wait is needed".to_string());
+        }
+        let longest = c.resend_waits.iter().max().copied().unwrap_or_default();
+        if c.forget_after < longest {
+            errs.push(format!(
+                "codes.forget_after: must be at least the longest resend wait ({})",
+                humantime::format_duration(longest)
+            ));
+        }
+        let l = &self.limits;
+        for (key, r) in [
+            ("limits.per_number", l.per_number),
+            ("limits.per_address", l.per_address),
+            ("limits.per_prefix", l.per_prefix),
+            ("limits.global", l.global),
+            ("limits.verify_per_address", l.verify_per_address),
+        ] {
+            if r.count == 0 || r.per.is_zero() {
+                errs.push(format!("{key}: count and per must be more than zero"));
+            }
+        }
+        if !(1..=15).contains(&l.prefix_digits) {
+            errs.push("limits.prefix_digits: must be 1 to 15".to_string());
+        }
+        if l.max_body.as_u64() < 256 {
+            errs.push("limits.max_body: must be at least 256 B".to_string());
+        }
+        for p in &self.countries.allow {
+            let digits = p.strip_prefix('+').unwrap_or("");
+            if digits.is_empty() || digits.len() > 15 || !digits.bytes().all(|b| b.is_ascii_digit())
+            {
+                errs.push(format!(
+                    "countries.allow: {p:?} is not a number prefix such as \"+44\""
+                ));
+            }
+        }
+        if !(0.0..=1.0).contains(&self.pumping.min_verified_ratio) {
+            errs.push("pumping.min_verified_ratio: must be between 0 and 1".to_string());
+        }
+        for (key, d) in [
+            ("cluster.timeout", self.cluster.timeout),
+            ("tokens.ttl", self.tokens.ttl),
+            ("codes.ttl", c.ttl),
+            ("pin.lockout", self.pin.lockout),
+            ("pin.lapse_after", self.pin.lapse_after),
+            ("pumping.window", self.pumping.window),
+            ("sms.webhook.timeout", self.sms.webhook.timeout),
+            ("sms.command.timeout", self.sms.command.timeout),
+            ("shutdown.grace", self.shutdown.grace),
+        ] {
+            if d.is_zero() {
+                errs.push(format!("{key}: must be more than zero"));
+            }
+        }
+        if self.pin.max_wrong == 0 {
+            errs.push("pin.max_wrong: must be at least 1".to_string());
+        }
+        if self.sms.provider == Provider::Webhook {
+            let w = &self.sms.webhook;
+            match w.url.parse::<http::Uri>() {
+                Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() => {
+                }
+                _ => errs.push(format!(
+                    "sms.webhook.url: {:?} is not an http:// or https:// URL",
+                    w.url
+                )),
+            }
+            if !w.body.contains("{code}") && !w.body.contains("{message}") {
+                errs.push(
+                    "sms.webhook.body: must contain {code} or {message}, or no code is sent"
+                        .to_string(),
+                );
+            }
+            if http::HeaderValue::from_str(&w.content_type).is_err() {
+                errs.push("sms.webhook.content_type: not a valid header value".to_string());
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for t in &self.test_numbers {
+            if crate::phone::Number::parse(&t.number).is_err() {
+                errs.push(format!(
+                    "test_numbers.number: {:?} is not an E.164 number",
+                    t.number
+                ));
+            } else if !seen.insert(&t.number) {
+                errs.push(format!("test_numbers.number: {:?} appears twice", t.number));
+            }
+            if !crate::codes::valid_code(&t.code) {
+                errs.push(format!(
+                    "test_numbers.code: the code of {:?} must be 6 digits",
+                    t.number
+                ));
+            }
+        }
+        finish(errs)
+    }
+
+    /// Loads every file the service reads at start and reports each one that
+    /// would stop it.
+    pub fn check_files(&self) -> Result<(), ConfigError> {
+        let mut errs = Vec::new();
+        if let Err(e) = common::tls::load_certs(&self.tls.cert) {
+            errs.push(format!("tls.cert: {e}"));
+        }
+        if let Err(e) = common::tls::load_key(&self.tls.key) {
+            errs.push(format!("tls.key: {e}"));
+        }
+        if let Err(e) = common::cluster::ClusterMap::load(&self.cluster.map) {
+            errs.push(format!("cluster.map: {e}"));
+        }
+        if let Err(e) = common::tls::load_certs(&self.cluster.ca) {
+            errs.push(format!("cluster.ca: {e}"));
+        }
+        if let Err(e) = crate::secret::read(&self.cluster.secret_file, 32) {
+            errs.push(format!("cluster.secret_file: {e}"));
+        }
+        if let Err(e) = crate::tokens::read_signing_key(&self.tokens.signing_key) {
+            errs.push(format!("tokens.signing_key: {e}"));
+        }
+        for k in &self.tokens.verify_keys {
+            if let Err(e) = common::token::keyfile::read_verifying(&k.public_key) {
+                errs.push(format!("tokens.verify_keys ({:?}).public_key: {e}", k.id));
+            }
+        }
+        if let Err(e) = crate::secret::read(&self.pin.pepper_file, 16) {
+            errs.push(format!("pin.pepper_file: {e}"));
+        }
+        match self.sms.provider {
+            Provider::Log => {
+                if let Some(dir) = self.sms.log.file.parent()
+                    && let Err(e) = std::fs::create_dir_all(dir)
+                {
+                    errs.push(format!(
+                        "sms.log.file: cannot create {}: {e}",
+                        dir.display()
+                    ));
+                }
+            }
+            Provider::Webhook => {
+                let w = &self.sms.webhook;
+                if w.url.starts_with("https://")
+                    && let Err(e) = common::tls::load_certs(&w.ca_file)
+                {
+                    errs.push(format!("sms.webhook.ca_file: {e}"));
+                }
+                if let Some(f) = &w.auth_header_file
+                    && let Err(e) = crate::secret::read(f, 1)
+                {
+                    errs.push(format!("sms.webhook.auth_header_file: {e}"));
+                }
+            }
+            Provider::Command => {
+                if !self.sms.command.program.is_file() {
+                    errs.push(format!(
+                        "sms.command.program: {} is not a file",
+                        self.sms.command.program.display()
+                    ));
+                }
+            }
+        }
+        finish(errs)
+    }
+}
+
+/// A list of human durations (`["1m", "2m"]`).
+fn durations<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+    let v: Vec<humantime_serde::Serde<Duration>> = Deserialize::deserialize(d)?;
+    Ok(v.into_iter().map(|s| s.into_inner()).collect())
+}
+
+fn finish(errs: Vec<String>) -> Result<(), ConfigError> {
+    if errs.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid(errs))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_sample_is_the_defaults() {
+        let shipped = include_str!("../../../packaging/etc/wa-register.toml");
+        let c: Config = toml::from_str(shipped).unwrap();
+        assert_eq!(c, Config::default());
+        c.validate().unwrap();
+        let empty: Config = toml::from_str("").unwrap();
+        assert_eq!(empty, Config::default());
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_by_name() {
+        for (text, key) in [
+            ("nam = \"x\"", "nam"),
+            ("[codes]\nlifetime = \"1m\"", "lifetime"),
+            ("[sms.webhook]\nurl2 = \"x\"", "url2"),
+        ] {
+            let e = toml::from_str::<Config>(text).unwrap_err().to_string();
+            assert!(e.contains(key), "{key} missing from {e}");
+        }
+    }
+
+    #[test]
+    fn log_provider_is_refused_in_production() {
+        let c: Config = toml::from_str("[sms]\nprovider = \"log\"\n").unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("sms.provider"), "{e}");
+        let c: Config =
+            toml::from_str("mode = \"development\"\n[sms]\nprovider = \"log\"\n").unwrap();
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn every_problem_is_named() {
+        let c: Config = toml::from_str(
+            r#"
+[codes]
+max_checks = 0
+resend_waits = []
+[limits]
+per_number = { count = 0, per = "1h" }
+[countries]
+allow = ["44"]
+[sms.webhook]
+url = "ftp://x"
+body = "hello"
+[[test_numbers]]
+number = "12345"
+code = "12"
+"#,
+        )
+        .unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        for key in [
+            "codes.max_checks",
+            "codes.resend_waits",
+            "limits.per_number",
+            "countries.allow",
+            "sms.webhook.url",
+            "sms.webhook.body",
+            "test_numbers.number",
+            "test_numbers.code",
+        ] {
+            assert!(e.contains(key), "{key} missing from {e}");
+        }
+    }
+}

@@ -1,0 +1,233 @@
+//! Errors. [`RegisterError`] is what [`crate::run`] returns to `main.rs`
+//! (start-up failures, mapped to exit codes there). [`ApiError`] is what a
+//! request can fail with; [`ApiError::status`] and [`ApiError::code`] are the
+//! one place where errors become HTTP (docs/REGISTER.md, "Errors"): the body
+//! is always `{"error": "<code>", "message": "<text>"}`, with a few extra
+//! fields where the client needs them (`retry_after_secs`, `checks_left`,
+//! `tries_left`).
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+
+use crate::account::AccountError;
+use crate::config::ConfigError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegisterError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("TLS: {0}")]
+    Tls(#[from] common::tls::TlsError),
+    #[error(transparent)]
+    Cluster(#[from] common::cluster::ClusterError),
+    #[error("cluster.secret_file: {0}")]
+    Secret(crate::secret::SecretError),
+    #[error("pin.pepper_file: {0}")]
+    Pepper(crate::secret::SecretError),
+    #[error("tokens.signing_key: {0}")]
+    SigningKey(#[from] crate::tokens::KeyError),
+    #[error("tokens.verify_keys ({id:?}): {source}")]
+    VerifyKey {
+        id: String,
+        source: common::token::keyfile::KeyFileError,
+    },
+    #[error("the internal link: {0}")]
+    Link(#[from] common::link_client::LinkClientError),
+    #[error("sms: {0}")]
+    Sms(#[from] crate::sms::SmsError),
+    #[error("admin listener {addr}: {source}")]
+    Admin {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("the request body must be JSON with Content-Type: application/json")]
+    BadContentType,
+    #[error("the request body is larger than {max} bytes")]
+    BodyTooLarge { max: u64 },
+    #[error("the request body is not valid JSON")]
+    BadJson,
+    #[error("a required field is missing: {0}")]
+    MissingField(String),
+    #[error("a field has the wrong type or value: {0}")]
+    BadField(String),
+    #[error("the number is not in E.164 form (+ and 8 to 15 digits)")]
+    BadNumber,
+    #[error("numbers with this prefix cannot register here")]
+    PrefixNotAllowed,
+    #[error("transport {0:?} is not offered; use \"sms\"")]
+    BadTransport(String),
+    #[error("the code must be 6 digits")]
+    BadCode,
+    #[error("the PIN must be 4 to 64 printable characters")]
+    BadPin,
+    #[error("the device name must be 1 to 64 characters")]
+    BadDeviceName,
+    #[error("a code was sent recently; ask again later")]
+    ResendTooEarly { retry_after: Duration },
+    #[error("too many requests ({limit} limit)")]
+    RateLimited {
+        limit: &'static str,
+        retry_after: Duration,
+    },
+    #[error("no code was requested for this number, or it was already used")]
+    NoCode,
+    #[error("the code has expired; request a new one")]
+    CodeExpired,
+    #[error("the code is wrong")]
+    CodeWrong { checks_left: u32 },
+    #[error("too many wrong guesses; the code is dead, request a new one")]
+    CodeExhausted,
+    #[error("this number has a registration lock; send the PIN too")]
+    PinRequired,
+    #[error("the PIN is wrong")]
+    PinWrong { tries_left: u32 },
+    #[error("too many wrong PINs; the next try is allowed later")]
+    PinLocked { retry_after: Duration },
+    #[error("the SMS could not be sent; try again later")]
+    SmsFailed,
+    #[error("no bearer token in the Authorization header")]
+    NoToken,
+    #[error("the token is not valid")]
+    TokenInvalid,
+    #[error("the token has expired")]
+    TokenExpired,
+    #[error("this device was removed or the number was registered again elsewhere")]
+    Revoked,
+    #[error("no such device")]
+    NoDevice,
+    #[error("not found")]
+    NotFound,
+    #[error("the home of this account cannot be reached; try again")]
+    HomeUnavailable,
+    #[error("the account changed during the request; try again")]
+    Conflict,
+    #[error("internal error")]
+    Internal,
+}
+
+impl ApiError {
+    /// The HTTP status of each error.
+    pub fn status(&self) -> StatusCode {
+        use ApiError::*;
+        match self {
+            BadContentType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            BadJson | MissingField(_) | BadField(_) | BadNumber | BadTransport(_) | BadCode
+            | BadPin | BadDeviceName => StatusCode::BAD_REQUEST,
+            PrefixNotAllowed => StatusCode::FORBIDDEN,
+            ResendTooEarly { .. } | RateLimited { .. } | PinLocked { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            NoCode | NotFound | NoDevice => StatusCode::NOT_FOUND,
+            CodeExpired | CodeExhausted => StatusCode::GONE,
+            CodeWrong { .. } => StatusCode::FORBIDDEN,
+            PinRequired | PinWrong { .. } => StatusCode::LOCKED,
+            SmsFailed => StatusCode::BAD_GATEWAY,
+            NoToken | TokenInvalid | TokenExpired | Revoked => StatusCode::UNAUTHORIZED,
+            HomeUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Conflict => StatusCode::CONFLICT,
+            Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable machine-readable code in the JSON body.
+    pub fn code(&self) -> &'static str {
+        use ApiError::*;
+        match self {
+            BadContentType => "bad_content_type",
+            BodyTooLarge { .. } => "body_too_large",
+            BadJson => "bad_json",
+            MissingField(_) => "missing_field",
+            BadField(_) => "bad_field",
+            BadNumber => "bad_number",
+            PrefixNotAllowed => "prefix_not_allowed",
+            BadTransport(_) => "bad_transport",
+            BadCode => "bad_code",
+            BadPin => "bad_pin",
+            BadDeviceName => "bad_device_name",
+            ResendTooEarly { .. } => "resend_too_early",
+            RateLimited { .. } => "rate_limited",
+            NoCode => "no_code",
+            CodeExpired => "code_expired",
+            CodeWrong { .. } => "code_wrong",
+            CodeExhausted => "code_exhausted",
+            PinRequired => "pin_required",
+            PinWrong { .. } => "pin_wrong",
+            PinLocked { .. } => "pin_locked",
+            SmsFailed => "sms_failed",
+            NoToken => "no_token",
+            TokenInvalid => "token_invalid",
+            TokenExpired => "token_expired",
+            Revoked => "revoked",
+            NoDevice => "no_device",
+            NotFound => "not_found",
+            HomeUnavailable => "home_unavailable",
+            Conflict => "conflict",
+            Internal => "internal",
+        }
+    }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ApiError::ResendTooEarly { retry_after }
+            | ApiError::RateLimited { retry_after, .. }
+            | ApiError::PinLocked { retry_after } => Some(*retry_after),
+            ApiError::HomeUnavailable => Some(Duration::from_secs(1)),
+            _ => None,
+        }
+    }
+}
+
+/// Whole seconds to wait, rounded up, at least 1.
+pub fn secs(d: Duration) -> u64 {
+    d.as_secs_f64().ceil().max(1.0) as u64
+}
+
+impl From<AccountError> for ApiError {
+    fn from(e: AccountError) -> ApiError {
+        match e {
+            AccountError::Home(e) => {
+                tracing::warn!(error = %e, "home request failed");
+                ApiError::HomeUnavailable
+            }
+            AccountError::Contended => ApiError::Conflict,
+            AccountError::Corrupt(e) => {
+                tracing::error!(error = %e, "corrupt account record");
+                ApiError::Internal
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        tracing::debug!(code = self.code(), "refused");
+        let mut body = serde_json::json!({ "error": self.code(), "message": self.to_string() });
+        if let Some(after) = self.retry_after() {
+            body["retry_after_secs"] = secs(after).into();
+        }
+        match &self {
+            ApiError::CodeWrong { checks_left } => body["checks_left"] = (*checks_left).into(),
+            ApiError::PinWrong { tries_left } => body["tries_left"] = (*tries_left).into(),
+            _ => {}
+        }
+        let mut resp = (status, Json(body)).into_response();
+        let h = resp.headers_mut();
+        if let Some(after) = self.retry_after() {
+            h.insert(header::RETRY_AFTER, HeaderValue::from(secs(after)));
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        resp
+    }
+}

@@ -1,0 +1,239 @@
+//! `wa-register`: phone number + one-time code signup, registration lock,
+//! credentials (docs/REGISTER.md).
+//!
+//! [`run`] is the whole server: [`Register::open`] loads the keys, secrets,
+//! TLS certificate and cluster map; [`Register::serve`] accepts HTTPS
+//! connections ([`listener`]) and routes requests to the handlers in
+//! [`api`] (one file per request kind). A code request passes the allow-list
+//! and [`limits`], gets a code from [`codes`] and goes out through an
+//! [`sms`] provider, feeding the [`pumping`] signal. A verification checks
+//! the code, the registration lock ([`pin`]) and writes the [`account`] at
+//! the user's home in wa-store over the internal link
+//! (`common::link_client`); re-registering revokes the older devices there,
+//! which closes their sessions at the edges. [`tokens`] signs credentials.
+//! Nothing here keeps state on disk.
+
+pub mod account;
+pub mod api;
+pub mod codes;
+pub mod config;
+pub mod error;
+pub mod limits;
+pub mod listener;
+pub mod metrics;
+pub mod phone;
+pub mod pin;
+pub mod pumping;
+pub mod secret;
+pub mod sms;
+pub mod tokens;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{delete, get, post, put};
+use common::token::{KeyRing, TokenSigner};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+pub use error::{ApiError, RegisterError};
+
+use crate::account::Accounts;
+use crate::codes::Codes;
+use crate::limits::Limits;
+use crate::metrics::Metrics;
+use crate::pin::Pins;
+use crate::pumping::Pumping;
+use crate::sms::SmsProvider;
+use crate::tokens::Tokens;
+
+/// How often forgotten numbers and idle rate-limit keys are dropped.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// What every request handler shares.
+pub struct App {
+    pub config: Config,
+    pub codes: Codes,
+    pub limits: Limits,
+    pub pumping: Pumping,
+    pub sms: Arc<dyn SmsProvider>,
+    pub accounts: Accounts,
+    pub pins: Pins,
+    pub tokens: Tokens,
+    pub metrics: Arc<Metrics>,
+    /// Test numbers and their fixed codes.
+    pub test_numbers: HashMap<String, String>,
+}
+
+/// The HTTP routes (docs/REGISTER.md, "API").
+pub fn router(app: Arc<App>) -> Router {
+    let max_body = app.config.limits.max_body.as_u64() as usize;
+    Router::new()
+        .route("/v1/codes", post(api::request_code::handle))
+        .route("/v1/verify", post(api::verify::handle))
+        .route("/v1/tokens/refresh", post(api::refresh::handle))
+        .route(
+            "/v1/devices",
+            get(api::devices::list).post(api::devices::link),
+        )
+        .route("/v1/devices/{id}", delete(api::devices::remove))
+        .route("/v1/account", delete(api::account::delete))
+        .route(
+            "/v1/account/pin",
+            put(api::account::set_pin).delete(api::account::clear_pin),
+        )
+        .route("/healthz", get(|| async { "ok\n" }))
+        .fallback(|| async { ApiError::NotFound })
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(app)
+}
+
+/// A register service with everything loaded, ready to serve.
+pub struct Register {
+    app: Arc<App>,
+    tls: rustls::ServerConfig,
+}
+
+impl Register {
+    /// Validates `config` and reads every file it names.
+    pub fn open(config: Config) -> Result<Register, RegisterError> {
+        config.validate()?;
+        let certs = common::tls::load_certs(&config.tls.cert)?;
+        let key = common::tls::load_key(&config.tls.key)?;
+        let tls = common::tls::server_config(certs, key, &[b"http/1.1"])?;
+        let map = common::cluster::ClusterMap::load(&config.cluster.map)?;
+        let roots = common::tls::load_certs(&config.cluster.ca)?;
+        let secret =
+            secret::read(&config.cluster.secret_file, 32).map_err(RegisterError::Secret)?;
+        let link = common::link_client::LinkClient::new(
+            map,
+            &roots,
+            secret.into(),
+            config.name.clone(),
+            config.cluster.timeout,
+        )?;
+        let signing = tokens::read_signing_key(&config.tokens.signing_key)?;
+        let mut ring = KeyRing::new();
+        for k in &config.tokens.verify_keys {
+            let key = common::token::keyfile::read_verifying(&k.public_key).map_err(|source| {
+                RegisterError::VerifyKey {
+                    id: k.id.clone(),
+                    source,
+                }
+            })?;
+            ring.insert(k.id.clone(), key);
+        }
+        let pepper = secret::read(&config.pin.pepper_file, 16).map_err(RegisterError::Pepper)?;
+        let sms = sms::provider(&config.sms)?;
+        if config.mode == config::Mode::Development {
+            tracing::warn!(
+                provider = sms.name(),
+                "development mode: not for real users"
+            );
+        }
+        if !config.test_numbers.is_empty() {
+            tracing::warn!(
+                count = config.test_numbers.len(),
+                "test numbers with fixed codes are configured"
+            );
+        }
+        let app = Arc::new(App {
+            codes: Codes::new(config.codes.clone()),
+            limits: Limits::new(&config.limits),
+            pumping: Pumping::new(config.pumping.clone()),
+            sms,
+            accounts: Accounts::new(link),
+            pins: Pins::new(pepper),
+            tokens: Tokens::new(
+                TokenSigner::new(config.tokens.key_id.clone(), signing),
+                ring,
+                config.tokens.ttl,
+            ),
+            metrics: Arc::default(),
+            test_numbers: config
+                .test_numbers
+                .iter()
+                .map(|t| (t.number.clone(), t.code.clone()))
+                .collect(),
+            config,
+        });
+        Ok(Register { app, tls })
+    }
+
+    /// The state the handlers share (for tests).
+    pub fn app(&self) -> Arc<App> {
+        Arc::clone(&self.app)
+    }
+
+    /// Serves HTTPS on `listener` (and the admin listener, if configured)
+    /// until `shutdown`, then drains.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> Result<(), RegisterError> {
+        let admin = match self.app.config.admin.listen {
+            Some(addr) => {
+                let l = TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| RegisterError::Admin { addr, source })?;
+                let metrics = Arc::clone(&self.app.metrics);
+                let r = Router::new()
+                    .route("/metrics", get(move || async move { metrics.render() }))
+                    .route("/healthz", get(|| async { "ok\n" }));
+                let stop = shutdown.clone();
+                Some(tokio::spawn(async move {
+                    let _ = axum::serve(l, r)
+                        .with_graceful_shutdown(async move { stop.cancelled().await })
+                        .await;
+                }))
+            }
+            None => None,
+        };
+        let sweeper = {
+            let app = Arc::clone(&self.app);
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(SWEEP_EVERY);
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {}
+                        () = stop.cancelled() => return,
+                    }
+                    app.codes.sweep(std::time::Instant::now());
+                    app.limits.sweep();
+                }
+            })
+        };
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(self.tls));
+        tracing::info!(addr = ?listener.local_addr().ok(), "serving HTTPS");
+        listener::serve(
+            listener,
+            acceptor,
+            router(Arc::clone(&self.app)),
+            shutdown.clone(),
+            self.app.config.shutdown.grace,
+        )
+        .await;
+        shutdown.cancel();
+        let _ = sweeper.await;
+        if let Some(a) = admin {
+            let _ = a.await;
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Opens the service from `config` and serves `listener` until `shutdown`.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), RegisterError> {
+    Register::open(config)?.serve(listener, shutdown).await
+}

@@ -1,0 +1,141 @@
+//! Rate limits (governor, GCRA): code requests per number, per client
+//! address, per number prefix and for the whole service, and verification
+//! attempts per client address. A refusal says how long to wait, which
+//! becomes `429` with `Retry-After`.
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+use crate::config::{LimitsConfig, Rate};
+
+/// Which limit refused a request (a label in metrics, never shown with a key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    Number,
+    Address,
+    Prefix,
+    Global,
+    VerifyAddress,
+}
+
+impl Limit {
+    pub fn name(self) -> &'static str {
+        match self {
+            Limit::Number => "number",
+            Limit::Address => "address",
+            Limit::Prefix => "prefix",
+            Limit::Global => "global",
+            Limit::VerifyAddress => "verify_address",
+        }
+    }
+}
+
+/// A refusal: the limit and how long until a request would pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refused {
+    pub limit: Limit,
+    pub wait: Duration,
+}
+
+pub struct Limits {
+    per_number: DefaultKeyedRateLimiter<String>,
+    per_address: DefaultKeyedRateLimiter<IpAddr>,
+    per_prefix: DefaultKeyedRateLimiter<String>,
+    global: DefaultDirectRateLimiter,
+    verify_per_address: DefaultKeyedRateLimiter<IpAddr>,
+    clock: DefaultClock,
+}
+
+fn quota(r: Rate) -> Quota {
+    let count = NonZeroU32::new(r.count).expect("validated: count > 0");
+    let period = (r.per / r.count).max(Duration::from_nanos(1));
+    Quota::with_period(period)
+        .expect("a positive period")
+        .allow_burst(count)
+}
+
+impl Limits {
+    pub fn new(cfg: &LimitsConfig) -> Limits {
+        Limits {
+            per_number: RateLimiter::keyed(quota(cfg.per_number)),
+            per_address: RateLimiter::keyed(quota(cfg.per_address)),
+            per_prefix: RateLimiter::keyed(quota(cfg.per_prefix)),
+            global: RateLimiter::direct(quota(cfg.global)),
+            verify_per_address: RateLimiter::keyed(quota(cfg.verify_per_address)),
+            clock: DefaultClock::default(),
+        }
+    }
+
+    fn refused(
+        &self,
+        limit: Limit,
+        nu: governor::NotUntil<governor::clock::QuantaInstant>,
+    ) -> Refused {
+        Refused {
+            limit,
+            wait: nu.wait_time_from(self.clock.now()),
+        }
+    }
+
+    /// Admits one code request, or names the first limit that refuses it.
+    /// The broad limits are asked first, so a flood from one address or
+    /// prefix does not use up the quota of the numbers it names.
+    pub fn code_request(&self, number: &str, prefix: &str, addr: IpAddr) -> Result<(), Refused> {
+        self.global
+            .check()
+            .map_err(|n| self.refused(Limit::Global, n))?;
+        self.per_address
+            .check_key(&addr)
+            .map_err(|n| self.refused(Limit::Address, n))?;
+        self.per_prefix
+            .check_key(&prefix.to_owned())
+            .map_err(|n| self.refused(Limit::Prefix, n))?;
+        self.per_number
+            .check_key(&number.to_owned())
+            .map_err(|n| self.refused(Limit::Number, n))
+    }
+
+    /// Admits one verification attempt from `addr`.
+    pub fn verify(&self, addr: IpAddr) -> Result<(), Refused> {
+        self.verify_per_address
+            .check_key(&addr)
+            .map_err(|n| self.refused(Limit::VerifyAddress, n))
+    }
+
+    /// Drops the state of keys that are back to a full bucket (bounded memory).
+    pub fn sweep(&self) {
+        self.per_number.retain_recent();
+        self.per_address.retain_recent();
+        self.per_prefix.retain_recent();
+        self.verify_per_address.retain_recent();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_limit_refuses_with_a_wait() {
+        let cfg = LimitsConfig {
+            per_number: Rate {
+                count: 2,
+                per: Duration::from_secs(3600),
+            },
+            ..LimitsConfig::default()
+        };
+        let l = Limits::new(&cfg);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        l.code_request("+15550000001", "+155500", a).unwrap();
+        l.code_request("+15550000001", "+155500", a).unwrap();
+        let r = l.code_request("+15550000001", "+155500", a).unwrap_err();
+        assert_eq!(r.limit, Limit::Number);
+        assert!(r.wait > Duration::from_secs(1000), "{:?}", r.wait);
+        // Another number is not affected.
+        l.code_request("+15550000002", "+155500", a).unwrap();
+    }
+}

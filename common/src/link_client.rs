@@ -1,0 +1,375 @@
+//! A request/response client of the internal link, for services that ask
+//! homes questions rather than hold sessions (wa-register).
+//!
+//! It speaks the same link as an edge ([`crate::link`]): TLS 1.3 to each
+//! island's primary (roots = the cluster CA, SNI = the island's
+//! `server_name`, ALPN [`LINK_ALPN`]), `Auth` with the cluster secret first.
+//! One connection per store node, opened on first use and again after it
+//! breaks; requests carry a `req` unique per connection and are matched to
+//! their answers, which may come in any order. A request whose connection
+//! breaks fails with [`LinkClientError::Unavailable`]; the caller decides
+//! whether to retry (key-value writes are compare-and-set, so a retry after
+//! an unknown outcome sees a conflict rather than writing twice).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use rustls_pki_types::{CertificateDer, ServerName};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::cluster::{ClusterMap, Island};
+use crate::link::{
+    KvGet, KvPut, KvReq, KvResult, KvSpace, LINK_ALPN, LinkAuth, LinkDown, LinkUp, MAX_LINK_FRAME,
+    Revoke, RevokeResult, kv_req, link_down, link_up,
+};
+use crate::wire::FrameReader;
+
+/// Requests queued towards one store before callers are refused.
+const QUEUE: usize = 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LinkClientError {
+    #[error("TLS configuration: {0}")]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("cannot reach the home at {addr}: {reason}")]
+    Connect { addr: SocketAddr, reason: String },
+    #[error("the link to the home at {addr} broke before the answer came")]
+    Unavailable { addr: SocketAddr },
+    #[error("the home at {addr} did not answer within {after:?}")]
+    Timeout { addr: SocketAddr, after: Duration },
+    #[error("the home refused the request with code {code}")]
+    Refused { code: u32 },
+}
+
+/// A key-value record as the home holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KvRecord {
+    /// Empty: absent or deleted.
+    pub value: Bytes,
+    /// 0: never written.
+    pub version: u64,
+    /// For accounts: when the user was last connected (unix ms, 0 never).
+    pub last_seen_ms: u64,
+}
+
+impl KvRecord {
+    pub fn exists(&self) -> bool {
+        !self.value.is_empty()
+    }
+}
+
+/// What a compare-and-set did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cas {
+    /// Stored; the record as it now is.
+    Stored(KvRecord),
+    /// Another version was found and nothing was stored; the current record.
+    Conflict(KvRecord),
+}
+
+type Waiters = Arc<Mutex<HashMap<u64, oneshot::Sender<link_down::Kind>>>>;
+
+struct Conn {
+    tx: mpsc::Sender<LinkUp>,
+    waiters: Waiters,
+    next_req: AtomicU64,
+    dead: tokio_util::sync::CancellationToken,
+}
+
+/// The client; cheap to share behind an `Arc`.
+pub struct LinkClient {
+    map: ClusterMap,
+    connector: tokio_rustls::TlsConnector,
+    secret: Bytes,
+    name: String,
+    timeout: Duration,
+    conns: tokio::sync::Mutex<HashMap<SocketAddr, Arc<Conn>>>,
+}
+
+impl LinkClient {
+    /// A client of the homes in `map`, trusting `roots` (the cluster CA),
+    /// authenticating with `secret` as `name`. Connects lazily.
+    pub fn new(
+        map: ClusterMap,
+        roots: &[CertificateDer<'static>],
+        secret: Bytes,
+        name: String,
+        timeout: Duration,
+    ) -> Result<LinkClient, LinkClientError> {
+        let tls = crate::tls::client_config(roots, &[LINK_ALPN])?;
+        Ok(LinkClient {
+            map,
+            connector: tokio_rustls::TlsConnector::from(Arc::new(tls)),
+            secret,
+            name,
+            timeout,
+            conns: tokio::sync::Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Reads the record `key` of `space` at its home.
+    pub async fn kv_get(&self, space: KvSpace, key: &str) -> Result<KvRecord, LinkClientError> {
+        let r = self.kv(space, key, kv_req::Op::Get(KvGet {})).await?;
+        Ok(record(r))
+    }
+
+    /// Stores `value` (empty deletes) if the record's version is still
+    /// `expected_version`.
+    pub async fn kv_put(
+        &self,
+        space: KvSpace,
+        key: &str,
+        value: Bytes,
+        expected_version: u64,
+    ) -> Result<Cas, LinkClientError> {
+        let r = self
+            .kv(
+                space,
+                key,
+                kv_req::Op::Put(KvPut {
+                    value,
+                    expected_version,
+                }),
+            )
+            .await?;
+        Ok(if r.conflict {
+            Cas::Conflict(record(r))
+        } else {
+            Cas::Stored(record(r))
+        })
+    }
+
+    /// Makes `user`'s home refuse `device` below `generation` and close its
+    /// older sessions; returns how many were closed.
+    pub async fn revoke(
+        &self,
+        user: &str,
+        device: u32,
+        generation: u32,
+    ) -> Result<u32, LinkClientError> {
+        let island = self.map.home(user).clone();
+        let answer = self
+            .request(&island, |req| {
+                link_up::Kind::Revoke(Revoke {
+                    req,
+                    user: user.to_owned(),
+                    device,
+                    generation,
+                })
+            })
+            .await?;
+        match answer {
+            link_down::Kind::RevokeResult(RevokeResult {
+                code: 0, kicked, ..
+            }) => Ok(kicked),
+            link_down::Kind::RevokeResult(r) => Err(LinkClientError::Refused { code: r.code }),
+            _ => Err(LinkClientError::Refused {
+                code: crate::proto::Code::Internal as u32,
+            }),
+        }
+    }
+
+    async fn kv(
+        &self,
+        space: KvSpace,
+        key: &str,
+        op: kv_req::Op,
+    ) -> Result<KvResult, LinkClientError> {
+        let island = self.map.home(key).clone();
+        let answer = self
+            .request(&island, |req| {
+                link_up::Kind::Kv(KvReq {
+                    req,
+                    space: space as i32,
+                    key: key.to_owned(),
+                    op: Some(op),
+                })
+            })
+            .await?;
+        match answer {
+            link_down::Kind::KvResult(r) if r.code == 0 => Ok(r),
+            link_down::Kind::KvResult(r) => Err(LinkClientError::Refused { code: r.code }),
+            _ => Err(LinkClientError::Refused {
+                code: crate::proto::Code::Internal as u32,
+            }),
+        }
+    }
+
+    /// Sends the request `make(req)` to `island`'s primary and waits for the
+    /// answer carrying the same `req`.
+    async fn request(
+        &self,
+        island: &Island,
+        make: impl FnOnce(u64) -> link_up::Kind,
+    ) -> Result<link_down::Kind, LinkClientError> {
+        let addr = island.primary;
+        let conn = self.conn(island).await?;
+        let req = conn.next_req.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        conn.waiters
+            .lock()
+            .expect("waiters lock is never poisoned")
+            .insert(req, tx);
+        // The reader clears the waiters after marking the connection dead, so
+        // a waiter added after that is seen here.
+        let sent = if conn.dead.is_cancelled() {
+            Err(())
+        } else {
+            conn.tx
+                .try_send(LinkUp {
+                    kind: Some(make(req)),
+                })
+                .map_err(|_| ())
+        };
+        if sent.is_err() {
+            conn.waiters
+                .lock()
+                .expect("waiters lock is never poisoned")
+                .remove(&req);
+            return Err(LinkClientError::Unavailable { addr });
+        }
+        match tokio::time::timeout(self.timeout, rx).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(_)) => Err(LinkClientError::Unavailable { addr }),
+            Err(_) => {
+                conn.waiters
+                    .lock()
+                    .expect("waiters lock is never poisoned")
+                    .remove(&req);
+                Err(LinkClientError::Timeout {
+                    addr,
+                    after: self.timeout,
+                })
+            }
+        }
+    }
+
+    /// The live connection to `island`'s primary, connecting if there is none.
+    async fn conn(&self, island: &Island) -> Result<Arc<Conn>, LinkClientError> {
+        let mut conns = self.conns.lock().await;
+        if let Some(c) = conns.get(&island.primary)
+            && !c.dead.is_cancelled()
+        {
+            return Ok(Arc::clone(c));
+        }
+        let addr = island.primary;
+        let c = tokio::time::timeout(self.timeout, self.connect(island))
+            .await
+            .map_err(|_| LinkClientError::Timeout {
+                addr,
+                after: self.timeout,
+            })??;
+        conns.insert(addr, Arc::clone(&c));
+        Ok(c)
+    }
+
+    async fn connect(&self, island: &Island) -> Result<Arc<Conn>, LinkClientError> {
+        let addr = island.primary;
+        let fail = |reason: String| LinkClientError::Connect { addr, reason };
+        let name = ServerName::try_from(island.server_name.clone())
+            .map_err(|_| fail(format!("bad server name {:?}", island.server_name)))?;
+        let tcp = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        let _ = tcp.set_nodelay(true);
+        let tls = self
+            .connector
+            .connect(name, tcp)
+            .await
+            .map_err(|e| fail(format!("TLS: {e}")))?;
+        let (r, mut w) = tokio::io::split(tls);
+        let auth = LinkUp {
+            kind: Some(link_up::Kind::Auth(LinkAuth {
+                secret: self.secret.clone(),
+                edge: self.name.clone(),
+                epoch: self.map.epoch,
+            })),
+        };
+        let mut scratch = BytesMut::new();
+        crate::wire::write_frame(&mut w, &auth, &mut scratch)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        w.flush().await.map_err(|e| fail(e.to_string()))?;
+        let mut reader = FrameReader::new(r, MAX_LINK_FRAME);
+        match reader.read::<LinkDown>().await {
+            Ok(Some(LinkDown {
+                kind: Some(link_down::Kind::AuthOk(_)),
+            })) => {}
+            Ok(_) => return Err(fail("refused (wrong cluster secret?)".into())),
+            Err(e) => return Err(fail(e.to_string())),
+        }
+        let (tx, mut rx) = mpsc::channel::<LinkUp>(QUEUE);
+        let waiters: Waiters = Arc::default();
+        let dead = tokio_util::sync::CancellationToken::new();
+        let conn = Arc::new(Conn {
+            tx,
+            waiters: Arc::clone(&waiters),
+            next_req: AtomicU64::new(1),
+            dead: dead.clone(),
+        });
+        let wdead = dead.clone();
+        tokio::spawn(async move {
+            let mut scratch = BytesMut::new();
+            loop {
+                let m = tokio::select! {
+                    m = rx.recv() => m,
+                    () = wdead.cancelled() => None,
+                };
+                let Some(m) = m else { break };
+                if crate::wire::write_frame(&mut w, &m, &mut scratch)
+                    .await
+                    .is_err()
+                    || w.flush().await.is_err()
+                {
+                    break;
+                }
+            }
+            wdead.cancel();
+            let _ = w.shutdown().await;
+        });
+        tokio::spawn(async move {
+            loop {
+                let frame = tokio::select! {
+                    f = reader.read::<LinkDown>() => f,
+                    () = dead.cancelled() => break,
+                };
+                let Ok(Some(LinkDown { kind: Some(kind) })) = frame else {
+                    break;
+                };
+                let req = match &kind {
+                    link_down::Kind::KvResult(r) => r.req,
+                    link_down::Kind::RevokeResult(r) => r.req,
+                    link_down::Kind::AppendResult(r) => r.req,
+                    _ => continue,
+                };
+                let waiter = waiters
+                    .lock()
+                    .expect("waiters lock is never poisoned")
+                    .remove(&req);
+                if let Some(w) = waiter {
+                    let _ = w.send(kind);
+                }
+            }
+            dead.cancel();
+            // Dropping the senders fails every request still waiting.
+            waiters
+                .lock()
+                .expect("waiters lock is never poisoned")
+                .clear();
+        });
+        Ok(conn)
+    }
+}
+
+fn record(r: KvResult) -> KvRecord {
+    KvRecord {
+        value: r.value,
+        version: r.version,
+        last_seen_ms: r.last_seen_ms,
+    }
+}
