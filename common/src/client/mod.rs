@@ -12,6 +12,9 @@
 //! Acknowledgements are the app's job: it calls [`Client::ack`] with the
 //! sequence numbers of the messages and receipts it has taken care of.
 //!
+//! [`RegisterClient`] signs up with wa-register (`register`, `verify`) and
+//! yields the credential a [`ClientConfig`] needs.
+//!
 //! [`raw`] gives bare transports for tests that need to misbehave.
 
 mod backoff;
@@ -23,6 +26,7 @@ mod events;
 pub mod media;
 pub mod raw;
 mod recent;
+pub mod register;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -34,6 +38,7 @@ pub use config::{ClientConfig, Transport};
 pub use error::ClientError;
 pub use events::{Event, Events};
 pub use media::{MediaClient, MediaConfig, MediaError, MediaNode, MediaRef};
+pub use register::{RegisterClient, RegisterConfig, RegisterError, Registered, Verify};
 
 use connection::Dialer;
 use driver::{Command, Driver, Shared};

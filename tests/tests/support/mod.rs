@@ -476,3 +476,111 @@ grace = "5s"
         .expect("media client")
     }
 }
+
+/// A `wa-register` node started in-process on port 0 beside a deployment:
+/// development mode, the `log` SMS provider writing to `codes`, signing with
+/// the deployment's key `k1` (the one wa-chat trusts).
+pub struct RegisterNode {
+    pub service: Service,
+    pub addr: SocketAddr,
+    /// Where the `log` provider appends `NUMBER CODE` lines.
+    pub codes: PathBuf,
+}
+
+impl Deployment {
+    /// Starts `wa-register` in-process; `extra` is TOML tables appended to
+    /// its config (e.g. `"[codes]\nttl = \"1ms\"\n"`).
+    pub async fn start_register(&self, extra: &str) -> RegisterNode {
+        let d = self.dir.path();
+        common::fsutil::write_private(
+            &d.join("keys/k1.key"),
+            keyfile::signing_pem(self.signer.signing_key()).as_bytes(),
+        )
+        .unwrap();
+        common::fsutil::write_private(&d.join("pin.pepper"), &rand::random::<[u8; 32]>()).unwrap();
+        let codes = d.join("register/codes.log");
+        let dd = d.display();
+        let text = format!(
+            r#"name = "register-t"
+mode = "development"
+[listen]
+https = "127.0.0.1:0"
+[tls]
+cert = "{dd}/pki/cert.pem"
+key = "{dd}/pki/key.pem"
+[cluster]
+map = "{dd}/cluster.toml"
+ca = "{dd}/pki/ca.pem"
+secret_file = "{dd}/cluster.secret"
+[tokens]
+key_id = "k1"
+signing_key = "{dd}/keys/k1.key"
+[pin]
+pepper_file = "{dd}/pin.pepper"
+[shutdown]
+grace = "5s"
+[sms]
+provider = "log"
+[sms.log]
+file = "{}"
+{extra}"#,
+            codes.display()
+        );
+        let config: wa_register::Config = toml::from_str(&text).unwrap();
+        config.check_files().unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(wa_register::run(config, listener, shutdown.clone()));
+        let task = tokio::spawn(async move { task.await.unwrap().map_err(|e| e.to_string()) });
+        RegisterNode {
+            service: Service { shutdown, task },
+            addr,
+            codes,
+        }
+    }
+
+    /// A registration client of `node`.
+    pub fn register_client(&self, node: &RegisterNode) -> common::client::RegisterClient {
+        common::client::RegisterClient::new(common::client::RegisterConfig::new(
+            node.addr,
+            "localhost".into(),
+            self.roots.clone(),
+        ))
+        .expect("register client")
+    }
+
+    /// A chat client config for a credential issued by wa-register.
+    pub fn client_config_with_token(&self, token: &str, transport: Transport) -> ClientConfig {
+        let addr = self.addr(&transport);
+        let mut cfg = ClientConfig::new(
+            addr,
+            transport,
+            "localhost".into(),
+            self.roots.clone(),
+            token.to_owned(),
+        );
+        cfg.backoff_initial = Duration::from_millis(20);
+        cfg.backoff_max = Duration::from_millis(500);
+        cfg
+    }
+}
+
+impl RegisterNode {
+    /// The last code the `log` provider wrote for `number`.
+    pub fn last_code(&self, number: &str) -> Option<String> {
+        let text = std::fs::read_to_string(&self.codes).ok()?;
+        text.lines()
+            .rev()
+            .filter_map(|l| l.split_once(' '))
+            .find(|(n, _)| *n == number)
+            .map(|(_, c)| c.to_owned())
+    }
+
+    /// How many codes the `log` provider wrote.
+    pub fn codes_sent(&self) -> usize {
+        std::fs::read_to_string(&self.codes)
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    }
+}

@@ -1,0 +1,498 @@
+//! Signup end to end: real wa-store, wa-chat and wa-register on port 0, the
+//! real client library. Codes are read from the development `log`
+//! provider's file, as `wactl code` does.
+
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::client::{Client, Event, RegisterClient, RegisterError, Transport, Verify};
+use common::link::KvSpace;
+use http::Method;
+use support::{Deployment, RegisterNode, expect, next_message};
+
+/// Waits that let a number ask again at once, for tests that register twice.
+const NO_WAIT: &str = "[codes]\nresend_waits = [\"1ns\"]\n";
+
+async fn sign_up(
+    rc: &RegisterClient,
+    node: &RegisterNode,
+    number: &str,
+    device: &str,
+    pin: Option<&str>,
+) -> Result<common::client::Registered, RegisterError> {
+    let sent = rc.request_code(number).await.unwrap();
+    assert_eq!(sent.length, 6);
+    let code = node
+        .last_code(number)
+        .expect("the log provider wrote a code");
+    rc.verify(&Verify {
+        number: number.into(),
+        code,
+        device_name: Some(device.into()),
+        pin: pin.map(String::from),
+        ..Verify::default()
+    })
+    .await
+}
+
+fn refused(e: &RegisterError) -> (u16, &str) {
+    (e.status().unwrap_or(0), e.code().unwrap_or(""))
+}
+
+/// Reads the phone index at the number's home directly over the link.
+async fn indexed(d: &Deployment, number: &str) -> u64 {
+    let dir = d.dir.path();
+    let map = common::cluster::ClusterMap::load(&dir.join("cluster.toml")).unwrap();
+    let secret = std::fs::read(dir.join("cluster.secret")).unwrap();
+    let link = common::link_client::LinkClient::new(
+        map,
+        &d.roots,
+        secret.into(),
+        "test".into(),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    link.kv_get(KvSpace::Phone, number).await.unwrap().version
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_users_sign_up_and_talk() {
+    let d = Deployment::start().await;
+    let node = d.start_register("").await;
+    let rc = d.register_client(&node);
+
+    let alice = sign_up(&rc, &node, "+15550000001", "alice's phone", None)
+        .await
+        .unwrap();
+    let bob = sign_up(&rc, &node, "+15550000002", "bob's phone", None)
+        .await
+        .unwrap();
+    assert!(alice.new_account && bob.new_account);
+    assert_ne!(alice.user, bob.user);
+    assert_eq!((alice.device, alice.generation), (1, 1));
+    // The code was single use.
+    let again = rc
+        .verify(&Verify {
+            number: "+15550000001".into(),
+            code: node.last_code("+15550000001").unwrap(),
+            device_name: Some("x".into()),
+            ..Verify::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused(&again), (404, "no_code"));
+
+    let (a, mut ea) = Client::connect(d.client_config_with_token(&alice.token, Transport::Tcp))
+        .await
+        .unwrap();
+    let (b, mut eb) = Client::connect(d.client_config_with_token(&bob.token, Transport::Quic))
+        .await
+        .unwrap();
+    let id = a
+        .send(&bob.user, Bytes::from_static(b"hi bob"))
+        .await
+        .unwrap();
+    expect(&mut ea, "Accepted", |e| match e {
+        Event::Accepted { id: got, .. } if *got == id => Some(()),
+        _ => None,
+    })
+    .await;
+    let (seq, from, got, body) = next_message(&mut eb).await;
+    assert_eq!(
+        (from.as_str(), got, &body[..]),
+        (alice.user.as_str(), id, &b"hi bob"[..])
+    );
+    b.ack(&[seq]).await.unwrap();
+    let reply = b
+        .send(&alice.user, Bytes::from_static(b"hi alice"))
+        .await
+        .unwrap();
+    let (_, from, got, body) = loop {
+        match tokio::time::timeout(support::PATIENCE, ea.next())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            Event::Message {
+                seq,
+                from,
+                id,
+                body,
+                ..
+            } => break (seq, from, id, body),
+            Event::Receipt { .. } | Event::Presence { .. } | Event::Connected { .. } => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert_eq!(
+        (from.as_str(), got, &body[..]),
+        (bob.user.as_str(), reply, &b"hi alice"[..])
+    );
+
+    // Refresh and the device list work with the issued credential.
+    let fresh = rc.refresh(&alice.token).await.unwrap();
+    assert!(fresh.expires_at >= alice.expires_at);
+    let devices = rc.devices(&fresh.token).await.unwrap();
+    assert_eq!(devices.len(), 1);
+    assert!(devices[0].current && devices[0].name == "alice's phone");
+
+    a.close().await;
+    b.close().await;
+    node.service.stop().await;
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_wrong_codes_kill_the_code() {
+    let d = Deployment::start().await;
+    let node = d.start_register("").await;
+    let rc = d.register_client(&node);
+    let number = "+15550000003";
+    rc.request_code(number).await.unwrap();
+    let right = node.last_code(number).unwrap();
+    let wrong = if right == "000000" {
+        "111111"
+    } else {
+        "000000"
+    };
+    let attempt = |code: &str| Verify {
+        number: number.into(),
+        code: code.into(),
+        device_name: Some("phone".into()),
+        ..Verify::default()
+    };
+    for left in (1..5).rev() {
+        let e = rc.verify(&attempt(wrong)).await.unwrap_err();
+        assert_eq!(refused(&e), (403, "code_wrong"));
+        let RegisterError::Refused { checks_left, .. } = e else {
+            unreachable!()
+        };
+        assert_eq!(checks_left, Some(left));
+    }
+    let e = rc.verify(&attempt(wrong)).await.unwrap_err();
+    assert_eq!(refused(&e), (410, "code_exhausted"));
+    // Dead: even the right code no longer works, and nothing was created.
+    let e = rc.verify(&attempt(&right)).await.unwrap_err();
+    assert_eq!(refused(&e), (410, "code_exhausted"));
+    assert_eq!(indexed(&d, number).await, 0);
+    node.service.stop().await;
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_code_fails() {
+    let d = Deployment::start().await;
+    let node = d.start_register("[codes]\nttl = \"1ns\"\n").await;
+    let rc = d.register_client(&node);
+    let e = sign_up(&rc, &node, "+15550000004", "phone", None)
+        .await
+        .unwrap_err();
+    assert_eq!(refused(&e), (410, "code_expired"));
+    assert_eq!(indexed(&d, "+15550000004").await, 0);
+    node.service.stop().await;
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resend_too_early_gets_429_with_the_wait() {
+    let d = Deployment::start().await;
+    let node = d.start_register("").await;
+    let rc = d.register_client(&node);
+    let first = rc.request_code("+15550000005").await.unwrap();
+    assert_eq!(first.retry_after_secs, 60);
+    let body = Bytes::from_static(br#"{"number": "+15550000005"}"#);
+    let a = rc
+        .raw(
+            Method::POST,
+            "/v1/codes",
+            Some("application/json"),
+            body,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(a.status, 429);
+    let wait: u64 = a.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&wait), "{wait}");
+    let v: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
+    assert_eq!(v["error"], "resend_too_early");
+    assert_eq!(v["retry_after_secs"], wait);
+    assert_eq!(node.codes_sent(), 1, "no second SMS");
+    node.service.stop().await;
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_device_revokes_the_first() {
+    let d = Deployment::start().await;
+    let node = d.start_register(NO_WAIT).await;
+    let rc = d.register_client(&node);
+    let number = "+15550000006";
+    let first = sign_up(&rc, &node, number, "old phone", None)
+        .await
+        .unwrap();
+    let (old, mut eo) = Client::connect(d.client_config_with_token(&first.token, Transport::Tcp))
+        .await
+        .unwrap();
+
+    let second = sign_up(&rc, &node, number, "new phone", None)
+        .await
+        .unwrap();
+    assert!(!second.new_account);
+    assert_eq!(second.user, first.user);
+    assert_eq!(second.generation, first.generation + 1);
+    assert_ne!(second.device, first.device);
+
+    // The old session is closed with REVOKED, and the client gives up.
+    let code = expect(&mut eo, "REVOKED", |e| match e {
+        Event::Fatal { code, .. } => Some(*code),
+        _ => None,
+    })
+    .await;
+    assert_eq!(code, common::proto::Code::Revoked);
+    old.close().await;
+    // Its credential no longer attaches, nor refreshes.
+    let r = Client::connect(d.client_config_with_token(&first.token, Transport::Tcp)).await;
+    if let Ok((c, mut e)) = r {
+        let code = expect(&mut e, "REVOKED again", |e| match e {
+            Event::Fatal { code, .. } => Some(*code),
+            _ => None,
+        })
+        .await;
+        assert_eq!(code, common::proto::Code::Revoked);
+        c.close().await;
+    }
+    let e = rc.refresh(&first.token).await.unwrap_err();
+    assert_eq!(refused(&e), (401, "revoked"));
+
+    // The new device talks.
+    let (new, mut en) = Client::connect(d.client_config_with_token(&second.token, Transport::Tcp))
+        .await
+        .unwrap();
+    let id = new
+        .send(&second.user, Bytes::from_static(b"note to self"))
+        .await
+        .unwrap();
+    expect(&mut en, "Accepted", |e| match e {
+        Event::Accepted { id: got, .. } if *got == id => Some(()),
+        _ => None,
+    })
+    .await;
+    new.close().await;
+    node.service.stop().await;
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pin_lock_blocks_reregistration_and_counts_tries() {
+    let d = Deployment::start().await;
+    let node = d.start_register(NO_WAIT).await;
+    let rc = d.register_client(&node);
+    let number = "+15550000007";
+    let first = sign_up(&rc, &node, number, "phone", None).await.unwrap();
+    rc.set_pin(&first.token, "2580").await.unwrap();
+
+    // Without the PIN: refused, the account untouched.
+    let e = sign_up(&rc, &node, number, "thief", None)
+        .await
+        .unwrap_err();
+    assert_eq!(refused(&e), (423, "pin_required"));
+    rc.refresh(&first.token).await.unwrap();
+
+    // The same code, now with PINs: two wrong, then the right one passes.
+    let code = node.last_code(number).unwrap();
+    let with_pin = |pin: &str| Verify {
+        number: number.into(),
+        code: code.clone(),
+        device_name: Some("new phone".into()),
+        pin: Some(pin.into()),
+        ..Verify::default()
+    };
+    for left in [9, 8] {
+        let e = rc.verify(&with_pin("0000")).await.unwrap_err();
+        assert_eq!(refused(&e), (423, "pin_wrong"));
+        let RegisterError::Refused { tries_left, .. } = e else {
+            unreachable!()
+        };
+        assert_eq!(tries_left, Some(left));
+    }
+    let second = rc.verify(&with_pin("2580")).await.unwrap();
+    assert_eq!(second.generation, 2);
+
+    // The lock stays with the account; ten wrong PINs use up the budget,
+    // after which even the right PIN must wait a day.
+    let e = sign_up(&rc, &node, number, "thief", None)
+        .await
+        .unwrap_err();
+    assert_eq!(refused(&e), (423, "pin_required"));
+    let code = node.last_code(number).unwrap();
+    let with_pin = |pin: &str| Verify {
+        number: number.into(),
+        code: code.clone(),
+        device_name: Some("thief".into()),
+        pin: Some(pin.into()),
+        ..Verify::default()
+    };
+    for left in (0..10).rev() {
+        let e = rc.verify(&with_pin("1111")).await.unwrap_err();
+        assert_eq!(refused(&e), (423, "pin_wrong"), "{left} left");
+    }
+    let e = rc.verify(&with_pin("2580")).await.unwrap_err();
+    assert_eq!(refused(&e), (429, "pin_locked"));
+    let RegisterError::Refused {
+        retry_after_secs, ..
+    } = e
+    else {
+        unreachable!()
+    };
+    let wait = retry_after_secs.unwrap();
+    assert!((86_000..=86_400).contains(&wait), "{wait}");
+    // The owner's device was never displaced.
+    rc.refresh(&second.token).await.unwrap();
+    node.service.stop().await;
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_documented_4xx_and_creates_nothing() {
+    let d = Deployment::start().await;
+    let node = d.start_register("").await;
+    let rc = d.register_client(&node);
+    let json = Some("application/json");
+    let huge = Bytes::from(format!(
+        r#"{{"number": "+15550000008", "pad": "{}"}}"#,
+        "x".repeat(64 * 1024)
+    ));
+    // (what, path, content type, body, status, error code)
+    type Case<'a> = (&'a str, &'a str, Option<&'a str>, Bytes, u16, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            "malformed number",
+            "/v1/codes",
+            json,
+            Bytes::from_static(br#"{"number": "555-0101"}"#),
+            400,
+            "bad_number",
+        ),
+        (
+            "missing field",
+            "/v1/codes",
+            json,
+            Bytes::from_static(br#"{"transport": "sms"}"#),
+            400,
+            "missing_field",
+        ),
+        ("huge body", "/v1/codes", json, huge, 413, "body_too_large"),
+        (
+            "wrong content type",
+            "/v1/codes",
+            Some("text/plain"),
+            Bytes::from_static(br#"{"number": "+15550000008"}"#),
+            415,
+            "bad_content_type",
+        ),
+        (
+            "no content type",
+            "/v1/codes",
+            None,
+            Bytes::from_static(br#"{"number": "+15550000008"}"#),
+            415,
+            "bad_content_type",
+        ),
+        (
+            "not JSON",
+            "/v1/codes",
+            json,
+            Bytes::from_static(b"number=+15550000008"),
+            400,
+            "bad_json",
+        ),
+        (
+            "wrong type",
+            "/v1/codes",
+            json,
+            Bytes::from_static(br#"{"number": 15550000008}"#),
+            400,
+            "bad_field",
+        ),
+        (
+            "unknown transport",
+            "/v1/codes",
+            json,
+            Bytes::from_static(br#"{"number": "+15550000008", "transport": "pigeon"}"#),
+            400,
+            "bad_transport",
+        ),
+        (
+            "verify without a code",
+            "/v1/verify",
+            json,
+            Bytes::from_static(br#"{"number": "+15550000008", "device_name": "x"}"#),
+            400,
+            "missing_field",
+        ),
+        (
+            "verify without a device",
+            "/v1/verify",
+            json,
+            Bytes::from_static(br#"{"number": "+15550000008", "code": "123456"}"#),
+            400,
+            "missing_field",
+        ),
+        (
+            "a code of letters",
+            "/v1/verify",
+            json,
+            Bytes::from_static(
+                br#"{"number": "+15550000008", "code": "12ab56", "device_name": "x"}"#,
+            ),
+            400,
+            "bad_code",
+        ),
+        (
+            "a code never requested",
+            "/v1/verify",
+            json,
+            Bytes::from_static(
+                br#"{"number": "+15550000008", "code": "123456", "device_name": "x"}"#,
+            ),
+            404,
+            "no_code",
+        ),
+        (
+            "an unknown route",
+            "/v1/nothing",
+            json,
+            Bytes::from_static(b"{}"),
+            404,
+            "not_found",
+        ),
+    ];
+    for (what, path, ct, body, status, code) in cases {
+        let a = rc.raw(Method::POST, path, ct, body, None).await.unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&a.body)
+            .unwrap_or_else(|_| panic!("{what}: body is not JSON: {:?}", a.body));
+        assert_eq!(
+            (a.status, v["error"].as_str().unwrap()),
+            (status, code),
+            "{what}"
+        );
+        assert!(
+            v["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{what}"
+        );
+    }
+    for (what, token) in [("no token", None), ("forged token", Some("v1.AAAA.BBBB"))] {
+        let a = rc
+            .raw(Method::GET, "/v1/devices", None, Bytes::new(), token)
+            .await
+            .unwrap();
+        assert_eq!(a.status, 401, "{what}");
+    }
+    assert_eq!(node.codes_sent(), 0, "no SMS went out");
+    assert_eq!(indexed(&d, "+15550000008").await, 0, "no account");
+    node.service.stop().await;
+    d.stop().await;
+}
