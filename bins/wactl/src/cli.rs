@@ -9,8 +9,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// Admin and developer tool of wa.
 ///
 /// Start a local deployment with `wactl up`, then talk through it with
-/// `wactl watch` and `wactl send` from other terminals. `keygen` and `token`
-/// manage token signing keys and mint credentials until wa-register exists.
+/// `wactl watch` and `wactl send` from other terminals; sign up through its
+/// wa-register with `wactl register` (`wactl code` shows the development SMS
+/// code). `keygen` and `token` manage token signing keys and mint
+/// credentials directly, for tests and demos.
 ///
 /// Exit codes: 0 success, 1 failure (the message says why), 64 bad arguments.
 #[derive(Debug, Parser)]
@@ -27,6 +29,8 @@ pub enum Command {
     Up(UpArgs),
     Send(SendArgs),
     Watch(WatchArgs),
+    Register(RegisterArgs),
+    Code(CodeArgs),
     Man(ManArgs),
 }
 
@@ -74,16 +78,17 @@ pub struct TokenArgs {
     pub ttl: Duration,
 }
 
-/// Run a local deployment: one wa-store, one wa-chat and one wa-media.
+/// Run a local deployment: one wa-store, wa-chat, wa-media and wa-register.
 ///
 /// Creates DIR if needed with a development PKI (pki/), a token signing key
-/// (keys/k1.pem, keys/k1.pub), a cluster secret, a one-island cluster map and
-/// config files for the services (existing keys, PKI, secret and map are
-/// kept), then starts wa-store, wa-chat and wa-media (found next to wactl,
-/// else on PATH), waits until all are ready and prints where they listen and
-/// how to try them. Ctrl-C or SIGTERM stops wa-media, wa-chat, then wa-store,
-/// and exits 0; if one exits on its own, the others are stopped and wactl
-/// exits 1.
+/// (keys/k1.pem, keys/k1.pub), a cluster secret, a one-island cluster map, a
+/// PIN pepper (register/) and config files for the services (existing keys,
+/// PKI, secret and map are kept), then starts wa-store, wa-chat, wa-media and
+/// wa-register (found next to wactl, else on PATH), waits until all are ready
+/// and prints where they listen and how to try them. wa-register runs in
+/// development mode: SMS codes go to DIR/register/codes.log (`wactl code`).
+/// Ctrl-C or SIGTERM stops wa-register, wa-media, wa-chat, then wa-store, and
+/// exits 0; if one exits on its own, the others are stopped and wactl exits 1.
 #[derive(Debug, Args)]
 pub struct UpArgs {
     #[command(flatten)]
@@ -100,6 +105,48 @@ pub struct UpArgs {
     /// Port of wa-media (HTTPS); 0 picks a free one, shown when ready.
     #[arg(long, default_value_t = 0)]
     pub media_port: u16,
+    /// Port of wa-register (HTTPS); 0 picks a free one, shown when ready.
+    #[arg(long, default_value_t = 0)]
+    pub register_port: u16,
+}
+
+/// Sign up through a `wactl up` deployment's wa-register.
+///
+/// Asks wa-register for a code for NUMBER, reads it from the development
+/// code file (DIR/register/codes.log), verifies it for a device named NAME
+/// and prints the user id, device, generation and the credential. With
+/// --pin, sends the registration-lock PIN too.
+#[derive(Debug, Args)]
+pub struct RegisterArgs {
+    #[command(flatten)]
+    pub dir: DirArg,
+    /// The phone number, E.164 (`+15550001234`).
+    #[arg(long)]
+    pub number: String,
+    /// A name for the device.
+    #[arg(long, default_value = "wactl")]
+    pub name: String,
+    /// The registration-lock PIN, if the number has one.
+    #[arg(long)]
+    pub pin: Option<String>,
+    /// wa-register's address (default: the one the running `wactl up`
+    /// wrote to DIR/register/addr).
+    #[arg(long)]
+    pub addr: Option<std::net::SocketAddr>,
+}
+
+/// Print the last development SMS code sent to a number.
+///
+/// Reads DIR/register/codes.log, where a `wactl up` deployment's
+/// wa-register (development mode, `log` SMS provider) writes every code.
+/// Exits 1 if no code was sent to NUMBER.
+#[derive(Debug, Args)]
+pub struct CodeArgs {
+    #[command(flatten)]
+    pub dir: DirArg,
+    /// The phone number, E.164 (`+15550001234`).
+    #[arg(long)]
+    pub number: String,
 }
 
 /// The deployment directory shared by `up`, `send` and `watch`.

@@ -5,9 +5,11 @@
 //! maps the result to an exit code.
 
 pub mod cli;
+mod code;
 mod dev;
 mod keygen;
 mod man;
+mod register;
 mod send;
 mod token;
 mod up;
@@ -26,6 +28,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Up(a) => up::run(&a).await,
         Command::Send(a) => send::run(&a).await,
         Command::Watch(a) => watch::run(&a).await,
+        Command::Register(a) => register::run(&a).await,
+        Command::Code(a) => code::run(&a),
         Command::Man(a) => man::run(&a).map(|()| ExitCode::SUCCESS),
     }
 }

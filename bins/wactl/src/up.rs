@@ -33,8 +33,10 @@ pub(crate) async fn run(args: &UpArgs) -> anyhow::Result<ExitCode> {
     let link = SocketAddr::new(args.host, args.link_port);
     let chat = SocketAddr::new(args.host, args.port);
     let media = SocketAddr::new(args.host, args.media_port);
+    let register = SocketAddr::new(args.host, args.register_port);
     prepare(&dir, args.host, link, chat)?;
     write_media_config(&dir, media)?;
+    write_register_config(&dir, register)?;
 
     let mut store = Service::spawn("wa-store", &dir.join("wa-store.toml"))?;
     let store_line = match until_signal(&mut signals, store.ready()).await {
@@ -60,6 +62,15 @@ pub(crate) async fn run(args: &UpArgs) -> anyhow::Result<ExitCode> {
         Some(Err(e)) => return Ok(failed(e, vec![media, chat, store]).await),
         Some(Ok(line)) => line,
     };
+    let mut register = match Service::spawn("wa-register", &dir.join("wa-register.toml")) {
+        Ok(r) => r,
+        Err(e) => return Ok(failed(e, vec![media, chat, store]).await),
+    };
+    let register_line = match until_signal(&mut signals, register.ready()).await {
+        None => return Ok(stopped(vec![register, media, chat, store]).await),
+        Some(Err(e)) => return Ok(failed(e, vec![register, media, chat, store]).await),
+        Some(Ok(line)) => line,
+    };
 
     let shown = &args.dir.dir.display();
     let tcp = field(&chat_line, "tcp").unwrap_or("?");
@@ -75,28 +86,47 @@ pub(crate) async fn run(args: &UpArgs) -> anyhow::Result<ExitCode> {
         "wa-media  ready: https {media_shown}, node m1, blobs in {}",
         dir.join("media").display()
     );
+    let register_shown = field(&register_line, "http").unwrap_or("?");
+    // `wactl register` finds wa-register here (its port may be picked at start).
+    let addr_file = dir.join("register/addr");
+    if let Err(e) = std::fs::write(&addr_file, format!("{register_shown}\n")) {
+        eprintln!("wactl: cannot write {}: {e}", addr_file.display());
+    }
+    println!(
+        "wa-register ready: https {register_shown}, development SMS codes in {}",
+        dir.join("register/codes.log").display()
+    );
+    println!("  sign up:  wactl register --dir {shown} --number +15550001234 --name phone");
+    println!("  a code:   wactl code --dir {shown} --number +15550001234");
     println!();
     println!("Try it, in two more terminals:");
     println!("  wactl watch --dir {shown} --user bob --read");
     println!("  wactl send --dir {shown} --from alice --to bob --wait read 'hello bob'");
     println!("Ctrl-C stops them all.");
-    println!("READY wactl-up link={link_shown} tcp={tcp} quic={quic} media={media_shown}");
+    println!(
+        "READY wactl-up link={link_shown} tcp={tcp} quic={quic} media={media_shown} register={register_shown}"
+    );
 
     tokio::select! {
-        _ = signals.recv() => Ok(stopped(vec![media, chat, store]).await),
+        _ = signals.recv() => Ok(stopped(vec![register, media, chat, store]).await),
+        st = register.child.wait() => {
+            eprintln!("wactl: wa-register exited on its own ({})", describe(st));
+            stop(vec![media, chat, store]).await;
+            Ok(ExitCode::from(1))
+        }
         st = media.child.wait() => {
             eprintln!("wactl: wa-media exited on its own ({})", describe(st));
-            stop(vec![chat, store]).await;
+            stop(vec![register, chat, store]).await;
             Ok(ExitCode::from(1))
         }
         st = chat.child.wait() => {
             eprintln!("wactl: wa-chat exited on its own ({})", describe(st));
-            stop(vec![media, store]).await;
+            stop(vec![register, media, store]).await;
             Ok(ExitCode::from(1))
         }
         st = store.child.wait() => {
             eprintln!("wactl: wa-store exited on its own ({})", describe(st));
-            stop(vec![media, chat]).await;
+            stop(vec![register, media, chat]).await;
             Ok(ExitCode::from(1))
         }
     }
@@ -235,6 +265,47 @@ grace = "5s"
 "#
     );
     let p = dir.join("wa-media.toml");
+    std::fs::write(&p, text).with_context(|| format!("cannot write {}", p.display()))
+}
+
+/// The wa-register config of the deployment (development mode: the `log`
+/// SMS provider writes codes to `register/codes.log`), always rewritten; the
+/// PIN pepper is created once.
+fn write_register_config(dir: &Path, listen: SocketAddr) -> anyhow::Result<()> {
+    let reg = dir.join("register");
+    std::fs::create_dir_all(&reg).with_context(|| format!("cannot create {}", reg.display()))?;
+    let pepper = reg.join("pin.pepper");
+    if !pepper.exists() {
+        common::fsutil::write_private(&pepper, &rand::random::<[u8; 32]>())
+            .with_context(|| format!("cannot write {}", pepper.display()))?;
+    }
+    let d = dir.display();
+    let text = format!(
+        r#"name = "register-1"
+mode = "development"
+[listen]
+https = "{listen}"
+[tls]
+cert = "{d}/pki/cert.pem"
+key = "{d}/pki/key.pem"
+[cluster]
+map = "{d}/cluster.toml"
+ca = "{d}/pki/ca.pem"
+secret_file = "{d}/cluster.secret"
+[tokens]
+key_id = "{KEY_ID}"
+signing_key = "{d}/keys/k1.pem"
+[pin]
+pepper_file = "{d}/register/pin.pepper"
+[sms]
+provider = "log"
+[sms.log]
+file = "{d}/register/codes.log"
+[shutdown]
+grace = "5s"
+"#
+    );
+    let p = dir.join("wa-register.toml");
     std::fs::write(&p, text).with_context(|| format!("cannot write {}", p.display()))
 }
 

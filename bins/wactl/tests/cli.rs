@@ -5,7 +5,9 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 const WACTL: &str = env!("CARGO_BIN_EXE_wactl");
-const SUBCOMMANDS: [&str; 6] = ["keygen", "token", "up", "send", "watch", "man"];
+const SUBCOMMANDS: [&str; 8] = [
+    "keygen", "token", "up", "send", "watch", "register", "code", "man",
+];
 
 fn wactl(args: &[&str]) -> Output {
     Command::new(WACTL).args(args).output().expect("wactl runs")

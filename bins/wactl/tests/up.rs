@@ -96,7 +96,7 @@ async fn send(dir: &str, extra: &[&str], text: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_then_watch_and_send_then_sigterm() {
     let bin_dir = Path::new(WACTL).parent().unwrap();
-    for b in ["wa-store", "wa-chat"] {
+    for b in ["wa-store", "wa-chat", "wa-media", "wa-register"] {
         assert!(
             bin_dir.join(b).is_file(),
             "{b} is not built in {}: run `cargo build --workspace`",
@@ -137,6 +137,34 @@ async fn up_then_watch_and_send_then_sigterm() {
         l == "alice: over quic"
     })
     .await;
+
+    // Sign up through wa-register; the code comes from the development file.
+    let out = tokio::time::timeout(
+        PATIENCE,
+        Command::new(WACTL)
+            .args(["register", "--dir", dir, "--number", "+15550001234"])
+            .output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "wactl register: {text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("new account u") && text.contains("token v1."),
+        "{text}"
+    );
+    let out = Command::new(WACTL)
+        .args(["code", "--dir", dir, "--number", "+15550001234"])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim().len(), 6);
 
     sigterm(&watch);
     exits_zero(&mut watch, "wactl watch").await;
