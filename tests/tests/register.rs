@@ -363,7 +363,9 @@ async fn bad_input_gets_a_documented_4xx_and_creates_nothing() {
     let json = Some("application/json");
     let huge = Bytes::from(format!(
         r#"{{"number": "+15550000008", "pad": "{}"}}"#,
-        "x".repeat(64 * 1024)
+        // Over the 4 KiB limit, yet small enough that the server has read
+        // all of it when it answers (a bigger body would be cut mid-write).
+        "x".repeat(6 * 1024)
     ));
     // (what, path, content type, body, status, error code)
     type Case<'a> = (&'a str, &'a str, Option<&'a str>, Bytes, u16, &'a str);
@@ -494,5 +496,82 @@ async fn bad_input_gets_a_documented_4xx_and_creates_nothing() {
     assert_eq!(node.codes_sent(), 0, "no SMS went out");
     assert_eq!(indexed(&d, "+15550000008").await, 0, "no account");
     node.service.stop().await;
+    d.stop().await;
+}
+
+/// The real binary: its log never holds a whole number, a code (but the
+/// development provider's own line), a PIN or a token; SIGTERM exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_hold_no_secrets_and_sigterm_exits_zero() {
+    let d = Deployment::start().await;
+    let log = d.dir.path().join("wa-register.log");
+    let mut p = d.spawn_register_process(NO_WAIT, &log).await;
+    let rc = d.register_client_at(p.node_addr);
+    let codes = d.register_codes();
+    let code_of = |number: &str| {
+        std::fs::read_to_string(&codes)
+            .unwrap()
+            .lines()
+            .rev()
+            .find_map(|l| l.strip_prefix(&format!("{number} ")).map(String::from))
+            .unwrap()
+    };
+    let number = "+15550000010";
+    let verify = |code: String, pin: Option<&str>| Verify {
+        number: number.into(),
+        code,
+        device_name: Some("phone".into()),
+        pin: pin.map(String::from),
+        ..Verify::default()
+    };
+    rc.request_code(number).await.unwrap();
+    let wrong = rc.verify(&verify("000000".into(), None)).await;
+    let first = match wrong {
+        Err(_) => rc.verify(&verify(code_of(number), None)).await.unwrap(),
+        // 000000 was the code itself.
+        Ok(r) => r,
+    };
+    rc.set_pin(&first.token, "8642").await.unwrap();
+    rc.request_code(number).await.unwrap();
+    let code = code_of(number);
+    let e = rc.verify(&verify(code.clone(), None)).await.unwrap_err();
+    assert_eq!(refused(&e), (423, "pin_required"));
+    let e = rc
+        .verify(&verify(code.clone(), Some("1357")))
+        .await
+        .unwrap_err();
+    assert_eq!(refused(&e), (423, "pin_wrong"));
+    let second = rc.verify(&verify(code, Some("8642"))).await.unwrap();
+    let third = rc.refresh(&second.token).await.unwrap();
+
+    support::sigterm(&p.child);
+    let st = tokio::time::timeout(support::PATIENCE, p.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(st.success(), "wa-register exited with {st}");
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("+155******10"), "numbers are logged masked");
+    for secret in [
+        number,
+        "8642",
+        "1357",
+        &first.token,
+        &second.token,
+        &third.token,
+    ] {
+        assert!(!text.contains(secret), "{secret:?} is in the log");
+    }
+    let sent = std::fs::read_to_string(&codes).unwrap();
+    for line in sent.lines() {
+        let code = line.split_once(' ').unwrap().1;
+        for l in text.lines().filter(|l| l.contains(code)) {
+            assert!(
+                l.contains("development SMS written"),
+                "a code outside the development provider's line: {l}"
+            );
+        }
+    }
     d.stop().await;
 }

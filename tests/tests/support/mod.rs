@@ -488,19 +488,23 @@ pub struct RegisterNode {
 }
 
 impl Deployment {
-    /// Starts `wa-register` in-process; `extra` is TOML tables appended to
-    /// its config (e.g. `"[codes]\nttl = \"1ms\"\n"`).
-    pub async fn start_register(&self, extra: &str) -> RegisterNode {
+    /// The config of a `wa-register` beside this deployment (writing its
+    /// signing key and PIN pepper files); `extra` is TOML tables appended
+    /// (e.g. `"[codes]\nttl = \"1ms\"\n"`). Codes go to [`Self::register_codes`].
+    pub fn register_toml(&self, extra: &str) -> String {
         let d = self.dir.path();
         common::fsutil::write_private(
             &d.join("keys/k1.key"),
             keyfile::signing_pem(self.signer.signing_key()).as_bytes(),
         )
         .unwrap();
-        common::fsutil::write_private(&d.join("pin.pepper"), &rand::random::<[u8; 32]>()).unwrap();
-        let codes = d.join("register/codes.log");
+        if !d.join("pin.pepper").exists() {
+            common::fsutil::write_private(&d.join("pin.pepper"), &rand::random::<[u8; 32]>())
+                .unwrap();
+        }
+        let codes = self.register_codes();
         let dd = d.display();
-        let text = format!(
+        format!(
             r#"name = "register-t"
 mode = "development"
 [listen]
@@ -525,7 +529,18 @@ provider = "log"
 file = "{}"
 {extra}"#,
             codes.display()
-        );
+        )
+    }
+
+    /// Where the `log` SMS provider of [`Self::register_toml`] writes codes.
+    pub fn register_codes(&self) -> PathBuf {
+        self.dir.path().join("register/codes.log")
+    }
+
+    /// Starts `wa-register` in-process with [`Self::register_toml`].
+    pub async fn start_register(&self, extra: &str) -> RegisterNode {
+        let text = self.register_toml(extra);
+        let codes = self.register_codes();
         let config: wa_register::Config = toml::from_str(&text).unwrap();
         config.check_files().unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -582,5 +597,45 @@ impl RegisterNode {
         std::fs::read_to_string(&self.codes)
             .map(|t| t.lines().count())
             .unwrap_or(0)
+    }
+}
+
+/// A `wa-register` child process.
+pub struct RegisterProcess {
+    pub child: tokio::process::Child,
+    pub node_addr: SocketAddr,
+}
+
+impl Deployment {
+    /// Starts `wa-register` as a process with [`Self::register_toml`] and
+    /// waits for its READY line; its stderr (the log) goes to `log`.
+    pub async fn spawn_register_process(&self, extra: &str, log: &Path) -> RegisterProcess {
+        let cfg = self.dir.path().join("wa-register.toml");
+        std::fs::write(&cfg, self.register_toml(extra)).unwrap();
+        let mut child = tokio::process::Command::new(bin_dir().join("wa-register"))
+            .arg("--config")
+            .arg(&cfg)
+            .env("RUST_LOG", "debug")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(log).unwrap())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("wa-register binary is built (cargo build --workspace)");
+        let line = ready_line(&mut child, "wa-register").await;
+        RegisterProcess {
+            node_addr: field(&line, "http").parse().unwrap(),
+            child,
+        }
+    }
+
+    /// A registration client of a wa-register at `addr`.
+    pub fn register_client_at(&self, addr: SocketAddr) -> common::client::RegisterClient {
+        common::client::RegisterClient::new(common::client::RegisterConfig::new(
+            addr,
+            "localhost".into(),
+            self.roots.clone(),
+        ))
+        .expect("register client")
     }
 }
