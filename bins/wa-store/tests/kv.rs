@@ -190,6 +190,10 @@ async fn revoke_kicks_older_generations_now_and_later() {
     // Device 1 at generation 1 (session 1), device 2 (session 2).
     edge.send(attach(1, 1, 1)).await;
     edge.send(attach(2, 2, 1)).await;
+    // A read of bob's account on the same link lands on bob's shard after
+    // the attaches: once it is answered, they are in place (the revoke comes
+    // on another link, which the store may read first).
+    kv(&mut edge, 99, KvSpace::Account, "bob", get()).await;
     assert_eq!(revoke(&mut reg, 1, "bob", 1, 2).await, 1);
     expect_kick(&mut edge, 1).await;
     // A later attach with the old generation is refused; the new one is not.
