@@ -575,3 +575,123 @@ async fn logs_hold_no_secrets_and_sigterm_exits_zero() {
     }
     d.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_allow_list_and_test_numbers() {
+    let d = Deployment::start().await;
+    let node = d
+        .start_register(
+            r#"[codes]
+resend_waits = ["1ns"]
+[limits]
+per_number = { count = 2, per = "1h" }
+[countries]
+allow = ["+1555", "+44"]
+[[test_numbers]]
+number = "+15550000099"
+code = "424242"
+"#,
+        )
+        .await;
+    let rc = d.register_client(&node);
+    // Outside the allow-list: refused, no SMS.
+    let e = rc.request_code("+33612345678").await.unwrap_err();
+    assert_eq!(refused(&e), (403, "prefix_not_allowed"));
+    // The per-number limit, with the wait.
+    rc.request_code("+15550000011").await.unwrap();
+    rc.request_code("+15550000011").await.unwrap();
+    let e = rc.request_code("+15550000011").await.unwrap_err();
+    assert_eq!(refused(&e), (429, "rate_limited"));
+    let RegisterError::Refused {
+        retry_after_secs, ..
+    } = e
+    else {
+        unreachable!()
+    };
+    assert!(retry_after_secs.unwrap() > 60);
+    assert_eq!(node.codes_sent(), 2);
+    // A test number: its fixed code, and no SMS.
+    rc.request_code("+15550000099").await.unwrap();
+    assert_eq!(node.codes_sent(), 2);
+    let r = rc
+        .verify(&Verify {
+            number: "+15550000099".into(),
+            code: "424242".into(),
+            device_name: Some("review".into()),
+            ..Verify::default()
+        })
+        .await
+        .unwrap();
+    assert!(r.new_account);
+    node.service.stop().await;
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn linked_devices_removal_and_account_deletion() {
+    let d = Deployment::start().await;
+    let node = d.start_register(NO_WAIT).await;
+    let rc = d.register_client(&node);
+    let number = "+15550000012";
+    let main = sign_up(&rc, &node, number, "phone", None).await.unwrap();
+    let laptop = rc
+        .link_device(&main.token, "laptop", Some("cHVi"))
+        .await
+        .unwrap();
+    assert_eq!(laptop.device, 2);
+    let devices = rc.devices(&laptop.token).await.unwrap();
+    assert_eq!(devices.len(), 2);
+    assert!(devices.iter().any(|d| d.id == 2 && d.current));
+
+    // Removing the laptop closes its session with REVOKED.
+    let (lc, mut le) = Client::connect(d.client_config_with_token(&laptop.token, Transport::Tcp))
+        .await
+        .unwrap();
+    // (Removed before or after its attach: either way the home refuses it.)
+    rc.remove_device(&main.token, 2).await.unwrap();
+    let code = expect(&mut le, "REVOKED", |e| match e {
+        Event::Fatal { code, .. } => Some(*code),
+        _ => None,
+    })
+    .await;
+    assert_eq!(code, common::proto::Code::Revoked);
+    lc.close().await;
+    let e = rc.refresh(&laptop.token).await.unwrap_err();
+    assert_eq!(refused(&e), (401, "revoked"));
+    let e = rc.remove_device(&main.token, 2).await.unwrap_err();
+    assert_eq!(refused(&e), (404, "no_device"));
+
+    // Deleting the account: its credential is dead, the number is free.
+    rc.delete_account(&main.token).await.unwrap();
+    let e = rc.refresh(&main.token).await.unwrap_err();
+    assert_eq!(refused(&e), (401, "revoked"));
+    let again = sign_up(&rc, &node, number, "phone", None).await.unwrap();
+    assert!(again.new_account);
+    assert_ne!(again.user, main.user);
+    node.service.stop().await;
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pin_lock_lapses_when_the_account_is_not_seen() {
+    let d = Deployment::start().await;
+    let node = d
+        .start_register(&format!("{NO_WAIT}[pin]\nlapse_after = \"1ns\"\n"))
+        .await;
+    let rc = d.register_client(&node);
+    let number = "+15550000013";
+    let first = sign_up(&rc, &node, number, "phone", None).await.unwrap();
+    rc.set_pin(&first.token, "2580").await.unwrap();
+    // Not seen for longer than lapse_after: the code alone is enough, and
+    // the lock is gone for the new owner.
+    let second = sign_up(&rc, &node, number, "new phone", None)
+        .await
+        .unwrap();
+    assert_eq!(second.generation, 2);
+    let third = sign_up(&rc, &node, number, "newer phone", None)
+        .await
+        .unwrap();
+    assert_eq!(third.generation, 3);
+    node.service.stop().await;
+    d.stop().await;
+}

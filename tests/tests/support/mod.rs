@@ -504,6 +504,12 @@ impl Deployment {
         }
         let codes = self.register_codes();
         let dd = d.display();
+        // A test that sets [pin] keys gets the pepper line added to its table.
+        let pepper = format!("pepper_file = \"{dd}/pin.pepper\"\n");
+        let (pin, extra) = match extra.split_once("[pin]\n") {
+            Some((before, after)) => (String::new(), format!("{before}[pin]\n{pepper}{after}")),
+            None => (format!("[pin]\n{pepper}"), extra.to_owned()),
+        };
         format!(
             r#"name = "register-t"
 mode = "development"
@@ -519,9 +525,7 @@ secret_file = "{dd}/cluster.secret"
 [tokens]
 key_id = "k1"
 signing_key = "{dd}/keys/k1.key"
-[pin]
-pepper_file = "{dd}/pin.pepper"
-[shutdown]
+{pin}[shutdown]
 grace = "5s"
 [sms]
 provider = "log"
