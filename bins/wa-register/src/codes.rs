@@ -40,6 +40,40 @@ pub enum CheckError {
     },
     /// Too many wrong guesses: the code is dead; request a new one.
     Exhausted,
+    /// Right, but another verification with it is in progress.
+    Busy,
+}
+
+/// A right code held by one verification (see [`Codes::check`]).
+pub struct Claim<'a> {
+    codes: &'a Codes,
+    number: String,
+    consumed: bool,
+}
+
+impl Claim<'_> {
+    /// The registration succeeded: the code is used up and the number's
+    /// resend schedule starts over.
+    pub fn consume(mut self) {
+        self.consumed = true;
+        self.codes.lock().remove(&self.number);
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        if self.consumed {
+            return;
+        }
+        if let Some(p) = self
+            .codes
+            .lock()
+            .get_mut(&self.number)
+            .and_then(|s| s.code.as_mut())
+        {
+            p.claimed = false;
+        }
+    }
 }
 
 /// A uniform 6-digit code from the OS generator (so that no code can be
@@ -61,6 +95,9 @@ struct Pending {
     mac: [u8; 32],
     expires: Instant,
     wrong: u32,
+    /// A verification holding the right code is in progress: a concurrent
+    /// one with the same code waits its turn (single use under races too).
+    claimed: bool,
 }
 
 struct NumberState {
@@ -153,6 +190,7 @@ impl Codes {
             mac,
             expires: now + self.cfg.ttl,
             wrong: 0,
+            claimed: false,
         });
         Ok((code, wait))
     }
@@ -168,9 +206,11 @@ impl Codes {
         }
     }
 
-    /// Checks `code` for `number`. A right code stays valid until
-    /// [`Codes::consume`] (the registration may still need the PIN).
-    pub fn check(&self, number: &str, code: &str, now: Instant) -> Result<(), CheckError> {
+    /// Checks `code` for `number`. A right code is claimed by the returned
+    /// [`Claim`]: it is used up when the claim is [consumed](Claim::consume),
+    /// and valid again when the claim is dropped (the registration failed or
+    /// still needs the PIN). While claimed, other checks get `Busy`.
+    pub fn check(&self, number: &str, code: &str, now: Instant) -> Result<Claim<'_>, CheckError> {
         let mac = self.mac(number, code);
         let max = self.cfg.max_checks;
         let mut numbers = self.lock();
@@ -183,7 +223,15 @@ impl Codes {
             return Err(CheckError::Expired);
         }
         if bool::from(p.mac.ct_eq(&mac)) {
-            return Ok(());
+            if p.claimed {
+                return Err(CheckError::Busy);
+            }
+            p.claimed = true;
+            return Ok(Claim {
+                codes: self,
+                number: number.to_owned(),
+                consumed: false,
+            });
         }
         p.wrong += 1;
         if p.wrong >= max {
@@ -193,12 +241,6 @@ impl Codes {
                 left: max - p.wrong,
             })
         }
-    }
-
-    /// The code did its job: forget the number altogether (its resend
-    /// schedule starts over).
-    pub fn consume(&self, number: &str) {
-        self.lock().remove(number);
     }
 
     /// Forgets numbers untouched for `forget_after`; returns how many remain.
@@ -224,11 +266,24 @@ mod tests {
         let (code, wait) = c.issue("+15550000001", None, now).unwrap();
         assert!(valid_code(&code), "{code}");
         assert_eq!(wait, Duration::from_secs(60));
-        assert_eq!(c.check("+15550000001", &code, now), Ok(()));
+        let claim = c.check("+15550000001", &code, now).unwrap();
+        // Held by one verification at a time.
+        assert_eq!(
+            c.check("+15550000001", &code, now).err(),
+            Some(CheckError::Busy)
+        );
+        drop(claim);
+        let claim = c.check("+15550000001", &code, now).unwrap();
         // Bound to its number.
-        assert_eq!(c.check("+15550000002", &code, now), Err(CheckError::NoCode));
-        c.consume("+15550000001");
-        assert_eq!(c.check("+15550000001", &code, now), Err(CheckError::NoCode));
+        assert_eq!(
+            c.check("+15550000002", &code, now).err(),
+            Some(CheckError::NoCode)
+        );
+        claim.consume();
+        assert_eq!(
+            c.check("+15550000001", &code, now).err(),
+            Some(CheckError::NoCode)
+        );
     }
 
     #[test]
@@ -238,17 +293,17 @@ mod tests {
         let (code, _) = c.issue("+15550000001", Some("123456"), now).unwrap();
         for left in (1..5).rev() {
             assert_eq!(
-                c.check("+15550000001", "000000", now),
-                Err(CheckError::Wrong { left })
+                c.check("+15550000001", "000000", now).err(),
+                Some(CheckError::Wrong { left })
             );
         }
         assert_eq!(
-            c.check("+15550000001", "000000", now),
-            Err(CheckError::Exhausted)
+            c.check("+15550000001", "000000", now).err(),
+            Some(CheckError::Exhausted)
         );
         assert_eq!(
-            c.check("+15550000001", &code, now),
-            Err(CheckError::Exhausted)
+            c.check("+15550000001", &code, now).err(),
+            Some(CheckError::Exhausted)
         );
     }
 
@@ -259,8 +314,8 @@ mod tests {
         let (code, _) = c.issue("+15550000001", None, now).unwrap();
         let later = now + Duration::from_secs(600);
         assert_eq!(
-            c.check("+15550000001", &code, later),
-            Err(CheckError::Expired)
+            c.check("+15550000001", &code, later).err(),
+            Some(CheckError::Expired)
         );
     }
 

@@ -86,8 +86,11 @@ pub async fn handle(
             retry_after: r.wait,
         });
     }
-    match app.codes.check(number.as_str(), &req.code, Instant::now()) {
-        Ok(()) => {}
+    // Held until the registration succeeds (then used up) or fails (then
+    // valid again, e.g. for the try with the PIN).
+    let claim = match app.codes.check(number.as_str(), &req.code, Instant::now()) {
+        Ok(claim) => claim,
+        Err(CheckError::Busy) => return Err(ApiError::Conflict),
         Err(CheckError::NoCode) => return Err(ApiError::NoCode),
         Err(CheckError::Expired) => return Err(ApiError::CodeExpired),
         Err(CheckError::Wrong { left }) => {
@@ -98,7 +101,7 @@ pub async fn handle(
             Metrics::inc(&m.codes_exhausted);
             return Err(ApiError::CodeExhausted);
         }
-    }
+    };
 
     let (indexed, phone_version) = app.accounts.phone(number.as_str()).await?;
     let existing = match &indexed {
@@ -121,7 +124,7 @@ pub async fn handle(
         }
     };
 
-    app.codes.consume(number.as_str());
+    claim.consume();
     app.pumping.verified(
         number.prefix(app.config.limits.prefix_digits),
         Instant::now(),
