@@ -96,6 +96,7 @@ pub(crate) async fn run(args: &UpArgs) -> anyhow::Result<ExitCode> {
         "wa-register ready: https {register_shown}, development SMS codes in {}",
         dir.join("register/codes.log").display()
     );
+    println!("  (each code sent is also printed here as it goes out)");
     println!("  sign up:  wactl register --dir {shown} --number +15550001234 --name phone");
     println!("  a code:   wactl code --dir {shown} --number +15550001234");
     println!();
@@ -107,6 +108,8 @@ pub(crate) async fn run(args: &UpArgs) -> anyhow::Result<ExitCode> {
         "READY wactl-up link={link_shown} tcp={tcp} quic={quic} media={media_shown} register={register_shown}"
     );
 
+    let codes = tokio::spawn(print_codes(dir.join("register/codes.log")));
+    let _stop_printing = AbortOnDrop(codes);
     tokio::select! {
         _ = signals.recv() => Ok(stopped(vec![register, media, chat, store]).await),
         st = register.child.wait() => {
@@ -128,6 +131,53 @@ pub(crate) async fn run(args: &UpArgs) -> anyhow::Result<ExitCode> {
             eprintln!("wactl: wa-store exited on its own ({})", describe(st));
             stop(vec![register, media, chat]).await;
             Ok(ExitCode::from(1))
+        }
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Prints each development SMS code wa-register writes to `file` (lines
+/// `NUMBER CODE`) from now on, as `SMS code for NUMBER: CODE`. The file is a
+/// plain append-only log, so it is followed by reading what was added every
+/// quarter second; codes written before `wactl up` started are not repeated.
+async fn print_codes(file: PathBuf) {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut offset = std::fs::metadata(&file).map_or(0, |m| m.len());
+    let mut partial = String::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tick.tick().await;
+        let Ok(mut f) = std::fs::File::open(&file) else {
+            continue;
+        };
+        let len = f.metadata().map_or(0, |m| m.len());
+        if len < offset {
+            // Truncated or replaced: start over from its beginning.
+            offset = 0;
+            partial.clear();
+        }
+        if len == offset || f.seek(SeekFrom::Start(offset)).is_err() {
+            continue;
+        }
+        let mut added = Vec::new();
+        if f.take(len - offset).read_to_end(&mut added).is_err() {
+            continue;
+        }
+        offset += added.len() as u64;
+        partial.push_str(&String::from_utf8_lossy(&added));
+        while let Some(end) = partial.find('\n') {
+            let line: String = partial.drain(..=end).collect();
+            if let Some((number, code)) = line.trim().split_once(' ') {
+                println!("SMS code for {number}: {code}");
+            }
         }
     }
 }

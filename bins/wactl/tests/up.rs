@@ -113,7 +113,15 @@ async fn up_then_watch_and_send_then_sigterm() {
     })
     .await;
     assert!(ready.contains(&format!("tcp=127.0.0.1:{port}")), "{ready}");
-    tokio::spawn(async move { while let Ok(Some(_)) = up_out.next_line().await {} });
+    // Keep draining wactl up's output; the codes it prints come back here.
+    let (code_tx, mut code_rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok(Some(l)) = up_out.next_line().await {
+            if let Some(rest) = l.strip_prefix("SMS code for ") {
+                let _ = code_tx.send(rest.to_owned());
+            }
+        }
+    });
 
     let (mut watch, mut watch_out) = spawn(&["watch", "--dir", dir, "--user", "bob", "--read"]);
     wait_line(&mut watch_out, "watch connected", |l| {
@@ -164,7 +172,14 @@ async fn up_then_watch_and_send_then_sigterm() {
         .await
         .unwrap();
     assert!(out.status.success());
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim().len(), 6);
+    let code = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert_eq!(code.len(), 6, "{code:?}");
+    // wactl up printed the same code as it went out.
+    let printed = tokio::time::timeout(PATIENCE, code_rx.recv())
+        .await
+        .expect("wactl up prints the code")
+        .unwrap();
+    assert_eq!(printed, format!("+15550001234: {code}"));
 
     sigterm(&watch);
     exits_zero(&mut watch, "wactl watch").await;
