@@ -86,7 +86,8 @@ pub struct TokenArgs {
 /// PKI, secret and map are kept), then starts wa-store, wa-chat, wa-media and
 /// wa-register (found next to wactl, else on PATH), waits until all are ready
 /// and prints where they listen and how to try them. wa-register runs in
-/// development mode: SMS codes go to DIR/register/codes.log (`wactl code`).
+/// development mode: SMS codes go to DIR/register/codes.log (`wactl code`)
+/// and are printed here as `SMS code for NUMBER: CODE` as they go out.
 /// Ctrl-C or SIGTERM stops wa-register, wa-media, wa-chat, then wa-store, and
 /// exits 0; if one exits on its own, the others are stopped and wactl exits 1.
 #[derive(Debug, Args)]
