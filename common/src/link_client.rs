@@ -314,18 +314,20 @@ impl LinkClient {
         });
         let wdead = dead.clone();
         tokio::spawn(async move {
-            let mut scratch = BytesMut::new();
+            let mut w = crate::wire::BatchWriter::new(w);
             loop {
                 let m = tokio::select! {
                     m = rx.recv() => m,
                     () = wdead.cancelled() => None,
                 };
                 let Some(m) = m else { break };
-                if crate::wire::write_frame(&mut w, &m, &mut scratch)
-                    .await
-                    .is_err()
-                    || w.flush().await.is_err()
+                w.push(&m);
+                while !w.is_full()
+                    && let Ok(more) = rx.try_recv()
                 {
+                    w.push(&more);
+                }
+                if w.send().await.is_err() {
                     break;
                 }
             }

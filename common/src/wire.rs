@@ -58,6 +58,54 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     }
 }
 
+/// Bytes of frames gathered before a [`BatchWriter`] is full.
+pub const BATCH_BYTES: usize = 64 * 1024;
+
+/// Writes frames in batches: a writer task pushes the frame it woke for and
+/// whatever else is already queued (up to [`BATCH_BYTES`]), then sends them
+/// with one write. Over TLS each write is a record and a system call, so a
+/// link carrying many small frames costs one of each per batch instead of
+/// one per frame.
+pub struct BatchWriter<W> {
+    inner: W,
+    buf: BytesMut,
+}
+
+impl<W: AsyncWrite + Unpin> BatchWriter<W> {
+    pub fn new(inner: W) -> Self {
+        Self {
+            inner,
+            buf: BytesMut::with_capacity(BATCH_BYTES),
+        }
+    }
+
+    /// Adds a frame to the batch (nothing is written yet).
+    pub fn push<M: Message>(&mut self, msg: &M) {
+        frame::encode(msg, &mut self.buf);
+    }
+
+    /// Whether the batch should be sent before more are pushed.
+    pub fn is_full(&self) -> bool {
+        self.buf.len() >= BATCH_BYTES
+    }
+
+    /// Writes the batch and flushes.
+    pub async fn send(&mut self) -> std::io::Result<()> {
+        if !self.buf.is_empty() {
+            let r = self.inner.write_all(&self.buf).await;
+            self.buf.clear();
+            r?;
+        }
+        self.inner.flush().await
+    }
+
+    /// Sends what is batched, then shuts the stream down.
+    pub async fn shutdown(&mut self) -> std::io::Result<()> {
+        self.send().await?;
+        self.inner.shutdown().await
+    }
+}
+
 /// Encodes and writes one frame, without flushing.
 pub async fn write_frame<W: AsyncWrite + Unpin, M: Message>(
     w: &mut W,

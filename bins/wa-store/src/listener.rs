@@ -10,11 +10,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::BytesMut;
 use common::link::{LinkAuthOk, LinkDown, LinkUp, MAX_LINK_FRAME, link_down, link_up};
-use common::wire::{FrameReader, write_frame};
+use common::wire::{BatchWriter, FrameReader};
 use subtle::ConstantTimeEq;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
@@ -297,29 +296,25 @@ fn kv_op(link: &LinkTx, k: common::link::KvReq) -> Result<Op, common::link::KvRe
 /// Drains the link's queue onto the socket until every sender is gone (all
 /// answers delivered) or the link is declared dead.
 async fn writer<W: AsyncWrite + Unpin>(
-    mut w: W,
+    w: W,
     mut rx: mpsc::Receiver<LinkDown>,
     dead: CancellationToken,
 ) {
-    let mut scratch = BytesMut::with_capacity(4096);
+    let mut w = BatchWriter::new(w);
     loop {
         let msg = tokio::select! {
             m = rx.recv() => m,
             () = dead.cancelled() => break,
         };
         let Some(msg) = msg else { break };
-        if write_frame(&mut w, &msg, &mut scratch).await.is_err() {
-            dead.cancel();
-            return;
+        w.push(&msg);
+        // Whatever else is queued goes in the same write.
+        while !w.is_full()
+            && let Ok(more) = rx.try_recv()
+        {
+            w.push(&more);
         }
-        // Write whatever else is queued before paying for a flush.
-        while let Ok(more) = rx.try_recv() {
-            if write_frame(&mut w, &more, &mut scratch).await.is_err() {
-                dead.cancel();
-                return;
-            }
-        }
-        if w.flush().await.is_err() {
+        if w.send().await.is_err() {
             dead.cancel();
             return;
         }

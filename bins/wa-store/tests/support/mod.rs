@@ -10,11 +10,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use common::link::{Append, LinkAuth, LinkDown, LinkUp, MAX_LINK_FRAME, link_down, link_up};
 use common::proto::{Envelope, envelope::Content};
-use common::wire::{FrameReader, ReadError, write_frame};
-use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
+use common::wire::{BatchWriter, FrameReader, ReadError};
+use tokio::io::{ReadHalf, WriteHalf};
 
 /// How long a test waits for an answer the store owes it.
 pub const PATIENCE: Duration = Duration::from_secs(30);
@@ -69,18 +69,22 @@ pub fn envelope(from: &str, id: Bytes, body: Bytes) -> Envelope {
 
 /// The sending half of a link.
 pub struct LinkWriter {
-    w: WriteHalf<Tls>,
-    scratch: BytesMut,
+    w: BatchWriter<WriteHalf<Tls>>,
 }
 
 impl LinkWriter {
-    /// Writes a frame without flushing.
+    /// Adds a frame to the batch [`LinkWriter::flush`] sends (sends the batch
+    /// early only when it is full), as an edge's link writer does.
     pub async fn queue(&mut self, k: link_up::Kind) -> std::io::Result<()> {
-        write_frame(&mut self.w, &LinkUp { kind: Some(k) }, &mut self.scratch).await
+        self.w.push(&LinkUp { kind: Some(k) });
+        if self.w.is_full() {
+            self.w.send().await?;
+        }
+        Ok(())
     }
 
     pub async fn flush(&mut self) -> std::io::Result<()> {
-        self.w.flush().await
+        self.w.send().await
     }
 }
 
@@ -115,8 +119,7 @@ impl Link {
                 r: FrameReader::new(r, MAX_LINK_FRAME),
             },
             w: LinkWriter {
-                w,
-                scratch: BytesMut::new(),
+                w: BatchWriter::new(w),
             },
         };
         l.w.queue(link_up::Kind::Auth(LinkAuth {
