@@ -110,6 +110,7 @@ impl Store {
             bypass_items: self.config.cache.bypass_items,
             budget_bytes: self.config.cache.memory.as_u64(),
             expire_after: self.config.mailbox.expire_after,
+            write_back_slice: home::WRITE_BACK_SLICE,
         };
         let (home, shards) = Home::start(
             Arc::clone(&self.storage),

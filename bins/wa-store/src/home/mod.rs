@@ -134,11 +134,13 @@ pub enum Op {
     LinkGone { link: LinkId },
     /// These items are past their age: delete them.
     Expire { user: String, seqs: Vec<u64> },
-    /// Write cached items appended before `due` (every one with `all`) to the
-    /// engine and report what was written (sent to every shard).
+    /// Write at most `max` of the cached items appended before `due` (every
+    /// one with `all`), oldest first, to the engine and report what was
+    /// written (sent to every shard, again while it reports `more`).
     WriteBack {
         due: Instant,
         all: bool,
+        max: usize,
         reply: oneshot::Sender<RoundReport>,
     },
 }
@@ -150,7 +152,14 @@ pub struct RoundReport {
     pub written: HashMap<u64, u64>,
     /// When the oldest item still only in memory was appended.
     pub oldest: Option<Instant>,
+    /// The shard stopped at `max` items: there is more to write this round.
+    pub more: bool,
 }
+
+/// Items a shard writes to the engine per write-back slice. A round is cut
+/// into slices so that the appends queued behind it wait for one slice (a
+/// few milliseconds of engine writes), never for a whole round.
+pub const WRITE_BACK_SLICE: usize = 1000;
 
 /// The write-back cache's settings.
 #[derive(Debug, Clone, Copy)]
@@ -167,6 +176,8 @@ pub struct CacheConfig {
     /// Items older than this are deleted undelivered (the sweeper does the
     /// engine; write-back rounds do the cache).
     pub expire_after: Duration,
+    /// Items a shard writes per write-back slice ([`WRITE_BACK_SLICE`]).
+    pub write_back_slice: usize,
 }
 
 /// Per-mailbox limits the home enforces on appends.
@@ -203,6 +214,7 @@ pub struct HomeClosed;
 #[derive(Clone)]
 pub struct Home {
     shards: Arc<[mpsc::Sender<Op>]>,
+    write_back_slice: usize,
 }
 
 impl Home {
@@ -241,6 +253,7 @@ impl Home {
         (
             Home {
                 shards: senders.into(),
+                write_back_slice: cache.write_back_slice.max(1),
             },
             tasks,
         )
@@ -278,24 +291,41 @@ impl Home {
         due: Instant,
         all: bool,
     ) -> Result<RoundReport, HomeClosed> {
-        let mut waits = Vec::with_capacity(self.shards.len());
-        for s in self.shards.iter() {
-            let (reply, rx) = oneshot::channel();
-            s.send(Op::WriteBack { due, all, reply })
-                .await
-                .map_err(|_| HomeClosed)?;
-            waits.push(rx);
-        }
         let mut total = RoundReport::default();
-        for w in waits {
-            let r = w.await.map_err(|_| HomeClosed)?;
-            for (seg, n) in r.written {
-                *total.written.entry(seg).or_default() += n;
+        // Shards still writing; each gets its next slice once it answered
+        // the last, so the ops queued meanwhile go first.
+        let mut busy: Vec<usize> = (0..self.shards.len()).collect();
+        while !busy.is_empty() {
+            let mut waits = Vec::with_capacity(busy.len());
+            for &i in &busy {
+                let (reply, rx) = oneshot::channel();
+                self.shards[i]
+                    .send(Op::WriteBack {
+                        due,
+                        all,
+                        max: self.write_back_slice,
+                        reply,
+                    })
+                    .await
+                    .map_err(|_| HomeClosed)?;
+                waits.push((i, rx));
             }
-            total.oldest = match (total.oldest, r.oldest) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            busy.clear();
+            for (i, w) in waits {
+                let r = w.await.map_err(|_| HomeClosed)?;
+                for (seg, n) in r.written {
+                    *total.written.entry(seg).or_default() += n;
+                }
+                if r.more {
+                    busy.push(i);
+                } else {
+                    // A shard's oldest counts once it wrote all it had due.
+                    total.oldest = match (total.oldest, r.oldest) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                }
+            }
         }
         Ok(total)
     }

@@ -152,6 +152,8 @@ impl Harness {
                 bypass_items: 3,
                 budget_bytes: 2 * 300,
                 expire_after: Duration::from_secs(30 * 86400),
+                // Rounds cut into slices of two items, so that slicing runs.
+                write_back_slice: 2,
             },
             Arc::clone(&self.metrics),
             2,

@@ -253,8 +253,13 @@ impl Shard {
                 Metrics::add(&self.metrics.expired, n);
                 self.refill(&user, &seqs);
             }
-            Op::WriteBack { due, all, reply } => {
-                let report = self.write_back(due, all);
+            Op::WriteBack {
+                due,
+                all,
+                max,
+                reply,
+            } => {
+                let report = self.write_back(due, all, max);
                 let _ = reply.send(report);
             }
         }
@@ -740,10 +745,11 @@ impl Shard {
     }
 
     /// Writes cached items older than `due` (or every one, with `all`) and,
-    /// over the memory budget, the oldest others, to the engine; records the
+    /// over the memory budget, the oldest others, to the engine, at most
+    /// `max` of them, oldest first; once all are written, records the
     /// sequence counters the engine has not seen. Reports what to settle once
-    /// the engine is flushed.
-    fn write_back(&mut self, due: Instant, all: bool) -> RoundReport {
+    /// the engine is flushed, and whether there is more.
+    fn write_back(&mut self, due: Instant, all: bool, max: usize) -> RoundReport {
         let storage = Arc::clone(&self.storage);
         if let Some(old) = Instant::now().checked_sub(self.cache_cfg.expire_after) {
             let expired: Vec<(String, Vec<u64>)> = self
@@ -798,6 +804,12 @@ impl Shard {
                 victims.push((at, name, seq));
             }
         }
+        let mut more = victims.len() > max;
+        if more {
+            victims.sort_unstable_by_key(|v| v.0);
+            victims.truncate(max);
+        }
+        let mut wrote = 0usize;
         for (_, name, seq) in victims {
             let Some(u) = self.users.get_mut(&name) else {
                 continue;
@@ -820,6 +832,17 @@ impl Shard {
             Metrics::sub(&self.metrics.cache_bytes, c.size);
             Metrics::add(&self.metrics.written_back, 1);
             *self.written.entry(c.segment).or_default() += 1;
+            wrote += 1;
+        }
+        // (A slice that wrote nothing, the engine refusing, ends the round:
+        // the next round tries again.)
+        more &= wrote > 0;
+        if more {
+            return RoundReport {
+                written: std::mem::take(&mut self.written),
+                oldest: None,
+                more,
+            };
         }
         let mut idle = Vec::new();
         let mut oldest: Option<Instant> = None;
@@ -844,6 +867,7 @@ impl Shard {
         RoundReport {
             written: std::mem::take(&mut self.written),
             oldest,
+            more,
         }
     }
 
