@@ -5,7 +5,12 @@
 //! Mode `append` (default): W writers, each sends an append, waits for its
 //! `AppendResult` (sent only once durable) and sends the next; after a
 //! warm-up it counts durable appends per second and the time from sending an
-//! append to its result (p50/p99/p99.9/max), for each engine and each W.
+//! append to its result (p50/p99/p99.9/max), for each engine and each W. By
+//! default the loop is closed (each writer sends again at once: the store's
+//! saturation throughput, where latency is writers / throughput by Little's
+//! law); with `--rate R` the W writers together offer R appends/s on a fixed
+//! schedule and latency counts from when each append was due (open loop, no
+//! coordinated omission): the latency a store carrying R/s gives.
 //!
 //! Mode `churn`: every recipient is online (one session each, acknowledging
 //! every push) while writers append, until N messages came and went (or a time
@@ -47,6 +52,13 @@ struct Args {
     /// Concurrent writers (one append in flight each), comma separated.
     #[arg(long, default_value = "1,100,1000,10000", value_delimiter = ',')]
     writers: Vec<usize>,
+    /// Append mode: offered appends per second over all writers (open loop:
+    /// each writer sends on its own schedule and the time to Accepted counts
+    /// from when the append was due, so a late send shows as latency). 0: each
+    /// writer sends the next append as soon as the last was accepted
+    /// (closed loop, the store's saturation throughput).
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
     /// Links the writers are spread over.
     #[arg(long, default_value_t = 4)]
     links: usize,
@@ -68,6 +80,14 @@ struct Args {
     /// Churn mode: stop after this many seconds even if fewer messages went.
     #[arg(long, default_value_t = 60)]
     max_secs: u64,
+    /// Worker threads of a runtime of the store's own, as in the wa-store
+    /// binary (0: the store shares the load generator's runtime, so its
+    /// tasks queue behind the generator's).
+    #[arg(long, default_value_t = 2)]
+    store_threads: usize,
+    /// Extra wa-store configuration (TOML tables), appended to the bench's.
+    #[arg(long, default_value = "")]
+    store_toml: String,
     /// Where the temp dirs go (default: the system temp dir).
     #[arg(long)]
     dir: Option<PathBuf>,
@@ -86,9 +106,9 @@ fn main() {
         match args.mode.as_str() {
             "append" => {
                 println!(
-                    "| engine | writers | durable appends/s | p50 ms | p99 ms | p99.9 ms | max ms | appends per sync | clean stop s | loadavg before → after |"
+                    "| engine | writers | offered/s | durable appends/s | cores busy | p50 ms | p99 ms | p99.9 ms | max ms | appends per sync | clean stop s | loadavg before → after |"
                 );
-                println!("|---|---|---|---|---|---|---|---|---|---|");
+                println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
                 for engine in &args.engines {
                     for &w in &args.writers {
                         append_run(&args, engine, w).await;
@@ -128,6 +148,8 @@ struct Store {
     metrics: Arc<wa_store::metrics::Metrics>,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<Result<(), wa_store::StoreError>>,
+    /// The store's own runtime (`--store-threads`), if not the bench's.
+    rt: Option<tokio::runtime::Runtime>,
 }
 
 async fn start(args: &Args, engine: &str) -> Store {
@@ -136,10 +158,12 @@ async fn start(args: &Args, engine: &str) -> Store {
         None => tempfile::tempdir().unwrap(),
     };
     write_files(dir.path());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
     let addr = listener.local_addr().unwrap();
     let text = config_toml(dir.path(), &addr.to_string(), engine)
-        + "[mailbox]\nmax_items = 1000000000\nmax_bytes = \"1 TiB\"\n";
+        + "[mailbox]\nmax_items = 1000000000\nmax_bytes = \"1 TiB\"\n"
+        + &args.store_toml.replace("\\n", "\n");
     let config: wa_store::Config = toml::from_str(&text).unwrap();
     let shutdown = CancellationToken::new();
     let store =
@@ -148,13 +172,31 @@ async fn start(args: &Args, engine: &str) -> Store {
             .unwrap()
             .unwrap();
     let metrics = store.metrics();
-    let task = tokio::spawn(store.serve(listener, shutdown.clone()));
+    let serve = {
+        let shutdown = shutdown.clone();
+        async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            store.serve(listener, shutdown).await
+        }
+    };
+    let (task, rt) = if args.store_threads == 0 {
+        (tokio::spawn(serve), None)
+    } else {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(args.store_threads)
+            .thread_name("store")
+            .enable_all()
+            .build()
+            .unwrap();
+        (rt.spawn(serve), Some(rt))
+    };
     Store {
         dir,
         addr,
         metrics,
         shutdown,
         task,
+        rt,
     }
 }
 
@@ -169,6 +211,9 @@ impl Store {
             .expect("store stops within ten minutes")
             .unwrap()
             .unwrap();
+        if let Some(rt) = self.rt {
+            rt.shutdown_background();
+        }
         (self.dir, t0.elapsed())
     }
 }
@@ -290,17 +335,31 @@ async fn append_run(args: &Args, engine: &str, writers: usize) {
         let body = body.clone();
         let to = format!("u{}", w % args.recipients);
         let from = format!("w{w}");
+        // Open loop: this writer's share of the rate, its first send spread
+        // over one period so that the writers do not fire together.
+        let period =
+            (args.rate > 0).then(|| Duration::from_secs_f64(writers as f64 / args.rate as f64));
+        let first =
+            period.map(|p| tokio::time::Instant::now() + p.mul_f64(w as f64 / writers as f64));
         tasks.push(tokio::spawn(async move {
             let mut lat: Vec<u32> = Vec::new();
             let mut refused = 0u64;
             let mut n = 0u64;
+            let mut due = first;
             loop {
                 let p = phase.load(Ordering::Relaxed);
                 if p == STOP {
                     break;
                 }
                 n += 1;
-                let t0 = Instant::now();
+                let t0 = match (due, period) {
+                    (Some(d), Some(p)) => {
+                        tokio::time::sleep_until(d).await;
+                        due = Some(d + p);
+                        d.into_std()
+                    }
+                    _ => Instant::now(),
+                };
                 let r = edge
                     .append(to.clone(), &from, id_for(w, n), body.clone())
                     .await;
@@ -317,9 +376,11 @@ async fn append_run(args: &Args, engine: &str, writers: usize) {
     tokio::time::sleep(Duration::from_secs(args.warmup)).await;
     phase.store(MEASURE, Ordering::Relaxed);
     let t0 = Instant::now();
+    let cpu0 = cpu_time();
     tokio::time::sleep(Duration::from_secs(args.secs)).await;
     phase.store(STOP, Ordering::Relaxed);
     let measured = t0.elapsed();
+    let cores = (cpu_time() - cpu0).as_secs_f64() / measured.as_secs_f64();
     let load_after = loadavg();
     let mut all = Vec::new();
     let mut refused = 0;
@@ -335,7 +396,12 @@ async fn append_run(args: &Args, engine: &str, writers: usize) {
     let (_dir, stop) = store.stop().await;
     all.sort_unstable();
     println!(
-        "| {engine} | {writers} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} | {:.1} | {load_before} → {load_after} |{}",
+        "| {engine} | {writers} | {} | {:.0} | {cores:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} | {:.1} | {load_before} → {load_after} |{}",
+        if args.rate > 0 {
+            args.rate.to_string()
+        } else {
+            "closed loop".into()
+        },
         all.len() as f64 / measured.as_secs_f64(),
         percentile(&all, 0.50),
         percentile(&all, 0.99),
@@ -349,6 +415,22 @@ async fn append_run(args: &Args, engine: &str, writers: usize) {
             String::new()
         }
     );
+}
+
+/// CPU time (user + system) this process used so far: the store and the
+/// load generator together (zero where /proc is missing).
+fn cpu_time() -> Duration {
+    // /proc/self/stat fields 14 and 15 (after the parenthesised name), in
+    // clock ticks of 1/100 s. Linux only, like /proc/loadavg above.
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    Duration::from_millis(f.iter().sum::<u64>() * 10)
 }
 
 /// Bytes the files under `dir` take on disk (allocated blocks).
