@@ -21,30 +21,41 @@ pub const WINDOW: Duration = Duration::from_secs(300);
 /// Most keys one shard remembers.
 pub const MAX: usize = 200_000;
 
-type Key = (String, String, u8, Bytes);
+/// A dedupe key flattened into one buffer: recipient and sender each with a
+/// one-byte length (user ids are at most 64 bytes), the kind, then the id.
+/// One allocation per remembered key, shared by the map and the queue.
+type Key = Bytes;
 
 #[derive(Default)]
 pub struct Recent {
     map: HashMap<Key, Original>,
     order: VecDeque<(Instant, Key)>,
+    /// Reused to build the key of a lookup without allocating.
+    scratch: Vec<u8>,
 }
 
-fn owned(k: &DedupeKey<'_>) -> Key {
-    (
-        k.to.to_owned(),
-        k.from.to_owned(),
-        k.kind as u8,
-        Bytes::copy_from_slice(k.id),
-    )
+fn flatten(k: &DedupeKey<'_>, out: &mut Vec<u8>) {
+    out.clear();
+    for part in [k.to, k.from] {
+        // Appends validate user ids (at most 64 bytes) before they get here.
+        debug_assert!(part.len() <= 255, "user ids are validated first");
+        let len = part.len().min(255);
+        out.push(len as u8);
+        out.extend_from_slice(&part.as_bytes()[..len]);
+    }
+    out.push(k.kind as u8);
+    out.extend_from_slice(k.id);
 }
 
 impl Recent {
-    pub fn get(&self, k: &DedupeKey<'_>) -> Option<Original> {
-        self.map.get(&owned(k)).copied()
+    pub fn get(&mut self, k: &DedupeKey<'_>) -> Option<Original> {
+        flatten(k, &mut self.scratch);
+        self.map.get(self.scratch.as_slice()).copied()
     }
 
     pub fn insert(&mut self, k: &DedupeKey<'_>, o: Original) {
-        let key = owned(k);
+        flatten(k, &mut self.scratch);
+        let key = Bytes::copy_from_slice(&self.scratch);
         self.map.insert(key.clone(), o);
         self.order.push_back((Instant::now(), key));
         if self.order.len() > MAX {
@@ -61,6 +72,37 @@ impl Recent {
             }
             let (_, key) = self.order.pop_front().expect("front exists");
             self.map.remove(&key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use common::proto::ItemKind;
+
+    use super::*;
+
+    fn key<'a>(to: &'a str, from: &'a str, kind: ItemKind, id: &'a [u8]) -> DedupeKey<'a> {
+        DedupeKey { to, from, kind, id }
+    }
+
+    #[test]
+    fn every_field_counts_and_boundaries_do_not_blur() {
+        let mut r = Recent::default();
+        let o = Original {
+            seq: 7,
+            server_ts_ms: 9,
+        };
+        r.insert(&key("ab", "c", ItemKind::Message, b"id"), o);
+        assert_eq!(r.get(&key("ab", "c", ItemKind::Message, b"id")), Some(o));
+        for other in [
+            key("a", "bc", ItemKind::Message, b"id"),
+            key("ab", "c", ItemKind::Delivered, b"id"),
+            key("ab", "c", ItemKind::Message, b"i"),
+            key("ab", "ci", ItemKind::Message, b"d"),
+            key("ba", "c", ItemKind::Message, b"id"),
+        ] {
+            assert_eq!(r.get(&other), None, "{other:?}");
         }
     }
 }
