@@ -10,6 +10,7 @@
 //!   and [`link_client`] (request/response over the internal link).
 
 pub mod cluster;
+pub mod config;
 pub mod fsutil;
 pub mod link;
 pub mod proto;

@@ -203,33 +203,13 @@ impl Default for ShutdownConfig {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("config {path}: {source}")]
-    Parse {
-        path: PathBuf,
-        source: toml::de::Error,
-    },
-    #[error("config is invalid:\n  {}", .0.join("\n  "))]
-    Invalid(Vec<String>),
-}
+pub use common::config::ConfigError;
+use common::config::finish;
 
 impl Config {
     /// Reads and parses `path`; does not validate.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        toml::from_str(&text).map_err(|source| ConfigError::Parse {
-            path: path.to_owned(),
-            source,
-        })
+        common::config::load(path)
     }
 
     /// Checks the values themselves, without touching the file system.
@@ -300,14 +280,6 @@ impl Config {
             )),
         }
         finish(errs)
-    }
-}
-
-fn finish(errs: Vec<String>) -> Result<(), ConfigError> {
-    if errs.is_empty() {
-        Ok(())
-    } else {
-        Err(ConfigError::Invalid(errs))
     }
 }
 
