@@ -20,6 +20,8 @@ pub mod token;
 pub mod client;
 #[cfg(feature = "net")]
 pub mod link_client;
+#[cfg(feature = "service")]
+pub mod service;
 #[cfg(feature = "net")]
 pub mod tls;
 #[cfg(feature = "net")]

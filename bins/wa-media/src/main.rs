@@ -1,11 +1,11 @@
 //! `wa-media`: parse arguments, load the config, bind, serve.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
+use common::service;
 use tokio_util::sync::CancellationToken;
 use wa_media::{Config, Media};
 
@@ -35,24 +35,11 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = match Args::try_parse() {
+    let args = match service::args::<Args>() {
         Ok(a) => a,
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::from(64)
-            } else {
-                ExitCode::SUCCESS
-            };
-        }
+        Err(code) => return code,
     };
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    service::init_logging();
     let config = match Config::load(&args.config)
         .and_then(|c| c.validate().map(|()| c))
         .and_then(|c| c.check_files().map(|()| c))
@@ -60,27 +47,18 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             eprintln!("wa-media: {}: {e}", args.config.display());
-            return ExitCode::from(64);
+            return ExitCode::from(service::EXIT_USAGE);
         }
     };
     if args.check_config {
         println!("{}: ok", args.config.display());
         return ExitCode::SUCCESS;
     }
-    let rt = match tokio::runtime::Runtime::new() {
+    let rt = match service::runtime("wa-media") {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("wa-media: cannot start the runtime: {e}");
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
-    match rt.block_on(serve(config)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("wa-media: {e:#}");
-            ExitCode::from(1)
-        }
-    }
+    service::exit("wa-media", rt.block_on(serve(config)))
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
@@ -91,26 +69,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on listen.https = {addr}"))?;
     let bound = listener.local_addr().context("listener address")?;
     let shutdown = CancellationToken::new();
-    spawn_signals(shutdown.clone())?;
+    service::on_signals(shutdown.clone()).context("cannot handle SIGTERM and SIGINT")?;
     let run = tokio::spawn(media.serve(listener, shutdown));
-    println!("READY wa-media http={bound}");
-    let _ = std::io::stdout().flush();
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    service::ready(&format!("READY wa-media http={bound}"));
     run.await.context("server task")??;
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
-    Ok(())
-}
-
-fn spawn_signals(shutdown: CancellationToken) -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
-        }
-        shutdown.cancel();
-    });
+    service::stopping();
     Ok(())
 }

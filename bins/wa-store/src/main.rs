@@ -1,11 +1,11 @@
 //! `wa-store`: parse arguments, load the config, bind, open, serve.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
+use common::service;
 use tokio_util::sync::CancellationToken;
 use wa_store::{Config, Store};
 
@@ -34,14 +34,11 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    let args = match service::args::<Args>() {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
+    service::init_logging();
     let config = match Config::load(&args.config)
         .and_then(|c| c.validate().map(|()| c))
         .and_then(|c| c.check_files().map(|()| c))
@@ -49,31 +46,22 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             eprintln!("wa-store: {e}");
-            return ExitCode::from(64);
+            return ExitCode::from(service::EXIT_USAGE);
         }
     };
     if args.check_config {
         println!("{}: ok", args.config.display());
         return ExitCode::SUCCESS;
     }
-    let rt = match tokio::runtime::Runtime::new() {
+    let rt = match service::runtime("wa-store") {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("wa-store: cannot start the runtime: {e}");
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     let outcome = rt.block_on(serve(config));
     // A blocking engine call that never returns must not keep the process
     // alive past its grace period (serve already gave up waiting for it).
     rt.shutdown_timeout(std::time::Duration::from_secs(1));
-    match outcome {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("wa-store: {e:#}");
-            ExitCode::from(1)
-        }
-    }
+    service::exit("wa-store", outcome)
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
@@ -88,25 +76,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .context("open task")?
         .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
     let shutdown = CancellationToken::new();
-    spawn_signals(shutdown.clone())?;
-    println!("READY wa-store link={addr}");
-    let _ = std::io::stdout().flush();
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    service::on_signals(shutdown.clone()).context("cannot handle SIGTERM and SIGINT")?;
+    service::ready(&format!("READY wa-store link={addr}"));
     store.serve(listener, shutdown).await?;
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
-    Ok(())
-}
-
-fn spawn_signals(shutdown: CancellationToken) -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
-        }
-        shutdown.cancel();
-    });
+    service::stopping();
     Ok(())
 }

@@ -364,4 +364,12 @@ fn exit_codes_and_check_config() {
         .unwrap();
     assert_eq!(missing.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("nope.toml"));
+
+    // A usage error is a bad argument too (clap alone would exit 2).
+    let usage = std::process::Command::new(bin)
+        .arg("--no-such-flag")
+        .output()
+        .unwrap();
+    assert_eq!(usage.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&usage.stderr).contains("--no-such-flag"));
 }
