@@ -24,8 +24,7 @@ use http::{Method, Request, StatusCode, header};
 use http_body::Frame;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
-use rustls_pki_types::{CertificateDer, ServerName};
+use rustls_pki_types::CertificateDer;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncRead;
 
@@ -356,26 +355,13 @@ impl MediaClient {
         node: &MediaNode,
         req: Request<Body>,
     ) -> Result<http::Response<hyper::body::Incoming>, MediaError> {
-        let addr = node.addr;
-        let after = self.cfg.connect_timeout;
-        let name = ServerName::try_from(node.server_name.clone())
-            .map_err(|_| MediaError::ServerName(node.server_name.clone()))?;
-        let tls = tokio::time::timeout(after, async {
-            let tcp = tokio::net::TcpStream::connect(addr)
-                .await
-                .map_err(|source| MediaError::Connect { addr, source })?;
-            let _ = tcp.set_nodelay(true);
-            self.connector
-                .connect(name, tcp)
-                .await
-                .map_err(|source| MediaError::Handshake { addr, source })
-        })
-        .await
-        .map_err(|_| MediaError::Timeout { addr, after })??;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
+        let mut sender = super::https::dial(
+            &self.connector,
+            node.addr,
+            &node.server_name,
+            self.cfg.connect_timeout,
+        )
+        .await?;
         Ok(sender.send_request(req).await?)
     }
 }
@@ -450,4 +436,17 @@ async fn answer(
         expires_at_ms: u.expires_at_ms,
         existed,
     })
+}
+
+impl From<super::https::DialError> for MediaError {
+    fn from(e: super::https::DialError) -> Self {
+        use super::https::DialError as D;
+        match e {
+            D::ServerName(n) => MediaError::ServerName(n),
+            D::Connect { addr, source } => MediaError::Connect { addr, source },
+            D::Handshake { addr, source } => MediaError::Handshake { addr, source },
+            D::Timeout { addr, after } => MediaError::Timeout { addr, after },
+            D::Http(e) => MediaError::Http(e),
+        }
+    }
 }

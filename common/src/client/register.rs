@@ -15,8 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Method, Request, header};
 use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
-use rustls_pki_types::{CertificateDer, ServerName};
+use rustls_pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
 
 use crate::tls::TlsError;
@@ -360,26 +359,26 @@ impl RegisterClient {
         &self,
         req: Request<Full<Bytes>>,
     ) -> Result<http::Response<hyper::body::Incoming>, RegisterError> {
-        let addr = self.cfg.addr;
-        let after = self.cfg.connect_timeout;
-        let name = ServerName::try_from(self.cfg.server_name.clone())
-            .map_err(|_| RegisterError::ServerName(self.cfg.server_name.clone()))?;
-        let tls = tokio::time::timeout(after, async {
-            let tcp = tokio::net::TcpStream::connect(addr)
-                .await
-                .map_err(|source| RegisterError::Connect { addr, source })?;
-            let _ = tcp.set_nodelay(true);
-            self.connector
-                .connect(name, tcp)
-                .await
-                .map_err(|source| RegisterError::Handshake { addr, source })
-        })
-        .await
-        .map_err(|_| RegisterError::Timeout { addr, after })??;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
+        let mut sender = super::https::dial(
+            &self.connector,
+            self.cfg.addr,
+            &self.cfg.server_name,
+            self.cfg.connect_timeout,
+        )
+        .await?;
         Ok(sender.send_request(req).await?)
+    }
+}
+
+impl From<super::https::DialError> for RegisterError {
+    fn from(e: super::https::DialError) -> Self {
+        use super::https::DialError as D;
+        match e {
+            D::ServerName(n) => RegisterError::ServerName(n),
+            D::Connect { addr, source } => RegisterError::Connect { addr, source },
+            D::Handshake { addr, source } => RegisterError::Handshake { addr, source },
+            D::Timeout { addr, after } => RegisterError::Timeout { addr, after },
+            D::Http(e) => RegisterError::Http(e),
+        }
     }
 }
