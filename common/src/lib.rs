@@ -18,6 +18,8 @@ pub mod token;
 
 #[cfg(feature = "net")]
 pub mod client;
+#[cfg(feature = "https-server")]
+pub mod https_server;
 #[cfg(feature = "net")]
 pub mod link_client;
 #[cfg(feature = "service")]

@@ -16,7 +16,6 @@ pub mod download;
 pub mod error;
 pub mod handle;
 pub mod limits;
-pub mod listener;
 pub mod range;
 pub mod store;
 pub mod sweeper;
@@ -128,7 +127,7 @@ impl Media {
         let sweeper = tokio::spawn(sweeper::run(Arc::clone(&self.app), shutdown.clone()));
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(self.tls));
         tracing::info!(addr = ?listener.local_addr().ok(), node = %self.app.node, "serving HTTPS");
-        let r = listener::serve(
+        common::https_server::serve(
             listener,
             acceptor,
             router(Arc::clone(&self.app)),
@@ -139,7 +138,7 @@ impl Media {
         shutdown.cancel();
         let _ = sweeper.await;
         tracing::info!("stopped");
-        r
+        Ok(())
     }
 }
 

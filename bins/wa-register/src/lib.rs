@@ -19,7 +19,6 @@ pub mod codes;
 pub mod config;
 pub mod error;
 pub mod limits;
-pub mod listener;
 pub mod metrics;
 pub mod phone;
 pub mod pin;
@@ -211,7 +210,7 @@ impl Register {
         };
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(self.tls));
         tracing::info!(addr = ?listener.local_addr().ok(), "serving HTTPS");
-        listener::serve(
+        common::https_server::serve(
             listener,
             acceptor,
             router(Arc::clone(&self.app)),

@@ -1,6 +1,7 @@
-//! The HTTPS listener: TLS 1.3 handshakes (rustls, *ring*), then HTTP/1.1 on
-//! each connection (hyper), with the axum router as the service and the
-//! peer's address in each request's extensions (for the per-address limits).
+//! The HTTPS listener of wa-media and wa-register: TLS 1.3 handshakes
+//! (rustls, *ring*), then HTTP/1.1 on each connection (hyper), with the axum
+//! router as the service and the peer's address in each request's extensions
+//! (`ConnectInfo<SocketAddr>`, for per-address limits).
 //! Shutdown: stop accepting, let every connection finish the request it is
 //! serving, wait up to the grace period and report how many were cut.
 
@@ -23,6 +24,8 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// From a connection's start (or its previous request) to complete headers.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Serves `router` over TLS on `listener` until `shutdown`, then drains (at
+/// most `grace`).
 pub async fn serve(
     listener: TcpListener,
     acceptor: TlsAcceptor,
