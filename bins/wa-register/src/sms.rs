@@ -15,9 +15,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
 
 use crate::config::{CommandConfig, LogSmsConfig, Provider, SmsConfig, WebhookConfig};
@@ -96,30 +93,37 @@ impl SmsProvider for LogSms {
     }
 }
 
-/// A real gateway over HTTP(S).
+/// A real gateway over HTTP(S), through reqwest with our rustls set-up (the
+/// *ring* provider, roots from `sms.webhook.ca_file`).
 pub struct WebhookSms {
     cfg: WebhookConfig,
-    uri: http::Uri,
-    tls: Option<tokio_rustls::TlsConnector>,
+    url: reqwest::Url,
+    client: reqwest::Client,
     auth: Option<http::HeaderValue>,
 }
 
 impl WebhookSms {
     pub fn new(cfg: WebhookConfig) -> Result<WebhookSms, SmsError> {
-        let uri: http::Uri = cfg
-            .url
-            .parse()
+        let url = reqwest::Url::parse(&cfg.url)
             .map_err(|e| SmsError::Setup(format!("sms.webhook.url: {e}")))?;
-        let tls = if uri.scheme_str() == Some("https") {
-            let roots = common::tls::load_certs(&cfg.ca_file)
-                .map_err(|e| SmsError::Setup(format!("sms.webhook.ca_file: {e}")))?;
-            let mut c = common::tls::client_config(&roots, &[b"http/1.1"])
-                .map_err(|e| SmsError::Setup(e.to_string()))?;
-            c.alpn_protocols = vec![b"http/1.1".to_vec()];
-            Some(tokio_rustls::TlsConnector::from(Arc::new(c)))
+        let mut client = reqwest::Client::builder()
+            // A gateway that redirects gets no second copy of the code.
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(cfg.timeout);
+        // reqwest wants a TLS set-up even for plain http (it panics without a
+        // process-wide provider): an http gateway gets one trusting nothing.
+        let roots = if url.scheme() == "https" {
+            common::tls::load_certs(&cfg.ca_file)
+                .map_err(|e| SmsError::Setup(format!("sms.webhook.ca_file: {e}")))?
         } else {
-            None
+            Vec::new()
         };
+        let tls = common::tls::client_config(&roots, &[b"http/1.1"])
+            .map_err(|e| SmsError::Setup(e.to_string()))?;
+        client = client.tls_backend_preconfigured(tls);
+        let client = client
+            .build()
+            .map_err(|e| SmsError::Setup(format!("HTTP client: {e}")))?;
         let auth = match &cfg.auth_header_file {
             Some(f) => {
                 let raw = crate::secret::read(f, 1).map_err(|e| SmsError::Setup(e.to_string()))?;
@@ -134,8 +138,8 @@ impl WebhookSms {
         };
         Ok(WebhookSms {
             cfg,
-            uri,
-            tls,
+            url,
+            client,
             auth,
         })
     }
@@ -150,64 +154,24 @@ impl WebhookSms {
 
     /// One attempt; `Ok(status)` for any HTTP answer.
     async fn attempt(&self, body: String) -> Result<u16, SmsError> {
-        let host = self.uri.host().expect("validated: the URL has a host");
-        let https = self.tls.is_some();
-        let port = self.uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-        let tcp = tokio::net::TcpStream::connect((host, port))
-            .await
-            .map_err(|e| SmsError::Unreachable(e.to_string()))?;
-        let _ = tcp.set_nodelay(true);
-        let authority = self
-            .uri
-            .authority()
-            .map(|a| a.as_str().to_owned())
-            .unwrap_or_default();
-        let mut req = http::Request::builder()
-            .method(http::Method::POST)
-            .uri(self.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"))
-            .header(http::header::HOST, authority)
+        let mut req = self
+            .client
+            .post(self.url.clone())
             .header(http::header::CONTENT_TYPE, &self.cfg.content_type)
-            .header(http::header::CONTENT_LENGTH, body.len());
+            .body(body);
         if let Some(a) = &self.auth {
             req = req.header(http::header::AUTHORIZATION, a.clone());
         }
-        let req = req
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| SmsError::Setup(e.to_string()))?;
-        let status = match &self.tls {
-            Some(tls) => {
-                let name = rustls_pki_types::ServerName::try_from(host.to_owned())
-                    .map_err(|e| SmsError::Setup(e.to_string()))?;
-                let stream = tls
-                    .connect(name, tcp)
-                    .await
-                    .map_err(|e| SmsError::Unreachable(format!("TLS: {e}")))?;
-                exchange(TokioIo::new(stream), req).await?
-            }
-            None => exchange(TokioIo::new(tcp), req).await?,
-        };
+        // (Errors without the URL: a gateway's may carry a key in its query.)
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| SmsError::Unreachable(e.without_url().to_string()))?;
+        let status = resp.status().as_u16();
+        // Drain (bounded by the attempt's timeout) so the connection can be reused.
+        let _ = resp.bytes().await;
         Ok(status)
     }
-}
-
-async fn exchange<I>(io: I, req: http::Request<Full<Bytes>>) -> Result<u16, SmsError>
-where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
-        .await
-        .map_err(|e| SmsError::Unreachable(e.to_string()))?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    let resp = sender
-        .send_request(req)
-        .await
-        .map_err(|e| SmsError::Unreachable(e.to_string()))?;
-    let status = resp.status().as_u16();
-    // Drain (bounded by the attempt's timeout) so the gateway sees a clean close.
-    let _ = resp.into_body().collect().await;
-    Ok(status)
 }
 
 impl SmsProvider for WebhookSms {
