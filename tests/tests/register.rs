@@ -335,9 +335,14 @@ async fn the_pin_lock_blocks_reregistration_and_counts_tries() {
         pin: Some(pin.into()),
         ..Verify::default()
     };
+    // The right PIN above reset the count: the budget starts again at 10.
     for left in (0..10).rev() {
         let e = rc.verify(&with_pin("1111")).await.unwrap_err();
         assert_eq!(refused(&e), (423, "pin_wrong"), "{left} left");
+        let RegisterError::Refused { tries_left, .. } = e else {
+            unreachable!()
+        };
+        assert_eq!(tries_left, Some(left));
     }
     let e = rc.verify(&with_pin("2580")).await.unwrap_err();
     assert_eq!(refused(&e), (429, "pin_locked"));

@@ -119,23 +119,91 @@ impl Limits {
 mod tests {
     use super::*;
 
+    fn rate(count: u32) -> Rate {
+        Rate {
+            count,
+            per: Duration::from_secs(3600),
+        }
+    }
+
+    fn addr(last: u8) -> IpAddr {
+        IpAddr::from([192, 0, 2, last])
+    }
+
+    /// A refusal by `limit` with a wait of most of the hour (the bucket of
+    /// `count` per hour refills one request per `3600 / count` seconds).
+    fn assert_refused(r: Result<(), Refused>, limit: Limit) {
+        let r = r.unwrap_err();
+        assert_eq!(r.limit, limit);
+        assert!(
+            r.wait > Duration::from_secs(1000),
+            "{limit:?}: {:?}",
+            r.wait
+        );
+    }
+
     #[test]
     fn each_limit_refuses_with_a_wait() {
-        let cfg = LimitsConfig {
-            per_number: Rate {
-                count: 2,
-                per: Duration::from_secs(3600),
-            },
+        // Per number: two requests, then that number waits; others do not.
+        let l = Limits::new(&LimitsConfig {
+            per_number: rate(2),
             ..LimitsConfig::default()
-        };
-        let l = Limits::new(&cfg);
-        let a: IpAddr = "192.0.2.1".parse().unwrap();
-        l.code_request("+15550000001", "+155500", a).unwrap();
-        l.code_request("+15550000001", "+155500", a).unwrap();
-        let r = l.code_request("+15550000001", "+155500", a).unwrap_err();
-        assert_eq!(r.limit, Limit::Number);
-        assert!(r.wait > Duration::from_secs(1000), "{:?}", r.wait);
-        // Another number is not affected.
-        l.code_request("+15550000002", "+155500", a).unwrap();
+        });
+        l.code_request("+15550000001", "+155500", addr(1)).unwrap();
+        l.code_request("+15550000001", "+155500", addr(1)).unwrap();
+        assert_refused(
+            l.code_request("+15550000001", "+155500", addr(1)),
+            Limit::Number,
+        );
+        l.code_request("+15550000002", "+155500", addr(1)).unwrap();
+
+        // Per address: different numbers and prefixes from one address.
+        let l = Limits::new(&LimitsConfig {
+            per_address: rate(2),
+            ..LimitsConfig::default()
+        });
+        l.code_request("+15550000001", "+155500", addr(1)).unwrap();
+        l.code_request("+4930000001", "+493000", addr(1)).unwrap();
+        assert_refused(
+            l.code_request("+33600000001", "+336000", addr(1)),
+            Limit::Address,
+        );
+        l.code_request("+33600000001", "+336000", addr(2)).unwrap();
+
+        // Per prefix: different numbers and addresses under one prefix.
+        let l = Limits::new(&LimitsConfig {
+            per_prefix: rate(2),
+            ..LimitsConfig::default()
+        });
+        l.code_request("+15550000001", "+155500", addr(1)).unwrap();
+        l.code_request("+15550000002", "+155500", addr(2)).unwrap();
+        assert_refused(
+            l.code_request("+15550000003", "+155500", addr(3)),
+            Limit::Prefix,
+        );
+        l.code_request("+15560000003", "+155600", addr(3)).unwrap();
+
+        // Global: everything counts, whatever the number, prefix or address.
+        let l = Limits::new(&LimitsConfig {
+            global: rate(2),
+            ..LimitsConfig::default()
+        });
+        l.code_request("+15550000001", "+155500", addr(1)).unwrap();
+        l.code_request("+4930000001", "+493000", addr(2)).unwrap();
+        assert_refused(
+            l.code_request("+33600000001", "+336000", addr(3)),
+            Limit::Global,
+        );
+
+        // Verification attempts per address; code requests are not affected.
+        let l = Limits::new(&LimitsConfig {
+            verify_per_address: rate(2),
+            ..LimitsConfig::default()
+        });
+        l.verify(addr(1)).unwrap();
+        l.verify(addr(1)).unwrap();
+        assert_refused(l.verify(addr(1)), Limit::VerifyAddress);
+        l.verify(addr(2)).unwrap();
+        l.code_request("+15550000001", "+155500", addr(1)).unwrap();
     }
 }
