@@ -705,3 +705,76 @@ async fn the_pin_lock_lapses_when_the_account_is_not_seen() {
     node.service.stop().await;
     d.stop().await;
 }
+
+/// The per-address, per-prefix and global limits, each alone with a count
+/// of 2: the third code request gets `429 rate_limited` naming the limit,
+/// with `Retry-After`, and no SMS goes out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_rate_limit_refuses_with_retry_after_and_sends_nothing() {
+    let d = Deployment::start().await;
+    // (limit, three numbers: the first two pass, the third is refused)
+    let cases = [
+        // One client address, numbers under different prefixes.
+        (
+            "per_address",
+            "address",
+            ["+15550000021", "+4930000021", "+33600000021"],
+        ),
+        // One prefix (+155501), different numbers.
+        (
+            "per_prefix",
+            "prefix",
+            ["+15550100001", "+15550100002", "+15550100003"],
+        ),
+        // Everything counts.
+        (
+            "global",
+            "global",
+            ["+15550200001", "+4930200001", "+33600200001"],
+        ),
+    ];
+    for (key, limit, numbers) in cases {
+        let node = d
+            .start_register(&format!(
+                "[limits]\n{key} = {{ count = 2, per = \"1h\" }}\n"
+            ))
+            .await;
+        let rc = d.register_client(&node);
+        let before = node.codes_sent();
+        for n in &numbers[..2] {
+            rc.request_code(n).await.unwrap();
+        }
+        assert_eq!(node.codes_sent(), before + 2, "{key}");
+        let body = Bytes::from(format!(r#"{{"number": "{}"}}"#, numbers[2]));
+        let a = rc
+            .raw(
+                Method::POST,
+                "/v1/codes",
+                Some("application/json"),
+                body,
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(a.status, 429, "{key}");
+        let wait: u64 = a
+            .headers
+            .get("retry-after")
+            .unwrap_or_else(|| panic!("{key}: no Retry-After"))
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        // Two per hour: the next request is allowed in about half an hour.
+        assert!((60..=3600).contains(&wait), "{key}: {wait}");
+        let v: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
+        assert_eq!(v["error"], "rate_limited", "{key}");
+        assert_eq!(v["retry_after_secs"], wait, "{key}");
+        let message = v["message"].as_str().unwrap();
+        assert!(message.contains(limit), "{key}: {message}");
+        assert_eq!(node.codes_sent(), before + 2, "{key}: no SMS when refused");
+        assert_eq!(node.last_code(numbers[2]), None, "{key}");
+        node.service.stop().await;
+    }
+    d.stop().await;
+}
