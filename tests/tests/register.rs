@@ -778,3 +778,61 @@ async fn each_rate_limit_refuses_with_retry_after_and_sends_nothing() {
     }
     d.stop().await;
 }
+
+/// The SMS-pumping signal against the real binary: with `min_sent = 3`, the
+/// third unverified code under one prefix counts
+/// `wa_register_pumping_suspected_total` on the admin listener and logs a
+/// WARN line whose prefix leaves four digits of each number hidden beside
+/// its masked form.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sms_pumping_is_counted_and_logged_without_revealing_numbers() {
+    let d = Deployment::start().await;
+    let log = d.dir.path().join("wa-register.log");
+    let extra = "[admin]\nlisten = \"127.0.0.1:0\"\n[pumping]\nmin_sent = 3\n";
+    let mut p = d.spawn_register_process(extra, &log).await;
+    let admin = p.admin_addr.expect("READY names the admin listener");
+    let rc = d.register_client_at(p.node_addr);
+    let metric = "wa_register_pumping_suspected_total";
+    // 11-digit numbers under the 6-digit prefix +155503.
+    for n in ["+15550300001", "+15550300002"] {
+        rc.request_code(n).await.unwrap();
+    }
+    assert_eq!(
+        support::counter(&support::http_get(admin, "/metrics").await, metric),
+        0
+    );
+    rc.request_code("+15550300003").await.unwrap();
+    let page = support::http_get(admin, "/metrics").await;
+    assert_eq!(support::counter(&page, metric), 1);
+    assert_eq!(support::counter(&page, "wa_register_codes_sent_total"), 3);
+    // Once per window: more sends do not count again.
+    rc.request_code("+15550300004").await.unwrap();
+    assert_eq!(
+        support::counter(&support::http_get(admin, "/metrics").await, metric),
+        1
+    );
+
+    support::sigterm(&p.child);
+    let st = tokio::time::timeout(support::PATIENCE, p.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(st.success(), "wa-register exited with {st}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let warn: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("possible SMS pumping"))
+        .collect();
+    assert_eq!(warn.len(), 1, "{text}");
+    let line = warn[0];
+    assert!(line.contains("WARN"), "{line}");
+    assert!(
+        line.contains("sent=3") && line.contains("verified=0"),
+        "{line}"
+    );
+    // +155******01 and the prefix together: 11 digits, the prefix cut to
+    // five so that four stay hidden.
+    assert!(line.contains("prefix=+15550*"), "{line}");
+    assert!(!text.contains("+155503"), "the whole prefix is in the log");
+    d.stop().await;
+}

@@ -168,31 +168,38 @@ impl Register {
         Arc::clone(&self.app)
     }
 
-    /// Serves HTTPS on `listener` (and the admin listener, if configured)
-    /// until `shutdown`, then drains.
+    /// Binds the admin listener (`/metrics`, `/healthz`) if `admin.listen`
+    /// is set.
+    pub async fn bind_admin(&self) -> Result<Option<TcpListener>, RegisterError> {
+        match self.app.config.admin.listen {
+            Some(addr) => TcpListener::bind(addr)
+                .await
+                .map(Some)
+                .map_err(|source| RegisterError::Admin { addr, source }),
+            None => Ok(None),
+        }
+    }
+
+    /// Serves HTTPS on `listener` (and the admin routes on `admin`) until
+    /// `shutdown`, then drains.
     pub async fn serve(
         self,
         listener: TcpListener,
+        admin: Option<TcpListener>,
         shutdown: CancellationToken,
     ) -> Result<(), RegisterError> {
-        let admin = match self.app.config.admin.listen {
-            Some(addr) => {
-                let l = TcpListener::bind(addr)
-                    .await
-                    .map_err(|source| RegisterError::Admin { addr, source })?;
-                let metrics = Arc::clone(&self.app.metrics);
-                let r = Router::new()
-                    .route("/metrics", get(move || async move { metrics.render() }))
-                    .route("/healthz", get(|| async { "ok\n" }));
-                let stop = shutdown.clone();
-                Some(tokio::spawn(async move {
-                    let _ = axum::serve(l, r)
-                        .with_graceful_shutdown(async move { stop.cancelled().await })
-                        .await;
-                }))
-            }
-            None => None,
-        };
+        let admin = admin.map(|l| {
+            let metrics = Arc::clone(&self.app.metrics);
+            let r = Router::new()
+                .route("/metrics", get(move || async move { metrics.render() }))
+                .route("/healthz", get(|| async { "ok\n" }));
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                let _ = axum::serve(l, r)
+                    .with_graceful_shutdown(async move { stop.cancelled().await })
+                    .await;
+            })
+        });
         let sweeper = {
             let app = Arc::clone(&self.app);
             let stop = shutdown.clone();
@@ -228,11 +235,14 @@ impl Register {
     }
 }
 
-/// Opens the service from `config` and serves `listener` until `shutdown`.
+/// Opens the service from `config` and serves `listener` (and the admin
+/// listener of `admin.listen`) until `shutdown`.
 pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), RegisterError> {
-    Register::open(config)?.serve(listener, shutdown).await
+    let register = Register::open(config)?;
+    let admin = register.bind_admin().await?;
+    register.serve(listener, admin, shutdown).await
 }

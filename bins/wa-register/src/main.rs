@@ -13,8 +13,8 @@ use wa_register::{Config, Register};
 /// HTTPS, registration-lock PINs, and the credentials wa-chat and wa-media
 /// verify. Accounts live at their users' homes in wa-store (docs/REGISTER.md).
 ///
-/// Prints `READY wa-register http=ADDR` on stdout (ADDR is the HTTPS
-/// listener) and notifies systemd once the listener is bound. SIGTERM or
+/// Prints `READY wa-register http=ADDR [admin=ADDR]` on stdout (the HTTPS
+/// listener, and the admin listener when `admin.listen` is set) and notifies systemd once the listener is bound. SIGTERM or
 /// SIGINT: stop accepting, finish requests in flight up to the grace period,
 /// exit 0.
 ///
@@ -69,10 +69,16 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on listen.https = {addr}"))?;
     let bound = listener.local_addr().context("listener address")?;
+    let admin = register.bind_admin().await?;
+    let mut ready = format!("READY wa-register http={bound}");
+    if let Some(a) = &admin {
+        let a = a.local_addr().context("admin listener address")?;
+        ready += &format!(" admin={a}");
+    }
     let shutdown = CancellationToken::new();
     service::on_signals(shutdown.clone()).context("cannot handle SIGTERM and SIGINT")?;
-    let run = tokio::spawn(register.serve(listener, shutdown));
-    service::ready(&format!("READY wa-register http={bound}"));
+    let run = tokio::spawn(register.serve(listener, admin, shutdown));
+    service::ready(&ready);
     run.await.context("server task")??;
     service::stopping();
     Ok(())

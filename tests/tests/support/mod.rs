@@ -608,6 +608,8 @@ impl RegisterNode {
 pub struct RegisterProcess {
     pub child: tokio::process::Child,
     pub node_addr: SocketAddr,
+    /// The admin listener (`/metrics`), when the config sets `admin.listen`.
+    pub admin_addr: Option<SocketAddr>,
 }
 
 impl Deployment {
@@ -629,6 +631,10 @@ impl Deployment {
         let line = ready_line(&mut child, "wa-register").await;
         RegisterProcess {
             node_addr: field(&line, "http").parse().unwrap(),
+            admin_addr: line
+                .split_whitespace()
+                .find_map(|kv| kv.strip_prefix("admin="))
+                .map(|a| a.parse().unwrap()),
             child,
         }
     }
@@ -642,4 +648,30 @@ impl Deployment {
         ))
         .expect("register client")
     }
+}
+
+/// The body of a plain HTTP `GET` of `path` at `addr` (an admin listener).
+pub async fn http_get(addr: SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(
+        format!("GET {path} HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(PATIENCE, tcp.read_to_string(&mut answer))
+        .await
+        .expect("the admin listener answers")
+        .unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").expect("an HTTP answer");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body.to_owned()
+}
+
+/// The value of counter `name` in a Prometheus text page.
+pub fn counter(page: &str, name: &str) -> u64 {
+    page.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} is not in\n{page}"))
 }

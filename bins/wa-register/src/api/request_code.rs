@@ -91,7 +91,8 @@ pub async fn handle(
         return Err(ApiError::SmsFailed);
     }
     Metrics::inc(&m.codes_sent);
-    if let Some(s) = app.pumping.sent(prefix, now) {
+    let digits = number.as_str().len() - 1;
+    if let Some(s) = app.pumping.sent(prefix, digits, now) {
         Metrics::inc(&m.pumping_suspected);
         tracing::warn!(
             prefix = %s.prefix,
