@@ -322,6 +322,7 @@ impl LinkClient {
                 };
                 let Some(m) = m else { break };
                 w.push(&m);
+                crate::wire::let_others_queue().await;
                 while !w.is_full()
                     && let Ok(more) = rx.try_recv()
                 {

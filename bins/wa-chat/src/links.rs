@@ -495,6 +495,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         let Some(first) = first else { break };
         buf.clear();
         common::proto::frame::encode(&first, &mut buf);
+        common::wire::let_others_queue().await;
         while buf.len() < 256 * 1024 {
             match rx.try_recv() {
                 Ok(m) => common::proto::frame::encode(&m, &mut buf),

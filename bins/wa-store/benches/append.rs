@@ -271,6 +271,7 @@ async fn write_loop(mut w: LinkWriter, mut rx: mpsc::UnboundedReceiver<link_up::
         if w.queue(f).await.is_err() {
             return;
         }
+        common::wire::let_others_queue().await;
         while let Ok(f) = rx.try_recv() {
             if w.queue(f).await.is_err() {
                 return;

@@ -308,6 +308,7 @@ async fn writer<W: AsyncWrite + Unpin>(
         };
         let Some(msg) = msg else { break };
         w.push(&msg);
+        common::wire::let_others_queue().await;
         // Whatever else is queued goes in the same write.
         while !w.is_full()
             && let Ok(more) = rx.try_recv()
