@@ -366,11 +366,11 @@ async fn bad_input_gets_a_documented_4xx_and_creates_nothing() {
     let node = d.start_register("").await;
     let rc = d.register_client(&node);
     let json = Some("application/json");
+    // 1 MiB, 256 times the 4 KiB limit: the server reads it (up to 4 MiB)
+    // before answering, so the client gets the 413 rather than a reset.
     let huge = Bytes::from(format!(
         r#"{{"number": "+15550000008", "pad": "{}"}}"#,
-        // Over the 4 KiB limit, yet small enough that the server has read
-        // all of it when it answers (a bigger body would be cut mid-write).
-        "x".repeat(6 * 1024)
+        "x".repeat(1 << 20)
     ));
     // (what, path, content type, body, status, error code)
     type Case<'a> = (&'a str, &'a str, Option<&'a str>, Bytes, u16, &'a str);
@@ -498,8 +498,58 @@ async fn bad_input_gets_a_documented_4xx_and_creates_nothing() {
             .unwrap();
         assert_eq!(a.status, 401, "{what}");
     }
+    // Known routes, wrong method: 405 with the JSON body and Allow.
+    for (method, path, allowed) in [
+        (Method::GET, "/v1/codes", "POST"),
+        (Method::PUT, "/v1/verify", "POST"),
+        (Method::PATCH, "/v1/account", "DELETE"),
+        (Method::POST, "/v1/devices/1", "DELETE"),
+    ] {
+        let a = rc
+            .raw(method.clone(), path, json, Bytes::from_static(b"{}"), None)
+            .await
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&a.body)
+            .unwrap_or_else(|_| panic!("{method} {path}: body is not JSON: {:?}", a.body));
+        assert_eq!(
+            (a.status, v["error"].as_str()),
+            (405, Some("method_not_allowed")),
+            "{method} {path}"
+        );
+        assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()));
+        let allow = a.headers.get("allow").map(|h| h.to_str().unwrap());
+        assert!(
+            allow.is_some_and(|h| h.contains(allowed)),
+            "{method} {path}: allow {allow:?}"
+        );
+    }
     assert_eq!(node.codes_sent(), 0, "no SMS went out");
     assert_eq!(indexed(&d, "+15550000008").await, 0, "no account");
+
+    // A path parameter that is not a device id, with a valid credential.
+    let me = sign_up(&rc, &node, "+15550000014", "phone", None)
+        .await
+        .unwrap();
+    for path in [
+        "/v1/devices/abc",
+        "/v1/devices/-1",
+        "/v1/devices/4294967296",
+    ] {
+        let a = rc
+            .raw(Method::DELETE, path, None, Bytes::new(), Some(&me.token))
+            .await
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&a.body)
+            .unwrap_or_else(|_| panic!("{path}: body is not JSON: {:?}", a.body));
+        assert_eq!(
+            (a.status, v["error"].as_str()),
+            (400, Some("bad_field")),
+            "{path}"
+        );
+        assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    // The account and its one device are untouched.
+    assert_eq!(rc.devices(&me.token).await.unwrap().len(), 1);
     node.service.stop().await;
     d.stop().await;
 }
@@ -652,6 +702,22 @@ async fn linked_devices_removal_and_account_deletion() {
     let devices = rc.devices(&laptop.token).await.unwrap();
     assert_eq!(devices.len(), 2);
     assert!(devices.iter().any(|d| d.id == 2 && d.current));
+    // At most 8 devices: six more fit, the ninth is refused.
+    for n in 3..=8 {
+        let l = rc
+            .link_device(&main.token, &format!("tablet {n}"), None)
+            .await;
+        assert_eq!(l.unwrap().device, n);
+    }
+    let e = rc
+        .link_device(&main.token, "one too many", None)
+        .await
+        .unwrap_err();
+    assert_eq!(refused(&e), (403, "too_many_devices"));
+    assert_eq!(rc.devices(&main.token).await.unwrap().len(), 8);
+    for n in 3..=8 {
+        rc.remove_device(&main.token, n).await.unwrap();
+    }
 
     // Removing the laptop closes its session with REVOKED.
     let (lc, mut le) = Client::connect(d.client_config_with_token(&laptop.token, Transport::Tcp))

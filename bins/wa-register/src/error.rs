@@ -103,8 +103,12 @@ pub enum ApiError {
     Revoked,
     #[error("no such device")]
     NoDevice,
+    #[error("an account has at most {max} devices; remove one first")]
+    TooManyDevices { max: usize },
     #[error("not found")]
     NotFound,
+    #[error("this route does not take this method")]
+    MethodNotAllowed,
     #[error("the home of this account cannot be reached; try again")]
     HomeUnavailable,
     #[error("the account changed during the request; try again")]
@@ -127,8 +131,9 @@ impl ApiError {
                 StatusCode::TOO_MANY_REQUESTS
             }
             NoCode | NotFound | NoDevice => StatusCode::NOT_FOUND,
+            MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             CodeExpired | CodeExhausted => StatusCode::GONE,
-            CodeWrong { .. } => StatusCode::FORBIDDEN,
+            CodeWrong { .. } | TooManyDevices { .. } => StatusCode::FORBIDDEN,
             PinRequired | PinWrong { .. } => StatusCode::LOCKED,
             SmsFailed => StatusCode::BAD_GATEWAY,
             NoToken | TokenInvalid | TokenExpired | Revoked => StatusCode::UNAUTHORIZED,
@@ -168,7 +173,9 @@ impl ApiError {
             TokenExpired => "token_expired",
             Revoked => "revoked",
             NoDevice => "no_device",
+            TooManyDevices { .. } => "too_many_devices",
             NotFound => "not_found",
+            MethodNotAllowed => "method_not_allowed",
             HomeUnavailable => "home_unavailable",
             Conflict => "conflict",
             Internal => "internal",
@@ -229,5 +236,73 @@ impl IntoResponse for ApiError {
             h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every error code is in REGISTER.md's table and in the OpenAPI enum.
+    #[test]
+    fn every_code_is_documented() {
+        let d = Duration::from_secs(1);
+        let all = [
+            ApiError::BadContentType,
+            ApiError::BodyTooLarge { max: 1 },
+            ApiError::BadJson,
+            ApiError::MissingField(String::new()),
+            ApiError::BadField(String::new()),
+            ApiError::BadNumber,
+            ApiError::PrefixNotAllowed,
+            ApiError::BadTransport(String::new()),
+            ApiError::BadCode,
+            ApiError::BadPin,
+            ApiError::BadDeviceName,
+            ApiError::ResendTooEarly { retry_after: d },
+            ApiError::RateLimited {
+                limit: "global",
+                retry_after: d,
+            },
+            ApiError::NoCode,
+            ApiError::CodeExpired,
+            ApiError::CodeWrong { checks_left: 1 },
+            ApiError::CodeExhausted,
+            ApiError::PinRequired,
+            ApiError::PinWrong { tries_left: 1 },
+            ApiError::PinLocked { retry_after: d },
+            ApiError::SmsFailed,
+            ApiError::NoToken,
+            ApiError::TokenInvalid,
+            ApiError::TokenExpired,
+            ApiError::Revoked,
+            ApiError::NoDevice,
+            ApiError::TooManyDevices { max: 8 },
+            ApiError::NotFound,
+            ApiError::MethodNotAllowed,
+            ApiError::HomeUnavailable,
+            ApiError::Conflict,
+            ApiError::Internal,
+        ];
+        let md = include_str!("../../../docs/REGISTER.md");
+        let api = include_str!("../../../docs/register.openapi.yaml");
+        let enum_start = api.find("enum: [bad_json").expect("the Error enum");
+        let enum_text = &api[enum_start..enum_start + api[enum_start..].find(']').unwrap()];
+        for e in &all {
+            let code = e.code();
+            let status = format!("| {} |", e.status().as_u16());
+            assert!(
+                md.lines()
+                    .any(|l| l.starts_with(&status) && l.contains(&format!("`{code}`"))),
+                "{code} ({}) is not in REGISTER.md's error table",
+                e.status()
+            );
+            assert!(
+                enum_text
+                    .split(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+                    .any(|w| w == code),
+                "{code} is not in the OpenAPI Error enum"
+            );
+        }
     }
 }

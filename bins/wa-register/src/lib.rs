@@ -86,6 +86,8 @@ pub fn router(app: Arc<App>) -> Router {
             put(api::account::set_pin).delete(api::account::clear_pin),
         )
         .route("/healthz", get(|| async { "ok\n" }))
+        // After every route: it applies to the routes added so far.
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .fallback(|| async { ApiError::NotFound })
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(app)

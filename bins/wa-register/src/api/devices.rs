@@ -6,11 +6,11 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
 
-use super::{Body, Caller, check_device, now_ms, now_secs};
+use super::{Body, Caller, Param, check_device, now_ms, now_secs};
 use crate::App;
 use crate::account::Change;
 use crate::error::ApiError;
@@ -82,9 +82,7 @@ pub async fn link(
                 return Err(ApiError::Revoked);
             }
             if s.account.devices.len() >= MAX_DEVICES {
-                return Err(ApiError::BadField(format!(
-                    "an account has at most {MAX_DEVICES} devices"
-                )));
+                return Err(ApiError::TooManyDevices { max: MAX_DEVICES });
             }
             let mut a = s.account.clone();
             let id = a.add_device(req.device_name.clone(), req.public_key.clone(), now);
@@ -108,7 +106,7 @@ pub async fn link(
 pub async fn remove(
     State(app): State<Arc<App>>,
     caller: Caller,
-    Path(id): Path<u32>,
+    Param(id): Param<u32>,
 ) -> Result<StatusCode, ApiError> {
     let c = &caller.claims;
     app.accounts

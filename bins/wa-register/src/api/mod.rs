@@ -10,12 +10,14 @@ pub mod verify;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Request};
 use common::token::{TokenClaims, TokenError};
-use http::header::AUTHORIZATION;
+use http::header::{AUTHORIZATION, CONTENT_LENGTH};
 use http::request::Parts;
+use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
 
 use crate::App;
@@ -39,10 +41,43 @@ pub fn now_secs() -> u64 {
 /// or mistyped fields are refused with their own codes.
 pub struct Body<T>(pub T);
 
+/// Most bytes of an oversize body read (and dropped) before the `413`.
+const DRAIN_MAX: usize = 2 << 20;
+/// Longest time spent reading them.
+const DRAIN_TIME: Duration = Duration::from_secs(5);
+
+/// Reads and drops up to [`DRAIN_MAX`] bytes of `body` within
+/// [`DRAIN_TIME`] (a "lingering close"). Answering while the client is still
+/// sending and then closing makes the kernel reset the connection under the
+/// unread bytes, and the client loses the answer (or fails writing): with
+/// the body read, the client gets its `413`. A longer or slower body is cut.
+async fn drain(body: axum::body::Body) {
+    let mut body = std::pin::pin!(body);
+    let mut left = DRAIN_MAX;
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        while let Some(Ok(frame)) = body.frame().await {
+            left = left.saturating_sub(frame.data_ref().map_or(0, |d| d.len()));
+            if left == 0 {
+                return;
+            }
+        }
+    })
+    .await;
+}
+
 impl<T: DeserializeOwned> FromRequest<Arc<App>> for Body<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &Arc<App>) -> Result<Self, ApiError> {
+        let max = state.config.limits.max_body.as_u64();
+        let declared = req
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > max) {
+            drain(req.into_body()).await;
+            return Err(ApiError::BodyTooLarge { max });
+        }
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(t)) => Ok(Body(t)),
             Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::BadContentType),
@@ -61,6 +96,24 @@ impl<T: DeserializeOwned> FromRequest<Arc<App>> for Body<T> {
                 max: state.config.limits.max_body.as_u64(),
             }),
             Err(_) => Err(ApiError::BadJson),
+        }
+    }
+}
+
+/// A path parameter; one that does not parse (`/v1/devices/abc`) is
+/// `400 bad_field`, naming it.
+pub struct Param<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Param<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(t)) => Ok(Param(t)),
+            Err(e) => Err(ApiError::BadField(format!(
+                "in the path: {}",
+                e.body_text()
+            ))),
         }
     }
 }
