@@ -26,6 +26,8 @@ pub struct Metrics {
     /// or the cache was full.
     pub bypassed: AtomicU64,
     pub expired: AtomicU64,
+    /// Dedupe entries dropped by the sweeper (older than the expiry age).
+    pub dedupe_expired: AtomicU64,
     /// Items and bytes in the cache now (not yet in the engine: "dirty").
     pub cache_items: AtomicU64,
     pub cache_bytes: AtomicU64,
@@ -111,6 +113,11 @@ impl Metrics {
             "written_back_total",
             "Items written to the engine by write-back.",
             &self.written_back,
+        );
+        counter(
+            "dedupe_expired_total",
+            "Dedupe entries dropped by the sweeper after the expiry age.",
+            &self.dedupe_expired,
         );
         counter(
             "bypassed_total",

@@ -143,6 +143,11 @@ pub enum Op {
         max: usize,
         reply: oneshot::Sender<RoundReport>,
     },
+    /// Tests: the in-memory dedupe window of `user`'s shard ends now, as it
+    /// does after `recent::WINDOW`, so later duplicates are found in the
+    /// engine or not at all.
+    #[cfg(test)]
+    ForgetRecent { user: String },
 }
 
 /// What a shard wrote to the engine in a write-back round.
@@ -199,6 +204,8 @@ impl Op {
             // can tell whether that user is online.
             Op::Kv { key, .. } => Some(key),
             Op::Revoke { user, .. } => Some(user),
+            #[cfg(test)]
+            Op::ForgetRecent { user } => Some(user),
             Op::LinkGone { .. } | Op::WriteBack { .. } => None,
         }
     }
@@ -356,6 +363,14 @@ pub async fn sweep(
             Ok(n) => tracing::info!(items = n, "expired undelivered items"),
             Err(HomeClosed) => return,
         }
+        match expire_dedupe_before(&storage, before, &stop).await {
+            Ok(0) => {}
+            Ok(n) => {
+                Metrics::add(&metrics.dedupe_expired, n);
+                tracing::info!(entries = n, "dropped old dedupe entries");
+            }
+            Err(HomeClosed) => return,
+        }
         let st = Arc::clone(&storage);
         let m = Arc::clone(&metrics);
         let dir = engine_dir.clone();
@@ -411,6 +426,44 @@ pub fn dir_bytes(dir: &std::path::Path) -> u64 {
             Err(_) => 0,
         })
         .sum()
+}
+
+/// Drops the engine's dedupe entries of originals stored before
+/// `before_ms`, a page at a time off the async threads; returns how many.
+/// (A resend older than the expiry age is stored again: the client library
+/// still removes the duplicate.) `Err` only if stopped.
+pub async fn expire_dedupe_before(
+    storage: &Arc<dyn Storage>,
+    before_ms: u64,
+    stop: &CancellationToken,
+) -> Result<u64, HomeClosed> {
+    const PAGE: usize = 4096;
+    let mut after: Option<Vec<u8>> = None;
+    let mut total = 0;
+    loop {
+        if stop.is_cancelled() {
+            return Err(HomeClosed);
+        }
+        let st = Arc::clone(storage);
+        let from = after.take();
+        let page =
+            tokio::task::spawn_blocking(move || st.expire_dedupe(before_ms, from.as_deref(), PAGE))
+                .await
+                .expect("dedupe expiry does not panic");
+        match page {
+            Ok(p) => {
+                total += p.deleted;
+                match p.next {
+                    Some(n) => after = Some(n),
+                    None => return Ok(total),
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "dedupe expiry failed");
+                return Ok(total);
+            }
+        }
+    }
 }
 
 /// Hands every engine item stored before `before_ms` to its shard for

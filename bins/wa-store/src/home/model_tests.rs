@@ -43,6 +43,10 @@ enum Step {
     Expire { pick: usize },
     /// A write-back round (every cached item with `all`).
     WriteBack { all: bool },
+    /// The shards forget the dedupe keys they hold in memory for items that
+    /// are in the engine (as when such an item lingers past the in-memory
+    /// window): later resends of them are recognised by the engine alone.
+    Forget,
     /// Stop without the final write-back (like a crash after the last
     /// acknowledged append was synced) and open again: the journal replays.
     Restart,
@@ -54,6 +58,7 @@ fn step() -> impl Strategy<Value = Step> {
         3 => (0..3usize, 0..6usize).prop_map(|(user, ack)| Step::Deliver { user, ack }),
         1 => (0..8usize).prop_map(|pick| Step::Expire { pick }),
         1 => any::<bool>().prop_map(|all| Step::WriteBack { all }),
+        1 => Just(Step::Forget),
         1 => Just(Step::Restart),
     ]
 }
@@ -343,6 +348,17 @@ impl Storage for NoStorage {
     ) -> Result<crate::storage::MailboxSize, crate::storage::StorageError> {
         unreachable!()
     }
+    fn has_dedupe(&self, _: &str) -> Result<bool, crate::storage::StorageError> {
+        unreachable!()
+    }
+    fn expire_dedupe(
+        &self,
+        _: u64,
+        _: Option<&[u8]>,
+        _: usize,
+    ) -> Result<crate::storage::DedupePage, crate::storage::StorageError> {
+        unreachable!()
+    }
     fn expired(
         &self,
         _: u64,
@@ -480,6 +496,12 @@ async fn run(steps: Vec<Step>, fjall: bool) {
                 super::expire_before(&h.storage, h.home(), cutoff, &CancellationToken::new())
                     .await
                     .unwrap();
+                // So do dedupe entries, as in the sweeper: a resend of a
+                // waiting item (never older than the cutoff) must still be
+                // recognised.
+                super::expire_dedupe_before(&h.storage, cutoff, &CancellationToken::new())
+                    .await
+                    .unwrap();
                 for u in USERS {
                     h.barrier(u).await;
                 }
@@ -498,6 +520,12 @@ async fn run(steps: Vec<Step>, fjall: bool) {
                 )
                 .await
                 .unwrap();
+            }
+            Step::Forget => {
+                for u in USERS {
+                    h.submit(Op::ForgetRecent { user: u.into() }).await;
+                    h.barrier(u).await;
+                }
             }
             Step::Restart => h.restart().await,
         }
@@ -529,5 +557,40 @@ proptest! {
     fn mailboxes_match_the_model(steps in prop::collection::vec(step(), 1..60), fjall in any::<bool>()) {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         rt.block_on(run(steps, fjall));
+    }
+}
+
+/// An item that went straight to the engine (its mailbox was large) while
+/// its user stayed in memory: once the in-memory window forgot its key, a
+/// resend is still a duplicate, found in the engine.
+#[test]
+fn a_resend_of_an_item_in_the_engine_is_a_duplicate() {
+    for fjall in [false, true] {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut h = Harness::new(fjall);
+            let id = |n: u8| Bytes::from(vec![n; 16]);
+            // The harness's bypass is 3 cached items: the 4th goes straight
+            // to the engine, the first three stay in memory.
+            for n in 1..=4 {
+                let r = h.append("bob", "alice", id(n)).await;
+                assert_eq!((r.code, r.seq, r.duplicate), (0, u64::from(n), false));
+            }
+            h.submit(Op::ForgetRecent { user: "bob".into() }).await;
+            for n in [4, 1] {
+                let r = h.append("bob", "alice", id(n)).await;
+                assert_eq!(
+                    (r.code, r.seq, r.duplicate),
+                    (0, u64::from(n), true),
+                    "resend of {n}"
+                );
+            }
+            let r = h.append("bob", "alice", id(5)).await;
+            assert_eq!((r.seq, r.duplicate), (5, false));
+        });
     }
 }

@@ -63,6 +63,21 @@ impl Recent {
         }
     }
 
+    /// Tests: forgets every key but those `keep` (given the recipient and
+    /// the original) says to keep.
+    #[cfg(test)]
+    pub fn forget_unless(&mut self, mut keep: impl FnMut(&str, &Original) -> bool) {
+        let to = |k: &Key| {
+            let len = usize::from(k[0]);
+            std::str::from_utf8(&k[1..1 + len])
+                .expect("flattened from a str")
+                .to_owned()
+        };
+        self.map.retain(|k, o| keep(&to(k), o));
+        let map = &self.map;
+        self.order.retain(|(_, k)| map.contains_key(k));
+    }
+
     /// Forgets keys older than the window, and the oldest beyond [`MAX`].
     pub fn prune(&mut self) {
         let now = Instant::now();

@@ -27,7 +27,7 @@ use super::{CacheConfig, Limits, LinkId, LinkTx, Op, RoundReport};
 use crate::flusher::{Commit, FlushError, Settled};
 use crate::journal::{AppendRecord, DeleteRecord, Journal, KvRecord, Record, RevokeRecord, record};
 use crate::metrics::Metrics;
-use crate::storage::{DedupeKey, Item, Original, Storage, StorageError};
+use crate::storage::{DedupeKey, Item, MailboxSize, Original, Storage, StorageError};
 
 struct Session {
     link: LinkTx,
@@ -72,9 +72,60 @@ struct User {
     cache_bytes: u64,
     /// `last_seq` is ahead of the engine's copy.
     seq_dirty: bool,
+    /// The engine's part of the mailbox, as last read; `None` once this
+    /// shard wrote or deleted any of its items (read again when needed).
+    /// Only this shard changes a loaded user's items, so a `Some` is exact.
+    engine: Option<MailboxSize>,
+    /// Whether the engine may hold dedupe entries for items to this user;
+    /// `None` until probed. Only appends add entries, and this shard makes
+    /// them (setting `Some(true)`), so a `Some(false)` is exact and spares
+    /// every append an engine read. (The sweeper only ever removes entries.)
+    engine_dedupe: Option<bool>,
 }
 
 impl User {
+    fn engine_size(
+        &mut self,
+        storage: &dyn Storage,
+        user: &str,
+    ) -> Result<MailboxSize, StorageError> {
+        match self.engine {
+            Some(s) => Ok(s),
+            None => {
+                let s = storage.mailbox_size(user)?;
+                self.engine = Some(s);
+                Ok(s)
+            }
+        }
+    }
+
+    fn engine_may_dedupe(
+        &mut self,
+        storage: &dyn Storage,
+        user: &str,
+    ) -> Result<bool, StorageError> {
+        match self.engine_dedupe {
+            Some(b) => Ok(b),
+            None => {
+                let b = storage.has_dedupe(user)?;
+                self.engine_dedupe = Some(b);
+                Ok(b)
+            }
+        }
+    }
+
+    /// The engine holds none of this mailbox's items (as far as is known
+    /// without reading).
+    fn engine_empty(&self) -> bool {
+        self.engine.is_some_and(|s| s.items == 0)
+    }
+
+    /// This shard just wrote an item of the mailbox to the engine.
+    fn wrote_to_engine(&mut self) {
+        self.engine = None;
+        self.engine_dedupe = Some(true);
+    }
+
     fn idle(&self) -> bool {
         self.sessions.is_empty()
             && self.watchers.is_empty()
@@ -262,6 +313,15 @@ impl Shard {
                 let report = self.write_back(due, all, max);
                 let _ = reply.send(report);
             }
+            #[cfg(test)]
+            Op::ForgetRecent { .. } => {
+                // Keys of items still in memory stay: those are younger than
+                // the sync delay, and the window is far longer.
+                let users = &self.users;
+                self.recent.forget_unless(|to, o| {
+                    users.get(to).is_some_and(|u| u.cache.contains_key(&o.seq))
+                });
+            }
         }
     }
 
@@ -281,6 +341,8 @@ impl Shard {
                     cache: BTreeMap::new(),
                     cache_bytes: 0,
                     seq_dirty: false,
+                    engine: None,
+                    engine_dedupe: None,
                 },
             );
         }
@@ -313,9 +375,17 @@ impl Shard {
             kind,
             id: &envelope.id,
         };
-        let original = match self.recent.get(&key) {
+        let recent = self.recent.get(&key);
+        let storage = Arc::clone(&self.storage);
+        let journal = Arc::clone(&self.journal);
+        self.load(&to).map_err(internal)?;
+        let user = self.users.get_mut(&to).expect("loaded above");
+        let original = match recent {
             Some(o) => Some(o),
-            None => self.storage.dedupe(&key).map_err(internal)?,
+            None if user.engine_may_dedupe(&*storage, &to).map_err(internal)? => {
+                storage.dedupe(&key).map_err(internal)?
+            }
+            None => None,
         };
         if let Some(original) = original {
             Metrics::add(&self.metrics.duplicates, 1);
@@ -336,14 +406,10 @@ impl Shard {
         // Receipts get twice the room, so that a full mailbox never blocks
         // the acknowledgement (and so the deletion) of messages elsewhere.
         let room = if kind == ItemKind::Message { 1 } else { 2 };
-        let stored = self.storage.mailbox_size(&to).map_err(internal)?;
+        let stored = user.engine_size(&*storage, &to).map_err(internal)?;
         let len = envelope.encoded_len() as u64;
         let budget = self.cache_cfg.budget_bytes;
         let (bypass_items, over_budget) = (self.cache_cfg.bypass_items, self.cache_bytes > budget);
-        let storage = Arc::clone(&self.storage);
-        let journal = Arc::clone(&self.journal);
-        self.load(&to).map_err(internal)?;
-        let user = self.users.get_mut(&to).expect("loaded above");
         let items = stored.items + user.cache.len() as u64;
         let bytes = stored.bytes + user.cache_bytes;
         if items >= self.limits.max_items * room || bytes + len > self.limits.max_bytes * room {
@@ -369,6 +435,7 @@ impl Shard {
         };
         let straight = user.cache.len() >= bypass_items || over_budget;
         if straight && storage.append(&to, seq, &envelope, &key).is_ok() {
+            user.wrote_to_engine();
             *self.written.entry(segment).or_default() += 1;
             Metrics::add(&self.metrics.bypassed, 1);
         } else {
@@ -448,9 +515,9 @@ impl Shard {
                 if let Some(u) = self.users.get_mut(&to) {
                     u.unflushed -= 1;
                     u.durable = u.durable.max(p.seq);
-                    let durable = u.durable;
+                    let (durable, engine_empty) = (u.durable, u.engine_empty());
                     for s in &mut u.sessions {
-                        fill(&*storage, &to, durable, &u.cache, s);
+                        fill(&*storage, &to, durable, (&u.cache, engine_empty), s);
                     }
                 }
                 self.evict_if_idle(&to);
@@ -625,6 +692,11 @@ impl Shard {
         u.sessions
             .retain(|s| !(s.link.id == link.id && s.id == session));
         let was_online = !u.sessions.is_empty();
+        // Known from here on (kept exact by this shard), so that pushes to an
+        // online user whose items all stay in memory never read the engine.
+        let engine_empty = u
+            .engine_size(&*storage, &user)
+            .is_ok_and(|size| size.items == 0);
         let mut s = Session {
             link,
             id: session,
@@ -633,7 +705,13 @@ impl Shard {
             cursor: 1,
             inflight: BTreeSet::new(),
         };
-        fill(&*storage, &user, u.durable, &u.cache, &mut s);
+        fill(
+            &*storage,
+            &user,
+            u.durable,
+            (&u.cache, engine_empty),
+            &mut s,
+        );
         u.sessions.push(s);
         if !was_online {
             notify_presence(u, &user, true);
@@ -685,6 +763,7 @@ impl Shard {
         let mut from_cache = 0;
         let mut engine = Vec::new();
         if let Some(u) = self.users.get_mut(user) {
+            let engine_empty = u.engine_empty();
             for &q in seqs {
                 match u.cache.remove(&q) {
                     Some(c) => {
@@ -695,17 +774,26 @@ impl Shard {
                         self.journal.settle(c.segment, 1);
                         from_cache += 1;
                     }
+                    // (Not in the cache and the engine holds none: nowhere.)
+                    None if engine_empty => {}
                     None => engine.push(q),
                 }
+            }
+            if !engine.is_empty() {
+                u.engine = None;
             }
         } else {
             engine.extend_from_slice(seqs);
         }
-        let from_engine = match self.storage.delete(user, &engine) {
-            Ok(n) => n,
-            Err(e) => {
-                tracing::error!(error = %e, "delete failed; the items will be delivered again");
-                0
+        let from_engine = if engine.is_empty() {
+            0
+        } else {
+            match self.storage.delete(user, &engine) {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::error!(error = %e, "delete failed; the items will be delivered again");
+                    0
+                }
             }
         };
         if from_cache + from_engine > 0 {
@@ -733,12 +821,12 @@ impl Shard {
     fn refill(&mut self, user: &str, seqs: &[u64]) {
         let storage = Arc::clone(&self.storage);
         if let Some(u) = self.users.get_mut(user) {
-            let durable = u.durable;
+            let (durable, engine_empty) = (u.durable, u.engine_empty());
             for s in &mut u.sessions {
                 for q in seqs {
                     s.inflight.remove(q);
                 }
-                fill(&*storage, user, durable, &u.cache, s);
+                fill(&*storage, user, durable, (&u.cache, engine_empty), s);
             }
         }
         self.evict_if_idle(user);
@@ -825,6 +913,7 @@ impl Shard {
                 tracing::error!(error = %e, "write-back failed; the item stays in memory");
                 continue;
             }
+            u.wrote_to_engine();
             let c = u.cache.remove(&seq).expect("present above");
             u.cache_bytes -= c.size;
             self.cache_bytes -= c.size;
@@ -919,12 +1008,18 @@ fn fill(
     storage: &dyn Storage,
     user: &str,
     durable: u64,
-    cache: &BTreeMap<u64, Cached>,
+    (cache, engine_empty): (&BTreeMap<u64, Cached>, bool),
     s: &mut Session,
 ) {
     while s.inflight.len() < PUSH_WINDOW && s.cursor <= durable {
         let room = PUSH_WINDOW - s.inflight.len();
-        let stored = match storage.read(user, s.cursor, room) {
+        // (A mailbox the engine holds nothing of is read from memory only.)
+        let read = if engine_empty {
+            Ok(Vec::new())
+        } else {
+            storage.read(user, s.cursor, room)
+        };
+        let stored = match read {
             Ok(items) => items,
             Err(e) => {
                 tracing::error!(error = %e, "mailbox read failed; closing the session");

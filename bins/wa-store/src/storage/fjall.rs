@@ -9,11 +9,12 @@ use std::path::Path;
 use prost::Message;
 
 use super::keys::{
-    ITEMS_END, ITEMS_START, SEEN, SEQ, SIZE, be_u64, decode_generation, decode_item, decode_kv,
-    decode_original, decode_size, dedupe_key, item_key, kv_key, kv_value, min_generation_key,
-    original_value, size_key_user, size_value, split_item_key, user_key,
+    DEDUPES_END, DEDUPES_START, ITEMS_END, ITEMS_START, SEEN, SEQ, SIZE, be_u64, decode_generation,
+    decode_item, decode_kv, decode_original, decode_size, dedupe_key, dedupe_prefix, item_key,
+    kv_key, kv_value, min_generation_key, original_value, size_key_user, size_value,
+    split_item_key, user_key,
 };
-use super::{DedupeKey, Expired, Item, MailboxSize, Original, Storage, StorageError};
+use super::{DedupeKey, DedupePage, Expired, Item, MailboxSize, Original, Storage, StorageError};
 use common::proto::Envelope;
 
 pub struct FjallStorage {
@@ -152,6 +153,51 @@ impl Storage for FjallStorage {
             batch.commit().map_err(engine("delete"))?;
         }
         Ok(deleted)
+    }
+
+    fn has_dedupe(&self, to: &str) -> Result<bool, StorageError> {
+        match self.ks.prefix(dedupe_prefix(to)?).next() {
+            Some(guard) => guard.into_inner().map(|_| true).map_err(engine("scan")),
+            None => Ok(false),
+        }
+    }
+
+    fn expire_dedupe(
+        &self,
+        before_ms: u64,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<DedupePage, StorageError> {
+        let start = after.map_or(DEDUPES_START.to_vec(), <[u8]>::to_vec);
+        let mut doomed = Vec::new();
+        let mut seen = 0;
+        let mut last = None;
+        for guard in self.ks.range(start..DEDUPES_END.to_vec()) {
+            let (k, v) = guard.into_inner().map_err(engine("range"))?;
+            if after.is_some_and(|a| *a == *k) {
+                continue;
+            }
+            if decode_original(&v)?.server_ts_ms < before_ms {
+                doomed.push(k.to_vec());
+            }
+            seen += 1;
+            if seen >= limit {
+                last = Some(k.to_vec());
+                break;
+            }
+        }
+        let deleted = doomed.len() as u64;
+        if !doomed.is_empty() {
+            let mut batch = self.db.batch();
+            for k in doomed {
+                batch.remove(&self.ks, k);
+            }
+            batch.commit().map_err(engine("delete"))?;
+        }
+        Ok(DedupePage {
+            deleted,
+            next: last,
+        })
     }
 
     fn mailbox_size(&self, user: &str) -> Result<MailboxSize, StorageError> {

@@ -59,6 +59,15 @@ pub(super) fn dedupe_key(key: &DedupeKey<'_>) -> Result<Vec<u8>, StorageError> {
     Ok(k)
 }
 
+/// The prefix of every dedupe entry whose recipient is `to`.
+pub(super) fn dedupe_prefix(to: &str) -> Result<Vec<u8>, StorageError> {
+    user_key(DEDUPE, to)
+}
+
+/// The first and one-past-the-last key of the dedupe entries.
+pub(super) const DEDUPES_START: [u8; 1] = [DEDUPE];
+pub(super) const DEDUPES_END: [u8; 1] = [DEDUPE + 1];
+
 pub(super) fn be_u64(v: &[u8], what: &str) -> Result<u64, StorageError> {
     let b: [u8; 8] =
         v.get(..8)

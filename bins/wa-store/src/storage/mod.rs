@@ -45,6 +45,16 @@ pub struct MailboxSize {
     pub bytes: u64,
 }
 
+/// One page of [`Storage::expire_dedupe`].
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct DedupePage {
+    /// Entries deleted.
+    pub deleted: u64,
+    /// Where the next page starts (after this key); `None` once the scan
+    /// reached the end.
+    pub next: Option<Vec<u8>>,
+}
+
 /// A stored item old enough to expire.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Expired {
@@ -103,6 +113,24 @@ pub trait Storage: Send + Sync + 'static {
 
     /// How many items and bytes `user`'s mailbox holds.
     fn mailbox_size(&self, user: &str) -> Result<MailboxSize, StorageError>;
+
+    /// Whether the engine holds any dedupe entry for messages to `to`. (Only
+    /// appends add them, so a shard that writes every append of `to` itself
+    /// can remember a `false` until it writes one.)
+    fn has_dedupe(&self, to: &str) -> Result<bool, StorageError>;
+
+    /// Deletes dedupe entries of originals stored before `before_ms`, looking
+    /// at up to `limit` entries from just after the key `after` (the `next`
+    /// of the previous page). Entries are needed only while a sender may
+    /// still resend: the sweeper drops them after the mailbox expiry age, so
+    /// the index does not grow with every message that ever touched the
+    /// engine.
+    fn expire_dedupe(
+        &self,
+        before_ms: u64,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<DedupePage, StorageError>;
 
     /// Up to `limit` stored items (of any user) whose `server_ts_ms` is before
     /// `before_ms`, starting after `after` (the last one of a previous call).
@@ -359,6 +387,61 @@ pub(crate) mod tests {
                 seq: 1
             }]
         );
+    }
+
+    #[test]
+    fn dedupe_entries_expire_in_pages() {
+        for (name, open) in ENGINES {
+            eprintln!("engine {name}");
+            dedupe_entries_expire_in_pages_on(open);
+        }
+    }
+
+    fn dedupe_entries_expire_in_pages_on(open: Open) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path()).unwrap();
+        assert!(!s.has_dedupe("bob").unwrap());
+        // Old originals for bob and carol, new ones for bob; then delivered.
+        let mut keys = Vec::new();
+        for (user, id, ts) in [
+            ("bob", 1, 10),
+            ("bob", 2, 20),
+            ("carol", 3, 15),
+            ("bob", 4, 100),
+            ("carol", 5, 200),
+        ] {
+            let e = env("alice", id, ts);
+            let seq = s.last_seq(user).unwrap() + 1;
+            s.append(user, seq, &e, &key(user, &e)).unwrap();
+            s.delete(user, &[seq]).unwrap();
+            keys.push((user, e));
+        }
+        assert!(s.has_dedupe("bob").unwrap() && s.has_dedupe("carol").unwrap());
+        assert!(
+            !s.has_dedupe("bo").unwrap(),
+            "a prefix of a user is another user"
+        );
+        // Pages of two entries until the end: the three before 50 go.
+        let (mut deleted, mut after, mut pages) = (0, None, 0);
+        loop {
+            let page = s.expire_dedupe(50, after.as_deref(), 2).unwrap();
+            deleted += page.deleted;
+            pages += 1;
+            match page.next {
+                Some(n) => after = Some(n),
+                None => break,
+            }
+        }
+        assert_eq!((deleted, pages), (3, 3));
+        for (user, e) in &keys {
+            let kept = s.dedupe(&key(user, e)).unwrap().is_some();
+            assert_eq!(kept, e.server_ts_ms >= 50, "{user} {:?}", e.id);
+        }
+        assert!(s.has_dedupe("bob").unwrap() && s.has_dedupe("carol").unwrap());
+        assert_eq!(s.expire_dedupe(u64::MAX, None, 10).unwrap().deleted, 2);
+        assert!(!s.has_dedupe("bob").unwrap() && !s.has_dedupe("carol").unwrap());
+        // Nothing else was touched.
+        assert_eq!(s.last_seq("bob").unwrap(), 3);
     }
 
     #[test]

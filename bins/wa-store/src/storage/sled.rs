@@ -8,11 +8,12 @@ use std::path::Path;
 use prost::Message;
 
 use super::keys::{
-    ITEMS_END, ITEMS_START, SEEN, SEQ, SIZE, be_u64, decode_generation, decode_item, decode_kv,
-    decode_original, decode_size, dedupe_key, item_key, kv_key, kv_value, min_generation_key,
-    original_value, size_key_user, size_value, split_item_key, user_key,
+    DEDUPES_END, DEDUPES_START, ITEMS_END, ITEMS_START, SEEN, SEQ, SIZE, be_u64, decode_generation,
+    decode_item, decode_kv, decode_original, decode_size, dedupe_key, dedupe_prefix, item_key,
+    kv_key, kv_value, min_generation_key, original_value, size_key_user, size_value,
+    split_item_key, user_key,
 };
-use super::{DedupeKey, Expired, Item, MailboxSize, Original, Storage, StorageError};
+use super::{DedupeKey, DedupePage, Expired, Item, MailboxSize, Original, Storage, StorageError};
 use common::proto::Envelope;
 
 pub struct SledStorage {
@@ -117,6 +118,54 @@ impl Storage for SledStorage {
             self.db.apply_batch(batch).map_err(engine("delete"))?;
         }
         Ok(deleted)
+    }
+
+    fn has_dedupe(&self, to: &str) -> Result<bool, StorageError> {
+        Ok(self
+            .db
+            .scan_prefix(dedupe_prefix(to)?)
+            .next()
+            .transpose()
+            .map_err(engine("scan"))?
+            .is_some())
+    }
+
+    fn expire_dedupe(
+        &self,
+        before_ms: u64,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<DedupePage, StorageError> {
+        let start = after.map_or(DEDUPES_START.to_vec(), <[u8]>::to_vec);
+        let mut doomed = Vec::new();
+        let mut seen = 0;
+        let mut last = None;
+        for kv in self.db.range(start..DEDUPES_END.to_vec()) {
+            let (k, v) = kv.map_err(engine("range"))?;
+            if after.is_some_and(|a| *a == *k) {
+                continue;
+            }
+            if decode_original(&v)?.server_ts_ms < before_ms {
+                doomed.push(k.to_vec());
+            }
+            seen += 1;
+            if seen >= limit {
+                last = Some(k.to_vec());
+                break;
+            }
+        }
+        let deleted = doomed.len() as u64;
+        if !doomed.is_empty() {
+            let mut batch = sled::Batch::default();
+            for k in doomed {
+                batch.remove(k);
+            }
+            self.db.apply_batch(batch).map_err(engine("delete"))?;
+        }
+        Ok(DedupePage {
+            deleted,
+            next: last,
+        })
     }
 
     fn mailbox_size(&self, user: &str) -> Result<MailboxSize, StorageError> {
