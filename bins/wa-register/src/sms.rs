@@ -304,52 +304,255 @@ mod tests {
         assert!(!e.contains("123456") && e.contains("bad"), "{e}");
     }
 
-    #[tokio::test]
-    async fn webhook_posts_the_template_and_retries_server_errors() {
-        use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let server = tokio::spawn(async move {
-            let mut bodies = Vec::new();
-            for status in ["503 Busy", "200 OK"] {
-                let (tcp, _) = listener.accept().await.unwrap();
-                let mut r = BufReader::new(tcp);
-                let mut len = 0;
-                loop {
-                    let mut line = String::new();
-                    r.read_line(&mut line).await.unwrap();
-                    if line == "\r\n" {
-                        break;
-                    }
-                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                        len = v.trim().parse().unwrap();
-                    }
-                }
-                let mut body = vec![0; len];
-                r.read_exact(&mut body).await.unwrap();
-                bodies.push(String::from_utf8(body).unwrap());
-                r.get_mut()
-                    .write_all(
-                        format!(
-                            "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-                        )
-                        .as_bytes(),
-                    )
-                    .await
-                    .unwrap();
+    /// A fake SMS gateway on port 0: connection `i` gets `answers[i]` (the
+    /// last repeats), `None` meaning it never answers. It records every
+    /// request it read, and counts every connection the client opened.
+    struct Gateway {
+        addr: std::net::SocketAddr,
+        seen: Arc<std::sync::Mutex<Vec<Seen>>>,
+        stop: tokio::sync::oneshot::Sender<()>,
+        task: tokio::task::JoinHandle<(tokio::net::TcpListener, usize)>,
+    }
+
+    /// One request as the gateway read it.
+    #[derive(Debug, Clone)]
+    struct Seen {
+        /// Request line and headers, lower-cased.
+        head: String,
+        body: String,
+    }
+
+    async fn read_request<S: tokio::io::AsyncRead + Unpin>(
+        r: &mut tokio::io::BufReader<S>,
+    ) -> Option<Seen> {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+        let mut head = String::new();
+        let mut len = 0;
+        loop {
+            let mut line = String::new();
+            if r.read_line(&mut line).await.ok()? == 0 {
+                return None;
             }
-            bodies
-        });
-        let p = WebhookSms::new(WebhookConfig {
-            url: format!("http://{addr}/send"),
+            if line == "\r\n" {
+                break;
+            }
+            let line = line.to_ascii_lowercase();
+            if let Some(v) = line.strip_prefix("content-length:") {
+                len = v.trim().parse().ok()?;
+            }
+            head.push_str(&line);
+        }
+        let mut body = vec![0; len];
+        r.read_exact(&mut body).await.ok()?;
+        Some(Seen {
+            head,
+            body: String::from_utf8(body).ok()?,
+        })
+    }
+
+    impl Gateway {
+        async fn start(
+            answers: Vec<Option<&'static str>>,
+            tls: Option<tokio_rustls::TlsAcceptor>,
+        ) -> Gateway {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+            let (stop, mut stopped) = tokio::sync::oneshot::channel();
+            let record = Arc::clone(&seen);
+            let task = tokio::spawn(async move {
+                let mut n = 0;
+                loop {
+                    let tcp = tokio::select! {
+                        a = listener.accept() => a.unwrap().0,
+                        _ = &mut stopped => return (listener, n),
+                    };
+                    let answer = answers[n.min(answers.len() - 1)];
+                    n += 1;
+                    let (record, tls) = (Arc::clone(&record), tls.clone());
+                    tokio::spawn(async move {
+                        match tls {
+                            Some(t) => {
+                                if let Ok(s) = t.accept(tcp).await {
+                                    serve_one(s, answer, record).await;
+                                }
+                            }
+                            None => serve_one(tcp, answer, record).await,
+                        }
+                    });
+                }
+            });
+            Gateway {
+                addr,
+                seen,
+                stop,
+                task,
+            }
+        }
+
+        /// Stops accepting. Returns how many connections the client opened
+        /// (accepted, or still waiting in the listen queue) and the
+        /// requests read.
+        async fn finish(self) -> (usize, Vec<Seen>) {
+            self.stop.send(()).unwrap();
+            let (listener, mut n) = self.task.await.unwrap();
+            // Tokio leaves it non-blocking: this takes what is queued, no more.
+            let listener = listener.into_std().unwrap();
+            loop {
+                match listener.accept() {
+                    Ok(_) => n += 1,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            let seen = self.seen.lock().unwrap().clone();
+            (n, seen)
+        }
+    }
+
+    async fn serve_one<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+        s: S,
+        answer: Option<&'static str>,
+        record: Arc<std::sync::Mutex<Vec<Seen>>>,
+    ) {
+        let mut r = tokio::io::BufReader::new(s);
+        let Some(req) = read_request(&mut r).await else {
+            return;
+        };
+        record.lock().unwrap().push(req);
+        let Some(status) = answer else {
+            // Never answers; holds the connection until the client gives up.
+            std::future::pending::<()>().await;
+            return;
+        };
+        let resp = format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        let _ = r.get_mut().write_all(resp.as_bytes()).await;
+        let _ = r.get_mut().shutdown().await;
+    }
+
+    fn webhook(url: String) -> WebhookConfig {
+        WebhookConfig {
+            url,
             body: "to={number}&code={code}".into(),
             content_type: "application/x-www-form-urlencoded".into(),
             ..WebhookConfig::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn webhook_posts_the_template_and_retries_server_errors() {
+        let g = Gateway::start(vec![Some("503 Busy"), Some("200 OK")], None).await;
+        let p = WebhookSms::new(webhook(format!("http://{}/send", g.addr))).unwrap();
+        let n = Number::parse("+15550000001").unwrap();
+        p.send(&n, "123456").await.unwrap();
+        let (connections, seen) = g.finish().await;
+        assert_eq!(connections, 2);
+        let bodies: Vec<_> = seen.iter().map(|s| s.body.as_str()).collect();
+        assert_eq!(bodies, ["to=+15550000001&code=123456"; 2]);
+        assert!(
+            seen[0].head.starts_with("post /send http/1.1\r\n"),
+            "{:?}",
+            seen[0]
+        );
+        assert!(
+            seen[0]
+                .head
+                .contains("content-type: application/x-www-form-urlencoded\r\n")
+        );
+    }
+
+    #[tokio::test]
+    async fn webhook_times_out_each_attempt_and_stops_after_the_retries() {
+        let g = Gateway::start(vec![None], None).await;
+        let p = WebhookSms::new(WebhookConfig {
+            timeout: Duration::from_millis(200),
+            retries: 1,
+            ..webhook(format!("http://{}/send", g.addr))
         })
         .unwrap();
         let n = Number::parse("+15550000001").unwrap();
+        let e = p.send(&n, "123456").await.unwrap_err();
+        assert!(
+            matches!(e, SmsError::Timeout(t) if t == Duration::from_millis(200)),
+            "{e:?}"
+        );
+        drop(p);
+        let (connections, _) = g.finish().await;
+        assert_eq!(connections, 2, "one attempt and one retry");
+    }
+
+    #[tokio::test]
+    async fn webhook_does_not_retry_a_refusal_and_sends_the_auth_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let auth = dir.path().join("gateway.auth");
+        common::fsutil::write_private(&auth, b"Basic dXNlcjpzZWNyZXQ=\n").unwrap();
+        for (status, retried) in [("400 Bad Request", false), ("429 Slow Down", true)] {
+            let g = Gateway::start(vec![Some(status)], None).await;
+            let p = WebhookSms::new(WebhookConfig {
+                auth_header_file: Some(auth.clone()),
+                retries: 2,
+                ..webhook(format!("http://{}/send", g.addr))
+            })
+            .unwrap();
+            let n = Number::parse("+15550000001").unwrap();
+            let e = p.send(&n, "123456").await.unwrap_err();
+            let code: u16 = status[..3].parse().unwrap();
+            assert!(matches!(e, SmsError::Status(s) if s == code), "{e:?}");
+            let (connections, seen) = g.finish().await;
+            // 4xx but 408 and 429: one request; 429: the first and 2 retries.
+            assert_eq!(connections, if retried { 3 } else { 1 }, "{status}");
+            assert_eq!(seen.len(), connections, "{status}");
+            for s in &seen {
+                assert!(
+                    s.head.contains("authorization: basic dxnlcjpzzwnyzxq=\r\n"),
+                    "{status}: {}",
+                    s.head
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn webhook_over_https_verifies_the_gateway_against_ca_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = common::tls::DevPki::generate(&["localhost"]).unwrap();
+        pki.write_to(dir.path()).unwrap();
+        let tls = common::tls::server_config(
+            common::tls::load_certs(&dir.path().join("cert.pem")).unwrap(),
+            common::tls::load_key(&dir.path().join("key.pem")).unwrap(),
+            &[b"http/1.1"],
+        )
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+        let n = Number::parse("+15550000001").unwrap();
+
+        let g = Gateway::start(vec![Some("200 OK")], Some(acceptor.clone())).await;
+        let p = WebhookSms::new(WebhookConfig {
+            ca_file: dir.path().join("ca.pem"),
+            ..webhook(format!("https://localhost:{}/send", g.addr.port()))
+        })
+        .unwrap();
         p.send(&n, "123456").await.unwrap();
-        let bodies = server.await.unwrap();
-        assert_eq!(bodies, ["to=+15550000001&code=123456"; 2]);
+        let (_, seen) = g.finish().await;
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].body, "to=+15550000001&code=123456");
+
+        // A gateway whose certificate another CA signed gets no request.
+        let other = tempfile::tempdir().unwrap();
+        common::tls::DevPki::generate(&["localhost"])
+            .unwrap()
+            .write_to(other.path())
+            .unwrap();
+        let g = Gateway::start(vec![Some("200 OK")], Some(acceptor)).await;
+        let p = WebhookSms::new(WebhookConfig {
+            ca_file: other.path().join("ca.pem"),
+            retries: 0,
+            ..webhook(format!("https://localhost:{}/send", g.addr.port()))
+        })
+        .unwrap();
+        let e = p.send(&n, "123456").await.unwrap_err();
+        assert!(matches!(e, SmsError::Unreachable(_)), "{e:?}");
+        let (_, seen) = g.finish().await;
+        assert!(seen.is_empty(), "{seen:?}");
     }
 }
