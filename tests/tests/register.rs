@@ -902,3 +902,68 @@ async fn sms_pumping_is_counted_and_logged_without_revealing_numbers() {
     assert!(!text.contains("+155503"), "the whole prefix is in the log");
     d.stop().await;
 }
+
+/// Signing-key rotation: wa-register switches from k1 to k2 with k1 still
+/// in `verify_keys`; a k1 token is refreshed into a k2 token, and wa-chat
+/// (trusting both) attaches either. Without k1 in `verify_keys` the old
+/// token cannot be refreshed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_rotation_refreshes_old_tokens_and_chat_takes_both() {
+    let d = Deployment::start_rotating().await;
+    let now = support::now_secs();
+    let old_node = d.start_register("").await;
+    let rc = d.register_client(&old_node);
+    let alice = sign_up(&rc, &old_node, "+15550000015", "phone", None)
+        .await
+        .unwrap();
+    let c1 = d.key_ring(&["k1"]).verify(&alice.token, now).unwrap();
+    assert_eq!(c1.key_id, "k1");
+    old_node.service.stop().await;
+
+    let node = d.start_register_signing("k2", &["k1"], "").await;
+    let rc = d.register_client(&node);
+    // The k1 token still works here, for refresh and the other routes.
+    assert_eq!(rc.devices(&alice.token).await.unwrap().len(), 1);
+    let fresh = rc.refresh(&alice.token).await.unwrap();
+    assert!(
+        d.key_ring(&["k1"]).verify(&fresh.token, now).is_err(),
+        "not signed with k1"
+    );
+    let c2 = d.key_ring(&["k2"]).verify(&fresh.token, now).unwrap();
+    assert_eq!(c2.key_id, "k2");
+    assert_eq!(
+        (c2.user.as_str(), c2.device, c2.generation),
+        (c1.user.as_str(), c1.device, c1.generation)
+    );
+    rc.devices(&fresh.token).await.unwrap();
+
+    // wa-chat takes both until they expire: each attaches and sends.
+    for (what, token) in [("k1", &alice.token), ("k2", &fresh.token)] {
+        let (c, mut e) = Client::connect(d.client_config_with_token(token, Transport::Tcp))
+            .await
+            .unwrap_or_else(|err| panic!("{what} token: {err}"));
+        let id = c
+            .send(&alice.user, Bytes::from(format!("note signed by {what}")))
+            .await
+            .unwrap();
+        // (The note to self comes back too, to this session or the next.)
+        while !expect(&mut e, "Accepted", |e| match e {
+            Event::Accepted { id: got, .. } if *got == id => Some(true),
+            Event::Message { .. } | Event::Receipt { .. } => Some(false),
+            _ => None,
+        })
+        .await
+        {}
+        c.close().await;
+    }
+    node.service.stop().await;
+
+    // Once k1 is out of verify_keys, its tokens are not refreshed.
+    let node = d.start_register_signing("k2", &[], "").await;
+    let rc = d.register_client(&node);
+    let e = rc.refresh(&alice.token).await.unwrap_err();
+    assert_eq!(refused(&e), (401, "token_invalid"));
+    rc.refresh(&fresh.token).await.unwrap();
+    node.service.stop().await;
+    d.stop().await;
+}

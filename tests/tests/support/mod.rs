@@ -102,7 +102,17 @@ grace = "5s"
 }
 
 fn chat_toml(dir: &Path) -> String {
+    chat_toml_keys(dir, &["k1"])
+}
+
+/// wa-chat's config trusting the public keys `keys/<id>.pub` of `ids`.
+fn chat_toml_keys(dir: &Path, ids: &[&str]) -> String {
     let d = dir.display();
+    let keys = ids
+        .iter()
+        .map(|id| format!(r#"{{ id = "{id}", public_key = "{d}/keys/{id}.pub" }}"#))
+        .collect::<Vec<_>>()
+        .join(", ");
     format!(
         r#"name = "chat-1"
 [listen]
@@ -112,7 +122,7 @@ quic = "127.0.0.1:0"
 cert = "{d}/pki/cert.pem"
 key = "{d}/pki/key.pem"
 [tokens]
-keys = [{{ id = "k1", public_key = "{d}/keys/k1.pub" }}]
+keys = [{keys}]
 [cluster]
 map = "{d}/cluster.toml"
 ca = "{d}/pki/ca.pem"
@@ -217,10 +227,14 @@ pub async fn spawn_chat_process(dir: &Path) -> ChatProcess {
 }
 
 async fn start_chat_inproc(dir: &Path, extra: &str) -> (Service, SocketAddr, SocketAddr) {
+    start_chat_inproc_text(chat_toml(dir) + extra).await
+}
+
+async fn start_chat_inproc_text(text: String) -> (Service, SocketAddr, SocketAddr) {
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let quic = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let (ta, qa) = (tcp.local_addr().unwrap(), quic.local_addr().unwrap());
-    let config: wa_chat::Config = toml::from_str(&(chat_toml(dir) + extra)).unwrap();
+    let config: wa_chat::Config = toml::from_str(&text).unwrap();
     let shutdown = CancellationToken::new();
     let listeners = wa_chat::Listeners {
         tcp: Some(tcp),
@@ -257,6 +271,50 @@ impl Deployment {
             store_process: None,
             chat: Some(chat),
         }
+    }
+
+    /// Like [`Deployment::start`], for signing-key rotation: a second key
+    /// `k2` (`keys/k2.key`, `keys/k2.pub`) beside `k1`, and wa-chat trusting
+    /// both.
+    pub async fn start_rotating() -> Deployment {
+        let dir = tempfile::tempdir().unwrap();
+        let signer = write_pki(dir.path());
+        let k2 = ed25519_dalek::SigningKey::from_bytes(&rand::random::<[u8; 32]>());
+        std::fs::write(
+            dir.path().join("keys/k2.pub"),
+            keyfile::verifying_pem(&k2.verifying_key()),
+        )
+        .unwrap();
+        common::fsutil::write_private(
+            &dir.path().join("keys/k2.key"),
+            keyfile::signing_pem(&k2).as_bytes(),
+        )
+        .unwrap();
+        let (store, link_addr) = start_store_inproc(dir.path()).await;
+        let (chat, chat_tcp, chat_quic) =
+            start_chat_inproc_text(chat_toml_keys(dir.path(), &["k1", "k2"])).await;
+        let roots = common::tls::load_certs(&dir.path().join("pki/ca.pem")).unwrap();
+        Deployment {
+            dir,
+            roots,
+            signer,
+            link_addr,
+            chat_tcp,
+            chat_quic,
+            store: Some(store),
+            store_process: None,
+            chat: Some(chat),
+        }
+    }
+
+    /// The public keys `keys/<id>.pub` of `ids`, to check who signed a token.
+    pub fn key_ring(&self, ids: &[&str]) -> common::token::KeyRing {
+        let mut ring = common::token::KeyRing::new();
+        for id in ids {
+            let path = self.dir.path().join(format!("keys/{id}.pub"));
+            ring.insert(*id, keyfile::read_verifying(&path).unwrap());
+        }
+        ring
     }
 
     /// wa-store as a child process (so a test can kill -9 it), wa-chat in-process.
@@ -492,6 +550,16 @@ impl Deployment {
     /// signing key and PIN pepper files); `extra` is TOML tables appended
     /// (e.g. `"[codes]\nttl = \"1ms\"\n"`). Codes go to [`Self::register_codes`].
     pub fn register_toml(&self, extra: &str) -> String {
+        let dd = self.dir.path().display();
+        self.register_toml_tokens(
+            extra,
+            &format!("key_id = \"k1\"\nsigning_key = \"{dd}/keys/k1.key\"\n"),
+        )
+    }
+
+    /// [`Self::register_toml`] with `tokens` as the body of its `[tokens]`
+    /// table.
+    fn register_toml_tokens(&self, extra: &str, tokens: &str) -> String {
         let d = self.dir.path();
         common::fsutil::write_private(
             &d.join("keys/k1.key"),
@@ -523,9 +591,7 @@ map = "{dd}/cluster.toml"
 ca = "{dd}/pki/ca.pem"
 secret_file = "{dd}/cluster.secret"
 [tokens]
-key_id = "k1"
-signing_key = "{dd}/keys/k1.key"
-{pin}[shutdown]
+{tokens}{pin}[shutdown]
 grace = "5s"
 [sms]
 provider = "log"
@@ -543,7 +609,33 @@ file = "{}"
 
     /// Starts `wa-register` in-process with [`Self::register_toml`].
     pub async fn start_register(&self, extra: &str) -> RegisterNode {
-        let text = self.register_toml(extra);
+        self.start_register_text(self.register_toml(extra)).await
+    }
+
+    /// Starts `wa-register` signing with `keys/<key_id>.key` and refreshing
+    /// tokens of the keys `verify` too (`tokens.verify_keys`), as during a
+    /// rotation ([`Deployment::start_rotating`] writes `k2`).
+    pub async fn start_register_signing(
+        &self,
+        key_id: &str,
+        verify: &[&str],
+        extra: &str,
+    ) -> RegisterNode {
+        let dd = self.dir.path().display();
+        let verify_keys = verify
+            .iter()
+            .map(|id| format!(r#"{{ id = "{id}", public_key = "{dd}/keys/{id}.pub" }}"#))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let tokens = format!(
+            "key_id = \"{key_id}\"\nsigning_key = \"{dd}/keys/{key_id}.key\"\nverify_keys = [{verify_keys}]\n"
+        );
+        // The k1 private key file is written by register_toml_tokens.
+        let text = self.register_toml_tokens(extra, &tokens);
+        self.start_register_text(text).await
+    }
+
+    async fn start_register_text(&self, text: String) -> RegisterNode {
         let codes = self.register_codes();
         let config: wa_register::Config = toml::from_str(&text).unwrap();
         config.check_files().unwrap();
