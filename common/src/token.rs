@@ -133,7 +133,15 @@ impl KeyRing {
 }
 
 /// Key files: PKCS#8 PEM for the private key, SPKI PEM for the public key.
+///
+/// A public key file must not be writable by group or others: whoever can
+/// write it can make the service trust a key of their own. Each file is
+/// opened once and the opened file's mode is checked, so it cannot be
+/// swapped between the check and the read.
 pub mod keyfile {
+    use std::io::Read;
+    use std::path::Path;
+
     use ed25519_dalek::pkcs8::{
         DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey,
     };
@@ -148,23 +156,58 @@ pub mod keyfile {
         },
         #[error("{path} is not an Ed25519 key in PEM form")]
         Format { path: String },
+        #[error("{path} is writable by group or others (mode {mode:o}); chmod go-w it")]
+        Writable { path: String, mode: u32 },
     }
 
-    pub fn read_signing(path: &std::path::Path) -> Result<SigningKey, KeyFileError> {
-        let text = std::fs::read_to_string(path).map_err(|source| KeyFileError::Io {
+    fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KeyFileError + '_ {
+        move |source| KeyFileError::Io {
             path: path.display().to_string(),
             source,
-        })?;
-        SigningKey::from_pkcs8_pem(&text).map_err(|_| KeyFileError::Format {
-            path: path.display().to_string(),
-        })
+        }
     }
 
-    pub fn read_verifying(path: &std::path::Path) -> Result<VerifyingKey, KeyFileError> {
-        let text = std::fs::read_to_string(path).map_err(|source| KeyFileError::Io {
+    /// The text of `path`, opened once; with `no_write_by_others`, refused
+    /// if the opened file is writable by group or others.
+    fn read_text(path: &Path, no_write_by_others: bool) -> Result<String, KeyFileError> {
+        let mut f = std::fs::File::open(path).map_err(io(path))?;
+        #[cfg(unix)]
+        if no_write_by_others {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = f.metadata().map_err(io(path))?.permissions().mode() & 0o777;
+            if mode & 0o022 != 0 {
+                return Err(KeyFileError::Writable {
+                    path: path.display().to_string(),
+                    mode,
+                });
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = no_write_by_others;
+        let mut text = String::new();
+        f.read_to_string(&mut text).map_err(io(path))?;
+        Ok(text)
+    }
+
+    /// Reads a private key. Who may read the file is the caller's check
+    /// (wa-register reads it through its secret-file loader and then
+    /// [`parse_signing`]).
+    pub fn read_signing(path: &Path) -> Result<SigningKey, KeyFileError> {
+        parse_signing(read_text(path, false)?.as_bytes(), path)
+    }
+
+    /// A private key from the PEM bytes read from `path` (named in errors).
+    pub fn parse_signing(pem: &[u8], path: &Path) -> Result<SigningKey, KeyFileError> {
+        let format = || KeyFileError::Format {
             path: path.display().to_string(),
-            source,
-        })?;
+        };
+        let text = std::str::from_utf8(pem).map_err(|_| format())?;
+        SigningKey::from_pkcs8_pem(text).map_err(|_| format())
+    }
+
+    /// Reads a public key, refusing a file that group or others may write.
+    pub fn read_verifying(path: &Path) -> Result<VerifyingKey, KeyFileError> {
+        let text = read_text(path, true)?;
         VerifyingKey::from_public_key_pem(&text).map_err(|_| KeyFileError::Format {
             path: path.display().to_string(),
         })
@@ -280,5 +323,49 @@ mod tests {
         assert_eq!(keyfile::read_signing(&sp).unwrap().to_bytes(), k.to_bytes());
         assert_eq!(keyfile::read_verifying(&pp).unwrap(), k.verifying_key());
         assert!(keyfile::read_signing(&pp).is_err());
+        let pem = keyfile::signing_pem(&k);
+        assert_eq!(
+            keyfile::parse_signing(pem.as_bytes(), &sp)
+                .unwrap()
+                .to_bytes(),
+            k.to_bytes()
+        );
+        assert!(keyfile::parse_signing(b"\xff", &sp).is_err());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn public_key_files_others_may_write_are_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let k = key(4);
+        let pp = dir.path().join("k.pub");
+        std::fs::write(&pp, keyfile::verifying_pem(&k.verifying_key())).unwrap();
+        for (mode, ok) in [
+            (0o644, true),
+            (0o444, true),
+            (0o600, true),
+            (0o664, false),
+            (0o646, false),
+            (0o666, false),
+        ] {
+            std::fs::set_permissions(&pp, std::fs::Permissions::from_mode(mode)).unwrap();
+            match keyfile::read_verifying(&pp) {
+                Ok(got) => {
+                    assert!(ok, "{mode:o} was accepted");
+                    assert_eq!(got, k.verifying_key());
+                }
+                Err(e) => {
+                    assert!(!ok, "{mode:o}: {e}");
+                    let text = e.to_string();
+                    assert!(
+                        text.contains(&pp.display().to_string())
+                            && text.contains(&format!("{mode:o}"))
+                            && text.contains("chmod go-w"),
+                        "{text}"
+                    );
+                }
+            }
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! Secret files (cluster secret, PIN pepper, signing key, gateway
 //! credentials): read only if no one but their owner can read them.
 
+use std::io::Read;
 use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
@@ -20,16 +21,19 @@ pub enum SecretError {
     },
 }
 
-/// Checks that `path` is not readable or writable by group or others.
-pub fn check_private(path: &Path) -> Result<(), SecretError> {
-    let meta = std::fs::metadata(path).map_err(|source| SecretError::Io {
+/// The bytes of a private file of at least `min` bytes. The file is opened
+/// once and the opened file's mode is checked (not the path's), so it
+/// cannot be swapped between the check and the read.
+pub fn read(path: &Path, min: usize) -> Result<Vec<u8>, SecretError> {
+    let io = |source| SecretError::Io {
         path: path.display().to_string(),
         source,
-    })?;
+    };
+    let mut f = std::fs::File::open(path).map_err(io)?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = meta.permissions().mode() & 0o777;
+        let mode = f.metadata().map_err(io)?.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
             return Err(SecretError::Permissions {
                 path: path.display().to_string(),
@@ -37,18 +41,8 @@ pub fn check_private(path: &Path) -> Result<(), SecretError> {
             });
         }
     }
-    #[cfg(not(unix))]
-    let _ = meta;
-    Ok(())
-}
-
-/// The bytes of a private file of at least `min` bytes.
-pub fn read(path: &Path, min: usize) -> Result<Vec<u8>, SecretError> {
-    check_private(path)?;
-    let data = std::fs::read(path).map_err(|source| SecretError::Io {
-        path: path.display().to_string(),
-        source,
-    })?;
+    let mut data = Vec::new();
+    f.read_to_end(&mut data).map_err(io)?;
     if data.len() < min {
         return Err(SecretError::Short {
             path: path.display().to_string(),
@@ -73,9 +67,21 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
-            let e = read(&p, 1).unwrap_err();
-            assert!(e.to_string().contains("640"), "{e}");
+            for mode in [0o640, 0o604, 0o620, 0o602, 0o660] {
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+                let e = read(&p, 1).unwrap_err();
+                assert!(
+                    matches!(e, SecretError::Permissions { mode: m, .. } if m == mode),
+                    "{mode:o}: {e}"
+                );
+                assert!(e.to_string().contains("chmod 600"), "{e}");
+            }
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o400)).unwrap();
+            assert_eq!(read(&p, 32).unwrap(), [1; 32]);
         }
+        assert!(matches!(
+            read(&dir.path().join("missing"), 1),
+            Err(SecretError::Io { .. })
+        ));
     }
 }

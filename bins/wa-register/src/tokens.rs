@@ -19,10 +19,11 @@ pub enum KeyError {
     File(#[from] keyfile::KeyFileError),
 }
 
-/// Reads the signing key, refusing a file others can read.
+/// Reads the signing key, refusing a file others can read (opened once:
+/// the mode checked is the one of the file read).
 pub fn read_signing_key(path: &Path) -> Result<SigningKey, KeyError> {
-    crate::secret::check_private(path)?;
-    Ok(keyfile::read_signing(path)?)
+    let pem = crate::secret::read(path, 1)?;
+    Ok(keyfile::parse_signing(&pem, path)?)
 }
 
 pub struct Tokens {
