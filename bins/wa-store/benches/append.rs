@@ -24,6 +24,10 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+/// The allocator of the wa-store binary (see its main.rs).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -9,6 +9,14 @@ use common::service;
 use tokio_util::sync::CancellationToken;
 use wa_store::{Config, Store};
 
+/// mimalloc rather than glibc's malloc: the store allocates on one thread
+/// and frees on another all the time (frames, envelopes, cache entries), and
+/// glibc's per-thread arenas answered that with constant heap growing and
+/// trimming (thousands of `mprotect` calls a second) and slow
+/// consolidation; docs/BENCHMARKS.md has the measurement.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The home of wa users: mailboxes, receipts, last seen.
 ///
 /// Edges (wa-chat) connect over the internal link (TLS, cluster secret).
