@@ -2,13 +2,17 @@
 //! "secret"), so a copy of the accounts without the pepper file does not
 //! allow offline guessing. Hashing is slow on purpose and runs off the
 //! async threads. The try budget (`pin.max_wrong`, then one try per
-//! `pin.lockout`) is enforced by the verify handler, which records each
-//! attempt before checking it.
+//! `pin.lockout`) is [`Budget`], with the clock passed in; the verify
+//! handler records each attempt at the home through it before checking
+//! the PIN.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
+
+use crate::account::PinLock;
 
 /// Shortest and longest PIN accepted.
 pub const MIN_PIN: usize = 4;
@@ -16,6 +20,40 @@ pub const MAX_PIN: usize = 64;
 
 pub fn valid_pin(pin: &str) -> bool {
     (MIN_PIN..=MAX_PIN).contains(&pin.len()) && pin.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// The try budget of a registration lock: `max_wrong` wrong PINs, then
+/// one try per `lockout`.
+///
+/// Calling contract: [`Budget::try_at`] before checking a PIN, and the
+/// changed lock stored before the check (so parallel guesses each use a
+/// try); [`Budget::right`] once the PIN proved right.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    pub max_wrong: u32,
+    pub lockout: Duration,
+}
+
+impl Budget {
+    /// Takes one try at unix ms `now_ms`, counted as wrong until
+    /// [`Budget::right`]. Returns the tries left should this one be wrong,
+    /// or how long until a try is allowed.
+    pub fn try_at(&self, lock: &mut PinLock, now_ms: u64) -> Result<u32, Duration> {
+        if lock.wrong >= self.max_wrong && now_ms < lock.next_try_ms {
+            return Err(Duration::from_millis(lock.next_try_ms - now_ms));
+        }
+        lock.wrong = lock.wrong.saturating_add(1);
+        if lock.wrong >= self.max_wrong {
+            lock.next_try_ms = now_ms + self.lockout.as_millis() as u64;
+        }
+        Ok(self.max_wrong.saturating_sub(lock.wrong))
+    }
+
+    /// The PIN was right: the count starts over.
+    pub fn right(lock: &mut PinLock) {
+        lock.wrong = 0;
+        lock.next_try_ms = 0;
+    }
 }
 
 #[derive(Clone)]
@@ -91,5 +129,59 @@ mod tests {
         // Salted: the same PIN hashes differently.
         assert_ne!(pins.hash("2580".into()).await, h);
         assert!(valid_pin("2580") && !valid_pin("123") && !valid_pin("12 34"));
+    }
+
+    #[tokio::test]
+    async fn ten_wrong_then_one_try_a_day() {
+        const DAY: u64 = 24 * 3600 * 1000;
+        let budget = Budget {
+            max_wrong: 10,
+            lockout: Duration::from_millis(DAY),
+        };
+        let pins = Pins::new(vec![7; 32]);
+        let mut lock = PinLock {
+            hash: pins.hash("2580".into()).await,
+            wrong: 0,
+            next_try_ms: 0,
+        };
+        // One try as the handler makes it: taken, then the PIN checked.
+        // Err(wait): locked; Ok(Ok(())): right; Ok(Err(left)): wrong.
+        let attempt = |lock: &mut PinLock, pin: &str, now| {
+            let taken = budget.try_at(lock, now);
+            let (pins, pin, hash) = (pins.clone(), pin.to_owned(), lock.hash.clone());
+            async move {
+                let left = taken?;
+                Ok::<_, Duration>(pins.verify(pin, hash).await.then_some(()).ok_or(left))
+            }
+        };
+        let t0 = 1_000_000_000;
+        for left in (0..10).rev() {
+            assert_eq!(attempt(&mut lock, "1111", t0).await, Ok(Err(left)));
+        }
+        // Locked: even the right PIN waits the whole day.
+        assert_eq!(
+            attempt(&mut lock, "2580", t0).await,
+            Err(Duration::from_millis(DAY))
+        );
+        assert_eq!(
+            attempt(&mut lock, "2580", t0 + DAY - 1).await,
+            Err(Duration::from_millis(1))
+        );
+        // A day later, exactly one try; a wrong one locks for another day.
+        assert_eq!(attempt(&mut lock, "1111", t0 + DAY).await, Ok(Err(0)));
+        assert_eq!(
+            attempt(&mut lock, "2580", t0 + DAY).await,
+            Err(Duration::from_millis(DAY))
+        );
+        assert_eq!(
+            attempt(&mut lock, "2580", t0 + 2 * DAY - 1).await,
+            Err(Duration::from_millis(1))
+        );
+        // The next day's try with the right PIN succeeds, and the count
+        // starts over.
+        assert_eq!(attempt(&mut lock, "2580", t0 + 2 * DAY).await, Ok(Ok(())));
+        Budget::right(&mut lock);
+        assert_eq!((lock.wrong, lock.next_try_ms), (0, 0));
+        assert_eq!(attempt(&mut lock, "1111", t0 + 2 * DAY).await, Ok(Err(9)));
     }
 }

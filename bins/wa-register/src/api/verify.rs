@@ -13,7 +13,7 @@
 //! cannot exceed the budget.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::Json;
 use axum::extract::State;
@@ -26,6 +26,7 @@ use crate::codes::{CheckError, valid_code};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::phone::Number;
+use crate::pin::Budget;
 
 #[derive(Debug, Deserialize)]
 pub struct VerifyRequest {
@@ -219,8 +220,7 @@ async fn reregister(
             a.seen_ms = now;
             if locked {
                 if let Some(l) = a.pin.as_mut() {
-                    l.wrong = 0;
-                    l.next_try_ms = 0;
+                    Budget::right(l);
                 }
             } else {
                 a.pin = None;
@@ -247,11 +247,14 @@ async fn reregister(
     Ok((id, generation))
 }
 
-/// One PIN try within the budget: recorded as wrong first, cleared on success.
+/// One PIN try at unix ms `now` within the budget ([`Budget`]): recorded
+/// as wrong first, cleared once the registration succeeds.
 async fn check_pin(app: &App, user: &str, pin: String, now: u64) -> Result<(), ApiError> {
     let m = &app.metrics;
-    let max = app.config.pin.max_wrong;
-    let lockout = app.config.pin.lockout.as_millis() as u64;
+    let budget = Budget {
+        max_wrong: app.config.pin.max_wrong,
+        lockout: app.config.pin.lockout,
+    };
     let attempt = app
         .accounts
         .update(user, |s| {
@@ -261,16 +264,10 @@ async fn check_pin(app: &App, user: &str, pin: String, now: u64) -> Result<(), A
                 // Cleared meanwhile by the owner: nothing to check.
                 return Ok(Change::Keep(None));
             };
-            if lock.wrong >= max && now < lock.next_try_ms {
-                return Err(ApiError::PinLocked {
-                    retry_after: Duration::from_millis(lock.next_try_ms - now),
-                });
-            }
-            lock.wrong += 1;
-            if lock.wrong >= max {
-                lock.next_try_ms = now + lockout;
-            }
-            let tried = (lock.hash.clone(), lock.wrong);
+            let left = budget
+                .try_at(lock, now)
+                .map_err(|retry_after| ApiError::PinLocked { retry_after })?;
+            let tried = (lock.hash.clone(), lock.wrong, left);
             Ok(Change::Write(Some(a), Some(tried)))
         })
         .await
@@ -279,7 +276,7 @@ async fn check_pin(app: &App, user: &str, pin: String, now: u64) -> Result<(), A
                 Metrics::inc(&m.pin_locked);
             }
         })?;
-    let Some((hash, wrong)) = attempt else {
+    let Some((hash, wrong, tries_left)) = attempt else {
         return Ok(());
     };
     if app.pins.verify(pin, hash).await {
@@ -287,7 +284,5 @@ async fn check_pin(app: &App, user: &str, pin: String, now: u64) -> Result<(), A
     }
     Metrics::inc(&m.pin_wrong);
     tracing::info!(%user, wrong, "wrong registration-lock PIN");
-    Err(ApiError::PinWrong {
-        tries_left: max.saturating_sub(wrong),
-    })
+    Err(ApiError::PinWrong { tries_left })
 }
