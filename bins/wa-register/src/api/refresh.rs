@@ -51,7 +51,6 @@ pub async fn handle(
     let issued = app
         .tokens
         .issue(&c.user, c.device, c.generation, now_secs());
-    let _ = caller.stored;
     Ok(Json(Refreshed {
         token: issued.token,
         expires_at: issued.expires_at,
