@@ -20,6 +20,20 @@ pub fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
+/// Writes a file anyone may read and only its owner may change (0644 on
+/// Unix, whatever the umask): public keys, which the services refuse when
+/// group or others could write them.
+pub fn write_public(path: impl AsRef<Path>, data: impl AsRef<[u8]>) -> std::io::Result<()> {
+    let path = path.as_ref();
+    std::fs::write(path, data)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))?;
+    }
+    Ok(())
+}
+
 /// Current unix time in milliseconds. Kept out of the codec: callers pass it in.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()

@@ -18,7 +18,7 @@ fn chat() -> Command {
 fn deployment(dir: &Path) -> std::path::PathBuf {
     let pki = common::tls::DevPki::generate(&["localhost", "127.0.0.1"]).unwrap();
     pki.write_to(dir).unwrap();
-    std::fs::write(dir.join("k1.pub"), PUBLIC_KEY).unwrap();
+    common::fsutil::write_public(dir.join("k1.pub"), PUBLIC_KEY).unwrap();
     std::fs::write(dir.join("cluster.secret"), [7u8; 32]).unwrap();
     let map =
         common::cluster::ClusterMap::single("127.0.0.1:9".parse().unwrap(), "localhost", [1; 16]);

@@ -105,9 +105,9 @@ async fn start() -> Edge {
         .write_to(d)
         .unwrap();
     let key = ed25519_dalek::SigningKey::from_bytes(&[1; 32]);
-    std::fs::write(
+    common::fsutil::write_public(
         d.join("k1.pub"),
-        keyfile::verifying_pem(&key.verifying_key()),
+        keyfile::verifying_pem(&key.verifying_key()).as_bytes(),
     )
     .unwrap();
     std::fs::write(d.join("cluster.secret"), [7u8; 32]).unwrap();

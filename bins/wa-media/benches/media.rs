@@ -227,9 +227,9 @@ fn main() {
         .write_to(d)
         .unwrap();
     let key = ed25519_dalek::SigningKey::from_bytes(&rand::random::<[u8; 32]>());
-    std::fs::write(
+    common::fsutil::write_public(
         d.join("k1.pub"),
-        keyfile::verifying_pem(&key.verifying_key()),
+        keyfile::verifying_pem(&key.verifying_key()).as_bytes(),
     )
     .unwrap();
     let now = common::fsutil::now_ms() / 1000;

@@ -21,7 +21,7 @@ pub(crate) fn run(args: &KeygenArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Writes `DIR/ID.pem` (0600) and `DIR/ID.pub`; refuses to replace existing
+/// Writes `DIR/ID.pem` (0600) and `DIR/ID.pub` (0644); refuses to replace existing
 /// files unless `force`.
 pub(crate) fn write_pair(dir: &Path, id: &str, force: bool) -> anyhow::Result<(PathBuf, PathBuf)> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -37,7 +37,10 @@ pub(crate) fn write_pair(dir: &Path, id: &str, force: bool) -> anyhow::Result<(P
     let key = SigningKey::from_bytes(&rand::random::<[u8; 32]>());
     common::fsutil::write_private(&private, keyfile::signing_pem(&key).as_bytes())
         .with_context(|| format!("cannot write {}", private.display()))?;
-    std::fs::write(&public, keyfile::verifying_pem(&key.verifying_key()))
-        .with_context(|| format!("cannot write {}", public.display()))?;
+    common::fsutil::write_public(
+        &public,
+        keyfile::verifying_pem(&key.verifying_key()).as_bytes(),
+    )
+    .with_context(|| format!("cannot write {}", public.display()))?;
     Ok((private, public))
 }

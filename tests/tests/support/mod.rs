@@ -67,9 +67,9 @@ fn write_pki(dir: &Path) -> TokenSigner {
         .write_to(&dir.join("pki"))
         .unwrap();
     let key = ed25519_dalek::SigningKey::from_bytes(&rand::random::<[u8; 32]>());
-    std::fs::write(
+    common::fsutil::write_public(
         dir.join("keys/k1.pub"),
-        keyfile::verifying_pem(&key.verifying_key()),
+        keyfile::verifying_pem(&key.verifying_key()).as_bytes(),
     )
     .unwrap();
     common::fsutil::write_private(&dir.join("cluster.secret"), &rand::random::<[u8; 32]>())
@@ -280,9 +280,9 @@ impl Deployment {
         let dir = tempfile::tempdir().unwrap();
         let signer = write_pki(dir.path());
         let k2 = ed25519_dalek::SigningKey::from_bytes(&rand::random::<[u8; 32]>());
-        std::fs::write(
+        common::fsutil::write_public(
             dir.path().join("keys/k2.pub"),
-            keyfile::verifying_pem(&k2.verifying_key()),
+            keyfile::verifying_pem(&k2.verifying_key()).as_bytes(),
         )
         .unwrap();
         common::fsutil::write_private(

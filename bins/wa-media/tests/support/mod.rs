@@ -41,9 +41,9 @@ pub async fn start(extra: &str) -> Node {
         .write_to(d)
         .unwrap();
     let key = ed25519_dalek::SigningKey::from_bytes(&rand::random::<[u8; 32]>());
-    std::fs::write(
+    common::fsutil::write_public(
         d.join("k1.pub"),
-        keyfile::verifying_pem(&key.verifying_key()),
+        keyfile::verifying_pem(&key.verifying_key()).as_bytes(),
     )
     .unwrap();
     let text = format!(
