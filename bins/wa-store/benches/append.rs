@@ -89,6 +89,19 @@ struct Args {
     /// tasks queue behind the generator's).
     #[arg(long, default_value_t = 2)]
     store_threads: usize,
+    /// Worker threads of the load generator's runtime (the stand-in for the
+    /// edges, which would run on machines of their own). Fewer threads than
+    /// cores leaves the store's threads a core to wake up on instead of
+    /// queueing behind the generator's; a generator that falls behind only
+    /// makes the measured latency worse (open loop counts from when each
+    /// append was due).
+    #[arg(long, default_value_t = 2)]
+    gen_threads: usize,
+    /// Append mode, diagnostics: also print, for every 250 ms of the measured
+    /// window, how many appends took longer than this many ms (0: off), to
+    /// tell steady queueing from stalls.
+    #[arg(long, default_value_t = 0)]
+    slow_ms: u64,
     /// Extra wa-store configuration (TOML tables), appended to the bench's.
     #[arg(long, default_value = "")]
     store_toml: String,
@@ -103,6 +116,7 @@ struct Args {
 fn main() {
     let args = Args::parse();
     let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.gen_threads.max(1))
         .enable_all()
         .build()
         .unwrap();
@@ -346,8 +360,11 @@ async fn append_run(args: &Args, engine: &str, writers: usize) {
             (args.rate > 0).then(|| Duration::from_secs_f64(writers as f64 / args.rate as f64));
         let first =
             period.map(|p| tokio::time::Instant::now() + p.mul_f64(w as f64 / writers as f64));
+        let slow_us = args.slow_ms * 1000;
         tasks.push(tokio::spawn(async move {
             let mut lat: Vec<u32> = Vec::new();
+            // (when it was due or sent, how long it took) of the slow ones
+            let mut slow: Vec<(Instant, u32)> = Vec::new();
             let mut refused = 0u64;
             let mut n = 0u64;
             let mut due = first;
@@ -373,9 +390,12 @@ async fn append_run(args: &Args, engine: &str, writers: usize) {
                     refused += 1;
                 } else if phase.load(Ordering::Relaxed) == MEASURE {
                     lat.push(us);
+                    if slow_us > 0 && u64::from(us) > slow_us {
+                        slow.push((t0, us));
+                    }
                 }
             }
-            (lat, refused)
+            (lat, refused, slow)
         }));
     }
     tokio::time::sleep(Duration::from_secs(args.warmup)).await;
@@ -389,10 +409,33 @@ async fn append_run(args: &Args, engine: &str, writers: usize) {
     let load_after = loadavg();
     let mut all = Vec::new();
     let mut refused = 0;
+    let mut slow = Vec::new();
     for t in tasks {
-        let (lat, r) = t.await.unwrap();
+        let (lat, r, s) = t.await.unwrap();
         all.extend(lat);
         refused += r;
+        slow.extend(s);
+    }
+    if args.slow_ms > 0 {
+        let mut buckets = vec![(0u32, 0u32); (measured.as_millis() / 250 + 1) as usize];
+        for (at, us) in slow {
+            let i = (at.saturating_duration_since(t0).as_millis() / 250) as usize;
+            if let Some(b) = buckets.get_mut(i) {
+                b.0 += 1;
+                b.1 = b.1.max(us / 1000);
+            }
+        }
+        let line: Vec<String> = buckets
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.0 > 0)
+            .map(|(i, b)| format!("{:.2}s:{}(max {}ms)", i as f64 / 4.0, b.0, b.1))
+            .collect();
+        eprintln!(
+            "slower than {} ms, per 250 ms: {}",
+            args.slow_ms,
+            line.join(" ")
+        );
     }
     drop(edges);
     let m = Arc::clone(&store.metrics);
