@@ -171,6 +171,11 @@ struct Store {
 }
 
 async fn start(args: &Args, engine: &str) -> Store {
+    // The previous run's files (a clean stop writes the cache to the engine,
+    // then the temp dir goes) are still being written back by the kernel;
+    // left alone, that lands in this run as journal syncs of 100 ms and more.
+    let _ = tokio::process::Command::new("sync").status().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let dir = match &args.dir {
         Some(d) => tempfile::tempdir_in(d).unwrap(),
         None => tempfile::tempdir().unwrap(),
