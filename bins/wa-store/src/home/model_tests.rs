@@ -322,12 +322,10 @@ impl Storage for NoStorage {
     fn last_seq(&self, _: &str) -> Result<u64, crate::storage::StorageError> {
         unreachable!()
     }
-    fn append(
+    fn append_batch(
         &self,
         _: &str,
-        _: u64,
-        _: &Envelope,
-        _: &crate::storage::DedupeKey<'_>,
+        _: &[(u64, &Envelope, crate::storage::DedupeKey<'_>)],
     ) -> Result<(), crate::storage::StorageError> {
         unreachable!()
     }

@@ -897,31 +897,50 @@ impl Shard {
             victims.sort_unstable_by_key(|v| v.0);
             victims.truncate(max);
         }
-        let mut wrote = 0usize;
+        // One engine write per user: every victim of a user in one batch,
+        // which reads that mailbox's size and counter once, not per item.
+        let mut by_user: HashMap<String, Vec<u64>> = HashMap::new();
         for (_, name, seq) in victims {
+            by_user.entry(name).or_default().push(seq);
+        }
+        let mut wrote = 0usize;
+        for (name, seqs) in by_user {
             let Some(u) = self.users.get_mut(&name) else {
                 continue;
             };
-            let Some(c) = u.cache.get(&seq) else { continue };
-            let key = DedupeKey {
-                to: &name,
-                from: &c.envelope.from,
-                kind: c.envelope.item_kind(),
-                id: &c.envelope.id,
-            };
-            if let Err(e) = storage.append(&name, seq, &c.envelope, &key) {
-                tracing::error!(error = %e, "write-back failed; the item stays in memory");
+            let items: Vec<(u64, &Envelope, DedupeKey<'_>)> = seqs
+                .iter()
+                .filter_map(|seq| {
+                    let c = u.cache.get(seq)?;
+                    let key = DedupeKey {
+                        to: &name,
+                        from: &c.envelope.from,
+                        kind: c.envelope.item_kind(),
+                        id: &c.envelope.id,
+                    };
+                    Some((*seq, &c.envelope, key))
+                })
+                .collect();
+            if items.is_empty() {
                 continue;
             }
+            if let Err(e) = storage.append_batch(&name, &items) {
+                tracing::error!(error = %e, items = items.len(), "write-back failed; the items stay in memory");
+                continue;
+            }
+            let done: Vec<u64> = items.iter().map(|i| i.0).collect();
+            drop(items);
             u.wrote_to_engine();
-            let c = u.cache.remove(&seq).expect("present above");
-            u.cache_bytes -= c.size;
-            self.cache_bytes -= c.size;
-            Metrics::sub(&self.metrics.cache_items, 1);
-            Metrics::sub(&self.metrics.cache_bytes, c.size);
-            Metrics::add(&self.metrics.written_back, 1);
-            *self.written.entry(c.segment).or_default() += 1;
-            wrote += 1;
+            for seq in done {
+                let c = u.cache.remove(&seq).expect("present above");
+                u.cache_bytes -= c.size;
+                self.cache_bytes -= c.size;
+                Metrics::sub(&self.metrics.cache_items, 1);
+                Metrics::sub(&self.metrics.cache_bytes, c.size);
+                Metrics::add(&self.metrics.written_back, 1);
+                *self.written.entry(c.segment).or_default() += 1;
+                wrote += 1;
+            }
         }
         // (A slice that wrote nothing, the engine refusing, ends the round:
         // the next round tries again.)

@@ -102,24 +102,28 @@ impl Storage for FjallStorage {
         }
     }
 
-    fn append(
+    fn append_batch(
         &self,
         user: &str,
-        seq: u64,
-        envelope: &Envelope,
-        key: &DedupeKey<'_>,
+        items: &[(u64, &Envelope, DedupeKey<'_>)],
     ) -> Result<(), StorageError> {
-        let original = original_value(seq, envelope.server_ts_ms);
-        let value = envelope.encode_to_vec();
         let mut size = self.mailbox_size(user)?;
-        size.items += 1;
-        size.bytes += value.len() as u64;
+        let mut last = self.last_seq(user)?;
         let mut batch = self.db.batch();
-        batch.insert(&self.ks, user_key(SIZE, user)?, size_value(size).to_vec());
-        batch.insert(&self.ks, item_key(user, seq)?, value);
-        batch.insert(&self.ks, dedupe_key(key)?, original.to_vec());
-        let last = self.last_seq(user)?.max(seq);
+        for (seq, envelope, key) in items {
+            let value = envelope.encode_to_vec();
+            size.items += 1;
+            size.bytes += value.len() as u64;
+            last = last.max(*seq);
+            batch.insert(&self.ks, item_key(user, *seq)?, value);
+            batch.insert(
+                &self.ks,
+                dedupe_key(key)?,
+                original_value(*seq, envelope.server_ts_ms).to_vec(),
+            );
+        }
         batch.insert(&self.ks, user_key(SEQ, user)?, last.to_be_bytes().to_vec());
+        batch.insert(&self.ks, user_key(SIZE, user)?, size_value(size).to_vec());
         batch.commit().map_err(engine("append"))
     }
 

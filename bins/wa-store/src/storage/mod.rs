@@ -101,6 +101,17 @@ pub trait Storage: Send + Sync + 'static {
         seq: u64,
         envelope: &Envelope,
         key: &DedupeKey<'_>,
+    ) -> Result<(), StorageError> {
+        self.append_batch(user, &[(seq, envelope, *key)])
+    }
+
+    /// [`Storage::append`] for several items of one mailbox, all in one atomic
+    /// write that reads the mailbox's size and sequence counter once (what
+    /// write-back uses: a per-item write read both for every item).
+    fn append_batch(
+        &self,
+        user: &str,
+        items: &[(u64, &Envelope, DedupeKey<'_>)],
     ) -> Result<(), StorageError>;
 
     /// Up to `limit` items of `user`'s mailbox with `seq >= from`, in order.
@@ -387,6 +398,62 @@ pub(crate) mod tests {
                 seq: 1
             }]
         );
+    }
+
+    #[test]
+    fn a_batch_is_the_same_as_its_appends() {
+        for (name, open) in ENGINES {
+            eprintln!("engine {name}");
+            a_batch_is_the_same_as_its_appends_on(open);
+        }
+    }
+
+    fn a_batch_is_the_same_as_its_appends_on(open: Open) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path()).unwrap();
+        let envs: Vec<Envelope> = (1..=4)
+            .map(|i| env("alice", i, u64::from(i) * 10))
+            .collect();
+        // bob gets them one by one, carol in two batches (out of order inside one).
+        for (i, e) in envs.iter().enumerate() {
+            s.append("bob", i as u64 + 1, e, &key("bob", e)).unwrap();
+        }
+        s.append_batch(
+            "carol",
+            &[
+                (2, &envs[1], key("carol", &envs[1])),
+                (1, &envs[0], key("carol", &envs[0])),
+            ],
+        )
+        .unwrap();
+        s.append_batch(
+            "carol",
+            &[
+                (3, &envs[2], key("carol", &envs[2])),
+                (4, &envs[3], key("carol", &envs[3])),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            s.mailbox_size("carol").unwrap(),
+            s.mailbox_size("bob").unwrap()
+        );
+        assert_eq!(s.mailbox_size("carol").unwrap().items, 4);
+        assert_eq!(s.last_seq("carol").unwrap(), 4);
+        let bob: Vec<u64> = s
+            .read("bob", 1, 10)
+            .unwrap()
+            .iter()
+            .map(|i| i.seq)
+            .collect();
+        let carol = s.read("carol", 1, 10).unwrap();
+        assert_eq!(carol.iter().map(|i| i.seq).collect::<Vec<_>>(), bob);
+        for (i, e) in envs.iter().enumerate() {
+            assert_eq!(carol[i].envelope, *e);
+            let o = s.dedupe(&key("carol", e)).unwrap().unwrap();
+            assert_eq!((o.seq, o.server_ts_ms), (i as u64 + 1, e.server_ts_ms));
+        }
+        assert!(s.has_dedupe("carol").unwrap());
     }
 
     #[test]

@@ -67,22 +67,25 @@ impl Storage for SledStorage {
         }
     }
 
-    fn append(
+    fn append_batch(
         &self,
         user: &str,
-        seq: u64,
-        envelope: &Envelope,
-        key: &DedupeKey<'_>,
+        items: &[(u64, &Envelope, DedupeKey<'_>)],
     ) -> Result<(), StorageError> {
-        let original = original_value(seq, envelope.server_ts_ms);
-        let value = envelope.encode_to_vec();
         let mut size = self.mailbox_size(user)?;
-        size.items += 1;
-        size.bytes += value.len() as u64;
+        let mut last = self.last_seq(user)?;
         let mut batch = sled::Batch::default();
-        batch.insert(item_key(user, seq)?, value);
-        batch.insert(dedupe_key(key)?, &original[..]);
-        let last = self.last_seq(user)?.max(seq);
+        for (seq, envelope, key) in items {
+            let value = envelope.encode_to_vec();
+            size.items += 1;
+            size.bytes += value.len() as u64;
+            last = last.max(*seq);
+            batch.insert(item_key(user, *seq)?, value);
+            batch.insert(
+                dedupe_key(key)?,
+                &original_value(*seq, envelope.server_ts_ms)[..],
+            );
+        }
         batch.insert(user_key(SEQ, user)?, &last.to_be_bytes()[..]);
         batch.insert(user_key(SIZE, user)?, &size_value(size)[..]);
         self.db.apply_batch(batch).map_err(engine("append"))
