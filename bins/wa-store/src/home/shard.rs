@@ -89,14 +89,7 @@ impl User {
         storage: &dyn Storage,
         user: &str,
     ) -> Result<MailboxSize, StorageError> {
-        match self.engine {
-            Some(s) => Ok(s),
-            None => {
-                let s = storage.mailbox_size(user)?;
-                self.engine = Some(s);
-                Ok(s)
-            }
-        }
+        known_or_read(&mut self.engine, || storage.mailbox_size(user))
     }
 
     fn engine_may_dedupe(
@@ -104,14 +97,7 @@ impl User {
         storage: &dyn Storage,
         user: &str,
     ) -> Result<bool, StorageError> {
-        match self.engine_dedupe {
-            Some(b) => Ok(b),
-            None => {
-                let b = storage.has_dedupe(user)?;
-                self.engine_dedupe = Some(b);
-                Ok(b)
-            }
-        }
+        known_or_read(&mut self.engine_dedupe, || storage.has_dedupe(user))
     }
 
     /// The engine holds none of this mailbox's items (as far as is known
@@ -132,6 +118,17 @@ impl User {
             && self.unflushed == 0
             && self.cache.is_empty()
             && !self.seq_dirty
+    }
+}
+
+/// The value `slot` remembers, or `read` it and remember it.
+fn known_or_read<T: Copy>(
+    slot: &mut Option<T>,
+    read: impl FnOnce() -> Result<T, StorageError>,
+) -> Result<T, StorageError> {
+    match *slot {
+        Some(v) => Ok(v),
+        None => Ok(*slot.insert(read()?)),
     }
 }
 
@@ -517,7 +514,7 @@ impl Shard {
                     u.durable = u.durable.max(p.seq);
                     let (durable, engine_empty) = (u.durable, u.engine_empty());
                     for s in &mut u.sessions {
-                        fill(&*storage, &to, durable, (&u.cache, engine_empty), s);
+                        fill(&*storage, &to, durable, &u.cache, engine_empty, s);
                     }
                 }
                 self.evict_if_idle(&to);
@@ -705,13 +702,7 @@ impl Shard {
             cursor: 1,
             inflight: BTreeSet::new(),
         };
-        fill(
-            &*storage,
-            &user,
-            u.durable,
-            (&u.cache, engine_empty),
-            &mut s,
-        );
+        fill(&*storage, &user, u.durable, &u.cache, engine_empty, &mut s);
         u.sessions.push(s);
         if !was_online {
             notify_presence(u, &user, true);
@@ -826,7 +817,7 @@ impl Shard {
                 for q in seqs {
                     s.inflight.remove(q);
                 }
-                fill(&*storage, user, durable, (&u.cache, engine_empty), s);
+                fill(&*storage, user, durable, &u.cache, engine_empty, s);
             }
         }
         self.evict_if_idle(user);
@@ -1027,7 +1018,8 @@ fn fill(
     storage: &dyn Storage,
     user: &str,
     durable: u64,
-    (cache, engine_empty): (&BTreeMap<u64, Cached>, bool),
+    cache: &BTreeMap<u64, Cached>,
+    engine_empty: bool,
     s: &mut Session,
 ) {
     while s.inflight.len() < PUSH_WINDOW && s.cursor <= durable {

@@ -5,13 +5,11 @@
 
 use std::path::Path;
 
-use prost::Message;
-
 use super::keys::{
-    DEDUPES_END, DEDUPES_START, ITEMS_END, ITEMS_START, SEEN, SEQ, SIZE, be_u64, decode_generation,
-    decode_item, decode_kv, decode_original, decode_size, dedupe_key, dedupe_prefix, item_key,
-    kv_key, kv_value, min_generation_key, original_value, size_key_user, size_value,
-    split_item_key, user_key,
+    DEDUPES_END, DEDUPES_START, ITEMS_END, ITEMS_START, SEEN, SEQ, SIZE, append_writes, be_u64,
+    decode_generation, decode_item, decode_kv, decode_original, decode_size, dedupe_key,
+    dedupe_page, dedupe_prefix, item_key, kv_key, kv_value, min_generation_key, size_key_user,
+    size_value, split_item_key, user_key,
 };
 use super::{DedupeKey, DedupePage, Expired, Item, MailboxSize, Original, Storage, StorageError};
 use common::proto::Envelope;
@@ -72,22 +70,11 @@ impl Storage for SledStorage {
         user: &str,
         items: &[(u64, &Envelope, DedupeKey<'_>)],
     ) -> Result<(), StorageError> {
-        let mut size = self.mailbox_size(user)?;
-        let mut last = self.last_seq(user)?;
+        let writes = append_writes(user, items, self.mailbox_size(user)?, self.last_seq(user)?)?;
         let mut batch = sled::Batch::default();
-        for (seq, envelope, key) in items {
-            let value = envelope.encode_to_vec();
-            size.items += 1;
-            size.bytes += value.len() as u64;
-            last = last.max(*seq);
-            batch.insert(item_key(user, *seq)?, value);
-            batch.insert(
-                dedupe_key(key)?,
-                &original_value(*seq, envelope.server_ts_ms)[..],
-            );
+        for (k, v) in writes {
+            batch.insert(k, v);
         }
-        batch.insert(user_key(SEQ, user)?, &last.to_be_bytes()[..]);
-        batch.insert(user_key(SIZE, user)?, &size_value(size)[..]);
         self.db.apply_batch(batch).map_err(engine("append"))
     }
 
@@ -140,23 +127,11 @@ impl Storage for SledStorage {
         limit: usize,
     ) -> Result<DedupePage, StorageError> {
         let start = after.map_or(DEDUPES_START.to_vec(), <[u8]>::to_vec);
-        let mut doomed = Vec::new();
-        let mut seen = 0;
-        let mut last = None;
-        for kv in self.db.range(start..DEDUPES_END.to_vec()) {
-            let (k, v) = kv.map_err(engine("range"))?;
-            if after.is_some_and(|a| *a == *k) {
-                continue;
-            }
-            if decode_original(&v)?.server_ts_ms < before_ms {
-                doomed.push(k.to_vec());
-            }
-            seen += 1;
-            if seen >= limit {
-                last = Some(k.to_vec());
-                break;
-            }
-        }
+        let entries = self
+            .db
+            .range(start..DEDUPES_END.to_vec())
+            .map(|kv| kv.map_err(engine("range")));
+        let (doomed, next) = dedupe_page(entries, after, before_ms, limit)?;
         let deleted = doomed.len() as u64;
         if !doomed.is_empty() {
             let mut batch = sled::Batch::default();
@@ -165,10 +140,7 @@ impl Storage for SledStorage {
             }
             self.db.apply_batch(batch).map_err(engine("delete"))?;
         }
-        Ok(DedupePage {
-            deleted,
-            next: last,
-        })
+        Ok(DedupePage { deleted, next })
     }
 
     fn mailbox_size(&self, user: &str) -> Result<MailboxSize, StorageError> {
