@@ -374,7 +374,7 @@ async fn bad_input_gets_a_documented_4xx_and_creates_nothing() {
     let node = d.start_register("").await;
     let rc = d.register_client(&node);
     let json = Some("application/json");
-    // 1 MiB, 256 times the 4 KiB limit: the server reads it (up to 4 MiB)
+    // 1 MiB, 256 times the 4 KiB limit: the server reads it (up to 2 MiB)
     // before answering, so the client gets the 413 rather than a reset.
     let huge = Bytes::from(format!(
         r#"{{"number": "+15550000008", "pad": "{}"}}"#,
