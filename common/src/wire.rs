@@ -68,7 +68,16 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 /// links) the edges' `writev` calls fell from one per append to one per
 /// 8 appends, and the process's CPU time by a third.
 pub async fn let_others_queue() {
-    tokio::task::yield_now().await;
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            return std::task::Poll::Ready(());
+        }
+        yielded = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    })
+    .await;
 }
 
 /// Bytes of frames gathered before a [`BatchWriter`] is full.

@@ -368,6 +368,9 @@ async fn append_run(args: &Args, engine: &str, writers: usize) {
         let slow_us = args.slow_ms * 1000;
         tasks.push(tokio::spawn(async move {
             let mut lat: Vec<u32> = Vec::new();
+            // How late each send left its task (open loop): the generator's share.
+            let mut late: Vec<u32> = Vec::new();
+            let mut from_send: Vec<u32> = Vec::new();
             // (when it was due or sent, how long it took) of the slow ones
             let mut slow: Vec<(Instant, u32)> = Vec::new();
             let mut refused = 0u64;
@@ -387,6 +390,7 @@ async fn append_run(args: &Args, engine: &str, writers: usize) {
                     }
                     _ => Instant::now(),
                 };
+                let lateness = t0.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
                 let r = edge
                     .append(to.clone(), &from, id_for(w, n), body.clone())
                     .await;
@@ -395,12 +399,14 @@ async fn append_run(args: &Args, engine: &str, writers: usize) {
                     refused += 1;
                 } else if phase.load(Ordering::Relaxed) == MEASURE {
                     lat.push(us);
+                    late.push(lateness);
+                    from_send.push(us.saturating_sub(lateness));
                     if slow_us > 0 && u64::from(us) > slow_us {
                         slow.push((t0, us));
                     }
                 }
             }
-            (lat, refused, slow)
+            (lat, refused, slow, late, from_send)
         }));
     }
     tokio::time::sleep(Duration::from_secs(args.warmup)).await;
@@ -415,11 +421,30 @@ async fn append_run(args: &Args, engine: &str, writers: usize) {
     let mut all = Vec::new();
     let mut refused = 0;
     let mut slow = Vec::new();
+    let mut late = Vec::new();
+    let mut fsend = Vec::new();
     for t in tasks {
-        let (lat, r, s) = t.await.unwrap();
+        let (lat, r, s, l, fs) = t.await.unwrap();
+        fsend.extend(fs);
         all.extend(lat);
         refused += r;
         slow.extend(s);
+        late.extend(l);
+    }
+    if args.rate > 0 {
+        late.sort_unstable();
+        fsend.sort_unstable();
+        eprintln!(
+            "from send: p50 {:.2} p99 {:.2} p999 {:.2}",
+            percentile(&fsend, 0.5),
+            percentile(&fsend, 0.99),
+            percentile(&fsend, 0.999)
+        );
+        eprintln!(
+            "send lateness (the generator's timer and task queue): p50 {:.2} ms, p99 {:.2} ms",
+            percentile(&late, 0.50),
+            percentile(&late, 0.99)
+        );
     }
     if args.slow_ms > 0 {
         let mut buckets = vec![(0u32, 0u32); (measured.as_millis() / 250 + 1) as usize];

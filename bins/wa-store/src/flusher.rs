@@ -13,10 +13,10 @@
 //! through [`Settled`] which are covered before they send `AppendResult` and
 //! push the items.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::storage::StorageError;
@@ -46,10 +46,12 @@ pub type FlushFn = Arc<dyn Fn() -> Result<(), StorageError> + Send + Sync>;
 /// Shared group-commit state; cheap to clone through an `Arc`.
 pub struct Commit {
     generation: AtomicU64,
-    wake: Notify,
     covered_tx: watch::Sender<Covered>,
     covered: watch::Receiver<Covered>,
     flushes: AtomicU64,
+    /// The sync thread, once started (see [`Commit::run`]).
+    thread: OnceLock<std::thread::Thread>,
+    stopping: AtomicBool,
 }
 
 impl Default for Commit {
@@ -63,10 +65,11 @@ impl Commit {
         let (covered_tx, covered) = watch::channel(Covered::default());
         Commit {
             generation: AtomicU64::new(0),
-            wake: Notify::new(),
             covered_tx,
             covered,
             flushes: AtomicU64::new(0),
+            thread: OnceLock::new(),
+            stopping: AtomicBool::new(false),
         }
     }
 
@@ -74,7 +77,7 @@ impl Commit {
     /// write to be durable. Wakes the flusher.
     pub fn ticket(&self) -> u64 {
         let t = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
-        self.wake.notify_one();
+        self.wake();
         t
     }
 
@@ -84,7 +87,7 @@ impl Commit {
     pub fn current(&self) -> u64 {
         let t = self.generation.load(Ordering::SeqCst);
         if t > self.covered.borrow().ok {
-            self.wake.notify_one();
+            self.wake();
         }
         t
     }
@@ -117,32 +120,77 @@ impl Commit {
         }
     }
 
-    /// The flusher task: flushes whenever tickets wait, until `stop`, then
-    /// runs one last flush for anything written before it.
+    /// The flusher: flushes whenever tickets wait, until `stop`, then runs
+    /// one last flush for anything written before it.
+    ///
+    /// The flushes run on a thread of their own, which a ticket wakes
+    /// directly: a flush starts the moment the last one returned, never
+    /// after waiting for a runtime worker busy with links and shards (that
+    /// wait, twice per flush through `spawn_blocking`, was a millisecond or
+    /// more of the 99th percentile of an append). This future only waits for
+    /// that thread; dropping it stops the thread too.
     pub async fn run(self: Arc<Self>, flush: FlushFn, stop: CancellationToken) {
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        let me = Arc::clone(&self);
+        let spawned = std::thread::Builder::new()
+            .name("journal-sync".into())
+            .spawn(move || {
+                me.sync_loop(&flush);
+                drop(done_tx);
+            });
+        let thread = match spawned {
+            Ok(t) => t.thread().clone(),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the journal sync thread; refusing appends");
+                self.covered_tx.send_modify(|c| c.stopped = true);
+                return;
+            }
+        };
+        // (Set before the first wake can be missed: the thread checks the
+        // generation before it first parks.)
+        let _ = self.thread.set(thread);
+        let _stop_on_drop = StopOnDrop(&self);
+        stop.cancelled().await;
+        self.stopping.store(true, Ordering::SeqCst);
+        self.wake();
+        let _ = done_rx.await;
+    }
+
+    fn wake(&self) {
+        if let Some(t) = self.thread.get() {
+            t.unpark();
+        }
+    }
+
+    /// The sync thread's loop. `park` returns at once if a wake came since
+    /// the last one, so a ticket taken between the generation read and the
+    /// park is never slept through.
+    fn sync_loop(&self, flush: &FlushFn) {
         loop {
             let target = self.generation.load(Ordering::SeqCst);
             if target > self.covered.borrow().ok {
-                self.flush_to(target, &flush).await;
+                self.flush_to(target, flush);
                 continue;
             }
-            tokio::select! {
-                () = self.wake.notified() => {}
-                () = stop.cancelled() => break,
+            if self.stopping.load(Ordering::SeqCst) {
+                break;
             }
+            std::thread::park();
         }
         let target = self.generation.load(Ordering::SeqCst);
-        self.flush_to(target, &flush).await;
+        self.flush_to(target, flush);
         self.covered_tx.send_modify(|c| c.stopped = true);
     }
 
-    async fn flush_to(&self, target: u64, flush: &FlushFn) {
-        let f = Arc::clone(flush);
+    fn flush_to(&self, target: u64, flush: &FlushFn) {
         self.flushes.fetch_add(1, Ordering::Relaxed);
-        let res = match tokio::task::spawn_blocking(move || f()).await {
-            Ok(r) => r.map_err(|e| e.to_string()),
-            Err(e) => Err(format!("flush task failed: {e}")),
-        };
+        let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| flush()))
+            .unwrap_or_else(|_| {
+                Err(StorageError::Engine {
+                    op: "flush",
+                    source: "the flush panicked".into(),
+                })
+            });
         match res {
             Ok(()) => self.covered_tx.send_modify(|c| c.ok = c.ok.max(target)),
             Err(e) => {
@@ -151,6 +199,16 @@ impl Commit {
                     .send_modify(|c| c.failed = c.failed.max(target));
             }
         }
+    }
+}
+
+/// Stops the sync thread when the future waiting for it goes away.
+struct StopOnDrop<'a>(&'a Commit);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.stopping.store(true, Ordering::SeqCst);
+        self.0.wake();
     }
 }
 
@@ -184,7 +242,6 @@ impl Settled {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicBool;
     use std::time::Duration;
 
     fn counting(delay: Duration, fail: Arc<AtomicBool>) -> (FlushFn, Arc<AtomicU64>) {

@@ -210,7 +210,9 @@ impl Shard {
                     Some(op) => self.handle(op),
                     None => open = false,
                 },
-                () = self.settled.changed() => {}
+                // (Only while answers wait: a flush wakes the shards that
+                // have something to settle, not all of them.)
+                () = self.settled.changed(), if !self.pending.is_empty() => {}
             }
             self.settle();
             if !open && self.pending.is_empty() {
