@@ -469,6 +469,11 @@ async fn append_run(args: &Args, engine: &str, writers: usize) {
     }
     drop(edges);
     let m = Arc::clone(&store.metrics);
+    eprintln!(
+        "store: {} written back, {} straight to the engine (bypass or memory pressure)",
+        m.written_back.load(Ordering::Relaxed),
+        m.bypassed.load(Ordering::Relaxed)
+    );
     let per_sync = m.appends.load(Ordering::Relaxed) as f64
         / m.journal_syncs.load(Ordering::Relaxed).max(1) as f64;
     let (_dir, stop) = store.stop().await;

@@ -135,20 +135,21 @@ impl Commit {
         let spawned = std::thread::Builder::new()
             .name("journal-sync".into())
             .spawn(move || {
+                // Known before the first look at the generation, so that a
+                // ticket either is seen by that look or wakes the thread.
+                let _ = me.thread.set(std::thread::current());
+                std::sync::atomic::fence(Ordering::SeqCst);
                 me.sync_loop(&flush);
                 drop(done_tx);
             });
-        let thread = match spawned {
-            Ok(t) => t.thread().clone(),
+        match spawned {
+            Ok(_) => {}
             Err(e) => {
                 tracing::error!(error = %e, "cannot start the journal sync thread; refusing appends");
                 self.covered_tx.send_modify(|c| c.stopped = true);
                 return;
             }
-        };
-        // (Set before the first wake can be missed: the thread checks the
-        // generation before it first parks.)
-        let _ = self.thread.set(thread);
+        }
         let _stop_on_drop = StopOnDrop(&self);
         stop.cancelled().await;
         self.stopping.store(true, Ordering::SeqCst);
@@ -157,7 +158,14 @@ impl Commit {
     }
 
     fn wake(&self) {
-        if let Some(t) = self.thread.get() {
+        let thread = self.thread.get().or_else(|| {
+            // Not started yet, or just starting: pairs with the fence after
+            // the thread records itself (its first look at the generation
+            // then sees this ticket).
+            std::sync::atomic::fence(Ordering::SeqCst);
+            self.thread.get()
+        });
+        if let Some(t) = thread {
             t.unpark();
         }
     }

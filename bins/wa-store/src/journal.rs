@@ -375,16 +375,24 @@ impl Journal {
 
     /// Deletes the oldest segments that nothing needs any more; returns how
     /// many went.
+    ///
+    /// The files are deleted without holding the journal's lock (a big
+    /// file's unlink can take milliseconds, and appends wait on that lock).
+    /// Only the write-back task releases, so the candidates cannot change
+    /// meanwhile; a segment whose file is not deleted stays listed.
     pub fn release(&self) -> Result<usize, JournalError> {
-        let mut g = self.lock();
+        let doomed: Vec<u64> = self
+            .lock()
+            .segments
+            .iter()
+            .take_while(|(_, s)| s.sealed && s.covered && s.live == 0)
+            .map(|(id, _)| *id)
+            .collect();
         let mut n = 0;
-        while let Some((&id, s)) = g.segments.first_key_value() {
-            if !(s.sealed && s.covered && s.live == 0) {
-                break;
-            }
+        for id in doomed {
             let p = segment_path(&self.dir, id);
             std::fs::remove_file(&p).map_err(io(&p))?;
-            g.segments.remove(&id);
+            self.lock().segments.remove(&id);
             n += 1;
         }
         Ok(n)

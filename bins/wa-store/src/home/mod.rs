@@ -134,20 +134,118 @@ pub enum Op {
     LinkGone { link: LinkId },
     /// These items are past their age: delete them.
     Expire { user: String, seqs: Vec<u64> },
-    /// Write at most `max` of the cached items appended before `due` (every
-    /// one with `all`), oldest first, to the engine and report what was
-    /// written (sent to every shard, again while it reports `more`).
+    /// Hand over at most `max` of the cached items appended before `due`
+    /// (every one with `all`), oldest first, for the write-back task to
+    /// write to the engine; on the shard's last slice of a round, with the
+    /// sequence counters the engine has not seen (sent to every shard, again
+    /// while it reports `more`). The items stay in memory, marked in flight,
+    /// until [`Op::WrittenBack`]; meanwhile the shard goes on with its other
+    /// operations, so a slow engine slows write-back, not appends.
     WriteBack {
         due: Instant,
         all: bool,
         max: usize,
-        reply: oneshot::Sender<RoundReport>,
+        reply: oneshot::Sender<Slice>,
+    },
+    /// The engine writes of the shard's last slice are done, with these
+    /// outcomes (one per user of the slice, in its order): drop what was
+    /// written from memory and report it, by journal segment, to settle once
+    /// the engine is flushed.
+    WrittenBack {
+        outcomes: Vec<Outcome>,
+        reply: oneshot::Sender<HashMap<u64, u64>>,
     },
     /// Tests: the in-memory dedupe window of `user`'s shard ends now, as it
     /// does after `recent::WINDOW`, so later duplicates are found in the
     /// engine or not at all.
     #[cfg(test)]
     ForgetRecent { user: String },
+}
+
+/// One user's part of a write-back slice: its items to write (with their
+/// dedupe entries) and then, if set, its sequence counter.
+#[derive(Debug)]
+pub struct UserBatch {
+    pub user: String,
+    pub items: Vec<(u64, Envelope)>,
+    pub last_seq: Option<u64>,
+}
+
+/// What a shard hands the write-back task for one slice.
+#[derive(Debug, Default)]
+pub struct Slice {
+    pub batch: Vec<UserBatch>,
+    /// On the shard's last slice: when its oldest item not in this slice
+    /// and still only in memory was appended.
+    pub oldest: Option<Instant>,
+    /// The shard stopped at `max` items: there is more to write this round.
+    pub more: bool,
+}
+
+/// How the engine writes of one [`UserBatch`] went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub user: String,
+    /// The items (if any) are in the engine.
+    pub items: bool,
+    /// The sequence counter (if any) is in the engine.
+    pub last_seq: bool,
+}
+
+// Tests: set on the thread that writes a write-back slice, so that a test
+// engine can hold those writes back and see what the shards do meanwhile.
+#[cfg(test)]
+thread_local! {
+    pub static WRITING_BACK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Writes a slice to the engine (on a blocking thread: this is where a
+/// slow engine waits). A user whose items fail keeps them in memory, and
+/// its counter is not written either.
+pub fn write_slice(storage: &dyn Storage, batch: &[UserBatch]) -> Vec<Outcome> {
+    batch
+        .iter()
+        .map(|b| {
+            let items = b.items.is_empty() || {
+                let keyed: Vec<(u64, &Envelope, crate::storage::DedupeKey<'_>)> = b
+                    .items
+                    .iter()
+                    .map(|(seq, e)| {
+                        let key = crate::storage::DedupeKey {
+                            to: &b.user,
+                            from: &e.from,
+                            kind: e.item_kind(),
+                            id: &e.id,
+                        };
+                        (*seq, e, key)
+                    })
+                    .collect();
+                match storage.append_batch(&b.user, &keyed) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::error!(error = %e, items = keyed.len(), "write-back failed; the items stay in memory");
+                        false
+                    }
+                }
+            };
+            let last_seq = match b.last_seq {
+                Some(seq) if items => match storage.set_last_seq(&b.user, seq) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot record a sequence counter");
+                        false
+                    }
+                },
+                Some(_) => false,
+                None => true,
+            };
+            Outcome {
+                user: b.user.clone(),
+                items,
+                last_seq,
+            }
+        })
+        .collect()
 }
 
 /// What a shard wrote to the engine in a write-back round.
@@ -206,7 +304,7 @@ impl Op {
             Op::Revoke { user, .. } => Some(user),
             #[cfg(test)]
             Op::ForgetRecent { user } => Some(user),
-            Op::LinkGone { .. } | Op::WriteBack { .. } => None,
+            Op::LinkGone { .. } | Op::WriteBack { .. } | Op::WrittenBack { .. } => None,
         }
     }
 }
@@ -292,18 +390,22 @@ impl Home {
         }
     }
 
-    /// Runs one write-back round on every shard and gathers their reports.
+    /// Runs one write-back round on every shard and gathers their reports:
+    /// slice by slice, each shard hands over its items, `storage` takes them
+    /// on a blocking thread while the shards go on with their operations,
+    /// and each shard then drops what was written.
     pub async fn write_back_round(
         &self,
+        storage: &Arc<dyn Storage>,
         due: Instant,
         all: bool,
     ) -> Result<RoundReport, HomeClosed> {
         let mut total = RoundReport::default();
-        // Shards still writing; each gets its next slice once it answered
-        // the last, so the ops queued meanwhile go first.
+        // Shards still writing; each gets its next slice once the last one
+        // is written and dropped.
         let mut busy: Vec<usize> = (0..self.shards.len()).collect();
         while !busy.is_empty() {
-            let mut waits = Vec::with_capacity(busy.len());
+            let mut slices = Vec::with_capacity(busy.len());
             for &i in &busy {
                 let (reply, rx) = oneshot::channel();
                 self.shards[i]
@@ -315,19 +417,43 @@ impl Home {
                     })
                     .await
                     .map_err(|_| HomeClosed)?;
-                waits.push((i, rx));
+                slices.push((i, rx));
             }
             busy.clear();
-            for (i, w) in waits {
-                let r = w.await.map_err(|_| HomeClosed)?;
-                for (seg, n) in r.written {
+            for (i, rx) in slices {
+                let slice = rx.await.map_err(|_| HomeClosed)?;
+                let st = Arc::clone(storage);
+                let batch = slice.batch;
+                let outcomes = if batch.is_empty() {
+                    Vec::new()
+                } else {
+                    tokio::task::spawn_blocking(move || {
+                        #[cfg(test)]
+                        WRITING_BACK.set(true);
+                        let outcomes = write_slice(&*st, &batch);
+                        #[cfg(test)]
+                        WRITING_BACK.set(false);
+                        outcomes
+                    })
+                    .await
+                    .expect("write-back does not panic")
+                };
+                let outcomes_wrote = outcomes.iter().any(|o| o.items);
+                let (reply, rx) = oneshot::channel();
+                self.shards[i]
+                    .send(Op::WrittenBack { outcomes, reply })
+                    .await
+                    .map_err(|_| HomeClosed)?;
+                for (seg, n) in rx.await.map_err(|_| HomeClosed)? {
                     *total.written.entry(seg).or_default() += n;
                 }
-                if r.more {
+                // (A slice the engine refused entirely ends the shard's
+                // round: the next round tries again.)
+                if slice.more && outcomes_wrote {
                     busy.push(i);
                 } else {
                     // A shard's oldest counts once it wrote all it had due.
-                    total.oldest = match (total.oldest, r.oldest) {
+                    total.oldest = match (total.oldest, slice.oldest) {
                         (Some(a), Some(b)) => Some(a.min(b)),
                         (a, b) => a.or(b),
                     };
@@ -561,7 +687,7 @@ pub async fn write_back(
 pub async fn write_back_once(
     home: &Home,
     storage: &Arc<dyn Storage>,
-    journal: &Journal,
+    journal: &Arc<Journal>,
     sync_delay: Duration,
     all: bool,
     metrics: &Metrics,
@@ -569,7 +695,7 @@ pub async fn write_back_once(
     let begun = journal.round_begin();
     let now = Instant::now();
     let due = now.checked_sub(sync_delay).unwrap_or(now);
-    let report = home.write_back_round(due, all).await?;
+    let report = home.write_back_round(storage, due, all).await?;
     let st = Arc::clone(storage);
     let flushed = tokio::task::spawn_blocking(move || st.flush())
         .await
@@ -587,7 +713,11 @@ pub async fn write_back_once(
                 journal.settle(segment, n);
             }
             journal.round_flushed(begun);
-            match journal.release() {
+            let j = Arc::clone(journal);
+            let released = tokio::task::spawn_blocking(move || j.release())
+                .await
+                .expect("releasing journal segments does not panic");
+            match released {
                 Ok(n) if n > 0 => tracing::debug!(segments = n, "journal segments released"),
                 Ok(_) => {}
                 Err(e) => tracing::error!(error = %e, "cannot delete a journal segment"),

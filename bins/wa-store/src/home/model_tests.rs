@@ -43,6 +43,11 @@ enum Step {
     Expire { pick: usize },
     /// A write-back round (every cached item with `all`).
     WriteBack { all: bool },
+    /// A write-back round whose engine writes are held back while the steps
+    /// after it run, until a step that needs the engine settled (another
+    /// round, expiry, restart, forget, or the end): appends, deliveries and
+    /// acks meet items that are in flight to the engine.
+    SlowWriteBack { all: bool },
     /// The shards forget the dedupe keys they hold in memory for items that
     /// are in the engine (as when such an item lingers past the in-memory
     /// window): later resends of them are recognised by the engine alone.
@@ -58,6 +63,7 @@ fn step() -> impl Strategy<Value = Step> {
         3 => (0..3usize, 0..6usize).prop_map(|(user, ack)| Step::Deliver { user, ack }),
         1 => (0..8usize).prop_map(|pick| Step::Expire { pick }),
         1 => any::<bool>().prop_map(|all| Step::WriteBack { all }),
+        1 => any::<bool>().prop_map(|all| Step::SlowWriteBack { all }),
         1 => Just(Step::Forget),
         1 => Just(Step::Restart),
     ]
@@ -79,8 +85,57 @@ struct Model {
     last_sent: HashMap<(String, String), Bytes>,
 }
 
+/// Holds back the write-back task's engine writes while closed (see
+/// `Step::SlowWriteBack`).
+#[derive(Default)]
+struct Gate {
+    /// (closed, writes waiting at it)
+    state: std::sync::Mutex<(bool, usize)>,
+    cv: std::sync::Condvar,
+}
+
+impl Gate {
+    fn pass(&self) {
+        if !super::WRITING_BACK.get() {
+            return;
+        }
+        let mut g = self.state.lock().unwrap();
+        g.1 += 1;
+        self.cv.notify_all();
+        while g.0 {
+            g = self.cv.wait(g).unwrap();
+        }
+        g.1 -= 1;
+    }
+
+    fn close(&self) {
+        self.state.lock().unwrap().0 = true;
+    }
+
+    /// Waits until a write-back write is held at the gate, or `limit`.
+    fn wait_for_writer(&self, limit: Duration) -> bool {
+        let g = self.state.lock().unwrap();
+        let (g, _) = self.cv.wait_timeout_while(g, limit, |g| g.1 == 0).unwrap();
+        g.1 > 0
+    }
+
+    fn open(&self) {
+        self.state.lock().unwrap().0 = false;
+        self.cv.notify_all();
+    }
+}
+
+/// The real engine, with the write-back task's writes going through a gate.
+struct Gated {
+    inner: Arc<dyn Storage>,
+    gate: Arc<Gate>,
+}
+
 struct Harness {
     dir: tempfile::TempDir,
+    gate: Arc<Gate>,
+    /// A write-back round held at the gate.
+    slow: Option<tokio::task::JoinHandle<()>>,
     fjall: bool,
     storage: Arc<dyn Storage>,
     journal: Arc<Journal>,
@@ -94,13 +149,17 @@ struct Harness {
     next: u64,
 }
 
-fn open_storage(dir: &std::path::Path, fjall: bool) -> Arc<dyn Storage> {
+fn open_storage(dir: &std::path::Path, fjall: bool, gate: &Arc<Gate>) -> Arc<dyn Storage> {
     use crate::storage::tests::retrying;
-    if fjall {
+    let inner: Arc<dyn Storage> = if fjall {
         Arc::new(retrying(|| FjallStorage::open(&dir.join("fjall"))).unwrap())
     } else {
         Arc::new(retrying(|| SledStorage::open(&dir.join("sled"))).unwrap())
-    }
+    };
+    Arc::new(Gated {
+        inner,
+        gate: Arc::clone(gate),
+    })
 }
 
 impl Harness {
@@ -108,10 +167,13 @@ impl Harness {
         let dir = tempfile::tempdir().unwrap();
         let (tx, rx) = mpsc::channel(1 << 16);
         let link = LinkTx::new(1, tx, CancellationToken::new());
-        let storage = open_storage(dir.path(), fjall);
+        let gate = Arc::new(Gate::default());
+        let storage = open_storage(dir.path(), fjall, &gate);
         let journal = crate::recover(&*storage, &dir.path().join("journal")).unwrap();
         let mut h = Harness {
             dir,
+            gate,
+            slow: None,
             fjall,
             storage,
             journal: Arc::new(journal),
@@ -167,7 +229,55 @@ impl Harness {
         self.shards = shards;
     }
 
+    /// Starts a write-back round and returns once its first engine write
+    /// is held at the gate (or the round had nothing to write).
+    async fn slow_write_back(&mut self, all: bool) {
+        self.settle_write_back().await;
+        self.gate.close();
+        let (home, storage, journal, metrics) = (
+            self.home().clone(),
+            Arc::clone(&self.storage),
+            Arc::clone(&self.journal),
+            Arc::clone(&self.metrics),
+        );
+        let round = tokio::spawn(async move {
+            super::write_back_once(
+                &home,
+                &storage,
+                &journal,
+                Duration::from_secs(3600),
+                all,
+                &metrics,
+            )
+            .await
+            .unwrap();
+        });
+        let gate = Arc::clone(&self.gate);
+        let round_done = || round.is_finished();
+        // (Polled: the round either reaches the gate or ends.)
+        loop {
+            let g = Arc::clone(&gate);
+            let held =
+                tokio::task::spawn_blocking(move || g.wait_for_writer(Duration::from_millis(20)))
+                    .await
+                    .unwrap();
+            if held || round_done() {
+                break;
+            }
+        }
+        self.slow = Some(round);
+    }
+
+    /// Lets a held write-back round finish.
+    async fn settle_write_back(&mut self) {
+        self.gate.open();
+        if let Some(r) = self.slow.take() {
+            r.await.unwrap();
+        }
+    }
+
     async fn restart(&mut self) {
+        self.settle_write_back().await;
         self.home = None;
         for s in self.shards.drain(..) {
             s.await.unwrap();
@@ -179,7 +289,7 @@ impl Harness {
         self.journal = Arc::new(Journal::start_fresh(&dir.join("scratch")).unwrap());
         let old = std::mem::replace(&mut self.storage, Arc::new(NoStorage));
         drop(old);
-        self.storage = open_storage(&dir, self.fjall);
+        self.storage = open_storage(&dir, self.fjall, &self.gate);
         self.journal = Arc::new(crate::recover(&*self.storage, &dir.join("journal")).unwrap());
         self.start();
     }
@@ -402,6 +512,104 @@ impl Storage for NoStorage {
     }
 }
 
+impl Storage for Gated {
+    fn dedupe(
+        &self,
+        k: &crate::storage::DedupeKey<'_>,
+    ) -> Result<Option<crate::storage::Original>, crate::storage::StorageError> {
+        self.inner.dedupe(k)
+    }
+    fn last_seq(&self, u: &str) -> Result<u64, crate::storage::StorageError> {
+        self.inner.last_seq(u)
+    }
+    fn append_batch(
+        &self,
+        u: &str,
+        items: &[(u64, &Envelope, crate::storage::DedupeKey<'_>)],
+    ) -> Result<(), crate::storage::StorageError> {
+        self.gate.pass();
+        self.inner.append_batch(u, items)
+    }
+    fn read(
+        &self,
+        u: &str,
+        from: u64,
+        n: usize,
+    ) -> Result<Vec<crate::storage::Item>, crate::storage::StorageError> {
+        self.inner.read(u, from, n)
+    }
+    fn delete(&self, u: &str, seqs: &[u64]) -> Result<u64, crate::storage::StorageError> {
+        self.inner.delete(u, seqs)
+    }
+    fn mailbox_size(
+        &self,
+        u: &str,
+    ) -> Result<crate::storage::MailboxSize, crate::storage::StorageError> {
+        self.inner.mailbox_size(u)
+    }
+    fn has_dedupe(&self, u: &str) -> Result<bool, crate::storage::StorageError> {
+        self.inner.has_dedupe(u)
+    }
+    fn expire_dedupe(
+        &self,
+        before: u64,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<crate::storage::DedupePage, crate::storage::StorageError> {
+        self.inner.expire_dedupe(before, after, limit)
+    }
+    fn expired(
+        &self,
+        before: u64,
+        after: Option<&crate::storage::Expired>,
+        limit: usize,
+    ) -> Result<Vec<crate::storage::Expired>, crate::storage::StorageError> {
+        self.inner.expired(before, after, limit)
+    }
+    fn last_seen(&self, u: &str) -> Result<Option<u64>, crate::storage::StorageError> {
+        self.inner.last_seen(u)
+    }
+    fn set_last_seen(&self, u: &str, ms: u64) -> Result<(), crate::storage::StorageError> {
+        self.inner.set_last_seen(u, ms)
+    }
+    fn visit_sizes(
+        &self,
+        f: &mut dyn FnMut(&str, crate::storage::MailboxSize),
+    ) -> Result<(), crate::storage::StorageError> {
+        self.inner.visit_sizes(f)
+    }
+    fn set_last_seq(&self, u: &str, seq: u64) -> Result<(), crate::storage::StorageError> {
+        self.gate.pass();
+        self.inner.set_last_seq(u, seq)
+    }
+    fn kv_get(&self, sp: u8, k: &str) -> Result<(u64, Vec<u8>), crate::storage::StorageError> {
+        self.inner.kv_get(sp, k)
+    }
+    fn kv_put(
+        &self,
+        sp: u8,
+        k: &str,
+        version: u64,
+        v: &[u8],
+    ) -> Result<(), crate::storage::StorageError> {
+        self.inner.kv_put(sp, k, version, v)
+    }
+    fn min_generation(&self, u: &str, d: u32) -> Result<u32, crate::storage::StorageError> {
+        self.inner.min_generation(u, d)
+    }
+    fn set_min_generation(
+        &self,
+        u: &str,
+        d: u32,
+        g: u32,
+    ) -> Result<(), crate::storage::StorageError> {
+        self.inner.set_min_generation(u, d, g)
+    }
+    fn flush(&self) -> Result<(), crate::storage::StorageError> {
+        self.inner.flush()
+    }
+}
+
 async fn run(steps: Vec<Step>, fjall: bool) {
     let mut h = Harness::new(fjall);
     let mut m = Model::default();
@@ -479,6 +687,7 @@ async fn run(steps: Vec<Step>, fjall: bool) {
                 }
                 all.sort_unstable();
                 let cutoff = all[pick % all.len()];
+                h.settle_write_back().await;
                 // Cached items expire by their age in memory; put everything
                 // in the engine first so the cutoff applies to all.
                 super::write_back_once(
@@ -507,7 +716,9 @@ async fn run(steps: Vec<Step>, fjall: bool) {
                     b.retain(|_, i| i.ts >= cutoff);
                 }
             }
+            Step::SlowWriteBack { all } => h.slow_write_back(all).await,
             Step::WriteBack { all } => {
+                h.settle_write_back().await;
                 super::write_back_once(
                     h.home(),
                     &h.storage,
@@ -520,6 +731,7 @@ async fn run(steps: Vec<Step>, fjall: bool) {
                 .unwrap();
             }
             Step::Forget => {
+                h.settle_write_back().await;
                 for u in USERS {
                     h.submit(Op::ForgetRecent { user: u.into() }).await;
                     h.barrier(u).await;
@@ -528,6 +740,7 @@ async fn run(steps: Vec<Step>, fjall: bool) {
             Step::Restart => h.restart().await,
         }
     }
+    h.settle_write_back().await;
     // Everything left, in order, once.
     for user in USERS {
         let mut got = Vec::new();

@@ -58,28 +58,36 @@ impl Recent {
         let key = Bytes::copy_from_slice(&self.scratch);
         self.map.insert(key.clone(), o);
         self.order.push_back((Instant::now(), key));
-        if self.order.len() > MAX {
-            self.prune();
-        }
+    }
+
+    /// More keys than [`MAX`]: time to [`Recent::prune`].
+    pub fn full(&self) -> bool {
+        self.order.len() > MAX
     }
 
     /// Tests: forgets every key but those `keep` (given the recipient and
-    /// the original) says to keep.
+    /// the original) says to keep, telling `forgot` the recipient of each.
     #[cfg(test)]
-    pub fn forget_unless(&mut self, mut keep: impl FnMut(&str, &Original) -> bool) {
-        let to = |k: &Key| {
-            let len = usize::from(k[0]);
-            std::str::from_utf8(&k[1..1 + len])
-                .expect("flattened from a str")
-                .to_owned()
-        };
-        self.map.retain(|k, o| keep(&to(k), o));
+    pub fn forget_unless(
+        &mut self,
+        mut keep: impl FnMut(&str, &Original) -> bool,
+        mut forgot: impl FnMut(&str),
+    ) {
+        self.map.retain(|k, o| {
+            let kept = keep(recipient(k), o);
+            if !kept {
+                forgot(recipient(k));
+            }
+            kept
+        });
         let map = &self.map;
         self.order.retain(|(_, k)| map.contains_key(k));
     }
 
-    /// Forgets keys older than the window, and the oldest beyond [`MAX`].
-    pub fn prune(&mut self) {
+    /// Forgets keys older than the window, and the oldest beyond [`MAX`],
+    /// telling `forgot` the recipient of each (whose shard must ask the
+    /// engine about that user's keys from then on).
+    pub fn prune(&mut self, mut forgot: impl FnMut(&str)) {
         let now = Instant::now();
         while let Some((at, _)) = self.order.front() {
             if now.duration_since(*at) < WINDOW && self.order.len() <= MAX {
@@ -87,8 +95,15 @@ impl Recent {
             }
             let (_, key) = self.order.pop_front().expect("front exists");
             self.map.remove(&key);
+            forgot(recipient(&key));
         }
     }
+}
+
+/// The recipient a flattened key starts with.
+fn recipient(k: &Key) -> &str {
+    let len = usize::from(k[0]);
+    std::str::from_utf8(&k[1..1 + len]).expect("flattened from a str")
 }
 
 #[cfg(test)]
@@ -99,6 +114,33 @@ mod tests {
 
     fn key<'a>(to: &'a str, from: &'a str, kind: ItemKind, id: &'a [u8]) -> DedupeKey<'a> {
         DedupeKey { to, from, kind, id }
+    }
+
+    #[test]
+    fn pruning_names_the_recipient_of_every_key_it_forgets() {
+        let mut r = Recent::default();
+        let o = Original {
+            seq: 1,
+            server_ts_ms: 1,
+        };
+        let first = key("ann", "bo", ItemKind::Message, b"first");
+        r.insert(&first, o);
+        for n in 0..MAX as u32 {
+            r.insert(&key("cy", "bo", ItemKind::Message, &n.to_be_bytes()), o);
+        }
+        assert!(r.full());
+        let mut forgot = Vec::new();
+        r.prune(|to| forgot.push(to.to_owned()));
+        assert_eq!(
+            forgot,
+            ["ann"],
+            "only the oldest goes, and its recipient is named"
+        );
+        assert!(!r.full());
+        assert_eq!(r.get(&first), None);
+        let mut again = Vec::new();
+        r.prune(|to| again.push(to.to_owned()));
+        assert!(again.is_empty(), "nothing younger than the window goes");
     }
 
     #[test]

@@ -23,7 +23,7 @@ use prost::Message;
 use tokio::sync::mpsc;
 
 use super::recent::Recent;
-use super::{CacheConfig, Limits, LinkId, LinkTx, Op, RoundReport};
+use super::{CacheConfig, Limits, LinkId, LinkTx, Op, Outcome, Slice, UserBatch};
 use crate::flusher::{Commit, FlushError, Settled};
 use crate::journal::{AppendRecord, DeleteRecord, Journal, KvRecord, Record, RevokeRecord, record};
 use crate::metrics::Metrics;
@@ -53,6 +53,34 @@ struct Cached {
     at: Instant,
     /// The journal segment holding its append.
     segment: u64,
+    /// Handed to the write-back task and being written to the engine.
+    writing: bool,
+}
+
+/// Why an item was deleted while its user's write-back slice was in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Gone {
+    /// Acknowledged, not in memory: counted once the engine delete says so.
+    Delivered,
+    /// Expired, not in memory: likewise.
+    Expired,
+    /// Was in memory and in the slice (already counted): the slice may have
+    /// put it in the engine.
+    Written,
+}
+
+/// A user's part of the write-back slice in flight. The write-back task
+/// writes the user's engine state meanwhile, so the shard writes none of it
+/// (appends stay in memory; engine deletes wait in `doomed`).
+#[derive(Default)]
+struct Flight {
+    /// The items handed over.
+    sent: Vec<u64>,
+    /// Deleted meanwhile and maybe in the engine: deleted from it when the
+    /// slice is done, and never pushed until then.
+    doomed: BTreeMap<u64, Gone>,
+    /// The sequence counter the slice records, if it does.
+    last_seq: Option<u64>,
 }
 
 /// A user's in-memory state, kept while it has sessions, watchers, cached
@@ -76,11 +104,16 @@ struct User {
     /// shard wrote or deleted any of its items (read again when needed).
     /// Only this shard changes a loaded user's items, so a `Some` is exact.
     engine: Option<MailboxSize>,
-    /// Whether the engine may hold dedupe entries for items to this user;
-    /// `None` until probed. Only appends add entries, and this shard makes
-    /// them (setting `Some(true)`), so a `Some(false)` is exact and spares
-    /// every append an engine read. (The sweeper only ever removes entries.)
+    /// Whether the engine may hold dedupe entries for items to this user
+    /// that the shard's in-memory window (`recent`) does not; `None` until
+    /// probed. Only this shard adds entries, and only for items whose keys
+    /// are in the window; when the window forgets a key of this user, this
+    /// turns `Some(true)`. So a `Some(false)` is exact, and spares every
+    /// append an engine read, even once its mailbox is in the engine. (The
+    /// sweeper only ever removes entries.)
     engine_dedupe: Option<bool>,
+    /// Part of the write-back slice in flight (see [`Flight`]).
+    flight: Option<Flight>,
 }
 
 impl User {
@@ -106,10 +139,14 @@ impl User {
         self.engine.is_some_and(|s| s.items == 0)
     }
 
-    /// This shard just wrote an item of the mailbox to the engine.
-    fn wrote_to_engine(&mut self) {
-        self.engine = None;
-        self.engine_dedupe = Some(true);
+    /// This shard just wrote `items` items of `bytes` (encoded) to the
+    /// engine's part of the mailbox (their dedupe keys still in the window):
+    /// the known size grows by as much, so the next append reads nothing.
+    fn wrote_to_engine(&mut self, items: u64, bytes: u64) {
+        if let Some(s) = &mut self.engine {
+            s.items += items;
+            s.bytes += bytes;
+        }
     }
 
     fn idle(&self) -> bool {
@@ -118,6 +155,12 @@ impl User {
             && self.unflushed == 0
             && self.cache.is_empty()
             && !self.seq_dirty
+            && self.flight.is_none()
+    }
+
+    /// Items to leave out of what the engine returns: deleted while in flight.
+    fn doomed(&self) -> Option<&BTreeMap<u64, Gone>> {
+        self.flight.as_ref().map(|f| &f.doomed)
     }
 }
 
@@ -309,17 +352,30 @@ impl Shard {
                 max,
                 reply,
             } => {
-                let report = self.write_back(due, all, max);
-                let _ = reply.send(report);
+                let slice = self.write_back(due, all, max);
+                let _ = reply.send(slice);
+            }
+            Op::WrittenBack { outcomes, reply } => {
+                self.written_back(outcomes);
+                let _ = reply.send(std::mem::take(&mut self.written));
             }
             #[cfg(test)]
             Op::ForgetRecent { .. } => {
                 // Keys of items still in memory stay: those are younger than
                 // the sync delay, and the window is far longer.
+                let mut forgot = std::collections::HashSet::new();
                 let users = &self.users;
-                self.recent.forget_unless(|to, o| {
-                    users.get(to).is_some_and(|u| u.cache.contains_key(&o.seq))
-                });
+                self.recent.forget_unless(
+                    |to, o| users.get(to).is_some_and(|u| u.cache.contains_key(&o.seq)),
+                    |to| {
+                        forgot.insert(to.to_owned());
+                    },
+                );
+                for to in forgot {
+                    if let Some(u) = self.users.get_mut(&to) {
+                        u.engine_dedupe = Some(true);
+                    }
+                }
             }
         }
     }
@@ -342,6 +398,7 @@ impl Shard {
                     seq_dirty: false,
                     engine: None,
                     engine_dedupe: None,
+                    flight: None,
                 },
             );
         }
@@ -432,9 +489,11 @@ impl Shard {
             kind,
             id: &envelope.id,
         };
-        let straight = user.cache.len() >= bypass_items || over_budget;
+        // (Not while the user's slice is in flight: the write-back task
+        // writes its engine state.)
+        let straight = (user.cache.len() >= bypass_items || over_budget) && user.flight.is_none();
         if straight && storage.append(&to, seq, &envelope, &key).is_ok() {
-            user.wrote_to_engine();
+            user.wrote_to_engine(1, len);
             *self.written.entry(segment).or_default() += 1;
             Metrics::add(&self.metrics.bypassed, 1);
         } else {
@@ -451,6 +510,7 @@ impl Shard {
                     size: len,
                     at: Instant::now(),
                     segment,
+                    writing: false,
                 },
             );
         }
@@ -469,7 +529,21 @@ impl Shard {
             fresh: Some(to),
             other: None,
         });
+        if self.recent.full() {
+            self.prune_recent();
+        }
         Ok(())
+    }
+
+    /// Lets the dedupe window forget what it should; the users whose keys it
+    /// forgot have their dedupe checks go to the engine from now on.
+    fn prune_recent(&mut self) {
+        let users = &mut self.users;
+        self.recent.prune(|to| {
+            if let Some(u) = users.get_mut(to) {
+                u.engine_dedupe = Some(true);
+            }
+        });
     }
 
     /// Answers every pending append a flush has settled, in order, and pushes
@@ -515,8 +589,9 @@ impl Shard {
                     u.unflushed -= 1;
                     u.durable = u.durable.max(p.seq);
                     let (durable, engine_empty) = (u.durable, u.engine_empty());
+                    let doomed = u.flight.as_ref().map(|f| &f.doomed);
                     for s in &mut u.sessions {
-                        fill(&*storage, &to, durable, &u.cache, engine_empty, s);
+                        fill(&*storage, &to, durable, &u.cache, engine_empty, doomed, s);
                     }
                 }
                 self.evict_if_idle(&to);
@@ -704,7 +779,15 @@ impl Shard {
             cursor: 1,
             inflight: BTreeSet::new(),
         };
-        fill(&*storage, &user, u.durable, &u.cache, engine_empty, &mut s);
+        fill(
+            &*storage,
+            &user,
+            u.durable,
+            &u.cache,
+            engine_empty,
+            u.doomed(),
+            &mut s,
+        );
         u.sessions.push(s);
         if !was_online {
             notify_presence(u, &user, true);
@@ -755,6 +838,7 @@ impl Shard {
         let loaded = self.users.contains_key(user);
         let mut from_cache = 0;
         let mut engine = Vec::new();
+        let mut deferred = false;
         if let Some(u) = self.users.get_mut(user) {
             let engine_empty = u.engine_empty();
             for &q in seqs {
@@ -766,10 +850,26 @@ impl Shard {
                         Metrics::sub(&self.metrics.cache_bytes, c.size);
                         self.journal.settle(c.segment, 1);
                         from_cache += 1;
+                        if c.writing
+                            && let Some(f) = &mut u.flight
+                        {
+                            f.doomed.insert(q, Gone::Written);
+                        }
                     }
                     // (Not in the cache and the engine holds none: nowhere.)
                     None if engine_empty => {}
-                    None => engine.push(q),
+                    None => match &mut u.flight {
+                        Some(f) => {
+                            let why = if delivered {
+                                Gone::Delivered
+                            } else {
+                                Gone::Expired
+                            };
+                            f.doomed.entry(q).or_insert(why);
+                            deferred = true;
+                        }
+                        None => engine.push(q),
+                    },
                 }
             }
             if !engine.is_empty() {
@@ -789,7 +889,9 @@ impl Shard {
                 }
             }
         };
-        if from_cache + from_engine > 0 {
+        // (A deferred engine delete is journaled now: the engine may hold
+        // the item, and a replay must delete it too.)
+        if from_cache + from_engine > 0 || deferred {
             let rec = Record {
                 kind: Some(record::Kind::Delete(DeleteRecord {
                     user: user.to_owned(),
@@ -815,22 +917,23 @@ impl Shard {
         let storage = Arc::clone(&self.storage);
         if let Some(u) = self.users.get_mut(user) {
             let (durable, engine_empty) = (u.durable, u.engine_empty());
+            let doomed = u.flight.as_ref().map(|f| &f.doomed);
             for s in &mut u.sessions {
                 for q in seqs {
                     s.inflight.remove(q);
                 }
-                fill(&*storage, user, durable, &u.cache, engine_empty, s);
+                fill(&*storage, user, durable, &u.cache, engine_empty, doomed, s);
             }
         }
         self.evict_if_idle(user);
     }
 
-    /// Writes cached items older than `due` (or every one, with `all`) and,
-    /// over the memory budget, the oldest others, to the engine, at most
-    /// `max` of them, oldest first; once all are written, records the
-    /// sequence counters the engine has not seen. Reports what to settle once
-    /// the engine is flushed, and whether there is more.
-    fn write_back(&mut self, due: Instant, all: bool, max: usize) -> RoundReport {
+    /// Hands over, for the engine, the cached items older than `due` (or
+    /// every one, with `all`) and, over the memory budget, the oldest others,
+    /// at most `max` of them, oldest first; in the last slice of a round, the
+    /// sequence counters the engine has not seen too. Marks them in flight
+    /// until [`Shard::written_back`].
+    fn write_back(&mut self, due: Instant, all: bool, max: usize) -> Slice {
         let storage = Arc::clone(&self.storage);
         if let Some(old) = Instant::now().checked_sub(self.cache_cfg.expire_after) {
             let expired: Vec<(String, Vec<u64>)> = self
@@ -852,109 +955,112 @@ impl Shard {
                 self.refill(&user, &seqs);
             }
         }
-        let mut victims: Vec<(Instant, String, u64)> = Vec::new();
+        // The due items, user by user (each cache is in time order), at most
+        // `max`: a slice costs what it hands over, not everything due.
+        let mut by_user: HashMap<String, Vec<u64>> = HashMap::new();
+        let mut taken = 0usize;
+        let mut more = false;
         for (name, u) in &self.users {
-            for (&seq, c) in &u.cache {
-                if all || c.at <= due {
-                    victims.push((c.at, name.clone(), seq));
-                } else {
-                    break; // in seq order, so in time order
+            let mut seqs = Vec::new();
+            for (&seq, _) in u.cache.iter().take_while(|(_, c)| all || c.at <= due) {
+                if taken == max {
+                    more = true;
+                    break;
                 }
+                seqs.push(seq);
+                taken += 1;
+            }
+            if !seqs.is_empty() {
+                by_user.insert(name.clone(), seqs);
+            }
+            if more {
+                break;
             }
         }
-        let mut freed = 0;
-        if self.cache_bytes > self.cache_cfg.budget_bytes {
-            // Memory pressure: the oldest go first, down to three quarters.
+        if !more && self.cache_bytes > self.cache_cfg.budget_bytes {
+            // Memory pressure: the oldest of the rest go too, down to three
+            // quarters of the budget.
             let target = self.cache_bytes - self.cache_cfg.budget_bytes * 3 / 4;
-            let mut rest: Vec<(Instant, String, u64, u64)> = self
+            let mut rest: Vec<(Instant, &str, u64, u64)> = self
                 .users
                 .iter()
                 .flat_map(|(n, u)| {
                     u.cache
                         .iter()
-                        .filter(|(_, c)| !(all || c.at <= due))
-                        .map(move |(s, c)| (c.at, n.clone(), *s, c.size))
+                        .skip_while(|(_, c)| all || c.at <= due)
+                        .map(move |(s, c)| (c.at, n.as_str(), *s, c.size))
                 })
                 .collect();
-            rest.sort_by_key(|r| r.0);
-            for (at, name, seq, size) in rest {
+            rest.sort_unstable_by_key(|r| r.0);
+            let mut freed = 0;
+            for (_, name, seq, size) in rest {
                 if freed >= target {
                     break;
                 }
+                if taken == max {
+                    more = true;
+                    break;
+                }
                 freed += size;
-                victims.push((at, name, seq));
+                taken += 1;
+                by_user.entry(name.to_owned()).or_default().push(seq);
             }
         }
-        let mut more = victims.len() > max;
-        if more {
-            victims.sort_unstable_by_key(|v| v.0);
-            victims.truncate(max);
+        if !more {
+            // The round's last slice: every counter the engine lacks too.
+            for (name, u) in &self.users {
+                if u.seq_dirty {
+                    by_user.entry(name.clone()).or_default();
+                }
+            }
         }
-        // One engine write per user: every victim of a user in one batch,
-        // which reads that mailbox's size and counter once, not per item.
-        let mut by_user: HashMap<String, Vec<u64>> = HashMap::new();
-        for (_, name, seq) in victims {
-            by_user.entry(name).or_default().push(seq);
-        }
-        let mut wrote = 0usize;
+        let mut batch = Vec::with_capacity(by_user.len());
         for (name, seqs) in by_user {
             let Some(u) = self.users.get_mut(&name) else {
                 continue;
             };
-            let items: Vec<(u64, &Envelope, DedupeKey<'_>)> = seqs
+            // The engine's part of the mailbox stays exact while the slice
+            // is in flight (its items are still counted in memory), so
+            // appends meanwhile never read a half-written engine.
+            if let Err(e) = u.engine_size(&*storage, &name) {
+                tracing::error!(error = %e, "cannot read a mailbox size; its write-back waits");
+                continue;
+            }
+            let items: Vec<(u64, Envelope)> = seqs
                 .iter()
                 .filter_map(|seq| {
-                    let c = u.cache.get(seq)?;
-                    let key = DedupeKey {
-                        to: &name,
-                        from: &c.envelope.from,
-                        kind: c.envelope.item_kind(),
-                        id: &c.envelope.id,
-                    };
-                    Some((*seq, &c.envelope, key))
+                    let c = u.cache.get_mut(seq)?;
+                    c.writing = true;
+                    Some((*seq, c.envelope.clone()))
                 })
                 .collect();
-            if items.is_empty() {
+            let last_seq = (!more && u.seq_dirty).then_some(u.last_seq);
+            if items.is_empty() && last_seq.is_none() {
                 continue;
             }
-            if let Err(e) = storage.append_batch(&name, &items) {
-                tracing::error!(error = %e, items = items.len(), "write-back failed; the items stay in memory");
-                continue;
-            }
-            let done: Vec<u64> = items.iter().map(|i| i.0).collect();
-            drop(items);
-            u.wrote_to_engine();
-            for seq in done {
-                let c = u.cache.remove(&seq).expect("present above");
-                u.cache_bytes -= c.size;
-                self.cache_bytes -= c.size;
-                Metrics::sub(&self.metrics.cache_items, 1);
-                Metrics::sub(&self.metrics.cache_bytes, c.size);
-                Metrics::add(&self.metrics.written_back, 1);
-                *self.written.entry(c.segment).or_default() += 1;
-                wrote += 1;
-            }
+            u.flight = Some(Flight {
+                sent: items.iter().map(|i| i.0).collect(),
+                doomed: BTreeMap::new(),
+                last_seq,
+            });
+            batch.push(UserBatch {
+                user: name,
+                items,
+                last_seq,
+            });
         }
-        // (A slice that wrote nothing, the engine refusing, ends the round:
-        // the next round tries again.)
-        more &= wrote > 0;
+        more &= !batch.is_empty();
         if more {
-            return RoundReport {
-                written: std::mem::take(&mut self.written),
+            return Slice {
+                batch,
                 oldest: None,
                 more,
             };
         }
         let mut idle = Vec::new();
         let mut oldest: Option<Instant> = None;
-        for (name, u) in &mut self.users {
-            if u.seq_dirty {
-                match storage.set_last_seq(name, u.last_seq) {
-                    Ok(()) => u.seq_dirty = false,
-                    Err(e) => tracing::error!(error = %e, "cannot record a sequence counter"),
-                }
-            }
-            if let Some(c) = u.cache.values().next() {
+        for (name, u) in &self.users {
+            if let Some(c) = u.cache.values().find(|c| !c.writing) {
                 oldest = Some(oldest.map_or(c.at, |o| o.min(c.at)));
             }
             if u.idle() {
@@ -964,11 +1070,89 @@ impl Shard {
         for name in idle {
             self.users.remove(&name);
         }
-        self.recent.prune();
-        RoundReport {
-            written: std::mem::take(&mut self.written),
+        self.prune_recent();
+        Slice {
+            batch,
             oldest,
             more,
+        }
+    }
+
+    /// The write-back task wrote the slice in flight, with these outcomes:
+    /// written items leave memory (to be settled in the journal once the
+    /// engine is flushed), and what was deleted meanwhile is deleted from the
+    /// engine now.
+    fn written_back(&mut self, outcomes: Vec<Outcome>) {
+        let storage = Arc::clone(&self.storage);
+        for o in outcomes {
+            let Some(u) = self.users.get_mut(&o.user) else {
+                // (Users in flight are never idle, so never evicted.)
+                tracing::error!("a written-back user is not loaded");
+                continue;
+            };
+            let Some(flight) = u.flight.take() else {
+                continue;
+            };
+            let (mut items, mut bytes) = (0, 0);
+            for &seq in &flight.sent {
+                // (Gone already if deleted meanwhile: then it is doomed.)
+                let Some(c) = u.cache.get_mut(&seq) else {
+                    continue;
+                };
+                if !o.items {
+                    c.writing = false;
+                    continue;
+                }
+                let c = u.cache.remove(&seq).expect("present above");
+                items += 1;
+                bytes += c.size;
+                u.cache_bytes -= c.size;
+                self.cache_bytes -= c.size;
+                Metrics::sub(&self.metrics.cache_items, 1);
+                Metrics::sub(&self.metrics.cache_bytes, c.size);
+                Metrics::add(&self.metrics.written_back, 1);
+                *self.written.entry(c.segment).or_default() += 1;
+            }
+            if o.items {
+                u.wrote_to_engine(items, bytes);
+            }
+            if let Some(seq) = flight.last_seq
+                && o.last_seq
+            {
+                // (Appends meanwhile raised it again.)
+                u.seq_dirty = u.last_seq > seq;
+            }
+            let mut doomed: [Vec<u64>; 3] = Default::default();
+            for (seq, why) in &flight.doomed {
+                doomed[*why as usize].push(*seq);
+            }
+            for (why, seqs) in [Gone::Delivered, Gone::Expired, Gone::Written]
+                .into_iter()
+                .zip(doomed)
+            {
+                if seqs.is_empty() || (why == Gone::Written && !o.items) {
+                    continue;
+                }
+                u.engine = None;
+                let n = match storage.delete(&o.user, &seqs) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        tracing::error!(error = %e, "delete failed; the items will be delivered again");
+                        0
+                    }
+                };
+                match why {
+                    Gone::Delivered => Metrics::add(&self.metrics.delivered_from_engine, n),
+                    Gone::Expired => Metrics::add(&self.metrics.expired, n),
+                    Gone::Written => {}
+                }
+            }
+            // Sessions may now read on into what was written.
+            let (durable, engine_empty) = (u.durable, u.engine_empty());
+            for s in &mut u.sessions {
+                fill(&*storage, &o.user, durable, &u.cache, engine_empty, None, s);
+            }
+            self.evict_if_idle(&o.user);
         }
     }
 
@@ -1016,24 +1200,36 @@ impl Shard {
 
 /// Pushes `s` the durable items it has not had, up to its window, merging
 /// the engine's items with the cache's in sequence order.
+#[allow(clippy::too_many_arguments)]
 fn fill(
     storage: &dyn Storage,
     user: &str,
     durable: u64,
     cache: &BTreeMap<u64, Cached>,
     engine_empty: bool,
+    doomed: Option<&BTreeMap<u64, Gone>>,
     s: &mut Session,
 ) {
     while s.inflight.len() < PUSH_WINDOW && s.cursor <= durable {
         let room = PUSH_WINDOW - s.inflight.len();
         // (A mailbox the engine holds nothing of is read from memory only.)
+        // Items deleted while a write-back slice was in flight may still be
+        // in the engine: read that many more and leave them out, so that
+        // `room` of the rest are still among those read.
+        let extra = doomed.map_or(0, BTreeMap::len);
         let read = if engine_empty {
             Ok(Vec::new())
         } else {
-            storage.read(user, s.cursor, room)
+            storage.read(user, s.cursor, room + extra)
         };
         let stored = match read {
-            Ok(items) => items,
+            Ok(mut items) => {
+                if let Some(d) = doomed {
+                    items.retain(|i| !d.contains_key(&i.seq));
+                }
+                items.truncate(room);
+                items
+            }
             Err(e) => {
                 tracing::error!(error = %e, "mailbox read failed; closing the session");
                 s.link.send(link_down::Kind::Kick(Kick {
