@@ -180,6 +180,9 @@ pub struct Slice {
     pub oldest: Option<Instant>,
     /// The shard stopped at `max` items: there is more to write this round.
     pub more: bool,
+    /// A user due in this slice was left out (its mailbox size could not
+    /// be read): the round must not count as covering the journal.
+    pub incomplete: bool,
 }
 
 /// How the engine writes of one [`UserBatch`] went.
@@ -257,6 +260,10 @@ pub struct RoundReport {
     pub oldest: Option<Instant>,
     /// The shard stopped at `max` items: there is more to write this round.
     pub more: bool,
+    /// Something due was not written (an engine error): the engine may lack
+    /// a sequence counter the journal's older segments hold, so they must
+    /// stay.
+    pub incomplete: bool,
 }
 
 /// Items a shard writes to the engine per write-back slice. A round is cut
@@ -439,6 +446,8 @@ impl Home {
                     .expect("write-back does not panic")
                 };
                 let outcomes_wrote = outcomes.iter().any(|o| o.items);
+                total.incomplete |=
+                    slice.incomplete || outcomes.iter().any(|o| !(o.items && o.last_seq));
                 let (reply, rx) = oneshot::channel();
                 self.shards[i]
                     .send(Op::WrittenBack { outcomes, reply })
@@ -712,7 +721,11 @@ pub async fn write_back_once(
             for (segment, n) in report.written {
                 journal.settle(segment, n);
             }
-            journal.round_flushed(begun);
+            // (Older segments count as covered only if every counter and
+            // item due made it; otherwise a later round covers them.)
+            if !report.incomplete {
+                journal.round_flushed(begun);
+            }
             let j = Arc::clone(journal);
             let released = tokio::task::spawn_blocking(move || j.release())
                 .await

@@ -92,6 +92,8 @@ struct Gate {
     /// (closed, writes waiting at it)
     state: std::sync::Mutex<(bool, usize)>,
     cv: std::sync::Condvar,
+    /// Write-back's counter writes fail (an engine error).
+    fail_counters: std::sync::atomic::AtomicBool,
 }
 
 impl Gate {
@@ -580,6 +582,16 @@ impl Storage for Gated {
     }
     fn set_last_seq(&self, u: &str, seq: u64) -> Result<(), crate::storage::StorageError> {
         self.gate.pass();
+        if self
+            .gate
+            .fail_counters
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(crate::storage::StorageError::Engine {
+                op: "set_last_seq",
+                source: "injected".into(),
+            });
+        }
         self.inner.set_last_seq(u, seq)
     }
     fn kv_get(&self, sp: u8, k: &str) -> Result<(u64, Vec<u8>), crate::storage::StorageError> {
@@ -804,4 +816,53 @@ fn a_resend_of_an_item_in_the_engine_is_a_duplicate() {
             assert_eq!((r.seq, r.duplicate), (5, false));
         });
     }
+}
+
+/// A write-back round whose sequence counter write failed must not let the
+/// journal drop older segments: they hold the only durable copy of that
+/// counter, and without it a restart would hand out a used number again.
+#[test]
+fn a_round_that_could_not_record_a_counter_keeps_the_journal() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut h = Harness::new(false);
+        let r = h.append("ann", "bo", Bytes::from(vec![1; 16])).await;
+        assert_eq!((r.code, r.seq), (0, 1));
+        // The append's segment is sealed; only a covering round may drop it.
+        h.journal.seal().unwrap();
+        assert_eq!(h.journal.stats().0, 2);
+        async fn round(h: &Harness) {
+            super::write_back_once(
+                h.home(),
+                &h.storage,
+                &h.journal,
+                Duration::from_secs(3600),
+                true,
+                &h.metrics,
+            )
+            .await
+            .unwrap();
+        }
+        h.gate
+            .fail_counters
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        round(&h).await;
+        assert_eq!(
+            h.journal.stats().0,
+            2,
+            "the counter is not in the engine: the segment stays"
+        );
+        h.gate
+            .fail_counters
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        round(&h).await;
+        assert_eq!(h.journal.stats().0, 1, "now it may go");
+        h.restart().await;
+        let r = h.append("ann", "bo", Bytes::from(vec![2; 16])).await;
+        assert_eq!((r.code, r.seq), (0, 2), "numbers go on after a restart");
+    });
 }

@@ -1015,6 +1015,7 @@ impl Shard {
             }
         }
         let mut batch = Vec::with_capacity(by_user.len());
+        let mut incomplete = false;
         for (name, seqs) in by_user {
             let Some(u) = self.users.get_mut(&name) else {
                 continue;
@@ -1024,6 +1025,7 @@ impl Shard {
             // appends meanwhile never read a half-written engine.
             if let Err(e) = u.engine_size(&*storage, &name) {
                 tracing::error!(error = %e, "cannot read a mailbox size; its write-back waits");
+                incomplete = true;
                 continue;
             }
             let items: Vec<(u64, Envelope)> = seqs
@@ -1055,6 +1057,7 @@ impl Shard {
                 batch,
                 oldest: None,
                 more,
+                incomplete,
             };
         }
         let mut idle = Vec::new();
@@ -1075,6 +1078,7 @@ impl Shard {
             batch,
             oldest,
             more,
+            incomplete,
         }
     }
 
