@@ -26,6 +26,9 @@ use crate::storage::{FjallStorage, SledStorage, Storage};
 
 const USERS: [&str; 3] = ["ann", "bo", "cy"];
 const BARRIER: u64 = u64::MAX;
+/// Longer than any test: only explicit rounds (and memory pressure) move
+/// items to the engine.
+const SYNC_DELAY: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, Clone)]
 enum Step {
@@ -217,7 +220,7 @@ impl Harness {
             },
             // Small on purpose: bypass and memory pressure happen often.
             CacheConfig {
-                sync_delay: Duration::from_secs(3600),
+                sync_delay: SYNC_DELAY,
                 bypass_items: 3,
                 budget_bytes: 2 * 300,
                 expire_after: Duration::from_secs(30 * 86400),
@@ -231,6 +234,18 @@ impl Harness {
         self.shards = shards;
     }
 
+    /// A write-back round (every cached item with `all`).
+    async fn write_back(&self, all: bool) {
+        write_back(
+            self.home(),
+            &self.storage,
+            &self.journal,
+            &self.metrics,
+            all,
+        )
+        .await;
+    }
+
     /// Starts a write-back round and returns once its first engine write
     /// is held at the gate (or the round had nothing to write).
     async fn slow_write_back(&mut self, all: bool) {
@@ -242,18 +257,8 @@ impl Harness {
             Arc::clone(&self.journal),
             Arc::clone(&self.metrics),
         );
-        let round = tokio::spawn(async move {
-            super::write_back_once(
-                &home,
-                &storage,
-                &journal,
-                Duration::from_secs(3600),
-                all,
-                &metrics,
-            )
-            .await
-            .unwrap();
-        });
+        let round =
+            tokio::spawn(async move { write_back(&home, &storage, &journal, &metrics, all).await });
         let gate = Arc::clone(&self.gate);
         let round_done = || round.is_finished();
         // (Polled: the round either reaches the gate or ends.)
@@ -419,6 +424,28 @@ impl Harness {
         }
         pushed
     }
+}
+
+/// One write-back round at the harness's sync delay.
+async fn write_back(
+    home: &Home,
+    storage: &Arc<dyn Storage>,
+    journal: &Arc<Journal>,
+    metrics: &Metrics,
+    all: bool,
+) {
+    super::write_back_once(home, storage, journal, SYNC_DELAY, all, metrics)
+        .await
+        .unwrap();
+}
+
+/// The runtime the tests here run on: two workers, like the store's.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 /// Stands in for the engine while the real one is closed and reopened.
@@ -702,16 +729,7 @@ async fn run(steps: Vec<Step>, fjall: bool) {
                 h.settle_write_back().await;
                 // Cached items expire by their age in memory; put everything
                 // in the engine first so the cutoff applies to all.
-                super::write_back_once(
-                    h.home(),
-                    &h.storage,
-                    &h.journal,
-                    Duration::from_secs(3600),
-                    true,
-                    &h.metrics,
-                )
-                .await
-                .unwrap();
+                h.write_back(true).await;
                 super::expire_before(&h.storage, h.home(), cutoff, &CancellationToken::new())
                     .await
                     .unwrap();
@@ -731,16 +749,7 @@ async fn run(steps: Vec<Step>, fjall: bool) {
             Step::SlowWriteBack { all } => h.slow_write_back(all).await,
             Step::WriteBack { all } => {
                 h.settle_write_back().await;
-                super::write_back_once(
-                    h.home(),
-                    &h.storage,
-                    &h.journal,
-                    Duration::from_secs(3600),
-                    all,
-                    &h.metrics,
-                )
-                .await
-                .unwrap();
+                h.write_back(all).await;
             }
             Step::Forget => {
                 h.settle_write_back().await;
@@ -778,8 +787,7 @@ proptest! {
 
     #[test]
     fn mailboxes_match_the_model(steps in prop::collection::vec(step(), 1..60), fjall in any::<bool>()) {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        rt.block_on(run(steps, fjall));
+        runtime().block_on(run(steps, fjall));
     }
 }
 
@@ -789,12 +797,7 @@ proptest! {
 #[test]
 fn a_resend_of_an_item_in_the_engine_is_a_duplicate() {
     for fjall in [false, true] {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
+        runtime().block_on(async {
             let mut h = Harness::new(fjall);
             let id = |n: u8| Bytes::from(vec![n; 16]);
             // The harness's bypass is 3 cached items: the 4th goes straight
@@ -823,34 +826,17 @@ fn a_resend_of_an_item_in_the_engine_is_a_duplicate() {
 /// counter, and without it a restart would hand out a used number again.
 #[test]
 fn a_round_that_could_not_record_a_counter_keeps_the_journal() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    runtime().block_on(async {
         let mut h = Harness::new(false);
         let r = h.append("ann", "bo", Bytes::from(vec![1; 16])).await;
         assert_eq!((r.code, r.seq), (0, 1));
         // The append's segment is sealed; only a covering round may drop it.
         h.journal.seal().unwrap();
         assert_eq!(h.journal.stats().0, 2);
-        async fn round(h: &Harness) {
-            super::write_back_once(
-                h.home(),
-                &h.storage,
-                &h.journal,
-                Duration::from_secs(3600),
-                true,
-                &h.metrics,
-            )
-            .await
-            .unwrap();
-        }
         h.gate
             .fail_counters
             .store(true, std::sync::atomic::Ordering::SeqCst);
-        round(&h).await;
+        h.write_back(true).await;
         assert_eq!(
             h.journal.stats().0,
             2,
@@ -859,7 +845,7 @@ fn a_round_that_could_not_record_a_counter_keeps_the_journal() {
         h.gate
             .fail_counters
             .store(false, std::sync::atomic::Ordering::SeqCst);
-        round(&h).await;
+        h.write_back(true).await;
         assert_eq!(h.journal.stats().0, 1, "now it may go");
         h.restart().await;
         let r = h.append("ann", "bo", Bytes::from(vec![2; 16])).await;

@@ -53,8 +53,6 @@ struct Cached {
     at: Instant,
     /// The journal segment holding its append.
     segment: u64,
-    /// Handed to the write-back task and being written to the engine.
-    writing: bool,
 }
 
 /// Why an item was deleted while its user's write-back slice was in flight.
@@ -72,9 +70,8 @@ enum Gone {
 /// A user's part of the write-back slice in flight. The write-back task
 /// writes the user's engine state meanwhile, so the shard writes none of it
 /// (appends stay in memory; engine deletes wait in `doomed`).
-#[derive(Default)]
 struct Flight {
-    /// The items handed over.
+    /// The items handed over, in order.
     sent: Vec<u64>,
     /// Deleted meanwhile and maybe in the engine: deleted from it when the
     /// slice is done, and never pushed until then.
@@ -158,9 +155,28 @@ impl User {
             && self.flight.is_none()
     }
 
-    /// Items to leave out of what the engine returns: deleted while in flight.
-    fn doomed(&self) -> Option<&BTreeMap<u64, Gone>> {
-        self.flight.as_ref().map(|f| &f.doomed)
+    /// `seq` is in the write-back slice in flight.
+    fn writing(&self, seq: u64) -> bool {
+        self.flight
+            .as_ref()
+            .is_some_and(|f| f.sent.binary_search(&seq).is_ok())
+    }
+
+    /// Pushes every session what it may have now (see [`fill`]), after
+    /// forgetting `acked` from their windows.
+    fn fill_sessions(&mut self, storage: &dyn Storage, user: &str, acked: &[u64]) {
+        let mailbox = Mailbox {
+            durable: self.durable,
+            cache: &self.cache,
+            engine_empty: self.engine_empty(),
+            doomed: self.flight.as_ref().map(|f| &f.doomed),
+        };
+        for s in &mut self.sessions {
+            for q in acked {
+                s.inflight.remove(q);
+            }
+            fill(storage, user, &mailbox, s);
+        }
     }
 }
 
@@ -510,7 +526,6 @@ impl Shard {
                     size: len,
                     at: Instant::now(),
                     segment,
-                    writing: false,
                 },
             );
         }
@@ -584,15 +599,10 @@ impl Shard {
                 seq: p.seq,
             }));
             if let Some(to) = p.fresh {
-                let storage = Arc::clone(&self.storage);
                 if let Some(u) = self.users.get_mut(&to) {
                     u.unflushed -= 1;
                     u.durable = u.durable.max(p.seq);
-                    let (durable, engine_empty) = (u.durable, u.engine_empty());
-                    let doomed = u.flight.as_ref().map(|f| &f.doomed);
-                    for s in &mut u.sessions {
-                        fill(&*storage, &to, durable, &u.cache, engine_empty, doomed, s);
-                    }
+                    u.fill_sessions(&*self.storage, &to, &[]);
                 }
                 self.evict_if_idle(&to);
             }
@@ -779,15 +789,13 @@ impl Shard {
             cursor: 1,
             inflight: BTreeSet::new(),
         };
-        fill(
-            &*storage,
-            &user,
-            u.durable,
-            &u.cache,
+        let mailbox = Mailbox {
+            durable: u.durable,
+            cache: &u.cache,
             engine_empty,
-            u.doomed(),
-            &mut s,
-        );
+            doomed: u.flight.as_ref().map(|f| &f.doomed),
+        };
+        fill(&*storage, &user, &mailbox, &mut s);
         u.sessions.push(s);
         if !was_online {
             notify_presence(u, &user, true);
@@ -842,6 +850,7 @@ impl Shard {
         if let Some(u) = self.users.get_mut(user) {
             let engine_empty = u.engine_empty();
             for &q in seqs {
+                let writing = u.writing(q);
                 match u.cache.remove(&q) {
                     Some(c) => {
                         u.cache_bytes -= c.size;
@@ -850,9 +859,7 @@ impl Shard {
                         Metrics::sub(&self.metrics.cache_bytes, c.size);
                         self.journal.settle(c.segment, 1);
                         from_cache += 1;
-                        if c.writing
-                            && let Some(f) = &mut u.flight
-                        {
+                        if writing && let Some(f) = &mut u.flight {
                             f.doomed.insert(q, Gone::Written);
                         }
                     }
@@ -914,25 +921,17 @@ impl Shard {
 
     /// After items went away: free their window slots and push on.
     fn refill(&mut self, user: &str, seqs: &[u64]) {
-        let storage = Arc::clone(&self.storage);
         if let Some(u) = self.users.get_mut(user) {
-            let (durable, engine_empty) = (u.durable, u.engine_empty());
-            let doomed = u.flight.as_ref().map(|f| &f.doomed);
-            for s in &mut u.sessions {
-                for q in seqs {
-                    s.inflight.remove(q);
-                }
-                fill(&*storage, user, durable, &u.cache, engine_empty, doomed, s);
-            }
+            u.fill_sessions(&*self.storage, user, seqs);
         }
         self.evict_if_idle(user);
     }
 
     /// Hands over, for the engine, the cached items older than `due` (or
-    /// every one, with `all`) and, over the memory budget, the oldest others,
-    /// at most `max` of them, oldest first; in the last slice of a round, the
-    /// sequence counters the engine has not seen too. Marks them in flight
-    /// until [`Shard::written_back`].
+    /// every one, with `all`), user by user, and, over the memory budget, the
+    /// oldest of the others, at most `max` in all; in the last slice of a
+    /// round, the sequence counters the engine has not seen too. They are in
+    /// flight until [`Shard::written_back`].
     fn write_back(&mut self, due: Instant, all: bool, max: usize) -> Slice {
         let storage = Arc::clone(&self.storage);
         if let Some(old) = Instant::now().checked_sub(self.cache_cfg.expire_after) {
@@ -1030,18 +1029,16 @@ impl Shard {
             }
             let items: Vec<(u64, Envelope)> = seqs
                 .iter()
-                .filter_map(|seq| {
-                    let c = u.cache.get_mut(seq)?;
-                    c.writing = true;
-                    Some((*seq, c.envelope.clone()))
-                })
+                .filter_map(|seq| Some((*seq, u.cache.get(seq)?.envelope.clone())))
                 .collect();
             let last_seq = (!more && u.seq_dirty).then_some(u.last_seq);
             if items.is_empty() && last_seq.is_none() {
                 continue;
             }
+            let mut sent: Vec<u64> = items.iter().map(|i| i.0).collect();
+            sent.sort_unstable();
             u.flight = Some(Flight {
-                sent: items.iter().map(|i| i.0).collect(),
+                sent,
                 doomed: BTreeMap::new(),
                 last_seq,
             });
@@ -1063,7 +1060,11 @@ impl Shard {
         let mut idle = Vec::new();
         let mut oldest: Option<Instant> = None;
         for (name, u) in &self.users {
-            if let Some(c) = u.cache.values().find(|c| !c.writing) {
+            if let Some(c) = u
+                .cache
+                .iter()
+                .find_map(|(seq, c)| (!u.writing(*seq)).then_some(c))
+            {
                 oldest = Some(oldest.map_or(c.at, |o| o.min(c.at)));
             }
             if u.idle() {
@@ -1098,16 +1099,13 @@ impl Shard {
                 continue;
             };
             let (mut items, mut bytes) = (0, 0);
-            for &seq in &flight.sent {
-                // (Gone already if deleted meanwhile: then it is doomed.)
-                let Some(c) = u.cache.get_mut(&seq) else {
+            // (Items that failed stay in memory; items deleted meanwhile are
+            // gone already, and doomed.)
+            let written = if o.items { &flight.sent[..] } else { &[] };
+            for seq in written {
+                let Some(c) = u.cache.remove(seq) else {
                     continue;
                 };
-                if !o.items {
-                    c.writing = false;
-                    continue;
-                }
-                let c = u.cache.remove(&seq).expect("present above");
                 items += 1;
                 bytes += c.size;
                 u.cache_bytes -= c.size;
@@ -1126,15 +1124,23 @@ impl Shard {
                 // (Appends meanwhile raised it again.)
                 u.seq_dirty = u.last_seq > seq;
             }
-            let mut doomed: [Vec<u64>; 3] = Default::default();
-            for (seq, why) in &flight.doomed {
-                doomed[*why as usize].push(*seq);
+            let (mut delivered, mut expired, mut written) = (Vec::new(), Vec::new(), Vec::new());
+            for (seq, why) in flight.doomed {
+                match why {
+                    Gone::Delivered => delivered.push(seq),
+                    Gone::Expired => expired.push(seq),
+                    // (Only in the engine if the slice's write went in.)
+                    Gone::Written if o.items => written.push(seq),
+                    Gone::Written => {}
+                }
             }
-            for (why, seqs) in [Gone::Delivered, Gone::Expired, Gone::Written]
-                .into_iter()
-                .zip(doomed)
-            {
-                if seqs.is_empty() || (why == Gone::Written && !o.items) {
+            let counted = [
+                (delivered, Some(&self.metrics.delivered_from_engine)),
+                (expired, Some(&self.metrics.expired)),
+                (written, None),
+            ];
+            for (seqs, metric) in counted {
+                if seqs.is_empty() {
                     continue;
                 }
                 u.engine = None;
@@ -1145,17 +1151,12 @@ impl Shard {
                         0
                     }
                 };
-                match why {
-                    Gone::Delivered => Metrics::add(&self.metrics.delivered_from_engine, n),
-                    Gone::Expired => Metrics::add(&self.metrics.expired, n),
-                    Gone::Written => {}
+                if let Some(m) = metric {
+                    Metrics::add(m, n);
                 }
             }
             // Sessions may now read on into what was written.
-            let (durable, engine_empty) = (u.durable, u.engine_empty());
-            for s in &mut u.sessions {
-                fill(&*storage, &o.user, durable, &u.cache, engine_empty, None, s);
-            }
+            u.fill_sessions(&*storage, &o.user, &[]);
             self.evict_if_idle(&o.user);
         }
     }
@@ -1202,18 +1203,26 @@ impl Shard {
     }
 }
 
+/// What [`fill`] reads of a user's mailbox.
+struct Mailbox<'a> {
+    /// Highest sequence number known durable: pushes stop there.
+    durable: u64,
+    cache: &'a BTreeMap<u64, Cached>,
+    /// The engine holds none of the mailbox: read memory only.
+    engine_empty: bool,
+    /// Deleted while a write-back slice is in flight (see [`Flight`]).
+    doomed: Option<&'a BTreeMap<u64, Gone>>,
+}
+
 /// Pushes `s` the durable items it has not had, up to its window, merging
 /// the engine's items with the cache's in sequence order.
-#[allow(clippy::too_many_arguments)]
-fn fill(
-    storage: &dyn Storage,
-    user: &str,
-    durable: u64,
-    cache: &BTreeMap<u64, Cached>,
-    engine_empty: bool,
-    doomed: Option<&BTreeMap<u64, Gone>>,
-    s: &mut Session,
-) {
+fn fill(storage: &dyn Storage, user: &str, m: &Mailbox<'_>, s: &mut Session) {
+    let Mailbox {
+        durable,
+        cache,
+        engine_empty,
+        doomed,
+    } = *m;
     while s.inflight.len() < PUSH_WINDOW && s.cursor <= durable {
         let room = PUSH_WINDOW - s.inflight.len();
         // (A mailbox the engine holds nothing of is read from memory only.)
