@@ -34,6 +34,41 @@ pub fn write_public(path: impl AsRef<Path>, data: impl AsRef<[u8]>) -> std::io::
     Ok(())
 }
 
+/// Why [`read_unless_mode`] gave no bytes.
+#[derive(Debug)]
+pub enum ModeReadError {
+    Io(std::io::Error),
+    /// The file's permission bits (`& 0o777`), which include a forbidden one.
+    Mode(u32),
+}
+
+/// The bytes of `path`, refused if the opened file has any of the
+/// permission bits in `forbidden` (on Unix; 0 checks nothing). The file is
+/// opened once and the opened file's mode is checked, not the path's, so it
+/// cannot be swapped between the check and the read.
+pub fn read_unless_mode(path: &Path, forbidden: u32) -> Result<Vec<u8>, ModeReadError> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(ModeReadError::Io)?;
+    #[cfg(unix)]
+    if forbidden != 0 {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = f
+            .metadata()
+            .map_err(ModeReadError::Io)?
+            .permissions()
+            .mode()
+            & 0o777;
+        if mode & forbidden != 0 {
+            return Err(ModeReadError::Mode(mode));
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = forbidden;
+    let mut data = Vec::new();
+    f.read_to_end(&mut data).map_err(ModeReadError::Io)?;
+    Ok(data)
+}
+
 /// Current unix time in milliseconds. Kept out of the codec: callers pass it in.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()

@@ -139,7 +139,6 @@ impl KeyRing {
 /// opened once and the opened file's mode is checked, so it cannot be
 /// swapped between the check and the read.
 pub mod keyfile {
-    use std::io::Read;
     use std::path::Path;
 
     use ed25519_dalek::pkcs8::{
@@ -170,23 +169,18 @@ pub mod keyfile {
     /// The text of `path`, opened once; with `no_write_by_others`, refused
     /// if the opened file is writable by group or others.
     fn read_text(path: &Path, no_write_by_others: bool) -> Result<String, KeyFileError> {
-        let mut f = std::fs::File::open(path).map_err(io(path))?;
-        #[cfg(unix)]
-        if no_write_by_others {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = f.metadata().map_err(io(path))?.permissions().mode() & 0o777;
-            if mode & 0o022 != 0 {
-                return Err(KeyFileError::Writable {
-                    path: path.display().to_string(),
-                    mode,
-                });
-            }
-        }
-        #[cfg(not(unix))]
-        let _ = no_write_by_others;
-        let mut text = String::new();
-        f.read_to_string(&mut text).map_err(io(path))?;
-        Ok(text)
+        use crate::fsutil::{ModeReadError, read_unless_mode};
+        let forbidden = if no_write_by_others { 0o022 } else { 0 };
+        let bytes = read_unless_mode(path, forbidden).map_err(|e| match e {
+            ModeReadError::Io(source) => io(path)(source),
+            ModeReadError::Mode(mode) => KeyFileError::Writable {
+                path: path.display().to_string(),
+                mode,
+            },
+        })?;
+        String::from_utf8(bytes).map_err(|_| KeyFileError::Format {
+            path: path.display().to_string(),
+        })
     }
 
     /// Reads a private key. Who may read the file is the caller's check

@@ -1,7 +1,6 @@
 //! Secret files (cluster secret, PIN pepper, signing key, gateway
 //! credentials): read only if no one but their owner can read them.
 
-use std::io::Read;
 use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
@@ -21,28 +20,21 @@ pub enum SecretError {
     },
 }
 
-/// The bytes of a private file of at least `min` bytes. The file is opened
-/// once and the opened file's mode is checked (not the path's), so it
-/// cannot be swapped between the check and the read.
+/// The bytes of a private file of at least `min` bytes, refused if group
+/// or others may read or write it (checked on the opened file, see
+/// [`common::fsutil::read_unless_mode`]).
 pub fn read(path: &Path, min: usize) -> Result<Vec<u8>, SecretError> {
-    let io = |source| SecretError::Io {
-        path: path.display().to_string(),
-        source,
-    };
-    let mut f = std::fs::File::open(path).map_err(io)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = f.metadata().map_err(io)?.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(SecretError::Permissions {
-                path: path.display().to_string(),
-                mode,
-            });
-        }
-    }
-    let mut data = Vec::new();
-    f.read_to_end(&mut data).map_err(io)?;
+    use common::fsutil::{ModeReadError, read_unless_mode};
+    let data = read_unless_mode(path, 0o077).map_err(|e| match e {
+        ModeReadError::Io(source) => SecretError::Io {
+            path: path.display().to_string(),
+            source,
+        },
+        ModeReadError::Mode(mode) => SecretError::Permissions {
+            path: path.display().to_string(),
+            mode,
+        },
+    })?;
     if data.len() < min {
         return Err(SecretError::Short {
             path: path.display().to_string(),

@@ -257,8 +257,15 @@ impl Deployment {
         tweak(&mut extra);
         let dir = tempfile::tempdir().unwrap();
         let signer = write_pki(dir.path());
+        let chat = chat_toml(dir.path()) + &extra;
+        Self::inproc(dir, signer, chat).await
+    }
+
+    /// Both services in process over `dir` (PKI written), wa-chat with the
+    /// configuration `chat_text`.
+    async fn inproc(dir: tempfile::TempDir, signer: TokenSigner, chat_text: String) -> Deployment {
         let (store, link_addr) = start_store_inproc(dir.path()).await;
-        let (chat, chat_tcp, chat_quic) = start_chat_inproc(dir.path(), &extra).await;
+        let (chat, chat_tcp, chat_quic) = start_chat_inproc_text(chat_text).await;
         let roots = common::tls::load_certs(&dir.path().join("pki/ca.pem")).unwrap();
         Deployment {
             dir,
@@ -290,21 +297,8 @@ impl Deployment {
             keyfile::signing_pem(&k2).as_bytes(),
         )
         .unwrap();
-        let (store, link_addr) = start_store_inproc(dir.path()).await;
-        let (chat, chat_tcp, chat_quic) =
-            start_chat_inproc_text(chat_toml_keys(dir.path(), &["k1", "k2"])).await;
-        let roots = common::tls::load_certs(&dir.path().join("pki/ca.pem")).unwrap();
-        Deployment {
-            dir,
-            roots,
-            signer,
-            link_addr,
-            chat_tcp,
-            chat_quic,
-            store: Some(store),
-            store_process: None,
-            chat: Some(chat),
-        }
+        let chat = chat_toml_keys(dir.path(), &["k1", "k2"]);
+        Self::inproc(dir, signer, chat).await
     }
 
     /// The public keys `keys/<id>.pub` of `ids`, to check who signed a token.
