@@ -45,10 +45,13 @@ impl Proxy {
         self.blackhole.store(on, Ordering::SeqCst);
     }
 
-    /// Closes every connection open now; new ones pass normally.
+    /// Closes every connection open now; new ones pass normally. (The cut
+    /// is counted before the blackhole is lifted, and a connection checks
+    /// them in the other order, so nothing a cut connection reads after
+    /// the lift reaches its client.)
     pub fn cut_all(&self) {
-        self.blackhole.store(false, Ordering::SeqCst);
         self.cut.send_modify(|g| *g += 1);
+        self.blackhole.store(false, Ordering::SeqCst);
     }
 }
 
@@ -64,7 +67,7 @@ async fn pipe(
     blackhole: Arc<AtomicBool>,
     mut cut: watch::Receiver<u64>,
 ) {
-    cut.mark_unchanged();
+    let generation = *cut.borrow_and_update();
     let (mut cr, mut cw) = client.split();
     let (mut sr, mut sw) = server.split();
     let mut cbuf = vec![0u8; 16 * 1024];
@@ -79,7 +82,11 @@ async fn pipe(
             n = sr.read(&mut sbuf) => match n {
                 Ok(0) | Err(_) => return,
                 Ok(n) => {
-                    if !blackhole.load(Ordering::SeqCst) && cw.write_all(&sbuf[..n]).await.is_err() {
+                    if blackhole.load(Ordering::SeqCst) {
+                        // dropped
+                    } else if *cut.borrow() != generation
+                        || cw.write_all(&sbuf[..n]).await.is_err()
+                    {
                         return;
                     }
                 }
