@@ -16,16 +16,28 @@
 //! start the store replays every segment into the engine, flushes it and
 //! removes the segments. A torn record (short or failing its CRC) can only be
 //! the last one written before a crash; replay stops there.
+//!
+//! Segments are zero-filled (and synced) before records go in, and records
+//! end at a zero header. So a record overwrites allocated blocks: the file's
+//! size and extents do not change, and the group commit's `fdatasync` writes
+//! data only. Appending to a growing file instead made every sync commit the
+//! file system's journal, which queues behind the engine's fsyncs on the same
+//! disk (docs/BENCHMARKS.md has the measurements). The next segment is made
+//! by a `journal-spare` thread once the current one is half full; if it is
+//! not ready in time the current segment grows past its zero-filled size
+//! meanwhile. A spare that a crash left behind holds no records and is
+//! removed with the rest on the next start.
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{BufWriter, Read, Write};
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use common::proto::Envelope;
 
-/// Segments are sealed and a new one begun past this size.
+/// Segments are sealed and a new one begun past this size (if made).
 const SEGMENT_BYTES: u64 = 64 << 20;
 /// Largest record replay accepts (an envelope plus its routing).
 const MAX_RECORD: usize = common::link::MAX_LINK_FRAME + 1024;
@@ -121,19 +133,43 @@ struct Segment {
     covered: bool,
 }
 
+/// The next segment, made ahead of need (see the module docs).
+enum Spare {
+    None,
+    /// A `journal-spare` thread is writing segment `current + 1`.
+    Preparing,
+    /// Segment `current + 1`, zero-filled and synced, with its name synced.
+    Ready(File, u64),
+    /// The last attempt failed at this instant (retried a second later).
+    Failed(Instant),
+}
+
 struct Inner {
     writer: BufWriter<File>,
     /// The current segment's file, for `fdatasync` outside the lock.
     file: Arc<File>,
     current: u64,
     current_len: u64,
+    /// The current segment's zero-filled size: writes below it change no
+    /// file metadata, so their `fdatasync` does not wait on the file
+    /// system's journal (where the engine's own fsyncs queue).
+    cap: u64,
+    spare: Spare,
     segments: BTreeMap<u64, Segment>,
     scratch: Vec<u8>,
 }
 
-pub struct Journal {
+struct Shared {
     dir: PathBuf,
     inner: Mutex<Inner>,
+    /// Signalled when a spare is ready (or failed); [`Journal::seal`] waits.
+    spare_done: Condvar,
+    /// Size of the spares made after the first segment.
+    segment_bytes: u64,
+}
+
+pub struct Journal {
+    shared: Arc<Shared>,
 }
 
 fn segment_path(dir: &Path, id: u64) -> PathBuf {
@@ -157,9 +193,21 @@ fn list(dir: &Path) -> Result<Vec<u64>, JournalError> {
     Ok(ids)
 }
 
-/// Calls `apply` with every record of every segment in `dir`, oldest first,
-/// stopping at a torn tail of the last segment. Returns how many records were
-/// replayed and whether a torn tail was found.
+/// How a segment's records end.
+enum End {
+    /// At the end of the file or at a zero header followed only by zeros
+    /// (the unused rest of a zero-filled segment).
+    Clean,
+    /// At a record that is short or corrupt, at this offset.
+    Torn(u64),
+}
+
+/// Calls `apply` with every record of every segment in `dir`, oldest first.
+/// Returns how many records were replayed and whether a torn tail was found.
+///
+/// A torn tail can only be where the writing stopped: in the last segment
+/// that holds records (a spare made ahead of need may follow it, holding
+/// none). A torn segment followed by one with records is corruption.
 pub fn replay(
     dir: &Path,
     mut apply: impl FnMut(Record) -> Result<(), crate::storage::StorageError>,
@@ -167,44 +215,46 @@ pub fn replay(
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let ids = list(dir)?;
     let mut n = 0;
-    let mut torn = false;
-    for (i, id) in ids.iter().enumerate() {
-        let path = segment_path(dir, *id);
+    let mut torn: Option<(PathBuf, u64)> = None;
+    for id in ids {
+        let path = segment_path(dir, id);
         let mut bytes = Vec::new();
         File::open(&path)
             .and_then(|mut f| f.read_to_end(&mut bytes))
             .map_err(io(&path))?;
         let mut at = 0usize;
-        while at < bytes.len() {
+        let end = loop {
+            if at == bytes.len() {
+                break End::Clean;
+            }
             match parse(&bytes[at..]) {
                 Some((rec, used)) => {
+                    if let Some((path, offset)) = torn.take() {
+                        return Err(JournalError::Corrupt { path, offset });
+                    }
                     if let Err(e) = apply(rec) {
                         return Ok(Err(e));
                     }
                     n += 1;
                     at += used;
                 }
-                None if i + 1 == ids.len() => {
-                    torn = true;
-                    break;
-                }
-                None => {
-                    return Err(JournalError::Corrupt {
-                        path,
-                        offset: at as u64,
-                    });
-                }
+                None if bytes[at..].iter().all(|b| *b == 0) => break End::Clean,
+                None => break End::Torn(at as u64),
             }
+        };
+        if let End::Torn(offset) = end {
+            torn = Some((path, offset));
         }
     }
-    Ok(Ok((n, torn)))
+    Ok(Ok((n, torn.is_some())))
 }
 
-/// One record from the front of `b`, or `None` if it is short or corrupt.
+/// One record from the front of `b`, or `None` if it is short, corrupt or
+/// the zero header that ends a segment's records.
 fn parse(b: &[u8]) -> Option<(Record, usize)> {
     let len = u32::from_be_bytes(b.get(..4)?.try_into().ok()?) as usize;
     let crc = u32::from_be_bytes(b.get(4..8)?.try_into().ok()?);
-    if len > MAX_RECORD {
+    if len == 0 || len > MAX_RECORD {
         return None;
     }
     let payload = b.get(8..8 + len)?;
@@ -215,33 +265,134 @@ fn parse(b: &[u8]) -> Option<(Record, usize)> {
     Some((rec, 8 + len))
 }
 
-fn create_segment(dir: &Path, id: u64) -> Result<(BufWriter<File>, Arc<File>), JournalError> {
+/// Creates segment `id` holding `zeroed` bytes of zeros, synced, with its
+/// name synced, positioned at its start.
+fn create_segment(dir: &Path, id: u64, zeroed: u64) -> Result<File, JournalError> {
     let path = segment_path(dir, id);
-    let f = std::fs::OpenOptions::new()
-        .create_new(true)
-        .append(true)
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
         .open(&path)
         .map_err(io(&path))?;
+    if zeroed > 0 {
+        // Synced a little at a time: the group commit's `fdatasync` queues
+        // behind whatever the disk holds, and 64 MiB of zeros synced at once
+        // held it for a hundred milliseconds and more.
+        let chunk = vec![0u8; ZERO_CHUNK];
+        let mut left = zeroed;
+        while left > 0 {
+            let n = left.min(chunk.len() as u64) as usize;
+            f.write_all(&chunk[..n]).map_err(io(&path))?;
+            f.sync_data().map_err(io(&path))?;
+            left -= n as u64;
+        }
+        f.seek(SeekFrom::Start(0)).map_err(io(&path))?;
+    }
     // The new name must survive a crash too.
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io(dir))?;
-    let sync = Arc::new(f.try_clone().map_err(io(&path))?);
-    Ok((BufWriter::with_capacity(1 << 16, f), sync))
+    Ok(f)
+}
+
+/// Size of the first segment after a start (made before the store serves,
+/// so kept small); later ones are [`SEGMENT_BYTES`], made ahead of need.
+const FIRST_SEGMENT_BYTES: u64 = 4 << 20;
+/// Zeros written (and synced) per step when making a segment.
+const ZERO_CHUNK: usize = 256 << 10;
+/// After a failed spare, the next attempt waits this long.
+const SPARE_RETRY: Duration = Duration::from_secs(1);
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves the buffers consistent enough
+        // for the next sync to fail loudly rather than hang.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts making segment `current + 1` if none is ready or being made.
+    fn request_spare(self: &Arc<Self>, inner: &mut Inner) {
+        match inner.spare {
+            Spare::None => {}
+            Spare::Failed(at) if at.elapsed() >= SPARE_RETRY => {}
+            _ => return,
+        }
+        let id = inner.current + 1;
+        let me = Arc::clone(self);
+        let spawned = std::thread::Builder::new()
+            .name("journal-spare".into())
+            .spawn(move || {
+                let made = create_segment(&me.dir, id, me.segment_bytes);
+                let mut g = me.lock();
+                g.spare = match made {
+                    Ok(f) => Spare::Ready(f, me.segment_bytes),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot make the next journal segment ahead; the current one grows meanwhile");
+                        let _ = std::fs::remove_file(segment_path(&me.dir, id));
+                        Spare::Failed(Instant::now())
+                    }
+                };
+                drop(g);
+                me.spare_done.notify_all();
+            });
+        inner.spare = match spawned {
+            Ok(_) => Spare::Preparing,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start a thread to make the next journal segment");
+                Spare::Failed(Instant::now())
+            }
+        };
+    }
+
+    /// Seals the current segment (written and synced) and begins `next`.
+    fn rotate_to(&self, inner: &mut Inner, next: File, cap: u64) -> Result<(), JournalError> {
+        let p = segment_path(&self.dir, inner.current);
+        inner.writer.flush().map_err(io(&p))?;
+        inner.file.sync_data().map_err(io(&p))?;
+        let id = inner.current + 1;
+        let sync = Arc::new(next.try_clone().map_err(io(&segment_path(&self.dir, id)))?);
+        inner
+            .segments
+            .get_mut(&inner.current)
+            .expect("listed")
+            .sealed = true;
+        inner.segments.insert(
+            id,
+            Segment {
+                live: 0,
+                sealed: false,
+                covered: false,
+            },
+        );
+        inner.writer = BufWriter::with_capacity(1 << 16, next);
+        inner.file = sync;
+        inner.current = id;
+        inner.current_len = 0;
+        inner.cap = cap;
+        Ok(())
+    }
 }
 
 impl Journal {
     /// Removes every segment in `dir` (after a replay whose effects the engine
     /// has flushed) and starts a fresh one.
     pub fn start_fresh(dir: &Path) -> Result<Journal, JournalError> {
+        Journal::start_sized(dir, FIRST_SEGMENT_BYTES, SEGMENT_BYTES)
+    }
+
+    fn start_sized(dir: &Path, first: u64, segment_bytes: u64) -> Result<Journal, JournalError> {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let old = list(dir)?;
         let next = old.last().map_or(1, |l| l + 1);
-        let (writer, file) = create_segment(dir, next)?;
+        // The old segments go first: were the new one made first, a crash
+        // in between would leave an old torn tail before a later segment.
         for id in old {
             let p = segment_path(dir, id);
             std::fs::remove_file(&p).map_err(io(&p))?;
         }
+        let f = create_segment(dir, next, first)?;
+        let file = Arc::new(f.try_clone().map_err(io(&segment_path(dir, next)))?);
         let mut segments = BTreeMap::new();
         segments.insert(
             next,
@@ -252,22 +403,26 @@ impl Journal {
             },
         );
         Ok(Journal {
-            dir: dir.to_owned(),
-            inner: Mutex::new(Inner {
-                writer,
-                file,
-                current: next,
-                current_len: 0,
-                segments,
-                scratch: Vec::with_capacity(4096),
+            shared: Arc::new(Shared {
+                dir: dir.to_owned(),
+                inner: Mutex::new(Inner {
+                    writer: BufWriter::with_capacity(1 << 16, f),
+                    file,
+                    current: next,
+                    current_len: 0,
+                    cap: first,
+                    spare: Spare::None,
+                    segments,
+                    scratch: Vec::with_capacity(4096),
+                }),
+                spare_done: Condvar::new(),
+                segment_bytes,
             }),
         })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        // A panic while holding the lock leaves the buffers consistent enough
-        // for the next sync to fail loudly rather than hang.
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        self.shared.lock()
     }
 
     /// Buffers `rec`; returns the segment it went to. `live` counts it as an
@@ -277,6 +432,12 @@ impl Journal {
         let inner = &mut *g;
         inner.scratch.clear();
         prost::Message::encode(rec, &mut inner.scratch).expect("a Vec grows as needed");
+        let current = inner.current;
+        if inner.scratch.is_empty() {
+            // (A record without a kind replays as nothing; and a zero length
+            // would read as the end of the segment.)
+            return Ok(current);
+        }
         let len = u32::try_from(inner.scratch.len()).expect("records are small");
         let crc = crc32fast::hash(&inner.scratch);
         let mut head = [0u8; 8];
@@ -284,53 +445,36 @@ impl Journal {
         head[4..].copy_from_slice(&crc.to_be_bytes());
         // (The path is built only for an error: formatting it for every
         // append cost a few percent of the store's CPU.)
-        let current = inner.current;
         let failed = |source| JournalError::Io {
-            path: segment_path(&self.dir, current),
+            path: segment_path(&self.shared.dir, current),
             source,
         };
         inner.writer.write_all(&head).map_err(failed)?;
         inner.writer.write_all(&inner.scratch).map_err(failed)?;
         inner.current_len += 8 + u64::from(len);
-        let id = inner.current;
         if live {
             inner
                 .segments
-                .get_mut(&id)
+                .get_mut(&current)
                 .expect("the current segment is listed")
                 .live += 1;
         }
-        if inner.current_len >= SEGMENT_BYTES {
-            self.rotate(inner)?;
+        if inner.current_len >= inner.cap / 2 {
+            if inner.current_len >= inner.cap
+                && let Spare::Ready(..) = inner.spare
+            {
+                let Spare::Ready(next, cap) = std::mem::replace(&mut inner.spare, Spare::None)
+                else {
+                    unreachable!("matched above")
+                };
+                self.shared.rotate_to(inner, next, cap)?;
+            } else {
+                // (Until a spare is ready the current segment grows past its
+                // zero-filled size: slower syncs, nothing lost.)
+                self.shared.request_spare(inner);
+            }
         }
-        Ok(id)
-    }
-
-    /// Seals the current segment (written and synced) and begins the next.
-    fn rotate(&self, inner: &mut Inner) -> Result<(), JournalError> {
-        let p = segment_path(&self.dir, inner.current);
-        inner.writer.flush().map_err(io(&p))?;
-        inner.file.sync_data().map_err(io(&p))?;
-        let next = inner.current + 1;
-        let (writer, file) = create_segment(&self.dir, next)?;
-        inner
-            .segments
-            .get_mut(&inner.current)
-            .expect("listed")
-            .sealed = true;
-        inner.segments.insert(
-            next,
-            Segment {
-                live: 0,
-                sealed: false,
-                covered: false,
-            },
-        );
-        inner.writer = writer;
-        inner.file = file;
-        inner.current = next;
-        inner.current_len = 0;
-        Ok(())
+        Ok(current)
     }
 
     /// Makes every record appended before this call durable.
@@ -338,10 +482,13 @@ impl Journal {
         let (file, id) = {
             let mut g = self.lock();
             let id = g.current;
-            g.writer.flush().map_err(io(&segment_path(&self.dir, id)))?;
+            g.writer
+                .flush()
+                .map_err(io(&segment_path(&self.shared.dir, id)))?;
             (Arc::clone(&g.file), id)
         };
-        file.sync_data().map_err(io(&segment_path(&self.dir, id)))
+        file.sync_data()
+            .map_err(io(&segment_path(&self.shared.dir, id)))
     }
 
     /// `n` items of `segment` were deleted or written back and flushed.
@@ -355,7 +502,26 @@ impl Journal {
     /// released like the others.
     pub fn seal(&self) -> Result<(), JournalError> {
         let mut g = self.lock();
-        self.rotate(&mut g)
+        loop {
+            match std::mem::replace(&mut g.spare, Spare::None) {
+                Spare::Ready(next, cap) => return self.shared.rotate_to(&mut g, next, cap),
+                Spare::Preparing => {
+                    g.spare = Spare::Preparing;
+                    g = self
+                        .shared
+                        .spare_done
+                        .wait(g)
+                        .unwrap_or_else(|p| p.into_inner());
+                }
+                Spare::None | Spare::Failed(_) => {
+                    // Made here, unfilled: sealing is rare and must not wait.
+                    let id = g.current + 1;
+                    let next = create_segment(&self.shared.dir, id, 0)?;
+                    let cap = self.shared.segment_bytes;
+                    return self.shared.rotate_to(&mut g, next, cap);
+                }
+            }
+        }
     }
 
     /// Called when a write-back round begins; pass the result to
@@ -390,7 +556,7 @@ impl Journal {
             .collect();
         let mut n = 0;
         for id in doomed {
-            let p = segment_path(&self.dir, id);
+            let p = segment_path(&self.shared.dir, id);
             std::fs::remove_file(&p).map_err(io(&p))?;
             self.lock().segments.remove(&id);
             n += 1;
@@ -435,6 +601,28 @@ mod tests {
         (out, torn)
     }
 
+    /// Offsets of the records in `bytes`, and where they end.
+    fn offsets(bytes: &[u8]) -> (Vec<usize>, usize) {
+        let mut at = 0;
+        let mut starts = Vec::new();
+        while let Some((_, used)) = parse(&bytes[at..]) {
+            starts.push(at);
+            at += used;
+        }
+        (starts, at)
+    }
+
+    impl Journal {
+        /// Waits until no spare is being made; whether one is ready.
+        fn spare_settled(&self) -> bool {
+            let mut g = self.lock();
+            while let Spare::Preparing = g.spare {
+                g = self.shared.spare_done.wait(g).unwrap();
+            }
+            matches!(g.spare, Spare::Ready(..))
+        }
+    }
+
     #[test]
     fn synced_records_replay_in_order_and_a_torn_tail_is_cut() {
         let dir = tempfile::tempdir().unwrap();
@@ -448,19 +636,20 @@ mod tests {
         assert_eq!(recs, [app("bob", 1), app("bob", 2), app("bob", 3)]);
         assert!(!torn);
 
-        // A crash in the middle of the last record: it is dropped, the rest kept.
+        // A crash in the middle of the last record (its end never written):
+        // it is dropped, the rest kept.
         let seg = segment_path(dir.path(), list(dir.path()).unwrap()[0]);
-        let len = std::fs::metadata(&seg).unwrap().len();
-        let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
-        f.set_len(len - 3).unwrap();
+        let mut bytes = std::fs::read(&seg).unwrap();
+        let (starts, end) = offsets(&bytes);
+        assert_eq!(starts.len(), 3);
+        bytes[end - 3..end].fill(0);
+        std::fs::write(&seg, &bytes).unwrap();
         let (recs, torn) = replayed(dir.path());
         assert_eq!(recs, [app("bob", 1), app("bob", 2)]);
         assert!(torn);
 
         // A flipped byte in the second record fails its CRC: replay stops there.
-        let mut bytes = std::fs::read(&seg).unwrap();
-        let first_len = 8 + u32::from_be_bytes(bytes[..4].try_into().unwrap()) as usize;
-        bytes[first_len + 9] ^= 0xff;
+        bytes[starts[1] + 9] ^= 0xff;
         std::fs::write(&seg, &bytes).unwrap();
         let (recs, _) = replayed(dir.path());
         assert_eq!(recs, [app("bob", 1)]);
@@ -469,6 +658,121 @@ mod tests {
         let j = Journal::start_fresh(dir.path()).unwrap();
         j.sync().unwrap();
         assert!(replayed(dir.path()).0.is_empty());
+    }
+
+    #[test]
+    fn records_overwrite_a_zero_filled_segment_and_end_at_its_zeros() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::start_sized(dir.path(), 4096, 8192).unwrap();
+        let seg = segment_path(dir.path(), list(dir.path()).unwrap()[0]);
+        assert_eq!(std::fs::metadata(&seg).unwrap().len(), 4096, "zero-filled");
+        for s in 1..=5 {
+            j.append(&app("bob", s), true).unwrap();
+        }
+        j.sync().unwrap();
+        assert_eq!(
+            std::fs::metadata(&seg).unwrap().len(),
+            4096,
+            "the records went into the zero-filled space"
+        );
+        let (recs, torn) = replayed(dir.path());
+        assert_eq!(recs.len(), 5);
+        assert!(!torn, "the zeros after the records are a clean end");
+    }
+
+    #[test]
+    fn a_spare_made_at_half_full_takes_over_when_the_segment_is_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::start_sized(dir.path(), 1024, 8192).unwrap();
+        let mut seq = 0;
+        let mut append = |j: &Journal| {
+            seq += 1;
+            j.append(&app("bob", seq), true).unwrap()
+        };
+        while j.stats().1 < 512 {
+            assert_eq!(append(&j), 1);
+        }
+        assert!(j.spare_settled(), "a spare was made once half full");
+        let spare = segment_path(dir.path(), 2);
+        assert_eq!(std::fs::metadata(&spare).unwrap().len(), 8192);
+        while j.stats().1 < 1024 && j.lock().current == 1 {
+            append(&j);
+        }
+        assert_eq!(j.lock().current, 2, "the full segment was sealed");
+        assert_eq!(append(&j), 2);
+        j.sync().unwrap();
+        assert_eq!(std::fs::metadata(&spare).unwrap().len(), 8192);
+        let (recs, torn) = replayed(dir.path());
+        assert!(!torn);
+        assert_eq!(recs, (1..=seq).map(|s| app("bob", s)).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn the_segment_grows_while_no_spare_can_be_made() {
+        let dir = tempfile::tempdir().unwrap();
+        // A directory where the spare should go makes making it fail.
+        let blocker = segment_path(dir.path(), 2);
+        let j = Journal::start_sized(dir.path(), 512, 8192).unwrap();
+        std::fs::create_dir(&blocker).unwrap();
+        for s in 1..=40 {
+            assert_eq!(j.append(&app("bob", s), true).unwrap(), 1);
+            // (Settle each attempt, so the append that fills the segment
+            // knows the spare failed.)
+            assert!(!j.spare_settled());
+        }
+        j.sync().unwrap();
+        let seg = segment_path(dir.path(), 1);
+        assert!(std::fs::metadata(&seg).unwrap().len() > 512);
+        std::fs::remove_dir(&blocker).unwrap();
+        let (recs, torn) = replayed(dir.path());
+        assert!(!torn);
+        assert_eq!(recs, (1..=40).map(|s| app("bob", s)).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_torn_tail_may_be_followed_only_by_segments_without_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::start_sized(dir.path(), 4096, 4096).unwrap();
+        for s in 1..=3 {
+            j.append(&app("bob", s), true).unwrap();
+        }
+        j.sync().unwrap();
+        drop(j);
+        // A crash tore the last record while the spare was being made.
+        let seg = segment_path(dir.path(), 1);
+        let mut bytes = std::fs::read(&seg).unwrap();
+        let (_, end) = offsets(&bytes);
+        bytes[end - 1] ^= 0xff;
+        std::fs::write(&seg, &bytes).unwrap();
+        std::fs::write(segment_path(dir.path(), 2), vec![0u8; 1000]).unwrap();
+        let (recs, torn) = replayed(dir.path());
+        assert_eq!(recs.len(), 2);
+        assert!(torn);
+
+        // Records after a torn segment: something else went wrong.
+        let j2 = Journal::start_sized(dir.path(), 4096, 4096).unwrap();
+        j2.append(&app("bob", 9), true).unwrap();
+        j2.sync().unwrap();
+        drop(j2);
+        let fresh = list(dir.path()).unwrap();
+        std::fs::write(segment_path(dir.path(), fresh[0] - 1), &bytes).unwrap();
+        let err = replay(dir.path(), |_| Ok(())).err().unwrap();
+        assert!(matches!(err, JournalError::Corrupt { .. }), "{err}");
+
+        // Bytes after the zeros that end a segment's records are torn too.
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::start_sized(dir.path(), 4096, 4096).unwrap();
+        j.append(&app("bob", 1), true).unwrap();
+        j.seal().unwrap();
+        j.append(&app("bob", 2), true).unwrap();
+        j.sync().unwrap();
+        let first = segment_path(dir.path(), list(dir.path()).unwrap()[0]);
+        let mut bytes = std::fs::read(&first).unwrap();
+        assert_eq!(bytes.len(), 4096);
+        bytes[4000] = 1;
+        std::fs::write(&first, &bytes).unwrap();
+        let err = replay(dir.path(), |_| Ok(())).err().unwrap();
+        assert!(matches!(err, JournalError::Corrupt { .. }), "{err}");
     }
 
     #[test]
