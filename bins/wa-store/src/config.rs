@@ -24,6 +24,8 @@
 //! sync_delay = "10s"
 //! bypass_items = 1000
 //! memory = "512 MiB"
+//! [journal]
+//! segment_size = "64 MiB"
 //! [shutdown]
 //! grace = "10s"
 //! ```
@@ -53,8 +55,29 @@ pub struct Config {
     pub cluster: ClusterConfig,
     pub mailbox: MailboxConfig,
     pub cache: CacheConfig,
+    pub journal: JournalConfig,
     pub shutdown: ShutdownConfig,
 }
+
+/// The journal of appends (docs/ARCHITECTURE.md, "Storage and durability").
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct JournalConfig {
+    /// Size of a journal segment, zero-filled before use (the first after a
+    /// start is at most 4 MiB).
+    pub segment_size: bytesize::ByteSize,
+}
+
+impl Default for JournalConfig {
+    fn default() -> Self {
+        JournalConfig {
+            segment_size: bytesize::ByteSize::mib(64),
+        }
+    }
+}
+
+/// Smallest and largest `journal.segment_size`.
+pub const SEGMENT_SIZE_RANGE: std::ops::RangeInclusive<u64> = (64 << 10)..=(1 << 30);
 
 /// The write-back cache (docs/ARCHITECTURE.md, "Storage and durability").
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -171,6 +194,7 @@ impl Default for Config {
             cluster: ClusterConfig::default(),
             mailbox: MailboxConfig::default(),
             cache: CacheConfig::default(),
+            journal: JournalConfig::default(),
             shutdown: ShutdownConfig::default(),
         }
     }
@@ -248,6 +272,12 @@ impl Config {
         if self.cache.sync_delay.is_zero() {
             errs.push("cache.sync_delay: must be more than zero".to_string());
         }
+        if !SEGMENT_SIZE_RANGE.contains(&self.journal.segment_size.as_u64()) {
+            errs.push(format!(
+                "journal.segment_size: {} is outside 64 KiB to 1 GiB",
+                self.journal.segment_size
+            ));
+        }
         if self.shutdown.grace.is_zero() {
             errs.push("shutdown.grace: must be more than zero".to_string());
         }
@@ -308,6 +338,8 @@ sweep_interval = "1h"
 sync_delay = "10s"
 bypass_items = 1000
 memory = "512 MiB"
+[journal]
+segment_size = "64 MiB"
 [shutdown]
 grace = "10s"
 "#;
@@ -350,8 +382,15 @@ grace = "10s"
         c.data_dir = PathBuf::new();
         c.cluster.secret_file = PathBuf::new();
         c.shutdown.grace = Duration::ZERO;
+        c.journal.segment_size = bytesize::ByteSize::kib(4);
         let e = c.validate().unwrap_err().to_string();
-        for key in ["node", "data_dir", "cluster.secret_file", "shutdown.grace"] {
+        for key in [
+            "node",
+            "data_dir",
+            "cluster.secret_file",
+            "shutdown.grace",
+            "journal.segment_size",
+        ] {
             assert!(e.contains(key), "{key} missing from {e}");
         }
     }

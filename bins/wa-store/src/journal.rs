@@ -32,12 +32,13 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use common::proto::Envelope;
 
-/// Segments are sealed and a new one begun past this size (if made).
+#[cfg(test)]
 const SEGMENT_BYTES: u64 = 64 << 20;
 /// Largest record replay accepts (an envelope plus its routing).
 const MAX_RECORD: usize = common::link::MAX_LINK_FRAME + 1024;
@@ -166,6 +167,8 @@ struct Shared {
     spare_done: Condvar,
     /// Size of the spares made after the first segment.
     segment_bytes: u64,
+    /// Set when the journal is dropped: a spare being made is given up.
+    closing: AtomicBool,
 }
 
 pub struct Journal {
@@ -266,8 +269,14 @@ fn parse(b: &[u8]) -> Option<(Record, usize)> {
 }
 
 /// Creates segment `id` holding `zeroed` bytes of zeros, synced, with its
-/// name synced, positioned at its start.
-fn create_segment(dir: &Path, id: u64, zeroed: u64) -> Result<File, JournalError> {
+/// name synced, positioned at its start. Gives up between steps once
+/// `cancel` is set.
+fn create_segment(
+    dir: &Path,
+    id: u64,
+    zeroed: u64,
+    cancel: &AtomicBool,
+) -> Result<File, JournalError> {
     let path = segment_path(dir, id);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -282,6 +291,9 @@ fn create_segment(dir: &Path, id: u64, zeroed: u64) -> Result<File, JournalError
         let chunk = vec![0u8; ZERO_CHUNK];
         let mut left = zeroed;
         while left > 0 {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(io(&path)(std::io::Error::other("journal closed")));
+            }
             let n = left.min(chunk.len() as u64) as usize;
             f.write_all(&chunk[..n]).map_err(io(&path))?;
             f.sync_data().map_err(io(&path))?;
@@ -297,7 +309,7 @@ fn create_segment(dir: &Path, id: u64, zeroed: u64) -> Result<File, JournalError
 }
 
 /// Size of the first segment after a start (made before the store serves,
-/// so kept small); later ones are [`SEGMENT_BYTES`], made ahead of need.
+/// so kept small); later ones are `[journal] segment_size`, made ahead of need.
 const FIRST_SEGMENT_BYTES: u64 = 4 << 20;
 /// Zeros written (and synced) per step when making a segment.
 const ZERO_CHUNK: usize = 256 << 10;
@@ -323,12 +335,14 @@ impl Shared {
         let spawned = std::thread::Builder::new()
             .name("journal-spare".into())
             .spawn(move || {
-                let made = create_segment(&me.dir, id, me.segment_bytes);
+                let made = create_segment(&me.dir, id, me.segment_bytes, &me.closing);
                 let mut g = me.lock();
                 g.spare = match made {
                     Ok(f) => Spare::Ready(f, me.segment_bytes),
                     Err(e) => {
-                        tracing::warn!(error = %e, "cannot make the next journal segment ahead; the current one grows meanwhile");
+                        if !me.closing.load(Ordering::Relaxed) {
+                            tracing::warn!(error = %e, "cannot make the next journal segment ahead; the current one grows meanwhile");
+                        }
                         let _ = std::fs::remove_file(segment_path(&me.dir, id));
                         Spare::Failed(Instant::now())
                     }
@@ -376,9 +390,10 @@ impl Shared {
 
 impl Journal {
     /// Removes every segment in `dir` (after a replay whose effects the engine
-    /// has flushed) and starts a fresh one.
-    pub fn start_fresh(dir: &Path) -> Result<Journal, JournalError> {
-        Journal::start_sized(dir, FIRST_SEGMENT_BYTES, SEGMENT_BYTES)
+    /// has flushed) and starts a fresh one; segments are `segment_bytes`
+    /// long (the first at most [`FIRST_SEGMENT_BYTES`]).
+    pub fn start_fresh(dir: &Path, segment_bytes: u64) -> Result<Journal, JournalError> {
+        Journal::start_sized(dir, segment_bytes.min(FIRST_SEGMENT_BYTES), segment_bytes)
     }
 
     fn start_sized(dir: &Path, first: u64, segment_bytes: u64) -> Result<Journal, JournalError> {
@@ -391,7 +406,7 @@ impl Journal {
             let p = segment_path(dir, id);
             std::fs::remove_file(&p).map_err(io(&p))?;
         }
-        let f = create_segment(dir, next, first)?;
+        let f = create_segment(dir, next, first, &AtomicBool::new(false))?;
         let file = Arc::new(f.try_clone().map_err(io(&segment_path(dir, next)))?);
         let mut segments = BTreeMap::new();
         segments.insert(
@@ -417,6 +432,7 @@ impl Journal {
                 }),
                 spare_done: Condvar::new(),
                 segment_bytes,
+                closing: AtomicBool::new(false),
             }),
         })
     }
@@ -516,7 +532,7 @@ impl Journal {
                 Spare::None | Spare::Failed(_) => {
                     // Made here, unfilled: sealing is rare and must not wait.
                     let id = g.current + 1;
-                    let next = create_segment(&self.shared.dir, id, 0)?;
+                    let next = create_segment(&self.shared.dir, id, 0, &self.shared.closing)?;
                     let cap = self.shared.segment_bytes;
                     return self.shared.rotate_to(&mut g, next, cap);
                 }
@@ -568,6 +584,22 @@ impl Journal {
     pub fn stats(&self) -> (usize, u64) {
         let g = self.lock();
         (g.segments.len(), g.current_len)
+    }
+}
+
+impl Drop for Journal {
+    /// Waits for a spare being made to give up, so that a journal started
+    /// again on the same directory in this process cannot meet its file.
+    fn drop(&mut self) {
+        self.shared.closing.store(true, Ordering::Relaxed);
+        let mut g = self.lock();
+        while let Spare::Preparing = g.spare {
+            g = self
+                .shared
+                .spare_done
+                .wait(g)
+                .unwrap_or_else(|p| p.into_inner());
+        }
     }
 }
 
@@ -626,7 +658,7 @@ mod tests {
     #[test]
     fn synced_records_replay_in_order_and_a_torn_tail_is_cut() {
         let dir = tempfile::tempdir().unwrap();
-        let j = Journal::start_fresh(dir.path()).unwrap();
+        let j = Journal::start_fresh(dir.path(), SEGMENT_BYTES).unwrap();
         for s in 1..=3 {
             j.append(&app("bob", s), true).unwrap();
         }
@@ -655,7 +687,7 @@ mod tests {
         assert_eq!(recs, [app("bob", 1)]);
 
         // Starting fresh removes the replayed segments.
-        let j = Journal::start_fresh(dir.path()).unwrap();
+        let j = Journal::start_fresh(dir.path(), SEGMENT_BYTES).unwrap();
         j.sync().unwrap();
         assert!(replayed(dir.path()).0.is_empty());
     }
@@ -778,7 +810,7 @@ mod tests {
     #[test]
     fn corruption_before_the_last_segment_refuses_to_start() {
         let dir = tempfile::tempdir().unwrap();
-        let j = Journal::start_fresh(dir.path()).unwrap();
+        let j = Journal::start_fresh(dir.path(), SEGMENT_BYTES).unwrap();
         j.append(&app("bob", 1), true).unwrap();
         j.seal().unwrap();
         j.append(&app("bob", 2), true).unwrap();
@@ -794,7 +826,7 @@ mod tests {
     #[test]
     fn a_segment_goes_only_when_settled_sealed_and_covered() {
         let dir = tempfile::tempdir().unwrap();
-        let j = Journal::start_fresh(dir.path()).unwrap();
+        let j = Journal::start_fresh(dir.path(), SEGMENT_BYTES).unwrap();
         let s1 = j.append(&app("bob", 1), true).unwrap();
         j.append(&app("bob", 2), true).unwrap();
         j.seal().unwrap();

@@ -69,7 +69,11 @@ impl Store {
             config::Engine::Sled => Arc::new(SledStorage::open(&config.data_dir.join("sled"))?),
             config::Engine::Fjall => Arc::new(FjallStorage::open(&config.data_dir.join("fjall"))?),
         };
-        let journal = recover(&*storage, &config.data_dir.join("journal"))?;
+        let journal = recover(
+            &*storage,
+            &config.data_dir.join("journal"),
+            config.journal.segment_size.as_u64(),
+        )?;
         Ok(Store {
             config,
             storage,
@@ -229,6 +233,7 @@ impl Store {
 pub(crate) fn recover(
     storage: &dyn Storage,
     dir: &std::path::Path,
+    segment_size: u64,
 ) -> Result<journal::Journal, StoreError> {
     use journal::record::Kind;
     let outcome = journal::replay(dir, |rec| match rec.kind {
@@ -260,7 +265,7 @@ pub(crate) fn recover(
         tracing::info!(records, torn, "journal replayed into the engine");
     }
     storage.flush()?;
-    Ok(journal::Journal::start_fresh(dir)?)
+    Ok(journal::Journal::start_fresh(dir, segment_size)?)
 }
 
 /// Opens the store from `config` and serves `listener` until `shutdown`.

@@ -17,7 +17,8 @@
 //! - `WA_CRASH_SEED`: replay a run (the seed is printed at the start);
 //! - `WA_CRASH_ENGINES`: which engines to run (default `sled,fjall`).
 //! - `WA_CRASH_EXTRA_TOML`: appended to the store's config, e.g.
-//!   `[cache]` with a short `sync_delay` so that rounds write back to the engine;
+//!   `[cache]` with a short `sync_delay` so that rounds write back to the engine
+//!   (the test itself sets `[mailbox]` and `[journal]`);
 //! - `WA_CRASH_VERBOSE=1`: a line per round.
 //!
 //! A long run: `WA_CRASH_KILLS=200 cargo test --release -p wa-store --test
@@ -106,9 +107,11 @@ async fn crash_loop(engine: &str) {
         eprintln!("crash-loop engine={engine} extra config: {extra:?}");
     }
     // Room for everything a long run writes: a refusal for a full mailbox
-    // would only thin the test.
+    // would only thin the test. The smallest journal segments, so that every
+    // round rotates through many and kills land while spares are being made.
     let config = config_toml(dir.path(), "127.0.0.1:0", engine)
         + "[mailbox]\nmax_items = 1000000000\nmax_bytes = \"1 TiB\"\n"
+        + "[journal]\nsegment_size = \"64 KiB\"\n"
         + &extra;
     std::fs::write(&cfg, config).unwrap();
     let mut run = Run {

@@ -167,6 +167,10 @@ fn open_storage(dir: &std::path::Path, fjall: bool, gate: &Arc<Gate>) -> Arc<dyn
     })
 }
 
+/// Journal segments so small that some cases rotate (17 rotations over a
+/// run when this was written), with spares made meanwhile.
+const MODEL_SEGMENT: u64 = 512;
+
 impl Harness {
     fn new(fjall: bool) -> Harness {
         let dir = tempfile::tempdir().unwrap();
@@ -174,7 +178,8 @@ impl Harness {
         let link = LinkTx::new(1, tx, CancellationToken::new());
         let gate = Arc::new(Gate::default());
         let storage = open_storage(dir.path(), fjall, &gate);
-        let journal = crate::recover(&*storage, &dir.path().join("journal")).unwrap();
+        let journal =
+            crate::recover(&*storage, &dir.path().join("journal"), MODEL_SEGMENT).unwrap();
         let mut h = Harness {
             dir,
             gate,
@@ -293,11 +298,12 @@ impl Harness {
         self.flusher.take().unwrap().await.unwrap();
         // Every handle on the engine must go before it can be opened again.
         let dir = self.dir.path().to_owned();
-        self.journal = Arc::new(Journal::start_fresh(&dir.join("scratch")).unwrap());
+        self.journal = Arc::new(Journal::start_fresh(&dir.join("scratch"), 64 << 10).unwrap());
         let old = std::mem::replace(&mut self.storage, Arc::new(NoStorage));
         drop(old);
         self.storage = open_storage(&dir, self.fjall, &self.gate);
-        self.journal = Arc::new(crate::recover(&*self.storage, &dir.join("journal")).unwrap());
+        self.journal =
+            Arc::new(crate::recover(&*self.storage, &dir.join("journal"), MODEL_SEGMENT).unwrap());
         self.start();
     }
 
