@@ -274,8 +274,10 @@ impl Config {
         }
         if !SEGMENT_SIZE_RANGE.contains(&self.journal.segment_size.as_u64()) {
             errs.push(format!(
-                "journal.segment_size: {} is outside 64 KiB to 1 GiB",
-                self.journal.segment_size
+                "journal.segment_size: {} is outside {} to {}",
+                self.journal.segment_size,
+                bytesize::ByteSize::b(*SEGMENT_SIZE_RANGE.start()),
+                bytesize::ByteSize::b(*SEGMENT_SIZE_RANGE.end()),
             ));
         }
         if self.shutdown.grace.is_zero() {

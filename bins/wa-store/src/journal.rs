@@ -125,6 +125,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> JournalError + '_ {
     }
 }
 
+#[derive(Default)]
 struct Segment {
     /// Items appended here and neither deleted nor written back and flushed.
     live: u64,
@@ -308,6 +309,13 @@ fn create_segment(
     Ok(f)
 }
 
+/// The buffered writer of a segment, and its file for `fdatasync` outside
+/// the journal's lock.
+fn writer_for(f: File, path: &Path) -> Result<(BufWriter<File>, Arc<File>), JournalError> {
+    let sync = Arc::new(f.try_clone().map_err(io(path))?);
+    Ok((BufWriter::with_capacity(1 << 16, f), sync))
+}
+
 /// Size of the first segment after a start (made before the store serves,
 /// so kept small); later ones are `[journal] segment_size`, made ahead of need.
 const FIRST_SEGMENT_BYTES: u64 = 4 << 20;
@@ -359,27 +367,31 @@ impl Shared {
         };
     }
 
+    /// `g` again, once no spare is being made.
+    fn spare_settled<'a>(
+        &self,
+        mut g: std::sync::MutexGuard<'a, Inner>,
+    ) -> std::sync::MutexGuard<'a, Inner> {
+        while let Spare::Preparing = g.spare {
+            g = self.spare_done.wait(g).unwrap_or_else(|p| p.into_inner());
+        }
+        g
+    }
+
     /// Seals the current segment (written and synced) and begins `next`.
     fn rotate_to(&self, inner: &mut Inner, next: File, cap: u64) -> Result<(), JournalError> {
         let p = segment_path(&self.dir, inner.current);
         inner.writer.flush().map_err(io(&p))?;
         inner.file.sync_data().map_err(io(&p))?;
         let id = inner.current + 1;
-        let sync = Arc::new(next.try_clone().map_err(io(&segment_path(&self.dir, id)))?);
+        let (writer, sync) = writer_for(next, &segment_path(&self.dir, id))?;
         inner
             .segments
             .get_mut(&inner.current)
             .expect("listed")
             .sealed = true;
-        inner.segments.insert(
-            id,
-            Segment {
-                live: 0,
-                sealed: false,
-                covered: false,
-            },
-        );
-        inner.writer = BufWriter::with_capacity(1 << 16, next);
+        inner.segments.insert(id, Segment::default());
+        inner.writer = writer;
         inner.file = sync;
         inner.current = id;
         inner.current_len = 0;
@@ -407,21 +419,13 @@ impl Journal {
             std::fs::remove_file(&p).map_err(io(&p))?;
         }
         let f = create_segment(dir, next, first, &AtomicBool::new(false))?;
-        let file = Arc::new(f.try_clone().map_err(io(&segment_path(dir, next)))?);
-        let mut segments = BTreeMap::new();
-        segments.insert(
-            next,
-            Segment {
-                live: 0,
-                sealed: false,
-                covered: false,
-            },
-        );
+        let (writer, file) = writer_for(f, &segment_path(dir, next))?;
+        let segments = BTreeMap::from([(next, Segment::default())]);
         Ok(Journal {
             shared: Arc::new(Shared {
                 dir: dir.to_owned(),
                 inner: Mutex::new(Inner {
-                    writer: BufWriter::with_capacity(1 << 16, f),
+                    writer,
                     file,
                     current: next,
                     current_len: 0,
@@ -476,18 +480,15 @@ impl Journal {
                 .live += 1;
         }
         if inner.current_len >= inner.cap / 2 {
-            if inner.current_len >= inner.cap
-                && let Spare::Ready(..) = inner.spare
-            {
-                let Spare::Ready(next, cap) = std::mem::replace(&mut inner.spare, Spare::None)
-                else {
-                    unreachable!("matched above")
-                };
-                self.shared.rotate_to(inner, next, cap)?;
-            } else {
+            let full = inner.current_len >= inner.cap;
+            match std::mem::replace(&mut inner.spare, Spare::None) {
+                Spare::Ready(next, cap) if full => self.shared.rotate_to(inner, next, cap)?,
                 // (Until a spare is ready the current segment grows past its
                 // zero-filled size: slower syncs, nothing lost.)
-                self.shared.request_spare(inner);
+                spare => {
+                    inner.spare = spare;
+                    self.shared.request_spare(inner);
+                }
             }
         }
         Ok(current)
@@ -517,27 +518,16 @@ impl Journal {
     /// Seals the current segment now (clean shutdown), so that it can be
     /// released like the others.
     pub fn seal(&self) -> Result<(), JournalError> {
-        let mut g = self.lock();
-        loop {
-            match std::mem::replace(&mut g.spare, Spare::None) {
-                Spare::Ready(next, cap) => return self.shared.rotate_to(&mut g, next, cap),
-                Spare::Preparing => {
-                    g.spare = Spare::Preparing;
-                    g = self
-                        .shared
-                        .spare_done
-                        .wait(g)
-                        .unwrap_or_else(|p| p.into_inner());
-                }
-                Spare::None | Spare::Failed(_) => {
-                    // Made here, unfilled: sealing is rare and must not wait.
-                    let id = g.current + 1;
-                    let next = create_segment(&self.shared.dir, id, 0, &self.shared.closing)?;
-                    let cap = self.shared.segment_bytes;
-                    return self.shared.rotate_to(&mut g, next, cap);
-                }
-            }
-        }
+        let mut g = self.shared.spare_settled(self.lock());
+        let (next, cap) = match std::mem::replace(&mut g.spare, Spare::None) {
+            Spare::Ready(next, cap) => (next, cap),
+            // Made here, unfilled: sealing is rare and must not wait.
+            _ => (
+                create_segment(&self.shared.dir, g.current + 1, 0, &self.shared.closing)?,
+                self.shared.segment_bytes,
+            ),
+        };
+        self.shared.rotate_to(&mut g, next, cap)
     }
 
     /// Called when a write-back round begins; pass the result to
@@ -592,14 +582,7 @@ impl Drop for Journal {
     /// again on the same directory in this process cannot meet its file.
     fn drop(&mut self) {
         self.shared.closing.store(true, Ordering::Relaxed);
-        let mut g = self.lock();
-        while let Spare::Preparing = g.spare {
-            g = self
-                .shared
-                .spare_done
-                .wait(g)
-                .unwrap_or_else(|p| p.into_inner());
-        }
+        drop(self.shared.spare_settled(self.lock()));
     }
 }
 
@@ -647,11 +630,10 @@ mod tests {
     impl Journal {
         /// Waits until no spare is being made; whether one is ready.
         fn spare_settled(&self) -> bool {
-            let mut g = self.lock();
-            while let Spare::Preparing = g.spare {
-                g = self.shared.spare_done.wait(g).unwrap();
-            }
-            matches!(g.spare, Spare::Ready(..))
+            matches!(
+                self.shared.spare_settled(self.lock()).spare,
+                Spare::Ready(..)
+            )
         }
     }
 
@@ -790,37 +772,30 @@ mod tests {
         std::fs::write(segment_path(dir.path(), fresh[0] - 1), &bytes).unwrap();
         let err = replay(dir.path(), |_| Ok(())).err().unwrap();
         assert!(matches!(err, JournalError::Corrupt { .. }), "{err}");
-
-        // Bytes after the zeros that end a segment's records are torn too.
-        let dir = tempfile::tempdir().unwrap();
-        let j = Journal::start_sized(dir.path(), 4096, 4096).unwrap();
-        j.append(&app("bob", 1), true).unwrap();
-        j.seal().unwrap();
-        j.append(&app("bob", 2), true).unwrap();
-        j.sync().unwrap();
-        let first = segment_path(dir.path(), list(dir.path()).unwrap()[0]);
-        let mut bytes = std::fs::read(&first).unwrap();
-        assert_eq!(bytes.len(), 4096);
-        bytes[4000] = 1;
-        std::fs::write(&first, &bytes).unwrap();
-        let err = replay(dir.path(), |_| Ok(())).err().unwrap();
-        assert!(matches!(err, JournalError::Corrupt { .. }), "{err}");
     }
 
     #[test]
     fn corruption_before_the_last_segment_refuses_to_start() {
-        let dir = tempfile::tempdir().unwrap();
-        let j = Journal::start_fresh(dir.path(), SEGMENT_BYTES).unwrap();
-        j.append(&app("bob", 1), true).unwrap();
-        j.seal().unwrap();
-        j.append(&app("bob", 2), true).unwrap();
-        j.sync().unwrap();
-        let first = segment_path(dir.path(), list(dir.path()).unwrap()[0]);
-        let mut bytes = std::fs::read(&first).unwrap();
-        bytes[9] ^= 0xff;
-        std::fs::write(&first, &bytes).unwrap();
-        let err = replay(dir.path(), |_| Ok(())).err().unwrap();
-        assert!(matches!(err, JournalError::Corrupt { .. }), "{err}");
+        // A flipped byte in a record; a byte after the zeros that end the
+        // records (torn too, as only the last segment may be).
+        for (at, flip) in [(9, 0xff), (4000, 1)] {
+            let dir = tempfile::tempdir().unwrap();
+            let j = Journal::start_sized(dir.path(), 4096, 4096).unwrap();
+            j.append(&app("bob", 1), true).unwrap();
+            j.seal().unwrap();
+            j.append(&app("bob", 2), true).unwrap();
+            j.sync().unwrap();
+            let first = segment_path(dir.path(), list(dir.path()).unwrap()[0]);
+            let mut bytes = std::fs::read(&first).unwrap();
+            assert_eq!(bytes.len(), 4096, "zero-filled");
+            bytes[at] ^= flip;
+            std::fs::write(&first, &bytes).unwrap();
+            let err = replay(dir.path(), |_| Ok(())).err().unwrap();
+            assert!(
+                matches!(err, JournalError::Corrupt { .. }),
+                "byte {at}: {err}"
+            );
+        }
     }
 
     #[test]

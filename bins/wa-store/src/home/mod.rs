@@ -136,9 +136,9 @@ pub enum Op {
     Expire { user: String, seqs: Vec<u64> },
     /// Hand over at most `max` of the cached items appended before `due`
     /// (every one with `all`; over the memory budget, the oldest others
-    /// too), for the write-back task to write to the engine; on the shard's last slice of a round, with the
-    /// sequence counters the engine has not seen (sent to every shard, again
-    /// while it reports `more`). The items stay in memory, marked in flight,
+    /// too), for the write-back task to write to the engine; on the shard's
+    /// last slice of a round, with the sequence counters the engine has not
+    /// seen (sent to every shard, again while it reports `more`). The items stay in memory, marked in flight,
     /// until [`Op::WrittenBack`]; meanwhile the shard goes on with its other
     /// operations, so a slow engine slows write-back, not appends.
     WriteBack {

@@ -298,7 +298,7 @@ impl Harness {
         self.flusher.take().unwrap().await.unwrap();
         // Every handle on the engine must go before it can be opened again.
         let dir = self.dir.path().to_owned();
-        self.journal = Arc::new(Journal::start_fresh(&dir.join("scratch"), 64 << 10).unwrap());
+        self.journal = Arc::new(Journal::start_fresh(&dir.join("scratch"), MODEL_SEGMENT).unwrap());
         let old = std::mem::replace(&mut self.storage, Arc::new(NoStorage));
         drop(old);
         self.storage = open_storage(&dir, self.fjall, &self.gate);
