@@ -40,6 +40,7 @@ impl SledStorage {
             source,
         };
         std::fs::create_dir_all(dir).map_err(|e| open_err(Box::new(e)))?;
+        remove_unfinished_snapshots(dir).map_err(|e| open_err(Box::new(e)))?;
         let db = sled::Config::new()
             .path(dir)
             .open()
@@ -47,6 +48,29 @@ impl SledStorage {
         let log = std::fs::File::open(dir.join("db")).map_err(|e| open_err(Box::new(e)))?;
         Ok(SledStorage { db, log })
     }
+}
+
+/// Removes the snapshot files sled was still writing when it stopped
+/// (`snap.<lsn>.generating`).
+///
+/// sled 0.34 writes a snapshot under that name, syncs it and only then
+/// renames it to `snap.<lsn>`, deleting the older ones after. But on open it
+/// takes the newest name of either kind, so a kill in the middle of writing
+/// one left a file whose CRC fails, and sled refused to open ("corrupt
+/// snapshot file found", seen in the crash loop). Such a file is never
+/// needed: the snapshot before it is still there (or there was none, and
+/// sled replays its whole log), so removing it loses nothing.
+fn remove_unfinished_snapshots(dir: &Path) -> std::io::Result<()> {
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.starts_with("snap.") && name.ends_with(".generating") {
+            tracing::warn!(file = %e.path().display(), "removing a sled snapshot an abrupt stop left unfinished");
+            std::fs::remove_file(e.path())?;
+        }
+    }
+    Ok(())
 }
 
 impl Storage for SledStorage {
@@ -250,5 +274,56 @@ impl Storage for SledStorage {
             op: "fsync",
             source: Box::new(e),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a kill while sled writes a snapshot leaves: the start of a
+    /// snapshot, under a name that sorts after every finished one.
+    fn leave_unfinished_snapshot(dir: &Path) {
+        std::fs::write(
+            dir.join("snap.FFFFFFFFFFFFFFF0.generating"),
+            vec![7u8; 64 << 10],
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn an_unfinished_snapshot_is_removed_and_needed_to_be() {
+        let with_data = |dir: &Path| {
+            let s = SledStorage::open(dir).unwrap();
+            s.set_last_seen("bob", 7).unwrap();
+            s.flush().unwrap();
+        };
+        // Needed: sled alone cannot open what the kill left.
+        let raw = tempfile::tempdir().unwrap();
+        with_data(raw.path());
+        leave_unfinished_snapshot(raw.path());
+        // (An I/O error is the closed database's lock, not yet released.)
+        let started = std::time::Instant::now();
+        let raw_open = loop {
+            match sled::Config::new().path(raw.path()).open() {
+                Err(sled::Error::Io(_)) if started.elapsed().as_secs() < 10 => {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                r => break r,
+            }
+        };
+        assert!(
+            matches!(raw_open, Err(sled::Error::Corruption { .. })),
+            "sled opens past an unfinished snapshot by itself; the cleanup is no longer needed: {:?}",
+            raw_open.map(|_| ())
+        );
+
+        // Sufficient: our open removes it, and the data is all there.
+        let dir = tempfile::tempdir().unwrap();
+        with_data(dir.path());
+        leave_unfinished_snapshot(dir.path());
+        let s = crate::storage::tests::retrying(|| SledStorage::open(dir.path())).unwrap();
+        assert_eq!(s.last_seen("bob").unwrap(), Some(7));
+        assert!(!dir.path().join("snap.FFFFFFFFFFFFFFF0.generating").exists());
     }
 }
