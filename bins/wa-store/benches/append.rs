@@ -343,72 +343,221 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
     f64::from(sorted[i]) / 1000.0
 }
 
-async fn append_run(args: &Args, engine: &str, writers: usize) {
-    let load_before = loadavg();
-    let store = start(args, engine).await;
-    let mut edges = Vec::new();
-    for _ in 0..args.links {
-        edges.push(Edge::connect(store.addr, store.dir.path(), None).await);
+/// What one load task measured: latencies (µs, from when each append was
+/// due), refusals, the slow ones as (when due, µs), and, open loop only, how
+/// late each send went out and the time from the actual send.
+type Measured = (Vec<u32>, u64, Vec<(Instant, u32)>, Vec<u32>, Vec<u32>);
+
+fn micros(d: Duration) -> u32 {
+    d.as_micros().min(u128::from(u32::MAX)) as u32
+}
+
+/// Closed loop: a task per writer, each sending its next append as soon as
+/// the last was accepted.
+fn closed_loop(
+    args: &Args,
+    edges: &[Edge],
+    writers: usize,
+    phase: &Arc<AtomicU8>,
+    body: &Bytes,
+) -> Vec<tokio::task::JoinHandle<Measured>> {
+    let slow_us = args.slow_ms * 1000;
+    (0..writers)
+        .map(|w| {
+            let edge = edges[w % edges.len()].clone();
+            let phase = Arc::clone(phase);
+            let body = body.clone();
+            let to = format!("u{}", w % args.recipients);
+            let from = format!("w{w}");
+            tokio::spawn(async move {
+                let (mut lat, mut slow, mut refused) = (Vec::new(), Vec::new(), 0);
+                let mut n = 0u64;
+                while phase.load(Ordering::Relaxed) != STOP {
+                    n += 1;
+                    let t0 = Instant::now();
+                    let r = edge
+                        .append(to.clone(), &from, id_for(w, n), body.clone())
+                        .await;
+                    let us = micros(t0.elapsed());
+                    if r.code != 0 {
+                        refused += 1;
+                    } else if phase.load(Ordering::Relaxed) == MEASURE {
+                        lat.push(us);
+                        if slow_us > 0 && u64::from(us) > slow_us {
+                            slow.push((t0, us));
+                        }
+                    }
+                }
+                (lat, refused, slow, Vec::new(), Vec::new())
+            })
+        })
+        .collect()
+}
+
+/// Open loop: the writers together offer `--rate` appends/s, each on a
+/// fixed schedule (its first send spread over one period so that they do not
+/// fire together), one append in flight per writer: an append that falls due
+/// while its writer's last one is unanswered goes out when that answer comes,
+/// and its latency still counts from when it was due.
+///
+/// One task per link drives all of the link's writers from one timer, and
+/// its reader hands it the answers, rather than a task, a timer and a
+/// oneshot per writer: the generator shares the store's two cores, and the
+/// lighter it is the less of its own cost (CPU and queueing) it adds to the
+/// store's latency. (An edge is on machines of its own.)
+/// The appends one open-loop link task sent.
+struct Sends {
+    /// Per writer (index into the link's writers): appends sent.
+    sent: Vec<u64>,
+    /// req -> (writer, when due, when sent)
+    flight: HashMap<u64, (usize, Instant, Instant)>,
+    next_req: u64,
+}
+
+impl Sends {
+    /// The next append of writer `i` of `mine`, due at `due`.
+    fn frame(
+        &mut self,
+        mine: &[usize],
+        i: usize,
+        due: Instant,
+        recipients: usize,
+        body: &Bytes,
+    ) -> link_up::Kind {
+        self.sent[i] += 1;
+        let req = self.next_req;
+        self.next_req += 1;
+        self.flight.insert(req, (i, due, Instant::now()));
+        let writer = mine[i];
+        link_up::Kind::Append(Append {
+            req,
+            to: format!("u{}", writer % recipients),
+            envelope: Some(envelope(
+                &format!("w{writer}"),
+                Bytes::copy_from_slice(&id_for(writer, self.sent[i])),
+                body.clone(),
+            )),
+            epoch: 1,
+        })
     }
-    let phase = Arc::new(AtomicU8::new(WARM));
-    let body = Bytes::from(vec![b'x'; args.body]);
-    let mut tasks = Vec::with_capacity(writers);
-    for w in 0..writers {
-        let edge = edges[w % edges.len()].clone();
-        let phase = Arc::clone(&phase);
-        let body = body.clone();
-        let to = format!("u{}", w % args.recipients);
-        let from = format!("w{w}");
-        // Open loop: this writer's share of the rate, its first send spread
-        // over one period so that the writers do not fire together.
-        let period =
-            (args.rate > 0).then(|| Duration::from_secs_f64(writers as f64 / args.rate as f64));
-        let first =
-            period.map(|p| tokio::time::Instant::now() + p.mul_f64(w as f64 / writers as f64));
+}
+
+async fn open_loop(
+    args: &Args,
+    store: &Store,
+    writers: usize,
+    phase: &Arc<AtomicU8>,
+    body: &Bytes,
+) -> Vec<tokio::task::JoinHandle<Measured>> {
+    let period = Duration::from_secs_f64(writers as f64 / args.rate as f64);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for l in 0..args.links {
+        let mut link = Link::open(store.addr, store.dir.path(), &SECRET).await;
+        match link.recv().await {
+            Some(link_down::Kind::AuthOk(_)) => {}
+            other => panic!("expected AuthOk, got {other:?}"),
+        }
+        let (mut reader, mut w) = link.split();
+        // (req, code, when it came)
+        let (answers_tx, mut answers) = mpsc::unbounded_channel::<(u64, u32, Instant)>();
+        tokio::spawn(async move {
+            while let Ok(Some(frame)) = reader.next().await {
+                if let link_down::Kind::AppendResult(a) = frame {
+                    let _ = answers_tx.send((a.req, a.code, Instant::now()));
+                }
+            }
+        });
+        // This link's writers, in the order their sends fall due.
+        let mine: Vec<usize> = (l..writers).step_by(args.links).collect();
+        let (phase, body, recipients) = (Arc::clone(phase), body.clone(), args.recipients);
         let slow_us = args.slow_ms * 1000;
         tasks.push(tokio::spawn(async move {
-            let mut lat: Vec<u32> = Vec::new();
-            // How late each send left its task (open loop): the generator's share.
-            let mut late: Vec<u32> = Vec::new();
-            let mut from_send: Vec<u32> = Vec::new();
-            // (when it was due or sent, how long it took) of the slow ones
-            let mut slow: Vec<(Instant, u32)> = Vec::new();
-            let mut refused = 0u64;
-            let mut n = 0u64;
-            let mut due = first;
+            let (mut lat, mut late, mut from_send) = (Vec::new(), Vec::new(), Vec::new());
+            let (mut slow, mut refused) = (Vec::new(), 0u64);
+            let mut busy = vec![false; mine.len()];
+            let mut waiting: Vec<std::collections::VecDeque<Instant>> =
+                vec![Default::default(); mine.len()];
+            let mut out = Sends {
+                sent: vec![0; mine.len()],
+                flight: HashMap::new(),
+                next_req: 1,
+            };
+            let (mut round, mut cursor) = (0u32, 0usize);
+            let due_of = |round: u32, i: usize| {
+                start + period.mul_f64(mine[i] as f64 / writers as f64) + period * round
+            };
             loop {
-                let p = phase.load(Ordering::Relaxed);
-                if p == STOP {
+                if phase.load(Ordering::Relaxed) == STOP {
                     break;
                 }
-                n += 1;
-                let t0 = match (due, period) {
-                    (Some(d), Some(p)) => {
-                        tokio::time::sleep_until(d).await;
-                        due = Some(d + p);
-                        d.into_std()
+                let next_due = due_of(round, cursor);
+                tokio::select! {
+                    biased;
+                    Some(first) = answers.recv() => {
+                        let mut a = Some(first);
+                        while let Some((req, code, at)) = a.take().or_else(|| answers.try_recv().ok()) {
+                            let Some((i, due, sent_at)) = out.flight.remove(&req) else { continue };
+                            if code != 0 {
+                                refused += 1;
+                            } else if phase.load(Ordering::Relaxed) == MEASURE {
+                                let us = micros(at.saturating_duration_since(due));
+                                lat.push(us);
+                                late.push(micros(sent_at.saturating_duration_since(due)));
+                                from_send.push(micros(at.saturating_duration_since(sent_at)));
+                                if slow_us > 0 && u64::from(us) > slow_us {
+                                    slow.push((due, us));
+                                }
+                            }
+                            busy[i] = false;
+                            if let Some(d) = waiting[i].pop_front() {
+                                busy[i] = true;
+                                w.queue(out.frame(&mine, i, d, recipients, &body)).await.expect("the store reads its links");
+                            }
+                        }
                     }
-                    _ => Instant::now(),
-                };
-                let lateness = t0.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
-                let r = edge
-                    .append(to.clone(), &from, id_for(w, n), body.clone())
-                    .await;
-                let us = t0.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
-                if r.code != 0 {
-                    refused += 1;
-                } else if phase.load(Ordering::Relaxed) == MEASURE {
-                    lat.push(us);
-                    late.push(lateness);
-                    from_send.push(us.saturating_sub(lateness));
-                    if slow_us > 0 && u64::from(us) > slow_us {
-                        slow.push((t0, us));
+                    () = tokio::time::sleep_until(next_due.into()) => {
+                        let now = Instant::now();
+                        loop {
+                            let due = due_of(round, cursor);
+                            if due > now {
+                                break;
+                            }
+                            if busy[cursor] {
+                                waiting[cursor].push_back(due);
+                            } else {
+                                busy[cursor] = true;
+                                w.queue(out.frame(&mine, cursor, due, recipients, &body)).await.expect("the store reads its links");
+                            }
+                            cursor += 1;
+                            if cursor == mine.len() {
+                                (cursor, round) = (0, round + 1);
+                            }
+                        }
                     }
                 }
+                w.flush().await.expect("the store reads its links");
             }
             (lat, refused, slow, late, from_send)
         }));
     }
+    tasks
+}
+
+async fn append_run(args: &Args, engine: &str, writers: usize) {
+    let load_before = loadavg();
+    let store = start(args, engine).await;
+    let phase = Arc::new(AtomicU8::new(WARM));
+    let body = Bytes::from(vec![b'x'; args.body]);
+    let mut edges = Vec::new();
+    let tasks = if args.rate > 0 {
+        open_loop(args, &store, writers, &phase, &body).await
+    } else {
+        for _ in 0..args.links {
+            edges.push(Edge::connect(store.addr, store.dir.path(), None).await);
+        }
+        closed_loop(args, &edges, writers, &phase, &body)
+    };
     tokio::time::sleep(Duration::from_secs(args.warmup)).await;
     phase.store(MEASURE, Ordering::Relaxed);
     let t0 = Instant::now();
