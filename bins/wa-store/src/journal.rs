@@ -3,8 +3,12 @@
 //!
 //! Appends and deletes (and key-value writes and revocations, which also go
 //! straight to the engine) are written as records to numbered segment files
-//! (`journal/00000000000000000001.wal`, …). The group-commit flusher calls
-//! [`Journal::sync`] (one `fdatasync` for every record written before it);
+//! (`journal/00000000000000000001.wal`, …). An append only encodes its
+//! record into memory; the group-commit flusher's thread calls
+//! [`Journal::sync`], which writes every record appended before it and syncs
+//! it (one `write` and one `fdatasync` per segment touched), so no shard
+//! ever waits on the disk. A failed write or sync fails the journal for good
+//! ([`JournalError::Failed`]): nothing is acknowledged after it;
 //! the write-back cache (`crate::home`) keeps the mailbox items in memory and
 //! writes an item to the engine only if it is still undelivered after the sync
 //! delay. A segment is deleted once every item appended in it was either
@@ -30,7 +34,8 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -116,6 +121,11 @@ pub enum JournalError {
         "journal segment {path} is corrupt at byte {offset} and is not the last one; refusing to guess (move it aside to start without it)"
     )]
     Corrupt { path: PathBuf, offset: u64 },
+    /// A write or sync failed earlier: what was written since may not be on
+    /// disk, and a record written after a torn one would be lost on replay,
+    /// so nothing more is acknowledged until a restart replays the journal.
+    #[error("the journal failed earlier ({first}); restart the store to replay it")]
+    Failed { first: String },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> JournalError + '_ {
@@ -146,11 +156,20 @@ enum Spare {
     Failed(Instant),
 }
 
+/// Records appended to one segment and not yet handed to the sync thread.
+struct Chunk {
+    id: u64,
+    file: Arc<File>,
+    /// Where in the segment `bytes` go.
+    at: u64,
+    bytes: Vec<u8>,
+}
+
 struct Inner {
-    writer: BufWriter<File>,
-    /// The current segment's file, for `fdatasync` outside the lock.
+    /// The current segment's file.
     file: Arc<File>,
     current: u64,
+    /// Bytes of records in the current segment (written or not).
     current_len: u64,
     /// The current segment's zero-filled size: writes below it change no
     /// file metadata, so their `fdatasync` does not wait on the file
@@ -158,7 +177,16 @@ struct Inner {
     cap: u64,
     spare: Spare,
     segments: BTreeMap<u64, Segment>,
-    scratch: Vec<u8>,
+    /// Records appended since the last [`Journal::sync`] took them, oldest
+    /// first (more than one chunk only when a segment was sealed meanwhile).
+    /// Appends never do I/O: a `write` can block on the file system's
+    /// journal (an mtime update), and a shard waiting on it stalls the
+    /// runtime thread it runs on.
+    unwritten: Vec<Chunk>,
+    /// Emptied buffers of written chunks, for reuse.
+    free: Vec<Vec<u8>>,
+    /// The first write or sync error (see [`JournalError::Failed`]).
+    failed: Option<String>,
 }
 
 struct Shared {
@@ -309,18 +337,13 @@ fn create_segment(
     Ok(f)
 }
 
-/// The buffered writer of a segment, and its file for `fdatasync` outside
-/// the journal's lock.
-fn writer_for(f: File, path: &Path) -> Result<(BufWriter<File>, Arc<File>), JournalError> {
-    let sync = Arc::new(f.try_clone().map_err(io(path))?);
-    Ok((BufWriter::with_capacity(1 << 16, f), sync))
-}
-
 /// Size of the first segment after a start (made before the store serves,
 /// so kept small); later ones are `[journal] segment_size`, made ahead of need.
 const FIRST_SEGMENT_BYTES: u64 = 4 << 20;
 /// Zeros written (and synced) per step when making a segment.
 const ZERO_CHUNK: usize = 256 << 10;
+/// A chunk's buffer to begin with (they are reused).
+const CHUNK_BYTES: usize = 64 << 10;
 /// After a failed spare, the next attempt waits this long.
 const SPARE_RETRY: Duration = Duration::from_secs(1);
 
@@ -378,25 +401,21 @@ impl Shared {
         g
     }
 
-    /// Seals the current segment (written and synced) and begins `next`.
-    fn rotate_to(&self, inner: &mut Inner, next: File, cap: u64) -> Result<(), JournalError> {
-        let p = segment_path(&self.dir, inner.current);
-        inner.writer.flush().map_err(io(&p))?;
-        inner.file.sync_data().map_err(io(&p))?;
-        let id = inner.current + 1;
-        let (writer, sync) = writer_for(next, &segment_path(&self.dir, id))?;
+    /// Seals the current segment and begins `next`. (The sync thread
+    /// writes and syncs the sealed segment's last records before any of
+    /// `next`'s: only the last segment may end torn.)
+    fn rotate_to(&self, inner: &mut Inner, next: File, cap: u64) {
         inner
             .segments
             .get_mut(&inner.current)
             .expect("listed")
             .sealed = true;
+        let id = inner.current + 1;
         inner.segments.insert(id, Segment::default());
-        inner.writer = writer;
-        inner.file = sync;
+        inner.file = Arc::new(next);
         inner.current = id;
         inner.current_len = 0;
         inner.cap = cap;
-        Ok(())
     }
 }
 
@@ -418,21 +437,21 @@ impl Journal {
             let p = segment_path(dir, id);
             std::fs::remove_file(&p).map_err(io(&p))?;
         }
-        let f = create_segment(dir, next, first, &AtomicBool::new(false))?;
-        let (writer, file) = writer_for(f, &segment_path(dir, next))?;
+        let file = Arc::new(create_segment(dir, next, first, &AtomicBool::new(false))?);
         let segments = BTreeMap::from([(next, Segment::default())]);
         Ok(Journal {
             shared: Arc::new(Shared {
                 dir: dir.to_owned(),
                 inner: Mutex::new(Inner {
-                    writer,
                     file,
                     current: next,
                     current_len: 0,
                     cap: first,
                     spare: Spare::None,
                     segments,
-                    scratch: Vec::with_capacity(4096),
+                    unwritten: Vec::new(),
+                    free: Vec::new(),
+                    failed: None,
                 }),
                 spare_done: Condvar::new(),
                 segment_bytes,
@@ -445,32 +464,45 @@ impl Journal {
         self.shared.lock()
     }
 
-    /// Buffers `rec`; returns the segment it went to. `live` counts it as an
-    /// item that must be settled before the segment can go.
+    /// Buffers `rec` (no I/O: [`Journal::sync`] writes it); returns the
+    /// segment it went to. `live` counts it as an item that must be settled
+    /// before the segment can go.
     pub fn append(&self, rec: &Record, live: bool) -> Result<u64, JournalError> {
         let mut g = self.lock();
         let inner = &mut *g;
-        inner.scratch.clear();
-        prost::Message::encode(rec, &mut inner.scratch).expect("a Vec grows as needed");
+        if let Some(first) = &inner.failed {
+            return Err(JournalError::Failed {
+                first: first.clone(),
+            });
+        }
         let current = inner.current;
-        if inner.scratch.is_empty() {
+        if inner.unwritten.last().is_none_or(|c| c.id != current) {
+            let bytes = inner
+                .free
+                .pop()
+                .unwrap_or_else(|| Vec::with_capacity(CHUNK_BYTES));
+            inner.unwritten.push(Chunk {
+                id: current,
+                file: Arc::clone(&inner.file),
+                at: inner.current_len,
+                bytes,
+            });
+        }
+        let buf = &mut inner.unwritten.last_mut().expect("pushed above").bytes;
+        let start = buf.len();
+        buf.extend_from_slice(&[0u8; 8]);
+        prost::Message::encode(rec, buf).expect("a Vec grows as needed");
+        let len = buf.len() - start - 8;
+        if len == 0 {
             // (A record without a kind replays as nothing; and a zero length
             // would read as the end of the segment.)
+            buf.truncate(start);
             return Ok(current);
         }
-        let len = u32::try_from(inner.scratch.len()).expect("records are small");
-        let crc = crc32fast::hash(&inner.scratch);
-        let mut head = [0u8; 8];
-        head[..4].copy_from_slice(&len.to_be_bytes());
-        head[4..].copy_from_slice(&crc.to_be_bytes());
-        // (The path is built only for an error: formatting it for every
-        // append cost a few percent of the store's CPU.)
-        let failed = |source| JournalError::Io {
-            path: segment_path(&self.shared.dir, current),
-            source,
-        };
-        inner.writer.write_all(&head).map_err(failed)?;
-        inner.writer.write_all(&inner.scratch).map_err(failed)?;
+        let crc = crc32fast::hash(&buf[start + 8..]);
+        let len = u32::try_from(len).expect("records are small");
+        buf[start..start + 4].copy_from_slice(&len.to_be_bytes());
+        buf[start + 4..start + 8].copy_from_slice(&crc.to_be_bytes());
         inner.current_len += 8 + u64::from(len);
         if live {
             inner
@@ -482,7 +514,7 @@ impl Journal {
         if inner.current_len >= inner.cap / 2 {
             let full = inner.current_len >= inner.cap;
             match std::mem::replace(&mut inner.spare, Spare::None) {
-                Spare::Ready(next, cap) if full => self.shared.rotate_to(inner, next, cap)?,
+                Spare::Ready(next, cap) if full => self.shared.rotate_to(inner, next, cap),
                 // (Until a spare is ready the current segment grows past its
                 // zero-filled size: slower syncs, nothing lost.)
                 spare => {
@@ -494,18 +526,52 @@ impl Journal {
         Ok(current)
     }
 
-    /// Makes every record appended before this call durable.
+    /// Makes every record appended before this call durable: writes them
+    /// and syncs their segments. Only one thread calls it at a time (the
+    /// group commit's sync thread).
+    ///
+    /// A failure fails the journal for good (see [`JournalError::Failed`]):
+    /// after a failed `fdatasync` the kernel may have dropped the dirty
+    /// pages, and a retry that succeeds would not have written them.
     pub fn sync(&self) -> Result<(), JournalError> {
-        let (file, id) = {
+        let chunks = {
             let mut g = self.lock();
-            let id = g.current;
-            g.writer
-                .flush()
-                .map_err(io(&segment_path(&self.shared.dir, id)))?;
-            (Arc::clone(&g.file), id)
+            if let Some(first) = &g.failed {
+                return Err(JournalError::Failed {
+                    first: first.clone(),
+                });
+            }
+            std::mem::take(&mut g.unwritten)
         };
-        file.sync_data()
-            .map_err(io(&segment_path(&self.shared.dir, id)))
+        let mut result = Ok(());
+        let mut free = Vec::new();
+        for mut c in chunks {
+            if result.is_ok() {
+                // Each chunk synced before the next is written: a sealed
+                // segment's last records reach the disk before any of the
+                // next segment's can.
+                let path = || segment_path(&self.shared.dir, c.id);
+                result = c
+                    .file
+                    .write_all_at(&c.bytes, c.at)
+                    .and_then(|()| c.file.sync_data())
+                    .map_err(|source| JournalError::Io {
+                        path: path(),
+                        source,
+                    });
+            }
+            c.bytes.clear();
+            if c.bytes.capacity() <= 4 * CHUNK_BYTES {
+                free.push(c.bytes);
+            }
+        }
+        let mut g = self.lock();
+        if let Err(e) = &result {
+            g.failed.get_or_insert_with(|| e.to_string());
+        }
+        g.free.append(&mut free);
+        g.free.truncate(2);
+        result
     }
 
     /// `n` items of `segment` were deleted or written back and flushed.
@@ -527,7 +593,8 @@ impl Journal {
                 self.shared.segment_bytes,
             ),
         };
-        self.shared.rotate_to(&mut g, next, cap)
+        self.shared.rotate_to(&mut g, next, cap);
+        Ok(())
     }
 
     /// Called when a write-back round begins; pass the result to
@@ -692,6 +759,47 @@ mod tests {
         let (recs, torn) = replayed(dir.path());
         assert_eq!(recs.len(), 5);
         assert!(!torn, "the zeros after the records are a clean end");
+    }
+
+    #[test]
+    fn appends_stay_in_memory_until_a_sync_writes_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::start_sized(dir.path(), 4096, 8192).unwrap();
+        j.append(&app("bob", 1), true).unwrap();
+        j.append(&app("bob", 2), true).unwrap();
+        assert!(replayed(dir.path()).0.is_empty(), "nothing written yet");
+        j.sync().unwrap();
+        assert_eq!(replayed(dir.path()).0, [app("bob", 1), app("bob", 2)]);
+        // The next sync writes after the first one's records.
+        j.append(&app("bob", 3), true).unwrap();
+        j.sync().unwrap();
+        let (recs, torn) = replayed(dir.path());
+        assert_eq!(recs, [app("bob", 1), app("bob", 2), app("bob", 3)]);
+        assert!(!torn);
+    }
+
+    #[test]
+    fn a_failed_write_fails_the_journal_for_good() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::start_sized(dir.path(), 4096, 8192).unwrap();
+        j.append(&app("bob", 1), true).unwrap();
+        j.sync().unwrap();
+        // The segment's file swapped for one opened read-only: the next
+        // write fails as a full or failing disk would make it.
+        let seg = segment_path(dir.path(), 1);
+        j.lock().file = Arc::new(File::open(&seg).unwrap());
+        j.append(&app("bob", 2), true).unwrap();
+        let err = j.sync().unwrap_err();
+        assert!(matches!(err, JournalError::Io { .. }), "{err}");
+        // Nothing after it is taken or acknowledged, not even a record that
+        // would now be written without error.
+        j.lock().file = Arc::new(std::fs::OpenOptions::new().write(true).open(&seg).unwrap());
+        let err = j.append(&app("bob", 3), true).unwrap_err();
+        assert!(matches!(err, JournalError::Failed { .. }), "{err}");
+        assert!(err.to_string().contains("restart"), "{err}");
+        let err = j.sync().unwrap_err();
+        assert!(matches!(err, JournalError::Failed { .. }), "{err}");
+        assert_eq!(replayed(dir.path()).0, [app("bob", 1)]);
     }
 
     #[test]
