@@ -198,6 +198,10 @@ struct Shared {
     segment_bytes: u64,
     /// Set when the journal is dropped: a spare being made is given up.
     closing: AtomicBool,
+    /// Held for the whole of a [`Journal::sync`]: two at once could write a
+    /// later chunk and sync it before an earlier one is written, leaving
+    /// durable records after a hole that replay stops at.
+    writing: Mutex<()>,
 }
 
 pub struct Journal {
@@ -456,6 +460,7 @@ impl Journal {
                 spare_done: Condvar::new(),
                 segment_bytes,
                 closing: AtomicBool::new(false),
+                writing: Mutex::new(()),
             }),
         })
     }
@@ -527,13 +532,18 @@ impl Journal {
     }
 
     /// Makes every record appended before this call durable: writes them
-    /// and syncs their segments. Only one thread calls it at a time (the
-    /// group commit's sync thread).
+    /// and syncs their segments. Syncs run one at a time (the group
+    /// commit's sync thread is the only caller in the store).
     ///
     /// A failure fails the journal for good (see [`JournalError::Failed`]):
     /// after a failed `fdatasync` the kernel may have dropped the dirty
     /// pages, and a retry that succeeds would not have written them.
     pub fn sync(&self) -> Result<(), JournalError> {
+        let _one_at_a_time = self
+            .shared
+            .writing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let chunks = {
             let mut g = self.lock();
             if let Some(first) = &g.failed {
