@@ -394,6 +394,38 @@ fn closed_loop(
         .collect()
 }
 
+/// The appends one open-loop link task sent.
+struct Sends {
+    /// Per writer (index into the link's writers): appends sent.
+    sent: Vec<u64>,
+    /// Per writer: (recipient, sender).
+    names: Vec<(String, String)>,
+    /// req -> (writer, when due, when sent)
+    flight: HashMap<u64, (usize, Instant, Instant)>,
+    next_req: u64,
+}
+
+impl Sends {
+    /// The next append of writer `i` of `mine`, due at `due`.
+    fn frame(&mut self, mine: &[usize], i: usize, due: Instant, body: &Bytes) -> link_up::Kind {
+        self.sent[i] += 1;
+        let req = self.next_req;
+        self.next_req += 1;
+        self.flight.insert(req, (i, due, Instant::now()));
+        let (to, from) = &self.names[i];
+        link_up::Kind::Append(Append {
+            req,
+            to: to.clone(),
+            envelope: Some(envelope(
+                from,
+                Bytes::copy_from_slice(&id_for(mine[i], self.sent[i])),
+                body.clone(),
+            )),
+            epoch: 1,
+        })
+    }
+}
+
 /// Open loop: the writers together offer `--rate` appends/s, each on a
 /// fixed schedule (its first send spread over one period so that they do not
 /// fire together), one append in flight per writer: an append that falls due
@@ -405,43 +437,6 @@ fn closed_loop(
 /// oneshot per writer: the generator shares the store's two cores, and the
 /// lighter it is the less of its own cost (CPU and queueing) it adds to the
 /// store's latency. (An edge is on machines of its own.)
-/// The appends one open-loop link task sent.
-struct Sends {
-    /// Per writer (index into the link's writers): appends sent.
-    sent: Vec<u64>,
-    /// req -> (writer, when due, when sent)
-    flight: HashMap<u64, (usize, Instant, Instant)>,
-    next_req: u64,
-}
-
-impl Sends {
-    /// The next append of writer `i` of `mine`, due at `due`.
-    fn frame(
-        &mut self,
-        mine: &[usize],
-        i: usize,
-        due: Instant,
-        recipients: usize,
-        body: &Bytes,
-    ) -> link_up::Kind {
-        self.sent[i] += 1;
-        let req = self.next_req;
-        self.next_req += 1;
-        self.flight.insert(req, (i, due, Instant::now()));
-        let writer = mine[i];
-        link_up::Kind::Append(Append {
-            req,
-            to: format!("u{}", writer % recipients),
-            envelope: Some(envelope(
-                &format!("w{writer}"),
-                Bytes::copy_from_slice(&id_for(writer, self.sent[i])),
-                body.clone(),
-            )),
-            epoch: 1,
-        })
-    }
-}
-
 async fn open_loop(
     args: &Args,
     store: &Store,
@@ -480,6 +475,10 @@ async fn open_loop(
                 vec![Default::default(); mine.len()];
             let mut out = Sends {
                 sent: vec![0; mine.len()],
+                names: mine
+                    .iter()
+                    .map(|w| (format!("u{}", w % recipients), format!("w{w}")))
+                    .collect(),
                 flight: HashMap::new(),
                 next_req: 1,
             };
@@ -512,7 +511,7 @@ async fn open_loop(
                             busy[i] = false;
                             if let Some(d) = waiting[i].pop_front() {
                                 busy[i] = true;
-                                w.queue(out.frame(&mine, i, d, recipients, &body)).await.expect("the store reads its links");
+                                w.queue(out.frame(&mine, i, d, &body)).await.expect("the store reads its links");
                             }
                         }
                     }
@@ -527,7 +526,7 @@ async fn open_loop(
                                 waiting[cursor].push_back(due);
                             } else {
                                 busy[cursor] = true;
-                                w.queue(out.frame(&mine, cursor, due, recipients, &body)).await.expect("the store reads its links");
+                                w.queue(out.frame(&mine, cursor, due, &body)).await.expect("the store reads its links");
                             }
                             cursor += 1;
                             if cursor == mine.len() {
