@@ -115,6 +115,8 @@ struct Args {
 
 fn main() {
     let args = Args::parse();
+    // As the wa-store binary does.
+    wa_store::disable_transparent_huge_pages().expect("PR_SET_THP_DISABLE");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.gen_threads.max(1))
         .enable_all()
@@ -609,8 +611,10 @@ async fn append_run(args: &Args, engine: &str, writers: usize) {
             .filter(|(_, b)| b.0 > 0)
             .map(|(i, b)| format!("{:.2}s:{}(max {}ms)", i as f64 / 4.0, b.0, b.1))
             .collect();
+        // (`Instant`'s Debug form is its CLOCK_MONOTONIC reading, the clock
+        // `perf record -k CLOCK_MONOTONIC` stamps events with.)
         eprintln!(
-            "slower than {} ms, per 250 ms: {}",
+            "slower than {} ms, per 250 ms from {t0:?}: {}",
             args.slow_ms,
             line.join(" ")
         );

@@ -47,6 +47,9 @@ fn main() -> ExitCode {
         Err(code) => return code,
     };
     service::init_logging();
+    if let Err(e) = wa_store::disable_transparent_huge_pages() {
+        tracing::warn!(error = %e, "cannot turn transparent huge pages off for wa-store; appends may stall on page faults");
+    }
     let config = match Config::load(&args.config)
         .and_then(|c| c.validate().map(|()| c))
         .and_then(|c| c.check_files().map(|()| c))

@@ -270,3 +270,21 @@ async fn answered_writes_survive_kill_9() {
     l.send(attach(1, 1, 4)).await;
     expect_kick(&mut l, 1).await;
 }
+
+/// The binary turns transparent huge pages off for itself before it serves
+/// (`wa_store::disable_transparent_huge_pages`, docs/BENCHMARKS.md "Huge
+/// pages"); the kernel reports the process's setting.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_runs_without_transparent_huge_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    support::write_files(dir.path());
+    let (child, _addr) = spawn(dir.path(), "127.0.0.1:0").await;
+    let pid = child.id().expect("running");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("THP_enabled:"))
+        .expect("/proc/PID/status has THP_enabled (Linux 5.0 and later)");
+    assert_eq!(line.split_whitespace().nth(1), Some("0"), "{line}");
+}
