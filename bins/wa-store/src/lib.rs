@@ -282,11 +282,11 @@ pub async fn run(
 ///
 /// With them on, mimalloc asks for huge pages, and memory it handed back to
 /// the kernel comes back as fresh 2 MiB pages that the faulting thread must
-/// zero, a hundred microseconds and more each, inside whatever append touched
-/// it: at 50,000 appends/s that was a tenth of the store's CPU and most of
-/// its tail (docs/BENCHMARKS.md, "Huge pages"). Redis and most databases ask
-/// the same of the system; this asks it of the process only
-/// (`prctl(PR_SET_THP_DISABLE)`, Linux). Elsewhere it does nothing.
+/// zero inside whatever append touched it: at 50,000 appends/s that was a
+/// tenth of the store's CPU and most of its tail (docs/BENCHMARKS.md, the
+/// run "huge pages"). Redis and most databases ask the same of the system;
+/// this asks it of the process only (`prctl(PR_SET_THP_DISABLE)`, Linux).
+/// Elsewhere it does nothing.
 pub fn disable_transparent_huge_pages() -> std::io::Result<()> {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     {

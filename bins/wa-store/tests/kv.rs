@@ -272,8 +272,8 @@ async fn answered_writes_survive_kill_9() {
 }
 
 /// The binary turns transparent huge pages off for itself before it serves
-/// (`wa_store::disable_transparent_huge_pages`, docs/BENCHMARKS.md "Huge
-/// pages"); the kernel reports the process's setting.
+/// (`wa_store::disable_transparent_huge_pages`, docs/BENCHMARKS.md, the run
+/// "huge pages"); the kernel reports the process's setting.
 #[cfg(target_os = "linux")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_runs_without_transparent_huge_pages() {
