@@ -139,7 +139,14 @@ impl Commit {
                 // ticket either is seen by that look or wakes the thread.
                 let _ = me.thread.set(std::thread::current());
                 std::sync::atomic::fence(Ordering::SeqCst);
+                // However the loop ends, even by a panic outside the flush
+                // (which is caught), nothing beyond `ok` will be covered:
+                // waiting appends then fail instead of waiting forever.
+                // (Marked before `done_tx` goes, so that `run` returns only
+                // after; on unwinding, locals drop before captures too.)
+                let stopped = MarkStopped(&me);
                 me.sync_loop(&flush);
+                drop(stopped);
                 drop(done_tx);
             });
         match spawned {
@@ -187,7 +194,6 @@ impl Commit {
         }
         let target = self.generation.load(Ordering::SeqCst);
         self.flush_to(target, flush);
-        self.covered_tx.send_modify(|c| c.stopped = true);
     }
 
     fn flush_to(&self, target: u64, flush: &FlushFn) {
@@ -207,6 +213,19 @@ impl Commit {
                     .send_modify(|c| c.failed = c.failed.max(target));
             }
         }
+    }
+}
+
+/// Marks the flusher stopped when the sync thread's loop ends, by return or
+/// by unwinding.
+struct MarkStopped<'a>(&'a Commit);
+
+impl Drop for MarkStopped<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            tracing::error!("the journal sync thread panicked; appends fail until a restart");
+        }
+        self.0.covered_tx.send_modify(|c| c.stopped = true);
     }
 }
 
