@@ -97,9 +97,10 @@ struct Args {
     /// append was due).
     #[arg(long, default_value_t = 2)]
     gen_threads: usize,
-    /// Append mode, diagnostics: also print, for every 250 ms of the measured
-    /// window, how many appends took longer than this many ms (0: off), to
-    /// tell steady queueing from stalls.
+    /// Append mode, diagnostics: also print how many appends took longer
+    /// than this many ms, in all (a share that pools across runs) and for
+    /// every 250 ms of the measured window, to tell steady queueing from
+    /// stalls (0: off).
     #[arg(long, default_value_t = 0)]
     slow_ms: u64,
     /// Extra wa-store configuration (TOML tables), appended to the bench's.
@@ -597,6 +598,15 @@ async fn append_run(args: &Args, engine: &str, writers: usize) {
         );
     }
     if args.slow_ms > 0 {
+        // The share, so that runs can be pooled: under 1 % over all runs is a
+        // p99 under the threshold over all their appends.
+        eprintln!(
+            "slower than {} ms: {} of {} measured appends ({:.3} %)",
+            args.slow_ms,
+            slow.len(),
+            all.len(),
+            100.0 * slow.len() as f64 / all.len().max(1) as f64
+        );
         let mut buckets = vec![(0u32, 0u32); (measured.as_millis() / 250 + 1) as usize];
         for (at, us) in slow {
             let i = (at.saturating_duration_since(t0).as_millis() / 250) as usize;
