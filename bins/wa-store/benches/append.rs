@@ -116,8 +116,13 @@ struct Args {
 
 fn main() {
     let args = Args::parse();
-    // As the wa-store binary does.
-    wa_store::disable_transparent_huge_pages().expect("PR_SET_THP_DISABLE");
+    // As the wa-store binary does (and, like it, runs on if refused, but
+    // says so: the numbers are then not the binary's).
+    if let Err(e) = wa_store::disable_transparent_huge_pages() {
+        eprintln!(
+            "warning: cannot turn transparent huge pages off ({e}); latencies will not be the binary's"
+        );
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.gen_threads.max(1))
         .enable_all()

@@ -284,8 +284,9 @@ pub async fn run(
 /// the kernel comes back as fresh 2 MiB pages that the faulting thread must
 /// zero inside whatever append touched it: at 50,000 appends/s that was a
 /// tenth of the store's CPU and most of its tail (docs/BENCHMARKS.md, the
-/// run "huge pages"). Redis and most databases ask the same of the system;
-/// this asks it of the process only (`prctl(PR_SET_THP_DISABLE)`, Linux).
+/// run "huge pages"). Redis and MongoDB, among others, ask the same of the
+/// system; this asks it of the process only (`prctl(PR_SET_THP_DISABLE)`,
+/// Linux).
 /// Elsewhere it does nothing.
 pub fn disable_transparent_huge_pages() -> std::io::Result<()> {
     #[cfg(any(target_os = "linux", target_os = "android"))]
