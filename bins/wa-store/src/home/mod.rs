@@ -24,6 +24,7 @@
 #[cfg(test)]
 mod model_tests;
 mod recent;
+mod seqmap;
 mod shard;
 
 use std::collections::HashMap;

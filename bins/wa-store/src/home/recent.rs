@@ -15,10 +15,11 @@
 //! of the new table's memory), and every shard's map doubled at about the
 //! same moment, since they fill at the same rate.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use foldhash::HashMap;
 
 use crate::storage::{DedupeKey, Original};
 
@@ -49,7 +50,7 @@ pub struct Recent {
 impl Default for Recent {
     fn default() -> Recent {
         Recent {
-            maps: (0..PARTS).map(|_| HashMap::new()).collect(),
+            maps: (0..PARTS).map(|_| HashMap::default()).collect(),
             order: VecDeque::new(),
             len: 0,
             scratch: Vec::new(),

@@ -23,6 +23,7 @@ use prost::Message;
 use tokio::sync::mpsc;
 
 use super::recent::Recent;
+use super::seqmap::SeqMap;
 use super::{CacheConfig, Limits, LinkId, LinkTx, Op, Outcome, Slice, UserBatch};
 use crate::flusher::{Commit, FlushError, Settled};
 use crate::journal::{AppendRecord, DeleteRecord, Journal, KvRecord, Record, RevokeRecord, record};
@@ -93,7 +94,7 @@ struct User {
     sessions: Vec<Session>,
     watchers: Vec<Watcher>,
     last_seen: Option<u64>,
-    cache: BTreeMap<u64, Cached>,
+    cache: SeqMap<Cached>,
     cache_bytes: u64,
     /// `last_seq` is ahead of the engine's copy.
     seq_dirty: bool,
@@ -213,7 +214,7 @@ pub(super) struct Shard {
     limits: Limits,
     cache_cfg: CacheConfig,
     metrics: Arc<Metrics>,
-    users: HashMap<String, User>,
+    users: foldhash::HashMap<String, User>,
     /// Tickets in rising order: a shard takes them one after another.
     pending: VecDeque<Pending>,
     recent: Recent,
@@ -253,7 +254,7 @@ impl Shard {
             limits,
             cache_cfg,
             metrics,
-            users: HashMap::new(),
+            users: foldhash::HashMap::default(),
             pending: VecDeque::new(),
             recent: Recent::default(),
             cache_bytes: 0,
@@ -409,7 +410,7 @@ impl Shard {
                     sessions: Vec::new(),
                     watchers: Vec::new(),
                     last_seen,
-                    cache: BTreeMap::new(),
+                    cache: SeqMap::default(),
                     cache_bytes: 0,
                     seq_dirty: false,
                     engine: None,
@@ -491,14 +492,25 @@ impl Shard {
         let seq = user.last_seq + 1;
         envelope.server_ts_ms = common::fsutil::now_ms();
         let server_ts_ms = envelope.server_ts_ms;
+        // (The record borrows the recipient and the envelope for its
+        // encoding, and gives them back: no copies on the append path.)
         let rec = Record {
             kind: Some(record::Kind::Append(AppendRecord {
-                user: to.clone(),
+                user: to,
                 seq,
-                envelope: Some(envelope.clone()),
+                envelope: Some(envelope),
             })),
         };
-        let segment = journal.append(&rec, true).map_err(internal)?;
+        let segment = journal.append(&rec, true);
+        let Some(record::Kind::Append(AppendRecord {
+            user: to,
+            envelope: Some(envelope),
+            ..
+        })) = rec.kind
+        else {
+            unreachable!("built above")
+        };
+        let segment = segment.map_err(internal)?;
         let key = DedupeKey {
             to: &to,
             from: &envelope.from,
@@ -508,7 +520,9 @@ impl Shard {
         // (Not while the user's slice is in flight: the write-back task
         // writes its engine state.)
         let straight = (user.cache.len() >= bypass_items || over_budget) && user.flight.is_none();
-        if straight && storage.append(&to, seq, &envelope, &key).is_ok() {
+        let in_engine = straight && storage.append(&to, seq, &envelope, &key).is_ok();
+        self.recent.insert(&key, Original { seq, server_ts_ms });
+        if in_engine {
             user.wrote_to_engine(1, len);
             *self.written.entry(segment).or_default() += 1;
             Metrics::add(&self.metrics.bypassed, 1);
@@ -522,14 +536,13 @@ impl Shard {
             user.cache.insert(
                 seq,
                 Cached {
-                    envelope: envelope.clone(),
+                    envelope,
                     size: len,
                     at: Instant::now(),
                     segment,
                 },
             );
         }
-        self.recent.insert(&key, Original { seq, server_ts_ms });
         user.last_seq = seq;
         user.seq_dirty = true;
         user.unflushed += 1;
@@ -1207,7 +1220,7 @@ impl Shard {
 struct Mailbox<'a> {
     /// Highest sequence number known durable: pushes stop there.
     durable: u64,
-    cache: &'a BTreeMap<u64, Cached>,
+    cache: &'a SeqMap<Cached>,
     /// The engine holds none of the mailbox: read memory only.
     engine_empty: bool,
     /// Deleted while a write-back slice is in flight (see [`Flight`]).
