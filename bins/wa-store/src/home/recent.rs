@@ -83,7 +83,9 @@ impl Recent {
             .copied()
     }
 
-    pub fn insert(&mut self, k: &DedupeKey<'_>, o: Original) {
+    /// Remembers `k` from `now` on (the caller's clock reading, shared
+    /// with the rest of the append).
+    pub fn insert(&mut self, k: &DedupeKey<'_>, o: Original, now: Instant) {
         flatten(k, &mut self.scratch);
         let key = Bytes::copy_from_slice(&self.scratch);
         self.maps[part(&key)].insert(key.clone(), o);
@@ -93,7 +95,7 @@ impl Recent {
         self.order
             .back_mut()
             .expect("pushed above")
-            .push_back((Instant::now(), key));
+            .push_back((now, key));
         self.len += 1;
     }
 
@@ -179,9 +181,13 @@ mod tests {
             server_ts_ms: 1,
         };
         let first = key("ann", "bo", ItemKind::Message, b"first");
-        r.insert(&first, o);
+        r.insert(&first, o, Instant::now());
         for n in 0..MAX as u32 {
-            r.insert(&key("cy", "bo", ItemKind::Message, &n.to_be_bytes()), o);
+            r.insert(
+                &key("cy", "bo", ItemKind::Message, &n.to_be_bytes()),
+                o,
+                Instant::now(),
+            );
         }
         assert!(r.full());
         let mut forgot = Vec::new();
@@ -205,7 +211,7 @@ mod tests {
             seq: 7,
             server_ts_ms: 9,
         };
-        r.insert(&key("ab", "c", ItemKind::Message, b"id"), o);
+        r.insert(&key("ab", "c", ItemKind::Message, b"id"), o, Instant::now());
         assert_eq!(r.get(&key("ab", "c", ItemKind::Message, b"id")), Some(o));
         for other in [
             key("a", "bc", ItemKind::Message, b"id"),

@@ -521,7 +521,9 @@ impl Shard {
         // writes its engine state.)
         let straight = (user.cache.len() >= bypass_items || over_budget) && user.flight.is_none();
         let in_engine = straight && storage.append(&to, seq, &envelope, &key).is_ok();
-        self.recent.insert(&key, Original { seq, server_ts_ms });
+        let now = Instant::now();
+        self.recent
+            .insert(&key, Original { seq, server_ts_ms }, now);
         if in_engine {
             user.wrote_to_engine(1, len);
             *self.written.entry(segment).or_default() += 1;
@@ -538,7 +540,7 @@ impl Shard {
                 Cached {
                     envelope,
                     size: len,
-                    at: Instant::now(),
+                    at: now,
                     segment,
                 },
             );
