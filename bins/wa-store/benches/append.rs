@@ -103,6 +103,13 @@ struct Args {
     /// stalls (0: off).
     #[arg(long, default_value_t = 0)]
     slow_ms: u64,
+    /// Append mode, diagnostics: run `benches/pause_probe.py` at real-time
+    /// priority (`chrt -f 50`, so root) over the measured window and print
+    /// how often and how long the machine stopped running it: pauses no
+    /// thread of the guest can cause, which land on the store's latency
+    /// as they are. Costs the probe's wake-ups (2,000/s).
+    #[arg(long)]
+    pause_probe: bool,
     /// Extra wa-store configuration (TOML tables), appended to the bench's.
     #[arg(long, default_value = "")]
     store_toml: String,
@@ -569,9 +576,13 @@ async fn append_run(args: &Args, engine: &str, writers: usize) {
     phase.store(MEASURE, Ordering::Relaxed);
     let t0 = Instant::now();
     let cpu0 = cpu_time();
+    let probe = args.pause_probe.then(|| start_pause_probe(args.secs));
     tokio::time::sleep(Duration::from_secs(args.secs)).await;
     phase.store(STOP, Ordering::Relaxed);
     let measured = t0.elapsed();
+    if let Some(probe) = probe {
+        report_pause_probe(probe).await;
+    }
     let cores = (cpu_time() - cpu0).as_secs_f64() / measured.as_secs_f64();
     let load_after = loadavg();
     let mut all = Vec::new();
@@ -684,6 +695,45 @@ fn cpu_time() -> Duration {
 }
 
 /// Bytes the files under `dir` take on disk (allocated blocks).
+/// `pause_probe.py` over the next `secs` seconds, at real-time priority.
+fn start_pause_probe(secs: u64) -> std::io::Result<tokio::process::Child> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/pause_probe.py");
+    tokio::process::Command::new("chrt")
+        .args(["-f", "50", "python3", script, &secs.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+}
+
+/// Waits for the probe and prints what it saw (lines of "<s> <ms>").
+async fn report_pause_probe(probe: std::io::Result<tokio::process::Child>) {
+    let out = match probe {
+        Ok(child) => child.wait_with_output().await,
+        Err(e) => Err(e),
+    };
+    match out {
+        Ok(out) if out.status.success() => {
+            let ms: Vec<f64> = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse().ok())
+                .collect();
+            eprintln!(
+                "pause probe (real-time thread, 0.5 ms sleeps): {} oversleeps over 2 ms, {} over 5 ms, the longest {:.1} ms",
+                ms.len(),
+                ms.iter().filter(|&&m| m > 5.0).count(),
+                ms.iter().copied().fold(0.0, f64::max)
+            );
+        }
+        Ok(out) => eprintln!(
+            "pause probe failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+        Err(e) => eprintln!("pause probe could not run (chrt and python3 needed): {e}"),
+    }
+}
+
 fn disk_usage(dir: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
     let mut total = 0;
