@@ -694,7 +694,6 @@ fn cpu_time() -> Duration {
     Duration::from_millis(f.iter().sum::<u64>() * 10)
 }
 
-/// Bytes the files under `dir` take on disk (allocated blocks).
 /// `pause_probe.py` over the next `secs` seconds, at real-time priority.
 fn start_pause_probe(secs: u64) -> std::io::Result<tokio::process::Child> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/pause_probe.py");
@@ -734,6 +733,7 @@ async fn report_pause_probe(probe: std::io::Result<tokio::process::Child>) {
     }
 }
 
+/// Bytes the files under `dir` take on disk (allocated blocks).
 fn disk_usage(dir: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
     let mut total = 0;
