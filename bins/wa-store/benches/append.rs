@@ -139,9 +139,9 @@ fn main() {
         match args.mode.as_str() {
             "append" => {
                 println!(
-                    "| engine | writers | offered/s | durable appends/s | cores busy | p50 ms | p99 ms | p99.9 ms | max ms | appends per sync | clean stop s | loadavg before → after |"
+                    "| engine | writers | offered/s | durable appends/s | cores busy | host steal % | p50 ms | p99 ms | p99.9 ms | max ms | appends per sync | clean stop s | loadavg before → after |"
                 );
-                println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+                println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
                 for engine in &args.engines {
                     for &w in &args.writers {
                         append_run(&args, engine, w).await;
@@ -576,6 +576,7 @@ async fn append_run(args: &Args, engine: &str, writers: usize) {
     phase.store(MEASURE, Ordering::Relaxed);
     let t0 = Instant::now();
     let cpu0 = cpu_time();
+    let steal0 = steal_time();
     let probe = args.pause_probe.then(|| start_pause_probe(args.secs));
     tokio::time::sleep(Duration::from_secs(args.secs)).await;
     phase.store(STOP, Ordering::Relaxed);
@@ -584,6 +585,10 @@ async fn append_run(args: &Args, engine: &str, writers: usize) {
         report_pause_probe(probe).await;
     }
     let cores = (cpu_time() - cpu0).as_secs_f64() / measured.as_secs_f64();
+    let steal = steal_time().zip(steal0).map(|(b, a)| {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        100.0 * (b - a).as_secs_f64() / (measured.as_secs_f64() * cpus as f64)
+    });
     let load_after = loadavg();
     let mut all = Vec::new();
     let mut refused = 0;
@@ -657,13 +662,14 @@ async fn append_run(args: &Args, engine: &str, writers: usize) {
     let (_dir, stop) = store.stop().await;
     all.sort_unstable();
     println!(
-        "| {engine} | {writers} | {} | {:.0} | {cores:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} | {:.1} | {load_before} → {load_after} |{}",
+        "| {engine} | {writers} | {} | {:.0} | {cores:.2} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} | {:.1} | {load_before} → {load_after} |{}",
         if args.rate > 0 {
             args.rate.to_string()
         } else {
             "closed loop".into()
         },
         all.len() as f64 / measured.as_secs_f64(),
+        steal.map_or_else(|| "?".into(), |s| format!("{s:.1}")),
         percentile(&all, 0.50),
         percentile(&all, 0.99),
         percentile(&all, 0.999),
@@ -692,6 +698,18 @@ fn cpu_time() -> Duration {
         .filter_map(|v| v.parse().ok())
         .collect();
     Duration::from_millis(f.iter().sum::<u64>() * 10)
+}
+
+/// Time the hypervisor ran something else while this machine's vCPUs
+/// wanted to run ("steal" in /proc/stat, summed over all CPUs, in clock
+/// ticks of 1/100 s); `None` where /proc/stat is missing or reports none.
+/// A share of a few per cent, taken in slices of milliseconds, is the VM
+/// pausing under the store (docs/BENCHMARKS.md).
+fn steal_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let cpu = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let ticks: u64 = cpu.split_whitespace().nth(8)?.parse().ok()?;
+    Some(Duration::from_millis(ticks * 10))
 }
 
 /// `pause_probe.py` over the next `secs` seconds, at real-time priority.
