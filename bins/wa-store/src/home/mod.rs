@@ -1,15 +1,22 @@
 //! The home: per-user state for every user this node is home to.
 //!
-//! Users are spread over a fixed number of shard tasks by a hash of the user
-//! id; a shard owns its users' in-memory state outright (no locks) and handles
-//! one operation at a time, so every operation on one user happens in order.
-//! That is what gives FIFO per (sender, recipient): a link delivers one edge's
-//! appends in order and a shard applies them in order.
+//! Users are spread over a fixed number of shards by a hash of the user id.
+//! A shard is a synchronous state machine behind its own mutex: the task
+//! that brings an operation (a link reader, the write-back task, the
+//! sweeper) applies it in place, under the lock, and never holds the lock
+//! across an await. One operation at a time per shard, so every operation on
+//! one user happens in order; that is what gives FIFO per (sender,
+//! recipient): a link reader applies one edge's appends in the order they
+//! came. (Shards were tasks fed by channels until 2026-12: a channel send,
+//! a task wake-up and a poll per append cost about as much CPU as the append
+//! itself; docs/BENCHMARKS.md.)
 //!
 //! An append is journaled and kept in the user's write-back cache
 //! ([`shard`]), then waits in the shard's `pending` queue for the group
 //! commit (`crate::flusher`, which syncs the journal) to cover its ticket.
-//! Only then is it answered (`AppendResult`) and pushed to the recipient's
+//! One settler task ([`settle_loop`]) wakes once per flush and, shard by
+//! shard, answers what it covered. Only then is an append answered
+//! (`AppendResult`) and pushed to the recipient's
 //! sessions: nothing is ever shown to a recipient that the sender has not had
 //! (or is not about to have) acknowledged, so a sender never sees a delivered
 //! receipt before its own `Accepted`.
@@ -27,9 +34,10 @@ mod recent;
 mod seqmap;
 mod shard;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering, fence};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
 use common::link::{LinkDown, link_down};
@@ -37,14 +45,10 @@ use common::proto::Envelope;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::flusher::Commit;
+use crate::flusher::{Commit, Settled};
 use crate::journal::Journal;
 use crate::metrics::Metrics;
 use crate::storage::Storage;
-
-/// Operations queued per shard before a link reader waits (backpressure to
-/// the edge through TCP).
-const SHARD_QUEUE: usize = 4096;
 
 /// Identifies one link (one edge connection) for the life of the process.
 pub type LinkId = u64;
@@ -55,22 +59,27 @@ pub type LinkId = u64;
 #[derive(Clone)]
 pub struct LinkTx {
     pub id: LinkId,
-    tx: mpsc::Sender<LinkDown>,
-    dead: CancellationToken,
+    /// (Shared: every operation carries a clone, and cloning the sender and
+    /// the token themselves costs atomics and a lock per append.)
+    inner: Arc<(mpsc::Sender<LinkDown>, CancellationToken)>,
 }
 
 impl LinkTx {
     pub fn new(id: LinkId, tx: mpsc::Sender<LinkDown>, dead: CancellationToken) -> LinkTx {
-        LinkTx { id, tx, dead }
+        LinkTx {
+            id,
+            inner: Arc::new((tx, dead)),
+        }
     }
 
     pub fn send(&self, kind: link_down::Kind) {
-        if self.tx.try_send(LinkDown { kind: Some(kind) }).is_err() && !self.dead.is_cancelled() {
+        let (tx, dead) = &*self.inner;
+        if tx.try_send(LinkDown { kind: Some(kind) }).is_err() && !dead.is_cancelled() {
             tracing::warn!(
                 link = self.id,
                 "link queue full or closed; cutting the link"
             );
-            self.dead.cancel();
+            dead.cancel();
         }
     }
 }
@@ -322,12 +331,144 @@ impl Op {
 #[error("the home is shutting down")]
 pub struct HomeClosed;
 
-/// A handle on the shards; clones share them. The shards finish (after
+/// A handle on the shards; clones share them. The settler finishes (after
 /// answering every pending append) once every handle is dropped.
 #[derive(Clone)]
-pub struct Home {
-    shards: Arc<[mpsc::Sender<Op>]>,
+pub struct Home(Arc<HomeInner>);
+
+struct HomeInner {
+    shards: Arc<[ShardCell]>,
     write_back_slice: usize,
+    /// Cancelled when the last handle goes: no operation can come any more.
+    closed: CancellationToken,
+}
+
+impl Drop for HomeInner {
+    fn drop(&mut self) {
+        self.closed.cancel();
+    }
+}
+
+/// Operations queued on one shard beyond which the thread bringing one
+/// more waits for the shard instead of leaving it to the one applying them
+/// (backpressure to the edges through TCP).
+const SHARD_QUEUE: usize = 4096;
+
+/// One shard: its state, and the operations queued for whichever thread
+/// applies them next.
+///
+/// Nobody waits for a busy shard: a thread queues its operation and then
+/// applies every queued operation itself, unless another thread is already
+/// doing so (that one sees the new operation before it lets go). So a link
+/// reader never blocks behind another thread (one the kernel may have
+/// preempted while it held the shard), there is no task to wake per
+/// operation, and one thread at a time works on the shard's users, in the
+/// order their operations were queued.
+struct ShardCell {
+    state: Mutex<shard::Shard>,
+    queue: Mutex<VecDeque<Op>>,
+    /// A flush settled tickets: whoever holds the state answers them.
+    settle: AtomicBool,
+}
+
+impl ShardCell {
+    fn queue(&self) -> MutexGuard<'_, VecDeque<Op>> {
+        // (Pushes and takes only: a panic cannot leave it half changed.)
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues `op` (if any) and applies the queue, unless another thread is
+    /// applying it. `HomeClosed` if an operation once panicked on this shard
+    /// (its state may be half changed, so nothing more is done on it; its
+    /// pending answers are never sent, and their senders resend).
+    fn run(&self, op: Option<Op>) -> Result<(), HomeClosed> {
+        let queued = match op {
+            Some(op) => {
+                let mut q = self.queue();
+                q.push_back(op);
+                q.len()
+            }
+            None => 0,
+        };
+        // (This fence and the one below, after letting go of the state,
+        // keep a thread from missing the queued operation while the other
+        // misses the state's release: the two look crosswise, each at what
+        // the other wrote, which acquire and release alone do not order.)
+        fence(Ordering::SeqCst);
+        loop {
+            // (Declared before the state's guard, so that it drops after:
+            // a panic poisons the state first, then drops what is queued,
+            // and whoever queues later finds the state poisoned.)
+            let _clear = ClearOnPanic(self);
+            let mut state = match self.state.try_lock() {
+                Ok(s) => s,
+                Err(TryLockError::WouldBlock) if queued <= SHARD_QUEUE => return Ok(()),
+                Err(TryLockError::WouldBlock) => self.state.lock().map_err(|_| HomeClosed)?,
+                Err(TryLockError::Poisoned(_)) => {
+                    self.queue().clear();
+                    return Err(HomeClosed);
+                }
+            };
+            loop {
+                let ops = std::mem::take(&mut *self.queue());
+                let settle = self.settle.swap(false, Ordering::SeqCst);
+                if ops.is_empty() && !settle {
+                    break;
+                }
+                for op in ops {
+                    state.handle(op);
+                }
+                // (Also answers what is already settled: a duplicate, or a
+                // read whose writes a flush covered.)
+                state.settle();
+            }
+            drop(state);
+            fence(Ordering::SeqCst);
+            // Something queued after the last look found the state taken,
+            // and left it to this thread: look again.
+            if self.queue().is_empty() && !self.settle.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Drops a shard's queued operations if an operation panics on it, as the
+/// end of a shard task once did: their reply channels close, so no caller
+/// waits for an answer that cannot come.
+struct ClearOnPanic<'a>(&'a ShardCell);
+
+impl Drop for ClearOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.queue().clear();
+        }
+    }
+}
+
+/// Has every shard answer whatever each flush settled; ends once the home
+/// is closed and nothing waits any more. One wake-up per flush for the whole
+/// home (rather than one per shard), and the answers of one flush reach the
+/// link writers together, so each link writes them in one go.
+async fn settle_loop(shards: Arc<[ShardCell]>, mut settled: Settled, closed: CancellationToken) {
+    let mut closing = false;
+    loop {
+        for s in shards.iter() {
+            s.settle.store(true, Ordering::SeqCst);
+            let _ = s.run(None);
+        }
+        if closing
+            && !shards
+                .iter()
+                .any(|s| s.state.lock().is_ok_and(|s| s.waiting()))
+        {
+            return;
+        }
+        tokio::select! {
+            () = settled.changed() => {}
+            () = closed.cancelled(), if !closing => closing = true,
+        }
+    }
 }
 
 impl Home {
@@ -348,50 +489,57 @@ impl Home {
             budget_bytes: cache.budget_bytes / n as u64,
             ..cache
         };
-        let mut senders = Vec::with_capacity(n);
-        let mut tasks = Vec::with_capacity(n);
-        for _ in 0..n {
-            let (tx, rx) = mpsc::channel(SHARD_QUEUE);
-            senders.push(tx);
-            let shard = shard::Shard::new(
-                Arc::clone(&storage),
-                Arc::clone(&journal),
-                Arc::clone(&commit),
-                limits,
-                per_shard,
-                Arc::clone(&metrics),
-            );
-            tasks.push(tokio::spawn(shard.run(rx)));
-        }
+        let shards: Arc<[ShardCell]> = (0..n)
+            .map(|_| ShardCell {
+                state: Mutex::new(shard::Shard::new(
+                    Arc::clone(&storage),
+                    Arc::clone(&journal),
+                    Arc::clone(&commit),
+                    limits,
+                    per_shard,
+                    Arc::clone(&metrics),
+                )),
+                queue: Mutex::default(),
+                settle: AtomicBool::new(false),
+            })
+            .collect();
+        let closed = CancellationToken::new();
+        let settler = tokio::spawn(settle_loop(
+            Arc::clone(&shards),
+            commit.settled(),
+            closed.clone(),
+        ));
         (
-            Home {
-                shards: senders.into(),
+            Home(Arc::new(HomeInner {
+                shards,
                 write_back_slice: cache.write_back_slice.max(1),
-            },
-            tasks,
+                closed,
+            })),
+            vec![settler],
         )
     }
 
-    fn shard_of(&self, user: &str) -> &mpsc::Sender<Op> {
+    fn shard_of(&self, user: &str) -> &ShardCell {
         let mut h = std::hash::DefaultHasher::new();
         user.hash(&mut h);
-        &self.shards[(h.finish() % self.shards.len() as u64) as usize]
+        let shards = &self.0.shards;
+        &shards[(h.finish() % shards.len() as u64) as usize]
     }
 
-    /// Queues `op` on its user's shard, waiting while that shard is busy.
+    /// Applies `op` on its user's shard, or queues it for the thread that
+    /// is applying that shard's operations. (Async for the callers' sake: it
+    /// never waits, unless the shard has `SHARD_QUEUE` operations queued.)
     pub async fn submit(&self, op: Op) -> Result<(), HomeClosed> {
         match op.user() {
-            Some(user) => self.shard_of(user).send(op).await.map_err(|_| HomeClosed),
+            Some(user) => self.shard_of(user).run(Some(op)),
             None => {
                 let Op::LinkGone { link } = op else {
                     unreachable!(
                         "only LinkGone and WriteBack have no user; WriteBack goes through write_back_round"
                     )
                 };
-                for s in self.shards.iter() {
-                    s.send(Op::LinkGone { link })
-                        .await
-                        .map_err(|_| HomeClosed)?;
+                for s in self.0.shards.iter() {
+                    s.run(Some(Op::LinkGone { link }))?;
                 }
                 Ok(())
             }
@@ -411,20 +559,18 @@ impl Home {
         let mut total = RoundReport::default();
         // Shards still writing; each gets its next slice once the last one
         // is written and dropped.
-        let mut busy: Vec<usize> = (0..self.shards.len()).collect();
+        let shards = &self.0.shards;
+        let mut busy: Vec<usize> = (0..shards.len()).collect();
         while !busy.is_empty() {
             let mut slices = Vec::with_capacity(busy.len());
             for &i in &busy {
                 let (reply, rx) = oneshot::channel();
-                self.shards[i]
-                    .send(Op::WriteBack {
-                        due,
-                        all,
-                        max: self.write_back_slice,
-                        reply,
-                    })
-                    .await
-                    .map_err(|_| HomeClosed)?;
+                shards[i].run(Some(Op::WriteBack {
+                    due,
+                    all,
+                    max: self.0.write_back_slice,
+                    reply,
+                }))?;
                 slices.push((i, rx));
             }
             busy.clear();
@@ -450,10 +596,7 @@ impl Home {
                 total.incomplete |=
                     slice.incomplete || outcomes.iter().any(|o| !(o.items && o.last_seq));
                 let (reply, rx) = oneshot::channel();
-                self.shards[i]
-                    .send(Op::WrittenBack { outcomes, reply })
-                    .await
-                    .map_err(|_| HomeClosed)?;
+                shards[i].run(Some(Op::WrittenBack { outcomes, reply }))?;
                 for (seg, n) in rx.await.map_err(|_| HomeClosed)? {
                     *total.written.entry(seg).or_default() += n;
                 }

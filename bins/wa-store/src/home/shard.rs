@@ -20,7 +20,6 @@ use common::link::{
 };
 use common::proto::{Code, Envelope, ItemKind, ids};
 use prost::Message;
-use tokio::sync::mpsc;
 
 use super::recent::Recent;
 use super::seqmap::SeqMap;
@@ -262,26 +261,12 @@ impl Shard {
         }
     }
 
-    pub(super) async fn run(mut self, mut rx: mpsc::Receiver<Op>) {
-        let mut open = true;
-        loop {
-            tokio::select! {
-                op = rx.recv(), if open => match op {
-                    Some(op) => self.handle(op),
-                    None => open = false,
-                },
-                // (Only while answers wait: a flush wakes the shards that
-                // have something to settle, not all of them.)
-                () = self.settled.changed(), if !self.pending.is_empty() => {}
-            }
-            self.settle();
-            if !open && self.pending.is_empty() {
-                break;
-            }
-        }
+    /// Answers are waiting for a flush.
+    pub(super) fn waiting(&self) -> bool {
+        !self.pending.is_empty()
     }
 
-    fn handle(&mut self, op: Op) {
+    pub(super) fn handle(&mut self, op: Op) {
         match op {
             Op::Append {
                 link,
@@ -578,7 +563,7 @@ impl Shard {
 
     /// Answers every pending append a flush has settled, in order, and pushes
     /// the items that became durable.
-    fn settle(&mut self) {
+    pub(super) fn settle(&mut self) {
         while let Some(p) = self.pending.front() {
             let Some(outcome) = self.settled.outcome(p.ticket) else {
                 break;
