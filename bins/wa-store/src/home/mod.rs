@@ -400,14 +400,15 @@ impl ShardCell {
             // a panic poisons the state first, then drops what is queued,
             // and whoever queues later finds the state poisoned.)
             let _clear = ClearOnPanic(self);
-            let mut state = match self.state.try_lock() {
-                Ok(s) => s,
+            let state = match self.state.try_lock() {
+                Ok(s) => Some(s),
                 Err(TryLockError::WouldBlock) if queued <= SHARD_QUEUE => return Ok(()),
-                Err(TryLockError::WouldBlock) => self.state.lock().map_err(|_| HomeClosed)?,
-                Err(TryLockError::Poisoned(_)) => {
-                    self.queue().clear();
-                    return Err(HomeClosed);
-                }
+                Err(TryLockError::WouldBlock) => self.state.lock().ok(),
+                Err(TryLockError::Poisoned(_)) => None,
+            };
+            let Some(mut state) = state else {
+                self.queue().clear();
+                return Err(HomeClosed);
             };
             loop {
                 let ops = std::mem::take(&mut *self.queue());
@@ -472,8 +473,10 @@ async fn settle_loop(shards: Arc<[ShardCell]>, mut settled: Settled, closed: Can
 }
 
 impl Home {
-    /// Starts `n` shard tasks over `storage` and `journal`; the cache budget
-    /// is split evenly between them.
+    /// Starts `n` shards over `storage` and `journal` (the cache budget is
+    /// split evenly between them) and the settler task, whose handle comes
+    /// back: it ends once every `Home` is dropped and every pending answer
+    /// is sent.
     #[allow(clippy::too_many_arguments)]
     pub fn start(
         storage: Arc<dyn Storage>,

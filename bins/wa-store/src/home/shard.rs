@@ -1,7 +1,8 @@
 //! One shard of the home: the users it owns, their write-back caches, their
-//! sessions and presence watchers. Everything here runs on the shard's task,
-//! one operation at a time; storage and journal calls are synchronous and
-//! short (they hit memory; `fsync`s happen elsewhere).
+//! sessions and presence watchers. Everything here runs on one thread at a
+//! time, whichever holds the shard (`super::ShardCell`), one operation at a
+//! time; storage and journal calls are synchronous and short (they hit
+//! memory; `fsync`s happen elsewhere).
 //!
 //! A mailbox item lives in exactly one place: the user's cache (memory, made
 //! durable by the journal) or the engine. An append goes to the cache unless
