@@ -3,11 +3,12 @@
 //! Users are spread over a fixed number of shards by a hash of the user id.
 //! A shard is a synchronous state machine behind its own mutex: the task
 //! that brings an operation (a link reader, the write-back task, the
-//! sweeper) applies it in place, under the lock, and never holds the lock
-//! across an await. One operation at a time per shard, so every operation on
-//! one user happens in order; that is what gives FIFO per (sender,
-//! recipient): a link reader applies one edge's appends in the order they
-//! came. (Shards were tasks fed by channels until 2026-12: a channel send,
+//! sweeper) queues it on the shard and applies the queue in place, under the
+//! lock (never held across an await), or leaves it to the thread already
+//! doing so ([`ShardCell`]). One operation at a time per shard, in queue
+//! order, so every operation on one user happens in order; that is what
+//! gives FIFO per (sender, recipient): a link reader queues one edge's
+//! appends in the order they came. (Shards were tasks fed by channels until 2026-12: a channel send,
 //! a task wake-up and a poll per append cost about as much CPU as the append
 //! itself; docs/BENCHMARKS.md.)
 //!
