@@ -412,13 +412,18 @@ impl ShardCell {
                 return Err(HomeClosed);
             };
             loop {
-                let ops = std::mem::take(&mut *self.queue());
-                let settle = self.settle.swap(false, Ordering::SeqCst);
-                if ops.is_empty() && !settle {
-                    break;
-                }
-                for op in ops {
+                let mut applied = self.settle.swap(false, Ordering::SeqCst);
+                // (One at a time, so the queue keeps its buffer: taking it
+                // whole cost an allocation per operation. The queue's lock
+                // goes with each statement, never held while applying.)
+                loop {
+                    let op = self.queue().pop_front();
+                    let Some(op) = op else { break };
                     state.handle(op);
+                    applied = true;
+                }
+                if !applied {
+                    break;
                 }
                 // (Also answers what is already settled: a duplicate, or a
                 // read whose writes a flush covered.)
