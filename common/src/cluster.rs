@@ -189,13 +189,32 @@ impl ClusterMap {
         (h & u64::from(self.fragments - 1)) as u32
     }
 
-    /// The island whose primary is the home of `user`.
+    /// The island whose primary is the home of `user`. This and
+    /// [`ClusterMap::home_index`] are the one place that decides who a
+    /// user's home is.
     pub fn home(&self, user: &str) -> &Island {
+        &self.islands[self.home_index(user)]
+    }
+
+    /// The index in `islands` of the island that owns `user`'s fragment.
+    pub fn home_index(&self, user: &str) -> usize {
         let f = self.fragment(user);
         self.islands
             .iter()
-            .find(|i| i.fragments[0] <= f && f <= i.fragments[1])
+            .position(|i| i.owns(f))
             .expect("a validated map owns every fragment")
+    }
+
+    /// The island named `name`.
+    pub fn island(&self, name: &str) -> Option<&Island> {
+        self.islands.iter().find(|i| i.name == name)
+    }
+}
+
+impl Island {
+    /// Whether fragment `f` is in this island's range.
+    pub fn owns(&self, f: u32) -> bool {
+        self.fragments[0] <= f && f <= self.fragments[1]
     }
 }
 

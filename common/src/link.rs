@@ -82,6 +82,9 @@ pub struct KvReq {
     pub key: String,
     #[prost(oneof = "kv_req::Op", tags = "4, 5")]
     pub op: Option<kv_req::Op>,
+    /// The cluster map epoch the caller routed by (see [`Append::epoch`]).
+    #[prost(uint64, tag = "6")]
+    pub epoch: u64,
 }
 
 pub mod kv_req {
@@ -121,6 +124,9 @@ pub struct Revoke {
     /// never lowers it.
     #[prost(uint32, tag = "4")]
     pub generation: u32,
+    /// The cluster map epoch the caller routed by (see [`Append::epoch`]).
+    #[prost(uint64, tag = "5")]
+    pub epoch: u64,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -142,6 +148,10 @@ pub struct Append {
     /// `server_ts_ms` is ignored: the home stamps it.
     #[prost(message, optional, tag = "3")]
     pub envelope: Option<Envelope>,
+    /// The cluster map epoch the sender routed by. A home answers a request
+    /// with another epoch than its own `STALE_EPOCH`, and one for a user
+    /// whose fragment it does not serve `WRONG_HOME`; the sender reloads the
+    /// map and retries (docs/ARCHITECTURE.md, "Islands").
     #[prost(uint64, tag = "4")]
     pub epoch: u64,
 }
@@ -156,6 +166,9 @@ pub struct Attach {
     pub device: u32,
     #[prost(uint32, tag = "4")]
     pub generation: u32,
+    /// The cluster map epoch the edge routed by (see [`Append::epoch`]).
+    #[prost(uint64, tag = "5")]
+    pub epoch: u64,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]

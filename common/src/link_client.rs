@@ -31,6 +31,11 @@ use crate::wire::FrameReader;
 
 /// Requests queued towards one store before callers are refused.
 const QUEUE: usize = 1024;
+/// How often a request refused for the wrong home or epoch is sent again
+/// (after reading the map again), and the pause between tries: about the
+/// refusal window of a fragment move.
+const REROUTE_ATTEMPTS: u32 = 50;
+const REROUTE_PAUSE: Duration = Duration::from_millis(100);
 
 #[derive(Debug, thiserror::Error)]
 pub enum LinkClientError {
@@ -83,7 +88,10 @@ struct Conn {
 
 /// The client; cheap to share behind an `Arc`.
 pub struct LinkClient {
-    map: ClusterMap,
+    map: std::sync::RwLock<Arc<ClusterMap>>,
+    /// Where to read the map again when a home refuses a request with
+    /// `WRONG_HOME` or `STALE_EPOCH` (the map moved a fragment).
+    map_file: Option<std::path::PathBuf>,
     connector: tokio_rustls::TlsConnector,
     secret: Bytes,
     name: String,
@@ -103,13 +111,57 @@ impl LinkClient {
     ) -> Result<LinkClient, LinkClientError> {
         let tls = crate::tls::client_config(roots, &[LINK_ALPN])?;
         Ok(LinkClient {
-            map,
+            map: std::sync::RwLock::new(Arc::new(map)),
+            map_file: None,
             connector: tokio_rustls::TlsConnector::from(Arc::new(tls)),
             secret,
             name,
             timeout,
             conns: tokio::sync::Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Reads the map again from `path` whenever a home says it is not the
+    /// one (or the epoch moved on), and retries there.
+    pub fn reloading_from(mut self, path: std::path::PathBuf) -> LinkClient {
+        self.map_file = Some(path);
+        self
+    }
+
+    fn map(&self) -> Arc<ClusterMap> {
+        Arc::clone(&self.map.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// After a `WRONG_HOME` or `STALE_EPOCH`: whether a newer map was read,
+    /// so that the request is worth sending again.
+    async fn reload_after(&self, code: u32, attempt: u32) -> bool {
+        use crate::proto::Code;
+        let Some(path) = &self.map_file else {
+            return false;
+        };
+        if !matches!(
+            Code::from_u32(code),
+            Some(Code::WrongHome | Code::StaleEpoch)
+        ) || attempt >= REROUTE_ATTEMPTS
+        {
+            return false;
+        }
+        if attempt > 0 {
+            tokio::time::sleep(REROUTE_PAUSE).await;
+        }
+        match ClusterMap::load(path) {
+            Ok(m) => {
+                let mut cur = self.map.write().unwrap_or_else(|p| p.into_inner());
+                if m.epoch > cur.epoch {
+                    *cur = Arc::new(m);
+                }
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot reload the cluster map");
+                true
+            }
+        }
     }
 
     /// Reads the record `key` of `space` at its home.
@@ -152,25 +204,36 @@ impl LinkClient {
         device: u32,
         generation: u32,
     ) -> Result<u32, LinkClientError> {
-        let island = self.map.home(user).clone();
-        let answer = self
-            .request(&island, |req| {
-                link_up::Kind::Revoke(Revoke {
-                    req,
-                    user: user.to_owned(),
-                    device,
-                    generation,
+        let mut attempt = 0;
+        loop {
+            let map = self.map();
+            let island = map.home(user).clone();
+            let answer = self
+                .request(&island, |req| {
+                    link_up::Kind::Revoke(Revoke {
+                        req,
+                        user: user.to_owned(),
+                        device,
+                        generation,
+                        epoch: map.epoch,
+                    })
                 })
-            })
-            .await?;
-        match answer {
-            link_down::Kind::RevokeResult(RevokeResult {
-                code: 0, kicked, ..
-            }) => Ok(kicked),
-            link_down::Kind::RevokeResult(r) => Err(LinkClientError::Refused { code: r.code }),
-            _ => Err(LinkClientError::Refused {
-                code: crate::proto::Code::Internal as u32,
-            }),
+                .await?;
+            return match answer {
+                link_down::Kind::RevokeResult(RevokeResult {
+                    code: 0, kicked, ..
+                }) => Ok(kicked),
+                link_down::Kind::RevokeResult(r) => {
+                    if self.reload_after(r.code, attempt).await {
+                        attempt += 1;
+                        continue;
+                    }
+                    Err(LinkClientError::Refused { code: r.code })
+                }
+                _ => Err(LinkClientError::Refused {
+                    code: crate::proto::Code::Internal as u32,
+                }),
+            };
         }
     }
 
@@ -180,23 +243,34 @@ impl LinkClient {
         key: &str,
         op: kv_req::Op,
     ) -> Result<KvResult, LinkClientError> {
-        let island = self.map.home(key).clone();
-        let answer = self
-            .request(&island, |req| {
-                link_up::Kind::Kv(KvReq {
-                    req,
-                    space: space as i32,
-                    key: key.to_owned(),
-                    op: Some(op),
+        let mut attempt = 0;
+        loop {
+            let map = self.map();
+            let island = map.home(key).clone();
+            let answer = self
+                .request(&island, |req| {
+                    link_up::Kind::Kv(KvReq {
+                        req,
+                        space: space as i32,
+                        key: key.to_owned(),
+                        op: Some(op.clone()),
+                        epoch: map.epoch,
+                    })
                 })
-            })
-            .await?;
-        match answer {
-            link_down::Kind::KvResult(r) if r.code == 0 => Ok(r),
-            link_down::Kind::KvResult(r) => Err(LinkClientError::Refused { code: r.code }),
-            _ => Err(LinkClientError::Refused {
-                code: crate::proto::Code::Internal as u32,
-            }),
+                .await?;
+            return match answer {
+                link_down::Kind::KvResult(r) if r.code == 0 => Ok(r),
+                link_down::Kind::KvResult(r) => {
+                    if self.reload_after(r.code, attempt).await {
+                        attempt += 1;
+                        continue;
+                    }
+                    Err(LinkClientError::Refused { code: r.code })
+                }
+                _ => Err(LinkClientError::Refused {
+                    code: crate::proto::Code::Internal as u32,
+                }),
+            };
         }
     }
 
@@ -287,7 +361,7 @@ impl LinkClient {
             kind: Some(link_up::Kind::Auth(LinkAuth {
                 secret: self.secret.clone(),
                 edge: self.name.clone(),
-                epoch: self.map.epoch,
+                epoch: self.map().epoch,
             })),
         };
         let mut scratch = BytesMut::new();

@@ -71,6 +71,21 @@ pub fn on_signals(shutdown: CancellationToken) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Notifies `reload` on every SIGHUP (services read their cluster map
+/// again; a SIGHUP no longer ends the process). Call inside the runtime,
+/// before announcing readiness.
+pub fn on_hangup(reload: std::sync::Arc<tokio::sync::Notify>) -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the cluster map");
+            reload.notify_one();
+        }
+    });
+    Ok(())
+}
+
 /// Announces readiness: `line` on stdout (flushed: tests and `wactl up` wait
 /// for it), then systemd's `READY=1` when run under it.
 pub fn ready(line: &str) {

@@ -35,7 +35,7 @@ pub use error::ChatError;
 use crate::config::LimitsConfig;
 use crate::hub::Hub;
 use crate::links::LinkSettings;
-use crate::routing::Router;
+use crate::routing::{LinkSpawner, Router};
 
 /// Extra QUIC idle time beyond the protocol's idle timeout, so that the
 /// protocol, not the transport, decides when a silent client is gone.
@@ -136,6 +136,18 @@ impl Chat {
         listeners: Listeners,
         shutdown: CancellationToken,
     ) -> Result<(), ChatError> {
+        self.serve_reloading(listeners, shutdown, Arc::default())
+            .await
+    }
+
+    /// [`Chat::serve`], reading the cluster map again whenever `reload` is
+    /// notified (`main.rs` does so on SIGHUP).
+    pub async fn serve_reloading(
+        self,
+        listeners: Listeners,
+        shutdown: CancellationToken,
+        reload: Arc<tokio::sync::Notify>,
+    ) -> Result<(), ChatError> {
         let Chat {
             config,
             keys,
@@ -144,23 +156,26 @@ impl Chat {
             client_tls,
             link_tls,
         } = self;
-        let router = Router::new(map).map_err(ChatError::Routing)?;
         let hub = Arc::new(Hub::new());
         let settings = Arc::new(LinkSettings {
             connector: tokio_rustls::TlsConnector::from(Arc::new(link_tls)),
             secret,
             edge: config.name.clone(),
-            epoch: router.epoch(),
+            epoch: map.epoch.into(),
         });
         let link_stop = CancellationToken::new();
         let link_tasks = TaskTracker::new();
-        for link in router.links() {
-            let span = tracing::info_span!("link", addr = %link.addr);
-            link_tasks.spawn(tracing::Instrument::instrument(
-                Arc::clone(link).run(Arc::clone(&settings), Arc::clone(&hub), link_stop.clone()),
-                span,
-            ));
-        }
+        let router = Router::new(
+            map,
+            config.cluster.map.clone(),
+            Some(LinkSpawner {
+                settings,
+                hub: Arc::clone(&hub),
+                stop: link_stop.clone(),
+                tasks: link_tasks.clone(),
+            }),
+        )
+        .map_err(ChatError::Routing)?;
 
         let endpoint = match listeners.quic {
             Some(socket) => Some(quic_endpoint(socket, client_tls.clone(), &config)?),
@@ -176,6 +191,19 @@ impl Chat {
             active: AtomicUsize::new(0),
             shutdown: shutdown.clone(),
         });
+        let reloader = {
+            let ctx = Arc::clone(&ctx);
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        () = reload.notified() => {}
+                        () = ctx.shutdown.cancelled() => return,
+                    }
+                    let c = Arc::clone(&ctx);
+                    let _ = tokio::task::spawn_blocking(move || c.router.reload()).await;
+                }
+            })
+        };
         let sessions = TaskTracker::new();
         let accept = TaskTracker::new();
         if let Some(l) = listeners.tcp {
@@ -198,6 +226,7 @@ impl Chat {
         }
         accept.close();
         accept.wait().await;
+        let _ = reloader.await;
 
         // The listeners are closed; every session saw the same token and is
         // saying Goodbye.

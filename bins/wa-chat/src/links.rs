@@ -52,7 +52,14 @@ pub struct LinkSettings {
     pub connector: TlsConnector,
     pub secret: Bytes,
     pub edge: String,
-    pub epoch: u64,
+    /// The epoch of the edge's current cluster map, sent in `Auth`.
+    pub epoch: AtomicU64,
+}
+
+impl LinkSettings {
+    pub fn set_epoch(&self, epoch: u64) {
+        self.epoch.store(epoch, Ordering::Relaxed);
+    }
 }
 
 /// The link is down, or its queue is full: the request cannot go now.
@@ -131,7 +138,7 @@ impl Link {
                     backoff = BACKOFF_INITIAL;
                     failures = 0;
                     tracing::info!(%node, "link up");
-                    self.serve(reader, writer, &settings, &hub, &stop).await;
+                    self.serve(reader, writer, &hub, &stop).await;
                     if stop.is_cancelled() {
                         break;
                     }
@@ -180,7 +187,7 @@ impl Link {
             kind: Some(link_up::Kind::Auth(LinkAuth {
                 secret: s.secret.clone(),
                 edge: s.edge.clone(),
-                epoch: s.epoch,
+                epoch: s.epoch.load(Ordering::Relaxed),
             })),
         };
         let mut scratch = BytesMut::new();
@@ -204,7 +211,6 @@ impl Link {
         &self,
         reader: FrameReader<R>,
         writer: W,
-        settings: &LinkSettings,
         hub: &Hub,
         stop: &CancellationToken,
     ) where
@@ -212,7 +218,7 @@ impl Link {
         W: AsyncWrite + Unpin + Send + 'static,
     {
         let (tx, rx) = mpsc::channel(LINK_QUEUE);
-        let conn = Arc::new(LinkConn::new(tx, settings.epoch));
+        let conn = Arc::new(LinkConn::new(tx));
         let dead = CancellationToken::new();
         let writer =
             tokio::spawn(write_loop(writer, rx, dead.clone(), stop.clone()).in_current_span());
@@ -240,7 +246,6 @@ impl Link {
 /// One authenticated connection to a store.
 pub struct LinkConn {
     tx: mpsc::Sender<LinkUp>,
-    epoch: u64,
     next_req: AtomicU64,
     inner: Mutex<ConnState>,
 }
@@ -261,10 +266,9 @@ struct Waiter {
 }
 
 impl LinkConn {
-    fn new(tx: mpsc::Sender<LinkUp>, epoch: u64) -> LinkConn {
+    fn new(tx: mpsc::Sender<LinkUp>) -> LinkConn {
         LinkConn {
             tx,
-            epoch,
             next_req: AtomicU64::new(1),
             inner: Mutex::new(ConnState::default()),
         }
@@ -291,13 +295,14 @@ impl LinkConn {
         self.queue(kind)
     }
 
-    /// Queues an append; its result comes to `session` as
-    /// [`Event::Appended`] with `tag`. If the connection breaks first, the
-    /// session is killed with `UNAVAILABLE` instead.
+    /// Queues an append routed by the map of `epoch`; its result comes to
+    /// `session` as [`Event::Appended`] with `tag`. If the connection breaks
+    /// first, the session is killed with `UNAVAILABLE` instead.
     pub fn append(
         &self,
         to: &str,
         envelope: Envelope,
+        epoch: u64,
         session: &Handle,
         tag: u64,
     ) -> Result<(), LinkDownError> {
@@ -319,7 +324,7 @@ impl LinkConn {
             req,
             to: to.to_owned(),
             envelope: Some(envelope),
-            epoch: self.epoch,
+            epoch,
         }));
         if r.is_err() {
             self.lock().pending.remove(&req);
@@ -328,13 +333,15 @@ impl LinkConn {
     }
 
     /// Registers `session` as living on this connection and attaches it at
-    /// the home.
+    /// the home, routed by the map of `epoch`.
+    #[allow(clippy::too_many_arguments)]
     pub fn attach(
         &self,
         session: u64,
         user: &str,
         device: u32,
         generation: u32,
+        epoch: u64,
         kill: Arc<Kill>,
     ) -> Result<(), LinkDownError> {
         {
@@ -349,6 +356,7 @@ impl LinkConn {
             user: user.to_owned(),
             device,
             generation,
+            epoch,
         }));
         if r.is_err() {
             self.lock().homed.remove(&session);

@@ -89,7 +89,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let quic_addr = show(quic.as_ref().map(|s| s.local_addr()))?;
     let shutdown = CancellationToken::new();
     service::on_signals(shutdown.clone()).context("cannot handle SIGTERM and SIGINT")?;
-    let run = tokio::spawn(chat.serve(Listeners { tcp, quic }, shutdown));
+    let reload = std::sync::Arc::new(tokio::sync::Notify::new());
+    service::on_hangup(std::sync::Arc::clone(&reload)).context("cannot handle SIGHUP")?;
+    let run = tokio::spawn(chat.serve_reloading(Listeners { tcp, quic }, shutdown, reload));
     service::ready(&format!("READY wa-chat tcp={tcp_addr} quic={quic_addr}"));
     run.await.context("server task")??;
     service::stopping();

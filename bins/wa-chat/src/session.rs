@@ -14,7 +14,7 @@
 //! Outbound frames go through [`Outbound`] to a writer task; nothing in the
 //! loop waits on the client or on a link.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,6 +51,14 @@ const LINGER: Duration = Duration::from_secs(1);
 /// Best-effort events (typing, presence) a session queue holds beyond what
 /// its requests and its push window can fill.
 const EVENT_SLACK: usize = 64;
+/// A request a home refused for the wrong home or epoch is sent again after
+/// this (the map is read again meanwhile)...
+const REROUTE_PAUSE: Duration = Duration::from_millis(100);
+/// ...until this long after the first refusal; then the client gets
+/// `UNAVAILABLE` and resends later.
+const REROUTE_LIMIT: Duration = Duration::from_secs(10);
+/// `retry_after_ms` of a session closed because its home moved.
+const MOVED_RETRY_MS: u64 = 100;
 
 /// A connection that finished its transport handshake.
 pub struct Conn {
@@ -79,6 +87,10 @@ impl Close {
         match code {
             Code::ShuttingDown | Code::Overloaded | Code::Unavailable | Code::Internal => {
                 Close::Goodbye(code, retry_after_ms, reason.into())
+            }
+            // (Link-only codes: the client reconnects and lands at the new home.)
+            Code::WrongHome | Code::StaleEpoch => {
+                Close::Goodbye(Code::Unavailable, MOVED_RETRY_MS, reason.into())
             }
             _ => Close::Error(code, reason.into()),
         }
@@ -275,6 +287,13 @@ enum Request {
     Delivered { batch: u64, seq: u64 },
 }
 
+/// An append in flight, kept so that it can be sent again at another home.
+struct Pending {
+    to: String,
+    envelope: Envelope,
+    request: Request,
+}
+
 /// The messages of one `Ack` frame whose receipts are on their way; the home
 /// is told to delete them once every receipt has an answer.
 struct AckBatch {
@@ -291,7 +310,13 @@ struct Session {
     handle: Handle,
     home: Arc<LinkConn>,
     pushed: HashMap<u64, Pushed>,
-    requests: HashMap<u64, Request>,
+    requests: HashMap<u64, Pending>,
+    /// Appends a home refused for the wrong home or epoch, in the order they
+    /// were made, waiting to be sent again (with every client request made
+    /// since behind them, so that none overtakes another).
+    rerouting: VecDeque<Pending>,
+    /// When the oldest of `rerouting` was first refused, and when they go again.
+    reroute: Option<(Instant, Instant)>,
     /// `Request::Client` entries in `requests`.
     client_requests: usize,
     /// Most client requests in flight before the session stops reading.
@@ -305,6 +330,14 @@ struct Session {
 }
 
 type Step = Result<(), Close>;
+
+/// Sleeps until `at`, or forever without one.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
 
 fn frame(k: server_frame::Kind) -> ServerFrame {
     ServerFrame { kind: Some(k) }
@@ -324,7 +357,7 @@ impl Session {
             tx,
             kill: Arc::new(Kill::default()),
         };
-        let link = ctx.router.home(&claims.user);
+        let (link, epoch) = ctx.router.route(&claims.user);
         let home = tokio::select! {
             c = link.wait_up(Instant::now() + LINK_WAIT) => c,
             () = ctx.shutdown.cancelled() => {
@@ -362,6 +395,8 @@ impl Session {
             home,
             pushed: HashMap::new(),
             requests: HashMap::new(),
+            rerouting: VecDeque::new(),
+            reroute: None,
             client_requests: 0,
             max_requests,
             next_tag: 0,
@@ -379,6 +414,7 @@ impl Session {
                     &s.user,
                     s.device,
                     claims.generation,
+                    epoch,
                     Arc::clone(&s.handle.kill),
                 )
                 .map_err(|_| ())
@@ -416,6 +452,10 @@ impl Session {
                     let reason = match code {
                         Code::SlowConsumer => "the client does not read fast enough",
                         Code::Unavailable => "the link to a home was lost",
+                        Code::WrongHome | Code::StaleEpoch => {
+                            self.ctx.router.reload_soon();
+                            "this user's home moved; reconnect"
+                        }
                         _ => "closed by the home",
                     };
                     Err(Close::for_code(code, UNAVAILABLE_RETRY_MS, reason))
@@ -427,6 +467,7 @@ impl Session {
                 )),
                 () = gone.cancelled() => Err(Close::Quiet),
                 Some(ev) = rx.recv() => self.handle_event(ev),
+                () = sleep_until_some(self.reroute.map(|r| r.1)) => self.reroute_now(),
                 r = reader.read::<ClientFrame>(), if reading => {
                     idle_at = Instant::now() + idle;
                     match r {
@@ -659,20 +700,96 @@ impl Session {
         }
     }
 
-    /// Appends `envelope` at the home of `to` under a new tag.
-    fn append(&mut self, to: &str, envelope: Envelope, request: Request) -> Result<(), ()> {
-        let Some(conn) = self.ctx.router.home(to).current() else {
-            return Err(());
+    /// Appends `p.envelope` at the home of `p.to` under a new tag; gives
+    /// `p` back if its home cannot be reached now.
+    #[allow(clippy::result_large_err)] // (moved back and forth, never boxed)
+    fn append(&mut self, p: Pending) -> Result<(), Pending> {
+        let (link, epoch) = self.ctx.router.route(&p.to);
+        let Some(conn) = link.current() else {
+            return Err(p);
         };
         let tag = self.next_tag;
         self.next_tag += 1;
-        conn.append(to, envelope, &self.handle, tag)
-            .map_err(|_| ())?;
-        if matches!(request, Request::Client { .. }) {
-            self.client_requests += 1;
+        if conn
+            .append(&p.to, p.envelope.clone(), epoch, &self.handle, tag)
+            .is_err()
+        {
+            return Err(p);
         }
-        self.requests.insert(tag, request);
+        self.requests.insert(tag, p);
         Ok(())
+    }
+
+    /// A home refused `p` for the wrong home or epoch: the map is read again
+    /// and `p` goes again shortly, in order with the others refused.
+    fn refused_elsewhere(&mut self, p: Pending) {
+        self.ctx.router.reload_soon();
+        let now = Instant::now();
+        let first = self.reroute.map_or(now, |r| r.0);
+        self.reroute = Some((first, now + REROUTE_PAUSE));
+        self.rerouting.push_back(p);
+    }
+
+    /// Sends the refused appends again, in order, at their homes as the map
+    /// now says; past [`REROUTE_LIMIT`] they fail instead.
+    fn reroute_now(&mut self) -> Step {
+        let Some((first, _)) = self.reroute.take() else {
+            return Ok(());
+        };
+        self.ctx.router.reload_soon();
+        let give_up = first.elapsed() > REROUTE_LIMIT;
+        while let Some(p) = self.rerouting.pop_front() {
+            let p = if give_up {
+                p
+            } else {
+                match self.append(p) {
+                    Ok(()) => continue,
+                    Err(p) => p,
+                }
+            };
+            self.failed(p, Code::Unavailable)?;
+        }
+        Ok(())
+    }
+
+    /// `p` will not be stored now: tell the client (its request), or leave
+    /// the item in the mailbox (a delivered receipt).
+    fn failed(&mut self, p: Pending, code: Code) -> Step {
+        match p.request {
+            Request::Client { id } => {
+                self.client_requests -= 1;
+                let retry = if matches!(code, Code::Unavailable | Code::Internal) {
+                    UNAVAILABLE_RETRY_MS
+                } else {
+                    0
+                };
+                self.refuse(code, id, "the home refused the item", retry)
+            }
+            Request::Delivered { batch, seq } => {
+                tracing::debug!(
+                    seq,
+                    code = code as u32,
+                    "delivered receipt refused; item kept"
+                );
+                self.receipt_done(batch, None);
+                Ok(())
+            }
+        }
+    }
+
+    /// One receipt of ack batch `batch` has its answer; `stored` is its item
+    /// if the receipt was stored. The home deletes the batch's stored items
+    /// once every receipt has its answer.
+    fn receipt_done(&mut self, batch: u64, stored: Option<u64>) {
+        let Some(b) = self.batches.get_mut(&batch) else {
+            return;
+        };
+        b.waiting -= 1;
+        b.stored.extend(stored);
+        if b.waiting == 0 {
+            let b = self.batches.remove(&batch).expect("just looked up");
+            self.link_ack(b.stored);
+        }
     }
 
     /// A client request: answered `UNAVAILABLE` (not fatal) if the home is
@@ -682,15 +799,24 @@ impl Session {
     /// overtake it if the link comes back meanwhile, or the sender's order
     /// would break.
     fn client_append(&mut self, to: &str, envelope: Envelope, id: Bytes) -> Step {
+        let p = Pending {
+            to: to.to_owned(),
+            envelope,
+            request: Request::Client { id: id.clone() },
+        };
+        if !self.rerouting.is_empty() {
+            // Behind the refused ones, so as not to overtake them.
+            self.client_requests += 1;
+            self.rerouting.push_back(p);
+            return Ok(());
+        }
         let addr = self.ctx.router.home(to).addr;
         let now = Instant::now();
         let held = self.refused.get(&addr).is_some_and(|until| now < *until);
         if !held {
             self.refused.remove(&addr);
-            if self
-                .append(to, envelope, Request::Client { id: id.clone() })
-                .is_ok()
-            {
+            if self.append(p).is_ok() {
+                self.client_requests += 1;
                 return Ok(());
             }
             self.refused
@@ -730,10 +856,12 @@ impl Session {
                 ids: vec![p.id.clone()],
             };
             let envelope = self.envelope(p.id, envelope::Content::Receipt(receipt));
-            if self
-                .append(&p.from, envelope, Request::Delivered { batch, seq })
-                .is_ok()
-            {
+            let pending = Pending {
+                to: p.from,
+                envelope,
+                request: Request::Delivered { batch, seq },
+            };
+            if self.append(pending).is_ok() {
                 waiting += 1;
             } else {
                 // Left in the mailbox: delivered again on the next session.
@@ -792,50 +920,46 @@ impl Session {
                 code,
                 server_ts_ms,
                 duplicate,
-            } => match self.requests.remove(&tag) {
-                None => Ok(()),
-                Some(Request::Client { id }) => {
-                    self.client_requests -= 1;
-                    if code == 0 {
-                        return self.push(
+            } => {
+                let Some(p) = self.requests.remove(&tag) else {
+                    return Ok(());
+                };
+                let code = match code {
+                    0 => None,
+                    c => Some(Code::from_u32(c).unwrap_or(Code::Internal)),
+                };
+                match (code, p.request) {
+                    (Some(Code::WrongHome | Code::StaleEpoch), request) => {
+                        self.refused_elsewhere(Pending { request, ..p });
+                        Ok(())
+                    }
+                    (None, Request::Client { id }) => {
+                        self.client_requests -= 1;
+                        self.push(
                             server_frame::Kind::Accepted(Accepted {
                                 id,
                                 server_ts_ms,
                                 duplicate,
                             }),
                             Class::Control,
-                        );
+                        )
                     }
-                    // Whatever the home refused, the session goes on: the
-                    // code is about this request.
-                    let code = match Code::from_u32(code) {
-                        Some(c) if !c.is_fatal() => c,
-                        _ => Code::Internal,
-                    };
-                    let retry = if matches!(code, Code::Unavailable | Code::Internal) {
-                        UNAVAILABLE_RETRY_MS
-                    } else {
-                        0
-                    };
-                    self.refuse(code, id, "the home refused the item", retry)
+                    (None, Request::Delivered { batch, seq }) => {
+                        self.receipt_done(batch, Some(seq));
+                        Ok(())
+                    }
+                    // Whatever else the home refused, the session goes on:
+                    // the code is about this request.
+                    (Some(code), request) => {
+                        let code = if code.is_fatal() {
+                            Code::Internal
+                        } else {
+                            code
+                        };
+                        self.failed(Pending { request, ..p }, code)
+                    }
                 }
-                Some(Request::Delivered { batch, seq }) => {
-                    let Some(b) = self.batches.get_mut(&batch) else {
-                        return Ok(());
-                    };
-                    b.waiting -= 1;
-                    if code == 0 {
-                        b.stored.push(seq);
-                    } else {
-                        tracing::debug!(seq, code, "delivered receipt refused; item kept");
-                    }
-                    if b.waiting == 0 {
-                        let b = self.batches.remove(&batch).expect("just looked up");
-                        self.link_ack(b.stored);
-                    }
-                    Ok(())
-                }
-            },
+            }
             Event::Typing { from, typing } => self.push(
                 server_frame::Kind::Typing(TypingEvent { from, typing }),
                 Class::Control,

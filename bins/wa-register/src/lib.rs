@@ -116,7 +116,8 @@ impl Register {
             secret.into(),
             config.name.clone(),
             config.cluster.timeout,
-        )?;
+        )?
+        .reloading_from(config.cluster.map.clone());
         let signing = tokens::read_signing_key(&config.tokens.signing_key)?;
         let mut ring = KeyRing::new();
         for k in &config.tokens.verify_keys {

@@ -810,6 +810,7 @@ async fn churn_run(args: &Args, engine: &str, writers: usize) {
         edges[r % edges.len()]
             .tx
             .send(link_up::Kind::Attach(Attach {
+                epoch: 1,
                 session: r as u64 + 1,
                 user: format!("u{r}"),
                 device: 1,

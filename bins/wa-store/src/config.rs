@@ -15,6 +15,7 @@
 //! [cluster]
 //! map = "/etc/wa/cluster.toml"
 //! secret_file = "/etc/wa/cluster.secret"
+//! island = ""       # this node's island in the map; empty: the map's only one
 //! [mailbox]
 //! max_items = 100000
 //! max_bytes = "256 MiB"
@@ -173,6 +174,9 @@ pub struct ClusterConfig {
     pub map: PathBuf,
     /// Raw bytes of the cluster secret edges present in `LinkAuth`.
     pub secret_file: PathBuf,
+    /// The island of the map this node is the primary of; empty: the map's
+    /// only island (a map of several islands needs it named).
+    pub island: String,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -215,6 +219,7 @@ impl Default for ClusterConfig {
         ClusterConfig {
             map: "/etc/wa/cluster.toml".into(),
             secret_file: "/etc/wa/cluster.secret".into(),
+            island: String::new(),
         }
     }
 }
@@ -296,8 +301,13 @@ impl Config {
         if let Err(e) = common::tls::load_key(&self.link.key) {
             errs.push(format!("link.key: {e}"));
         }
-        if let Err(e) = common::cluster::ClusterMap::load(&self.cluster.map) {
-            errs.push(format!("cluster.map: {e}"));
+        match common::cluster::ClusterMap::load(&self.cluster.map) {
+            Ok(map) => {
+                if let Err(e) = crate::ownership::island_of(&map, &self.cluster.island) {
+                    errs.push(format!("cluster.island: {e}"));
+                }
+            }
+            Err(e) => errs.push(format!("cluster.map: {e}")),
         }
         match std::fs::read(&self.cluster.secret_file) {
             Ok(s) if s.len() < MIN_SECRET_LEN => errs.push(format!(
@@ -331,6 +341,7 @@ key = "/etc/wa/link/key.pem"
 [cluster]
 map = "/etc/wa/cluster.toml"
 secret_file = "/etc/wa/cluster.secret"
+island = ""
 [mailbox]
 max_items = 100000
 max_bytes = "256 MiB"

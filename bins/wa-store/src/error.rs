@@ -14,6 +14,8 @@ pub enum StoreError {
     Tls(#[from] common::tls::TlsError),
     #[error(transparent)]
     Cluster(#[from] common::cluster::ClusterError),
+    #[error("cluster map: {0}")]
+    Ownership(#[from] crate::ownership::OwnershipError),
     #[error("cannot read cluster secret {path}: {source}")]
     SecretRead {
         path: PathBuf,

@@ -13,6 +13,7 @@ pub mod home;
 pub mod journal;
 pub mod listener;
 pub mod metrics;
+pub mod ownership;
 pub mod storage;
 
 use std::sync::Arc;
@@ -40,7 +41,7 @@ pub struct Store {
     journal: Arc<journal::Journal>,
     metrics: Arc<metrics::Metrics>,
     secret: Vec<u8>,
-    epoch: u64,
+    ownership: Arc<ownership::Ownership>,
     tls: Arc<rustls::ServerConfig>,
 }
 
@@ -48,7 +49,8 @@ impl Store {
     /// Reads the files the store needs and opens the database.
     pub fn open(config: Config) -> Result<Store, StoreError> {
         config.validate()?;
-        let map = common::cluster::ClusterMap::load(&config.cluster.map)?;
+        let ownership =
+            ownership::Ownership::load(config.cluster.map.clone(), config.cluster.island.clone())?;
         let secret = std::fs::read(&config.cluster.secret_file).map_err(|source| {
             StoreError::SecretRead {
                 path: config.cluster.secret_file.clone(),
@@ -80,7 +82,7 @@ impl Store {
             journal: Arc::new(journal),
             metrics: Arc::default(),
             secret,
-            epoch: map.epoch,
+            ownership: Arc::new(ownership),
             tls: Arc::new(tls),
         })
     }
@@ -92,6 +94,18 @@ impl Store {
         self,
         listener: TcpListener,
         shutdown: CancellationToken,
+    ) -> Result<(), StoreError> {
+        self.serve_reloading(listener, shutdown, Arc::default())
+            .await
+    }
+
+    /// [`Store::serve`], reading the cluster map again whenever `reload` is
+    /// notified (`main.rs` does so on SIGHUP).
+    pub async fn serve_reloading(
+        self,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+        reload: Arc<tokio::sync::Notify>,
     ) -> Result<(), StoreError> {
         let commit = Arc::new(Commit::new());
         let journal = Arc::clone(&self.journal);
@@ -143,11 +157,17 @@ impl Store {
             (Arc::clone(&self.metrics), self.engine_dir()),
             sweeper_stop.clone(),
         ));
+        let reloader = tokio::spawn(reload_loop(
+            Arc::clone(&self.ownership),
+            home.clone(),
+            reload,
+            shutdown.clone(),
+        ));
         let ctx = Arc::new(LinkCtx::new(
             home,
             self.secret,
             self.config.node.clone(),
-            self.epoch,
+            Arc::clone(&self.ownership),
             tokio_rustls::TlsAcceptor::from(self.tls),
         ));
         let writers = TaskTracker::new();
@@ -160,6 +180,7 @@ impl Store {
         // a slower next start, never data.
         let grace = self.config.shutdown.grace;
         let deadline = tokio::time::Instant::now() + grace;
+        let _ = reloader.await;
         sweeper_stop.cancel();
         let _ = tokio::time::timeout_at(deadline, sweeper).await;
         // Every operation the links delivered is queued on the shards ahead
@@ -225,6 +246,39 @@ impl Store {
     /// The store's metrics (Prometheus text via `render`).
     pub fn metrics(&self) -> Arc<metrics::Metrics> {
         Arc::clone(&self.metrics)
+    }
+}
+
+/// Reads the cluster map again on every `reload` until `shutdown`; when it
+/// changed, the shards close the sessions of users this node no longer
+/// serves. (Requests are checked against the new map from the moment it is
+/// read: `Ownership::check`.)
+async fn reload_loop(
+    ownership: Arc<ownership::Ownership>,
+    home: Home,
+    reload: Arc<tokio::sync::Notify>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = reload.notified() => {}
+            () = shutdown.cancelled() => return,
+        }
+        let o = Arc::clone(&ownership);
+        let reloaded = tokio::task::spawn_blocking(move || o.reload())
+            .await
+            .expect("reading the map does not panic");
+        match reloaded {
+            Ok(Some(owned)) => {
+                if home.submit(home::Op::Rehome { owned }).await.is_err() {
+                    return;
+                }
+            }
+            Ok(None) => tracing::info!("cluster map unchanged"),
+            Err(e) => {
+                tracing::error!(error = %e, "cluster map not reloaded; keeping the current one")
+            }
+        }
     }
 }
 

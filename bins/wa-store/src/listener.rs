@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use common::link::{LinkAuthOk, LinkDown, LinkUp, MAX_LINK_FRAME, link_down, link_up};
+use common::proto::Code;
 use common::wire::{BatchWriter, FrameReader};
 use subtle::ConstantTimeEq;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -21,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::home::{Home, LinkTx, Op};
+use crate::ownership::Ownership;
 
 /// How long an edge has to finish TLS and send `Auth`.
 const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -34,7 +36,8 @@ pub struct LinkCtx {
     pub home: Home,
     pub secret: Vec<u8>,
     pub node: String,
-    pub epoch: u64,
+    /// Which users this node serves, under which epoch.
+    pub ownership: Arc<Ownership>,
     pub acceptor: TlsAcceptor,
     next_link: AtomicU64,
 }
@@ -44,14 +47,14 @@ impl LinkCtx {
         home: Home,
         secret: Vec<u8>,
         node: String,
-        epoch: u64,
+        ownership: Arc<Ownership>,
         acceptor: TlsAcceptor,
     ) -> Self {
         LinkCtx {
             home,
             secret,
             node,
-            epoch,
+            ownership,
             acceptor,
             next_link: AtomicU64::new(1),
         }
@@ -142,9 +145,9 @@ async fn link(
     writers.spawn(writer(w, rx, dead.clone()).instrument(span.clone()));
     link.send(link_down::Kind::AuthOk(LinkAuthOk {
         node: ctx.node.clone(),
-        epoch: ctx.epoch,
+        epoch: ctx.ownership.current().epoch(),
     }));
-    read_loop(reader, &link, &ctx.home, &shutdown, &dead)
+    read_loop(reader, &link, &ctx, &shutdown, &dead)
         .instrument(span.clone())
         .await;
     // After the link's last operation, so nothing of it is left behind.
@@ -155,10 +158,11 @@ async fn link(
 async fn read_loop<R: AsyncRead + Unpin>(
     mut reader: FrameReader<R>,
     link: &LinkTx,
-    home: &Home,
+    ctx: &LinkCtx,
     shutdown: &CancellationToken,
     dead: &CancellationToken,
 ) {
+    let home = &ctx.home;
     loop {
         let frame = tokio::select! {
             f = reader.read::<LinkUp>() => f,
@@ -176,6 +180,10 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 break;
             }
         };
+        if let Err(code) = routed_here(&ctx.ownership, &kind) {
+            refuse(link, &kind, code);
+            continue;
+        }
         let op = match kind {
             link_up::Kind::Auth(_) => {
                 tracing::warn!("second Auth on a link; closing it");
@@ -257,6 +265,65 @@ async fn read_loop<R: AsyncRead + Unpin>(
     }
     // Read side over: the edge is gone, so stop writing to it too.
     dead.cancel();
+}
+
+/// Whether this node serves the user (or key) `kind` is about, under the
+/// epoch it was routed by. Frames without an epoch (acks, detaches, typing,
+/// presence) are only checked for the user: they follow an `Attach` or an
+/// `Append` that was checked.
+fn routed_here(ownership: &Ownership, kind: &link_up::Kind) -> Result<(), Code> {
+    match kind {
+        link_up::Kind::Append(a) => ownership.check(&a.to, a.epoch),
+        link_up::Kind::Attach(a) => ownership.check(&a.user, a.epoch),
+        link_up::Kind::Kv(k) => ownership.check(&k.key, k.epoch),
+        link_up::Kind::Revoke(r) => ownership.check(&r.user, r.epoch),
+        link_up::Kind::Detach(d) => owned(ownership, &d.user),
+        link_up::Kind::Ack(a) => owned(ownership, &a.user),
+        link_up::Kind::Typing(t) => owned(ownership, &t.to),
+        link_up::Kind::Watch(w) => owned(ownership, &w.target),
+        link_up::Kind::Auth(_) => Ok(()),
+    }
+}
+
+fn owned(ownership: &Ownership, user: &str) -> Result<(), Code> {
+    if ownership.current().owns(user) {
+        Ok(())
+    } else {
+        Err(Code::WrongHome)
+    }
+}
+
+/// Answers a request this node does not serve with `code`; frames that
+/// expect no answer are dropped.
+fn refuse(link: &LinkTx, kind: &link_up::Kind, code: Code) {
+    use common::link::{AppendResult, Kick, KvResult, RevokeResult};
+    let code = code as u32;
+    let answer = match kind {
+        link_up::Kind::Append(a) => link_down::Kind::AppendResult(AppendResult {
+            req: a.req,
+            code,
+            ..Default::default()
+        }),
+        link_up::Kind::Attach(a) => link_down::Kind::Kick(Kick {
+            session: a.session,
+            code,
+        }),
+        link_up::Kind::Kv(k) => link_down::Kind::KvResult(KvResult {
+            req: k.req,
+            code,
+            ..Default::default()
+        }),
+        link_up::Kind::Revoke(r) => link_down::Kind::RevokeResult(RevokeResult {
+            req: r.req,
+            code,
+            kicked: 0,
+        }),
+        _ => {
+            tracing::debug!(code, "a frame for a user this node does not serve dropped");
+            return;
+        }
+    };
+    link.send(answer);
 }
 
 /// A key-value request as a home operation, or the answer refusing it.

@@ -23,6 +23,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Prints `READY wa-store link=ADDR` on stdout (and notifies systemd) once the
 /// database is open and the link listener is bound. SIGTERM or SIGINT: stop
 /// accepting, answer in-flight appends after their flush, flush, exit 0.
+/// SIGHUP: read the cluster map again (its epoch must rise with every change).
 ///
 /// Exit codes: 0 clean stop, 64 bad arguments or configuration, 1 runtime failure.
 #[derive(Parser)]
@@ -88,8 +89,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
     let shutdown = CancellationToken::new();
     service::on_signals(shutdown.clone()).context("cannot handle SIGTERM and SIGINT")?;
+    let reload = std::sync::Arc::new(tokio::sync::Notify::new());
+    service::on_hangup(std::sync::Arc::clone(&reload)).context("cannot handle SIGHUP")?;
     service::ready(&format!("READY wa-store link={addr}"));
-    store.serve(listener, shutdown).await?;
+    store.serve_reloading(listener, shutdown, reload).await?;
     service::stopping();
     Ok(())
 }

@@ -85,6 +85,7 @@ async fn until(what: &str, mut f: impl FnMut() -> bool) {
 /// Attaches `user`, acks everything pushed until `n` items came.
 async fn drain(l: &mut Link, user: &str, session: u64, n: usize) -> Vec<u64> {
     l.send(link_up::Kind::Attach(Attach {
+        epoch: 1,
         session,
         user: user.into(),
         device: 1,
@@ -121,6 +122,7 @@ async fn online_offline_bypass(engine: &str) {
 
     // Online recipient: delivered and deleted from memory.
     l.send(link_up::Kind::Attach(Attach {
+        epoch: 1,
         session: 1,
         user: "bob".into(),
         device: 1,

@@ -563,6 +563,7 @@ async fn attach_and_mark(link: &mut Link, session_base: u64, marker: u8) {
     for r in 0..RECIPIENTS {
         link.w
             .queue(link_up::Kind::Attach(Attach {
+                epoch: 1,
                 session: session_base + r as u64,
                 user: user('r', r),
                 device: 1,

@@ -38,6 +38,7 @@ async fn open(addr: SocketAddr, dir: &Path) -> Link {
 
 async fn kv(l: &mut Link, req: u64, space: KvSpace, key: &str, op: kv_req::Op) -> KvResult {
     l.send(link_up::Kind::Kv(KvReq {
+        epoch: 1,
         req,
         space: space as i32,
         key: key.into(),
@@ -93,6 +94,7 @@ async fn compare_and_set_and_last_seen() {
     let r = kv(&mut l, 6, KvSpace::Account, "alice", get()).await;
     assert_eq!(r.last_seen_ms, 0);
     l.send(link_up::Kind::Attach(Attach {
+        epoch: 1,
         session: 1,
         user: "alice".into(),
         device: 1,
@@ -114,6 +116,7 @@ async fn compare_and_set_and_last_seen() {
     let r = kv(&mut l, 9, KvSpace::Unspecified, "x", get()).await;
     assert_eq!(r.code, Code::BadFrame as u32);
     l.send(link_up::Kind::Kv(KvReq {
+        epoch: 1,
         req: 10,
         space: KvSpace::Account as i32,
         key: "alice".into(),
@@ -152,6 +155,7 @@ async fn expect_kick(l: &mut Link, session: u64) {
 
 async fn revoke(l: &mut Link, req: u64, user: &str, device: u32, generation: u32) -> u32 {
     l.send(link_up::Kind::Revoke(Revoke {
+        epoch: 1,
         req,
         user: user.into(),
         device,
@@ -172,6 +176,7 @@ async fn revoke(l: &mut Link, req: u64, user: &str, device: u32, generation: u32
 
 fn attach(session: u64, device: u32, generation: u32) -> link_up::Kind {
     link_up::Kind::Attach(Attach {
+        epoch: 1,
         session,
         user: "bob".into(),
         device,

@@ -156,6 +156,7 @@ async fn wrong_secret_is_refused() {
     let mut scratch = BytesMut::new();
     let attach = LinkUp {
         kind: Some(link_up::Kind::Attach(Attach {
+            epoch: 1,
             session: 1,
             user: "bob".into(),
             device: 1,
@@ -204,6 +205,7 @@ async fn append_dedupe_push_ack() {
 
     // A session gets the mailbox in order; the duplicate was not stored.
     l.send(link_up::Kind::Attach(Attach {
+        epoch: 1,
         session: 9,
         user: "bob".into(),
         device: 1,
@@ -236,6 +238,7 @@ async fn append_dedupe_push_ack() {
     }))
     .await;
     l.send(link_up::Kind::Attach(Attach {
+        epoch: 1,
         session: 10,
         user: "bob".into(),
         device: 2,
@@ -313,6 +316,7 @@ async fn quota_then_expiry_makes_room() {
     }
     // Only the new item is left: the expired ones are gone for good.
     l.send(link_up::Kind::Attach(Attach {
+        epoch: 1,
         session: 1,
         user: "bob".into(),
         device: 1,

@@ -27,6 +27,7 @@ pub enum Command {
     Keygen(KeygenArgs),
     Token(TokenArgs),
     Up(UpArgs),
+    Home(HomeArgs),
     Send(SendArgs),
     Watch(WatchArgs),
     Register(RegisterArgs),
@@ -81,11 +82,13 @@ pub struct TokenArgs {
 /// Run a local deployment: one wa-store, wa-chat, wa-media and wa-register.
 ///
 /// Creates DIR if needed with a development PKI (pki/), a token signing key
-/// (keys/k1.pem, keys/k1.pub), a cluster secret, a one-island cluster map, a
-/// PIN pepper (register/) and config files for the services (existing keys,
-/// PKI, secret and map are kept), then starts wa-store, wa-chat, wa-media and
-/// wa-register (found next to wactl, else on PATH), waits until all are ready
-/// and prints where they listen and how to try them. wa-register runs in
+/// (keys/k1.pem, keys/k1.pub), a cluster secret, a cluster map of N islands
+/// (fragments split evenly), a PIN pepper (register/) and config files for
+/// the services (existing keys, PKI, secret and map are kept), then starts N
+/// wa-stores, M wa-chats, wa-media and wa-register (found next to wactl,
+/// else on PATH), waits until all are ready and prints where they listen,
+/// which island is whose home and how to try them. With several edges,
+/// `send` and `watch` pick one with --edge K. wa-register runs in
 /// development mode: SMS codes go to DIR/register/codes.log (`wactl code`)
 /// and are printed here as `SMS code for NUMBER: CODE` as they go out.
 /// Ctrl-C or SIGTERM stops wa-register, wa-media, wa-chat, then wa-store, and
@@ -97,12 +100,21 @@ pub struct UpArgs {
     /// Address both services listen on.
     #[arg(long, default_value = "127.0.0.1")]
     pub host: std::net::IpAddr,
-    /// Port of wa-store's internal link listener.
+    /// Port of wa-store's internal link listener (island K listens on
+    /// LINK_PORT + K - 1).
     #[arg(long, default_value_t = 7401)]
     pub link_port: u16,
-    /// Port of wa-chat for clients, TCP (TLS) and UDP (QUIC) alike.
+    /// Port of wa-chat for clients, TCP (TLS) and UDP (QUIC) alike (edge K
+    /// listens on PORT + K - 1).
     #[arg(long, default_value_t = 7443)]
     pub port: u16,
+    /// Islands: wa-store nodes, each the home of an even share of the
+    /// fragments. A directory keeps the number it was created with.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub islands: usize,
+    /// Edges: wa-chat nodes, each linked to every island.
+    #[arg(long, default_value_t = 1, value_name = "M")]
+    pub edges: usize,
     /// Port of wa-media (HTTPS); 0 picks a free one, shown when ready.
     #[arg(long, default_value_t = 0)]
     pub media_port: u16,
@@ -187,6 +199,8 @@ pub struct SendArgs {
     pub to: String,
     #[command(flatten)]
     pub transport: TransportArg,
+    #[command(flatten)]
+    pub edge: EdgeArg,
     /// Wait until the message is accepted, delivered or read.
     #[arg(long, value_enum, default_value = "accepted")]
     pub wait: WaitFor,
@@ -195,6 +209,27 @@ pub struct SendArgs {
     pub timeout: Duration,
     /// The message text.
     pub text: String,
+}
+
+/// Tell which island is the home of each USER in a `wactl up` deployment.
+///
+/// Reads DIR/cluster.toml and prints, per user, its fragment, the island
+/// that owns it and that island's primary store.
+#[derive(Debug, Args)]
+pub struct HomeArgs {
+    #[command(flatten)]
+    pub dir: DirArg,
+    /// User ids (or phone numbers: a number's record lives at its own home).
+    #[arg(required = true)]
+    pub users: Vec<String>,
+}
+
+/// Which edge of a `wactl up --edges M` deployment to connect to.
+#[derive(Debug, Args)]
+pub struct EdgeArg {
+    /// Edge number, 1 to M (DIR/wa-chat.toml is edge 1, DIR/wa-chat-K.toml edge K).
+    #[arg(long, default_value_t = 1, value_name = "K")]
+    pub edge: usize,
 }
 
 /// Receive as a user through a `wactl up` deployment, until Ctrl-C.
@@ -214,6 +249,8 @@ pub struct WatchArgs {
     pub read: bool,
     #[command(flatten)]
     pub transport: TransportArg,
+    #[command(flatten)]
+    pub edge: EdgeArg,
 }
 
 #[derive(Debug, Args)]

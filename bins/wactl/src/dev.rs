@@ -30,9 +30,22 @@ impl DevDir {
         self.root.join(rel)
     }
 
-    /// Where wa-chat listens for `transport`, from its config file.
-    pub(crate) fn chat_addr(&self, transport: &Transport) -> anyhow::Result<SocketAddr> {
-        let path = self.path("wa-chat.toml");
+    /// Where edge `edge` (1-based) listens for `transport`, from its config file.
+    pub(crate) fn chat_addr(
+        &self,
+        transport: &Transport,
+        edge: usize,
+    ) -> anyhow::Result<SocketAddr> {
+        if edge == 0 {
+            bail!("--edge counts from 1");
+        }
+        let path = self.path(&crate::up::chat_file(edge));
+        if edge > 1 && !path.exists() {
+            bail!(
+                "{} does not exist: the deployment has fewer than {edge} edges (`wactl up --edges`)",
+                path.display()
+            );
+        }
         let text = std::fs::read_to_string(&path).with_context(|| {
             format!(
                 "cannot read {} (run `wactl up --dir {}` first)",
@@ -74,8 +87,9 @@ impl DevDir {
         &self,
         user: &str,
         transport: Transport,
+        edge: usize,
     ) -> anyhow::Result<(Client, Events)> {
-        let addr = self.chat_addr(&transport)?;
+        let addr = self.chat_addr(&transport, edge)?;
         let token = crate::token::mint(
             &self.path("keys/k1.pem"),
             KEY_ID,

@@ -7,6 +7,7 @@
 pub mod cli;
 mod code;
 mod dev;
+mod home;
 mod keygen;
 mod man;
 mod register;
@@ -26,6 +27,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keygen(a) => keygen::run(&a).map(|()| ExitCode::SUCCESS),
         Command::Token(a) => token::run(&a).map(|()| ExitCode::SUCCESS),
         Command::Up(a) => up::run(&a).await,
+        Command::Home(a) => home::run(&a).map(|()| ExitCode::SUCCESS),
         Command::Send(a) => send::run(&a).await,
         Command::Watch(a) => watch::run(&a).await,
         Command::Register(a) => register::run(&a).await,

@@ -13,7 +13,7 @@ use crate::dev::{self, DevDir};
 pub(crate) async fn run(args: &SendArgs) -> anyhow::Result<ExitCode> {
     let dev = DevDir::new(&args.dir.dir);
     let (client, mut events) = dev
-        .connect(&args.from, dev::transport(&args.transport))
+        .connect(&args.from, dev::transport(&args.transport), args.edge.edge)
         .await?;
     let id = client
         .send(&args.to, Bytes::from(args.text.clone().into_bytes()))

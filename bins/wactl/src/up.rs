@@ -1,7 +1,8 @@
 //! `wactl up`: a whole deployment on this machine, in one directory, in the
-//! foreground. Files first (kept when present), then wa-store, wa-chat and
-//! wa-media, each awaited until it prints its `READY` line; stops them in the
-//! reverse order on Ctrl-C or SIGTERM.
+//! foreground. Files first (kept when present), then the wa-stores (one per
+//! island, `--islands`), the wa-chats (`--edges`), wa-media and wa-register,
+//! each awaited until it prints its `READY` line; stops them in the reverse
+//! order on Ctrl-C or SIGTERM.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -26,67 +27,83 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
 pub(crate) async fn run(args: &UpArgs) -> anyhow::Result<ExitCode> {
     let mut signals = Signals::new()?;
+    if args.islands == 0 || args.edges == 0 || args.islands > 64 || args.edges > 64 {
+        bail!("--islands and --edges must be between 1 and 64");
+    }
     std::fs::create_dir_all(&args.dir.dir)
         .with_context(|| format!("cannot create {}", args.dir.dir.display()))?;
     let dir = std::fs::canonicalize(&args.dir.dir)
         .with_context(|| format!("cannot resolve {}", args.dir.dir.display()))?;
-    let link = SocketAddr::new(args.host, args.link_port);
-    let chat = SocketAddr::new(args.host, args.port);
+    let port = |base: u16, i: usize| -> anyhow::Result<u16> {
+        u16::try_from(usize::from(base) + i).context("a port beyond 65535")
+    };
+    let links = (0..args.islands)
+        .map(|i| Ok(SocketAddr::new(args.host, port(args.link_port, i)?)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let chats = (0..args.edges)
+        .map(|i| Ok(SocketAddr::new(args.host, port(args.port, i)?)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let media = SocketAddr::new(args.host, args.media_port);
     let register = SocketAddr::new(args.host, args.register_port);
-    prepare(&dir, args.host, link, chat)?;
+    prepare(&dir, args.host, &links, &chats)?;
     write_media_config(&dir, media)?;
     write_register_config(&dir, register)?;
 
-    let mut store = Service::spawn("wa-store", &dir.join("wa-store.toml"))?;
-    let store_line = match until_signal(&mut signals, store.ready()).await {
-        None => return Ok(stopped(vec![store]).await),
-        Some(Err(e)) => return Ok(failed(e, vec![store]).await),
-        Some(Ok(line)) => line,
-    };
-    let mut chat = match Service::spawn("wa-chat", &dir.join("wa-chat.toml")) {
-        Ok(c) => c,
-        Err(e) => return Ok(failed(e, vec![store]).await),
-    };
-    let chat_line = match until_signal(&mut signals, chat.ready()).await {
-        None => return Ok(stopped(vec![chat, store]).await),
-        Some(Err(e)) => return Ok(failed(e, vec![chat, store]).await),
-        Some(Ok(line)) => line,
-    };
-    let mut media = match Service::spawn("wa-media", &dir.join("wa-media.toml")) {
-        Ok(m) => m,
-        Err(e) => return Ok(failed(e, vec![chat, store]).await),
-    };
-    let media_line = match until_signal(&mut signals, media.ready()).await {
-        None => return Ok(stopped(vec![media, chat, store]).await),
-        Some(Err(e)) => return Ok(failed(e, vec![media, chat, store]).await),
-        Some(Ok(line)) => line,
-    };
-    let mut register = match Service::spawn("wa-register", &dir.join("wa-register.toml")) {
-        Ok(r) => r,
-        Err(e) => return Ok(failed(e, vec![media, chat, store]).await),
-    };
-    let register_line = match until_signal(&mut signals, register.ready()).await {
-        None => return Ok(stopped(vec![register, media, chat, store]).await),
-        Some(Err(e)) => return Ok(failed(e, vec![register, media, chat, store]).await),
-        Some(Ok(line)) => line,
+    // Started in this order, stopped in the reverse one.
+    let mut running: Vec<Service> = Vec::new();
+    let mut lines: Vec<String> = Vec::new();
+    let configs = (1..=args.islands)
+        .map(|i| ("wa-store", store_file(i)))
+        .chain((1..=args.edges).map(|j| ("wa-chat", chat_file(j))))
+        .chain([
+            ("wa-media", "wa-media.toml".to_string()),
+            ("wa-register", "wa-register.toml".to_string()),
+        ]);
+    for (name, file) in configs {
+        let mut service = match Service::spawn(name, &dir.join(&file)) {
+            Ok(s) => s,
+            Err(e) => return Ok(failed(e, running).await),
+        };
+        let line = until_signal(&mut signals, service.ready()).await;
+        running.insert(0, service);
+        match line {
+            None => return Ok(stopped(running).await),
+            Some(Err(e)) => return Ok(failed(e, running).await),
+            Some(Ok(line)) => lines.push(line),
+        }
+    }
+    let (store_lines, rest) = lines.split_at(args.islands);
+    let (chat_lines, rest) = rest.split_at(args.edges);
+    let [media_line, register_line] = rest else {
+        unreachable!("media and register were started")
     };
 
     let shown = &args.dir.dir.display();
-    let tcp = field(&chat_line, "tcp").unwrap_or("?");
-    let quic = field(&chat_line, "quic").unwrap_or("?");
-    let link_shown = field(&store_line, "link").unwrap_or("?");
-    println!(
-        "wa-store  ready: link {link_shown}, data in {}",
-        dir.join("store").display()
-    );
-    println!("wa-chat   ready: tcp {tcp}, quic {quic}");
-    let media_shown = field(&media_line, "http").unwrap_or("?");
+    let map = ClusterMap::load(&dir.join("cluster.toml")).context("cannot read the map")?;
+    for (i, (line, island)) in store_lines.iter().zip(&map.islands).enumerate() {
+        let link_shown = field(line, "link").unwrap_or("?");
+        let [a, b] = island.fragments;
+        println!(
+            "wa-store  ready: {}, link {link_shown}, fragments {a}-{b}, data in {}",
+            island.name,
+            dir.join(store_data(i + 1)).display()
+        );
+    }
+    let mut tcp_first = "?";
+    for (j, line) in chat_lines.iter().enumerate() {
+        let tcp = field(line, "tcp").unwrap_or("?");
+        let quic = field(line, "quic").unwrap_or("?");
+        if j == 0 {
+            tcp_first = tcp;
+        }
+        println!("wa-chat   ready: edge {}, tcp {tcp}, quic {quic}", j + 1);
+    }
+    let media_shown = field(media_line, "http").unwrap_or("?");
     println!(
         "wa-media  ready: https {media_shown}, node m1, blobs in {}",
         dir.join("media").display()
     );
-    let register_shown = field(&register_line, "http").unwrap_or("?");
+    let register_shown = field(register_line, "http").unwrap_or("?");
     // `wactl register` finds wa-register here (its port may be picked at start).
     let addr_file = dir.join("register/addr");
     if let Err(e) = std::fs::write(&addr_file, format!("{register_shown}\n")) {
@@ -100,38 +117,89 @@ pub(crate) async fn run(args: &UpArgs) -> anyhow::Result<ExitCode> {
     println!("  sign up:  wactl register --dir {shown} --number +15550001234 --name phone");
     println!("  a code:   wactl code --dir {shown} --number +15550001234");
     println!();
+    for user in ["alice", "bob"] {
+        let isl = map.home(user);
+        println!(
+            "{user}'s home is {} (fragment {}); `wactl home --dir {shown} USER` tells anyone's",
+            isl.name,
+            map.fragment(user)
+        );
+    }
+    let edge = |k: usize| {
+        if args.edges > 1 {
+            format!(" --edge {}", k.min(args.edges))
+        } else {
+            String::new()
+        }
+    };
     println!("Try it, in two more terminals:");
-    println!("  wactl watch --dir {shown} --user bob --read");
-    println!("  wactl send --dir {shown} --from alice --to bob --wait read 'hello bob'");
-    println!("Ctrl-C stops them all.");
+    println!("  wactl watch --dir {shown}{} --user bob --read", edge(2));
     println!(
-        "READY wactl-up link={link_shown} tcp={tcp} quic={quic} media={media_shown} register={register_shown}"
+        "  wactl send --dir {shown}{} --from alice --to bob --wait read 'hello bob'",
+        edge(1)
+    );
+    println!("Ctrl-C stops them all.");
+    let link_shown = field(&store_lines[0], "link").unwrap_or("?");
+    let quic_first = field(&chat_lines[0], "quic").unwrap_or("?");
+    println!(
+        "READY wactl-up link={link_shown} tcp={tcp_first} quic={quic_first} media={media_shown} register={register_shown} islands={} edges={}",
+        args.islands, args.edges
     );
 
     let codes = tokio::spawn(print_codes(dir.join("register/codes.log")));
     let _stop_printing = AbortOnDrop(codes);
-    tokio::select! {
-        _ = signals.recv() => Ok(stopped(vec![register, media, chat, store]).await),
-        st = register.child.wait() => {
-            eprintln!("wactl: wa-register exited on its own ({})", describe(st));
-            stop(vec![media, chat, store]).await;
-            Ok(ExitCode::from(1))
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            _ = signals.recv() => return Ok(stopped(running).await),
+            _ = tick.tick() => {}
         }
-        st = media.child.wait() => {
-            eprintln!("wactl: wa-media exited on its own ({})", describe(st));
-            stop(vec![register, chat, store]).await;
-            Ok(ExitCode::from(1))
+        let exited = running
+            .iter_mut()
+            .enumerate()
+            .find_map(|(i, s)| match s.child.try_wait() {
+                Ok(Some(st)) => Some((i, Ok(st))),
+                Ok(None) => None,
+                Err(e) => Some((i, Err(e))),
+            });
+        if let Some((i, st)) = exited {
+            let gone = running.remove(i);
+            eprintln!(
+                "wactl: {} ({}) exited on its own ({})",
+                gone.name,
+                gone.config.display(),
+                describe(st)
+            );
+            stop(running).await;
+            return Ok(ExitCode::from(1));
         }
-        st = chat.child.wait() => {
-            eprintln!("wactl: wa-chat exited on its own ({})", describe(st));
-            stop(vec![register, media, store]).await;
-            Ok(ExitCode::from(1))
-        }
-        st = store.child.wait() => {
-            eprintln!("wactl: wa-store exited on its own ({})", describe(st));
-            stop(vec![register, media, chat]).await;
-            Ok(ExitCode::from(1))
-        }
+    }
+}
+
+/// The config file of store `i` (1-based): the first keeps the name of a
+/// single-island deployment.
+pub(crate) fn store_file(i: usize) -> String {
+    if i == 1 {
+        "wa-store.toml".into()
+    } else {
+        format!("wa-store-{i}.toml")
+    }
+}
+
+fn store_data(i: usize) -> String {
+    if i == 1 {
+        "store".into()
+    } else {
+        format!("store-{i}")
+    }
+}
+
+/// The config file of edge `j` (1-based), likewise.
+pub(crate) fn chat_file(j: usize) -> String {
+    if j == 1 {
+        "wa-chat.toml".into()
+    } else {
+        format!("wa-chat-{j}.toml")
     }
 }
 
@@ -211,19 +279,23 @@ async fn stopped(services: Vec<Service>) -> ExitCode {
 }
 
 /// Writes what is missing in `dir`: PKI, signing key, cluster secret and map;
-/// and the two service configs, always (they follow the flags).
+/// and the service configs, always (they follow the flags): one store per
+/// address of `links` (island `i` owns the `i`th share of the fragments), one
+/// edge per address of `chats`.
 fn prepare(
     dir: &Path,
     host: std::net::IpAddr,
-    link: SocketAddr,
-    chat: SocketAddr,
+    links: &[SocketAddr],
+    chats: &[SocketAddr],
 ) -> anyhow::Result<()> {
     let mkdir = |p: PathBuf| {
         std::fs::create_dir_all(&p).with_context(|| format!("cannot create {}", p.display()))
     };
     mkdir(dir.join("pki"))?;
     mkdir(dir.join("keys"))?;
-    mkdir(dir.join("store"))?;
+    for i in 1..=links.len() {
+        mkdir(dir.join(store_data(i)))?;
+    }
 
     if !dir.join("pki/ca.pem").exists() {
         let host = host.to_string();
@@ -252,12 +324,16 @@ fn prepare(
         common::fsutil::write_private(&secret, &rand::random::<[u8; 32]>())
             .with_context(|| format!("cannot write {}", secret.display()))?;
     }
-    write_map(&dir.join("cluster.toml"), link)?;
+    let map = write_map(&dir.join("cluster.toml"), links)?;
 
     let d = dir.display();
-    let store = format!(
-        r#"node = "store-1"
-data_dir = "{d}/store"
+    for (i, (link, island)) in links.iter().zip(&map.islands).enumerate() {
+        let n = i + 1;
+        let data = store_data(n);
+        let island = &island.name;
+        let store = format!(
+            r#"node = "store-{n}"
+data_dir = "{d}/{data}"
 durability = "disk"
 [link]
 listen = "{link}"
@@ -266,12 +342,18 @@ key = "{d}/pki/key.pem"
 [cluster]
 map = "{d}/cluster.toml"
 secret_file = "{d}/cluster.secret"
+island = "{island}"
 [shutdown]
 grace = "5s"
 "#
-    );
-    let chat = format!(
-        r#"name = "chat-1"
+        );
+        let p = dir.join(store_file(n));
+        std::fs::write(&p, store).with_context(|| format!("cannot write {}", p.display()))?;
+    }
+    for (j, chat) in chats.iter().enumerate() {
+        let n = j + 1;
+        let text = format!(
+            r#"name = "chat-{n}"
 [listen]
 tcp = "{chat}"
 quic = "{chat}"
@@ -288,9 +370,8 @@ secret_file = "{d}/cluster.secret"
 grace = "5s"
 retry_after = "1s"
 "#
-    );
-    for (name, text) in [("wa-store.toml", store), ("wa-chat.toml", chat)] {
-        let p = dir.join(name);
+        );
+        let p = dir.join(chat_file(n));
         std::fs::write(&p, text).with_context(|| format!("cannot write {}", p.display()))?;
     }
     Ok(())
@@ -359,25 +440,57 @@ grace = "5s"
     std::fs::write(&p, text).with_context(|| format!("cannot write {}", p.display()))
 }
 
-/// Keeps an existing map (its hash seed places users), moving its one
-/// island to `link` if the link port changed.
-fn write_map(path: &Path, link: SocketAddr) -> anyhow::Result<()> {
+/// Keeps an existing map (its hash seed places users, and its islands own
+/// data), moving its islands to `links` if the ports changed; a new map
+/// splits the fragments evenly between `links.len()` islands.
+fn write_map(path: &Path, links: &[SocketAddr]) -> anyhow::Result<ClusterMap> {
     let map = if path.exists() {
         let mut map = ClusterMap::load(path)
             .with_context(|| format!("cannot use the existing {}", path.display()))?;
-        match map.islands.as_mut_slice() {
-            [island] if island.primary == link => return Ok(()),
-            [island] => island.primary = link,
-            _ => bail!(
-                "{} has several islands; `wactl up` runs a single-island deployment",
-                path.display()
-            ),
+        if map.islands.len() != links.len() {
+            bail!(
+                "{} has {} island(s); run with --islands {} or start in a new directory",
+                path.display(),
+                map.islands.len(),
+                map.islands.len()
+            );
         }
+        if map.islands.iter().zip(links).all(|(i, l)| i.primary == *l) {
+            return Ok(map);
+        }
+        for (island, link) in map.islands.iter_mut().zip(links) {
+            island.primary = *link;
+        }
+        map.epoch += 1;
         map
     } else {
-        ClusterMap::single(link, SERVER_NAME, rand::random())
+        let mut map = ClusterMap::single(links[0], SERVER_NAME, rand::random());
+        let n = links.len() as u32;
+        let per = map.fragments / n;
+        map.islands = links
+            .iter()
+            .enumerate()
+            .map(|(i, link)| {
+                let i = i as u32;
+                let last = if i + 1 == n {
+                    map.fragments - 1
+                } else {
+                    (i + 1) * per - 1
+                };
+                common::cluster::Island {
+                    name: format!("island-{}", i + 1),
+                    primary: *link,
+                    server_name: SERVER_NAME.into(),
+                    secondary: None,
+                    fragments: [i * per, last],
+                }
+            })
+            .collect();
+        map
     };
-    std::fs::write(path, map.to_toml()).with_context(|| format!("cannot write {}", path.display()))
+    std::fs::write(path, map.to_toml())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(map)
 }
 
 /// SIGINT or SIGTERM, whichever comes first.
@@ -405,6 +518,7 @@ impl Signals {
 /// A child service.
 struct Service {
     name: &'static str,
+    config: PathBuf,
     child: Child,
     stdout: Option<ChildStdout>,
 }
@@ -424,6 +538,7 @@ impl Service {
         let stdout = child.stdout.take();
         Ok(Service {
             name,
+            config: config.to_path_buf(),
             child,
             stdout,
         })

@@ -15,7 +15,7 @@ pub(crate) async fn run(args: &WatchArgs) -> anyhow::Result<ExitCode> {
     let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let dev = DevDir::new(&args.dir.dir);
     let (client, mut events) = dev
-        .connect(&args.user, dev::transport(&args.transport))
+        .connect(&args.user, dev::transport(&args.transport), args.edge.edge)
         .await?;
     println!("watching as {} (Ctrl-C stops)", args.user);
     let outcome = loop {

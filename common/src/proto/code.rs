@@ -42,10 +42,18 @@ pub enum Code {
     Internal = 17,
     /// A `SendMedia.media` is missing or malformed.
     BadMedia = 18,
+    /// Internal link only: this home does not serve the user's fragment (the
+    /// map moved it, or it is still arriving). The edge reloads the cluster
+    /// map and retries at the user's home; clients never see it.
+    WrongHome = 19,
+    /// Internal link only: the request carries another cluster map epoch
+    /// than the home's. The edge reloads the map and retries; clients never
+    /// see it.
+    StaleEpoch = 20,
 }
 
 impl Code {
-    pub const ALL: [Code; 18] = [
+    pub const ALL: [Code; 20] = [
         Code::BadFrame,
         Code::FrameTooLarge,
         Code::NotAuthenticated,
@@ -64,6 +72,8 @@ impl Code {
         Code::MailboxFull,
         Code::Internal,
         Code::BadMedia,
+        Code::WrongHome,
+        Code::StaleEpoch,
     ];
 
     pub fn from_u32(v: u32) -> Option<Code> {
@@ -91,6 +101,8 @@ impl Code {
             Code::MailboxFull => "MAILBOX_FULL",
             Code::Internal => "INTERNAL",
             Code::BadMedia => "BAD_MEDIA",
+            Code::WrongHome => "WRONG_HOME",
+            Code::StaleEpoch => "STALE_EPOCH",
         }
     }
 
@@ -105,6 +117,8 @@ impl Code {
                 | Code::MailboxFull
                 | Code::Internal
                 | Code::BadMedia
+                | Code::WrongHome
+                | Code::StaleEpoch
         )
     }
 }

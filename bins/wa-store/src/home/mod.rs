@@ -143,6 +143,10 @@ pub enum Op {
     /// A link ended: forget its sessions and presence watches (sent to every
     /// shard, after the link's last operation).
     LinkGone { link: LinkId },
+    /// The cluster map changed: close the sessions of users this node no
+    /// longer serves with `WRONG_HOME`, so their edges attach them at their
+    /// new home (sent to every shard).
+    Rehome { owned: Arc<crate::ownership::Owned> },
     /// These items are past their age: delete them.
     Expire { user: String, seqs: Vec<u64> },
     /// Hand over at most `max` of the cached items appended before `due`
@@ -322,7 +326,10 @@ impl Op {
             Op::Revoke { user, .. } => Some(user),
             #[cfg(test)]
             Op::ForgetRecent { user } => Some(user),
-            Op::LinkGone { .. } | Op::WriteBack { .. } | Op::WrittenBack { .. } => None,
+            Op::LinkGone { .. }
+            | Op::Rehome { .. }
+            | Op::WriteBack { .. }
+            | Op::WrittenBack { .. } => None,
         }
     }
 }
@@ -542,13 +549,17 @@ impl Home {
         match op.user() {
             Some(user) => self.shard_of(user).run(Some(op)),
             None => {
-                let Op::LinkGone { link } = op else {
-                    unreachable!(
-                        "only LinkGone and WriteBack have no user; WriteBack goes through write_back_round"
-                    )
-                };
                 for s in self.0.shards.iter() {
-                    s.run(Some(Op::LinkGone { link }))?;
+                    let each = match &op {
+                        Op::LinkGone { link } => Op::LinkGone { link: *link },
+                        Op::Rehome { owned } => Op::Rehome {
+                            owned: Arc::clone(owned),
+                        },
+                        _ => unreachable!(
+                            "only LinkGone, Rehome and WriteBack have no user; WriteBack goes through write_back_round"
+                        ),
+                    };
+                    s.run(Some(each))?;
                 }
                 Ok(())
             }

@@ -344,6 +344,7 @@ impl Shard {
                 watch,
             } => self.watch(link, session, target, watch),
             Op::LinkGone { link } => self.link_gone(link),
+            Op::Rehome { owned } => self.rehome(&owned),
             Op::Expire { user, seqs } => {
                 let n = self.remove(&user, &seqs, false);
                 Metrics::add(&self.metrics.expired, n);
@@ -1182,6 +1183,31 @@ impl Shard {
             u.watchers.push(Watcher { link, session });
         }
         self.evict_if_idle(&target);
+    }
+
+    /// Closes, with `WRONG_HOME`, the sessions of users `owned` says this
+    /// node no longer serves.
+    fn rehome(&mut self, owned: &crate::ownership::Owned) {
+        let storage = Arc::clone(&self.storage);
+        let mut idle = Vec::new();
+        for (name, u) in self.users.iter_mut() {
+            if u.sessions.is_empty() || owned.owns(name) {
+                continue;
+            }
+            for s in u.sessions.drain(..) {
+                s.link.send(link_down::Kind::Kick(Kick {
+                    session: s.id,
+                    code: Code::WrongHome as u32,
+                }));
+            }
+            went_offline(&*storage, u, name);
+            if u.idle() {
+                idle.push(name.clone());
+            }
+        }
+        for name in idle {
+            self.users.remove(&name);
+        }
     }
 
     fn link_gone(&mut self, link: LinkId) {

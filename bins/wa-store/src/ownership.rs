@@ -1,0 +1,228 @@
+//! Which users this node is home to: the fragments of its island in the
+//! cluster map, and the map's epoch (docs/ARCHITECTURE.md, "Islands").
+//!
+//! Every request from a link is checked here before it reaches the home: a
+//! request routed by another epoch than this node's is refused with
+//! `STALE_EPOCH` (an older one is the fencing DESIGN §6 asks for: a sender
+//! that has not seen the newest map must not write), and one for a user
+//! whose fragment this island does not own with `WRONG_HOME`. Either way the
+//! sender reloads its map and retries at the home it names. The map is
+//! reloaded on SIGHUP, and when a request names a newer epoch than this node
+//! has (the file may have changed before the signal came).
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use common::cluster::{ClusterError, ClusterMap};
+use common::proto::Code;
+
+/// Reloads that a request's newer epoch may cause, at most one per this.
+const RELOAD_EVERY: Duration = Duration::from_millis(100);
+
+#[derive(Debug, thiserror::Error)]
+pub enum OwnershipError {
+    #[error("no island is named {name:?} in the cluster map (it has {islands})")]
+    NoIsland { name: String, islands: String },
+    #[error("the cluster map has {count} islands; name this node's (cluster.island)")]
+    Unnamed { count: usize },
+    #[error(transparent)]
+    Map(#[from] ClusterError),
+    #[error("the cluster map's epoch {new} is below this node's {current}; refusing to go back")]
+    Older { current: u64, new: u64 },
+    #[error("the cluster map changed but its epoch stayed {epoch}; raise it with every change")]
+    SameEpoch { epoch: u64 },
+}
+
+/// The index of this node's island in `map`: the one named `name`, or the
+/// only one if `name` is empty.
+pub fn island_of(map: &ClusterMap, name: &str) -> Result<usize, OwnershipError> {
+    if name.is_empty() {
+        return match map.islands.len() {
+            1 => Ok(0),
+            count => Err(OwnershipError::Unnamed { count }),
+        };
+    }
+    map.islands
+        .iter()
+        .position(|i| i.name == name)
+        .ok_or_else(|| OwnershipError::NoIsland {
+            name: name.to_owned(),
+            islands: map
+                .islands
+                .iter()
+                .map(|i| format!("{:?}", i.name))
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+}
+
+/// One version of the map, seen from this node.
+#[derive(Debug)]
+pub struct Owned {
+    pub map: ClusterMap,
+    /// This node's island in `map.islands`.
+    pub island: usize,
+}
+
+impl Owned {
+    pub fn epoch(&self) -> u64 {
+        self.map.epoch
+    }
+
+    /// This node is the home of `user` (or of the key-value key `user`).
+    pub fn owns(&self, user: &str) -> bool {
+        self.map.home_index(user) == self.island
+    }
+
+    /// This island's fragments, first and last.
+    pub fn fragments(&self) -> [u32; 2] {
+        self.map.islands[self.island].fragments
+    }
+}
+
+/// The map this node goes by, and where to read it again.
+pub struct Ownership {
+    path: PathBuf,
+    island: String,
+    current: RwLock<Arc<Owned>>,
+    /// When a request last made this node read the map.
+    last_try: Mutex<Option<Instant>>,
+}
+
+impl Ownership {
+    pub fn load(path: PathBuf, island: String) -> Result<Ownership, OwnershipError> {
+        let map = ClusterMap::load(&path)?;
+        let index = island_of(&map, &island)?;
+        Ok(Ownership {
+            path,
+            island,
+            current: RwLock::new(Arc::new(Owned { map, island: index })),
+            last_try: Mutex::new(None),
+        })
+    }
+
+    pub fn current(&self) -> Arc<Owned> {
+        Arc::clone(&self.current.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Whether a request for `user` routed by `epoch` may be served here.
+    pub fn check(&self, user: &str, epoch: u64) -> Result<(), Code> {
+        let mut cur = self.current();
+        if epoch > cur.epoch() && self.may_try() {
+            match self.reload() {
+                Ok(Some(new)) => cur = new,
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot reload the cluster map"),
+            }
+        }
+        if epoch != cur.epoch() {
+            return Err(Code::StaleEpoch);
+        }
+        if !cur.owns(user) {
+            return Err(Code::WrongHome);
+        }
+        Ok(())
+    }
+
+    fn may_try(&self) -> bool {
+        let mut last = self.last_try.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if last.is_some_and(|t| now.duration_since(t) < RELOAD_EVERY) {
+            return false;
+        }
+        *last = Some(now);
+        true
+    }
+
+    /// Reads the map again. `Some` with the new view if it changed; a map
+    /// with a lower epoch, or another map under the same epoch, is refused
+    /// and the current one kept.
+    pub fn reload(&self) -> Result<Option<Arc<Owned>>, OwnershipError> {
+        let map = ClusterMap::load(&self.path)?;
+        let island = island_of(&map, &self.island)?;
+        let mut cur = self.current.write().unwrap_or_else(|p| p.into_inner());
+        if map == cur.map {
+            return Ok(None);
+        }
+        if map.epoch < cur.epoch() {
+            return Err(OwnershipError::Older {
+                current: cur.epoch(),
+                new: map.epoch,
+            });
+        }
+        if map.epoch == cur.epoch() {
+            return Err(OwnershipError::SameEpoch { epoch: map.epoch });
+        }
+        let new = Arc::new(Owned { map, island });
+        tracing::info!(
+            epoch = new.epoch(),
+            fragments = ?new.fragments(),
+            "cluster map reloaded"
+        );
+        *cur = Arc::clone(&new);
+        Ok(Some(new))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(epoch: u64, split: u32) -> String {
+        format!(
+            "epoch = {epoch}\nfragments = 16\nhash_seed = \"00112233445566778899aabbccddeeff\"\n\
+             [[island]]\nname = \"a\"\nprimary = \"127.0.0.1:1\"\nfragments = [0, {}]\n\
+             [[island]]\nname = \"b\"\nprimary = \"127.0.0.1:2\"\nfragments = [{split}, 15]\n",
+            split - 1
+        )
+    }
+
+    #[test]
+    fn refuses_other_users_and_other_epochs_and_follows_a_raised_map() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("map.toml");
+        std::fs::write(&path, map(3, 8)).unwrap();
+        assert!(matches!(
+            Ownership::load(path.clone(), String::new()),
+            Err(OwnershipError::Unnamed { count: 2 })
+        ));
+        assert!(matches!(
+            Ownership::load(path.clone(), "c".into()),
+            Err(OwnershipError::NoIsland { .. })
+        ));
+        let o = Ownership::load(path.clone(), "a".into()).unwrap();
+        let cur = o.current();
+        let mine = (0..1000)
+            .map(|i| format!("u{i}"))
+            .find(|u| cur.owns(u))
+            .unwrap();
+        let theirs = (0..1000)
+            .map(|i| format!("u{i}"))
+            .find(|u| !cur.owns(u))
+            .unwrap();
+        assert_eq!(o.check(&mine, 3), Ok(()));
+        assert_eq!(o.check(&theirs, 3), Err(Code::WrongHome));
+        assert_eq!(o.check(&mine, 2), Err(Code::StaleEpoch));
+        assert_eq!(o.check(&mine, 0), Err(Code::StaleEpoch));
+        // A newer epoch than the file holds: still refused.
+        assert_eq!(o.check(&mine, 4), Err(Code::StaleEpoch));
+
+        // Island a gives every fragment to b under epoch 4; a request that
+        // names epoch 4 makes the node read the map.
+        std::fs::write(&path, map(4, 1)).unwrap();
+        std::thread::sleep(RELOAD_EVERY);
+        assert_eq!(o.check(&mine, 4).is_ok(), o.current().owns(&mine));
+        assert_eq!(o.current().epoch(), 4);
+        assert_eq!(o.check(&mine, 3), Err(Code::StaleEpoch));
+
+        // Going back, or changing the map without raising the epoch, is refused.
+        std::fs::write(&path, map(2, 8)).unwrap();
+        assert!(matches!(o.reload(), Err(OwnershipError::Older { .. })));
+        std::fs::write(&path, map(4, 2)).unwrap();
+        assert!(matches!(o.reload(), Err(OwnershipError::SameEpoch { .. })));
+        std::fs::write(&path, map(4, 1)).unwrap();
+        assert!(o.reload().unwrap().is_none());
+        assert_eq!(o.current().epoch(), 4);
+    }
+}
