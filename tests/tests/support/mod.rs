@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod proxy;
 
 use std::net::SocketAddr;
@@ -59,7 +60,7 @@ pub struct Deployment {
     pub chat: Option<Service>,
 }
 
-fn write_pki(dir: &Path) -> TokenSigner {
+pub fn write_pki(dir: &Path) -> TokenSigner {
     std::fs::create_dir_all(dir.join("pki")).unwrap();
     std::fs::create_dir_all(dir.join("keys")).unwrap();
     DevPki::generate(&["localhost", "127.0.0.1"])

@@ -1,0 +1,127 @@
+//! Two islands on one machine: two wa-store processes, each the home of half
+//! of the fragments, and two wa-chat edges. Users whose homes are on
+//! different islands, connected through different edges, get everything a
+//! one-island deployment gives them (DESIGN §3, §4).
+
+mod support;
+
+use bytes::Bytes;
+use common::client::{Client, Event, Events, MessageId};
+use common::proto::ReceiptKind;
+use support::cluster::Cluster;
+use support::{expect, next_message};
+
+async fn accepted(events: &mut Events, id: MessageId) {
+    expect(events, "Accepted", |e| match e {
+        Event::Accepted { id: got, .. } if *got == id => Some(()),
+        _ => None,
+    })
+    .await;
+}
+
+/// The next receipt: its kind and ids, acknowledged.
+async fn receipt(
+    client: &Client,
+    events: &mut Events,
+    from: &str,
+) -> (ReceiptKind, Vec<MessageId>) {
+    let (seq, kind, ids) = expect(events, "a receipt", |e| match e {
+        Event::Receipt {
+            seq,
+            from: f,
+            kind,
+            ids,
+        } => {
+            assert_eq!(f, from);
+            Some((*seq, *kind, ids.clone()))
+        }
+        _ => None,
+    })
+    .await;
+    client.ack(&[seq]).await.unwrap();
+    (kind, ids)
+}
+
+/// `x` sends `y` a message while both are online: one tick, the message,
+/// two ticks, blue ticks.
+async fn ticks(
+    (x, ex, xn): (&Client, &mut Events, &str),
+    (y, ey, yn): (&Client, &mut Events, &str),
+    text: &'static str,
+) {
+    let id = x
+        .send(yn, Bytes::from_static(text.as_bytes()))
+        .await
+        .unwrap();
+    accepted(ex, id).await;
+    let (seq, from, got, body) = next_message(ey).await;
+    assert_eq!((from.as_str(), got, &body[..]), (xn, id, text.as_bytes()));
+    y.ack(&[seq]).await.unwrap();
+    assert_eq!(receipt(x, ex, yn).await, (ReceiptKind::Delivered, vec![id]));
+    let read = y.mark_read(xn, &[id]).await.unwrap();
+    accepted(ey, read).await;
+    assert_eq!(receipt(x, ex, yn).await, (ReceiptKind::Read, vec![id]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_islands_ticks_both_ways_offline_delivery_and_receipts_to_an_offline_sender() {
+    let c = Cluster::start(2, 2).await;
+    let a = c.user_on(1, "alice");
+    let b = c.user_on(2, "bob");
+    assert_ne!(c.map.home(&a).primary, c.map.home(&b).primary);
+
+    // A on edge 1 (home: island 1), B on edge 2 (home: island 2).
+    let (ca, mut ea) = c.client(&a, 1).await;
+    let (cb, mut eb) = c.client(&b, 2).await;
+    ticks((&ca, &mut ea, &a), (&cb, &mut eb, &b), "a to b").await;
+    ticks((&cb, &mut eb, &b), (&ca, &mut ea, &a), "b to a").await;
+
+    // B offline: A's messages wait at B's home and arrive in order when B
+    // comes back (through the other edge this time).
+    cb.close().await;
+    let mut sent = Vec::new();
+    for i in 0..20u8 {
+        let id = ca.send(&b, Bytes::from(vec![b'm', i])).await.unwrap();
+        accepted(&mut ea, id).await;
+        sent.push(id);
+    }
+    let (cb, mut eb) = c.client(&b, 1).await;
+    for want in &sent {
+        let (seq, from, got, _) = next_message(&mut eb).await;
+        assert_eq!((from.as_str(), got), (a.as_str(), *want));
+        cb.ack(&[seq]).await.unwrap();
+    }
+    for want in &sent {
+        assert_eq!(
+            receipt(&ca, &mut ea, &b).await,
+            (ReceiptKind::Delivered, vec![*want])
+        );
+    }
+
+    // A offline after its message was accepted: B's delivered and read
+    // receipts wait at A's home for A's next session.
+    let id = ca
+        .send(&b, Bytes::from_static(b"then offline"))
+        .await
+        .unwrap();
+    accepted(&mut ea, id).await;
+    ca.close().await;
+    let (seq, _, got, _) = next_message(&mut eb).await;
+    assert_eq!(got, id);
+    cb.ack(&[seq]).await.unwrap();
+    let read = cb.mark_read(&a, &[id]).await.unwrap();
+    accepted(&mut eb, read).await;
+    let (ca, mut ea) = c.client(&a, 2).await;
+    assert_eq!(
+        receipt(&ca, &mut ea, &b).await,
+        (ReceiptKind::Delivered, vec![id])
+    );
+    assert_eq!(
+        receipt(&ca, &mut ea, &b).await,
+        (ReceiptKind::Read, vec![id])
+    );
+
+    ca.close().await;
+    cb.close().await;
+    c.stop().await;
+}

@@ -1,0 +1,238 @@
+//! A deployment of several islands for black-box tests: N `wa-store`
+//! processes (island K owns the K-th share of the fragments) and M `wa-chat`
+//! processes, in one temp dir, as `wactl up --islands N --edges M` lays them
+//! out. Processes, so that a test can send them SIGHUP and SIGTERM.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::client::{Client, ClientConfig, Events, Transport};
+use common::cluster::{ClusterMap, Island};
+use common::token::{TokenClaims, TokenSigner};
+use rustls_pki_types::CertificateDer;
+
+use super::{ChatProcess, PATIENCE, StoreProcess, bin_dir, field, now_secs, ready_line, write_pki};
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub roots: Vec<CertificateDer<'static>>,
+    signer: TokenSigner,
+    pub map: ClusterMap,
+    pub stores: Vec<StoreProcess>,
+    pub edges: Vec<ChatProcess>,
+}
+
+/// The map of `n` islands (fragments split evenly) under `epoch`, with the
+/// primaries at `addrs`.
+pub fn map_of(seed: [u8; 16], addrs: &[std::net::SocketAddr], epoch: u64) -> ClusterMap {
+    let mut map = ClusterMap::single(addrs[0], "localhost", seed);
+    map.epoch = epoch;
+    let n = addrs.len() as u32;
+    let per = map.fragments / n;
+    map.islands = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let i = i as u32;
+            Island {
+                name: format!("island-{}", i + 1),
+                primary: *a,
+                server_name: "localhost".into(),
+                secondary: None,
+                fragments: [i * per, if i + 1 == n { 255 } else { (i + 1) * per - 1 }],
+            }
+        })
+        .collect();
+    map
+}
+
+fn store_toml(dir: &Path, k: usize) -> String {
+    let d = dir.display();
+    format!(
+        r#"node = "store-{k}"
+data_dir = "{d}/store-{k}"
+[link]
+listen = "127.0.0.1:0"
+cert = "{d}/pki/cert.pem"
+key = "{d}/pki/key.pem"
+[cluster]
+map = "{d}/cluster.toml"
+secret_file = "{d}/cluster.secret"
+island = "island-{k}"
+[shutdown]
+grace = "5s"
+"#
+    )
+}
+
+fn chat_toml(dir: &Path, k: usize) -> String {
+    let d = dir.display();
+    format!(
+        r#"name = "chat-{k}"
+[listen]
+tcp = "127.0.0.1:0"
+quic = "127.0.0.1:0"
+[tls]
+cert = "{d}/pki/cert.pem"
+key = "{d}/pki/key.pem"
+[tokens]
+keys = [{{ id = "k1", public_key = "{d}/keys/k1.pub" }}]
+[cluster]
+map = "{d}/cluster.toml"
+ca = "{d}/pki/ca.pem"
+secret_file = "{d}/cluster.secret"
+[shutdown]
+grace = "5s"
+retry_after = "100ms"
+"#
+    )
+}
+
+async fn spawn(dir: &Path, bin: &str, file: &str, text: String) -> tokio::process::Child {
+    let cfg = dir.join(file);
+    std::fs::write(&cfg, text).unwrap();
+    tokio::process::Command::new(bin_dir().join(bin))
+        .arg("--config")
+        .arg(&cfg)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("binaries are built (cargo build --workspace)")
+}
+
+impl Cluster {
+    /// `islands` stores and `edges` edges, all ready.
+    pub async fn start(islands: usize, edges: usize) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let signer = write_pki(d);
+        let seed: [u8; 16] = rand::random();
+        // The stores read the map for their islands' fragments before their
+        // ports are known; the edges, started once they are, route by it.
+        let placeholder: Vec<_> = (0..islands)
+            .map(|i| format!("127.0.0.1:{}", 9 + i).parse().unwrap())
+            .collect();
+        std::fs::write(
+            d.join("cluster.toml"),
+            map_of(seed, &placeholder, 1).to_toml(),
+        )
+        .unwrap();
+        let mut stores = Vec::new();
+        for k in 1..=islands {
+            let mut child = spawn(
+                d,
+                "wa-store",
+                &format!("wa-store-{k}.toml"),
+                store_toml(d, k),
+            )
+            .await;
+            let line = ready_line(&mut child, "wa-store").await;
+            let addr = field(&line, "link").parse().unwrap();
+            stores.push(StoreProcess { child, addr });
+        }
+        let addrs: Vec<_> = stores.iter().map(|s| s.addr).collect();
+        let map = map_of(seed, &addrs, 1);
+        std::fs::write(d.join("cluster.toml"), map.to_toml()).unwrap();
+        let mut chats = Vec::new();
+        for k in 1..=edges {
+            let mut child =
+                spawn(d, "wa-chat", &format!("wa-chat-{k}.toml"), chat_toml(d, k)).await;
+            let line = ready_line(&mut child, "wa-chat").await;
+            chats.push(ChatProcess {
+                tcp: field(&line, "tcp").parse().unwrap(),
+                quic: field(&line, "quic").parse().unwrap(),
+                child,
+            });
+        }
+        let roots = common::tls::load_certs(&d.join("pki/ca.pem")).unwrap();
+        Cluster {
+            dir,
+            roots,
+            signer,
+            map,
+            stores,
+            edges: chats,
+        }
+    }
+
+    /// A user id starting with `prefix` whose home is island `k` (1-based).
+    pub fn user_on(&self, k: usize, prefix: &str) -> String {
+        let name = format!("island-{k}");
+        (0..)
+            .map(|i| format!("{prefix}{i}"))
+            .find(|u| self.map.home(u).name == name)
+            .unwrap()
+    }
+
+    /// The client config of `user` on edge `k` (1-based).
+    pub fn client_config(&self, user: &str, k: usize, transport: Transport) -> ClientConfig {
+        let e = &self.edges[k - 1];
+        let addr = match transport {
+            Transport::Tcp => e.tcp,
+            Transport::Quic => e.quic,
+        };
+        let token = self.signer.sign(TokenClaims {
+            user: user.into(),
+            device: 1,
+            generation: 1,
+            expires_at: now_secs() + 3600,
+            key_id: String::new(),
+            issued_at: now_secs(),
+        });
+        let mut cfg = ClientConfig::new(
+            addr,
+            transport,
+            "localhost".into(),
+            self.roots.clone(),
+            token,
+        );
+        cfg.backoff_initial = Duration::from_millis(20);
+        cfg.backoff_max = Duration::from_millis(500);
+        cfg
+    }
+
+    pub async fn client(&self, user: &str, k: usize) -> (Client, Events) {
+        Client::connect(self.client_config(user, k, Transport::Tcp))
+            .await
+            .expect("client connects")
+    }
+
+    /// Writes `map` as the cluster map and sends every store, then every
+    /// edge, SIGHUP.
+    pub fn publish(&mut self, map: ClusterMap) {
+        std::fs::write(self.dir.path().join("cluster.toml"), map.to_toml()).unwrap();
+        self.map = map;
+        for c in self
+            .stores
+            .iter()
+            .map(|s| &s.child)
+            .chain(self.edges.iter().map(|e| &e.child))
+        {
+            signal(c, nix::sys::signal::Signal::SIGHUP);
+        }
+    }
+
+    /// SIGTERM to every edge, then every store; each must exit 0.
+    pub async fn stop(self) {
+        let children = self
+            .edges
+            .into_iter()
+            .map(|e| e.child)
+            .chain(self.stores.into_iter().map(|s| s.child));
+        for mut c in children {
+            signal(&c, nix::sys::signal::Signal::SIGTERM);
+            let st = tokio::time::timeout(PATIENCE, c.wait())
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(st.success(), "a service exited with {st}");
+        }
+    }
+}
+
+pub fn signal(child: &tokio::process::Child, sig: nix::sys::signal::Signal) {
+    let pid = nix::unistd::Pid::from_raw(child.id().expect("child is running") as i32);
+    nix::sys::signal::kill(pid, sig).unwrap();
+}
