@@ -132,6 +132,24 @@ impl LinkClient {
         Arc::clone(&self.map.read().unwrap_or_else(|p| p.into_inner()))
     }
 
+    /// A home could not be reached: whether the map file now says
+    /// something else (a store moved to another address, say), so that the
+    /// request is worth sending again.
+    fn map_moved(&self) -> bool {
+        let Some(path) = &self.map_file else {
+            return false;
+        };
+        let Ok(m) = ClusterMap::load(path) else {
+            return false;
+        };
+        let mut cur = self.map.write().unwrap_or_else(|p| p.into_inner());
+        if m.epoch >= cur.epoch && m != **cur {
+            *cur = Arc::new(m);
+            return true;
+        }
+        false
+    }
+
     /// After a `WRONG_HOME` or `STALE_EPOCH`: whether a newer map was read,
     /// so that the request is worth sending again.
     async fn reload_after(&self, code: u32, attempt: u32) -> bool {
@@ -196,6 +214,57 @@ impl LinkClient {
         })
     }
 
+    /// Appends `envelope` to `to`'s mailbox at its home; `Ok` once the home
+    /// has it durably (a duplicate included: appends are idempotent by
+    /// their dedupe key, so retrying after an unknown outcome is safe).
+    pub async fn append(
+        &self,
+        to: &str,
+        envelope: crate::proto::Envelope,
+    ) -> Result<crate::link::AppendResult, LinkClientError> {
+        let mut attempt = 0;
+        loop {
+            let map = self.map();
+            let island = map.home(to).clone();
+            let answer = self
+                .request(&island, |req| {
+                    link_up::Kind::Append(crate::link::Append {
+                        req,
+                        to: to.to_owned(),
+                        envelope: Some(envelope.clone()),
+                        epoch: map.epoch,
+                    })
+                })
+                .await;
+            let answer = match answer {
+                Ok(a) => a,
+                Err(e) => {
+                    if matches!(e, LinkClientError::Connect { .. })
+                        && attempt < REROUTE_ATTEMPTS
+                        && self.map_moved()
+                    {
+                        attempt += 1;
+                        continue;
+                    }
+                    return Err(e);
+                }
+            };
+            return match answer {
+                link_down::Kind::AppendResult(r) if r.code == 0 => Ok(r),
+                link_down::Kind::AppendResult(r) => {
+                    if self.reload_after(r.code, attempt).await {
+                        attempt += 1;
+                        continue;
+                    }
+                    Err(LinkClientError::Refused { code: r.code })
+                }
+                _ => Err(LinkClientError::Refused {
+                    code: crate::proto::Code::Internal as u32,
+                }),
+            };
+        }
+    }
+
     /// Makes `user`'s home refuse `device` below `generation` and close its
     /// older sessions; returns how many were closed.
     pub async fn revoke(
@@ -218,7 +287,20 @@ impl LinkClient {
                         epoch: map.epoch,
                     })
                 })
-                .await?;
+                .await;
+            let answer = match answer {
+                Ok(a) => a,
+                Err(e) => {
+                    if matches!(e, LinkClientError::Connect { .. })
+                        && attempt < REROUTE_ATTEMPTS
+                        && self.map_moved()
+                    {
+                        attempt += 1;
+                        continue;
+                    }
+                    return Err(e);
+                }
+            };
             return match answer {
                 link_down::Kind::RevokeResult(RevokeResult {
                     code: 0, kicked, ..
@@ -257,7 +339,20 @@ impl LinkClient {
                         epoch: map.epoch,
                     })
                 })
-                .await?;
+                .await;
+            let answer = match answer {
+                Ok(a) => a,
+                Err(e) => {
+                    if matches!(e, LinkClientError::Connect { .. })
+                        && attempt < REROUTE_ATTEMPTS
+                        && self.map_moved()
+                    {
+                        attempt += 1;
+                        continue;
+                    }
+                    return Err(e);
+                }
+            };
             return match answer {
                 link_down::Kind::KvResult(r) if r.code == 0 => Ok(r),
                 link_down::Kind::KvResult(r) => {

@@ -271,34 +271,12 @@ async fn authenticate(
     }
 }
 
-/// What was pushed to this session and not yet acknowledged.
-struct Pushed {
-    from: String,
-    id: Bytes,
-    /// A message (acknowledging it appends a delivered receipt); else a receipt.
-    message: bool,
-}
-
-/// An append this session is waiting for.
-enum Request {
-    /// A client `Send` or `MarkRead`, answered with `Accepted` or `Error`.
-    Client { id: Bytes },
-    /// The delivered receipt for pushed item `seq`, part of ack batch `batch`.
-    Delivered { batch: u64, seq: u64 },
-}
-
-/// An append in flight, kept so that it can be sent again at another home.
+/// A client `Send`, `SendMedia` or `MarkRead` in flight (answered with
+/// `Accepted` or `Error`), kept so that it can be sent again at another home.
 struct Pending {
     to: String,
     envelope: Envelope,
-    request: Request,
-}
-
-/// The messages of one `Ack` frame whose receipts are on their way; the home
-/// is told to delete them once every receipt has an answer.
-struct AckBatch {
-    waiting: usize,
-    stored: Vec<u64>,
+    id: Bytes,
 }
 
 struct Session {
@@ -309,7 +287,6 @@ struct Session {
     device: u32,
     handle: Handle,
     home: Arc<LinkConn>,
-    pushed: HashMap<u64, Pushed>,
     requests: HashMap<u64, Pending>,
     /// Appends a home refused for the wrong home or epoch, in the order they
     /// were made, waiting to be sent again (with every client request made
@@ -317,12 +294,11 @@ struct Session {
     rerouting: VecDeque<Pending>,
     /// When the oldest of `rerouting` was first refused, and when they go again.
     reroute: Option<(Instant, Instant)>,
-    /// `Request::Client` entries in `requests`.
+    /// Client requests in `requests` and `rerouting`.
     client_requests: usize,
     /// Most client requests in flight before the session stops reading.
     max_requests: usize,
     next_tag: u64,
-    batches: HashMap<u64, AckBatch>,
     watching: HashSet<String>,
     /// Homes this session recently answered `UNAVAILABLE` for, and until when
     /// it keeps doing so.
@@ -393,14 +369,12 @@ impl Session {
             device: claims.device,
             handle,
             home,
-            pushed: HashMap::new(),
             requests: HashMap::new(),
             rerouting: VecDeque::new(),
             reroute: None,
             client_requests: 0,
             max_requests,
             next_tag: 0,
-            batches: HashMap::new(),
             watching: HashSet::new(),
             refused: HashMap::new(),
         };
@@ -752,44 +726,16 @@ impl Session {
         Ok(())
     }
 
-    /// `p` will not be stored now: tell the client (its request), or leave
-    /// the item in the mailbox (a delivered receipt).
+    /// `p` will not be stored now: tell the client, which resends it later
+    /// with the same id.
     fn failed(&mut self, p: Pending, code: Code) -> Step {
-        match p.request {
-            Request::Client { id } => {
-                self.client_requests -= 1;
-                let retry = if matches!(code, Code::Unavailable | Code::Internal) {
-                    UNAVAILABLE_RETRY_MS
-                } else {
-                    0
-                };
-                self.refuse(code, id, "the home refused the item", retry)
-            }
-            Request::Delivered { batch, seq } => {
-                tracing::debug!(
-                    seq,
-                    code = code as u32,
-                    "delivered receipt refused; item kept"
-                );
-                self.receipt_done(batch, None);
-                Ok(())
-            }
-        }
-    }
-
-    /// One receipt of ack batch `batch` has its answer; `stored` is its item
-    /// if the receipt was stored. The home deletes the batch's stored items
-    /// once every receipt has its answer.
-    fn receipt_done(&mut self, batch: u64, stored: Option<u64>) {
-        let Some(b) = self.batches.get_mut(&batch) else {
-            return;
+        self.client_requests -= 1;
+        let retry = if matches!(code, Code::Unavailable | Code::Internal) {
+            UNAVAILABLE_RETRY_MS
+        } else {
+            0
         };
-        b.waiting -= 1;
-        b.stored.extend(stored);
-        if b.waiting == 0 {
-            let b = self.batches.remove(&batch).expect("just looked up");
-            self.link_ack(b.stored);
-        }
+        self.refuse(code, p.id, "the home refused the item", retry)
     }
 
     /// A client request: answered `UNAVAILABLE` (not fatal) if the home is
@@ -802,7 +748,7 @@ impl Session {
         let p = Pending {
             to: to.to_owned(),
             envelope,
-            request: Request::Client { id: id.clone() },
+            id: id.clone(),
         };
         if !self.rerouting.is_empty() {
             // Behind the refused ones, so as not to overtake them.
@@ -830,6 +776,9 @@ impl Session {
         )
     }
 
+    /// The home checks the seqs against what it pushed this session, frees
+    /// their window slots, and deletes each item once its delivered receipt
+    /// is durable at the sender's home (it makes the receipt).
     fn handle_ack(&mut self, seqs: Vec<u64>) -> Step {
         if seqs.len() > MAX_BATCH {
             return self.refuse(
@@ -839,45 +788,7 @@ impl Session {
                 0,
             );
         }
-        let batch = self.next_tag;
-        self.next_tag += 1;
-        let mut direct = Vec::new();
-        let mut waiting = 0;
-        for seq in seqs {
-            let Some(p) = self.pushed.remove(&seq) else {
-                continue;
-            };
-            if !p.message {
-                direct.push(seq);
-                continue;
-            }
-            let receipt = Receipt {
-                kind: ReceiptKind::Delivered as i32,
-                ids: vec![p.id.clone()],
-            };
-            let envelope = self.envelope(p.id, envelope::Content::Receipt(receipt));
-            let pending = Pending {
-                to: p.from,
-                envelope,
-                request: Request::Delivered { batch, seq },
-            };
-            if self.append(pending).is_ok() {
-                waiting += 1;
-            } else {
-                // Left in the mailbox: delivered again on the next session.
-                tracing::debug!(seq, "delivered receipt not possible now");
-            }
-        }
-        self.link_ack(direct);
-        if waiting > 0 {
-            self.batches.insert(
-                batch,
-                AckBatch {
-                    waiting,
-                    stored: Vec::new(),
-                },
-            );
-        }
+        self.link_ack(seqs);
         Ok(())
     }
 
@@ -894,27 +805,13 @@ impl Session {
 
     fn handle_event(&mut self, ev: Event) -> Step {
         match ev {
-            Event::Push { seq, envelope } => {
-                let message = matches!(
-                    envelope.content,
-                    Some(envelope::Content::Body(_) | envelope::Content::Media(_))
-                );
-                self.pushed.insert(
+            Event::Push { seq, envelope } => self.push(
+                server_frame::Kind::Deliver(Deliver {
                     seq,
-                    Pushed {
-                        from: envelope.from.clone(),
-                        id: envelope.id.clone(),
-                        message,
-                    },
-                );
-                self.push(
-                    server_frame::Kind::Deliver(Deliver {
-                        seq,
-                        envelope: Some(envelope),
-                    }),
-                    Class::Bulk,
-                )
-            }
+                    envelope: Some(envelope),
+                }),
+                Class::Bulk,
+            ),
             Event::Appended {
                 tag,
                 code,
@@ -928,35 +825,31 @@ impl Session {
                     0 => None,
                     c => Some(Code::from_u32(c).unwrap_or(Code::Internal)),
                 };
-                match (code, p.request) {
-                    (Some(Code::WrongHome | Code::StaleEpoch), request) => {
-                        self.refused_elsewhere(Pending { request, ..p });
+                match code {
+                    Some(Code::WrongHome | Code::StaleEpoch) => {
+                        self.refused_elsewhere(p);
                         Ok(())
                     }
-                    (None, Request::Client { id }) => {
+                    None => {
                         self.client_requests -= 1;
                         self.push(
                             server_frame::Kind::Accepted(Accepted {
-                                id,
+                                id: p.id,
                                 server_ts_ms,
                                 duplicate,
                             }),
                             Class::Control,
                         )
                     }
-                    (None, Request::Delivered { batch, seq }) => {
-                        self.receipt_done(batch, Some(seq));
-                        Ok(())
-                    }
                     // Whatever else the home refused, the session goes on:
                     // the code is about this request.
-                    (Some(code), request) => {
+                    Some(code) => {
                         let code = if code.is_fatal() {
                             Code::Internal
                         } else {
                             code
                         };
-                        self.failed(Pending { request, ..p }, code)
+                        self.failed(p, code)
                     }
                 }
             }

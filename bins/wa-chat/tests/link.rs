@@ -11,8 +11,8 @@ use common::link::{
 };
 use common::proto::limits::MAX_FRAME;
 use common::proto::{
-    Ack, ClientFrame, Code, Envelope, Hello, MarkRead, Receipt, ReceiptKind, ServerFrame,
-    client_frame, envelope, server_frame,
+    Ack, ClientFrame, Code, Envelope, Hello, MarkRead, ReceiptKind, ServerFrame, client_frame,
+    envelope, server_frame,
 };
 use common::token::{TokenClaims, TokenSigner, keyfile};
 use common::wire::{FrameReader, write_frame};
@@ -236,7 +236,7 @@ async fn attached(link: &mut Link, user: &str) -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ack_stores_the_delivered_receipt_before_deleting_and_read_follows() {
+async fn acks_go_to_the_home_as_they_are_and_read_receipts_travel_like_sends() {
     let edge = start().await;
     let mut link = edge.store.accept().await;
     let mut bob = edge.client("bob").await;
@@ -249,36 +249,21 @@ async fn ack_stores_the_delivered_receipt_before_deleting_and_read_follows() {
         server_ts_ms: 10,
         content: Some(envelope::Content::Body(Bytes::from_static(b"hi"))),
     };
-    let receipt = Envelope {
-        from: "alice".into(),
-        from_device: 1,
-        id: id(2),
-        server_ts_ms: 11,
-        content: Some(envelope::Content::Receipt(Receipt {
-            kind: ReceiptKind::Read as i32,
-            ids: vec![id(9)],
-        })),
-    };
-    for (seq, e) in [(5, &msg), (6, &receipt)] {
-        link.send(link_down::Kind::Push(Push {
-            session,
-            seq,
-            envelope: Some(e.clone()),
-        }))
-        .await;
-        match next(&mut bob).await {
-            server_frame::Kind::Deliver(d) => {
-                assert_eq!((d.seq, d.envelope.as_ref()), (seq, Some(e)))
-            }
-            other => panic!("expected Deliver, got {other:?}"),
-        }
+    link.send(link_down::Kind::Push(Push {
+        session,
+        seq: 5,
+        envelope: Some(msg.clone()),
+    }))
+    .await;
+    match next(&mut bob).await {
+        server_frame::Kind::Deliver(d) => assert_eq!((d.seq, d.envelope), (5, Some(msg))),
+        other => panic!("expected Deliver, got {other:?}"),
     }
-    // Unknown seqs are ignored; the read receipt goes after the ack.
+    // The home checks the seqs and makes the delivered receipt (DESIGN
+    // §4): the edge forwards the ack untouched and appends nothing.
     send(
         bob.get_mut(),
-        client_frame::Kind::Ack(Ack {
-            seqs: vec![5, 6, 77],
-        }),
+        client_frame::Kind::Ack(Ack { seqs: vec![5, 77] }),
     )
     .await;
     send(
@@ -290,56 +275,25 @@ async fn ack_stores_the_delivered_receipt_before_deleting_and_read_follows() {
         }),
     )
     .await;
-
-    let delivered_req = match link.next().await {
-        link_up::Kind::Append(a) => {
-            assert_eq!(a.to, "alice");
-            let e = a.envelope.unwrap();
-            assert_eq!((e.from.as_str(), e.from_device, &e.id), ("bob", 2, &id(1)));
-            assert_eq!(
-                e.content,
-                Some(envelope::Content::Receipt(Receipt {
-                    kind: ReceiptKind::Delivered as i32,
-                    ids: vec![id(1)]
-                }))
-            );
-            a.req
-        }
-        other => panic!("expected the delivered receipt first, got {other:?}"),
-    };
-    // The read receipt needs no delivered receipt: acknowledged at once.
     match link.next().await {
         link_up::Kind::Ack(a) => assert_eq!(
             (a.session, a.user.as_str(), a.seqs),
-            (session, "bob", vec![6])
+            (session, "bob", vec![5, 77])
         ),
-        other => panic!("expected the ack of the receipt, got {other:?}"),
+        other => panic!("expected the ack, got {other:?}"),
     }
     let read_req = match link.next().await {
         link_up::Kind::Append(a) => {
+            assert_eq!(a.to, "alice");
             let e = a.envelope.unwrap();
-            assert_eq!(e.id, id(3));
+            assert_eq!((e.from.as_str(), &e.id), ("bob", &id(3)));
             assert!(
-                matches!(e.content, Some(envelope::Content::Receipt(r)) if r.kind == ReceiptKind::Read as i32)
+                matches!(e.content, Some(envelope::Content::Receipt(r)) if r.kind == ReceiptKind::Read as i32 && r.ids == vec![id(1)])
             );
             a.req
         }
         other => panic!("expected the read receipt, got {other:?}"),
     };
-    assert_ne!(delivered_req, read_req);
-    // The message is deleted only once its receipt is stored.
-    link.send(link_down::Kind::AppendResult(AppendResult {
-        req: delivered_req,
-        code: 0,
-        server_ts_ms: 20,
-        duplicate: false,
-        seq: 1,
-    }))
-    .await;
-    match link.next().await {
-        link_up::Kind::Ack(a) => assert_eq!(a.seqs, vec![5]),
-        other => panic!("expected the ack of the message, got {other:?}"),
-    }
     link.send(link_down::Kind::AppendResult(AppendResult {
         req: read_req,
         code: 0,

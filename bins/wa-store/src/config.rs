@@ -16,6 +16,7 @@
 //! map = "/etc/wa/cluster.toml"
 //! secret_file = "/etc/wa/cluster.secret"
 //! island = ""       # this node's island in the map; empty: the map's only one
+//! ca = "/etc/wa/link/ca.pem"  # to reach other islands' homes
 //! [mailbox]
 //! max_items = 100000
 //! max_bytes = "256 MiB"
@@ -177,6 +178,10 @@ pub struct ClusterConfig {
     /// The island of the map this node is the primary of; empty: the map's
     /// only island (a map of several islands needs it named).
     pub island: String,
+    /// PEM certificate of the cluster CA, to verify the other homes this
+    /// home appends to (delivered receipts to senders on other islands).
+    /// Needed by a map of several islands.
+    pub ca: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -220,6 +225,7 @@ impl Default for ClusterConfig {
             map: "/etc/wa/cluster.toml".into(),
             secret_file: "/etc/wa/cluster.secret".into(),
             island: String::new(),
+            ca: "/etc/wa/link/ca.pem".into(),
         }
     }
 }
@@ -306,6 +312,13 @@ impl Config {
                 if let Err(e) = crate::ownership::island_of(&map, &self.cluster.island) {
                     errs.push(format!("cluster.island: {e}"));
                 }
+                if map.islands.len() > 1
+                    && let Err(e) = common::tls::load_certs(&self.cluster.ca)
+                {
+                    errs.push(format!(
+                        "cluster.ca: needed to reach the other islands' homes: {e}"
+                    ));
+                }
             }
             Err(e) => errs.push(format!("cluster.map: {e}")),
         }
@@ -342,6 +355,7 @@ key = "/etc/wa/link/key.pem"
 map = "/etc/wa/cluster.toml"
 secret_file = "/etc/wa/cluster.secret"
 island = ""
+ca = "/etc/wa/link/ca.pem"
 [mailbox]
 max_items = 100000
 max_bytes = "256 MiB"

@@ -10,6 +10,8 @@ use crate::storage::StorageError;
 pub enum StoreError {
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error("cluster.ca (needed to reach other islands' homes): {0}")]
+    ClusterCa(common::tls::TlsError),
     #[error("link TLS: {0}")]
     Tls(#[from] common::tls::TlsError),
     #[error(transparent)]

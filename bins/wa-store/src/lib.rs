@@ -7,6 +7,7 @@
 //! database is open.
 
 pub mod config;
+pub mod courier;
 pub mod error;
 pub mod flusher;
 pub mod home;
@@ -34,6 +35,9 @@ use crate::storage::{FjallStorage, SledStorage, Storage};
 /// holding up many others.
 const SHARDS: usize = 16;
 
+/// How long a home waits for another home to answer an append.
+const COURIER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// An opened store, ready to serve.
 pub struct Store {
     config: Config,
@@ -43,6 +47,9 @@ pub struct Store {
     secret: Vec<u8>,
     ownership: Arc<ownership::Ownership>,
     tls: Arc<rustls::ServerConfig>,
+    /// The cluster CA, to reach other homes; `None` if unreadable (only a
+    /// one-island map may do without).
+    roots: Option<Vec<rustls_pki_types::CertificateDer<'static>>>,
 }
 
 impl Store {
@@ -64,6 +71,11 @@ impl Store {
                 min: config::MIN_SECRET_LEN,
             });
         }
+        let roots = match common::tls::load_certs(&config.cluster.ca) {
+            Ok(r) => Some(r),
+            Err(_) if ownership.current().map.islands.len() == 1 => None,
+            Err(e) => return Err(StoreError::ClusterCa(e)),
+        };
         let certs = common::tls::load_certs(&config.link.cert)?;
         let key = common::tls::load_key(&config.link.key)?;
         let tls = common::tls::server_config(certs, key, &[common::link::LINK_ALPN])?;
@@ -84,6 +96,7 @@ impl Store {
             secret,
             ownership: Arc::new(ownership),
             tls: Arc::new(tls),
+            roots,
         })
     }
 
@@ -130,6 +143,7 @@ impl Store {
             expire_after: self.config.mailbox.expire_after,
             write_back_slice: home::WRITE_BACK_SLICE,
         };
+        let (outbox, errands) = courier::outbox();
         let (home, shards) = Home::start(
             Arc::clone(&self.storage),
             Arc::clone(&self.journal),
@@ -138,7 +152,32 @@ impl Store {
             cache,
             Arc::clone(&self.metrics),
             SHARDS,
+            Some(outbox),
         );
+        let client = match &self.roots {
+            Some(roots) => match common::link_client::LinkClient::new(
+                self.ownership.current().map.clone(),
+                roots,
+                bytes::Bytes::from(self.secret.clone()),
+                self.config.node.clone(),
+                COURIER_TIMEOUT,
+            ) {
+                Ok(c) => Some(Arc::new(c.reloading_from(self.config.cluster.map.clone()))),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot reach other homes");
+                    None
+                }
+            },
+            None => None,
+        };
+        let courier_stop = shutdown.child_token();
+        let courier = tokio::spawn(courier::run(
+            errands,
+            home.clone(),
+            Arc::clone(&self.ownership),
+            client,
+            courier_stop.clone(),
+        ));
         let writeback_stop = CancellationToken::new();
         let writeback = tokio::spawn(home::write_back(
             home.clone(),
@@ -181,6 +220,7 @@ impl Store {
         let grace = self.config.shutdown.grace;
         let deadline = tokio::time::Instant::now() + grace;
         let _ = reloader.await;
+        let _ = tokio::time::timeout_at(deadline, courier).await;
         sweeper_stop.cancel();
         let _ = tokio::time::timeout_at(deadline, sweeper).await;
         // Every operation the links delivered is queued on the shards ahead

@@ -343,6 +343,7 @@ key = "{d}/pki/key.pem"
 map = "{d}/cluster.toml"
 secret_file = "{d}/cluster.secret"
 island = "{island}"
+ca = "{d}/pki/ca.pem"
 [shutdown]
 grace = "5s"
 "#

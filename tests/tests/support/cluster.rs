@@ -60,6 +60,7 @@ key = "{d}/pki/key.pem"
 map = "{d}/cluster.toml"
 secret_file = "{d}/cluster.secret"
 island = "island-{k}"
+ca = "{d}/pki/ca.pem"
 [shutdown]
 grace = "5s"
 "#

@@ -140,6 +140,9 @@ pub enum Op {
         device: u32,
         generation: u32,
     },
+    /// The delivered receipt of `user`'s item `seq` is durable at its
+    /// sender's home: delete the item.
+    ReceiptStored { user: String, seq: u64 },
     /// A link ended: forget its sessions and presence watches (sent to every
     /// shard, after the link's last operation).
     LinkGone { link: LinkId },
@@ -316,7 +319,10 @@ impl Op {
     fn user(&self) -> Option<&str> {
         match self {
             Op::Append { to, .. } => Some(to),
-            Op::Attach { user, .. } | Op::Detach { user, .. } | Op::Ack { user, .. } => Some(user),
+            Op::Attach { user, .. }
+            | Op::Detach { user, .. }
+            | Op::Ack { user, .. }
+            | Op::ReceiptStored { user, .. } => Some(user),
             Op::Typing { to, .. } => Some(to),
             Op::Watch { target, .. } => Some(target),
             Op::Expire { user, .. } => Some(user),
@@ -499,6 +505,7 @@ impl Home {
         cache: CacheConfig,
         metrics: Arc<Metrics>,
         n: usize,
+        outbox: Option<crate::courier::Outbox>,
     ) -> (Home, Vec<tokio::task::JoinHandle<()>>) {
         let n = n.max(1);
         let per_shard = CacheConfig {
@@ -514,6 +521,7 @@ impl Home {
                     limits,
                     per_shard,
                     Arc::clone(&metrics),
+                    outbox.clone(),
                 )),
                 queue: Mutex::default(),
                 settle: AtomicBool::new(false),

@@ -234,6 +234,7 @@ impl Harness {
             },
             Arc::clone(&self.metrics),
             2,
+            None,
         );
         self.home = Some(home);
         self.shards = shards;

@@ -112,6 +112,10 @@ struct User {
     engine_dedupe: Option<bool>,
     /// Part of the write-back slice in flight (see [`Flight`]).
     flight: Option<Flight>,
+    /// Acknowledged items whose delivered receipts are on their way to the
+    /// senders' homes: kept until `Op::ReceiptStored`, never pushed again
+    /// meanwhile.
+    acked: BTreeSet<u64>,
 }
 
 impl User {
@@ -154,6 +158,7 @@ impl User {
             && self.cache.is_empty()
             && !self.seq_dirty
             && self.flight.is_none()
+            && self.acked.is_empty()
     }
 
     /// `seq` is in the write-back slice in flight.
@@ -171,6 +176,7 @@ impl User {
             cache: &self.cache,
             engine_empty: self.engine_empty(),
             doomed: self.flight.as_ref().map(|f| &f.doomed),
+            acked: &self.acked,
         };
         for s in &mut self.sessions {
             for q in acked {
@@ -214,6 +220,9 @@ pub(super) struct Shard {
     limits: Limits,
     cache_cfg: CacheConfig,
     metrics: Arc<Metrics>,
+    /// Where delivered receipts go to be appended at their senders' homes;
+    /// `None`: acknowledged items are deleted at once, without a receipt.
+    outbox: Option<crate::courier::Outbox>,
     users: foldhash::HashMap<String, User>,
     /// Tickets in rising order: a shard takes them one after another.
     pending: VecDeque<Pending>,
@@ -245,6 +254,7 @@ impl Shard {
         limits: Limits,
         cache_cfg: CacheConfig,
         metrics: Arc<Metrics>,
+        outbox: Option<crate::courier::Outbox>,
     ) -> Shard {
         Shard {
             storage,
@@ -254,6 +264,7 @@ impl Shard {
             limits,
             cache_cfg,
             metrics,
+            outbox,
             users: foldhash::HashMap::default(),
             pending: VecDeque::new(),
             recent: Recent::default(),
@@ -326,6 +337,13 @@ impl Shard {
                 user,
                 seqs,
             } => self.ack(link, session, &user, &seqs),
+            Op::ReceiptStored { user, seq } => {
+                if let Some(u) = self.users.get_mut(&user) {
+                    u.acked.remove(&seq);
+                }
+                self.remove(&user, &[seq], true);
+                self.refill(&user, &[seq]);
+            }
             Op::Typing { from, to, typing } => {
                 if let Some(u) = self.users.get(&to) {
                     for s in &u.sessions {
@@ -403,6 +421,7 @@ impl Shard {
                     engine: None,
                     engine_dedupe: None,
                     flight: None,
+                    acked: BTreeSet::new(),
                 },
             );
         }
@@ -796,6 +815,7 @@ impl Shard {
             cache: &u.cache,
             engine_empty,
             doomed: u.flight.as_ref().map(|f| &f.doomed),
+            acked: &u.acked,
         };
         fill(&*storage, &user, &mailbox, &mut s);
         u.sessions.push(s);
@@ -830,13 +850,76 @@ impl Shard {
         else {
             return;
         };
-        let valid: Vec<u64> = seqs
-            .iter()
-            .copied()
-            .filter(|q| s.inflight.contains(q))
-            .collect();
-        self.remove(user, &valid, true);
+        let (device, valid): (u32, Vec<u64>) = (
+            s.device,
+            seqs.iter()
+                .copied()
+                .filter(|q| s.inflight.contains(q))
+                .collect(),
+        );
+        // A message stays until its delivered receipt is durable at the
+        // sender's home (the courier then sends `Op::ReceiptStored`); a
+        // receipt, or a message whose receipt cannot be queued now, goes at
+        // once or stays for the next session. Either way the window slots
+        // are free from here on.
+        let mut gone = Vec::with_capacity(valid.len());
+        for &seq in &valid {
+            match self.receipt_for(user, device, seq) {
+                Some((to, receipt)) => {
+                    let outbox = self.outbox.as_ref().expect("receipts only with an outbox");
+                    if outbox.send(to, receipt, user, seq) {
+                        if let Some(u) = self.users.get_mut(user) {
+                            u.acked.insert(seq);
+                        }
+                    } else {
+                        tracing::debug!(
+                            seq,
+                            "receipt queue full; the item is delivered again later"
+                        );
+                    }
+                }
+                None => gone.push(seq),
+            }
+        }
+        self.remove(user, &gone, true);
         self.refill(user, &valid);
+    }
+
+    /// The delivered receipt that acknowledging `user`'s item `seq` makes
+    /// (from `user`'s `device`), and whose home it goes to; `None` for an
+    /// item that needs none (a receipt) or if this home makes no receipts.
+    fn receipt_for(&self, user: &str, device: u32, seq: u64) -> Option<(String, Envelope)> {
+        use common::proto::{Receipt, ReceiptKind, envelope};
+        self.outbox.as_ref()?;
+        let u = self.users.get(user)?;
+        let item = match u.cache.get(&seq) {
+            Some(c) => c.envelope.clone(),
+            None if u.engine_empty() => return None,
+            None => match self.storage.read(user, seq, 1) {
+                Ok(mut items) if items.first().is_some_and(|i| i.seq == seq) => {
+                    items.swap_remove(0).envelope
+                }
+                Ok(_) => return None,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read an acknowledged item; no receipt");
+                    return None;
+                }
+            },
+        };
+        if item.item_kind() != ItemKind::Message {
+            return None;
+        }
+        let receipt = Envelope {
+            from: user.to_owned(),
+            from_device: device,
+            id: item.id.clone(),
+            server_ts_ms: 0,
+            content: Some(envelope::Content::Receipt(Receipt {
+                kind: ReceiptKind::Delivered as i32,
+                ids: vec![item.id],
+            })),
+        };
+        Some((item.from, receipt))
     }
 
     /// Deletes items from the cache or the engine and journals the delete.
@@ -1239,6 +1322,8 @@ struct Mailbox<'a> {
     engine_empty: bool,
     /// Deleted while a write-back slice is in flight (see [`Flight`]).
     doomed: Option<&'a BTreeMap<u64, Gone>>,
+    /// Acknowledged, waiting for their receipts (see `User::acked`).
+    acked: &'a BTreeSet<u64>,
 }
 
 /// Pushes `s` the durable items it has not had, up to its window, merging
@@ -1249,6 +1334,7 @@ fn fill(storage: &dyn Storage, user: &str, m: &Mailbox<'_>, s: &mut Session) {
         cache,
         engine_empty,
         doomed,
+        acked,
     } = *m;
     while s.inflight.len() < PUSH_WINDOW && s.cursor <= durable {
         let room = PUSH_WINDOW - s.inflight.len();
@@ -1256,7 +1342,7 @@ fn fill(storage: &dyn Storage, user: &str, m: &Mailbox<'_>, s: &mut Session) {
         // Items deleted while a write-back slice was in flight may still be
         // in the engine: read that many more and leave them out, so that
         // `room` of the rest are still among those read.
-        let extra = doomed.map_or(0, BTreeMap::len);
+        let extra = doomed.map_or(0, BTreeMap::len) + acked.len();
         let read = if engine_empty {
             Ok(Vec::new())
         } else {
@@ -1267,6 +1353,7 @@ fn fill(storage: &dyn Storage, user: &str, m: &Mailbox<'_>, s: &mut Session) {
                 if let Some(d) = doomed {
                     items.retain(|i| !d.contains_key(&i.seq));
                 }
+                items.retain(|i| !acked.contains(&i.seq));
                 items.truncate(room);
                 items
             }
@@ -1282,10 +1369,14 @@ fn fill(storage: &dyn Storage, user: &str, m: &Mailbox<'_>, s: &mut Session) {
         };
         // Both sources are read from the cursor, `room` items each: the first
         // `room` of their union in order are the next items, whatever the mix.
-        let cached = cache.range(s.cursor..).take(room).map(|(&seq, c)| Item {
-            seq,
-            envelope: c.envelope.clone(),
-        });
+        let cached = cache
+            .range(s.cursor..)
+            .filter(|(seq, _)| !acked.contains(seq))
+            .take(room)
+            .map(|(&seq, c)| Item {
+                seq,
+                envelope: c.envelope.clone(),
+            });
         let mut merged: Vec<Item> = stored.into_iter().chain(cached).collect();
         if merged.is_empty() {
             // Nothing stored from the cursor on: later items are above `durable`.

@@ -1,0 +1,247 @@
+//! Home to home: the appends a home makes at other homes (today the
+//! delivered receipts of acknowledged messages, DESIGN §4), each retried
+//! until the other home has it durably.
+//!
+//! A shard queues an errand in the [`Outbox`] (bounded; a full outbox leaves
+//! the item in its mailbox, to be delivered and acknowledged again later).
+//! [`run`] carries each errand out on a task of its own, at most
+//! [`IN_FLIGHT`] destinations at once, one errand at a time and in order
+//! for each destination user: to this node's own home through the shards (the
+//! local shortcut), or to another island's primary over the cluster link
+//! (`common::link_client`, which follows the map when a home answers
+//! `WRONG_HOME`). Once the append is durable, the item the errand came from
+//! is deleted (`Op::ReceiptStored`). Appends are idempotent by their dedupe
+//! key, so a retry after an unknown outcome, or a receipt made twice after
+//! a restart, is stored once.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::link::{LinkDown, link_down};
+use common::link_client::LinkClient;
+use common::proto::{Code, Envelope};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::home::{Home, LinkTx, Op};
+use crate::ownership::Ownership;
+
+/// Errands queued beyond those in flight.
+const OUTBOX: usize = 1 << 16;
+/// Errands carried out at once.
+const IN_FLIGHT: usize = 4096;
+const BACKOFF_INITIAL: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// The link id of the courier's answers from this node's own home (link
+/// listeners number theirs from 1).
+const LOCAL_LINK: u64 = 0;
+
+/// One append to make at another home, and the item it came from.
+pub struct Errand {
+    to: String,
+    envelope: Envelope,
+    from_user: String,
+    from_seq: u64,
+}
+
+/// Where shards queue errands. Never waits.
+#[derive(Clone)]
+pub struct Outbox(mpsc::Sender<Errand>);
+
+impl Outbox {
+    /// Queues the append of `envelope` to `to`'s mailbox, made for item
+    /// `seq` of `user`; false if the outbox is full.
+    pub fn send(&self, to: String, envelope: Envelope, user: &str, seq: u64) -> bool {
+        self.0
+            .try_send(Errand {
+                to,
+                envelope,
+                from_user: user.to_owned(),
+                from_seq: seq,
+            })
+            .is_ok()
+    }
+}
+
+/// A new outbox and the receiving end [`run`] takes.
+pub fn outbox() -> (Outbox, mpsc::Receiver<Errand>) {
+    let (tx, rx) = mpsc::channel(OUTBOX);
+    (Outbox(tx), rx)
+}
+
+/// What every errand needs.
+struct Courier {
+    home: Home,
+    ownership: Arc<Ownership>,
+    /// `None` without the cluster CA: other homes cannot be reached.
+    client: Option<Arc<LinkClient>>,
+    local: LinkTx,
+    next_req: AtomicU64,
+    waiting: Mutex<HashMap<u64, oneshot::Sender<u32>>>,
+    stop: CancellationToken,
+}
+
+/// Carries out the errands of `rx` until `stop`. Errands still queued or in
+/// flight then are dropped: their items stay in their mailboxes.
+pub async fn run(
+    mut rx: mpsc::Receiver<Errand>,
+    home: Home,
+    ownership: Arc<Ownership>,
+    client: Option<Arc<LinkClient>>,
+    stop: CancellationToken,
+) {
+    let (tx, mut answers) = mpsc::channel::<LinkDown>(IN_FLIGHT * 2);
+    let courier = Arc::new(Courier {
+        home,
+        ownership,
+        client,
+        local: LinkTx::new(LOCAL_LINK, tx, CancellationToken::new()),
+        next_req: AtomicU64::new(1),
+        waiting: Mutex::default(),
+        stop: stop.clone(),
+    });
+    let answering = {
+        let c = Arc::clone(&courier);
+        tokio::spawn(async move {
+            while let Some(LinkDown { kind }) = answers.recv().await {
+                if let Some(link_down::Kind::AppendResult(r)) = kind
+                    && let Some(w) = c.lock().remove(&r.req)
+                {
+                    let _ = w.send(r.code);
+                }
+            }
+        })
+    };
+    // Errands to one user go one after another, in the order they came
+    // (FIFO per destination, as for any sender); different users' at once.
+    let lines: Arc<Mutex<HashMap<String, VecDeque<Errand>>>> = Arc::default();
+    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+    let tasks = TaskTracker::new();
+    loop {
+        let errand = tokio::select! {
+            e = rx.recv() => e,
+            () = stop.cancelled() => None,
+        };
+        let Some(errand) = errand else { break };
+        {
+            let mut l = lines.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(q) = l.get_mut(&errand.to) {
+                // (At most one errand per acknowledged item still held.)
+                q.push_back(errand);
+                continue;
+            }
+            l.insert(errand.to.clone(), VecDeque::new());
+        }
+        let slot = tokio::select! {
+            s = Arc::clone(&slots).acquire_owned() => s.expect("never closed"),
+            () = stop.cancelled() => break,
+        };
+        let c = Arc::clone(&courier);
+        let lines = Arc::clone(&lines);
+        tasks.spawn(async move {
+            let mut next = Some(errand);
+            while let Some(e) = next.take() {
+                let to = e.to.clone();
+                if !c.deliver(e).await {
+                    break;
+                }
+                let mut l = lines.lock().unwrap_or_else(|p| p.into_inner());
+                next = l.get_mut(&to).and_then(VecDeque::pop_front);
+                if next.is_none() {
+                    l.remove(&to);
+                }
+            }
+            drop(slot);
+        });
+    }
+    tasks.close();
+    tasks.wait().await;
+    answering.abort();
+}
+
+impl Courier {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<u32>>> {
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Appends until it is stored, then has the item it came from deleted;
+    /// false if the courier stopped first.
+    async fn deliver(&self, e: Errand) -> bool {
+        let mut backoff = BACKOFF_INITIAL;
+        let mut failures = 0u32;
+        loop {
+            let outcome = if self.ownership.current().owns(&e.to) {
+                self.append_here(&e).await
+            } else {
+                self.append_there(&e).await
+            };
+            match outcome {
+                Ok(()) => break,
+                Err(why) => {
+                    failures += 1;
+                    if failures <= 3 || failures.is_multiple_of(20) {
+                        tracing::warn!(%why, failures, "a receipt could not be stored at its home yet; retrying");
+                    }
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(backoff.mul_f64(rand::random_range(0.5..=1.0))) => {}
+                () = self.stop.cancelled() => return false,
+            }
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+        let _ = self
+            .home
+            .submit(Op::ReceiptStored {
+                user: e.from_user,
+                seq: e.from_seq,
+            })
+            .await;
+        true
+    }
+
+    /// The local shortcut: the shards of this node, as a link would.
+    async fn append_here(&self, e: &Errand) -> Result<(), String> {
+        let req = self.next_req.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.lock().insert(req, tx);
+        let submitted = self
+            .home
+            .submit(Op::Append {
+                link: self.local.clone(),
+                req,
+                to: e.to.clone(),
+                envelope: e.envelope.clone(),
+            })
+            .await;
+        if submitted.is_err() {
+            self.lock().remove(&req);
+            return Err("the home is shutting down".into());
+        }
+        let code = tokio::select! {
+            c = rx => c.map_err(|_| "the home dropped the append".to_string())?,
+            () = self.stop.cancelled() => return Err("stopping".into()),
+        };
+        match code {
+            0 => Ok(()),
+            c => Err(format!(
+                "this home refused it: {}",
+                Code::from_u32(c).map_or_else(|| c.to_string(), |c| c.to_string())
+            )),
+        }
+    }
+
+    async fn append_there(&self, e: &Errand) -> Result<(), String> {
+        let Some(client) = &self.client else {
+            return Err("cluster.ca is not readable, so other homes cannot be reached".into());
+        };
+        client
+            .append(&e.to, e.envelope.clone())
+            .await
+            .map(|_| ())
+            .map_err(|err| err.to_string())
+    }
+}
