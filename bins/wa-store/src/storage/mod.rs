@@ -9,9 +9,11 @@
 //!   batches and a durable flush: [`sled`] and [`fjall`] (the only files that
 //!   name their engine).
 //!
-//! Calls are synchronous and fast (they hit the engine's cache); durability
-//! comes from [`Storage::flush`], which the group-commit flusher
-//! (`crate::flusher`) calls.
+//! [`open`] opens the configured engine in the data directory after
+//! [`format`] checked that the directory was written by that engine, in a
+//! format this build reads. Calls are synchronous and fast (they hit the
+//! engine's cache); durability comes from [`Storage::flush`], which the
+//! group-commit flusher (`crate::flusher`) calls.
 //!
 //! A mailbox is the ordered list of items waiting for one user, numbered by a
 //! per-user sequence that only rises, even across restarts and when the mailbox
@@ -19,18 +21,34 @@
 
 pub mod engine;
 pub mod fjall;
+pub mod format;
 mod keys;
 mod mailboxes;
 pub mod sled;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use common::proto::{Envelope, ItemKind};
+
+use crate::config::Engine as EngineChoice;
+use crate::error::StoreError;
 
 pub use self::engine::Engine;
 pub use self::fjall::FjallStorage;
 pub use self::mailboxes::Mailboxes;
 pub use self::sled::SledStorage;
+
+/// Opens the mailboxes in `data_dir` with the configured engine, refusing a
+/// directory another engine (or an unknown format) wrote; see [`format`].
+pub fn open(data_dir: &Path, engine: EngineChoice) -> Result<Arc<dyn Storage>, StoreError> {
+    format::prepare(data_dir, engine)?;
+    let dir = format::engine_dir(data_dir, engine);
+    Ok(match engine {
+        EngineChoice::Sled => Arc::new(SledStorage::open(&dir)?),
+        EngineChoice::Fjall => Arc::new(FjallStorage::open(&dir)?),
+    })
+}
 
 /// A mailbox item as stored: its sequence number and the envelope, with the
 /// home's `server_ts_ms` stamped.
