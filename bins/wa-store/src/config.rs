@@ -47,11 +47,13 @@ pub struct Config {
     /// Name of this node, sent to edges in `AuthOk`.
     pub node: String,
     /// Directory of the data: the engine's files in `sled/` or `fjall/`, the
-    /// journal in `journal/`; created if missing.
+    /// journal in `journal/`, the marker `FORMAT` (`storage::format`);
+    /// created if missing.
     pub data_dir: PathBuf,
     /// When an append counts as stored.
     pub durability: Durability,
-    /// The storage engine under the mailboxes.
+    /// The storage engine under the mailboxes; a data directory written by
+    /// the other one is refused (`storage::format`).
     pub engine: Engine,
     pub link: LinkConfig,
     pub cluster: ClusterConfig,

@@ -29,6 +29,40 @@ pub enum StoreError {
         len: usize,
         min: usize,
     },
+    #[error(
+        "data directory {dir} was written by engine {found} (format {format}); this store is configured with engine = \"{configured}\": set engine = \"{found}\" or point data_dir elsewhere"
+    )]
+    EngineMismatch {
+        dir: PathBuf,
+        found: String,
+        format: i64,
+        configured: &'static str,
+    },
+    #[error(
+        "data directory {dir} holds a {found} database ({found}/) and no {configured} one; this store is configured with engine = \"{configured}\": set engine = \"{found}\" or point data_dir elsewhere"
+    )]
+    EngineDirMismatch {
+        dir: PathBuf,
+        found: &'static str,
+        configured: &'static str,
+    },
+    #[error(
+        "data directory {dir} is in on-disk format {format} (engine {engine}); this wa-store reads format {supported} only: run the wa-store release that wrote it, or point data_dir elsewhere"
+    )]
+    FormatUnsupported {
+        dir: PathBuf,
+        format: i64,
+        engine: String,
+        supported: i64,
+    },
+    #[error("data directory marker {path} is not valid: {what}")]
+    FormatCorrupt { path: PathBuf, what: String },
+    #[error("cannot {op} data directory marker {path}: {source}")]
+    FormatIo {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Storage(#[from] StorageError),
     #[error(transparent)]

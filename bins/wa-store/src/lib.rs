@@ -29,7 +29,7 @@ pub use error::StoreError;
 use crate::flusher::{Commit, FlushFn};
 use crate::home::Home;
 use crate::listener::LinkCtx;
-use crate::storage::{FjallStorage, SledStorage, Storage};
+use crate::storage::Storage;
 
 /// Shards per node: enough to keep both cores busy and one hot user from
 /// holding up many others.
@@ -79,10 +79,7 @@ impl Store {
         let certs = common::tls::load_certs(&config.link.cert)?;
         let key = common::tls::load_key(&config.link.key)?;
         let tls = common::tls::server_config(certs, key, &[common::link::LINK_ALPN])?;
-        let storage: Arc<dyn Storage> = match config.engine {
-            config::Engine::Sled => Arc::new(SledStorage::open(&config.data_dir.join("sled"))?),
-            config::Engine::Fjall => Arc::new(FjallStorage::open(&config.data_dir.join("fjall"))?),
-        };
+        let storage = storage::open(&config.data_dir, config.engine)?;
         let journal = recover(
             &*storage,
             &config.data_dir.join("journal"),

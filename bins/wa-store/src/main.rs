@@ -61,6 +61,13 @@ fn main() -> ExitCode {
             return ExitCode::from(service::EXIT_USAGE);
         }
     };
+    // The data directory's marker, read only: a directory another engine or
+    // format wrote is a configuration mistake (engine or data_dir), found
+    // before anything is opened or bound.
+    if let Err(e) = wa_store::storage::format::check(&config.data_dir, config.engine) {
+        eprintln!("wa-store: {e}");
+        return ExitCode::from(service::EXIT_USAGE);
+    }
     if args.check_config {
         println!("{}: ok", args.config.display());
         return ExitCode::SUCCESS;

@@ -43,6 +43,25 @@ pub(super) fn user_key(prefix: u8, user: &str) -> Result<Vec<u8>, StorageError> 
     Ok(k)
 }
 
+/// The prefix of every item of `user`'s mailbox.
+pub(super) fn item_prefix(user: &str) -> Result<Vec<u8>, StorageError> {
+    user_key(ITEM, user)
+}
+
+/// The first key after every key that starts with `prefix`: the exclusive
+/// end of a prefix scan. Every prefix here starts with a type byte below
+/// 0xff, so there is always a byte to raise.
+pub(super) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while end.last() == Some(&0xff) {
+        end.pop();
+    }
+    if let Some(last) = end.last_mut() {
+        *last += 1;
+    }
+    end
+}
+
 pub(super) fn item_key(user: &str, seq: u64) -> Result<Vec<u8>, StorageError> {
     let mut k = user_key(ITEM, user)?;
     k.extend_from_slice(&seq.to_be_bytes());
@@ -67,67 +86,6 @@ pub(super) fn dedupe_prefix(to: &str) -> Result<Vec<u8>, StorageError> {
 /// The first and one-past-the-last key of the dedupe entries.
 pub(super) const DEDUPES_START: [u8; 1] = [DEDUPE];
 pub(super) const DEDUPES_END: [u8; 1] = [DEDUPE + 1];
-
-/// Key-value pairs to write in one batch.
-pub(super) type Writes = Vec<(Vec<u8>, Vec<u8>)>;
-/// Dedupe keys to delete, and where the next page starts.
-pub(super) type DedupeDoomed = (Vec<Vec<u8>>, Option<Vec<u8>>);
-
-/// The key-value writes of appending `items` to `user`'s mailbox, whose
-/// size and sequence counter the engine holds as `size` and `last`: every
-/// item and its dedupe entry, then the new counter and size. An engine
-/// applies them as one atomic batch.
-pub(super) fn append_writes(
-    user: &str,
-    items: &[(u64, &Envelope, DedupeKey<'_>)],
-    mut size: MailboxSize,
-    mut last: u64,
-) -> Result<Writes, StorageError> {
-    let mut w = Vec::with_capacity(2 * items.len() + 2);
-    for (seq, envelope, key) in items {
-        let value = envelope.encode_to_vec();
-        size.items += 1;
-        size.bytes += value.len() as u64;
-        last = last.max(*seq);
-        w.push((item_key(user, *seq)?, value));
-        w.push((
-            dedupe_key(key)?,
-            original_value(*seq, envelope.server_ts_ms).to_vec(),
-        ));
-    }
-    w.push((user_key(SEQ, user)?, last.to_be_bytes().to_vec()));
-    w.push((user_key(SIZE, user)?, size_value(size).to_vec()));
-    Ok(w)
-}
-
-/// One page of dedupe expiry over `entries` (the engine's dedupe entries
-/// from the key `after` on, in order): the keys of originals stored before
-/// `before_ms` among the next `limit` entries after `after`, and where the
-/// next page starts (`None` at the end).
-pub(super) fn dedupe_page<K: AsRef<[u8]>, V: AsRef<[u8]>>(
-    entries: impl Iterator<Item = Result<(K, V), StorageError>>,
-    after: Option<&[u8]>,
-    before_ms: u64,
-    limit: usize,
-) -> Result<DedupeDoomed, StorageError> {
-    let mut doomed = Vec::new();
-    let mut seen = 0;
-    for kv in entries {
-        let (k, v) = kv?;
-        let k = k.as_ref();
-        if after == Some(k) {
-            continue;
-        }
-        if decode_original(v.as_ref())?.server_ts_ms < before_ms {
-            doomed.push(k.to_vec());
-        }
-        seen += 1;
-        if seen >= limit {
-            return Ok((doomed, Some(k.to_vec())));
-        }
-    }
-    Ok((doomed, None))
-}
 
 pub(super) fn be_u64(v: &[u8], what: &str) -> Result<u64, StorageError> {
     let b: [u8; 8] =
@@ -246,6 +204,10 @@ pub(super) fn split_item_key(k: &[u8]) -> Result<(String, u64), StorageError> {
     let user = String::from_utf8(user.to_vec()).map_err(|_| corrupt())?;
     Ok((user, seq))
 }
+
+/// The first key of the size range, and just past it.
+pub(super) const SIZES_START: [u8; 1] = [SIZE];
+pub(super) const SIZES_END: [u8; 1] = [SIZE + 1];
 
 /// The user of a size key (`05 len user`).
 pub(super) fn size_key_user(k: &[u8]) -> Result<&str, StorageError> {

@@ -1,20 +1,24 @@
-//! The sled engine behind [`Storage`]: one tree with the shared key layout of
-//! [`super::keys`]. An append writes its item, dedupe entry and counter in one
-//! `apply_batch`, so a crash leaves all three or none. A flush is sled's
-//! `flush` followed by an `fsync` of its log file.
+//! The sled [`Engine`]: one tree. A batch of several writes is one
+//! `apply_batch`, so a crash leaves all of them or none (an append's item,
+//! dedupe entry, counter and size). A flush is sled's `flush` followed by an
+//! `fsync` of its log file. The only file that names sled.
 
 use std::path::Path;
 
-use super::keys::{
-    DEDUPES_END, DEDUPES_START, ITEMS_END, ITEMS_START, SEEN, SEQ, SIZE, append_writes, be_u64,
-    decode_generation, decode_item, decode_kv, decode_original, decode_size, dedupe_key,
-    dedupe_page, dedupe_prefix, item_key, kv_key, kv_value, min_generation_key, size_key_user,
-    size_value, split_item_key, user_key,
-};
-use super::{DedupeKey, DedupePage, Expired, Item, MailboxSize, Original, Storage, StorageError};
-use common::proto::Envelope;
+use super::engine::{Batch, Engine, Visit, Write};
+use super::{Mailboxes, StorageError};
 
-pub struct SledStorage {
+/// Mailboxes kept by sled.
+pub type SledStorage = Mailboxes<Sled>;
+
+impl Mailboxes<Sled> {
+    /// Opens (or creates) the database in `dir`; see [`Sled::open`].
+    pub fn open(dir: &Path) -> Result<SledStorage, StorageError> {
+        Ok(Mailboxes::new(Sled::open(dir)?))
+    }
+}
+
+pub struct Sled {
     db: sled::Db,
     /// sled's log file, opened again so that a flush can end with a real
     /// `fsync`: on Linux sled itself only calls `sync_file_range`, which
@@ -30,11 +34,11 @@ fn engine(op: &'static str) -> impl FnOnce(sled::Error) -> StorageError {
     }
 }
 
-impl SledStorage {
-    /// Opens (or creates) the database in `dir`. Never deletes anything: a
-    /// database sled cannot open is reported with its path and left for an
-    /// operator to inspect.
-    pub fn open(dir: &Path) -> Result<SledStorage, StorageError> {
+impl Sled {
+    /// Opens (or creates) the database in `dir`. Deletes nothing but an
+    /// unfinished snapshot (see below): a database sled cannot open is
+    /// reported with its path and left for an operator to inspect.
+    pub fn open(dir: &Path) -> Result<Sled, StorageError> {
         let open_err = |source: Box<dyn std::error::Error + Send + Sync>| StorageError::Open {
             path: dir.to_owned(),
             source,
@@ -46,7 +50,7 @@ impl SledStorage {
             .open()
             .map_err(|e| open_err(Box::new(e)))?;
         let log = std::fs::File::open(dir.join("db")).map_err(|e| open_err(Box::new(e)))?;
-        Ok(SledStorage { db, log })
+        Ok(Sled { db, log })
     }
 }
 
@@ -73,199 +77,50 @@ fn remove_unfinished_snapshots(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-impl Storage for SledStorage {
-    fn dedupe(&self, key: &DedupeKey<'_>) -> Result<Option<Original>, StorageError> {
-        self.db
-            .get(dedupe_key(key)?)
-            .map_err(engine("get"))?
-            .map(|v| decode_original(&v))
-            .transpose()
+impl Engine for Sled {
+    type Value = sled::IVec;
+
+    fn get(&self, key: &[u8]) -> Result<Option<sled::IVec>, StorageError> {
+        self.db.get(key).map_err(engine("get"))
     }
 
-    fn last_seq(&self, user: &str) -> Result<u64, StorageError> {
-        match self.db.get(user_key(SEQ, user)?).map_err(engine("get"))? {
-            Some(v) => be_u64(&v, "sequence counter"),
-            None => Ok(0),
+    fn scan(&self, from: &[u8], to: &[u8], visit: &mut Visit<'_>) -> Result<(), StorageError> {
+        // sled panics on an inverted range.
+        if from >= to {
+            return Ok(());
         }
-    }
-
-    fn append_batch(
-        &self,
-        user: &str,
-        items: &[(u64, &Envelope, DedupeKey<'_>)],
-    ) -> Result<(), StorageError> {
-        let writes = append_writes(user, items, self.mailbox_size(user)?, self.last_seq(user)?)?;
-        let mut batch = sled::Batch::default();
-        for (k, v) in writes {
-            batch.insert(k, v);
-        }
-        self.db.apply_batch(batch).map_err(engine("append"))
-    }
-
-    fn read(&self, user: &str, from: u64, limit: usize) -> Result<Vec<Item>, StorageError> {
-        let start = item_key(user, from)?;
-        let end = item_key(user, u64::MAX)?;
-        let mut out = Vec::with_capacity(limit.min(256));
-        for kv in self.db.range(start..=end).take(limit) {
+        for kv in self.db.range(from..to) {
             let (k, v) = kv.map_err(engine("range"))?;
-            out.push(decode_item(&k, &v)?);
-        }
-        Ok(out)
-    }
-
-    fn delete(&self, user: &str, seqs: &[u64]) -> Result<u64, StorageError> {
-        let mut size = self.mailbox_size(user)?;
-        let mut batch = sled::Batch::default();
-        let mut deleted = 0;
-        let unique: std::collections::BTreeSet<u64> = seqs.iter().copied().collect();
-        for s in unique {
-            let k = item_key(user, s)?;
-            if let Some(v) = self.db.get(&k).map_err(engine("get"))? {
-                size.items = size.items.saturating_sub(1);
-                size.bytes = size.bytes.saturating_sub(v.len() as u64);
-                deleted += 1;
-                batch.remove(k);
+            if visit(&k, &v)?.is_break() {
+                break;
             }
         }
-        if deleted > 0 {
-            batch.insert(user_key(SIZE, user)?, &size_value(size)[..]);
-            self.db.apply_batch(batch).map_err(engine("delete"))?;
-        }
-        Ok(deleted)
+        Ok(())
     }
 
-    fn has_dedupe(&self, to: &str) -> Result<bool, StorageError> {
-        Ok(self
-            .db
-            .scan_prefix(dedupe_prefix(to)?)
-            .next()
-            .transpose()
-            .map_err(engine("scan"))?
-            .is_some())
-    }
-
-    fn expire_dedupe(
-        &self,
-        before_ms: u64,
-        after: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<DedupePage, StorageError> {
-        let start = after.map_or(DEDUPES_START.to_vec(), <[u8]>::to_vec);
-        let entries = self
-            .db
-            .range(start..DEDUPES_END.to_vec())
-            .map(|kv| kv.map_err(engine("range")));
-        let (doomed, next) = dedupe_page(entries, after, before_ms, limit)?;
-        let deleted = doomed.len() as u64;
-        if !doomed.is_empty() {
-            let mut batch = sled::Batch::default();
-            for k in doomed {
-                batch.remove(k);
+    fn apply(&self, batch: Batch) -> Result<(), StorageError> {
+        let mut writes = batch.into_writes();
+        // A single write goes without a batch: sled's `apply_batch` takes a
+        // lock that excludes every other writer of the database, `insert`
+        // does not, and one write is atomic by itself.
+        if writes.len() == 1 {
+            return match writes.pop().expect("one write") {
+                Write::Put(k, v) => self.db.insert(k, v).map_err(engine("insert")),
+                Write::Delete(k) => self.db.remove(k).map_err(engine("remove")),
             }
-            self.db.apply_batch(batch).map_err(engine("delete"))?;
+            .map(|_| ());
         }
-        Ok(DedupePage { deleted, next })
-    }
-
-    fn mailbox_size(&self, user: &str) -> Result<MailboxSize, StorageError> {
-        let v = self.db.get(user_key(SIZE, user)?).map_err(engine("get"))?;
-        decode_size(v.as_deref())
-    }
-
-    fn expired(
-        &self,
-        before_ms: u64,
-        after: Option<&Expired>,
-        limit: usize,
-    ) -> Result<Vec<Expired>, StorageError> {
-        let start = match after {
-            Some(e) => item_key(&e.user, e.seq)?,
-            None => ITEMS_START.to_vec(),
-        };
-        let mut out = Vec::new();
-        for kv in self.db.range(start..ITEMS_END.to_vec()) {
-            let (k, v) = kv.map_err(engine("range"))?;
-            let (user, seq) = split_item_key(&k)?;
-            if after.is_some_and(|a| a.user == user && a.seq == seq) {
-                continue;
-            }
-            if decode_item(&k, &v)?.envelope.server_ts_ms < before_ms {
-                out.push(Expired { user, seq });
-                if out.len() >= limit {
-                    break;
-                }
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let mut b = sled::Batch::default();
+        for w in writes {
+            match w {
+                Write::Put(k, v) => b.insert(k, v),
+                Write::Delete(k) => b.remove(k),
             }
         }
-        Ok(out)
-    }
-
-    fn last_seen(&self, user: &str) -> Result<Option<u64>, StorageError> {
-        self.db
-            .get(user_key(SEEN, user)?)
-            .map_err(engine("get"))?
-            .map(|v| be_u64(&v, "last seen"))
-            .transpose()
-    }
-
-    fn set_last_seen(&self, user: &str, ms: u64) -> Result<(), StorageError> {
-        self.db
-            .insert(user_key(SEEN, user)?, &ms.to_be_bytes()[..])
-            .map_err(engine("insert"))?;
-        Ok(())
-    }
-
-    fn visit_sizes(&self, f: &mut dyn FnMut(&str, MailboxSize)) -> Result<(), StorageError> {
-        for kv in self.db.scan_prefix([SIZE]) {
-            let (k, v) = kv.map_err(engine("scan"))?;
-            f(size_key_user(&k)?, decode_size(Some(&v))?);
-        }
-        Ok(())
-    }
-
-    fn set_last_seq(&self, user: &str, seq: u64) -> Result<(), StorageError> {
-        if self.last_seq(user)? < seq {
-            self.db
-                .insert(user_key(SEQ, user)?, &seq.to_be_bytes()[..])
-                .map_err(engine("insert"))?;
-        }
-        Ok(())
-    }
-
-    fn kv_get(&self, space: u8, key: &str) -> Result<(u64, Vec<u8>), StorageError> {
-        let v = self.db.get(kv_key(space, key)?).map_err(engine("get"))?;
-        decode_kv(v.as_deref())
-    }
-
-    fn kv_put(&self, space: u8, key: &str, version: u64, value: &[u8]) -> Result<(), StorageError> {
-        self.db
-            .insert(kv_key(space, key)?, kv_value(version, value))
-            .map_err(engine("insert"))?;
-        Ok(())
-    }
-
-    fn min_generation(&self, user: &str, device: u32) -> Result<u32, StorageError> {
-        let v = self
-            .db
-            .get(min_generation_key(user, device)?)
-            .map_err(engine("get"))?;
-        decode_generation(v.as_deref())
-    }
-
-    fn set_min_generation(
-        &self,
-        user: &str,
-        device: u32,
-        generation: u32,
-    ) -> Result<(), StorageError> {
-        if self.min_generation(user, device)? < generation {
-            self.db
-                .insert(
-                    min_generation_key(user, device)?,
-                    &generation.to_be_bytes()[..],
-                )
-                .map_err(engine("insert"))?;
-        }
-        Ok(())
+        self.db.apply_batch(b).map_err(engine("apply"))
     }
 
     fn flush(&self) -> Result<(), StorageError> {
@@ -280,6 +135,7 @@ impl Storage for SledStorage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::Storage;
 
     /// What a kill while sled writes a snapshot leaves: the start of a
     /// snapshot, under a name that sorts after every finished one.
