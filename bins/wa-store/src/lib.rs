@@ -88,6 +88,11 @@ impl Store {
     /// Serves links on `listener` until `shutdown`, then stops accepting,
     /// answers every append already received once its flush is done, flushes
     /// and returns. Everything is bounded by the configured grace period.
+    ///
+    /// An operation that panics on a home shard stops it the same way, but
+    /// nothing of that shard is answered or written back, and the result is
+    /// [`StoreError::ShardPanicked`]: the process must exit and start again,
+    /// which replays the journal.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -116,6 +121,9 @@ impl Store {
             expire_after: self.config.mailbox.expire_after,
             write_back_slice: home::WRITE_BACK_SLICE,
         };
+        // Cancelled by `shutdown`, or by a panic on a shard.
+        let stop = shutdown.child_token();
+        let fatal = home::Fatal::new(stop.clone());
         let (home, shards) = Home::start(
             Arc::clone(&self.storage),
             Arc::clone(&self.journal),
@@ -123,6 +131,7 @@ impl Store {
             limits,
             cache,
             Arc::clone(&self.metrics),
+            fatal.clone(),
             SHARDS,
         );
         let writeback_stop = CancellationToken::new();
@@ -152,7 +161,7 @@ impl Store {
         ));
         let writers = TaskTracker::new();
         tracing::info!(addr = ?listener.local_addr().ok(), node = %self.config.node, "serving links");
-        listener::serve(listener, ctx, shutdown, writers.clone()).await;
+        listener::serve(listener, ctx, stop, writers.clone()).await;
         // Everything below is bounded by the grace period. The engine is
         // never on the path of an acknowledgement (the journal is), and a
         // journal segment goes only after an engine flush returned, so an
@@ -207,6 +216,9 @@ impl Store {
             Err(_) => tracing::error!(
                 "the engine's last flush did not finish within the grace period; the journal keeps everything it needs"
             ),
+        }
+        if let Some(shard) = fatal.shard() {
+            return Err(StoreError::ShardPanicked { shard });
         }
         tracing::info!("stopped");
         Ok(())
