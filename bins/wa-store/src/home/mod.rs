@@ -37,6 +37,8 @@
 //! after the panic.
 
 #[cfg(test)]
+mod hand_off_tests;
+#[cfg(test)]
 mod model_tests;
 mod recent;
 mod seqmap;
@@ -397,7 +399,8 @@ const SHARD_QUEUE: usize = 4096;
 /// reader never blocks behind another thread (one the kernel may have
 /// preempted while it held the shard), there is no task to wake per
 /// operation, and one thread at a time works on the shard's users, in the
-/// order their operations were queued.
+/// order their operations were queued. (`hand_off_tests` checks this
+/// scheme under loom; a change here goes there too.)
 struct ShardCell {
     state: Mutex<shard::Shard>,
     queue: Mutex<VecDeque<Op>>,
