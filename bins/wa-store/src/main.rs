@@ -24,7 +24,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// database is open and the link listener is bound. SIGTERM or SIGINT: stop
 /// accepting, answer in-flight appends after their flush, flush, exit 0.
 ///
-/// Exit codes: 0 clean stop, 64 bad arguments or configuration, 1 runtime failure.
+/// Exit codes: 0 clean stop, 64 bad arguments or configuration, 1 runtime
+/// failure (among them a panic in a home shard: start it again, and the
+/// journal is replayed).
 #[derive(Parser)]
 #[command(version)]
 struct Args {
