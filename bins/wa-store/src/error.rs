@@ -69,4 +69,10 @@ pub enum StoreError {
     Journal(#[from] crate::journal::JournalError),
     #[error("link listener: {0}")]
     Listener(std::io::Error),
+    /// An operation panicked on a home shard; the store stopped after the
+    /// other shards answered what was durable.
+    #[error(
+        "an operation panicked on home shard {shard}; stopped without writing that shard back: the next start replays the journal"
+    )]
+    ShardPanicked { shard: usize },
 }

@@ -100,6 +100,11 @@ impl Store {
     /// Serves links on `listener` until `shutdown`, then stops accepting,
     /// answers every append already received once its flush is done, flushes
     /// and returns. Everything is bounded by the configured grace period.
+    ///
+    /// An operation that panics on a home shard stops it the same way, but
+    /// nothing of that shard is answered or written back, and the result is
+    /// [`StoreError::ShardPanicked`]: the process must exit and start again,
+    /// which replays the journal.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -141,6 +146,9 @@ impl Store {
             write_back_slice: home::WRITE_BACK_SLICE,
         };
         let (outbox, errands) = courier::outbox();
+        // Cancelled by `shutdown`, or by a panic on a shard.
+        let stop = shutdown.child_token();
+        let fatal = home::Fatal::new(stop.clone());
         let (home, shards) = Home::start(
             Arc::clone(&self.storage),
             Arc::clone(&self.journal),
@@ -148,6 +156,7 @@ impl Store {
             limits,
             cache,
             Arc::clone(&self.metrics),
+            fatal.clone(),
             SHARDS,
             Some(outbox),
         );
@@ -167,7 +176,7 @@ impl Store {
             },
             None => None,
         };
-        let courier_stop = shutdown.child_token();
+        let courier_stop = stop.child_token();
         let courier = tokio::spawn(courier::run(
             errands,
             home.clone(),
@@ -197,7 +206,7 @@ impl Store {
             Arc::clone(&self.ownership),
             home.clone(),
             reload,
-            shutdown.clone(),
+            stop.clone(),
         ));
         let ctx = Arc::new(LinkCtx::new(
             home,
@@ -208,7 +217,7 @@ impl Store {
         ));
         let writers = TaskTracker::new();
         tracing::info!(addr = ?listener.local_addr().ok(), node = %self.config.node, "serving links");
-        listener::serve(listener, ctx, shutdown, writers.clone()).await;
+        listener::serve(listener, ctx, stop, writers.clone()).await;
         // Everything below is bounded by the grace period. The engine is
         // never on the path of an acknowledgement (the journal is), and a
         // journal segment goes only after an engine flush returned, so an
@@ -265,6 +274,9 @@ impl Store {
             Err(_) => tracing::error!(
                 "the engine's last flush did not finish within the grace period; the journal keeps everything it needs"
             ),
+        }
+        if let Some(shard) = fatal.shard() {
+            return Err(StoreError::ShardPanicked { shard });
         }
         tracing::info!("stopped");
         Ok(())

@@ -259,8 +259,10 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 watch: w.watch,
             },
         };
+        // (A shard panicked and the store is stopping: as at a shutdown,
+        // the writer goes on delivering what the other shards answer.)
         if home.submit(op).await.is_err() {
-            break;
+            return;
         }
     }
     // Read side over: the edge is gone, so stop writing to it too.

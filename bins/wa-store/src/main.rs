@@ -25,7 +25,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// accepting, answer in-flight appends after their flush, flush, exit 0.
 /// SIGHUP: read the cluster map again (its epoch must rise with every change).
 ///
-/// Exit codes: 0 clean stop, 64 bad arguments or configuration, 1 runtime failure.
+/// Exit codes: 0 clean stop, 64 bad arguments or configuration, 1 runtime
+/// failure (among them a panic in a home shard: start it again, and the
+/// journal is replayed).
 #[derive(Parser)]
 #[command(version)]
 struct Args {

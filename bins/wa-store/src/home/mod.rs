@@ -28,7 +28,16 @@
 //! Two background tasks work through the shards: [`write_back`] (items that
 //! lingered go to the engine; journal segments are released) and [`sweep`]
 //! (expiry, mailbox size report).
+//!
+//! An operation that panics poisons its shard and raises [`Fatal`]: the
+//! store stops serving, the other shards answer what is already durable,
+//! and the process exits with an error so that the supervisor restarts it
+//! and the journal is replayed. The poisoned shard's memory (maybe half
+//! changed) never goes to the engine, and no journal segment is released
+//! after the panic.
 
+#[cfg(test)]
+mod hand_off_tests;
 #[cfg(test)]
 mod model_tests;
 mod recent;
@@ -37,8 +46,9 @@ mod shard;
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering, fence};
-use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, TryLockError};
 use std::time::{Duration, Instant};
 
 use common::link::{LinkDown, link_down};
@@ -278,9 +288,9 @@ pub struct RoundReport {
     pub oldest: Option<Instant>,
     /// The shard stopped at `max` items: there is more to write this round.
     pub more: bool,
-    /// Something due was not written (an engine error): the engine may lack
-    /// a sequence counter the journal's older segments hold, so they must
-    /// stay.
+    /// Something due was not written (an engine error, or a shard an
+    /// operation panicked on): the engine may lack a sequence counter the
+    /// journal's older segments hold, so they must stay.
     pub incomplete: bool,
 }
 
@@ -345,6 +355,31 @@ impl Op {
 #[error("the home is shutting down")]
 pub struct HomeClosed;
 
+/// Raised by the first operation that panics on a shard. That shard's state
+/// may be half changed, so nothing more is done on it and the process must
+/// stop: the journal holds everything the shard acknowledged, and the next
+/// start replays it (`Store::serve` then returns
+/// `StoreError::ShardPanicked`). Clones share it.
+#[derive(Clone)]
+pub struct Fatal(Arc<(CancellationToken, OnceLock<usize>)>);
+
+impl Fatal {
+    /// `stop` is cancelled when a shard panics.
+    pub fn new(stop: CancellationToken) -> Fatal {
+        Fatal(Arc::new((stop, OnceLock::new())))
+    }
+
+    /// The shard an operation first panicked on, if any did.
+    pub fn shard(&self) -> Option<usize> {
+        self.0.1.get().copied()
+    }
+
+    fn raise(&self, shard: usize) {
+        let _ = self.0.1.set(shard);
+        self.0.0.cancel();
+    }
+}
+
 /// A handle on the shards; clones share them. The settler finishes (after
 /// answering every pending append) once every handle is dropped.
 #[derive(Clone)]
@@ -377,12 +412,16 @@ const SHARD_QUEUE: usize = 4096;
 /// reader never blocks behind another thread (one the kernel may have
 /// preempted while it held the shard), there is no task to wake per
 /// operation, and one thread at a time works on the shard's users, in the
-/// order their operations were queued.
+/// order their operations were queued. (`hand_off_tests` checks this
+/// scheme under loom; a change here goes there too.)
 struct ShardCell {
     state: Mutex<shard::Shard>,
     queue: Mutex<VecDeque<Op>>,
     /// A flush settled tickets: whoever holds the state answers them.
     settle: AtomicBool,
+    /// This shard's number, for [`Fatal`].
+    index: usize,
+    fatal: Fatal,
 }
 
 impl ShardCell {
@@ -394,7 +433,8 @@ impl ShardCell {
     /// Queues `op` (if any) and applies the queue, unless another thread is
     /// applying it. `HomeClosed` if an operation once panicked on this shard
     /// (its state may be half changed, so nothing more is done on it; its
-    /// pending answers are never sent, and their senders resend).
+    /// pending answers are never sent, and their senders resend once the
+    /// restarted store replayed the journal).
     fn run(&self, op: Option<Op>) -> Result<(), HomeClosed> {
         let queued = match op {
             Some(op) => {
@@ -409,11 +449,30 @@ impl ShardCell {
         // misses the state's release: the two look crosswise, each at what
         // the other wrote, which acquire and release alone do not order.)
         fence(Ordering::SeqCst);
+        // A panic stops here, not in the caller (a link reader, the settler,
+        // write-back), whose other shards go on answering until the store
+        // has stopped. (Unwind safe: the panic poisons the state's mutex, and
+        // nothing reads a poisoned shard's state again.)
+        match std::panic::catch_unwind(AssertUnwindSafe(|| self.apply(queued))) {
+            Ok(r) => r,
+            Err(_) => {
+                tracing::error!(shard = self.index, "an operation panicked on this shard");
+                // The state is poisoned by now, so whoever queues later
+                // finds it so; what is queued is dropped, which closes its
+                // reply channels: no caller waits for an answer that cannot
+                // come.
+                self.queue().clear();
+                self.fatal.raise(self.index);
+                Err(HomeClosed)
+            }
+        }
+    }
+
+    /// `run`'s part after queueing: applies the queue unless another thread
+    /// holds the state (`queued`: the queue's length after this thread's
+    /// push, 0 if it pushed nothing).
+    fn apply(&self, queued: usize) -> Result<(), HomeClosed> {
         loop {
-            // (Declared before the state's guard, so that it drops after:
-            // a panic poisons the state first, then drops what is queued,
-            // and whoever queues later finds the state poisoned.)
-            let _clear = ClearOnPanic(self);
             let state = match self.state.try_lock() {
                 Ok(s) => Some(s),
                 Err(TryLockError::WouldBlock) if queued <= SHARD_QUEUE => return Ok(()),
@@ -453,19 +512,6 @@ impl ShardCell {
     }
 }
 
-/// Drops a shard's queued operations if an operation panics on it, as the
-/// end of a shard task once did: their reply channels close, so no caller
-/// waits for an answer that cannot come.
-struct ClearOnPanic<'a>(&'a ShardCell);
-
-impl Drop for ClearOnPanic<'_> {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            self.0.queue().clear();
-        }
-    }
-}
-
 /// Has every shard answer whatever each flush settled; ends once the home
 /// is closed and nothing waits any more. One wake-up per flush for the whole
 /// home (rather than one per shard), and the answers of one flush reach the
@@ -495,7 +541,7 @@ impl Home {
     /// Starts `n` shards over `storage` and `journal` (the cache budget is
     /// split evenly between them) and the settler task, whose handle comes
     /// back: it ends once every `Home` is dropped and every pending answer
-    /// is sent.
+    /// is sent. A panic on a shard raises `fatal`.
     #[allow(clippy::too_many_arguments)]
     pub fn start(
         storage: Arc<dyn Storage>,
@@ -504,6 +550,7 @@ impl Home {
         limits: Limits,
         cache: CacheConfig,
         metrics: Arc<Metrics>,
+        fatal: Fatal,
         n: usize,
         outbox: Option<crate::courier::Outbox>,
     ) -> (Home, Vec<tokio::task::JoinHandle<()>>) {
@@ -513,7 +560,7 @@ impl Home {
             ..cache
         };
         let shards: Arc<[ShardCell]> = (0..n)
-            .map(|_| ShardCell {
+            .map(|index| ShardCell {
                 state: Mutex::new(shard::Shard::new(
                     Arc::clone(&storage),
                     Arc::clone(&journal),
@@ -525,6 +572,8 @@ impl Home {
                 )),
                 queue: Mutex::default(),
                 settle: AtomicBool::new(false),
+                index,
+                fatal: fatal.clone(),
             })
             .collect();
         let closed = CancellationToken::new();
@@ -543,6 +592,11 @@ impl Home {
         )
     }
 
+    /// An operation panicked on one of the shards.
+    fn panicked(&self) -> bool {
+        self.0.shards.iter().any(|s| s.state.is_poisoned())
+    }
+
     fn shard_of(&self, user: &str) -> &ShardCell {
         let mut h = std::hash::DefaultHasher::new();
         user.hash(&mut h);
@@ -557,6 +611,8 @@ impl Home {
         match op.user() {
             Some(user) => self.shard_of(user).run(Some(op)),
             None => {
+                // (Every shard hears it, even past a poisoned one.)
+                let mut res = Ok(());
                 for s in self.0.shards.iter() {
                     let each = match &op {
                         Op::LinkGone { link } => Op::LinkGone { link: *link },
@@ -567,9 +623,11 @@ impl Home {
                             "only LinkGone, Rehome and WriteBack have no user; WriteBack goes through write_back_round"
                         ),
                     };
-                    s.run(Some(each))?;
+                    if s.run(Some(each)).is_err() {
+                        res = Err(HomeClosed);
+                    }
                 }
-                Ok(())
+                res
             }
         }
     }
@@ -578,12 +636,16 @@ impl Home {
     /// slice by slice, each shard hands over its items, `storage` takes them
     /// on a blocking thread while the shards go on with their operations,
     /// and each shard then drops what was written.
+    ///
+    /// A shard an operation panicked on is left out (its state may be half
+    /// changed, so none of it goes to the engine) and makes the round
+    /// incomplete: the journal keeps its items for the next start to replay.
     pub async fn write_back_round(
         &self,
         storage: &Arc<dyn Storage>,
         due: Instant,
         all: bool,
-    ) -> Result<RoundReport, HomeClosed> {
+    ) -> RoundReport {
         let mut total = RoundReport::default();
         // Shards still writing; each gets its next slice once the last one
         // is written and dropped.
@@ -593,17 +655,26 @@ impl Home {
             let mut slices = Vec::with_capacity(busy.len());
             for &i in &busy {
                 let (reply, rx) = oneshot::channel();
-                shards[i].run(Some(Op::WriteBack {
+                let op = Op::WriteBack {
                     due,
                     all,
                     max: self.0.write_back_slice,
                     reply,
-                }))?;
+                };
+                if shards[i].run(Some(op)).is_err() {
+                    total.incomplete = true;
+                    continue;
+                }
                 slices.push((i, rx));
             }
             busy.clear();
             for (i, rx) in slices {
-                let slice = rx.await.map_err(|_| HomeClosed)?;
+                // (A reply channel closes unanswered only when the shard
+                // panicked.)
+                let Ok(slice) = rx.await else {
+                    total.incomplete = true;
+                    continue;
+                };
                 let st = Arc::clone(storage);
                 let batch = slice.batch;
                 let outcomes = if batch.is_empty() {
@@ -624,8 +695,18 @@ impl Home {
                 total.incomplete |=
                     slice.incomplete || outcomes.iter().any(|o| !(o.items && o.last_seq));
                 let (reply, rx) = oneshot::channel();
-                shards[i].run(Some(Op::WrittenBack { outcomes, reply }))?;
-                for (seg, n) in rx.await.map_err(|_| HomeClosed)? {
+                let dropped = match shards[i].run(Some(Op::WrittenBack { outcomes, reply })) {
+                    Ok(()) => rx.await.ok(),
+                    Err(HomeClosed) => None,
+                };
+                // (What a poisoned shard wrote is in the engine but counts
+                // for nothing: its segments stay, and replay skips the
+                // items as duplicates.)
+                let Some(dropped) = dropped else {
+                    total.incomplete = true;
+                    continue;
+                };
+                for (seg, n) in dropped {
                     *total.written.entry(seg).or_default() += n;
                 }
                 // (A slice the engine refused entirely ends the shard's
@@ -641,7 +722,7 @@ impl Home {
                 }
             }
         }
-        Ok(total)
+        total
     }
 }
 
@@ -856,8 +937,8 @@ pub async fn write_back(
         if all && let Err(e) = journal.seal() {
             tracing::error!(error = %e, "cannot seal the journal at shutdown");
         }
-        let done = write_back_once(&home, &storage, &journal, sync_delay, all, &metrics).await;
-        if last || done.is_err() {
+        write_back_once(&home, &storage, &journal, sync_delay, all, &metrics).await;
+        if last {
             return;
         }
     }
@@ -872,11 +953,11 @@ pub async fn write_back_once(
     sync_delay: Duration,
     all: bool,
     metrics: &Metrics,
-) -> Result<(), HomeClosed> {
+) {
     let begun = journal.round_begin();
     let now = Instant::now();
     let due = now.checked_sub(sync_delay).unwrap_or(now);
-    let report = home.write_back_round(storage, due, all).await?;
+    let report = home.write_back_round(storage, due, all).await;
     let st = Arc::clone(storage);
     let flushed = tokio::task::spawn_blocking(move || st.flush())
         .await
@@ -898,6 +979,13 @@ pub async fn write_back_once(
             if !report.incomplete {
                 journal.round_flushed(begun);
             }
+            // Nothing goes once a shard panicked: the operation that
+            // panicked may have counted items as settled before it stopped
+            // halfway (a delete settles its items before it journals
+            // itself), and the next start replays the journal anyway.
+            if home.panicked() {
+                return;
+            }
             let j = Arc::clone(journal);
             let released = tokio::task::spawn_blocking(move || j.release())
                 .await
@@ -912,5 +1000,4 @@ pub async fn write_back_once(
         // kept: the journal still covers them.
         Err(e) => tracing::error!(error = %e, "engine flush failed; journal segments kept"),
     }
-    Ok(())
 }

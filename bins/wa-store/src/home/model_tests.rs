@@ -233,6 +233,7 @@ impl Harness {
                 write_back_slice: 2,
             },
             Arc::clone(&self.metrics),
+            super::Fatal::new(CancellationToken::new()),
             2,
             None,
         );
@@ -441,9 +442,7 @@ async fn write_back(
     metrics: &Metrics,
     all: bool,
 ) {
-    super::write_back_once(home, storage, journal, SYNC_DELAY, all, metrics)
-        .await
-        .unwrap();
+    super::write_back_once(home, storage, journal, SYNC_DELAY, all, metrics).await;
 }
 
 /// The runtime the tests here run on: two workers, like the store's.

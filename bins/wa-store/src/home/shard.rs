@@ -30,6 +30,16 @@ use crate::journal::{AppendRecord, DeleteRecord, Journal, KvRecord, Record, Revo
 use crate::metrics::Metrics;
 use crate::storage::{DedupeKey, Item, MailboxSize, Original, Storage, StorageError};
 
+/// Tests only, and only in debug builds (which the black-box tests run): an
+/// append to this user panics inside its shard, after its journal record
+/// and before the cache holds it, so that a test can see what a panicking
+/// operation does to the process (`tests/shard_panic.rs`). Read once (at
+/// the first append), from `WA_STORE_FAULT_PANIC_ON_APPEND_TO`. A release
+/// build has no such switch.
+#[cfg(debug_assertions)]
+static PANIC_ON_APPEND_TO: std::sync::LazyLock<Option<String>> =
+    std::sync::LazyLock::new(|| std::env::var("WA_STORE_FAULT_PANIC_ON_APPEND_TO").ok());
+
 struct Session {
     link: LinkTx,
     id: u64,
@@ -517,6 +527,10 @@ impl Shard {
             unreachable!("built above")
         };
         let segment = segment.map_err(internal)?;
+        #[cfg(debug_assertions)]
+        if PANIC_ON_APPEND_TO.as_deref() == Some(to.as_str()) {
+            panic!("fault switch: an append to {to} panics halfway, after its journal record");
+        }
         let key = DedupeKey {
             to: &to,
             from: &envelope.from,
