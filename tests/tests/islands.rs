@@ -133,3 +133,96 @@ async fn two_islands_ticks_both_ways_offline_delivery_and_receipts_to_an_offline
     cb.close().await;
     c.stop().await;
 }
+
+/// Receives `n` messages, acknowledging each; their ids in arrival order.
+async fn receive_all(client: &Client, events: &mut Events, n: usize) -> Vec<(String, MessageId)> {
+    let mut got = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (seq, from, id, _) = next_message(events).await;
+        client.ack(&[seq]).await.unwrap();
+        got.push((from, id));
+    }
+    got
+}
+
+/// Collects delivered receipts from `from` until every id of `want` has one;
+/// fails on a receipt for anything else or on one that comes twice.
+async fn delivered_receipts(client: &Client, events: &mut Events, from: &str, want: &[MessageId]) {
+    let mut missing: std::collections::HashSet<MessageId> = want.iter().copied().collect();
+    while !missing.is_empty() {
+        let (kind, ids) = receipt(client, events, from).await;
+        assert_eq!(kind, ReceiptKind::Delivered);
+        for id in ids {
+            assert!(
+                missing.remove(&id),
+                "a receipt twice, or for another message"
+            );
+        }
+    }
+}
+
+/// The window defect of the edge-made receipts: an acknowledged item whose
+/// receipt could not be stored never left the session's push window, so
+/// after 256 of them the session received nothing more. Now the home frees
+/// the slot at the ack and stores the receipt when the sender's home is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recipient_keeps_receiving_while_a_senders_home_is_down_and_each_receipt_arrives_once() {
+    let mut c = Cluster::start(2, 2).await;
+    let s = c.user_on(1, "sender");
+    let o = c.user_on(2, "other");
+    let r = c.user_on(2, "rcpt");
+
+    // 300 messages from s wait at r's home.
+    let (cs, mut es) = c.client(&s, 1).await;
+    let mut from_s = Vec::new();
+    for i in 0..300u16 {
+        from_s.push(
+            cs.send(&r, Bytes::from(i.to_be_bytes().to_vec()))
+                .await
+                .unwrap(),
+        );
+    }
+    for id in &from_s {
+        accepted(&mut es, *id).await;
+    }
+    cs.close().await;
+
+    // s's home goes away; o (at r's home) sends 100 more.
+    c.stop_store(1).await;
+    let (co, mut eo) = c.client(&o, 2).await;
+    let mut from_o = Vec::new();
+    for i in 0..100u16 {
+        from_o.push(
+            co.send(&r, Bytes::from(i.to_be_bytes().to_vec()))
+                .await
+                .unwrap(),
+        );
+    }
+    for id in &from_o {
+        accepted(&mut eo, *id).await;
+    }
+
+    // r gets all 400 (past the window of 256), in order per sender.
+    let (cr, mut er) = c.client(&r, 2).await;
+    let got = receive_all(&cr, &mut er, 400).await;
+    let of = |who: &str| -> Vec<MessageId> {
+        got.iter()
+            .filter(|(f, _)| f == who)
+            .map(|(_, id)| *id)
+            .collect()
+    };
+    assert_eq!(of(&s), from_s);
+    assert_eq!(of(&o), from_o);
+    // o's home is up: its receipts come now.
+    delivered_receipts(&co, &mut eo, &r, &from_o).await;
+
+    // s's home is back: each of its 300 receipts reaches s once.
+    c.restart_store(1).await;
+    let (cs, mut es) = c.client(&s, 1).await;
+    delivered_receipts(&cs, &mut es, &r, &from_s).await;
+
+    cs.close().await;
+    co.close().await;
+    cr.close().await;
+    c.stop().await;
+}

@@ -47,13 +47,13 @@ pub fn map_of(seed: [u8; 16], addrs: &[std::net::SocketAddr], epoch: u64) -> Clu
     map
 }
 
-fn store_toml(dir: &Path, k: usize) -> String {
+fn store_toml(dir: &Path, k: usize, listen: std::net::SocketAddr) -> String {
     let d = dir.display();
     format!(
         r#"node = "store-{k}"
 data_dir = "{d}/store-{k}"
 [link]
-listen = "127.0.0.1:0"
+listen = "{listen}"
 cert = "{d}/pki/cert.pem"
 key = "{d}/pki/key.pem"
 [cluster]
@@ -103,7 +103,37 @@ async fn spawn(dir: &Path, bin: &str, file: &str, text: String) -> tokio::proces
         .expect("binaries are built (cargo build --workspace)")
 }
 
+async fn start_store(d: &Path, k: usize, listen: std::net::SocketAddr) -> StoreProcess {
+    let mut child = spawn(
+        d,
+        "wa-store",
+        &format!("wa-store-{k}.toml"),
+        store_toml(d, k, listen),
+    )
+    .await;
+    let line = ready_line(&mut child, "wa-store").await;
+    let addr = field(&line, "link").parse().unwrap();
+    StoreProcess { child, addr }
+}
+
 impl Cluster {
+    /// Stops store `k` (1-based) with SIGTERM; it must exit 0.
+    pub async fn stop_store(&mut self, k: usize) {
+        let c = &mut self.stores[k - 1].child;
+        signal(c, nix::sys::signal::Signal::SIGTERM);
+        let st = tokio::time::timeout(PATIENCE, c.wait())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(st.success(), "store {k} exited with {st}");
+    }
+
+    /// Starts store `k` again, on the same address and data.
+    pub async fn restart_store(&mut self, k: usize) {
+        let addr = self.stores[k - 1].addr;
+        self.stores[k - 1] = start_store(self.dir.path(), k, addr).await;
+    }
+
     /// `islands` stores and `edges` edges, all ready.
     pub async fn start(islands: usize, edges: usize) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
@@ -122,16 +152,7 @@ impl Cluster {
         .unwrap();
         let mut stores = Vec::new();
         for k in 1..=islands {
-            let mut child = spawn(
-                d,
-                "wa-store",
-                &format!("wa-store-{k}.toml"),
-                store_toml(d, k),
-            )
-            .await;
-            let line = ready_line(&mut child, "wa-store").await;
-            let addr = field(&line, "link").parse().unwrap();
-            stores.push(StoreProcess { child, addr });
+            stores.push(start_store(d, k, "127.0.0.1:0".parse().unwrap()).await);
         }
         let addrs: Vec<_> = stores.iter().map(|s| s.addr).collect();
         let map = map_of(seed, &addrs, 1);
