@@ -180,6 +180,7 @@ impl Courier {
             };
             match outcome {
                 Ok(()) => break,
+                Err(_) if self.stop.is_cancelled() => return false,
                 Err(why) => {
                     failures += 1;
                     if failures <= 3 || failures.is_multiple_of(20) {

@@ -140,9 +140,11 @@ async fn link(
     let id = ctx.next_link.fetch_add(1, Ordering::Relaxed);
     span.in_scope(|| tracing::info!(link = id, %edge, "link up"));
     let dead = CancellationToken::new();
-    let (tx, rx) = mpsc::channel(LINK_QUEUE);
-    let link = LinkTx::new(id, tx, dead.clone());
-    writers.spawn(writer(w, rx, dead.clone()).instrument(span.clone()));
+    let (control, control_rx) = mpsc::channel(LINK_QUEUE);
+    let (bulk, bulk_rx) = mpsc::channel(LINK_QUEUE);
+    let link = LinkTx::with_bulk(id, control, bulk, dead.clone());
+    writers.spawn(writer(w, control_rx, bulk_rx, dead.clone()).instrument(span.clone()));
+    let refill = tokio::spawn(refill(link.clone(), ctx.home.clone(), dead.clone()));
     link.send(link_down::Kind::AuthOk(LinkAuthOk {
         node: ctx.node.clone(),
         epoch: ctx.ownership.current().epoch(),
@@ -150,6 +152,7 @@ async fn link(
     read_loop(reader, &link, &ctx, &shutdown, &dead)
         .instrument(span.clone())
         .await;
+    refill.abort();
     // After the link's last operation, so nothing of it is left behind.
     let _ = ctx.home.submit(Op::LinkGone { link: id }).await;
     span.in_scope(|| tracing::info!(link = id, "link down"));
@@ -362,25 +365,55 @@ fn kv_op(link: &LinkTx, k: common::link::KvReq) -> Result<Op, common::link::KvRe
     })
 }
 
-/// Drains the link's queue onto the socket until every sender is gone (all
-/// answers delivered) or the link is declared dead.
+/// Has every shard push on to `link`'s sessions whenever acks gave budget
+/// back to a link that ran out of it (see `home::LinkTx`), until the link
+/// is dead.
+async fn refill(link: LinkTx, home: Home, dead: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = link.starved_sessions_may_push() => {}
+            () = dead.cancelled() => return,
+        }
+        if home.submit(Op::Refill { link: link.id }).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Drains the link's queues onto the socket, control frames before pushes,
+/// until every sender is gone (all answers delivered) or the link is
+/// declared dead.
 async fn writer<W: AsyncWrite + Unpin>(
     w: W,
-    mut rx: mpsc::Receiver<LinkDown>,
+    mut control: mpsc::Receiver<LinkDown>,
+    mut bulk: mpsc::Receiver<LinkDown>,
     dead: CancellationToken,
 ) {
     let mut w = BatchWriter::new(w);
-    loop {
+    let (mut control_open, mut bulk_open) = (true, true);
+    while control_open || bulk_open {
         let msg = tokio::select! {
-            m = rx.recv() => m,
+            biased;
             () = dead.cancelled() => break,
+            m = control.recv(), if control_open => match m {
+                Some(m) => m,
+                None => { control_open = false; continue; }
+            },
+            m = bulk.recv(), if bulk_open => match m {
+                Some(m) => m,
+                None => { bulk_open = false; continue; }
+            },
         };
-        let Some(msg) = msg else { break };
         w.push(&msg);
         common::wire::let_others_queue().await;
-        // Whatever else is queued goes in the same write.
+        // Whatever else is queued goes in the same write, answers first.
         while !w.is_full()
-            && let Ok(more) = rx.try_recv()
+            && let Ok(more) = control.try_recv()
+        {
+            w.push(&more);
+        }
+        while !w.is_full()
+            && let Ok(more) = bulk.try_recv()
         {
             w.push(&more);
         }

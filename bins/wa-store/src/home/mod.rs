@@ -38,6 +38,7 @@
 
 #[cfg(test)]
 mod hand_off_tests;
+mod link_tx;
 #[cfg(test)]
 mod model_tests;
 mod recent;
@@ -51,9 +52,8 @@ use std::sync::atomic::{AtomicBool, Ordering, fence};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, TryLockError};
 use std::time::{Duration, Instant};
 
-use common::link::{LinkDown, link_down};
 use common::proto::Envelope;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::flusher::{Commit, Settled};
@@ -61,39 +61,7 @@ use crate::journal::Journal;
 use crate::metrics::Metrics;
 use crate::storage::Storage;
 
-/// Identifies one link (one edge connection) for the life of the process.
-pub type LinkId = u64;
-
-/// The sending side of a link: frames for one edge. Sends never wait: a link
-/// whose queue is full has an edge that stopped reading, and is cut (the edge
-/// reconnects and its sessions start afresh) rather than stalling a shard.
-#[derive(Clone)]
-pub struct LinkTx {
-    pub id: LinkId,
-    /// (Shared: every operation carries a clone, and cloning the sender and
-    /// the token themselves costs atomics and a lock per append.)
-    inner: Arc<(mpsc::Sender<LinkDown>, CancellationToken)>,
-}
-
-impl LinkTx {
-    pub fn new(id: LinkId, tx: mpsc::Sender<LinkDown>, dead: CancellationToken) -> LinkTx {
-        LinkTx {
-            id,
-            inner: Arc::new((tx, dead)),
-        }
-    }
-
-    pub fn send(&self, kind: link_down::Kind) {
-        let (tx, dead) = &*self.inner;
-        if tx.try_send(LinkDown { kind: Some(kind) }).is_err() && !dead.is_cancelled() {
-            tracing::warn!(
-                link = self.id,
-                "link queue full or closed; cutting the link"
-            );
-            dead.cancel();
-        }
-    }
-}
+pub use link_tx::{LINK_PUSH_BUDGET, LinkId, LinkTx};
 
 /// One operation on a user, from a link.
 pub enum Op {
@@ -156,6 +124,9 @@ pub enum Op {
     /// A link ended: forget its sessions and presence watches (sent to every
     /// shard, after the link's last operation).
     LinkGone { link: LinkId },
+    /// A link that ran out of push budget has room again: push on to its
+    /// sessions (sent to every shard).
+    Refill { link: LinkId },
     /// The cluster map changed: close the sessions of users this node no
     /// longer serves with `WRONG_HOME`, so their edges attach them at their
     /// new home (sent to every shard).
@@ -343,6 +314,7 @@ impl Op {
             #[cfg(test)]
             Op::ForgetRecent { user } => Some(user),
             Op::LinkGone { .. }
+            | Op::Refill { .. }
             | Op::Rehome { .. }
             | Op::WriteBack { .. }
             | Op::WrittenBack { .. } => None,
@@ -616,6 +588,7 @@ impl Home {
                 for s in self.0.shards.iter() {
                     let each = match &op {
                         Op::LinkGone { link } => Op::LinkGone { link: *link },
+                        Op::Refill { link } => Op::Refill { link: *link },
                         Op::Rehome { owned } => Op::Rehome {
                             owned: Arc::clone(owned),
                         },

@@ -52,6 +52,13 @@ struct Session {
     inflight: BTreeSet<u64>,
 }
 
+impl Drop for Session {
+    /// Its unacknowledged pushes no longer count against the link's budget.
+    fn drop(&mut self) {
+        self.link.released(self.inflight.len());
+    }
+}
+
 struct Watcher {
     link: LinkTx,
     session: u64,
@@ -189,9 +196,8 @@ impl User {
             acked: &self.acked,
         };
         for s in &mut self.sessions {
-            for q in acked {
-                s.inflight.remove(q);
-            }
+            let freed = acked.iter().filter(|q| s.inflight.remove(q)).count();
+            s.link.released(freed);
             fill(storage, user, &mailbox, s);
         }
     }
@@ -372,6 +378,7 @@ impl Shard {
                 watch,
             } => self.watch(link, session, target, watch),
             Op::LinkGone { link } => self.link_gone(link),
+            Op::Refill { link } => self.refill_link(link),
             Op::Rehome { owned } => self.rehome(&owned),
             Op::Expire { user, seqs } => {
                 let n = self.remove(&user, &seqs, false);
@@ -1307,6 +1314,16 @@ impl Shard {
         }
     }
 
+    /// Pushes on to every session of `link` (it has budget again).
+    fn refill_link(&mut self, link: LinkId) {
+        let storage = Arc::clone(&self.storage);
+        for (name, u) in self.users.iter_mut() {
+            if u.sessions.iter().any(|s| s.link.id == link) {
+                u.fill_sessions(&*storage, name, &[]);
+            }
+        }
+    }
+
     fn link_gone(&mut self, link: LinkId) {
         let storage = Arc::clone(&self.storage);
         let mut idle = Vec::new();
@@ -1351,7 +1368,12 @@ fn fill(storage: &dyn Storage, user: &str, m: &Mailbox<'_>, s: &mut Session) {
         acked,
     } = *m;
     while s.inflight.len() < PUSH_WINDOW && s.cursor <= durable {
-        let room = PUSH_WINDOW - s.inflight.len();
+        // (No budget left on the link: an ack on it wakes the link's
+        // refill, which comes back here.)
+        let room = (PUSH_WINDOW - s.inflight.len()).min(s.link.push_room());
+        if room == 0 {
+            return;
+        }
         // (A mailbox the engine holds nothing of is read from memory only.)
         // Items deleted while a write-back slice was in flight may still be
         // in the engine: read that many more and leave them out, so that
@@ -1398,12 +1420,16 @@ fn fill(storage: &dyn Storage, user: &str, m: &Mailbox<'_>, s: &mut Session) {
             return;
         }
         merged.sort_by_key(|i| i.seq);
+        // (An item of a write-back slice in flight is in memory and maybe
+        // already in the engine: once is enough.)
+        merged.dedup_by_key(|i| i.seq);
         for item in merged.into_iter().take(room) {
             if item.seq > durable {
                 return;
             }
             s.cursor = item.seq + 1;
             s.inflight.insert(item.seq);
+            s.link.pushed();
             s.link.send(link_down::Kind::Push(Push {
                 session: s.id,
                 seq: item.seq,
