@@ -17,7 +17,7 @@ pub const LINK_ALPN: &[u8] = b"wa-link/1";
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct LinkUp {
-    #[prost(oneof = "link_up::Kind", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9")]
+    #[prost(oneof = "link_up::Kind", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10")]
     pub kind: Option<link_up::Kind>,
 }
 
@@ -52,6 +52,11 @@ pub mod link_up {
         /// on and close its sessions that carry one; answered by `RevokeResult`.
         #[prost(message, tag = "9")]
         Revoke(super::Revoke),
+        /// Home to home: every item of these fragments has been handed over
+        /// (appends with `handoff`); the receiving home may serve them now.
+        /// Answered by `HandoffResult`.
+        #[prost(message, tag = "10")]
+        Handoff(super::HandoffDone),
     }
 }
 
@@ -129,6 +134,27 @@ pub struct Revoke {
     pub epoch: u64,
 }
 
+/// Fragments `[first, last]` have arrived, under the map of `epoch`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct HandoffDone {
+    #[prost(uint64, tag = "1")]
+    pub req: u64,
+    #[prost(uint32, tag = "2")]
+    pub first: u32,
+    #[prost(uint32, tag = "3")]
+    pub last: u32,
+    #[prost(uint64, tag = "4")]
+    pub epoch: u64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct HandoffResult {
+    #[prost(uint64, tag = "1")]
+    pub req: u64,
+    #[prost(uint32, tag = "2")]
+    pub code: u32,
+}
+
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct LinkAuth {
     #[prost(bytes = "bytes", tag = "1")]
@@ -154,6 +180,11 @@ pub struct Append {
     /// map and retries (docs/ARCHITECTURE.md, "Islands").
     #[prost(uint64, tag = "4")]
     pub epoch: u64,
+    /// From the island that owned `to`'s fragment before a move: the item
+    /// keeps its `server_ts_ms`, and is taken while the fragment is still
+    /// arriving (refused to everybody else with `WRONG_HOME`).
+    #[prost(bool, tag = "5")]
+    pub handoff: bool,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -211,7 +242,7 @@ pub struct Watch {
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct LinkDown {
-    #[prost(oneof = "link_down::Kind", tags = "1, 2, 3, 4, 5, 6, 7, 8")]
+    #[prost(oneof = "link_down::Kind", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9")]
     pub kind: Option<link_down::Kind>,
 }
 
@@ -239,6 +270,9 @@ pub mod link_down {
         /// The answer to `Revoke`, sent once the revocation is durable.
         #[prost(message, tag = "8")]
         RevokeResult(super::RevokeResult),
+        /// The answer to `Handoff`.
+        #[prost(message, tag = "9")]
+        HandoffResult(super::HandoffResult),
     }
 }
 

@@ -222,6 +222,62 @@ impl LinkClient {
         to: &str,
         envelope: crate::proto::Envelope,
     ) -> Result<crate::link::AppendResult, LinkClientError> {
+        self.append_as(to, envelope, false).await
+    }
+
+    /// [`LinkClient::append`] of an item this home hands over with its
+    /// fragment: it keeps its time, and the new home takes it before it
+    /// serves the fragment.
+    pub async fn hand_over(
+        &self,
+        to: &str,
+        envelope: crate::proto::Envelope,
+    ) -> Result<crate::link::AppendResult, LinkClientError> {
+        self.append_as(to, envelope, true).await
+    }
+
+    /// Tells `island`'s primary that fragments `[first, last]` have all
+    /// been handed over under the map of `epoch`.
+    pub async fn handoff_done(
+        &self,
+        island: &Island,
+        first: u32,
+        last: u32,
+        epoch: u64,
+    ) -> Result<(), LinkClientError> {
+        let answer = self
+            .request(island, |req| {
+                link_up::Kind::Handoff(crate::link::HandoffDone {
+                    req,
+                    first,
+                    last,
+                    epoch,
+                })
+            })
+            .await?;
+        match answer {
+            link_down::Kind::HandoffResult(r) if r.code == 0 => Ok(()),
+            link_down::Kind::HandoffResult(r) => Err(LinkClientError::Refused { code: r.code }),
+            _ => Err(LinkClientError::Refused {
+                code: crate::proto::Code::Internal as u32,
+            }),
+        }
+    }
+
+    /// Goes by `map` from now on if it is newer than the one it has.
+    pub fn follow(&self, map: &ClusterMap) {
+        let mut cur = self.map.write().unwrap_or_else(|p| p.into_inner());
+        if map.epoch > cur.epoch {
+            *cur = Arc::new(map.clone());
+        }
+    }
+
+    async fn append_as(
+        &self,
+        to: &str,
+        envelope: crate::proto::Envelope,
+        handoff: bool,
+    ) -> Result<crate::link::AppendResult, LinkClientError> {
         let mut attempt = 0;
         loop {
             let map = self.map();
@@ -233,6 +289,7 @@ impl LinkClient {
                         to: to.to_owned(),
                         envelope: Some(envelope.clone()),
                         epoch: map.epoch,
+                        handoff,
                     })
                 })
                 .await;
@@ -517,6 +574,7 @@ impl LinkClient {
                     link_down::Kind::KvResult(r) => r.req,
                     link_down::Kind::RevokeResult(r) => r.req,
                     link_down::Kind::AppendResult(r) => r.req,
+                    link_down::Kind::HandoffResult(r) => r.req,
                     _ => continue,
                 };
                 let waiter = waiters

@@ -226,3 +226,61 @@ async fn a_recipient_keeps_receiving_while_a_senders_home_is_down_and_each_recei
     cr.close().await;
     c.stop().await;
 }
+
+/// The documented move (docs/OPERATIONS.md, "Moving fragments"): a new map
+/// with a raised epoch gives a range of fragments to another island, and
+/// every node reads it (SIGHUP). A sender that keeps sending meanwhile sees
+/// a delay and no error; the recipient gets everything accepted before,
+/// during and after the move, once and in order, from its new home.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moving_a_fragment_range_loses_nothing_and_a_sender_sees_only_a_delay() {
+    let mut c = Cluster::start(2, 2).await;
+    let a = c.user_on(1, "alice");
+    // (Island 2 keeps the fragments above b's.)
+    let b = (0..)
+        .map(|i| format!("bob{i}"))
+        .find(|u| c.map.home(u).name == "island-2" && c.map.fragment(u) < 255)
+        .unwrap();
+    let f = c.map.fragment(&b);
+
+    // 50 messages wait at b's home, island 2.
+    let (ca, mut ea) = c.client(&a, 1).await;
+    let mut sent = Vec::new();
+    for i in 0..50u8 {
+        let id = ca.send(&b, Bytes::from(vec![i])).await.unwrap();
+        accepted(&mut ea, id).await;
+        sent.push(id);
+    }
+
+    // a keeps sending, one at a time, while b's fragment moves to island 1.
+    let b2 = b.clone();
+    let sender = tokio::spawn(async move {
+        let mut more = Vec::new();
+        for i in 50..150u8 {
+            let id = ca.send(&b2, Bytes::from(vec![i])).await.unwrap();
+            // (`expect` fails on anything else, a rejection included.)
+            accepted(&mut ea, id).await;
+            more.push(id);
+        }
+        (ca, ea, more)
+    });
+    let mut moved = c.map.clone();
+    moved.epoch = 2;
+    moved.islands[0].fragments = [0, f];
+    moved.islands[1].fragments = [f + 1, 255];
+    c.publish(moved);
+    let (ca, mut ea, more) = sender.await.unwrap();
+    sent.extend(more);
+    assert_eq!(c.map.home(&b).name, "island-1");
+
+    // b, at its new home, gets all 150 once and in order.
+    let (cb, mut eb) = c.client(&b, 2).await;
+    let got = receive_all(&cb, &mut eb, sent.len()).await;
+    let ids: Vec<MessageId> = got.into_iter().map(|(_, id)| id).collect();
+    assert_eq!(ids, sent);
+    delivered_receipts(&ca, &mut ea, &b, &sent).await;
+
+    ca.close().await;
+    cb.close().await;
+    c.stop().await;
+}

@@ -325,6 +325,7 @@ impl LinkConn {
             to: to.to_owned(),
             envelope: Some(envelope),
             epoch,
+            handoff: false,
         }));
         if r.is_err() {
             self.lock().pending.remove(&req);
@@ -478,7 +479,9 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 }
             }
             // Answers to requests this edge never makes (wa-register's).
-            link_down::Kind::KvResult(_) | link_down::Kind::RevokeResult(_) => {
+            link_down::Kind::KvResult(_)
+            | link_down::Kind::RevokeResult(_)
+            | link_down::Kind::HandoffResult(_) => {
                 tracing::debug!("unexpected key-value or revoke answer ignored")
             }
         }

@@ -298,6 +298,7 @@ impl Edge {
                 to,
                 envelope: Some(envelope(from, Bytes::copy_from_slice(&id), body)),
                 epoch: 1,
+                handoff: false,
             }))
             .expect("link writer runs");
         rx.await.expect("the store answers every append")
@@ -437,6 +438,7 @@ impl Sends {
                 body.clone(),
             )),
             epoch: 1,
+            handoff: false,
         })
     }
 }

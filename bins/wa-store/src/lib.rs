@@ -10,6 +10,7 @@ pub mod config;
 pub mod courier;
 pub mod error;
 pub mod flusher;
+pub mod handoff;
 pub mod home;
 pub mod journal;
 pub mod listener;
@@ -181,7 +182,7 @@ impl Store {
             errands,
             home.clone(),
             Arc::clone(&self.ownership),
-            client,
+            client.clone(),
             courier_stop.clone(),
         ));
         let writeback_stop = CancellationToken::new();
@@ -205,6 +206,8 @@ impl Store {
         let reloader = tokio::spawn(reload_loop(
             Arc::clone(&self.ownership),
             home.clone(),
+            Arc::clone(&self.storage),
+            client,
             reload,
             stop.clone(),
         ));
@@ -298,37 +301,58 @@ impl Store {
     }
 }
 
-/// Reads the cluster map again on every `reload` until `shutdown`; when it
-/// changed, the shards close the sessions of users this node no longer
-/// serves. (Requests are checked against the new map from the moment it is
-/// read: `Ownership::check`.)
+/// Reads the cluster map again on every `reload` until `stop`, and
+/// carries out what every reload changed (this one, or one a request with
+/// a newer epoch caused): the shards close the sessions of users this node
+/// no longer serves, and the mailboxes of fragments it lost are handed over
+/// to their new home ([`handoff`]). (Requests are checked against the new
+/// map from the moment it is read: `Ownership::check`.)
 async fn reload_loop(
     ownership: Arc<ownership::Ownership>,
     home: Home,
+    storage: Arc<dyn Storage>,
+    client: Option<Arc<common::link_client::LinkClient>>,
     reload: Arc<tokio::sync::Notify>,
-    shutdown: CancellationToken,
+    stop: CancellationToken,
 ) {
+    let handoffs = TaskTracker::new();
     loop {
         tokio::select! {
-            () = reload.notified() => {}
-            () = shutdown.cancelled() => return,
-        }
-        let o = Arc::clone(&ownership);
-        let reloaded = tokio::task::spawn_blocking(move || o.reload())
-            .await
-            .expect("reading the map does not panic");
-        match reloaded {
-            Ok(Some(owned)) => {
-                if home.submit(home::Op::Rehome { owned }).await.is_err() {
-                    return;
+            () = reload.notified() => {
+                let o = Arc::clone(&ownership);
+                let reloaded = tokio::task::spawn_blocking(move || o.reload())
+                    .await
+                    .expect("reading the map does not panic");
+                match reloaded {
+                    Ok(Some(_)) => {}
+                    Ok(None) => tracing::info!("cluster map unchanged"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cluster map not reloaded; keeping the current one")
+                    }
                 }
             }
-            Ok(None) => tracing::info!("cluster map unchanged"),
-            Err(e) => {
-                tracing::error!(error = %e, "cluster map not reloaded; keeping the current one")
+            () = ownership.changed.notified() => {}
+            () = stop.cancelled() => break,
+        }
+        for change in ownership.changes() {
+            let owned = Arc::clone(&change.owned);
+            if home.submit(home::Op::Rehome { owned }).await.is_err() {
+                break;
+            }
+            if !change.lost.is_empty() {
+                handoffs.spawn(handoff::hand_off(
+                    change.lost,
+                    change.owned,
+                    home.clone(),
+                    Arc::clone(&storage),
+                    client.clone(),
+                    stop.clone(),
+                ));
             }
         }
     }
+    handoffs.close();
+    handoffs.wait().await;
 }
 
 /// Replays whatever the journal in `dir` holds into `storage` (items a crash

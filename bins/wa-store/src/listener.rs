@@ -192,13 +192,30 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 tracing::warn!("second Auth on a link; closing it");
                 break;
             }
+            link_up::Kind::Handoff(h) => {
+                ctx.ownership.handoff_done(h.first, h.last, h.epoch);
+                link.send(link_down::Kind::HandoffResult(
+                    common::link::HandoffResult {
+                        req: h.req,
+                        code: 0,
+                    },
+                ));
+                continue;
+            }
             link_up::Kind::Append(a) => match a.envelope {
-                Some(envelope) => Op::Append {
-                    link: link.clone(),
-                    req: a.req,
-                    to: a.to,
-                    envelope,
-                },
+                Some(mut envelope) => {
+                    if !a.handoff {
+                        // The home stamps the time; only an item handed
+                        // over from another island keeps its own.
+                        envelope.server_ts_ms = 0;
+                    }
+                    Op::Append {
+                        link: link.clone(),
+                        req: a.req,
+                        to: a.to,
+                        envelope,
+                    }
+                }
                 None => {
                     link.send(link_down::Kind::AppendResult(common::link::AppendResult {
                         req: a.req,
@@ -278,6 +295,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
 /// `Append` that was checked.
 fn routed_here(ownership: &Ownership, kind: &link_up::Kind) -> Result<(), Code> {
     match kind {
+        link_up::Kind::Append(a) if a.handoff => ownership.check_handoff(&a.to, a.epoch),
         link_up::Kind::Append(a) => ownership.check(&a.to, a.epoch),
         link_up::Kind::Attach(a) => ownership.check(&a.user, a.epoch),
         link_up::Kind::Kv(k) => ownership.check(&k.key, k.epoch),
@@ -286,7 +304,7 @@ fn routed_here(ownership: &Ownership, kind: &link_up::Kind) -> Result<(), Code> 
         link_up::Kind::Ack(a) => owned(ownership, &a.user),
         link_up::Kind::Typing(t) => owned(ownership, &t.to),
         link_up::Kind::Watch(w) => owned(ownership, &w.target),
-        link_up::Kind::Auth(_) => Ok(()),
+        link_up::Kind::Auth(_) | link_up::Kind::Handoff(_) => Ok(()),
     }
 }
 

@@ -88,6 +88,30 @@ pub struct Ownership {
     current: RwLock<Arc<Owned>>,
     /// When a request last made this node read the map.
     last_try: Mutex<Option<Instant>>,
+    moves: Mutex<Moves>,
+    /// A reload left changes to carry out ([`Ownership::changes`]).
+    pub changed: tokio::sync::Notify,
+}
+
+/// Fragments changing hands (docs/OPERATIONS.md, "Moving fragments").
+#[derive(Default)]
+struct Moves {
+    /// Fragments this node owns under the current map whose items are still
+    /// being handed over by their previous owner: refused until it is done.
+    arriving: Vec<u32>,
+    /// Hand-overs finished under an epoch this node has not read yet.
+    early: Vec<(u64, u32, u32)>,
+    /// Reloads whose consequences (sessions to close, items to hand over)
+    /// are still to be carried out, oldest first.
+    changes: Vec<Reloaded>,
+}
+
+/// What a reload changed.
+pub struct Reloaded {
+    pub owned: Arc<Owned>,
+    /// Fragment ranges this node owned before and no longer does: their
+    /// items go to their new home.
+    pub lost: Vec<[u32; 2]>,
 }
 
 impl Ownership {
@@ -99,6 +123,8 @@ impl Ownership {
             island,
             current: RwLock::new(Arc::new(Owned { map, island: index })),
             last_try: Mutex::new(None),
+            moves: Mutex::default(),
+            changed: tokio::sync::Notify::new(),
         })
     }
 
@@ -119,10 +145,51 @@ impl Ownership {
         if epoch != cur.epoch() {
             return Err(Code::StaleEpoch);
         }
+        if !cur.owns(user) || self.arriving(cur.map.fragment(user)) {
+            return Err(Code::WrongHome);
+        }
+        Ok(())
+    }
+
+    /// [`Ownership::check`] for an item handed over by the fragment's
+    /// previous owner: taken while the fragment is arriving.
+    pub fn check_handoff(&self, user: &str, epoch: u64) -> Result<(), Code> {
+        let mut cur = self.current();
+        if epoch > cur.epoch()
+            && self.may_try()
+            && let Ok(Some(new)) = self.reload()
+        {
+            cur = new;
+        }
+        if epoch != cur.epoch() {
+            return Err(Code::StaleEpoch);
+        }
         if !cur.owns(user) {
             return Err(Code::WrongHome);
         }
         Ok(())
+    }
+
+    fn moves(&self) -> std::sync::MutexGuard<'_, Moves> {
+        self.moves.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn arriving(&self, fragment: u32) -> bool {
+        let m = self.moves();
+        !m.arriving.is_empty() && m.arriving.contains(&fragment)
+    }
+
+    /// The previous owner handed fragments `[first, last]` over, under the
+    /// map of `epoch`: serve them (now, or once this node reads that map).
+    pub fn handoff_done(&self, first: u32, last: u32, epoch: u64) {
+        let current = self.current().epoch();
+        let mut m = self.moves();
+        if epoch == current {
+            m.arriving.retain(|f| !(first..=last).contains(f));
+        } else if epoch > current {
+            m.early.push((epoch, first, last));
+        }
+        tracing::info!(first, last, epoch, "fragments handed over to this node");
     }
 
     fn may_try(&self) -> bool {
@@ -137,7 +204,8 @@ impl Ownership {
 
     /// Reads the map again. `Some` with the new view if it changed; a map
     /// with a lower epoch, or another map under the same epoch, is refused
-    /// and the current one kept.
+    /// and the current one kept. Fragments this node gains are refused
+    /// until their previous owner has handed them over.
     pub fn reload(&self) -> Result<Option<Arc<Owned>>, OwnershipError> {
         let map = ClusterMap::load(&self.path)?;
         let island = island_of(&map, &self.island)?;
@@ -155,13 +223,42 @@ impl Ownership {
             return Err(OwnershipError::SameEpoch { epoch: map.epoch });
         }
         let new = Arc::new(Owned { map, island });
+        let [a, b] = cur.fragments();
+        let [c, d] = new.fragments();
+        let mut m = self.moves();
+        let early = std::mem::take(&mut m.early);
+        m.arriving = (c..=d)
+            .filter(|f| !(a..=b).contains(f))
+            .filter(|f| {
+                !early
+                    .iter()
+                    .any(|&(e, x, y)| e == new.epoch() && (x..=y).contains(f))
+            })
+            .collect();
+        m.early = early.into_iter().filter(|e| e.0 > new.epoch()).collect();
+        let lost = [[a, b.min(c.saturating_sub(1))], [a.max(d + 1), b]]
+            .into_iter()
+            .filter(|[x, y]| x <= y && (*y < c || *x > d))
+            .collect();
         tracing::info!(
             epoch = new.epoch(),
             fragments = ?new.fragments(),
+            arriving = m.arriving.len(),
             "cluster map reloaded"
         );
+        m.changes.push(Reloaded {
+            owned: Arc::clone(&new),
+            lost,
+        });
+        drop(m);
         *cur = Arc::clone(&new);
+        self.changed.notify_one();
         Ok(Some(new))
+    }
+
+    /// What reloads changed since the last call, oldest first.
+    pub fn changes(&self) -> Vec<Reloaded> {
+        std::mem::take(&mut self.moves().changes)
     }
 }
 

@@ -581,6 +581,7 @@ async fn attach_and_mark(link: &mut Link, session_base: u64, marker: u8) {
                     Bytes::from_static(b"marker"),
                 )),
                 epoch: 1,
+                handoff: false,
             }))
             .await
             .unwrap();
@@ -750,6 +751,7 @@ async fn write_link(
                             Bytes::from(body),
                         )),
                         epoch: 1,
+                        handoff: false,
                     });
                     if writer.queue(frame).await.is_err() {
                         return;

@@ -138,6 +138,7 @@ impl Link {
                 content: Some(Content::Body(Bytes::from_static(body))),
             }),
             epoch: 1,
+            handoff: false,
         }))
         .await;
     }

@@ -41,6 +41,7 @@ fn append(req: u64, to: &str, epoch: u64) -> link_up::Kind {
             bytes::Bytes::from_static(b"hi"),
         )),
         epoch,
+        handoff: false,
     })
 }
 

@@ -95,6 +95,7 @@ fn append(req: u64, to: String, from: &str, id: Bytes) -> link_up::Kind {
         to,
         envelope: Some(envelope(from, id, Bytes::from_static(b"body"))),
         epoch: 1,
+        handoff: false,
     })
 }
 

@@ -85,6 +85,7 @@ async fn two_thousand_sessions_attach_at_once_to_full_mailboxes_and_nothing_is_c
                         Bytes::from_static(b"queued during the outage"),
                     )),
                     epoch: 1,
+                    handoff: false,
                 }))
                 .await
                 .unwrap();

@@ -118,6 +118,16 @@ pub enum Op {
         device: u32,
         generation: u32,
     },
+    /// Every item of `user`'s mailbox (memory and engine, in order), for a
+    /// hand-off of its fragment to another island.
+    Export {
+        user: String,
+        reply: oneshot::Sender<Vec<crate::storage::Item>>,
+    },
+    /// These items are at their new home: delete them here.
+    HandedOff { user: String, seqs: Vec<u64> },
+    /// The users this shard holds items of in memory.
+    Cached { reply: oneshot::Sender<Vec<String>> },
     /// The delivered receipt of `user`'s item `seq` is durable at its
     /// sender's home: delete the item.
     ReceiptStored { user: String, seq: u64 },
@@ -303,7 +313,9 @@ impl Op {
             Op::Attach { user, .. }
             | Op::Detach { user, .. }
             | Op::Ack { user, .. }
-            | Op::ReceiptStored { user, .. } => Some(user),
+            | Op::ReceiptStored { user, .. }
+            | Op::Export { user, .. }
+            | Op::HandedOff { user, .. } => Some(user),
             Op::Typing { to, .. } => Some(to),
             Op::Watch { target, .. } => Some(target),
             Op::Expire { user, .. } => Some(user),
@@ -314,6 +326,7 @@ impl Op {
             #[cfg(test)]
             Op::ForgetRecent { user } => Some(user),
             Op::LinkGone { .. }
+            | Op::Cached { .. }
             | Op::Refill { .. }
             | Op::Rehome { .. }
             | Op::WriteBack { .. }
@@ -603,6 +616,17 @@ impl Home {
                 res
             }
         }
+    }
+
+    /// The users any shard holds items of in memory.
+    pub async fn cached_users(&self) -> Result<Vec<String>, HomeClosed> {
+        let mut users = Vec::new();
+        for s in self.0.shards.iter() {
+            let (reply, rx) = oneshot::channel();
+            s.run(Some(Op::Cached { reply }))?;
+            users.extend(rx.await.map_err(|_| HomeClosed)?);
+        }
+        Ok(users)
     }
 
     /// Runs one write-back round on every shard and gathers their reports:

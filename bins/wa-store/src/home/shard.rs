@@ -353,6 +353,22 @@ impl Shard {
                 user,
                 seqs,
             } => self.ack(link, session, &user, &seqs),
+            Op::Export { user, reply } => {
+                let _ = reply.send(self.export(&user));
+            }
+            Op::HandedOff { user, seqs } => {
+                self.remove(&user, &seqs, false);
+                self.refill(&user, &seqs);
+            }
+            Op::Cached { reply } => {
+                let users = self
+                    .users
+                    .iter()
+                    .filter(|(_, u)| !u.cache.is_empty())
+                    .map(|(n, _)| n.clone())
+                    .collect();
+                let _ = reply.send(users);
+            }
             Op::ReceiptStored { user, seq } => {
                 if let Some(u) = self.users.get_mut(&user) {
                     u.acked.remove(&seq);
@@ -513,7 +529,11 @@ impl Shard {
         }
 
         let seq = user.last_seq + 1;
-        envelope.server_ts_ms = common::fsutil::now_ms();
+        // (Zero from every edge, which the listener makes sure of; an item
+        // handed over from another island keeps its time.)
+        if envelope.server_ts_ms == 0 {
+            envelope.server_ts_ms = common::fsutil::now_ms();
+        }
         let server_ts_ms = envelope.server_ts_ms;
         // (The record borrows the recipient and the envelope for its
         // encoding, and gives them back: no copies on the append path.)
@@ -1312,6 +1332,33 @@ impl Shard {
         for name in idle {
             self.users.remove(&name);
         }
+    }
+
+    /// Every item of `user`'s mailbox, memory and engine merged in order
+    /// (items deleted while a write-back slice is in flight left out).
+    fn export(&mut self, user: &str) -> Vec<Item> {
+        let storage = Arc::clone(&self.storage);
+        let Ok(u) = self.load(user) else {
+            return Vec::new();
+        };
+        let mut items = match storage.read(user, 1, usize::MAX) {
+            Ok(items) => items,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read a mailbox to hand it over");
+                Vec::new()
+            }
+        };
+        if let Some(f) = &u.flight {
+            items.retain(|i| !f.doomed.contains_key(&i.seq));
+        }
+        items.extend(u.cache.iter().map(|(&seq, c)| Item {
+            seq,
+            envelope: c.envelope.clone(),
+        }));
+        items.sort_by_key(|i| i.seq);
+        items.dedup_by_key(|i| i.seq);
+        self.evict_if_idle(user);
+        items
     }
 
     /// Pushes on to every session of `link` (it has budget again).

@@ -162,6 +162,7 @@ impl Link {
                 Bytes::from_static(body),
             )),
             epoch: 1,
+            handoff: false,
         }))
         .await;
     }

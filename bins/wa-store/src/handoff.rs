@@ -1,0 +1,131 @@
+//! Moving fragments: when a new map gives fragments this node owned to
+//! another island, their mailboxes go to their new home (docs/OPERATIONS.md,
+//! "Moving fragments").
+//!
+//! The move is stop, copy, switch. From the moment this node reads the map
+//! it refuses the fragments (`WRONG_HOME`) and closes their sessions (stop);
+//! the new owner refuses them too until told they arrived. Here every item
+//! of every mailbox in them is appended at the new home with `handoff` set
+//! (it keeps its time; the new home dedupes, so a retry stores nothing
+//! twice), in order, then deleted here (copy). Last, the new owner hears
+//! `Handoff` and serves them (switch). Edges retry what was refused in the
+//! meantime, so clients see a delay. Nothing is deleted here before the new
+//! home has it durably, so a crash of either side repeats a step rather
+//! than losing an item.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::link_client::LinkClient;
+use tokio_util::sync::CancellationToken;
+
+use crate::home::{Home, HomeClosed, Op};
+use crate::ownership::Owned;
+use crate::storage::Storage;
+
+const BACKOFF_INITIAL: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Hands the mailboxes of fragments `lost` over to their owners in
+/// `owned.map`, then tells those owners. Returns how many items went; gives
+/// up only when `stop`ped (the next start does not resume it: the operator
+/// moves the fragments again).
+pub async fn hand_off(
+    lost: Vec<[u32; 2]>,
+    owned: Arc<Owned>,
+    home: Home,
+    storage: Arc<dyn Storage>,
+    client: Option<Arc<LinkClient>>,
+    stop: CancellationToken,
+) -> Result<u64, HomeClosed> {
+    let Some(client) = client else {
+        tracing::error!("fragments moved away, but other homes cannot be reached (cluster.ca)");
+        return Ok(0);
+    };
+    client.follow(&owned.map);
+    let map = &owned.map;
+    let moving = |user: &str| {
+        let f = map.fragment(user);
+        lost.iter().any(|[a, b]| (*a..=*b).contains(&f))
+    };
+    let st = Arc::clone(&storage);
+    let mut users = tokio::task::spawn_blocking(move || {
+        let mut users = Vec::new();
+        let visited = st.visit_sizes(&mut |user, size| {
+            if size.items > 0 {
+                users.push(user.to_owned());
+            }
+        });
+        if let Err(e) = visited {
+            tracing::error!(error = %e, "cannot list the mailboxes to hand over");
+        }
+        users
+    })
+    .await
+    .expect("listing mailboxes does not panic");
+    users.extend(home.cached_users().await?);
+    users.retain(|u| moving(u));
+    users.sort();
+    users.dedup();
+    tracing::info!(?lost, mailboxes = users.len(), "handing fragments over");
+    let mut moved = 0u64;
+    for user in users {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        home.submit(Op::Export {
+            user: user.clone(),
+            reply,
+        })
+        .await?;
+        let items = rx.await.map_err(|_| HomeClosed)?;
+        let seqs: Vec<u64> = items.iter().map(|i| i.seq).collect();
+        for item in items {
+            retry(&stop, "an item to its new home", || {
+                client.hand_over(&user, item.envelope.clone())
+            })
+            .await?;
+        }
+        moved += seqs.len() as u64;
+        home.submit(Op::HandedOff { user, seqs }).await?;
+    }
+    for [a, b] in &lost {
+        for island in &map.islands {
+            let [c, d] = island.fragments;
+            let (first, last) = ((*a).max(c), (*b).min(d));
+            if first > last {
+                continue;
+            }
+            retry(&stop, "the end of a hand-over", || {
+                client.handoff_done(island, first, last, map.epoch)
+            })
+            .await?;
+            tracing::info!(first, last, to = %island.name, items = moved, "fragments handed over");
+        }
+    }
+    Ok(moved)
+}
+
+/// Runs `f` until it succeeds, with backoff; `Err` only if `stop`ped.
+async fn retry<T, E: std::fmt::Display, F: std::future::Future<Output = Result<T, E>>>(
+    stop: &CancellationToken,
+    what: &str,
+    mut f: impl FnMut() -> F,
+) -> Result<T, HomeClosed> {
+    let mut backoff = BACKOFF_INITIAL;
+    let mut failures = 0u32;
+    loop {
+        match f().await {
+            Ok(t) => return Ok(t),
+            Err(e) => {
+                failures += 1;
+                if failures <= 3 || failures.is_multiple_of(20) {
+                    tracing::warn!(error = %e, failures, "cannot hand {what} over yet; retrying");
+                }
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = stop.cancelled() => return Err(HomeClosed),
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
