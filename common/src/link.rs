@@ -90,6 +90,10 @@ pub struct KvReq {
     /// The cluster map epoch the caller routed by (see [`Append::epoch`]).
     #[prost(uint64, tag = "6")]
     pub epoch: u64,
+    /// From the previous owner of the key's fragment, handing it over (see
+    /// [`Append::handoff`]).
+    #[prost(bool, tag = "7")]
+    pub handoff: bool,
 }
 
 pub mod kv_req {
@@ -132,6 +136,10 @@ pub struct Revoke {
     /// The cluster map epoch the caller routed by (see [`Append::epoch`]).
     #[prost(uint64, tag = "5")]
     pub epoch: u64,
+    /// From the previous owner of the user's fragment, handing it over (see
+    /// [`Append::handoff`]).
+    #[prost(bool, tag = "6")]
+    pub handoff: bool,
 }
 
 /// Fragments `[first, last]` have arrived, under the map of `epoch`.

@@ -184,8 +184,29 @@ impl LinkClient {
 
     /// Reads the record `key` of `space` at its home.
     pub async fn kv_get(&self, space: KvSpace, key: &str) -> Result<KvRecord, LinkClientError> {
-        let r = self.kv(space, key, kv_req::Op::Get(KvGet {})).await?;
+        let r = self
+            .kv(space, key, kv_req::Op::Get(KvGet {}), false)
+            .await?;
         Ok(record(r))
+    }
+
+    /// Hands a key-value record over to its new home (a fragment moved):
+    /// stored there unless that home has one already (a retry).
+    pub async fn hand_over_kv(
+        &self,
+        space: KvSpace,
+        key: &str,
+        value: Bytes,
+    ) -> Result<(), LinkClientError> {
+        let there = self.kv(space, key, kv_req::Op::Get(KvGet {}), true).await?;
+        if there.version == 0 && !value.is_empty() {
+            let put = kv_req::Op::Put(KvPut {
+                value,
+                expected_version: 0,
+            });
+            self.kv(space, key, put, true).await?;
+        }
+        Ok(())
     }
 
     /// Stores `value` (empty deletes) if the record's version is still
@@ -205,6 +226,7 @@ impl LinkClient {
                     value,
                     expected_version,
                 }),
+                false,
             )
             .await?;
         Ok(if r.conflict {
@@ -330,6 +352,29 @@ impl LinkClient {
         device: u32,
         generation: u32,
     ) -> Result<u32, LinkClientError> {
+        self.revoke_as(user, device, generation, false).await
+    }
+
+    /// Hands a device's lowest accepted generation over to its user's new
+    /// home (a fragment moved).
+    pub async fn hand_over_generation(
+        &self,
+        user: &str,
+        device: u32,
+        generation: u32,
+    ) -> Result<(), LinkClientError> {
+        self.revoke_as(user, device, generation, true)
+            .await
+            .map(|_| ())
+    }
+
+    async fn revoke_as(
+        &self,
+        user: &str,
+        device: u32,
+        generation: u32,
+        handoff: bool,
+    ) -> Result<u32, LinkClientError> {
         let mut attempt = 0;
         loop {
             let map = self.map();
@@ -342,6 +387,7 @@ impl LinkClient {
                         device,
                         generation,
                         epoch: map.epoch,
+                        handoff,
                     })
                 })
                 .await;
@@ -381,6 +427,7 @@ impl LinkClient {
         space: KvSpace,
         key: &str,
         op: kv_req::Op,
+        handoff: bool,
     ) -> Result<KvResult, LinkClientError> {
         let mut attempt = 0;
         loop {
@@ -394,6 +441,7 @@ impl LinkClient {
                         key: key.to_owned(),
                         op: Some(op.clone()),
                         epoch: map.epoch,
+                        handoff,
                     })
                 })
                 .await;

@@ -7,6 +7,8 @@ mod support;
 
 use bytes::Bytes;
 use common::client::{Client, Event, Events, MessageId};
+use common::link::KvSpace;
+use common::link_client::Cas;
 use common::proto::ReceiptKind;
 use support::cluster::Cluster;
 use support::{expect, next_message};
@@ -243,7 +245,13 @@ async fn moving_a_fragment_range_loses_nothing_and_a_sender_sees_only_a_delay() 
         .unwrap();
     let f = c.map.fragment(&b);
 
-    // 50 messages wait at b's home, island 2.
+    // b's account record and 50 messages wait at b's home, island 2.
+    let records = c.link_client();
+    let stored = records
+        .kv_put(KvSpace::Account, &b, Bytes::from_static(b"b's account"), 0)
+        .await
+        .unwrap();
+    assert!(matches!(stored, Cas::Stored(_)));
     let (ca, mut ea) = c.client(&a, 1).await;
     let mut sent = Vec::new();
     for i in 0..50u8 {
@@ -279,6 +287,9 @@ async fn moving_a_fragment_range_loses_nothing_and_a_sender_sees_only_a_delay() 
     let ids: Vec<MessageId> = got.into_iter().map(|(_, id)| id).collect();
     assert_eq!(ids, sent);
     delivered_receipts(&ca, &mut ea, &b, &sent).await;
+    // The account record moved with the fragment.
+    let record = c.link_client().kv_get(KvSpace::Account, &b).await.unwrap();
+    assert_eq!(&record.value[..], b"b's account");
 
     ca.close().await;
     cb.close().await;

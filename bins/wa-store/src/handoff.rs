@@ -16,6 +16,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+use common::link::KvSpace;
 use common::link_client::LinkClient;
 use tokio_util::sync::CancellationToken;
 
@@ -87,6 +89,20 @@ pub async fn hand_off(
         moved += seqs.len() as u64;
         home.submit(Op::HandedOff { user, seqs }).await?;
     }
+    let (records, generations) = records_of(&storage, &moving).await;
+    let n_records = records.len() + generations.len();
+    for (space, key, value) in records {
+        retry(&stop, "a key-value record", || {
+            client.hand_over_kv(space, &key, value.clone())
+        })
+        .await?;
+    }
+    for (user, device, generation) in generations {
+        retry(&stop, "a device generation", || {
+            client.hand_over_generation(&user, device, generation)
+        })
+        .await?;
+    }
     for [a, b] in &lost {
         for island in &map.islands {
             let [c, d] = island.fragments;
@@ -98,10 +114,50 @@ pub async fn hand_off(
                 client.handoff_done(island, first, last, map.epoch)
             })
             .await?;
-            tracing::info!(first, last, to = %island.name, items = moved, "fragments handed over");
+            tracing::info!(first, last, to = %island.name, items = moved, records = n_records, "fragments handed over");
         }
     }
     Ok(moved)
+}
+
+/// The key-value records (accounts, phone numbers) and device generations
+/// whose keys `moving` says go. (They stay here too, unread: this node
+/// refuses their fragments from now on.)
+#[allow(clippy::type_complexity)]
+async fn records_of(
+    storage: &Arc<dyn Storage>,
+    moving: &(dyn Fn(&str) -> bool + Sync),
+) -> (Vec<(KvSpace, String, Bytes)>, Vec<(String, u32, u32)>) {
+    let st = Arc::clone(storage);
+    let (records, generations) = tokio::task::spawn_blocking(move || {
+        let mut records = Vec::new();
+        let mut generations = Vec::new();
+        if let Err(e) = st.visit_kv(&mut |space, key, _, value| {
+            records.push((space, key.to_owned(), Bytes::copy_from_slice(value)));
+        }) {
+            tracing::error!(error = %e, "cannot list the key-value records to hand over");
+        }
+        if let Err(e) = st.visit_generations(&mut |user, device, generation| {
+            generations.push((user.to_owned(), device, generation));
+        }) {
+            tracing::error!(error = %e, "cannot list the device generations to hand over");
+        }
+        (records, generations)
+    })
+    .await
+    .expect("listing records does not panic");
+    let records = records
+        .into_iter()
+        .filter(|(_, key, value)| !value.is_empty() && moving(key))
+        .filter_map(|(space, key, value)| {
+            Some((KvSpace::try_from(i32::from(space)).ok()?, key, value))
+        })
+        .collect();
+    let generations = generations
+        .into_iter()
+        .filter(|(u, _, _)| moving(u))
+        .collect();
+    (records, generations)
 }
 
 /// Runs `f` until it succeeds, with backoff; `Err` only if `stop`ped.

@@ -130,6 +130,7 @@ async fn kv(addr: SocketAddr, dir: &Path, op: kv_req::Op) -> KvResult {
     assert!(matches!(l.recv().await, Some(link_down::Kind::AuthOk(_))));
     l.send(link_up::Kind::Kv(KvReq {
         epoch: 1,
+        handoff: false,
         req: 1,
         space: KvSpace::Phone as i32,
         key: "+15550001".into(),

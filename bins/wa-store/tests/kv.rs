@@ -39,6 +39,7 @@ async fn open(addr: SocketAddr, dir: &Path) -> Link {
 async fn kv(l: &mut Link, req: u64, space: KvSpace, key: &str, op: kv_req::Op) -> KvResult {
     l.send(link_up::Kind::Kv(KvReq {
         epoch: 1,
+        handoff: false,
         req,
         space: space as i32,
         key: key.into(),
@@ -117,6 +118,7 @@ async fn compare_and_set_and_last_seen() {
     assert_eq!(r.code, Code::BadFrame as u32);
     l.send(link_up::Kind::Kv(KvReq {
         epoch: 1,
+        handoff: false,
         req: 10,
         space: KvSpace::Account as i32,
         key: "alice".into(),
@@ -156,6 +158,7 @@ async fn expect_kick(l: &mut Link, session: u64) {
 async fn revoke(l: &mut Link, req: u64, user: &str, device: u32, generation: u32) -> u32 {
     l.send(link_up::Kind::Revoke(Revoke {
         epoch: 1,
+        handoff: false,
         req,
         user: user.into(),
         device,

@@ -116,6 +116,7 @@ async fn a_store_refuses_users_it_does_not_own_and_other_epochs_until_the_map_mo
         key: theirs.clone(),
         op: Some(kv_req::Op::Get(KvGet {})),
         epoch: 1,
+        handoff: false,
     }))
     .await;
     assert_eq!(code_of(&mut link).await, Code::WrongHome as u32);

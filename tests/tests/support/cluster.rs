@@ -215,6 +215,21 @@ impl Cluster {
         cfg
     }
 
+    /// A client of the homes' key-value service (as wa-register is), going
+    /// by the current map.
+    pub fn link_client(&self) -> common::link_client::LinkClient {
+        let secret = std::fs::read(self.dir.path().join("cluster.secret")).unwrap();
+        common::link_client::LinkClient::new(
+            self.map.clone(),
+            &self.roots,
+            secret.into(),
+            "test".into(),
+            PATIENCE,
+        )
+        .unwrap()
+        .reloading_from(self.dir.path().join("cluster.toml"))
+    }
+
     pub async fn client(&self, user: &str, k: usize) -> (Client, Events) {
         Client::connect(self.client_config(user, k, Transport::Tcp))
             .await

@@ -188,6 +188,48 @@ pub(super) fn decode_generation(v: Option<&[u8]>) -> Result<u32, StorageError> {
     }
 }
 
+/// The key-value records' range, for a scan over all of them.
+pub(super) const KVS_START: [u8; 1] = [KV];
+pub(super) const KVS_END: [u8; 1] = [KV + 1];
+/// The device generations' range.
+pub(super) const GENERATIONS_START: [u8; 1] = [MIN_GENERATION];
+pub(super) const GENERATIONS_END: [u8; 1] = [MIN_GENERATION + 1];
+
+/// The space and key of a key-value record's key.
+pub(super) fn split_kv_key(k: &[u8]) -> Result<(u8, &str), StorageError> {
+    let corrupt = || StorageError::Corrupt {
+        what: format!("key-value key of {} bytes", k.len()),
+    };
+    let (&space, rest) = k
+        .get(1..)
+        .and_then(<[u8]>::split_first)
+        .ok_or_else(corrupt)?;
+    let (&len, key) = rest.split_first().ok_or_else(corrupt)?;
+    let key = key.get(..usize::from(len)).ok_or_else(corrupt)?;
+    Ok((space, std::str::from_utf8(key).map_err(|_| corrupt())?))
+}
+
+/// The user and device of a device generation's key.
+pub(super) fn split_generation_key(k: &[u8]) -> Result<(&str, u32), StorageError> {
+    let corrupt = || StorageError::Corrupt {
+        what: format!("device generation key of {} bytes", k.len()),
+    };
+    let (&len, rest) = k
+        .get(1..)
+        .and_then(<[u8]>::split_first)
+        .ok_or_else(corrupt)?;
+    let len = usize::from(len);
+    let user = rest.get(..len).ok_or_else(corrupt)?;
+    let device: [u8; 4] = rest
+        .get(len..)
+        .and_then(|d| d.try_into().ok())
+        .ok_or_else(corrupt)?;
+    Ok((
+        std::str::from_utf8(user).map_err(|_| corrupt())?,
+        u32::from_be_bytes(device),
+    ))
+}
+
 /// The first key of the item range, for scans over every mailbox.
 pub(super) const ITEMS_START: [u8; 1] = [ITEM];
 /// Just past the item range.

@@ -13,10 +13,11 @@ use prost::Message;
 
 use super::engine::{Batch, Engine};
 use super::keys::{
-    DEDUPES_END, DEDUPES_START, ITEMS_END, ITEMS_START, SEEN, SEQ, SIZE, SIZES_END, SIZES_START,
-    be_u64, decode_generation, decode_item, decode_kv, decode_original, decode_size, dedupe_key,
-    dedupe_prefix, item_key, item_prefix, kv_key, kv_value, min_generation_key, original_value,
-    prefix_end, size_key_user, size_value, split_item_key, user_key,
+    DEDUPES_END, DEDUPES_START, GENERATIONS_END, GENERATIONS_START, ITEMS_END, ITEMS_START,
+    KVS_END, KVS_START, SEEN, SEQ, SIZE, SIZES_END, SIZES_START, be_u64, decode_generation,
+    decode_item, decode_kv, decode_original, decode_size, dedupe_key, dedupe_prefix, item_key,
+    item_prefix, kv_key, kv_value, min_generation_key, original_value, prefix_end, size_key_user,
+    size_value, split_generation_key, split_item_key, split_kv_key, user_key,
 };
 use super::{DedupeKey, DedupePage, Expired, Item, MailboxSize, Original, Storage, StorageError};
 use common::proto::Envelope;
@@ -251,5 +252,23 @@ impl<E: Engine> Storage for Mailboxes<E> {
 
     fn flush(&self) -> Result<(), StorageError> {
         self.engine.flush()
+    }
+
+    fn visit_kv(&self, f: &mut dyn FnMut(u8, &str, u64, &[u8])) -> Result<(), StorageError> {
+        self.engine.scan(&KVS_START, &KVS_END, &mut |k, v| {
+            let (space, key) = split_kv_key(k)?;
+            let (version, value) = decode_kv(Some(v))?;
+            f(space, key, version, &value);
+            Ok(ControlFlow::Continue(()))
+        })
+    }
+
+    fn visit_generations(&self, f: &mut dyn FnMut(&str, u32, u32)) -> Result<(), StorageError> {
+        self.engine
+            .scan(&GENERATIONS_START, &GENERATIONS_END, &mut |k, v| {
+                let (user, device) = split_generation_key(k)?;
+                f(user, device, decode_generation(Some(v))?);
+                Ok(ControlFlow::Continue(()))
+            })
     }
 }

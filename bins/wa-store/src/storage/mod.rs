@@ -212,6 +212,20 @@ pub trait Storage: Send + Sync + 'static {
         generation: u32,
     ) -> Result<(), StorageError>;
 
+    /// Every key-value record: (space, key, version, value). For handing
+    /// fragments over to another island.
+    #[allow(clippy::type_complexity)]
+    fn visit_kv(&self, f: &mut dyn FnMut(u8, &str, u64, &[u8])) -> Result<(), StorageError> {
+        let _ = f;
+        Ok(())
+    }
+
+    /// Every device generation: (user, device, lowest accepted).
+    fn visit_generations(&self, f: &mut dyn FnMut(&str, u32, u32)) -> Result<(), StorageError> {
+        let _ = f;
+        Ok(())
+    }
+
     /// Makes every write that returned before this call durable.
     fn flush(&self) -> Result<(), StorageError>;
 }

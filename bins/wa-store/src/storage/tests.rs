@@ -370,6 +370,32 @@ fn key_values_and_generations_on(open: Open) {
     assert_eq!(s.kv_get(1, "+15550001").unwrap(), (2, b"bob".to_vec()));
     assert_eq!(s.min_generation("bob", 1).unwrap(), 3);
     assert_eq!(s.min_generation("bob", 2).unwrap(), 9);
+
+    // All of them, as a hand-over to another island lists them.
+    let mut kvs = Vec::new();
+    s.visit_kv(&mut |space, key, version, value| {
+        kvs.push((space, key.to_owned(), version, value.to_vec()))
+    })
+    .unwrap();
+    kvs.sort();
+    assert_eq!(
+        kvs,
+        [
+            (1, "+1555000".to_owned(), 2, vec![]),
+            (1, "+15550001".to_owned(), 2, b"bob".to_vec()),
+            (2, "+15550001".to_owned(), 4, b"other space".to_vec()),
+        ]
+    );
+    let mut generations = Vec::new();
+    s.visit_generations(&mut |user, device, generation| {
+        generations.push((user.to_owned(), device, generation))
+    })
+    .unwrap();
+    generations.sort();
+    assert_eq!(
+        generations,
+        [("bob".to_owned(), 1, 3), ("bob".to_owned(), 2, 9)]
+    );
 }
 
 #[test]
