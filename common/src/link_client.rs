@@ -286,6 +286,25 @@ impl LinkClient {
         }
     }
 
+    /// Reads the map file again (SIGHUP); true if it was newer and is now
+    /// the one this client goes by.
+    pub fn reload(&self) -> bool {
+        let Some(path) = &self.map_file else {
+            return false;
+        };
+        match ClusterMap::load(path) {
+            Ok(m) => {
+                let newer = m.epoch > self.map().epoch;
+                self.follow(&m);
+                newer
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot reload the cluster map; keeping the current one");
+                false
+            }
+        }
+    }
+
     /// Goes by `map` from now on if it is newer than the one it has.
     pub fn follow(&self, map: &ClusterMap) {
         let mut cur = self.map.write().unwrap_or_else(|p| p.into_inner());

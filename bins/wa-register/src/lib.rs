@@ -100,6 +100,16 @@ pub struct Register {
 }
 
 impl Register {
+    /// What reads the cluster map again (`main.rs` calls it on SIGHUP).
+    pub fn map_reloader(&self) -> impl Fn() + Send + Sync + 'static {
+        let app = Arc::clone(&self.app);
+        move || {
+            if app.accounts.link.reload() {
+                tracing::info!("cluster map reloaded");
+            }
+        }
+    }
+
     /// Validates `config` and reads every file it names.
     pub fn open(config: Config) -> Result<Register, RegisterError> {
         config.validate()?;

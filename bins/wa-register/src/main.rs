@@ -77,6 +77,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let shutdown = CancellationToken::new();
     service::on_signals(shutdown.clone()).context("cannot handle SIGTERM and SIGINT")?;
+    let reload = std::sync::Arc::new(tokio::sync::Notify::new());
+    service::on_hangup(std::sync::Arc::clone(&reload)).context("cannot handle SIGHUP")?;
+    let reload_map = register.map_reloader();
+    tokio::spawn(async move {
+        loop {
+            reload.notified().await;
+            reload_map();
+        }
+    });
     let run = tokio::spawn(register.serve(listener, admin, shutdown));
     service::ready(&ready);
     run.await.context("server task")??;
