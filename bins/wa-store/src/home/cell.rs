@@ -1,6 +1,8 @@
 //! A shard's cell: its state behind a mutex, the operations queued for
-//! whichever thread applies them next, the settler that answers what each
-//! journal sync covered, and [`Fatal`], raised when an operation panics.
+//! whichever thread applies them next, the dispatcher that carries out the
+//! effects the shard leaves (the only place a shard's frames are sent), the
+//! settler that answers what each journal sync covered, and [`Fatal`],
+//! raised when an operation panics.
 
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
@@ -9,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, TryLockError};
 
 use tokio_util::sync::CancellationToken;
 
-use super::shard::Shard;
+use super::shard::{Now, Shard};
 use super::{HomeClosed, Op};
 use crate::flusher::Settled;
 
@@ -131,7 +133,8 @@ impl ShardCell {
                 loop {
                     let op = self.queue().pop_front();
                     let Some(op) = op else { break };
-                    state.handle(op);
+                    state.handle(op, Now::read());
+                    dispatch(&mut state);
                     applied = true;
                 }
                 if !applied {
@@ -140,6 +143,7 @@ impl ShardCell {
                 // (Also answers what is already settled: a duplicate, or a
                 // read whose writes a flush covered.)
                 state.settle();
+                dispatch(&mut state);
             }
             drop(state);
             fence(Ordering::SeqCst);
@@ -149,6 +153,22 @@ impl ShardCell {
                 return Ok(());
             }
         }
+    }
+}
+
+/// The shards' one dispatcher: carries out, in order, what the operation
+/// (or settle) just applied decided ([`Shard::effects`]: frames and pushes
+/// for links). Called by the thread holding the state, before it applies
+/// anything else, so that each link gets its frames in the order the shard
+/// decided them: a thread that dispatched after letting go of the state
+/// could be overtaken by the next holder's frames (a push of a later item
+/// before an earlier one, an answer after the next one), which would break
+/// FIFO per (sender, recipient). Sends never wait (see `LinkTx::send`), so
+/// this adds no wait under the state; and effects never outlive the
+/// operation that made them, so a panic loses no more than it did.
+fn dispatch(state: &mut Shard) {
+    for effect in state.effects() {
+        effect.dispatch();
     }
 }
 

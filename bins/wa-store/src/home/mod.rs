@@ -29,6 +29,11 @@
 //! lingered go to the engine; journal segments are released) and [`sweep`]
 //! (expiry, mailbox size report).
 //!
+//! The shard is a state machine ([`shard`]): it takes an operation and the
+//! time and leaves effects (answers, pushes, kicks, presence, typing); the
+//! cell (`cell.rs`), which hands the shard from thread to thread, is the one
+//! dispatcher that carries them out.
+//!
 //! An operation that panics poisons its shard and raises [`Fatal`]: the
 //! store stops serving, the other shards answer what is already durable,
 //! and the process exits with an error so that the supervisor restarts it

@@ -4,7 +4,7 @@
 use common::link::{Kick, KvResult, KvSpace, RevokeResult, link_down};
 use common::proto::Code;
 
-use super::{Shard, internal, went_offline};
+use super::{Effect, Shard, internal, went_offline};
 use crate::journal::{KvRecord, Record, RevokeRecord, record};
 
 impl Shard {
@@ -17,12 +17,13 @@ impl Shard {
         space: KvSpace,
         key: &str,
         put: Option<(bytes::Bytes, u64)>,
+        now_ms: u64,
     ) -> Result<KvResult, Code> {
         let sp = space as i32 as u8;
         let (version, value) = self.storage.kv_get(sp, key).map_err(internal)?;
         let last_seen_ms = if space == KvSpace::Account {
             match self.users.get(key) {
-                Some(u) if !u.sessions.is_empty() => common::fsutil::now_ms(),
+                Some(u) if !u.sessions.is_empty() => now_ms,
                 Some(u) => u.last_seen.unwrap_or(0),
                 None => self.storage.last_seen(key).map_err(internal)?.unwrap_or(0),
             }
@@ -75,23 +76,28 @@ impl Shard {
         user: &str,
         device: u32,
         generation: u32,
+        now_ms: u64,
     ) -> RevokeResult {
         let mut kicked = 0;
         if let Some(u) = self.users.get_mut(user) {
             let before = u.sessions.len();
+            let out = &mut self.effects;
             u.sessions.retain(|s| {
                 let revoked = s.device == device && s.generation < generation;
                 if revoked {
-                    s.link.send(link_down::Kind::Kick(Kick {
-                        session: s.id,
-                        code: Code::Revoked as u32,
-                    }));
+                    out.push(Effect::Send {
+                        link: s.link.clone(),
+                        frame: link_down::Kind::Kick(Kick {
+                            session: s.id,
+                            code: Code::Revoked as u32,
+                        }),
+                    });
                 }
                 !revoked
             });
             kicked = (before - u.sessions.len()) as u32;
             if before > 0 && u.sessions.is_empty() {
-                went_offline(&*self.storage, u, user);
+                went_offline(&*self.storage, u, user, now_ms, &mut self.effects);
             }
         }
         self.evict_if_idle(user);

@@ -46,6 +46,12 @@ impl Shard {
             match self.receipt_for(user, device, seq) {
                 Some((to, receipt)) => {
                     let outbox = self.outbox.as_ref().expect("receipts only with an outbox");
+                    // (Queued here rather than left as an effect: whether
+                    // the courier's bounded queue took the errand decides,
+                    // before the sessions are refilled below, whether the
+                    // item waits for its receipt (`acked`, never pushed
+                    // again meanwhile) or is delivered again later. The
+                    // queue never waits.)
                     if outbox.send(to, receipt, user, seq) {
                         if let Some(u) = self.users.get_mut(user) {
                             u.acked.insert(seq);

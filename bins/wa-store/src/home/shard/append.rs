@@ -2,13 +2,12 @@
 //! engine) and deletes (acknowledged, expired, handed off).
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use common::link::{AppendResult, link_down};
 use common::proto::{Code, Envelope, ItemKind, ids};
 use prost::Message;
 
-use super::{Cached, Gone, LinkTx, Pending, Shard};
+use super::{Cached, Gone, LinkTx, Now, Pending, Shard};
 use crate::journal::{AppendRecord, DeleteRecord, Record, record};
 use crate::metrics::Metrics;
 use crate::storage::{DedupeKey, Original};
@@ -41,6 +40,7 @@ impl Shard {
         req: u64,
         to: String,
         mut envelope: Envelope,
+        now: Now,
     ) -> Result<(), Code> {
         if !ids::valid_user_id(&to) || !ids::valid_user_id(&envelope.from) {
             return Err(Code::BadRecipient);
@@ -100,7 +100,7 @@ impl Shard {
         // (Zero from every edge, which the listener makes sure of; an item
         // handed over from another island keeps its time.)
         if envelope.server_ts_ms == 0 {
-            envelope.server_ts_ms = common::fsutil::now_ms();
+            envelope.server_ts_ms = now.unix_ms;
         }
         let server_ts_ms = envelope.server_ts_ms;
         // (The record borrows the recipient and the envelope for its
@@ -136,9 +136,8 @@ impl Shard {
         // writes its engine state.)
         let straight = (user.cache.len() >= bypass_items || over_budget) && user.flight.is_none();
         let in_engine = straight && storage.append(&to, seq, &envelope, &key).is_ok();
-        let now = Instant::now();
         self.recent
-            .insert(&key, Original { seq, server_ts_ms }, now);
+            .insert(&key, Original { seq, server_ts_ms }, now.at);
         if in_engine {
             user.wrote_to_engine(1, len);
             *self.written.entry(segment).or_default() += 1;
@@ -155,7 +154,7 @@ impl Shard {
                 Cached {
                     envelope,
                     size: len,
-                    at: now,
+                    at: now.at,
                     segment,
                 },
             );
@@ -284,12 +283,13 @@ impl Shard {
 pub(super) static PANIC_ON_APPEND_TO: std::sync::LazyLock<Option<String>> =
     std::sync::LazyLock::new(|| std::env::var("WA_STORE_FAULT_PANIC_ON_APPEND_TO").ok());
 
-pub(super) fn result(link: &LinkTx, req: u64, code: Code) {
-    link.send(link_down::Kind::AppendResult(AppendResult {
+/// The answer to an append refused with `code`.
+pub(super) fn refused(req: u64, code: Code) -> link_down::Kind {
+    link_down::Kind::AppendResult(AppendResult {
         req,
         code: code as u32,
         ..Default::default()
-    }));
+    })
 }
 
 pub(super) fn internal(e: impl std::fmt::Display) -> Code {

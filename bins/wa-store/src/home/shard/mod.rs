@@ -22,6 +22,9 @@
 mod accounts;
 mod ack;
 mod append;
+mod effect;
+#[cfg(test)]
+mod effect_tests;
 mod handover;
 mod pending;
 mod push;
@@ -43,7 +46,9 @@ use crate::journal::Journal;
 use crate::metrics::Metrics;
 use crate::storage::{MailboxSize, Storage, StorageError};
 
-use append::{internal, result};
+pub(in crate::home) use effect::{Effect, Now};
+
+use append::{internal, refused};
 use pending::Pending;
 use push::{Mailbox, fill};
 use sessions::went_offline;
@@ -224,6 +229,9 @@ pub(super) struct Shard {
     /// Items written to the engine since the last round report, by journal
     /// segment: they settle once the round's engine flush returns.
     written: HashMap<u64, u64>,
+    /// What the operations applied decided should happen outside the
+    /// shard, in order, until the dispatcher takes it ([`Shard::effects`]).
+    effects: Vec<Effect>,
 }
 
 impl Shard {
@@ -250,7 +258,14 @@ impl Shard {
             recent: Recent::default(),
             cache_bytes: 0,
             written: HashMap::new(),
+            effects: Vec::new(),
         }
+    }
+
+    /// What the operations applied so far decided should happen outside the
+    /// shard, in the order they decided it, to be carried out now.
+    pub(in crate::home) fn effects(&mut self) -> std::vec::Drain<'_, Effect> {
+        self.effects.drain(..)
     }
 
     /// Answers are waiting for a flush.
@@ -258,7 +273,14 @@ impl Shard {
         !self.pending.is_empty()
     }
 
-    pub(super) fn handle(&mut self, op: Op) {
+    /// Applies `op`, which happens at `now`. What it decides should happen
+    /// outside the shard (answers, pushes, kicks, presence, typing) is left
+    /// in order among the shard's effects, for the caller to take
+    /// ([`Shard::effects`]) and carry out before anything else is applied;
+    /// the replies of the write-back task and the hand-over go back on
+    /// their oneshot channels at once. Appends and key-value or revoke
+    /// operations are answered only by a later [`Shard::settle`].
+    pub(super) fn handle(&mut self, op: Op, now: Now) {
         match op {
             Op::Append {
                 link,
@@ -266,11 +288,14 @@ impl Shard {
                 to,
                 envelope,
             } => {
-                if let Err(code) = self.append(&link, req, to, envelope) {
+                if let Err(code) = self.append(&link, req, to, envelope, now) {
                     if code == Code::MailboxFull {
                         Metrics::add(&self.metrics.mailbox_full, 1);
                     }
-                    result(&link, req, code);
+                    self.effects.push(Effect::Send {
+                        link,
+                        frame: refused(req, code),
+                    });
                 }
             }
             Op::Attach {
@@ -288,7 +313,7 @@ impl Shard {
                 put,
             } => {
                 let answer = self
-                    .kv(req, space, &key, put)
+                    .kv(req, space, &key, put, now.unix_ms)
                     .unwrap_or_else(|code| KvResult {
                         req,
                         code: code as u32,
@@ -303,14 +328,14 @@ impl Shard {
                 device,
                 generation,
             } => {
-                let answer = self.revoke(req, &user, device, generation);
+                let answer = self.revoke(req, &user, device, generation, now.unix_ms);
                 self.answer_when_durable(link, link_down::Kind::RevokeResult(answer));
             }
             Op::Detach {
                 link,
                 session,
                 user,
-            } => self.detach(link, session, &user),
+            } => self.detach(link, session, &user, now.unix_ms),
             Op::Ack {
                 link,
                 session,
@@ -332,9 +357,9 @@ impl Shard {
                 target,
                 watch,
             } => self.watch(link, session, target, watch),
-            Op::LinkGone { link } => self.link_gone(link),
+            Op::LinkGone { link } => self.link_gone(link, now.unix_ms),
             Op::Refill { link } => self.refill_link(link),
-            Op::Rehome { owned } => self.rehome(&owned),
+            Op::Rehome { owned } => self.rehome(&owned, now.unix_ms),
             Op::Expire { user, seqs } => {
                 let n = self.remove(&user, &seqs, false);
                 Metrics::add(&self.metrics.expired, n);
@@ -346,7 +371,7 @@ impl Shard {
                 max,
                 reply,
             } => {
-                let slice = self.write_back(due, all, max);
+                let slice = self.write_back(due, all, max, now.at);
                 let _ = reply.send(slice);
             }
             Op::WrittenBack { outcomes, reply } => {

@@ -5,7 +5,7 @@
 use common::link::{AppendResult, KvResult, link_down};
 use common::proto::Code;
 
-use super::{LinkTx, Shard};
+use super::{Effect, LinkTx, Shard};
 use crate::flusher::FlushError;
 
 impl Shard {
@@ -36,21 +36,27 @@ impl Shard {
                         _ => {}
                     }
                 }
-                p.link.send(answer);
+                self.effects.push(Effect::Send {
+                    link: p.link,
+                    frame: answer,
+                });
                 continue;
             }
-            p.link.send(link_down::Kind::AppendResult(AppendResult {
-                req: p.req,
-                code,
-                server_ts_ms: p.server_ts_ms,
-                duplicate: p.fresh.is_none(),
-                seq: p.seq,
-            }));
+            self.effects.push(Effect::Send {
+                link: p.link,
+                frame: link_down::Kind::AppendResult(AppendResult {
+                    req: p.req,
+                    code,
+                    server_ts_ms: p.server_ts_ms,
+                    duplicate: p.fresh.is_none(),
+                    seq: p.seq,
+                }),
+            });
             if let Some(to) = p.fresh {
                 if let Some(u) = self.users.get_mut(&to) {
                     u.unflushed -= 1;
                     u.durable = u.durable.max(p.seq);
-                    u.fill_sessions(&*self.storage, &to, &[]);
+                    u.fill_sessions(&*self.storage, &to, &[], &mut self.effects);
                 }
                 self.evict_if_idle(&to);
             }

@@ -4,17 +4,17 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use common::link::{Kick, PUSH_WINDOW, Push, link_down};
+use common::link::{Kick, PUSH_WINDOW, link_down};
 use common::proto::Code;
 
-use super::{Cached, Gone, LinkId, SeqMap, Session, Shard, User};
+use super::{Cached, Effect, Gone, LinkId, SeqMap, Session, Shard, User};
 use crate::storage::{Item, Storage};
 
 impl Shard {
     /// After items went away: free their window slots and push on.
     pub(super) fn refill(&mut self, user: &str, seqs: &[u64]) {
         if let Some(u) = self.users.get_mut(user) {
-            u.fill_sessions(&*self.storage, user, seqs);
+            u.fill_sessions(&*self.storage, user, seqs, &mut self.effects);
         }
         self.evict_if_idle(user);
     }
@@ -24,7 +24,7 @@ impl Shard {
         let storage = Arc::clone(&self.storage);
         for (name, u) in self.users.iter_mut() {
             if u.sessions.iter().any(|s| s.link.id == link) {
-                u.fill_sessions(&*storage, name, &[]);
+                u.fill_sessions(&*storage, name, &[], &mut self.effects);
             }
         }
     }
@@ -33,7 +33,13 @@ impl Shard {
 impl User {
     /// Pushes every session what it may have now (see [`fill`]), after
     /// forgetting `acked` from their windows.
-    pub(super) fn fill_sessions(&mut self, storage: &dyn Storage, user: &str, acked: &[u64]) {
+    pub(super) fn fill_sessions(
+        &mut self,
+        storage: &dyn Storage,
+        user: &str,
+        acked: &[u64],
+        out: &mut Vec<Effect>,
+    ) {
         let mailbox = Mailbox {
             durable: self.durable,
             cache: &self.cache,
@@ -44,7 +50,7 @@ impl User {
         for s in &mut self.sessions {
             let freed = acked.iter().filter(|q| s.inflight.remove(q)).count();
             s.link.released(freed);
-            fill(storage, user, &mailbox, s);
+            fill(storage, user, &mailbox, s, out);
         }
     }
 }
@@ -64,7 +70,13 @@ pub(super) struct Mailbox<'a> {
 
 /// Pushes `s` the durable items it has not had, up to its window, merging
 /// the engine's items with the cache's in sequence order.
-pub(super) fn fill(storage: &dyn Storage, user: &str, m: &Mailbox<'_>, s: &mut Session) {
+pub(super) fn fill(
+    storage: &dyn Storage,
+    user: &str,
+    m: &Mailbox<'_>,
+    s: &mut Session,
+    out: &mut Vec<Effect>,
+) {
     let Mailbox {
         durable,
         cache,
@@ -100,10 +112,13 @@ pub(super) fn fill(storage: &dyn Storage, user: &str, m: &Mailbox<'_>, s: &mut S
             }
             Err(e) => {
                 tracing::error!(error = %e, "mailbox read failed; closing the session");
-                s.link.send(link_down::Kind::Kick(Kick {
-                    session: s.id,
-                    code: Code::Internal as u32,
-                }));
+                out.push(Effect::Send {
+                    link: s.link.clone(),
+                    frame: link_down::Kind::Kick(Kick {
+                        session: s.id,
+                        code: Code::Internal as u32,
+                    }),
+                });
                 s.cursor = u64::MAX;
                 return;
             }
@@ -135,11 +150,12 @@ pub(super) fn fill(storage: &dyn Storage, user: &str, m: &Mailbox<'_>, s: &mut S
             s.cursor = item.seq + 1;
             s.inflight.insert(item.seq);
             s.link.pushed();
-            s.link.send(link_down::Kind::Push(Push {
+            out.push(Effect::Push {
+                link: s.link.clone(),
                 session: s.id,
                 seq: item.seq,
-                envelope: Some(item.envelope),
-            }));
+                envelope: item.envelope,
+            });
         }
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use common::link::{Kick, PresenceDown, TypingDown, link_down};
 use common::proto::Code;
 
-use super::{LinkId, LinkTx, Mailbox, Session, Shard, User, Watcher, fill};
+use super::{Effect, LinkId, LinkTx, Mailbox, Session, Shard, User, Watcher, fill};
 use crate::storage::Storage;
 
 impl Shard {
@@ -15,11 +15,14 @@ impl Shard {
     pub(super) fn typing(&mut self, from: &str, to: &str, typing: bool) {
         if let Some(u) = self.users.get(to) {
             for s in &u.sessions {
-                s.link.send(link_down::Kind::Typing(TypingDown {
-                    session: s.id,
-                    from: from.to_owned(),
-                    typing,
-                }));
+                self.effects.push(Effect::Send {
+                    link: s.link.clone(),
+                    frame: link_down::Kind::Typing(TypingDown {
+                        session: s.id,
+                        from: from.to_owned(),
+                        typing,
+                    }),
+                });
             }
         }
     }
@@ -42,33 +45,42 @@ impl Shard {
                     min,
                     "attach of a revoked device refused"
                 );
-                link.send(link_down::Kind::Kick(Kick {
-                    session,
-                    code: Code::Revoked as u32,
-                }));
+                self.effects.push(Effect::Send {
+                    link,
+                    frame: link_down::Kind::Kick(Kick {
+                        session,
+                        code: Code::Revoked as u32,
+                    }),
+                });
                 return;
             }
             Ok(_) => {}
             Err(e) => {
                 tracing::error!(error = %e, "cannot read a device generation; refusing the session");
-                link.send(link_down::Kind::Kick(Kick {
-                    session,
-                    code: Code::Internal as u32,
-                }));
+                self.effects.push(Effect::Send {
+                    link,
+                    frame: link_down::Kind::Kick(Kick {
+                        session,
+                        code: Code::Internal as u32,
+                    }),
+                });
                 return;
             }
         }
-        let u = match self.load(&user) {
-            Ok(u) => u,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot load a mailbox; refusing the session");
-                link.send(link_down::Kind::Kick(Kick {
+        // (Loaded, then looked up again: the user's borrow must leave the
+        // effect buffer free.)
+        if let Err(e) = self.load(&user) {
+            tracing::error!(error = %e, "cannot load a mailbox; refusing the session");
+            self.effects.push(Effect::Send {
+                link,
+                frame: link_down::Kind::Kick(Kick {
                     session,
                     code: Code::Internal as u32,
-                }));
-                return;
-            }
-        };
+                }),
+            });
+            return;
+        }
+        let u = self.users.get_mut(&user).expect("loaded above");
         tracing::debug!(session, device, "attach");
         u.sessions
             .retain(|s| !(s.link.id == link.id && s.id == session));
@@ -93,14 +105,14 @@ impl Shard {
             doomed: u.flight.as_ref().map(|f| &f.doomed),
             acked: &u.acked,
         };
-        fill(&*storage, &user, &mailbox, &mut s);
+        fill(&*storage, &user, &mailbox, &mut s, &mut self.effects);
         u.sessions.push(s);
         if !was_online {
-            notify_presence(u, &user, true);
+            notify_presence(u, &user, true, &mut self.effects);
         }
     }
 
-    pub(super) fn detach(&mut self, link: LinkId, session: u64, user: &str) {
+    pub(super) fn detach(&mut self, link: LinkId, session: u64, user: &str, now_ms: u64) {
         let Some(u) = self.users.get_mut(user) else {
             return;
         };
@@ -108,28 +120,29 @@ impl Shard {
         u.sessions
             .retain(|s| !(s.link.id == link && s.id == session));
         if before > 0 && u.sessions.is_empty() {
-            went_offline(&*self.storage, u, user);
+            went_offline(&*self.storage, u, user, now_ms, &mut self.effects);
         }
         self.evict_if_idle(user);
     }
 
     pub(super) fn watch(&mut self, link: LinkTx, session: u64, target: String, watch: bool) {
-        let u = match self.load(&target) {
-            Ok(u) => u,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot load a user for presence");
-                return;
-            }
-        };
+        if let Err(e) = self.load(&target) {
+            tracing::error!(error = %e, "cannot load a user for presence");
+            return;
+        }
+        let u = self.users.get_mut(&target).expect("loaded above");
         u.watchers
             .retain(|w| !(w.link.id == link.id && w.session == session));
         if watch {
-            link.send(link_down::Kind::Presence(PresenceDown {
-                session,
-                user: target.clone(),
-                online: !u.sessions.is_empty(),
-                last_seen_ms: u.last_seen.unwrap_or(0),
-            }));
+            self.effects.push(Effect::Send {
+                link: link.clone(),
+                frame: link_down::Kind::Presence(PresenceDown {
+                    session,
+                    user: target.clone(),
+                    online: !u.sessions.is_empty(),
+                    last_seen_ms: u.last_seen.unwrap_or(0),
+                }),
+            });
             u.watchers.push(Watcher { link, session });
         }
         self.evict_if_idle(&target);
@@ -137,7 +150,7 @@ impl Shard {
 
     /// Closes, with `WRONG_HOME`, the sessions of users `owned` says this
     /// node no longer serves.
-    pub(super) fn rehome(&mut self, owned: &crate::ownership::Owned) {
+    pub(super) fn rehome(&mut self, owned: &crate::ownership::Owned, now_ms: u64) {
         let storage = Arc::clone(&self.storage);
         let mut idle = Vec::new();
         for (name, u) in self.users.iter_mut() {
@@ -145,12 +158,15 @@ impl Shard {
                 continue;
             }
             for s in u.sessions.drain(..) {
-                s.link.send(link_down::Kind::Kick(Kick {
-                    session: s.id,
-                    code: Code::WrongHome as u32,
-                }));
+                self.effects.push(Effect::Send {
+                    link: s.link.clone(),
+                    frame: link_down::Kind::Kick(Kick {
+                        session: s.id,
+                        code: Code::WrongHome as u32,
+                    }),
+                });
             }
-            went_offline(&*storage, u, name);
+            went_offline(&*storage, u, name, now_ms, &mut self.effects);
             if u.idle() {
                 idle.push(name.clone());
             }
@@ -160,7 +176,7 @@ impl Shard {
         }
     }
 
-    pub(super) fn link_gone(&mut self, link: LinkId) {
+    pub(super) fn link_gone(&mut self, link: LinkId, now_ms: u64) {
         let storage = Arc::clone(&self.storage);
         let mut idle = Vec::new();
         for (name, u) in self.users.iter_mut() {
@@ -168,7 +184,7 @@ impl Shard {
             u.sessions.retain(|s| s.link.id != link);
             u.watchers.retain(|w| w.link.id != link);
             if before > 0 && u.sessions.is_empty() {
-                went_offline(&*storage, u, name);
+                went_offline(&*storage, u, name, now_ms, &mut self.effects);
             }
             if u.idle() {
                 idle.push(name.clone());
@@ -180,22 +196,30 @@ impl Shard {
     }
 }
 
-pub(super) fn went_offline(storage: &dyn Storage, u: &mut User, user: &str) {
-    let now = common::fsutil::now_ms();
+pub(super) fn went_offline(
+    storage: &dyn Storage,
+    u: &mut User,
+    user: &str,
+    now: u64,
+    out: &mut Vec<Effect>,
+) {
     u.last_seen = Some(now);
     if let Err(e) = storage.set_last_seen(user, now) {
         tracing::warn!(error = %e, "cannot record last seen");
     }
-    notify_presence(u, user, false);
+    notify_presence(u, user, false, out);
 }
 
-pub(super) fn notify_presence(u: &User, user: &str, online: bool) {
+pub(super) fn notify_presence(u: &User, user: &str, online: bool, out: &mut Vec<Effect>) {
     for w in &u.watchers {
-        w.link.send(link_down::Kind::Presence(PresenceDown {
-            session: w.session,
-            user: user.to_owned(),
-            online,
-            last_seen_ms: u.last_seen.unwrap_or(0),
-        }));
+        out.push(Effect::Send {
+            link: w.link.clone(),
+            frame: link_down::Kind::Presence(PresenceDown {
+                session: w.session,
+                user: user.to_owned(),
+                online,
+                last_seen_ms: u.last_seen.unwrap_or(0),
+            }),
+        });
     }
 }

@@ -16,9 +16,15 @@ impl Shard {
     /// oldest of the others, at most `max` in all; in the last slice of a
     /// round, the sequence counters the engine has not seen too. They are in
     /// flight until [`Shard::written_back`].
-    pub(super) fn write_back(&mut self, due: Instant, all: bool, max: usize) -> Slice {
+    pub(super) fn write_back(
+        &mut self,
+        due: Instant,
+        all: bool,
+        max: usize,
+        now: Instant,
+    ) -> Slice {
         let storage = Arc::clone(&self.storage);
-        if let Some(old) = Instant::now().checked_sub(self.cache_cfg.expire_after) {
+        if let Some(old) = now.checked_sub(self.cache_cfg.expire_after) {
             let expired: Vec<(String, Vec<u64>)> = self
                 .users
                 .iter()
@@ -240,7 +246,7 @@ impl Shard {
                 }
             }
             // Sessions may now read on into what was written.
-            u.fill_sessions(&*storage, &o.user, &[]);
+            u.fill_sessions(&*storage, &o.user, &[], &mut self.effects);
             self.evict_if_idle(&o.user);
         }
     }
