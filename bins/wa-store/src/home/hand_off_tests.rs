@@ -16,6 +16,10 @@
 //! removed; the last look dropping its queue test or its settle test; the
 //! last look taken before the state is released.
 //!
+//! The effects an operation leaves are carried out by the thread holding
+//! the state, right after the operation (`cell::dispatch`): part of applying
+//! it here, so the scheme is unchanged.
+//!
 //! Not modelled: the wait for the state past `SHARD_QUEUE` (a wait on the
 //! lock word is a spin, which loom explores without end); once it has the
 //! state, that thread does what the others do.
