@@ -189,3 +189,119 @@ async fn up_then_watch_and_send_then_sigterm() {
     sigterm(&up);
     exits_zero(&mut up, "wactl up").await;
 }
+
+/// `n` consecutive ports free for TCP and UDP on 127.0.0.1 right now.
+fn free_ports(n: u16) -> u16 {
+    loop {
+        let base = free_port();
+        let free = (1..n).all(|i| {
+            base.checked_add(i).is_some_and(|p| {
+                std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()
+                    && std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok()
+            })
+        });
+        if free {
+            return base;
+        }
+    }
+}
+
+/// A newcomer's two islands: `wactl up --islands 2 --edges 2`, a user
+/// watching on one edge, a message from a user of the other island through
+/// the other edge, all three ticks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_with_two_islands_and_two_edges_talks_across_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("dev");
+    let dir = dir.to_str().unwrap();
+    let (link, port) = (free_ports(2).to_string(), free_ports(2).to_string());
+    let (mut up, mut up_out) = spawn(&[
+        "up",
+        "--dir",
+        dir,
+        "--link-port",
+        &link,
+        "--port",
+        &port,
+        "--islands",
+        "2",
+        "--edges",
+        "2",
+    ]);
+    let ready = wait_line(&mut up_out, "READY", |l| l.starts_with("READY wactl-up")).await;
+    assert!(ready.contains("islands=2 edges=2"), "{ready}");
+    tokio::spawn(async move { while let Ok(Some(_)) = up_out.next_line().await {} });
+
+    // Users on different islands, as `wactl home` tells (of 40, all on one
+    // island of two: one chance in 2^39).
+    let users: Vec<String> = (0..40).map(|i| format!("user{i}")).collect();
+    let out = Command::new(WACTL)
+        .args(["home", "--dir", dir])
+        .args(&users)
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let island = |user: &str| {
+        text.lines()
+            .find(|l| l.starts_with(&format!("{user}: ")))
+            .and_then(|l| l.split(", ").nth(1))
+            .and_then(|i| i.split(' ').next())
+            .map(str::to_owned)
+            .unwrap_or_else(|| panic!("{user} missing in {text}"))
+    };
+    let from = users[0].as_str();
+    let to = users
+        .iter()
+        .find(|u| island(u) != island(from))
+        .expect("a user on the other island");
+    let to = to.as_str();
+
+    let (mut watch, mut watch_out) =
+        spawn(&["watch", "--dir", dir, "--edge", "2", "--user", to, "--read"]);
+    wait_line(&mut watch_out, "watch connected", |l| {
+        l.starts_with("watching as")
+    })
+    .await;
+    let out = tokio::time::timeout(
+        PATIENCE,
+        Command::new(WACTL)
+            .args([
+                "send",
+                "--dir",
+                dir,
+                "--edge",
+                "1",
+                "--from",
+                from,
+                "--to",
+                to,
+                "--wait",
+                "read",
+                "across islands",
+            ])
+            .output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "accepted\ndelivered\nread\n"
+    );
+    wait_line(&mut watch_out, "the message at watch", |l| {
+        l == format!("{from}: across islands")
+    })
+    .await;
+
+    sigterm(&watch);
+    exits_zero(&mut watch, "wactl watch").await;
+    sigterm(&up);
+    exits_zero(&mut up, "wactl up").await;
+}
