@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::cluster::{ClusterMap, Island};
 use crate::link::{
     KvGet, KvPut, KvReq, KvResult, KvSpace, LINK_ALPN, LinkAuth, LinkDown, LinkUp, MAX_LINK_FRAME,
-    Revoke, RevokeResult, kv_req, link_down, link_up,
+    Revoke, kv_req, link_down, link_up,
 };
 use crate::wire::FrameReader;
 
@@ -49,6 +49,13 @@ pub enum LinkClientError {
     Timeout { addr: SocketAddr, after: Duration },
     #[error("the home refused the request with code {code}")]
     Refused { code: u32 },
+}
+
+/// The answer of a home that answered with the wrong kind of frame.
+fn internal() -> LinkClientError {
+    LinkClientError::Refused {
+        code: crate::proto::Code::Internal as u32,
+    }
 }
 
 /// A key-value record as the home holds it.
@@ -319,22 +326,37 @@ impl LinkClient {
         envelope: crate::proto::Envelope,
         handoff: bool,
     ) -> Result<crate::link::AppendResult, LinkClientError> {
+        let answer = self
+            .routed(to, |req, epoch| {
+                link_up::Kind::Append(crate::link::Append {
+                    req,
+                    to: to.to_owned(),
+                    envelope: Some(envelope.clone()),
+                    epoch,
+                    handoff,
+                })
+            })
+            .await?;
+        match answer {
+            link_down::Kind::AppendResult(r) => Ok(r),
+            _ => Err(internal()),
+        }
+    }
+
+    /// Sends `make(req, epoch)` to the home of `key` and returns the answer
+    /// once it says 0. A home that says it is not the one (`WRONG_HOME`,
+    /// `STALE_EPOCH`), or one that cannot be reached while the map file
+    /// names another, makes it read the map and send again there.
+    async fn routed(
+        &self,
+        key: &str,
+        make: impl Fn(u64, u64) -> link_up::Kind,
+    ) -> Result<link_down::Kind, LinkClientError> {
         let mut attempt = 0;
         loop {
             let map = self.map();
-            let island = map.home(to).clone();
-            let answer = self
-                .request(&island, |req| {
-                    link_up::Kind::Append(crate::link::Append {
-                        req,
-                        to: to.to_owned(),
-                        envelope: Some(envelope.clone()),
-                        epoch: map.epoch,
-                        handoff,
-                    })
-                })
-                .await;
-            let answer = match answer {
+            let island = map.home(key).clone();
+            let answer = match self.request(&island, |req| make(req, map.epoch)).await {
                 Ok(a) => a,
                 Err(e) => {
                     if matches!(e, LinkClientError::Connect { .. })
@@ -347,19 +369,20 @@ impl LinkClient {
                     return Err(e);
                 }
             };
-            return match answer {
-                link_down::Kind::AppendResult(r) if r.code == 0 => Ok(r),
-                link_down::Kind::AppendResult(r) => {
-                    if self.reload_after(r.code, attempt).await {
-                        attempt += 1;
-                        continue;
-                    }
-                    Err(LinkClientError::Refused { code: r.code })
-                }
-                _ => Err(LinkClientError::Refused {
-                    code: crate::proto::Code::Internal as u32,
-                }),
+            let code = match &answer {
+                link_down::Kind::AppendResult(r) => r.code,
+                link_down::Kind::KvResult(r) => r.code,
+                link_down::Kind::RevokeResult(r) => r.code,
+                _ => return Err(internal()),
             };
+            if code == 0 {
+                return Ok(answer);
+            }
+            if self.reload_after(code, attempt).await {
+                attempt += 1;
+                continue;
+            }
+            return Err(LinkClientError::Refused { code });
         }
     }
 
@@ -394,50 +417,21 @@ impl LinkClient {
         generation: u32,
         handoff: bool,
     ) -> Result<u32, LinkClientError> {
-        let mut attempt = 0;
-        loop {
-            let map = self.map();
-            let island = map.home(user).clone();
-            let answer = self
-                .request(&island, |req| {
-                    link_up::Kind::Revoke(Revoke {
-                        req,
-                        user: user.to_owned(),
-                        device,
-                        generation,
-                        epoch: map.epoch,
-                        handoff,
-                    })
+        let answer = self
+            .routed(user, |req, epoch| {
+                link_up::Kind::Revoke(Revoke {
+                    req,
+                    user: user.to_owned(),
+                    device,
+                    generation,
+                    epoch,
+                    handoff,
                 })
-                .await;
-            let answer = match answer {
-                Ok(a) => a,
-                Err(e) => {
-                    if matches!(e, LinkClientError::Connect { .. })
-                        && attempt < REROUTE_ATTEMPTS
-                        && self.map_moved()
-                    {
-                        attempt += 1;
-                        continue;
-                    }
-                    return Err(e);
-                }
-            };
-            return match answer {
-                link_down::Kind::RevokeResult(RevokeResult {
-                    code: 0, kicked, ..
-                }) => Ok(kicked),
-                link_down::Kind::RevokeResult(r) => {
-                    if self.reload_after(r.code, attempt).await {
-                        attempt += 1;
-                        continue;
-                    }
-                    Err(LinkClientError::Refused { code: r.code })
-                }
-                _ => Err(LinkClientError::Refused {
-                    code: crate::proto::Code::Internal as u32,
-                }),
-            };
+            })
+            .await?;
+        match answer {
+            link_down::Kind::RevokeResult(r) => Ok(r.kicked),
+            _ => Err(internal()),
         }
     }
 
@@ -448,48 +442,21 @@ impl LinkClient {
         op: kv_req::Op,
         handoff: bool,
     ) -> Result<KvResult, LinkClientError> {
-        let mut attempt = 0;
-        loop {
-            let map = self.map();
-            let island = map.home(key).clone();
-            let answer = self
-                .request(&island, |req| {
-                    link_up::Kind::Kv(KvReq {
-                        req,
-                        space: space as i32,
-                        key: key.to_owned(),
-                        op: Some(op.clone()),
-                        epoch: map.epoch,
-                        handoff,
-                    })
+        let answer = self
+            .routed(key, |req, epoch| {
+                link_up::Kind::Kv(KvReq {
+                    req,
+                    space: space as i32,
+                    key: key.to_owned(),
+                    op: Some(op.clone()),
+                    epoch,
+                    handoff,
                 })
-                .await;
-            let answer = match answer {
-                Ok(a) => a,
-                Err(e) => {
-                    if matches!(e, LinkClientError::Connect { .. })
-                        && attempt < REROUTE_ATTEMPTS
-                        && self.map_moved()
-                    {
-                        attempt += 1;
-                        continue;
-                    }
-                    return Err(e);
-                }
-            };
-            return match answer {
-                link_down::Kind::KvResult(r) if r.code == 0 => Ok(r),
-                link_down::Kind::KvResult(r) => {
-                    if self.reload_after(r.code, attempt).await {
-                        attempt += 1;
-                        continue;
-                    }
-                    Err(LinkClientError::Refused { code: r.code })
-                }
-                _ => Err(LinkClientError::Refused {
-                    code: crate::proto::Code::Internal as u32,
-                }),
-            };
+            })
+            .await?;
+        match answer {
+            link_down::Kind::KvResult(r) => Ok(r),
+            _ => Err(internal()),
         }
     }
 
