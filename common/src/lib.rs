@@ -22,6 +22,8 @@ pub mod client;
 pub mod https_server;
 #[cfg(feature = "net")]
 pub mod link_client;
+#[cfg(feature = "net")]
+pub mod link_dial;
 #[cfg(feature = "service")]
 pub mod service;
 #[cfg(feature = "net")]

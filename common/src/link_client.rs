@@ -17,17 +17,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use rustls_pki_types::{CertificateDer, ServerName};
-use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::cluster::{ClusterMap, Island};
 use crate::link::{
-    KvGet, KvPut, KvReq, KvResult, KvSpace, LINK_ALPN, LinkAuth, LinkDown, LinkUp, MAX_LINK_FRAME,
-    Revoke, kv_req, link_down, link_up,
+    KvGet, KvPut, KvReq, KvResult, KvSpace, LINK_ALPN, LinkDown, LinkUp, Revoke, kv_req, link_down,
+    link_up,
 };
-use crate::wire::FrameReader;
 
 /// Requests queued towards one store before callers are refused.
 const QUEUE: usize = 1024;
@@ -99,9 +97,7 @@ pub struct LinkClient {
     /// Where to read the map again when a home refuses a request with
     /// `WRONG_HOME` or `STALE_EPOCH` (the map moved a fragment).
     map_file: Option<std::path::PathBuf>,
-    connector: tokio_rustls::TlsConnector,
-    secret: Bytes,
-    name: String,
+    dialer: crate::link_dial::Dialer,
     timeout: Duration,
     conns: tokio::sync::Mutex<HashMap<SocketAddr, Arc<Conn>>>,
 }
@@ -120,9 +116,11 @@ impl LinkClient {
         Ok(LinkClient {
             map: std::sync::RwLock::new(Arc::new(map)),
             map_file: None,
-            connector: tokio_rustls::TlsConnector::from(Arc::new(tls)),
-            secret,
-            name,
+            dialer: crate::link_dial::Dialer {
+                connector: tokio_rustls::TlsConnector::from(Arc::new(tls)),
+                secret,
+                name,
+            },
             timeout,
             conns: tokio::sync::Mutex::new(HashMap::new()),
         })
@@ -533,36 +531,15 @@ impl LinkClient {
         let fail = |reason: String| LinkClientError::Connect { addr, reason };
         let name = ServerName::try_from(island.server_name.clone())
             .map_err(|_| fail(format!("bad server name {:?}", island.server_name)))?;
-        let tcp = tokio::net::TcpStream::connect(addr)
+        let crate::link_dial::Dialed {
+            mut reader,
+            writer: w,
+            ..
+        } = self
+            .dialer
+            .dial(addr, name, self.map().epoch)
             .await
             .map_err(|e| fail(e.to_string()))?;
-        let _ = tcp.set_nodelay(true);
-        let tls = self
-            .connector
-            .connect(name, tcp)
-            .await
-            .map_err(|e| fail(format!("TLS: {e}")))?;
-        let (r, mut w) = tokio::io::split(tls);
-        let auth = LinkUp {
-            kind: Some(link_up::Kind::Auth(LinkAuth {
-                secret: self.secret.clone(),
-                edge: self.name.clone(),
-                epoch: self.map().epoch,
-            })),
-        };
-        let mut scratch = BytesMut::new();
-        crate::wire::write_frame(&mut w, &auth, &mut scratch)
-            .await
-            .map_err(|e| fail(e.to_string()))?;
-        w.flush().await.map_err(|e| fail(e.to_string()))?;
-        let mut reader = FrameReader::new(r, MAX_LINK_FRAME);
-        match reader.read::<LinkDown>().await {
-            Ok(Some(LinkDown {
-                kind: Some(link_down::Kind::AuthOk(_)),
-            })) => {}
-            Ok(_) => return Err(fail("refused (wrong cluster secret?)".into())),
-            Err(e) => return Err(fail(e.to_string())),
-        }
         let (tx, mut rx) = mpsc::channel::<LinkUp>(QUEUE);
         let waiters: Waiters = Arc::default();
         let dead = tokio_util::sync::CancellationToken::new();

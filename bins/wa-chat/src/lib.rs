@@ -158,9 +158,11 @@ impl Chat {
         } = self;
         let hub = Arc::new(Hub::new());
         let settings = Arc::new(LinkSettings {
-            connector: tokio_rustls::TlsConnector::from(Arc::new(link_tls)),
-            secret,
-            edge: config.name.clone(),
+            dialer: common::link_dial::Dialer {
+                connector: tokio_rustls::TlsConnector::from(Arc::new(link_tls)),
+                secret,
+                name: config.name.clone(),
+            },
             epoch: map.epoch.into(),
         });
         let link_stop = CancellationToken::new();

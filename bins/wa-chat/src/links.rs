@@ -17,19 +17,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use common::link::{
-    Append, Attach, Detach, LinkAuth, LinkDown, LinkUp, MAX_LINK_FRAME, link_down, link_up,
-};
+use bytes::BytesMut;
+use common::link::{Append, Attach, Detach, LinkDown, LinkUp, link_down, link_up};
+use common::link_dial::{DialError, Dialed, Dialer};
 use common::proto::{Code, Envelope};
-use common::wire::{FrameReader, ReadError};
+use common::wire::FrameReader;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
-use tokio_rustls::TlsConnector;
-use tokio_rustls::client::TlsStream;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -49,9 +45,8 @@ const FINAL_FLUSH: Duration = Duration::from_secs(2);
 
 /// What every link needs to connect and authenticate.
 pub struct LinkSettings {
-    pub connector: TlsConnector,
-    pub secret: Bytes,
-    pub edge: String,
+    /// TLS, cluster secret and this edge's name (`common::link_dial`).
+    pub dialer: Dialer,
     /// The epoch of the edge's current cluster map, sent in `Auth`.
     pub epoch: AtomicU64,
 }
@@ -69,18 +64,8 @@ pub struct LinkDownError;
 
 #[derive(Debug, thiserror::Error)]
 enum ConnectError {
-    #[error("connect: {0}")]
-    Tcp(std::io::Error),
-    #[error("TLS: {0}")]
-    Tls(std::io::Error),
-    #[error("sending Auth: {0}")]
-    Write(std::io::Error),
-    #[error("reading AuthOk: {0}")]
-    Read(#[from] ReadError),
-    #[error("the store closed the link before AuthOk (wrong cluster secret?)")]
-    Closed,
-    #[error("the store answered Auth with something other than AuthOk")]
-    Unexpected,
+    #[error(transparent)]
+    Dial(#[from] DialError),
     #[error("no AuthOk within {0:?}")]
     Timeout(Duration),
 }
@@ -134,7 +119,11 @@ impl Link {
                 () = stop.cancelled() => break,
             };
             match connected {
-                Ok((reader, writer, node)) => {
+                Ok(Dialed {
+                    reader,
+                    writer,
+                    node,
+                }) => {
                     backoff = BACKOFF_INITIAL;
                     failures = 0;
                     tracing::info!(%node, "link up");
@@ -162,47 +151,11 @@ impl Link {
         }
     }
 
-    async fn connect(
-        &self,
-        s: &LinkSettings,
-    ) -> Result<
-        (
-            FrameReader<tokio::io::ReadHalf<TlsStream<TcpStream>>>,
-            tokio::io::WriteHalf<TlsStream<TcpStream>>,
-            String,
-        ),
-        ConnectError,
-    > {
-        let tcp = TcpStream::connect(self.addr)
-            .await
-            .map_err(ConnectError::Tcp)?;
-        let _ = tcp.set_nodelay(true);
-        let tls = s
-            .connector
-            .connect(self.server_name.clone(), tcp)
-            .await
-            .map_err(ConnectError::Tls)?;
-        let (r, mut w) = tokio::io::split(tls);
-        let auth = LinkUp {
-            kind: Some(link_up::Kind::Auth(LinkAuth {
-                secret: s.secret.clone(),
-                edge: s.edge.clone(),
-                epoch: s.epoch.load(Ordering::Relaxed),
-            })),
-        };
-        let mut scratch = BytesMut::new();
-        common::wire::write_frame(&mut w, &auth, &mut scratch)
-            .await
-            .map_err(ConnectError::Write)?;
-        w.flush().await.map_err(ConnectError::Write)?;
-        let mut reader = FrameReader::new(r, MAX_LINK_FRAME);
-        match reader.read::<LinkDown>().await? {
-            Some(LinkDown {
-                kind: Some(link_down::Kind::AuthOk(ok)),
-            }) => Ok((reader, w, ok.node)),
-            Some(_) => Err(ConnectError::Unexpected),
-            None => Err(ConnectError::Closed),
-        }
+    async fn connect(&self, s: &LinkSettings) -> Result<Dialed, ConnectError> {
+        let epoch = s.epoch.load(Ordering::Relaxed);
+        Ok(s.dialer
+            .dial(self.addr, self.server_name.clone(), epoch)
+            .await?)
     }
 
     /// Publishes a fresh connection, runs it until it breaks or `stop`, then
