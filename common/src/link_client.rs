@@ -540,7 +540,7 @@ impl LinkClient {
             .dial(addr, name, self.map().epoch)
             .await
             .map_err(|e| fail(e.to_string()))?;
-        let (tx, mut rx) = mpsc::channel::<LinkUp>(QUEUE);
+        let (tx, rx) = mpsc::channel::<LinkUp>(QUEUE);
         let waiters: Waiters = Arc::default();
         let dead = tokio_util::sync::CancellationToken::new();
         let conn = Arc::new(Conn {
@@ -551,26 +551,9 @@ impl LinkClient {
         });
         let wdead = dead.clone();
         tokio::spawn(async move {
-            let mut w = crate::wire::BatchWriter::new(w);
-            loop {
-                let m = tokio::select! {
-                    m = rx.recv() => m,
-                    () = wdead.cancelled() => None,
-                };
-                let Some(m) = m else { break };
-                w.push(&m);
-                crate::wire::let_others_queue().await;
-                while !w.is_full()
-                    && let Ok(more) = rx.try_recv()
-                {
-                    w.push(&more);
-                }
-                if w.send().await.is_err() {
-                    break;
-                }
-            }
+            let never = tokio_util::sync::CancellationToken::new();
+            crate::wire::write_link(w, rx, None, wdead.clone(), never).await;
             wdead.cancel();
-            let _ = w.shutdown().await;
         });
         tokio::spawn(async move {
             loop {

@@ -139,10 +139,109 @@ pub async fn write_frame<W: AsyncWrite + Unpin, M: Message>(
     w.write_all(scratch).await
 }
 
+/// The one writer of an internal link (edges, homes, `link_client`): drains
+/// `control` before `bulk` (pushes; `None` when a side has none) onto `w`,
+/// each write carrying whatever is queued (up to a [`BatchWriter`]'s worth),
+/// until every sender is gone or `dead` is cancelled (a failed write cancels
+/// it too). When `finish` is cancelled it writes what is already queued and
+/// closes: an edge that stops still delivers its sessions' last frames.
+pub async fn write_link<W: AsyncWrite + Unpin, M: Message>(
+    w: W,
+    mut control: tokio::sync::mpsc::Receiver<M>,
+    mut bulk: Option<tokio::sync::mpsc::Receiver<M>>,
+    dead: tokio_util::sync::CancellationToken,
+    finish: tokio_util::sync::CancellationToken,
+) {
+    let mut w = BatchWriter::new(w);
+    let mut control_open = true;
+    loop {
+        let bulk_open = bulk.is_some();
+        if !control_open && !bulk_open {
+            break;
+        }
+        let first = tokio::select! {
+            biased;
+            () = dead.cancelled() => return,
+            () = finish.cancelled() => break,
+            m = control.recv(), if control_open => match m {
+                Some(m) => m,
+                None => {
+                    control_open = false;
+                    continue;
+                }
+            },
+            m = async { bulk.as_mut().expect("open").recv().await }, if bulk_open => match m {
+                Some(m) => m,
+                None => {
+                    bulk = None;
+                    continue;
+                }
+            },
+        };
+        w.push(&first);
+        let_others_queue().await;
+        // Whatever else is queued goes in the same write, control first.
+        while !w.is_full()
+            && let Ok(more) = control.try_recv()
+        {
+            w.push(&more);
+        }
+        while !w.is_full()
+            && let Some(Ok(more)) = bulk.as_mut().map(|b| b.try_recv())
+        {
+            w.push(&more);
+        }
+        if w.send().await.is_err() {
+            dead.cancel();
+            return;
+        }
+    }
+    // Stopping (or every sender gone): what is still queued goes too.
+    while let Ok(m) = control.try_recv() {
+        w.push(&m);
+        if w.is_full() && w.send().await.is_err() {
+            return;
+        }
+    }
+    let _ = w.send().await;
+    let _ = w.shutdown().await;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::proto::{ClientFrame, Ping, client_frame::Kind};
+
+    fn ping(n: u64) -> ClientFrame {
+        ClientFrame {
+            kind: Some(Kind::Ping(Ping { nonce: n })),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_link_writes_what_is_queued_control_before_bulk() {
+        let (a, b) = tokio::io::duplex(1 << 20);
+        let (ctx, crx) = tokio::sync::mpsc::channel(16);
+        let (btx, brx) = tokio::sync::mpsc::channel(16);
+        for n in 0..3 {
+            btx.try_send(ping(100 + n)).unwrap();
+        }
+        for n in 0..3 {
+            ctx.try_send(ping(n)).unwrap();
+        }
+        drop((ctx, btx));
+        let never = tokio_util::sync::CancellationToken::new();
+        write_link(a, crx, Some(brx), never.clone(), never).await;
+        let mut r = FrameReader::new(b, 1024);
+        let mut got = Vec::new();
+        while let Some(f) = r.read::<ClientFrame>().await.unwrap() {
+            let Some(Kind::Ping(p)) = f.kind else {
+                panic!("not a ping")
+            };
+            got.push(p.nonce);
+        }
+        assert_eq!(got, [0, 1, 2, 100, 101, 102]);
+    }
 
     #[tokio::test]
     async fn frames_across_tiny_reads() {

@@ -17,13 +17,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::BytesMut;
 use common::link::{Append, Attach, Detach, LinkDown, LinkUp, link_down, link_up};
 use common::link_dial::{DialError, Dialed, Dialer};
 use common::proto::{Code, Envelope};
 use common::wire::FrameReader;
 use rustls::pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -173,8 +172,10 @@ impl Link {
         let (tx, rx) = mpsc::channel(LINK_QUEUE);
         let conn = Arc::new(LinkConn::new(tx));
         let dead = CancellationToken::new();
-        let writer =
-            tokio::spawn(write_loop(writer, rx, dead.clone(), stop.clone()).in_current_span());
+        let writer = tokio::spawn(
+            common::wire::write_link(writer, rx, None, dead.clone(), stop.clone())
+                .in_current_span(),
+        );
         self.state.send_replace(Some(Arc::clone(&conn)));
         read_loop(reader, &conn, hub, &dead, stop).await;
         self.state.send_replace(None);
@@ -439,44 +440,4 @@ async fn read_loop<R: AsyncRead + Unpin>(
             }
         }
     }
-}
-
-/// Drains the link's queue onto the socket, coalescing whatever is queued into
-/// one write and flush. On `stop` it writes what is already queued and closes.
-async fn write_loop<W: AsyncWrite + Unpin>(
-    mut w: W,
-    mut rx: mpsc::Receiver<LinkUp>,
-    dead: CancellationToken,
-    stop: CancellationToken,
-) {
-    let mut buf = BytesMut::with_capacity(16 * 1024);
-    loop {
-        let first = tokio::select! {
-            m = rx.recv() => m,
-            () = dead.cancelled() => return,
-            () = stop.cancelled() => None,
-        };
-        let Some(first) = first else { break };
-        buf.clear();
-        common::proto::frame::encode(&first, &mut buf);
-        common::wire::let_others_queue().await;
-        while buf.len() < 256 * 1024 {
-            match rx.try_recv() {
-                Ok(m) => common::proto::frame::encode(&m, &mut buf),
-                Err(_) => break,
-            }
-        }
-        if w.write_all(&buf).await.is_err() || w.flush().await.is_err() {
-            dead.cancel();
-            return;
-        }
-    }
-    // Stopping: what the sessions queued last (Detach, Watch off) still goes.
-    buf.clear();
-    while let Ok(m) = rx.try_recv() {
-        common::proto::frame::encode(&m, &mut buf);
-    }
-    let _ = w.write_all(&buf).await;
-    let _ = w.flush().await;
-    let _ = w.shutdown().await;
 }

@@ -10,11 +10,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::link::{LinkAuthOk, LinkDown, LinkUp, MAX_LINK_FRAME, link_down, link_up};
+use common::link::{LinkAuthOk, LinkUp, MAX_LINK_FRAME, link_down, link_up};
 use common::proto::Code;
-use common::wire::{BatchWriter, FrameReader};
+use common::wire::FrameReader;
 use subtle::ConstantTimeEq;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::AsyncRead;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
@@ -143,7 +143,17 @@ async fn link(
     let (control, control_rx) = mpsc::channel(LINK_QUEUE);
     let (bulk, bulk_rx) = mpsc::channel(LINK_QUEUE);
     let link = LinkTx::with_bulk(id, control, bulk, dead.clone());
-    writers.spawn(writer(w, control_rx, bulk_rx, dead.clone()).instrument(span.clone()));
+    // (Answers and kicks before pushes: `home::LinkTx`.)
+    writers.spawn(
+        common::wire::write_link(
+            w,
+            control_rx,
+            Some(bulk_rx),
+            dead.clone(),
+            CancellationToken::new(),
+        )
+        .instrument(span.clone()),
+    );
     let refill = tokio::spawn(refill(link.clone(), ctx.home.clone(), dead.clone()));
     link.send(link_down::Kind::AuthOk(LinkAuthOk {
         node: ctx.node.clone(),
@@ -398,49 +408,4 @@ async fn refill(link: LinkTx, home: Home, dead: CancellationToken) {
             return;
         }
     }
-}
-
-/// Drains the link's queues onto the socket, control frames before pushes,
-/// until every sender is gone (all answers delivered) or the link is
-/// declared dead.
-async fn writer<W: AsyncWrite + Unpin>(
-    w: W,
-    mut control: mpsc::Receiver<LinkDown>,
-    mut bulk: mpsc::Receiver<LinkDown>,
-    dead: CancellationToken,
-) {
-    let mut w = BatchWriter::new(w);
-    let (mut control_open, mut bulk_open) = (true, true);
-    while control_open || bulk_open {
-        let msg = tokio::select! {
-            biased;
-            () = dead.cancelled() => break,
-            m = control.recv(), if control_open => match m {
-                Some(m) => m,
-                None => { control_open = false; continue; }
-            },
-            m = bulk.recv(), if bulk_open => match m {
-                Some(m) => m,
-                None => { bulk_open = false; continue; }
-            },
-        };
-        w.push(&msg);
-        common::wire::let_others_queue().await;
-        // Whatever else is queued goes in the same write, answers first.
-        while !w.is_full()
-            && let Ok(more) = control.try_recv()
-        {
-            w.push(&more);
-        }
-        while !w.is_full()
-            && let Ok(more) = bulk.try_recv()
-        {
-            w.push(&more);
-        }
-        if w.send().await.is_err() {
-            dead.cancel();
-            return;
-        }
-    }
-    let _ = w.shutdown().await;
 }
