@@ -36,8 +36,10 @@ pub(crate) async fn run(args: &SendArgs) -> anyhow::Result<ExitCode> {
             };
             match event {
                 Event::Accepted { id: got, .. } if got == id => {
-                    accepted = true;
-                    println!("accepted");
+                    if !accepted {
+                        accepted = true;
+                        println!("accepted");
+                    }
                 }
                 Event::Rejected {
                     id: got,
@@ -52,6 +54,12 @@ pub(crate) async fn run(args: &SendArgs) -> anyhow::Result<ExitCode> {
                     kind,
                     ids,
                 } if from == args.to && ids.contains(&id) => {
+                    // A receipt implies Accepted, which travels another path
+                    // and may come later (PROTOCOL §8).
+                    if !accepted {
+                        accepted = true;
+                        println!("accepted");
+                    }
                     if kind == ReceiptKind::Read && !delivered {
                         // Read implies delivered; the delivered receipt may still be on its way.
                         delivered = true;
