@@ -35,11 +35,10 @@ pub(crate) async fn run(args: &SendArgs) -> anyhow::Result<ExitCode> {
                 );
             };
             match event {
-                Event::Accepted { id: got, .. } if got == id => {
-                    if !accepted {
-                        accepted = true;
-                        println!("accepted");
-                    }
+                // (Once only: a receipt may have implied it already.)
+                Event::Accepted { id: got, .. } if got == id && !accepted => {
+                    accepted = true;
+                    println!("accepted");
                 }
                 Event::Rejected {
                     id: got,
