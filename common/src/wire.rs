@@ -197,7 +197,11 @@ pub async fn write_link<W: AsyncWrite + Unpin, M: Message>(
         }
     }
     // Stopping (or every sender gone): what is still queued goes too.
-    while let Ok(m) = control.try_recv() {
+    while let Some(m) = control
+        .try_recv()
+        .ok()
+        .or_else(|| bulk.as_mut().and_then(|b| b.try_recv().ok()))
+    {
         w.push(&m);
         if w.is_full() && w.send().await.is_err() {
             return;

@@ -169,12 +169,19 @@ impl Link {
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin + Send + 'static,
     {
-        let (tx, rx) = mpsc::channel(LINK_QUEUE);
-        let conn = Arc::new(LinkConn::new(tx));
+        let (control, control_rx) = mpsc::channel(LINK_QUEUE);
+        let (bulk, bulk_rx) = mpsc::channel(LINK_QUEUE);
+        let conn = Arc::new(LinkConn::new(control, bulk));
         let dead = CancellationToken::new();
         let writer = tokio::spawn(
-            common::wire::write_link(writer, rx, None, dead.clone(), stop.clone())
-                .in_current_span(),
+            common::wire::write_link(
+                writer,
+                control_rx,
+                Some(bulk_rx),
+                dead.clone(),
+                stop.clone(),
+            )
+            .in_current_span(),
         );
         self.state.send_replace(Some(Arc::clone(&conn)));
         read_loop(reader, &conn, hub, &dead, stop).await;
@@ -199,7 +206,11 @@ impl Link {
 
 /// One authenticated connection to a store.
 pub struct LinkConn {
-    tx: mpsc::Sender<LinkUp>,
+    /// Attaches, detaches, acks, typing, presence: never behind appends, so
+    /// that acks free the home's windows even while a session sends a lot.
+    control: mpsc::Sender<LinkUp>,
+    /// Appends.
+    bulk: mpsc::Sender<LinkUp>,
     next_req: AtomicU64,
     inner: Mutex<ConnState>,
 }
@@ -220,9 +231,10 @@ struct Waiter {
 }
 
 impl LinkConn {
-    fn new(tx: mpsc::Sender<LinkUp>) -> LinkConn {
+    fn new(control: mpsc::Sender<LinkUp>, bulk: mpsc::Sender<LinkUp>) -> LinkConn {
         LinkConn {
-            tx,
+            control,
+            bulk,
             next_req: AtomicU64::new(1),
             inner: Mutex::new(ConnState::default()),
         }
@@ -235,8 +247,11 @@ impl LinkConn {
     }
 
     fn queue(&self, kind: link_up::Kind) -> Result<(), LinkDownError> {
-        self.tx
-            .try_send(LinkUp { kind: Some(kind) })
+        let tx = match kind {
+            link_up::Kind::Append(_) => &self.bulk,
+            _ => &self.control,
+        };
+        tx.try_send(LinkUp { kind: Some(kind) })
             .map_err(|_| LinkDownError)
     }
 
