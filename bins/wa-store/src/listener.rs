@@ -305,13 +305,10 @@ async fn read_loop<R: AsyncRead + Unpin>(
 /// `Append` that was checked.
 fn routed_here(ownership: &Ownership, kind: &link_up::Kind) -> Result<(), Code> {
     match kind {
-        link_up::Kind::Append(a) if a.handoff => ownership.check_handoff(&a.to, a.epoch),
-        link_up::Kind::Append(a) => ownership.check(&a.to, a.epoch),
-        link_up::Kind::Attach(a) => ownership.check(&a.user, a.epoch),
-        link_up::Kind::Kv(k) if k.handoff => ownership.check_handoff(&k.key, k.epoch),
-        link_up::Kind::Kv(k) => ownership.check(&k.key, k.epoch),
-        link_up::Kind::Revoke(r) if r.handoff => ownership.check_handoff(&r.user, r.epoch),
-        link_up::Kind::Revoke(r) => ownership.check(&r.user, r.epoch),
+        link_up::Kind::Append(a) => ownership.check(&a.to, a.epoch, a.handoff),
+        link_up::Kind::Attach(a) => ownership.check(&a.user, a.epoch, false),
+        link_up::Kind::Kv(k) => ownership.check(&k.key, k.epoch, k.handoff),
+        link_up::Kind::Revoke(r) => ownership.check(&r.user, r.epoch, r.handoff),
         link_up::Kind::Detach(d) => owned(ownership, &d.user),
         link_up::Kind::Ack(a) => owned(ownership, &a.user),
         link_up::Kind::Typing(t) => owned(ownership, &t.to),

@@ -63,6 +63,9 @@ pub struct Owned {
     pub map: ClusterMap,
     /// This node's island in `map.islands`.
     pub island: usize,
+    /// Fragments of this island whose items the previous owner is still
+    /// handing over: refused to everything but that hand-over (sorted).
+    arriving: Vec<u32>,
 }
 
 impl Owned {
@@ -73,6 +76,14 @@ impl Owned {
     /// This node is the home of `user` (or of the key-value key `user`).
     pub fn owns(&self, user: &str) -> bool {
         self.map.home_index(user) == self.island
+    }
+
+    /// This node serves `user` now: owns it, and (unless this is the
+    /// hand-over itself) its fragment is not still arriving.
+    fn serves(&self, user: &str, handoff: bool) -> bool {
+        let f = self.map.fragment(user);
+        self.map.islands[self.island].owns(f)
+            && (handoff || self.arriving.binary_search(&f).is_err())
     }
 
     /// This island's fragments, first and last.
@@ -93,12 +104,10 @@ pub struct Ownership {
     pub changed: tokio::sync::Notify,
 }
 
-/// Fragments changing hands (docs/OPERATIONS.md, "Moving fragments").
+/// Fragments changing hands (docs/OPERATIONS.md, "Moving fragments"), apart
+/// from the ones arriving under the current map (in [`Owned`]).
 #[derive(Default)]
 struct Moves {
-    /// Fragments this node owns under the current map whose items are still
-    /// being handed over by their previous owner: refused until it is done.
-    arriving: Vec<u32>,
     /// Hand-overs finished under an epoch this node has not read yet.
     early: Vec<(u64, u32, u32)>,
     /// Reloads whose consequences (sessions to close, items to hand over)
@@ -121,7 +130,11 @@ impl Ownership {
         Ok(Ownership {
             path,
             island,
-            current: RwLock::new(Arc::new(Owned { map, island: index })),
+            current: RwLock::new(Arc::new(Owned {
+                map,
+                island: index,
+                arriving: Vec::new(),
+            })),
             last_try: Mutex::new(None),
             moves: Mutex::default(),
             changed: tokio::sync::Notify::new(),
@@ -132,8 +145,10 @@ impl Ownership {
         Arc::clone(&self.current.read().unwrap_or_else(|p| p.into_inner()))
     }
 
-    /// Whether a request for `user` routed by `epoch` may be served here.
-    pub fn check(&self, user: &str, epoch: u64) -> Result<(), Code> {
+    /// Whether a request for `user` routed by `epoch` may be served here;
+    /// `handoff`: it is an item or record handed over by the fragment's
+    /// previous owner, taken while the fragment is arriving.
+    pub fn check(&self, user: &str, epoch: u64, handoff: bool) -> Result<(), Code> {
         let mut cur = self.current();
         if epoch > cur.epoch() && self.may_try() {
             match self.reload() {
@@ -145,26 +160,7 @@ impl Ownership {
         if epoch != cur.epoch() {
             return Err(Code::StaleEpoch);
         }
-        if !cur.owns(user) || self.arriving(cur.map.fragment(user)) {
-            return Err(Code::WrongHome);
-        }
-        Ok(())
-    }
-
-    /// [`Ownership::check`] for an item handed over by the fragment's
-    /// previous owner: taken while the fragment is arriving.
-    pub fn check_handoff(&self, user: &str, epoch: u64) -> Result<(), Code> {
-        let mut cur = self.current();
-        if epoch > cur.epoch()
-            && self.may_try()
-            && let Ok(Some(new)) = self.reload()
-        {
-            cur = new;
-        }
-        if epoch != cur.epoch() {
-            return Err(Code::StaleEpoch);
-        }
-        if !cur.owns(user) {
+        if !cur.serves(user, handoff) {
             return Err(Code::WrongHome);
         }
         Ok(())
@@ -174,20 +170,25 @@ impl Ownership {
         self.moves.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn arriving(&self, fragment: u32) -> bool {
-        let m = self.moves();
-        !m.arriving.is_empty() && m.arriving.contains(&fragment)
-    }
-
     /// The previous owner handed fragments `[first, last]` over, under the
     /// map of `epoch`: serve them (now, or once this node reads that map).
     pub fn handoff_done(&self, first: u32, last: u32, epoch: u64) {
-        let current = self.current().epoch();
-        let mut m = self.moves();
-        if epoch == current {
-            m.arriving.retain(|f| !(first..=last).contains(f));
-        } else if epoch > current {
-            m.early.push((epoch, first, last));
+        // (Lock order: `current`, then `moves`, as in `reload`.)
+        let mut cur = self.current.write().unwrap_or_else(|p| p.into_inner());
+        if epoch == cur.epoch() {
+            let arriving = cur
+                .arriving
+                .iter()
+                .copied()
+                .filter(|f| !(first..=last).contains(f))
+                .collect();
+            *cur = Arc::new(Owned {
+                map: cur.map.clone(),
+                island: cur.island,
+                arriving,
+            });
+        } else if epoch > cur.epoch() {
+            self.moves().early.push((epoch, first, last));
         }
         tracing::info!(first, last, epoch, "fragments handed over to this node");
     }
@@ -222,20 +223,25 @@ impl Ownership {
         if map.epoch == cur.epoch() {
             return Err(OwnershipError::SameEpoch { epoch: map.epoch });
         }
-        let new = Arc::new(Owned { map, island });
         let [a, b] = cur.fragments();
-        let [c, d] = new.fragments();
+        let [c, d] = map.islands[island].fragments;
+        let epoch = map.epoch;
         let mut m = self.moves();
         let early = std::mem::take(&mut m.early);
-        m.arriving = (c..=d)
+        let arriving = (c..=d)
             .filter(|f| !(a..=b).contains(f))
             .filter(|f| {
                 !early
                     .iter()
-                    .any(|&(e, x, y)| e == new.epoch() && (x..=y).contains(f))
+                    .any(|&(e, x, y)| e == epoch && (x..=y).contains(f))
             })
             .collect();
-        m.early = early.into_iter().filter(|e| e.0 > new.epoch()).collect();
+        m.early = early.into_iter().filter(|e| e.0 > epoch).collect();
+        let new = Arc::new(Owned {
+            map,
+            island,
+            arriving,
+        });
         let lost = [[a, b.min(c.saturating_sub(1))], [a.max(d + 1), b]]
             .into_iter()
             .filter(|[x, y]| x <= y && (*y < c || *x > d))
@@ -243,7 +249,7 @@ impl Ownership {
         tracing::info!(
             epoch = new.epoch(),
             fragments = ?new.fragments(),
-            arriving = m.arriving.len(),
+            arriving = new.arriving.len(),
             "cluster map reloaded"
         );
         m.changes.push(Reloaded {
@@ -298,20 +304,20 @@ mod tests {
             .map(|i| format!("u{i}"))
             .find(|u| !cur.owns(u))
             .unwrap();
-        assert_eq!(o.check(&mine, 3), Ok(()));
-        assert_eq!(o.check(&theirs, 3), Err(Code::WrongHome));
-        assert_eq!(o.check(&mine, 2), Err(Code::StaleEpoch));
-        assert_eq!(o.check(&mine, 0), Err(Code::StaleEpoch));
+        assert_eq!(o.check(&mine, 3, false), Ok(()));
+        assert_eq!(o.check(&theirs, 3, false), Err(Code::WrongHome));
+        assert_eq!(o.check(&mine, 2, false), Err(Code::StaleEpoch));
+        assert_eq!(o.check(&mine, 0, false), Err(Code::StaleEpoch));
         // A newer epoch than the file holds: still refused.
-        assert_eq!(o.check(&mine, 4), Err(Code::StaleEpoch));
+        assert_eq!(o.check(&mine, 4, false), Err(Code::StaleEpoch));
 
         // Island a gives every fragment to b under epoch 4; a request that
         // names epoch 4 makes the node read the map.
         std::fs::write(&path, map(4, 1)).unwrap();
         std::thread::sleep(RELOAD_EVERY);
-        assert_eq!(o.check(&mine, 4).is_ok(), o.current().owns(&mine));
+        assert_eq!(o.check(&mine, 4, false).is_ok(), o.current().owns(&mine));
         assert_eq!(o.current().epoch(), 4);
-        assert_eq!(o.check(&mine, 3), Err(Code::StaleEpoch));
+        assert_eq!(o.check(&mine, 3, false), Err(Code::StaleEpoch));
 
         // Going back, or changing the map without raising the epoch, is refused.
         std::fs::write(&path, map(2, 8)).unwrap();
@@ -321,5 +327,43 @@ mod tests {
         std::fs::write(&path, map(4, 1)).unwrap();
         assert!(o.reload().unwrap().is_none());
         assert_eq!(o.current().epoch(), 4);
+        assert_eq!(o.changes().len(), 1, "the move to epoch 4");
+    }
+
+    #[test]
+    fn gained_fragments_are_refused_until_handed_over_even_when_told_early() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("map.toml");
+        std::fs::write(&path, map(1, 4)).unwrap();
+        let o = Ownership::load(path.clone(), "a".into()).unwrap();
+        // Island a gains fragments 4..=7 under epoch 2, and 8..=9 under 3.
+        let of = |f: u32| {
+            (0..)
+                .map(|i| format!("u{i}"))
+                .find(|u| o.current().map.fragment(u) == f)
+                .unwrap()
+        };
+        let (u5, u9) = (of(5), of(9));
+        std::fs::write(&path, map(2, 8)).unwrap();
+        o.reload().unwrap().unwrap();
+        assert_eq!(
+            o.check(&u5, 2, false),
+            Err(Code::WrongHome),
+            "still arriving"
+        );
+        assert_eq!(o.check(&u5, 2, true), Ok(()), "the hand-over itself");
+        o.handoff_done(4, 7, 2);
+        assert_eq!(o.check(&u5, 2, false), Ok(()));
+        // Told before this node read the map of epoch 3.
+        o.handoff_done(8, 9, 3);
+        std::fs::write(&path, map(3, 10)).unwrap();
+        o.reload().unwrap().unwrap();
+        assert_eq!(o.check(&u9, 3, false), Ok(()));
+        let lost: Vec<_> = o.changes().into_iter().map(|c| c.lost).collect();
+        assert!(
+            lost.iter().all(Vec::is_empty),
+            "nothing lost, only gained: {lost:?}"
+        );
+        assert_eq!(lost.len(), 2);
     }
 }

@@ -3,13 +3,10 @@
 
 mod support;
 
-use std::process::Stdio;
-
 use common::cluster::ClusterMap;
 use common::link::{Append, Attach, KvGet, KvReq, KvSpace, kv_req, link_down, link_up};
 use common::proto::Code;
 use support::{Link, PATIENCE, SECRET, envelope};
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// A two-island map under `epoch`: island-1 owns fragments [0, split-1].
 fn map(epoch: u64, split: u32) -> ClusterMap {
@@ -66,20 +63,7 @@ async fn a_store_refuses_users_it_does_not_own_and_other_epochs_until_the_map_mo
     let text = support::config_toml(d, "127.0.0.1:0", "sled")
         .replace("[cluster]\n", "[cluster]\nisland = \"island-1\"\n");
     std::fs::write(&cfg, text).unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_wa-store"))
-        .arg("--config")
-        .arg(&cfg)
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let ready = tokio::time::timeout(PATIENCE, lines.next_line())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    let addr: std::net::SocketAddr = ready.rsplit_once("link=").unwrap().1.parse().unwrap();
+    let (mut child, addr) = support::spawn_store(&cfg).await;
 
     let mut link = Link::open(addr, d, &SECRET).await;
     assert!(matches!(

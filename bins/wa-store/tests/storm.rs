@@ -7,11 +7,9 @@
 mod support;
 
 use std::collections::HashSet;
-use std::process::Stdio;
 
 use bytes::Bytes;
 use common::link::{Append, Attach, LinkAck, link_down, link_up};
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 use support::{Link, PATIENCE, SECRET, config_toml, envelope, write_files};
 
@@ -51,22 +49,8 @@ async fn two_thousand_sessions_attach_at_once_to_full_mailboxes_and_nothing_is_c
     write_files(d);
     let cfg = d.join("store.toml");
     std::fs::write(&cfg, config_toml(d, "127.0.0.1:0", "sled")).unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_wa-store"))
-        .arg("--config")
-        .arg(&cfg)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let (mut child, addr) = support::spawn_store(&cfg).await;
     let pid = child.id().unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let ready = tokio::time::timeout(PATIENCE, lines.next_line())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    let addr: std::net::SocketAddr = ready.rsplit_once("link=").unwrap().1.parse().unwrap();
 
     // Fill: QUEUED messages for each of SESSIONS recipients, pipelined on one
     // link, every one accepted.

@@ -171,3 +171,30 @@ impl Link {
         (self.r, self.w)
     }
 }
+
+/// Starts the real `wa-store` on the config file `cfg` (logs at `warn`) and
+/// waits for its `READY` line: the process and its link address.
+pub async fn spawn_store(cfg: &Path) -> (tokio::process::Child, SocketAddr) {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_wa-store"))
+        .arg("--config")
+        .arg(cfg)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr = tokio::time::timeout(PATIENCE, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(addr) = line.strip_prefix("READY wa-store link=") {
+                return addr.parse().unwrap();
+            }
+        }
+        panic!("wa-store exited before READY");
+    })
+    .await
+    .expect("READY within patience");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, addr)
+}
