@@ -1,0 +1,131 @@
+//! A session's client requests on their way to a home (`Send`,
+//! `SendMedia`, `MarkRead` as appends): in flight, refused for the wrong
+//! home or epoch and sent again at the home the map now names, in order,
+//! or failed back to the client.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::proto::{Code, Envelope};
+use tokio::time::Instant;
+
+use super::{Session, Step, UNAVAILABLE_RETRY_MS};
+
+/// A request a home refused for the wrong home or epoch is sent again after
+/// this (the map is read again meanwhile)...
+const REROUTE_PAUSE: Duration = Duration::from_millis(100);
+/// ...until this long after the first refusal; then the client gets
+/// `UNAVAILABLE` and resends later.
+const REROUTE_LIMIT: Duration = Duration::from_secs(10);
+
+/// A client `Send`, `SendMedia` or `MarkRead` in flight (answered with
+/// `Accepted` or `Error`), kept so that it can be sent again at another home.
+pub(super) struct Pending {
+    pub(super) to: String,
+    pub(super) envelope: Envelope,
+    pub(super) id: Bytes,
+}
+
+impl Session {
+    /// Appends `p.envelope` at the home of `p.to` under a new tag; gives
+    /// `p` back if its home cannot be reached now.
+    #[allow(clippy::result_large_err)] // (moved back and forth, never boxed)
+    pub(super) fn append(&mut self, p: Pending) -> Result<(), Pending> {
+        let (link, epoch) = self.ctx.router.route(&p.to);
+        let Some(conn) = link.current() else {
+            return Err(p);
+        };
+        let tag = self.next_tag;
+        self.next_tag += 1;
+        if conn
+            .append(&p.to, p.envelope.clone(), epoch, &self.handle, tag)
+            .is_err()
+        {
+            return Err(p);
+        }
+        self.requests.insert(tag, p);
+        Ok(())
+    }
+
+    /// A home refused `p` for the wrong home or epoch: the map is read again
+    /// and `p` goes again shortly, in order with the others refused.
+    pub(super) fn refused_elsewhere(&mut self, p: Pending) {
+        self.ctx.router.reload_soon();
+        let now = Instant::now();
+        let first = self.reroute.map_or(now, |r| r.0);
+        self.reroute = Some((first, now + REROUTE_PAUSE));
+        self.rerouting.push_back(p);
+    }
+
+    /// Sends the refused appends again, in order, at their homes as the map
+    /// now says; past [`REROUTE_LIMIT`] they fail instead.
+    pub(super) fn reroute_now(&mut self) -> Step {
+        let Some((first, _)) = self.reroute.take() else {
+            return Ok(());
+        };
+        self.ctx.router.reload_soon();
+        let give_up = first.elapsed() > REROUTE_LIMIT;
+        while let Some(p) = self.rerouting.pop_front() {
+            let p = if give_up {
+                p
+            } else {
+                match self.append(p) {
+                    Ok(()) => continue,
+                    Err(p) => p,
+                }
+            };
+            self.failed(p, Code::Unavailable)?;
+        }
+        Ok(())
+    }
+
+    /// `p` will not be stored now: tell the client, which resends it later
+    /// with the same id.
+    pub(super) fn failed(&mut self, p: Pending, code: Code) -> Step {
+        self.client_requests -= 1;
+        let retry = if matches!(code, Code::Unavailable | Code::Internal) {
+            UNAVAILABLE_RETRY_MS
+        } else {
+            0
+        };
+        self.refuse(code, p.id, "the home refused the item", retry)
+    }
+
+    /// A client request: answered `UNAVAILABLE` (not fatal) if the home is
+    /// down. After such an answer, every later request of this session to the
+    /// same home is refused too until the client may resend (its
+    /// `retry_after_ms`): requests it pipelined behind the refused one must not
+    /// overtake it if the link comes back meanwhile, or the sender's order
+    /// would break.
+    pub(super) fn client_append(&mut self, to: &str, envelope: Envelope, id: Bytes) -> Step {
+        let p = Pending {
+            to: to.to_owned(),
+            envelope,
+            id: id.clone(),
+        };
+        if !self.rerouting.is_empty() {
+            // Behind the refused ones, so as not to overtake them.
+            self.client_requests += 1;
+            self.rerouting.push_back(p);
+            return Ok(());
+        }
+        let addr = self.ctx.router.home(to).addr;
+        let now = Instant::now();
+        let held = self.refused.get(&addr).is_some_and(|until| now < *until);
+        if !held {
+            self.refused.remove(&addr);
+            if self.append(p).is_ok() {
+                self.client_requests += 1;
+                return Ok(());
+            }
+            self.refused
+                .insert(addr, now + Duration::from_millis(UNAVAILABLE_RETRY_MS));
+        }
+        self.refuse(
+            Code::Unavailable,
+            id,
+            "the recipient's home cannot be reached now",
+            UNAVAILABLE_RETRY_MS,
+        )
+    }
+}
