@@ -17,7 +17,6 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use common::link::{LinkDown, link_down};
 use common::link_client::LinkClient;
@@ -33,8 +32,6 @@ use crate::ownership::Ownership;
 const OUTBOX: usize = 1 << 16;
 /// Errands carried out at once.
 const IN_FLIGHT: usize = 4096;
-const BACKOFF_INITIAL: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// The link id of the courier's answers from this node's own home (link
 /// listeners number theirs from 1).
 const LOCAL_LINK: u64 = 0;
@@ -170,29 +167,16 @@ impl Courier {
     /// Appends until it is stored, then has the item it came from deleted;
     /// false if the courier stopped first.
     async fn deliver(&self, e: Errand) -> bool {
-        let mut backoff = BACKOFF_INITIAL;
-        let mut failures = 0u32;
-        loop {
-            let outcome = if self.ownership.current().owns(&e.to) {
+        let stored = crate::retry::until_done(&self.stop, "a delivered receipt", || async {
+            if self.ownership.current().owns(&e.to) {
                 self.append_here(&e).await
             } else {
                 self.append_there(&e).await
-            };
-            match outcome {
-                Ok(()) => break,
-                Err(_) if self.stop.is_cancelled() => return false,
-                Err(why) => {
-                    failures += 1;
-                    if failures <= 3 || failures.is_multiple_of(20) {
-                        tracing::warn!(%why, failures, "a receipt could not be stored at its home yet; retrying");
-                    }
-                }
             }
-            tokio::select! {
-                () = tokio::time::sleep(backoff.mul_f64(rand::random_range(0.5..=1.0))) => {}
-                () = self.stop.cancelled() => return false,
-            }
-            backoff = (backoff * 2).min(BACKOFF_MAX);
+        })
+        .await;
+        if stored.is_err() {
+            return false;
         }
         let _ = self
             .home

@@ -14,7 +14,6 @@
 //! than losing an item.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use common::link::KvSpace;
@@ -23,10 +22,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::home::{Home, HomeClosed, Op};
 use crate::ownership::Owned;
+use crate::retry::until_done;
 use crate::storage::Storage;
-
-const BACKOFF_INITIAL: Duration = Duration::from_millis(50);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// Hands the mailboxes of fragments `lost` over to their owners in
 /// `owned.map`, then tells those owners. Returns how many items went; gives
@@ -81,7 +78,7 @@ pub async fn hand_off(
         let items = rx.await.map_err(|_| HomeClosed)?;
         let seqs: Vec<u64> = items.iter().map(|i| i.seq).collect();
         for item in items {
-            retry(&stop, "an item to its new home", || {
+            until_done(&stop, "an item to its new home", || {
                 client.hand_over(&user, item.envelope.clone())
             })
             .await?;
@@ -92,13 +89,13 @@ pub async fn hand_off(
     let (records, generations) = records_of(&storage, &moving).await;
     let n_records = records.len() + generations.len();
     for (space, key, value) in records {
-        retry(&stop, "a key-value record", || {
+        until_done(&stop, "a key-value record", || {
             client.hand_over_kv(space, &key, value.clone())
         })
         .await?;
     }
     for (user, device, generation) in generations {
-        retry(&stop, "a device generation", || {
+        until_done(&stop, "a device generation", || {
             client.hand_over_generation(&user, device, generation)
         })
         .await?;
@@ -110,7 +107,7 @@ pub async fn hand_off(
             if first > last {
                 continue;
             }
-            retry(&stop, "the end of a hand-over", || {
+            until_done(&stop, "the end of a hand-over", || {
                 client.handoff_done(island, first, last, map.epoch)
             })
             .await?;
@@ -158,30 +155,4 @@ async fn records_of(
         .filter(|(u, _, _)| moving(u))
         .collect();
     (records, generations)
-}
-
-/// Runs `f` until it succeeds, with backoff; `Err` only if `stop`ped.
-async fn retry<T, E: std::fmt::Display, F: std::future::Future<Output = Result<T, E>>>(
-    stop: &CancellationToken,
-    what: &str,
-    mut f: impl FnMut() -> F,
-) -> Result<T, HomeClosed> {
-    let mut backoff = BACKOFF_INITIAL;
-    let mut failures = 0u32;
-    loop {
-        match f().await {
-            Ok(t) => return Ok(t),
-            Err(e) => {
-                failures += 1;
-                if failures <= 3 || failures.is_multiple_of(20) {
-                    tracing::warn!(error = %e, failures, "cannot hand {what} over yet; retrying");
-                }
-            }
-        }
-        tokio::select! {
-            () = tokio::time::sleep(backoff) => {}
-            () = stop.cancelled() => return Err(HomeClosed),
-        }
-        backoff = (backoff * 2).min(BACKOFF_MAX);
-    }
 }

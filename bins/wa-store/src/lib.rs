@@ -16,6 +16,7 @@ pub mod journal;
 pub mod listener;
 pub mod metrics;
 pub mod ownership;
+pub mod retry;
 pub mod storage;
 
 use std::sync::Arc;
