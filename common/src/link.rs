@@ -17,7 +17,7 @@ pub const LINK_ALPN: &[u8] = b"wa-link/1";
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct LinkUp {
-    #[prost(oneof = "link_up::Kind", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10")]
+    #[prost(oneof = "link_up::Kind", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11")]
     pub kind: Option<link_up::Kind>,
 }
 
@@ -57,6 +57,9 @@ pub mod link_up {
         /// Answered by `HandoffResult`.
         #[prost(message, tag = "10")]
         Handoff(super::HandoffDone),
+        /// Secondary to primary on a replication link.
+        #[prost(message, tag = "11")]
+        ReplicaAck(super::ReplicaAck),
     }
 }
 
@@ -171,6 +174,75 @@ pub struct LinkAuth {
     pub edge: String,
     #[prost(uint64, tag = "3")]
     pub epoch: u64,
+    /// Set by a secondary store: this link carries its island's replication
+    /// stream (primary to secondary) instead of edge traffic.
+    #[prost(message, optional, tag = "4")]
+    pub follow: Option<Follow>,
+}
+
+/// A secondary asks its island's primary for the replication stream,
+/// starting with a copy of everything (catch-up).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Follow {
+    /// The island both belong to.
+    #[prost(string, tag = "1")]
+    pub island: String,
+}
+
+/// Largest frame on a replication link (a batch of journal records).
+pub const MAX_REPLICATION_FRAME: usize = 4 << 20;
+
+/// Primary to secondary: journal records, `len:u32be crc32:u32be payload`
+/// each, exactly as the primary's journal holds them; the first one is
+/// number `first_lsn` of the stream, the rest follow without gaps.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Replicate {
+    #[prost(uint64, tag = "1")]
+    pub first_lsn: u64,
+    #[prost(uint64, tag = "2")]
+    pub count: u64,
+    #[prost(bytes = "bytes", tag = "3")]
+    pub records: Bytes,
+    /// Records from before the stream began (catch-up): unnumbered, they
+    /// come first and `first_lsn` and `count` are 0.
+    #[prost(bool, tag = "4")]
+    pub base: bool,
+}
+
+/// Primary to secondary during catch-up: a page of the primary's engine,
+/// raw keys and values in key order.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SnapshotPage {
+    #[prost(bytes = "vec", repeated, tag = "1")]
+    pub keys: Vec<Vec<u8>>,
+    #[prost(bytes = "vec", repeated, tag = "2")]
+    pub values: Vec<Vec<u8>>,
+    /// Engine bytes sent so far and the engine's size on disk when the copy
+    /// began (an estimate of the total, for progress).
+    #[prost(uint64, tag = "3")]
+    pub sent_bytes: u64,
+    #[prost(uint64, tag = "4")]
+    pub total_bytes: u64,
+}
+
+/// Primary to secondary: the engine copy is complete; what follows is the
+/// stream alone.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SnapshotDone {
+    #[prost(uint64, tag = "1")]
+    pub pages: u64,
+}
+
+/// Secondary to primary: every record up to `lsn` is in its journal's
+/// memory buffer. `caught_up` once the engine copy is complete (before it,
+/// the secondary could not take over, and its acks do not make an append
+/// `replicated`).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ReplicaAck {
+    #[prost(uint64, tag = "1")]
+    pub lsn: u64,
+    #[prost(bool, tag = "2")]
+    pub caught_up: bool,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -250,7 +322,10 @@ pub struct Watch {
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct LinkDown {
-    #[prost(oneof = "link_down::Kind", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9")]
+    #[prost(
+        oneof = "link_down::Kind",
+        tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12"
+    )]
     pub kind: Option<link_down::Kind>,
 }
 
@@ -281,6 +356,13 @@ pub mod link_down {
         /// The answer to `Handoff`.
         #[prost(message, tag = "9")]
         HandoffResult(super::HandoffResult),
+        /// Primary to secondary on a replication link.
+        #[prost(message, tag = "10")]
+        Replicate(super::Replicate),
+        #[prost(message, tag = "11")]
+        SnapshotPage(super::SnapshotPage),
+        #[prost(message, tag = "12")]
+        SnapshotDone(super::SnapshotDone),
     }
 }
 

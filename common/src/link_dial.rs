@@ -60,6 +60,24 @@ impl Dialer {
         server_name: ServerName<'static>,
         epoch: u64,
     ) -> Result<Dialed, DialError> {
+        self.dial_as(addr, server_name, epoch, None).await
+    }
+
+    /// [`Dialer::dial`], for a secondary store when `follow` is set: the
+    /// link then carries the replication stream of `follow.island`, whose
+    /// frames may be up to [`crate::link::MAX_REPLICATION_FRAME`].
+    pub async fn dial_as(
+        &self,
+        addr: SocketAddr,
+        server_name: ServerName<'static>,
+        epoch: u64,
+        follow: Option<crate::link::Follow>,
+    ) -> Result<Dialed, DialError> {
+        let max_frame = if follow.is_some() {
+            crate::link::MAX_REPLICATION_FRAME
+        } else {
+            MAX_LINK_FRAME
+        };
         let tcp = TcpStream::connect(addr).await.map_err(DialError::Tcp)?;
         let _ = tcp.set_nodelay(true);
         let tls = self
@@ -73,6 +91,7 @@ impl Dialer {
                 secret: self.secret.clone(),
                 edge: self.name.clone(),
                 epoch,
+                follow,
             })),
         };
         let mut scratch = BytesMut::new();
@@ -80,7 +99,7 @@ impl Dialer {
             .await
             .map_err(DialError::Write)?;
         w.flush().await.map_err(DialError::Write)?;
-        let mut reader = FrameReader::new(r, MAX_LINK_FRAME);
+        let mut reader = FrameReader::new(r, max_frame);
         match reader.read::<LinkDown>().await? {
             Some(LinkDown {
                 kind: Some(link_down::Kind::AuthOk(ok)),

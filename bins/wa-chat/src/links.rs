@@ -450,8 +450,11 @@ async fn read_loop<R: AsyncRead + Unpin>(
             // Answers to requests this edge never makes (wa-register's).
             link_down::Kind::KvResult(_)
             | link_down::Kind::RevokeResult(_)
-            | link_down::Kind::HandoffResult(_) => {
-                tracing::debug!("unexpected key-value or revoke answer ignored")
+            | link_down::Kind::HandoffResult(_)
+            | link_down::Kind::Replicate(_)
+            | link_down::Kind::SnapshotPage(_)
+            | link_down::Kind::SnapshotDone(_) => {
+                tracing::debug!("unexpected key-value, revoke or replication frame ignored")
             }
         }
     }

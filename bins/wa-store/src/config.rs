@@ -16,7 +16,11 @@
 //! map = "/etc/wa/cluster.toml"
 //! secret_file = "/etc/wa/cluster.secret"
 //! island = ""       # this node's island in the map; empty: the map's only one
-//! ca = "/etc/wa/link/ca.pem"  # to reach other islands' homes
+//! ca = "/etc/wa/link/ca.pem"  # to reach other islands' homes and the primary
+//! # advertise = "10.0.0.5:7401"  # this node's address in the map; default link.listen
+//! [replication]
+//! wait = "1s"           # how long an append waits for the secondary (level replicated)
+//! when_absent = "disk"  # or "refuse": what an append gets when it does not answer
 //! [mailbox]
 //! max_items = 100000
 //! max_bytes = "256 MiB"
@@ -60,7 +64,44 @@ pub struct Config {
     pub mailbox: MailboxConfig,
     pub cache: CacheConfig,
     pub journal: JournalConfig,
+    pub replication: ReplicationConfig,
     pub shutdown: ShutdownConfig,
+}
+
+/// Replication to the island's secondary (docs/ARCHITECTURE.md,
+/// "Replication").
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplicationConfig {
+    /// How long an append at level `replicated` waits for the secondary's
+    /// acknowledgement before `when_absent` applies (and the secondary,
+    /// too slow, is cut off and must catch up again).
+    #[serde(with = "humantime_serde")]
+    pub wait: Duration,
+    /// What an append at level `replicated` gets while no caught-up
+    /// secondary acknowledges it.
+    pub when_absent: WhenAbsent,
+}
+
+/// See [`ReplicationConfig::when_absent`].
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum WhenAbsent {
+    /// Made durable on the primary's disk instead (level `disk`), counted
+    /// in the metrics and logged.
+    #[default]
+    Disk,
+    /// Refused with `UNAVAILABLE`; the client resends.
+    Refuse,
+}
+
+impl Default for ReplicationConfig {
+    fn default() -> Self {
+        ReplicationConfig {
+            wait: Duration::from_secs(1),
+            when_absent: WhenAbsent::Disk,
+        }
+    }
 }
 
 /// The journal of appends (docs/ARCHITECTURE.md, "Storage and durability").
@@ -148,6 +189,10 @@ pub enum Durability {
     /// write (group commit).
     #[default]
     Disk,
+    /// In the primary's memory and journal buffer and acknowledged by the
+    /// island's secondary (in its memory); both sync to disk later. Needs a
+    /// `secondary` in the map (else `[replication] when_absent` applies).
+    Replicated,
 }
 
 /// Which storage engine keeps the data (docs/ARCHITECTURE.md, "Storage").
@@ -182,8 +227,13 @@ pub struct ClusterConfig {
     pub island: String,
     /// PEM certificate of the cluster CA, to verify the other homes this
     /// home appends to (delivered receipts to senders on other islands).
-    /// Needed by a map of several islands.
+    /// Needed by a map of several islands, and by a secondary.
     pub ca: PathBuf,
+    /// This node's link address as the cluster map names it (as the
+    /// island's `primary` or `secondary`); default `link.listen`. A node the
+    /// map names as its island's secondary follows the primary instead of
+    /// serving.
+    pub advertise: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -206,6 +256,7 @@ impl Default for Config {
             mailbox: MailboxConfig::default(),
             cache: CacheConfig::default(),
             journal: JournalConfig::default(),
+            replication: ReplicationConfig::default(),
             shutdown: ShutdownConfig::default(),
         }
     }
@@ -228,6 +279,7 @@ impl Default for ClusterConfig {
             secret_file: "/etc/wa/cluster.secret".into(),
             island: String::new(),
             ca: "/etc/wa/link/ca.pem".into(),
+            advertise: None,
         }
     }
 }
@@ -296,6 +348,9 @@ impl Config {
         if self.shutdown.grace.is_zero() {
             errs.push("shutdown.grace: must be more than zero".to_string());
         }
+        if self.replication.wait.is_zero() {
+            errs.push("replication.wait: must be more than zero".to_string());
+        }
         finish(errs)
     }
 
@@ -314,11 +369,12 @@ impl Config {
                 if let Err(e) = crate::ownership::island_of(&map, &self.cluster.island) {
                     errs.push(format!("cluster.island: {e}"));
                 }
-                if map.islands.len() > 1
+                let secondaries = map.islands.iter().any(|i| i.secondary.is_some());
+                if (map.islands.len() > 1 || secondaries)
                     && let Err(e) = common::tls::load_certs(&self.cluster.ca)
                 {
                     errs.push(format!(
-                        "cluster.ca: needed to reach the other islands' homes: {e}"
+                        "cluster.ca: needed to reach the other islands' homes and the primary: {e}"
                     ));
                 }
             }

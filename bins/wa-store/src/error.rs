@@ -75,4 +75,21 @@ pub enum StoreError {
         "an operation panicked on home shard {shard}; stopped without writing that shard back: the next start replays the journal"
     )]
     ShardPanicked { shard: usize },
+    /// The map now names this node its island's secondary: it stopped
+    /// serving, and must start again to follow the new primary (exit 75).
+    #[error(
+        "the cluster map (epoch {epoch}) names this node the secondary of its island: stopped serving; start it again to catch up from the new primary"
+    )]
+    Demoted { epoch: u64 },
+    /// A secondary named primary before its catch-up copy was complete.
+    #[error(
+        "this node is named its island's primary, but its copy of the data is incomplete ({marker} exists: the catch-up from the old primary never finished); serving it would lose data. Promote another copy, or restore this one from a backup and remove the marker"
+    )]
+    ReplicaIncomplete { marker: PathBuf },
+    #[error("data directory {dir}: cannot {op}: {source}")]
+    DataDir {
+        op: &'static str,
+        dir: PathBuf,
+        source: std::io::Error,
+    },
 }

@@ -27,6 +27,10 @@ use crate::storage::StorageError;
 struct Covered {
     ok: u64,
     failed: u64,
+    /// The highest generation a flush could not make durable at the
+    /// configured level for want of a secondary (`replicated`, with
+    /// `when_absent = "refuse"`).
+    unavailable: u64,
     /// The flusher has exited; nothing beyond `ok` will ever be covered.
     stopped: bool,
 }
@@ -38,6 +42,8 @@ pub enum FlushError {
     Failed,
     #[error("the flusher stopped before covering this write")]
     Stopped,
+    #[error("no secondary acknowledged this write in time")]
+    Unreplicated,
 }
 
 /// The function that makes earlier writes durable.
@@ -113,6 +119,9 @@ impl Commit {
             }
             if c.failed >= ticket {
                 return Err(FlushError::Failed);
+            }
+            if c.unavailable >= ticket {
+                return Err(FlushError::Unreplicated);
             }
             if c.stopped || rx.changed().await.is_err() {
                 return Err(FlushError::Stopped);
@@ -207,6 +216,9 @@ impl Commit {
             });
         match res {
             Ok(()) => self.covered_tx.send_modify(|c| c.ok = c.ok.max(target)),
+            Err(StorageError::Unreplicated) => self
+                .covered_tx
+                .send_modify(|c| c.unavailable = c.unavailable.max(target)),
             Err(e) => {
                 tracing::error!(error = %e, generation = target, "flush failed; failing the appends it covered");
                 self.covered_tx
@@ -250,6 +262,8 @@ impl Settled {
             Some(Ok(()))
         } else if c.failed >= ticket {
             Some(Err(FlushError::Failed))
+        } else if c.unavailable >= ticket {
+            Some(Err(FlushError::Unreplicated))
         } else if c.stopped {
             Some(Err(FlushError::Stopped))
         } else {

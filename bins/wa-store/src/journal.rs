@@ -187,6 +187,52 @@ struct Inner {
     free: Vec<Vec<u8>>,
     /// The first write or sync error (see [`JournalError::Failed`]).
     failed: Option<String>,
+    /// Records appended since this journal started: the number of the next
+    /// one in the replication stream (its log sequence number).
+    lsn: u64,
+    /// The replication tap (`crate::replication`), while a secondary follows.
+    tap: Option<Tap>,
+    /// While a secondary catches up, no segment from this one on is
+    /// released: it is reading them.
+    pinned: Option<u64>,
+}
+
+/// Records copied for the replication stream and not yet taken.
+struct Tap {
+    bytes: Vec<u8>,
+    /// LSN of the first record in `bytes`.
+    first: u64,
+    /// More than [`TAP_LIMIT`] waited: the follower is too slow and must
+    /// start again.
+    overflowed: bool,
+    /// Woken when `bytes` stops being empty.
+    wake: Arc<tokio::sync::Notify>,
+}
+
+/// Most bytes of records the tap holds for a follower that does not take
+/// them; beyond it the follower is dropped (and must catch up again).
+pub const TAP_LIMIT: usize = 64 << 20;
+
+/// Where a replication tap was turned on: every record before `lsn` is in
+/// `segments` (oldest first, each with the byte length of its records up
+/// to the cut), every later one comes through the tap.
+#[derive(Debug, Clone)]
+pub struct Cut {
+    pub lsn: u64,
+    pub segments: Vec<(u64, u64)>,
+}
+
+/// What [`Journal::tap_take`] found.
+pub enum Taken {
+    /// Records `first..first + count`, framed as in a segment.
+    Records {
+        first: u64,
+        count: u64,
+        bytes: Vec<u8>,
+    },
+    Empty,
+    /// The tap overflowed (or is off): the stream has a hole.
+    Broken,
 }
 
 struct Shared {
@@ -283,6 +329,24 @@ pub fn replay(
         }
     }
     Ok(Ok((n, torn.is_some())))
+}
+
+/// Copies one framed record into the tap, unless it overflowed.
+fn tap_copy(tap: &mut Tap, framed: &[u8]) {
+    if tap.overflowed {
+        return;
+    }
+    if tap.bytes.len() + framed.len() > TAP_LIMIT {
+        tap.overflowed = true;
+        tap.bytes = Vec::new();
+        tap.wake.notify_one();
+        return;
+    }
+    let was_empty = tap.bytes.is_empty();
+    tap.bytes.extend_from_slice(framed);
+    if was_empty {
+        tap.wake.notify_one();
+    }
 }
 
 /// One record from the front of `b`, or `None` if it is short, corrupt or
@@ -456,6 +520,9 @@ impl Journal {
                     unwritten: Vec::new(),
                     free: Vec::new(),
                     failed: None,
+                    lsn: 0,
+                    tap: None,
+                    pinned: None,
                 }),
                 spare_done: Condvar::new(),
                 segment_bytes,
@@ -509,6 +576,11 @@ impl Journal {
         buf[start..start + 4].copy_from_slice(&len.to_be_bytes());
         buf[start + 4..start + 8].copy_from_slice(&crc.to_be_bytes());
         inner.current_len += 8 + u64::from(len);
+        inner.lsn += 1;
+        if let Some(tap) = &mut inner.tap {
+            let framed = &buf[start..];
+            tap_copy(tap, framed);
+        }
         if live {
             inner
                 .segments
@@ -516,6 +588,13 @@ impl Journal {
                 .expect("the current segment is listed")
                 .live += 1;
         }
+        self.maybe_rotate(inner);
+        Ok(current)
+    }
+
+    /// Begins the next segment once the current one is full, and has the
+    /// one after made ahead once it is half full.
+    fn maybe_rotate(&self, inner: &mut Inner) {
         if inner.current_len >= inner.cap / 2 {
             let full = inner.current_len >= inner.cap;
             match std::mem::replace(&mut inner.spare, Spare::None) {
@@ -528,7 +607,155 @@ impl Journal {
                 }
             }
         }
-        Ok(current)
+    }
+
+    /// Buffers records that are already framed (`len crc payload` each, as
+    /// another journal wrote them: a secondary's copy of its primary's
+    /// stream). `count` records; none counts as a live item.
+    pub fn append_framed(&self, framed: &[u8], count: u64) -> Result<(), JournalError> {
+        let mut g = self.lock();
+        let inner = &mut *g;
+        if let Some(first) = &inner.failed {
+            return Err(JournalError::Failed {
+                first: first.clone(),
+            });
+        }
+        let current = inner.current;
+        if inner.unwritten.last().is_none_or(|c| c.id != current) {
+            let bytes = inner
+                .free
+                .pop()
+                .unwrap_or_else(|| Vec::with_capacity(CHUNK_BYTES));
+            inner.unwritten.push(Chunk {
+                id: current,
+                file: Arc::clone(&inner.file),
+                at: inner.current_len,
+                bytes,
+            });
+        }
+        let buf = &mut inner.unwritten.last_mut().expect("pushed above").bytes;
+        buf.extend_from_slice(framed);
+        inner.current_len += framed.len() as u64;
+        inner.lsn += count;
+        self.maybe_rotate(inner);
+        Ok(())
+    }
+
+    /// Records appended so far (the next record's LSN).
+    pub fn lsn(&self) -> u64 {
+        self.lock().lsn
+    }
+
+    /// Turns the replication tap on: from now on every record is also kept
+    /// for [`Journal::tap_take`], and no segment is released until
+    /// [`Journal::tap_off`] or [`Journal::unpin`]. Returns the cut: the
+    /// segments holding every earlier record. Call [`Journal::sync`] before
+    /// reading them: records before the cut may still be in memory.
+    pub fn tap_on(&self, wake: Arc<tokio::sync::Notify>) -> Cut {
+        let mut g = self.lock();
+        let first = g.lsn;
+        g.tap = Some(Tap {
+            bytes: Vec::new(),
+            first,
+            overflowed: false,
+            wake,
+        });
+        let current = g.current;
+        let current_len = g.current_len;
+        let oldest = g.segments.keys().next().copied().unwrap_or(current);
+        g.pinned = Some(oldest);
+        let segments = g
+            .segments
+            .keys()
+            .map(|&id| (id, if id == current { current_len } else { u64::MAX }))
+            .collect();
+        Cut {
+            lsn: first,
+            segments,
+        }
+    }
+
+    /// Takes the records the tap gathered.
+    pub fn tap_take(&self) -> Taken {
+        let mut g = self.lock();
+        let Some(tap) = &mut g.tap else {
+            return Taken::Broken;
+        };
+        if tap.overflowed {
+            return Taken::Broken;
+        }
+        if tap.bytes.is_empty() {
+            return Taken::Empty;
+        }
+        let bytes = std::mem::take(&mut tap.bytes);
+        let first = tap.first;
+        let count = g.lsn - first;
+        g.tap.as_mut().expect("checked above").first = g.lsn;
+        Taken::Records {
+            first,
+            count,
+            bytes,
+        }
+    }
+
+    /// Segments may be released again (a catch-up read them).
+    pub fn unpin(&self) {
+        self.lock().pinned = None;
+    }
+
+    /// Turns the tap off (the follower went away) and unpins.
+    pub fn tap_off(&self) {
+        let mut g = self.lock();
+        g.tap = None;
+        g.pinned = None;
+    }
+
+    /// The records of segment `id` up to byte `upto`, framed, as they are on
+    /// disk (ending at the zero header that ends a segment's records).
+    pub fn segment_records(&self, id: u64, upto: u64) -> Result<Vec<u8>, JournalError> {
+        let path = segment_path(&self.shared.dir, id);
+        let mut bytes = Vec::new();
+        File::open(&path)
+            .and_then(|mut f| f.read_to_end(&mut bytes))
+            .map_err(io(&path))?;
+        let mut at = 0usize;
+        let limit = usize::try_from(upto).unwrap_or(usize::MAX).min(bytes.len());
+        while at < limit {
+            match parse(&bytes[at..]) {
+                Some((_, used)) => at += used,
+                None => break,
+            }
+        }
+        bytes.truncate(at);
+        Ok(bytes)
+    }
+
+    /// Calls `apply` with each record of segment `id`, in order (a torn
+    /// tail ends it).
+    pub fn visit_segment(
+        &self,
+        id: u64,
+        apply: &mut dyn FnMut(Record) -> Result<(), crate::storage::StorageError>,
+    ) -> Result<Result<(), crate::storage::StorageError>, JournalError> {
+        let bytes = self.segment_records(id, u64::MAX)?;
+        let mut at = 0;
+        while let Some((rec, used)) = parse(&bytes[at..]) {
+            if let Err(e) = apply(rec) {
+                return Ok(Err(e));
+            }
+            at += used;
+        }
+        Ok(Ok(()))
+    }
+
+    /// The sealed segments, oldest first.
+    pub fn sealed(&self) -> Vec<u64> {
+        let g = self.lock();
+        g.segments
+            .iter()
+            .filter(|(_, s)| s.sealed)
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     /// Makes every record appended before this call durable: writes them
@@ -630,13 +857,17 @@ impl Journal {
     /// Only the write-back task releases, so the candidates cannot change
     /// meanwhile; a segment whose file is not deleted stays listed.
     pub fn release(&self) -> Result<usize, JournalError> {
-        let doomed: Vec<u64> = self
-            .lock()
-            .segments
-            .iter()
-            .take_while(|(_, s)| s.sealed && s.covered && s.live == 0)
-            .map(|(id, _)| *id)
-            .collect();
+        let doomed: Vec<u64> = {
+            let g = self.lock();
+            let pinned = g.pinned;
+            g.segments
+                .iter()
+                .take_while(|(id, s)| {
+                    s.sealed && s.covered && s.live == 0 && pinned.is_none_or(|p| **id < p)
+                })
+                .map(|(id, _)| *id)
+                .collect()
+        };
         let mut n = 0;
         for id in doomed {
             let p = segment_path(&self.shared.dir, id);

@@ -16,7 +16,10 @@ pub mod journal;
 pub mod listener;
 pub mod metrics;
 pub mod ownership;
+pub mod replication;
+pub mod retire;
 pub mod retry;
+pub mod standby;
 pub mod storage;
 
 use std::sync::Arc;
@@ -44,7 +47,8 @@ const COURIER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 pub struct Store {
     config: Config,
     storage: Arc<dyn Storage>,
-    journal: Arc<journal::Journal>,
+    /// `None` while this node is a secondary (the follower keeps its own).
+    journal: Option<Arc<journal::Journal>>,
     metrics: Arc<metrics::Metrics>,
     secret: Vec<u8>,
     ownership: Arc<ownership::Ownership>,
@@ -58,8 +62,11 @@ impl Store {
     /// Reads the files the store needs and opens the database.
     pub fn open(config: Config) -> Result<Store, StoreError> {
         config.validate()?;
-        let ownership =
-            ownership::Ownership::load(config.cluster.map.clone(), config.cluster.island.clone())?;
+        let ownership = ownership::Ownership::load(
+            config.cluster.map.clone(),
+            config.cluster.island.clone(),
+            Some(config.cluster.advertise.unwrap_or(config.link.listen)),
+        )?;
         let secret = std::fs::read(&config.cluster.secret_file).map_err(|source| {
             StoreError::SecretRead {
                 path: config.cluster.secret_file.clone(),
@@ -73,24 +80,39 @@ impl Store {
                 min: config::MIN_SECRET_LEN,
             });
         }
+        let primary = ownership.current().primary;
         let roots = match common::tls::load_certs(&config.cluster.ca) {
             Ok(r) => Some(r),
-            Err(_) if ownership.current().map.islands.len() == 1 => None,
+            Err(_) if primary && ownership.current().map.islands.len() == 1 => None,
             Err(e) => return Err(StoreError::ClusterCa(e)),
         };
         let certs = common::tls::load_certs(&config.link.cert)?;
         let key = common::tls::load_key(&config.link.key)?;
         let tls = common::tls::server_config(certs, key, &[common::link::LINK_ALPN])?;
+        let journal = if primary {
+            let marker = config.data_dir.join(replication::follower::INCOMPLETE);
+            if marker.exists() {
+                return Err(StoreError::ReplicaIncomplete { marker });
+            }
+            None
+        } else {
+            // A secondary starts from a fresh copy of its primary.
+            retire::retire(&config.data_dir)?;
+            Some(())
+        };
         let storage = storage::open(&config.data_dir, config.engine)?;
-        let journal = recover(
-            &*storage,
-            &config.data_dir.join("journal"),
-            config.journal.segment_size.as_u64(),
-        )?;
+        let journal = match journal {
+            None => Some(Arc::new(recover(
+                &*storage,
+                &config.data_dir.join("journal"),
+                config.journal.segment_size.as_u64(),
+            )?)),
+            Some(()) => None,
+        };
         Ok(Store {
             config,
             storage,
-            journal: Arc::new(journal),
+            journal,
             metrics: Arc::default(),
             secret,
             ownership: Arc::new(ownership),
@@ -117,25 +139,122 @@ impl Store {
     }
 
     /// [`Store::serve`], reading the cluster map again whenever `reload` is
-    /// notified (`main.rs` does so on SIGHUP).
+    /// notified (`main.rs` does so on SIGHUP). A secondary follows its
+    /// primary until the map names it primary, then serves.
     pub async fn serve_reloading(
+        mut self,
+        mut listener: TcpListener,
+        shutdown: CancellationToken,
+        reload: Arc<tokio::sync::Notify>,
+    ) -> Result<(), StoreError> {
+        if self.journal.is_none() {
+            let Some(roots) = &self.roots else {
+                return Err(StoreError::ClusterCa(common::tls::TlsError::Certs {
+                    path: self.config.cluster.ca.display().to_string(),
+                    reason: "a secondary needs it to reach its primary".into(),
+                }));
+            };
+            let connector = tokio_rustls::TlsConnector::from(Arc::new(common::tls::client_config(
+                roots,
+                &[common::link::LINK_ALPN],
+            )?));
+            let follower = replication::follower::Follower {
+                storage: Arc::clone(&self.storage),
+                data_dir: self.config.data_dir.clone(),
+                segment_size: self.config.journal.segment_size.as_u64(),
+                sync_delay: self.config.cache.sync_delay,
+                dialer: common::link_dial::Dialer {
+                    connector,
+                    secret: bytes::Bytes::from(self.secret.clone()),
+                    name: self.config.node.clone(),
+                },
+                ownership: Arc::clone(&self.ownership),
+            };
+            tracing::info!(node = %self.config.node, "this node is its island's secondary: following the primary");
+            let standby_stop = CancellationToken::new();
+            let standby = tokio::spawn(standby::refuse_all(
+                listener,
+                tokio_rustls::TlsAcceptor::from(Arc::clone(&self.tls)),
+                Arc::new(self.secret.clone()),
+                self.config.node.clone(),
+                standby_stop.clone(),
+            ));
+            let followed =
+                replication::follower::follow(follower, Arc::clone(&reload), shutdown.clone())
+                    .await;
+            standby_stop.cancel();
+            listener = standby.await.expect("the standby listener does not panic");
+            match followed? {
+                replication::follower::Followed::Stopped => {
+                    tracing::info!("stopped");
+                    return Ok(());
+                }
+                replication::follower::Followed::Promoted => {
+                    let storage = Arc::clone(&self.storage);
+                    let dir = self.config.data_dir.join("journal");
+                    let size = self.config.journal.segment_size.as_u64();
+                    let journal =
+                        tokio::task::spawn_blocking(move || recover(&*storage, &dir, size))
+                            .await
+                            .expect("recovery does not panic")?;
+                    self.journal = Some(Arc::new(journal));
+                    let replica = self.config.data_dir.join(replication::follower::REPLICA);
+                    replication::follower::marker_remove(&replica).map_err(|source| {
+                        StoreError::DataDir {
+                            op: "remove the replica marker from",
+                            dir: self.config.data_dir.clone(),
+                            source,
+                        }
+                    })?;
+                    tracing::info!(
+                        epoch = self.ownership.current().epoch(),
+                        "promoted: serving as the primary"
+                    );
+                }
+            }
+        }
+        self.serve_primary(listener, shutdown, reload).await
+    }
+
+    async fn serve_primary(
         self,
         listener: TcpListener,
         shutdown: CancellationToken,
         reload: Arc<tokio::sync::Notify>,
     ) -> Result<(), StoreError> {
+        let journal_arc = Arc::clone(self.journal.as_ref().expect("a primary has a journal"));
         let commit = Arc::new(Commit::new());
-        let journal = Arc::clone(&self.journal);
+        let replication = Arc::new(replication::Replication::new(
+            Arc::clone(&journal_arc),
+            self.config.replication.wait,
+            self.config.replication.when_absent,
+        ));
         let metrics = Arc::clone(&self.metrics);
-        let flush: FlushFn = Arc::new(move || {
-            metrics::Metrics::add(&metrics.journal_syncs, 1);
-            journal.sync().map_err(|e| storage::StorageError::Engine {
-                op: "journal sync",
-                source: Box::new(e),
-            })
-        });
+        let flush: FlushFn = match self.config.durability {
+            config::Durability::Disk => {
+                let journal = Arc::clone(&journal_arc);
+                Arc::new(move || {
+                    metrics::Metrics::add(&metrics.journal_syncs, 1);
+                    journal.sync().map_err(|e| storage::StorageError::Engine {
+                        op: "journal sync",
+                        source: Box::new(e),
+                    })
+                })
+            }
+            config::Durability::Replicated => {
+                let r = Arc::clone(&replication);
+                Arc::new(move || {
+                    metrics::Metrics::add(&metrics.journal_syncs, 1);
+                    r.flush()
+                })
+            }
+        };
         let flusher_stop = CancellationToken::new();
         let flusher = tokio::spawn(Arc::clone(&commit).run(flush, flusher_stop.clone()));
+        // At `replicated` the journal reaches the disk off the path of the
+        // acknowledgement, continuously.
+        let disk_sync = (self.config.durability == config::Durability::Replicated)
+            .then(|| replication::disk_sync::start(Arc::clone(&replication), flusher_stop.clone()));
         let limits = home::Limits {
             max_items: self.config.mailbox.max_items,
             max_bytes: self.config.mailbox.max_bytes.as_u64(),
@@ -153,7 +272,7 @@ impl Store {
         let fatal = home::Fatal::new(stop.clone());
         let (home, shards) = Home::start(
             Arc::clone(&self.storage),
-            Arc::clone(&self.journal),
+            Arc::clone(&journal_arc),
             Arc::clone(&commit),
             limits,
             cache,
@@ -190,7 +309,7 @@ impl Store {
         let writeback = tokio::spawn(home::write_back(
             home.clone(),
             Arc::clone(&self.storage),
-            Arc::clone(&self.journal),
+            Arc::clone(&journal_arc),
             self.config.cache.sync_delay,
             Arc::clone(&self.metrics),
             writeback_stop.clone(),
@@ -204,6 +323,7 @@ impl Store {
             (Arc::clone(&self.metrics), self.engine_dir()),
             sweeper_stop.clone(),
         ));
+        let demoted = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let reloader = tokio::spawn(reload_loop(
             Arc::clone(&self.ownership),
             home.clone(),
@@ -211,14 +331,27 @@ impl Store {
             client,
             reload,
             stop.clone(),
+            Arc::clone(&demoted),
         ));
-        let ctx = Arc::new(LinkCtx::new(
+        let mut ctx = LinkCtx::new(
             home,
             self.secret,
             self.config.node.clone(),
             Arc::clone(&self.ownership),
             tokio_rustls::TlsAcceptor::from(self.tls),
-        ));
+        );
+        let engine_metrics = Arc::clone(&self.metrics);
+        ctx.replication = Some(Arc::new(replication::sender::Source {
+            replication: Arc::clone(&replication),
+            journal: Arc::clone(&journal_arc),
+            storage: Arc::clone(&self.storage),
+            engine_bytes: Arc::new(move || {
+                engine_metrics
+                    .engine_disk_bytes
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            }),
+        }));
+        let ctx = Arc::new(ctx);
         let writers = TaskTracker::new();
         tracing::info!(addr = ?listener.local_addr().ok(), node = %self.config.node, "serving links");
         listener::serve(listener, ctx, stop, writers.clone()).await;
@@ -255,6 +388,9 @@ impl Store {
         if tokio::time::timeout_at(deadline, flusher).await.is_err() {
             tracing::error!("final journal sync did not finish within the grace period");
         }
+        if let Some(t) = disk_sync {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
         writers.close();
         if tokio::time::timeout_at(deadline, writers.wait())
             .await
@@ -281,6 +417,11 @@ impl Store {
         }
         if let Some(shard) = fatal.shard() {
             return Err(StoreError::ShardPanicked { shard });
+        }
+        if demoted.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(StoreError::Demoted {
+                epoch: self.ownership.current().epoch(),
+            });
         }
         tracing::info!("stopped");
         Ok(())
@@ -315,6 +456,7 @@ async fn reload_loop(
     client: Option<Arc<common::link_client::LinkClient>>,
     reload: Arc<tokio::sync::Notify>,
     stop: CancellationToken,
+    demoted: Arc<std::sync::atomic::AtomicBool>,
 ) {
     let handoffs = TaskTracker::new();
     loop {
@@ -334,6 +476,17 @@ async fn reload_loop(
             }
             () = ownership.changed.notified() => {}
             () = stop.cancelled() => break,
+        }
+        if !ownership.current().primary {
+            // Fenced: from this moment every request is refused
+            // (`Ownership::check`); stop, and start again as the secondary.
+            tracing::error!(
+                epoch = ownership.current().epoch(),
+                "the cluster map names this node its island's secondary: stopping"
+            );
+            demoted.store(true, std::sync::atomic::Ordering::SeqCst);
+            stop.cancel();
+            break;
         }
         for change in ownership.changes() {
             let owned = Arc::clone(&change.owned);
@@ -363,31 +516,7 @@ pub(crate) fn recover(
     dir: &std::path::Path,
     segment_size: u64,
 ) -> Result<journal::Journal, StoreError> {
-    use journal::record::Kind;
-    let outcome = journal::replay(dir, |rec| match rec.kind {
-        Some(Kind::Append(a)) => {
-            let Some(envelope) = a.envelope else {
-                return Ok(());
-            };
-            let key = storage::DedupeKey {
-                to: &a.user,
-                from: &envelope.from,
-                kind: envelope.item_kind(),
-                id: &envelope.id,
-            };
-            if storage.dedupe(&key)?.is_none() {
-                storage.append(&a.user, a.seq, &envelope, &key)?;
-            }
-            Ok(())
-        }
-        Some(Kind::Delete(d)) => storage.delete(&d.user, &d.seqs).map(|_| ()),
-        // Records hold the whole state, so replaying one twice (or over a
-        // newer engine write of the same key, which can only be later in
-        // the journal too) ends in the same place.
-        Some(Kind::Kv(k)) => storage.kv_put(k.space as u8, &k.key, k.version, &k.value),
-        Some(Kind::Revoke(r)) => storage.set_min_generation(&r.user, r.device, r.generation),
-        None => Ok(()),
-    })?;
+    let outcome = journal::replay(dir, |rec| replication::apply::apply_record(storage, rec))?;
     let (records, torn) = outcome?;
     if records > 0 || torn {
         tracing::info!(records, torn, "journal replayed into the engine");

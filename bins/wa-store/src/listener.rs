@@ -39,6 +39,8 @@ pub struct LinkCtx {
     /// Which users this node serves, under which epoch.
     pub ownership: Arc<Ownership>,
     pub acceptor: TlsAcceptor,
+    /// What a secondary following this primary is sent.
+    pub replication: Option<Arc<crate::replication::sender::Source>>,
     next_link: AtomicU64,
 }
 
@@ -56,6 +58,7 @@ impl LinkCtx {
             node,
             ownership,
             acceptor,
+            replication: None,
             next_link: AtomicU64::new(1),
         }
     }
@@ -96,17 +99,26 @@ pub async fn serve(
     readers.wait().await;
 }
 
-async fn link(
+/// One side of an authenticated link: its reader and writer halves, the
+/// peer's name and whether it is a secondary asking to follow.
+pub(crate) type Authenticated = (
+    FrameReader<tokio::io::ReadHalf<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>>,
+    tokio::io::WriteHalf<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>,
+    String,
+    Option<common::link::Follow>,
+);
+
+/// TLS, then `Auth` with the cluster secret within [`AUTH_TIMEOUT`];
+/// `None` (logged) if the peer fails either or `shutdown` comes first.
+pub(crate) async fn authenticate(
     tcp: tokio::net::TcpStream,
-    ctx: Arc<LinkCtx>,
-    shutdown: CancellationToken,
-    writers: TaskTracker,
-    span: tracing::Span,
-) {
-    use tracing::Instrument;
+    acceptor: &TlsAcceptor,
+    secret: &[u8],
+    shutdown: &CancellationToken,
+    span: &tracing::Span,
+) -> Option<Authenticated> {
     let auth = async {
-        let tls = ctx
-            .acceptor
+        let tls = acceptor
             .accept(tcp)
             .await
             .map_err(|e| format!("TLS: {e}"))?;
@@ -116,8 +128,8 @@ async fn link(
             Ok(Some(LinkUp {
                 kind: Some(link_up::Kind::Auth(a)),
             })) => {
-                if bool::from(a.secret.as_ref().ct_eq(&ctx.secret)) {
-                    Ok((reader, w, a.edge))
+                if bool::from(a.secret.as_ref().ct_eq(secret)) {
+                    Ok((reader, w, a.edge, a.follow))
                 } else {
                     Err("wrong cluster secret".to_string())
                 }
@@ -127,16 +139,37 @@ async fn link(
             Err(e) => Err(format!("bad first frame: {e}")),
         }
     };
-    let (reader, w, edge) = match tokio::select! {
+    match tokio::select! {
         r = tokio::time::timeout(AUTH_TIMEOUT, auth) => r.unwrap_or_else(|_| Err("no Auth within 10 s".into())),
-        () = shutdown.cancelled() => return,
+        () = shutdown.cancelled() => return None,
     } {
-        Ok(x) => x,
+        Ok(x) => Some(x),
         Err(reason) => {
             span.in_scope(|| tracing::warn!(%reason, "link refused"));
-            return;
+            None
         }
+    }
+}
+
+async fn link(
+    tcp: tokio::net::TcpStream,
+    ctx: Arc<LinkCtx>,
+    shutdown: CancellationToken,
+    writers: TaskTracker,
+    span: tracing::Span,
+) {
+    use tracing::Instrument;
+    let Some((reader, w, edge, follow)) =
+        authenticate(tcp, &ctx.acceptor, &ctx.secret, &shutdown, &span).await
+    else {
+        return;
     };
+    if let Some(follow) = follow {
+        follower(reader, w, &ctx, follow, &edge, shutdown)
+            .instrument(span)
+            .await;
+        return;
+    }
     let id = ctx.next_link.fetch_add(1, Ordering::Relaxed);
     span.in_scope(|| tracing::info!(link = id, %edge, "link up"));
     let dead = CancellationToken::new();
@@ -166,6 +199,47 @@ async fn link(
     // After the link's last operation, so nothing of it is left behind.
     let _ = ctx.home.submit(Op::LinkGone { link: id }).await;
     span.in_scope(|| tracing::info!(link = id, "link down"));
+}
+
+/// A secondary asks for the replication stream: served if this node is
+/// the primary of that island.
+async fn follower<R, W>(
+    reader: FrameReader<R>,
+    mut w: W,
+    ctx: &LinkCtx,
+    follow: common::link::Follow,
+    node: &str,
+    shutdown: CancellationToken,
+) where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    let owned = ctx.ownership.current();
+    let island = &owned.map.islands[owned.island].name;
+    let source = match &ctx.replication {
+        Some(s) if owned.primary && *island == follow.island => Arc::clone(s),
+        _ => {
+            tracing::warn!(%node, island = %follow.island, "a secondary asked to follow, but this node is not that island's primary; closing");
+            return;
+        }
+    };
+    tracing::info!(%node, "secondary connected");
+    let ok = common::link::LinkDown {
+        kind: Some(link_down::Kind::AuthOk(LinkAuthOk {
+            node: ctx.node.clone(),
+            epoch: owned.epoch(),
+        })),
+    };
+    let mut scratch = bytes::BytesMut::new();
+    use tokio::io::AsyncWriteExt;
+    if common::wire::write_frame(&mut w, &ok, &mut scratch)
+        .await
+        .is_err()
+        || w.flush().await.is_err()
+    {
+        return;
+    }
+    crate::replication::sender::serve(reader, w, source, shutdown).await;
 }
 
 async fn read_loop<R: AsyncRead + Unpin>(
@@ -200,6 +274,10 @@ async fn read_loop<R: AsyncRead + Unpin>(
         let op = match kind {
             link_up::Kind::Auth(_) => {
                 tracing::warn!("second Auth on a link; closing it");
+                break;
+            }
+            link_up::Kind::ReplicaAck(_) => {
+                tracing::warn!("a replication ack on an edge's link; closing it");
                 break;
             }
             link_up::Kind::Handoff(h) => {
@@ -313,7 +391,7 @@ fn routed_here(ownership: &Ownership, kind: &link_up::Kind) -> Result<(), Code> 
         link_up::Kind::Ack(a) => owned(ownership, &a.user),
         link_up::Kind::Typing(t) => owned(ownership, &t.to),
         link_up::Kind::Watch(w) => owned(ownership, &w.target),
-        link_up::Kind::Auth(_) | link_up::Kind::Handoff(_) => Ok(()),
+        link_up::Kind::Auth(_) | link_up::Kind::Handoff(_) | link_up::Kind::ReplicaAck(_) => Ok(()),
     }
 }
 
@@ -328,6 +406,13 @@ fn owned(ownership: &Ownership, user: &str) -> Result<(), Code> {
 /// Answers a request this node does not serve with `code`; frames that
 /// expect no answer are dropped.
 fn refuse(link: &LinkTx, kind: &link_up::Kind, code: Code) {
+    if let Some(answer) = refusal(kind, code) {
+        link.send(answer);
+    }
+}
+
+/// The answer refusing `kind` with `code`, if it expects one.
+pub(crate) fn refusal(kind: &link_up::Kind, code: Code) -> Option<link_down::Kind> {
     use common::link::{AppendResult, Kick, KvResult, RevokeResult};
     let code = code as u32;
     let answer = match kind {
@@ -352,10 +437,10 @@ fn refuse(link: &LinkTx, kind: &link_up::Kind, code: Code) {
         }),
         _ => {
             tracing::debug!(code, "a frame for a user this node does not serve dropped");
-            return;
+            return None;
         }
     };
-    link.send(answer);
+    Some(answer)
 }
 
 /// A key-value request as a home operation, or the answer refusing it.

@@ -66,6 +66,20 @@ pub struct Owned {
     /// Fragments of this island whose items the previous owner is still
     /// handing over: refused to everything but that hand-over (sorted).
     arriving: Vec<u32>,
+    /// This node is its island's primary under this map (not the
+    /// secondary): only a primary serves anything.
+    pub primary: bool,
+}
+
+/// Whether the node reachable at `advertise` is the primary of island
+/// `island` in `map`: it is, unless the map names it the island's
+/// secondary (`crate::replication`).
+pub fn is_primary(
+    map: &ClusterMap,
+    island: usize,
+    advertise: Option<std::net::SocketAddr>,
+) -> bool {
+    advertise.is_none() || map.islands[island].secondary != advertise
 }
 
 impl Owned {
@@ -75,14 +89,15 @@ impl Owned {
 
     /// This node is the home of `user` (or of the key-value key `user`).
     pub fn owns(&self, user: &str) -> bool {
-        self.map.home_index(user) == self.island
+        self.primary && self.map.home_index(user) == self.island
     }
 
     /// This node serves `user` now: owns it, and (unless this is the
     /// hand-over itself) its fragment is not still arriving.
     fn serves(&self, user: &str, handoff: bool) -> bool {
         let f = self.map.fragment(user);
-        self.map.islands[self.island].owns(f)
+        self.primary
+            && self.map.islands[self.island].owns(f)
             && (handoff || self.arriving.binary_search(&f).is_err())
     }
 
@@ -96,6 +111,8 @@ impl Owned {
 pub struct Ownership {
     path: PathBuf,
     island: String,
+    /// This node's link address as the map names it (`[cluster] advertise`).
+    advertise: Option<std::net::SocketAddr>,
     current: RwLock<Arc<Owned>>,
     /// When a request last made this node read the map.
     last_try: Mutex<Option<Instant>>,
@@ -124,16 +141,25 @@ pub struct Reloaded {
 }
 
 impl Ownership {
-    pub fn load(path: PathBuf, island: String) -> Result<Ownership, OwnershipError> {
+    /// Reads the map at `path`; this node belongs to `island` and is
+    /// reached at `advertise` (which tells primary from secondary).
+    pub fn load(
+        path: PathBuf,
+        island: String,
+        advertise: Option<std::net::SocketAddr>,
+    ) -> Result<Ownership, OwnershipError> {
         let map = ClusterMap::load(&path)?;
         let index = island_of(&map, &island)?;
+        let primary = is_primary(&map, index, advertise);
         Ok(Ownership {
             path,
             island,
+            advertise,
             current: RwLock::new(Arc::new(Owned {
                 map,
                 island: index,
                 arriving: Vec::new(),
+                primary,
             })),
             last_try: Mutex::new(None),
             moves: Mutex::default(),
@@ -186,6 +212,7 @@ impl Ownership {
                 map: cur.map.clone(),
                 island: cur.island,
                 arriving,
+                primary: cur.primary,
             });
         } else if epoch > cur.epoch() {
             self.moves().early.push((epoch, first, last));
@@ -237,10 +264,12 @@ impl Ownership {
             })
             .collect();
         m.early = early.into_iter().filter(|e| e.0 > epoch).collect();
+        let primary = is_primary(&map, island, self.advertise);
         let new = Arc::new(Owned {
             map,
             island,
             arriving,
+            primary,
         });
         let lost = [[a, b.min(c.saturating_sub(1))], [a.max(d + 1), b]]
             .into_iter()
@@ -287,14 +316,14 @@ mod tests {
         let path = dir.path().join("map.toml");
         std::fs::write(&path, map(3, 8)).unwrap();
         assert!(matches!(
-            Ownership::load(path.clone(), String::new()),
+            Ownership::load(path.clone(), String::new(), None),
             Err(OwnershipError::Unnamed { count: 2 })
         ));
         assert!(matches!(
-            Ownership::load(path.clone(), "c".into()),
+            Ownership::load(path.clone(), "c".into(), None),
             Err(OwnershipError::NoIsland { .. })
         ));
-        let o = Ownership::load(path.clone(), "a".into()).unwrap();
+        let o = Ownership::load(path.clone(), "a".into(), None).unwrap();
         let cur = o.current();
         let mine = (0..1000)
             .map(|i| format!("u{i}"))
@@ -335,7 +364,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("map.toml");
         std::fs::write(&path, map(1, 4)).unwrap();
-        let o = Ownership::load(path.clone(), "a".into()).unwrap();
+        let o = Ownership::load(path.clone(), "a".into(), None).unwrap();
         // Island a gains fragments 4..=7 under epoch 2, and 8..=9 under 3.
         let of = |f: u32| {
             (0..)

@@ -105,6 +105,7 @@ impl Link {
             secret: Bytes::copy_from_slice(secret),
             edge: "test-edge".into(),
             epoch: 1,
+            follow: None,
         }))
         .await;
         l

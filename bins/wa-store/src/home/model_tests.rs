@@ -545,6 +545,22 @@ impl Storage for NoStorage {
     fn flush(&self) -> Result<(), crate::storage::StorageError> {
         unreachable!()
     }
+    fn page_after(
+        &self,
+        _: Option<&[u8]>,
+        _: usize,
+    ) -> Result<crate::storage::Pairs, crate::storage::StorageError> {
+        unreachable!()
+    }
+    fn put_raw(&self, _: crate::storage::Pairs) -> Result<(), crate::storage::StorageError> {
+        unreachable!()
+    }
+    fn recount(&self) -> Result<u64, crate::storage::StorageError> {
+        unreachable!()
+    }
+    fn clear(&self) -> Result<(), crate::storage::StorageError> {
+        unreachable!()
+    }
 }
 
 impl Storage for Gated {
@@ -652,6 +668,22 @@ impl Storage for Gated {
     }
     fn flush(&self) -> Result<(), crate::storage::StorageError> {
         self.inner.flush()
+    }
+    fn page_after(
+        &self,
+        a: Option<&[u8]>,
+        n: usize,
+    ) -> Result<crate::storage::Pairs, crate::storage::StorageError> {
+        self.inner.page_after(a, n)
+    }
+    fn put_raw(&self, p: crate::storage::Pairs) -> Result<(), crate::storage::StorageError> {
+        self.inner.put_raw(p)
+    }
+    fn recount(&self) -> Result<u64, crate::storage::StorageError> {
+        self.inner.recount()
+    }
+    fn clear(&self) -> Result<(), crate::storage::StorageError> {
+        self.inner.clear()
     }
 }
 

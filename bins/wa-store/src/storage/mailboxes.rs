@@ -24,7 +24,7 @@ use common::proto::Envelope;
 
 /// Users' mailboxes and records in an engine `E`.
 pub struct Mailboxes<E> {
-    engine: E,
+    pub(super) engine: E,
 }
 
 impl<E: Engine> Mailboxes<E> {
@@ -248,6 +248,26 @@ impl<E: Engine> Storage for Mailboxes<E> {
             )?;
         }
         Ok(())
+    }
+
+    fn page_after(
+        &self,
+        after: Option<&[u8]>,
+        max_bytes: usize,
+    ) -> Result<super::Pairs, StorageError> {
+        Mailboxes::page_after(self, after, max_bytes)
+    }
+
+    fn put_raw(&self, pairs: super::Pairs) -> Result<(), StorageError> {
+        Mailboxes::put_raw(self, pairs)
+    }
+
+    fn recount(&self) -> Result<u64, StorageError> {
+        self.recount_all()
+    }
+
+    fn clear(&self) -> Result<(), StorageError> {
+        self.clear_all()
     }
 
     fn flush(&self) -> Result<(), StorageError> {

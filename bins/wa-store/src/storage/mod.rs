@@ -19,6 +19,7 @@
 //! per-user sequence that only rises, even across restarts and when the mailbox
 //! is emptied.
 
+mod copy;
 pub mod engine;
 pub mod fjall;
 pub mod format;
@@ -34,6 +35,7 @@ use common::proto::{Envelope, ItemKind};
 use crate::config::Engine as EngineChoice;
 use crate::error::StoreError;
 
+pub use self::copy::Pairs;
 pub use self::engine::Engine;
 pub use self::fjall::FjallStorage;
 pub use self::mailboxes::Mailboxes;
@@ -109,6 +111,10 @@ pub enum StorageError {
     Engine { op: &'static str, source: Source },
     #[error("database record is corrupt: {what}")]
     Corrupt { what: String },
+    /// Level `replicated` with `when_absent = "refuse"`: no caught-up
+    /// secondary acknowledged the write within `replication.wait`.
+    #[error("no secondary acknowledged the write within replication.wait")]
+    Unreplicated,
 }
 
 /// A user's durable state. Every method is synchronous; none holds a lock
@@ -228,6 +234,22 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Makes every write that returned before this call durable.
     fn flush(&self) -> Result<(), StorageError>;
+
+    /// Raw entries after `after` (from the first if `None`) in key order,
+    /// about `max_bytes` of them: a page of the copy a secondary catches
+    /// up from (`crate::replication`).
+    fn page_after(&self, after: Option<&[u8]>, max_bytes: usize) -> Result<Pairs, StorageError>;
+
+    /// Writes raw entries a [`Storage::page_after`] of another store read.
+    fn put_raw(&self, pairs: Pairs) -> Result<(), StorageError>;
+
+    /// Makes mailbox sizes and sequence counters agree with the items
+    /// (after a copy taken while the source changed); returns how many it
+    /// corrected.
+    fn recount(&self) -> Result<u64, StorageError>;
+
+    /// Deletes everything (a secondary starting its catch-up again).
+    fn clear(&self) -> Result<(), StorageError>;
 }
 
 #[cfg(test)]

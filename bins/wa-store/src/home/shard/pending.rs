@@ -20,7 +20,7 @@ impl Shard {
             let code = match outcome {
                 Ok(()) => 0,
                 Err(FlushError::Failed) => Code::Internal as u32,
-                Err(FlushError::Stopped) => Code::Unavailable as u32,
+                Err(FlushError::Stopped | FlushError::Unreplicated) => Code::Unavailable as u32,
             };
             if let Some(mut answer) = p.other {
                 if code != 0 {

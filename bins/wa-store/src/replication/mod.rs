@@ -1,0 +1,354 @@
+//! One-way replication from an island's primary to its secondary
+//! (docs/ARCHITECTURE.md, "Replication").
+//!
+//! The stream is the journal: the primary's [`Journal`] copies every record
+//! it buffers into a tap once a secondary follows, [`sender`] ships them
+//! over the link the secondary opened, after a catch-up copy; the
+//! secondary ([`follower`]) writes them to its own journal, acknowledges,
+//! and applies them to its engine later ([`apply`]). [`Replication`] is the
+//! primary's side of the bargain the group commit relies on at level
+//! `replicated`: [`Replication::flush`] returns once the secondary has every
+//! record buffered so far, or falls back as configured.
+
+pub mod apply;
+pub mod disk_sync;
+pub mod follower;
+pub mod frames;
+pub mod sender;
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::config::WhenAbsent;
+use crate::journal::Journal;
+use crate::storage::StorageError;
+
+/// The primary's view of its follower.
+#[derive(Debug, Default, Clone, Copy)]
+struct Follower {
+    /// Which follower link this is (a newer one replaces an older one).
+    id: u64,
+    /// Every record below this LSN is in the secondary's memory.
+    acked: u64,
+    /// The secondary finished its catch-up copy: it could take over.
+    caught_up: bool,
+    /// Records sent so far (the end of the last `Replicate`).
+    sent: u64,
+}
+
+/// Counters for the metrics (`Replication::render`).
+#[derive(Default)]
+pub struct Stats {
+    /// Group-commit flushes made durable by the secondary's ack.
+    pub flushes_replicated: AtomicU64,
+    /// ... by a sync of the primary's own journal instead (`when_absent =
+    /// "disk"`, or level `disk`).
+    pub flushes_disk: AtomicU64,
+    /// ... refused (`when_absent = "refuse"`).
+    pub flushes_refused: AtomicU64,
+    /// Journal records covered by each kind of flush.
+    pub records_replicated: AtomicU64,
+    pub records_disk: AtomicU64,
+    pub records_refused: AtomicU64,
+    /// Followers cut off for missing `replication.wait` or overflowing.
+    pub followers_cut: AtomicU64,
+    /// Catch-up copies sent, and engine bytes they carried.
+    pub catch_ups: AtomicU64,
+    pub catch_up_bytes: AtomicU64,
+}
+
+/// The primary's replication state, shared by the follower's link tasks
+/// and the group commit's sync thread.
+pub struct Replication {
+    journal: Arc<Journal>,
+    follower: Mutex<Option<Follower>>,
+    acked: Condvar,
+    wait: Duration,
+    when_absent: WhenAbsent,
+    next_id: AtomicU64,
+    /// Records covered by the last flush (to count records per level).
+    flushed_lsn: AtomicU64,
+    /// Cancelled to cut the current follower off (it was too slow).
+    cut: Mutex<Option<tokio_util::sync::CancellationToken>>,
+    /// When the fallback was last logged (once per outage).
+    fallback_since: Mutex<Option<Instant>>,
+    pub stats: Stats,
+}
+
+impl Replication {
+    pub fn new(journal: Arc<Journal>, wait: Duration, when_absent: WhenAbsent) -> Replication {
+        Replication {
+            journal,
+            follower: Mutex::new(None),
+            acked: Condvar::new(),
+            wait,
+            when_absent,
+            next_id: AtomicU64::new(1),
+            flushed_lsn: AtomicU64::new(0),
+            cut: Mutex::new(None),
+            fallback_since: Mutex::new(None),
+            stats: Stats::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Follower>> {
+        self.follower.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A follower link begins (replacing any other): its id, and the token
+    /// that cuts it off.
+    pub(crate) fn attach(&self) -> (u64, tokio_util::sync::CancellationToken) {
+        let id = self.next_id.fetch_add(1, Relaxed);
+        let token = tokio_util::sync::CancellationToken::new();
+        if let Some(old) = self
+            .cut
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .replace(token.clone())
+        {
+            old.cancel();
+        }
+        *self.lock() = Some(Follower {
+            id,
+            ..Follower::default()
+        });
+        self.acked.notify_all();
+        (id, token)
+    }
+
+    /// Follower `id` acknowledged every record below `lsn`.
+    pub(crate) fn ack(&self, id: u64, lsn: u64, caught_up: bool) {
+        let mut g = self.lock();
+        if let Some(f) = g.as_mut().filter(|f| f.id == id) {
+            f.acked = f.acked.max(lsn);
+            f.caught_up |= caught_up;
+        }
+        drop(g);
+        self.acked.notify_all();
+    }
+
+    /// Follower `id` was sent records up to `lsn`.
+    pub(crate) fn sent(&self, id: u64, lsn: u64) {
+        if let Some(f) = self.lock().as_mut().filter(|f| f.id == id) {
+            f.sent = f.sent.max(lsn);
+        }
+    }
+
+    /// Follower `id` is gone.
+    pub(crate) fn detach(&self, id: u64) {
+        let mut g = self.lock();
+        if g.is_some_and(|f| f.id == id) {
+            *g = None;
+            self.journal.tap_off();
+        }
+        drop(g);
+        self.acked.notify_all();
+    }
+
+    /// (connected, caught up, records sent but not acknowledged).
+    pub fn status(&self) -> (bool, bool, u64) {
+        match *self.lock() {
+            Some(f) => (true, f.caught_up, f.sent.saturating_sub(f.acked)),
+            None => (false, false, 0),
+        }
+    }
+
+    /// The group commit's flush at level `replicated`, on its sync thread:
+    /// returns once a caught-up secondary has every record buffered before
+    /// the call; otherwise (none, not caught up, or no ack within
+    /// `replication.wait`) as `when_absent` says.
+    pub fn flush(&self) -> Result<(), StorageError> {
+        let target = self.journal.lsn();
+        let before = self.flushed_lsn.swap(target, Relaxed);
+        let records = target.saturating_sub(before);
+        let deadline = Instant::now() + self.wait;
+        let mut g = self.lock();
+        let mut waited_out = false;
+        loop {
+            match *g {
+                Some(f) if f.caught_up && f.acked >= target => {
+                    drop(g);
+                    self.count(
+                        &self.stats.flushes_replicated,
+                        &self.stats.records_replicated,
+                        records,
+                    );
+                    if self
+                        .fallback_since
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .take()
+                        .is_some()
+                    {
+                        tracing::warn!("appends are replicated again");
+                    }
+                    return Ok(());
+                }
+                Some(f) if f.caught_up => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        waited_out = true;
+                        break;
+                    }
+                    g = self
+                        .acked
+                        .wait_timeout(g, deadline - now)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+                _ => break,
+            }
+        }
+        drop(g);
+        if waited_out {
+            // Too slow: cut it off, so that the next flushes do not wait
+            // too; it connects again and catches up.
+            Metrics::bump(&self.stats.followers_cut);
+            if let Some(t) = self.cut.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+                t.cancel();
+            }
+        }
+        self.fall_back(records, waited_out)
+    }
+
+    fn fall_back(&self, records: u64, waited_out: bool) -> Result<(), StorageError> {
+        {
+            let mut since = self
+                .fallback_since
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if since.is_none() {
+                *since = Some(Instant::now());
+                let why = if waited_out {
+                    "the secondary did not acknowledge within replication.wait"
+                } else {
+                    "no caught-up secondary follows this primary"
+                };
+                match self.when_absent {
+                    WhenAbsent::Disk => tracing::error!(
+                        reason = why,
+                        "appends are NOT replicated: durable on this node's disk only (replication.when_absent = \"disk\")"
+                    ),
+                    WhenAbsent::Refuse => tracing::error!(
+                        reason = why,
+                        "appends are refused with UNAVAILABLE until a secondary follows (replication.when_absent = \"refuse\")"
+                    ),
+                }
+            }
+        }
+        match self.when_absent {
+            WhenAbsent::Disk => {
+                self.sync_disk()?;
+                self.count(&self.stats.flushes_disk, &self.stats.records_disk, records);
+                Ok(())
+            }
+            WhenAbsent::Refuse => {
+                self.count(
+                    &self.stats.flushes_refused,
+                    &self.stats.records_refused,
+                    records,
+                );
+                Err(StorageError::Unreplicated)
+            }
+        }
+    }
+
+    /// Writes and syncs the primary's journal (level `disk`, and the
+    /// background sync at level `replicated`).
+    pub fn sync_disk(&self) -> Result<(), StorageError> {
+        self.journal.sync().map_err(|e| StorageError::Engine {
+            op: "journal sync",
+            source: Box::new(e),
+        })
+    }
+
+    fn count(&self, flushes: &AtomicU64, records_counter: &AtomicU64, records: u64) {
+        Metrics::bump(flushes);
+        records_counter.fetch_add(records, Relaxed);
+    }
+
+    /// Prometheus text of the replication figures.
+    pub fn render(&self, out: &mut String) {
+        let (connected, caught_up, lag) = self.status();
+        let s = &self.stats;
+        let mut line = |name: &str, kind: &str, help: &str, labels: &str, v: u64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{labels} {v}"
+            );
+        };
+        line(
+            "wa_store_replica_connected",
+            "gauge",
+            "A secondary follows this primary.",
+            "",
+            u64::from(connected),
+        );
+        line(
+            "wa_store_replica_caught_up",
+            "gauge",
+            "The secondary finished its catch-up copy.",
+            "",
+            u64::from(caught_up),
+        );
+        line(
+            "wa_store_replica_lag_records",
+            "gauge",
+            "Journal records sent to the secondary and not yet acknowledged.",
+            "",
+            lag,
+        );
+        for (level, f, r) in [
+            ("replicated", &s.flushes_replicated, &s.records_replicated),
+            ("disk", &s.flushes_disk, &s.records_disk),
+            ("refused", &s.flushes_refused, &s.records_refused),
+        ] {
+            let labels = format!("{{level=\"{level}\"}}");
+            line(
+                "wa_store_commit_flushes_total",
+                "counter",
+                "Group commits by the durability they achieved.",
+                &labels,
+                f.load(Relaxed),
+            );
+            line(
+                "wa_store_commit_records_total",
+                "counter",
+                "Journal records (appends, deletes, records) by the durability their commit achieved.",
+                &labels,
+                r.load(Relaxed),
+            );
+        }
+        line(
+            "wa_store_replica_cut_total",
+            "counter",
+            "Secondaries cut off for missing replication.wait or overflowing the stream.",
+            "",
+            s.followers_cut.load(Relaxed),
+        );
+        line(
+            "wa_store_catch_ups_total",
+            "counter",
+            "Catch-up copies sent to a secondary.",
+            "",
+            s.catch_ups.load(Relaxed),
+        );
+        line(
+            "wa_store_catch_up_bytes_total",
+            "counter",
+            "Engine bytes sent in catch-up copies.",
+            "",
+            s.catch_up_bytes.load(Relaxed),
+        );
+    }
+}
+
+struct Metrics;
+
+impl Metrics {
+    fn bump(c: &AtomicU64) {
+        c.fetch_add(1, Relaxed);
+    }
+}
