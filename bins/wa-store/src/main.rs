@@ -25,9 +25,18 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// accepting, answer in-flight appends after their flush, flush, exit 0.
 /// SIGHUP: read the cluster map again (its epoch must rise with every change).
 ///
+/// A node the map names its island's secondary follows the primary and
+/// serves nothing until a map names it primary (docs/OPERATIONS.md,
+/// "Secondaries and failover").
+///
 /// Exit codes: 0 clean stop, 64 bad arguments or configuration, 1 runtime
 /// failure (among them a panic in a home shard: start it again, and the
-/// journal is replayed).
+/// journal is replayed), 75 the map made this primary the secondary (start
+/// it again: it catches up from the new primary).
+/// Exit code of a primary the cluster map demoted to secondary
+/// (EX_TEMPFAIL): start it again and it follows the new primary.
+const EXIT_DEMOTED: u8 = 75;
+
 #[derive(Parser)]
 #[command(version)]
 struct Args {
@@ -82,6 +91,13 @@ fn main() -> ExitCode {
     // A blocking engine call that never returns must not keep the process
     // alive past its grace period (serve already gave up waiting for it).
     rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    if let Err(e) = &outcome
+        && let Some(demoted @ wa_store::StoreError::Demoted { .. }) =
+            e.downcast_ref::<wa_store::StoreError>()
+    {
+        eprintln!("wa-store: {demoted}");
+        return ExitCode::from(EXIT_DEMOTED);
+    }
     service::exit("wa-store", outcome)
 }
 

@@ -9,7 +9,7 @@ use crate::storage::{self, Storage, StorageError};
 
 /// Applies one journal record to the engine. Replaying a record twice, or
 /// over an engine that already holds a later state, ends in the same place:
-/// an append whose dedupe entry exists is skipped, a delete of a missing
+/// an append whose item is there is skipped, a delete of a missing
 /// item does nothing, key-value records and revocations carry their whole
 /// state (and a later one comes later in the journal), counters only rise.
 pub fn apply_record(storage: &dyn Storage, rec: Record) -> Result<(), StorageError> {
@@ -24,7 +24,20 @@ pub fn apply_record(storage: &dyn Storage, rec: Record) -> Result<(), StorageErr
                 kind: envelope.item_kind(),
                 id: &envelope.id,
             };
-            if storage.dedupe(&key)?.is_none() {
+            // Skipped only if the item itself is there: a copy of an engine
+            // taken while it changed (a secondary's catch-up) may hold an
+            // item's dedupe entry without the item. An item that was
+            // delivered since is stored again here and deleted again by
+            // its delete record, which comes later in the journal.
+            let present = match storage.dedupe(&key)? {
+                Some(o) if o.seq == a.seq => storage
+                    .read(&a.user, a.seq, 1)?
+                    .first()
+                    .is_some_and(|i| i.seq == a.seq),
+                Some(_) => true,
+                None => false,
+            };
+            if !present {
                 storage.append(&a.user, a.seq, &envelope, &key)?;
             }
             Ok(())
