@@ -28,11 +28,34 @@ pub enum Command {
     Token(TokenArgs),
     Up(UpArgs),
     Home(HomeArgs),
+    Promote(PromoteArgs),
     Send(SendArgs),
     Watch(WatchArgs),
     Register(RegisterArgs),
     Code(CodeArgs),
     Man(ManArgs),
+}
+
+/// Make an island's secondary its primary (failover or switchover by hand).
+///
+/// Rewrites the cluster map (DIR/cluster.toml, or --map) with ISLAND's
+/// primary and secondary swapped and the epoch raised, then sends SIGHUP to
+/// every service of a `wactl up` deployment in DIR (their pids are in
+/// DIR/run/). On other machines, reload every wa-store, wa-chat and
+/// wa-register that reads the map (`systemctl reload`, or SIGHUP) after
+/// copying it there. The secondary starts serving once it reads the map
+/// (it refuses to if it never finished catching up); the old primary stops
+/// serving as soon as it reads it, exits with code 75, and started again
+/// follows the new primary.
+#[derive(Debug, Args)]
+pub struct PromoteArgs {
+    /// The island whose secondary takes over (its `name` in the map).
+    pub island: String,
+    #[command(flatten)]
+    pub dir: DirArg,
+    /// The cluster map to rewrite, if not DIR/cluster.toml.
+    #[arg(long, value_name = "FILE")]
+    pub map: Option<PathBuf>,
 }
 
 /// Create an Ed25519 token signing key pair.
@@ -115,6 +138,14 @@ pub struct UpArgs {
     /// Edges: wa-chat nodes, each linked to every island.
     #[arg(long, default_value_t = 1, value_name = "M")]
     pub edges: usize,
+    /// Give every island a secondary wa-store (island K's listens on
+    /// LINK_PORT + N + K - 1) that follows its primary, at durability
+    /// `replicated`. Kill a primary (`kill -9`), then `wactl promote
+    /// island-K --dir DIR`: the secondary takes over, and the old primary,
+    /// started again by wactl up, catches up as the new secondary. A
+    /// directory keeps whether it was created with secondaries.
+    #[arg(long)]
+    pub secondaries: bool,
     /// Port of wa-media (HTTPS); 0 picks a free one, shown when ready.
     #[arg(long, default_value_t = 0)]
     pub media_port: u16,

@@ -10,6 +10,7 @@ mod dev;
 mod home;
 mod keygen;
 mod man;
+mod promote;
 mod register;
 mod send;
 mod token;
@@ -28,6 +29,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Token(a) => token::run(&a).map(|()| ExitCode::SUCCESS),
         Command::Up(a) => up::run(&a).await,
         Command::Home(a) => home::run(&a).map(|()| ExitCode::SUCCESS),
+        Command::Promote(a) => promote::run(&a).map(|()| ExitCode::SUCCESS),
         Command::Send(a) => send::run(&a).await,
         Command::Watch(a) => watch::run(&a).await,
         Command::Register(a) => register::run(&a).await,

@@ -305,3 +305,108 @@ async fn up_with_two_islands_and_two_edges_talks_across_them() {
     sigterm(&up);
     exits_zero(&mut up, "wactl up").await;
 }
+
+/// Waits for a secondary's `CAUGHT-UP` line (wa-store's, which wactl up
+/// passes on).
+async fn caught_up(lines: &mut tokio::sync::mpsc::UnboundedReceiver<String>) {
+    let fut = async {
+        while let Some(l) = lines.recv().await {
+            if l.contains("CAUGHT-UP") {
+                return;
+            }
+        }
+        panic!("wactl up ended");
+    };
+    tokio::time::timeout(PATIENCE, fut)
+        .await
+        .expect("a secondary caught up");
+}
+
+/// A newcomer's failover: `wactl up --secondaries`, a message, `kill -9`
+/// of the primary, `wactl promote`, and messages flow again through the
+/// promoted secondary, with nothing accepted before lost; wactl up starts
+/// the killed store again and it follows as the new secondary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_with_secondaries_survives_a_killed_primary_after_wactl_promote() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("dev");
+    let dir = dir.to_str().unwrap();
+    let (link, port) = (free_ports(2).to_string(), free_port().to_string());
+    let (mut up, mut up_out) = spawn(&[
+        "up",
+        "--dir",
+        dir,
+        "--link-port",
+        &link,
+        "--port",
+        &port,
+        "--secondaries",
+    ]);
+    let saw_caught_up = std::sync::atomic::AtomicBool::new(false);
+    wait_line(&mut up_out, "READY", |l| {
+        if l.contains("CAUGHT-UP") {
+            saw_caught_up.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        l.starts_with("READY wactl-up")
+    })
+    .await;
+    let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok(Some(l)) = up_out.next_line().await {
+            let _ = lines_tx.send(l);
+        }
+    });
+    // The secondary has caught up once it says so (wa-store's line, which
+    // wactl up passes on).
+    if !saw_caught_up.load(std::sync::atomic::Ordering::SeqCst) {
+        caught_up(&mut lines).await;
+    }
+    assert_eq!(
+        send(dir, &["--wait", "accepted"], "before").await,
+        "accepted\n"
+    );
+
+    let pid: i32 = std::fs::read_to_string(Path::new(dir).join("run/wa-store.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let out = Command::new(WACTL)
+        .args(["promote", "island-1", "--dir", dir])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8(out.stdout).unwrap();
+    assert!(said.contains("epoch 2"), "{said}");
+    // The client retries until the edge routes it to the new primary.
+    assert_eq!(
+        send(dir, &["--wait", "accepted"], "after").await,
+        "accepted\n"
+    );
+    // The killed store is back, following the new primary.
+    caught_up(&mut lines).await;
+
+    let (mut watch, mut watch_out) = spawn(&["watch", "--dir", dir, "--user", "bob"]);
+    wait_line(&mut watch_out, "the message from before", |l| {
+        l == "alice: before"
+    })
+    .await;
+    wait_line(&mut watch_out, "the message from after", |l| {
+        l == "alice: after"
+    })
+    .await;
+    sigterm(&watch);
+    exits_zero(&mut watch, "wactl watch").await;
+    sigterm(&up);
+    exits_zero(&mut up, "wactl up").await;
+}

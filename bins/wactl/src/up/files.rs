@@ -29,6 +29,15 @@ pub(super) fn store_data(i: usize) -> String {
     }
 }
 
+/// The config file and data directory of island `i`'s secondary.
+pub(super) fn secondary_file(i: usize) -> String {
+    format!("wa-store-{i}b.toml")
+}
+
+pub(super) fn secondary_data(i: usize) -> String {
+    format!("store-{i}b")
+}
+
 /// The config file of edge `j` (1-based), likewise.
 pub(crate) fn chat_file(j: usize) -> String {
     if j == 1 {
@@ -46,6 +55,7 @@ pub(super) fn prepare(
     dir: &Path,
     host: std::net::IpAddr,
     links: &[SocketAddr],
+    seconds: Option<&[SocketAddr]>,
     chats: &[SocketAddr],
 ) -> anyhow::Result<()> {
     let mkdir = |p: PathBuf| {
@@ -55,6 +65,9 @@ pub(super) fn prepare(
     mkdir(dir.join("keys"))?;
     for i in 1..=links.len() {
         mkdir(dir.join(store_data(i)))?;
+        if seconds.is_some() {
+            mkdir(dir.join(secondary_data(i)))?;
+        }
     }
 
     if !dir.join("pki/ca.pem").exists() {
@@ -84,17 +97,43 @@ pub(super) fn prepare(
         common::fsutil::write_private(&secret, &rand::random::<[u8; 32]>())
             .with_context(|| format!("cannot write {}", secret.display()))?;
     }
-    let map = write_map(&dir.join("cluster.toml"), links)?;
+    let map = write_map(&dir.join("cluster.toml"), links, seconds)?;
 
     let d = dir.display();
-    for (i, (link, island)) in links.iter().zip(&map.islands).enumerate() {
-        let n = i + 1;
-        let data = store_data(n);
-        let island = &island.name;
+    let durability = if seconds.is_some() {
+        "replicated"
+    } else {
+        "disk"
+    };
+    let mut stores: Vec<(String, String, SocketAddr, &str)> = links
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            (
+                store_file(i + 1),
+                store_data(i + 1),
+                *l,
+                map.islands[i].name.as_str(),
+            )
+        })
+        .collect();
+    if let Some(seconds) = seconds {
+        stores.extend(seconds.iter().enumerate().map(|(i, l)| {
+            (
+                secondary_file(i + 1),
+                secondary_data(i + 1),
+                *l,
+                map.islands[i].name.as_str(),
+            )
+        }));
+    }
+    for (file, data, link, island) in stores {
+        let n = data.trim_start_matches("store").trim_start_matches('-');
+        let n = if n.is_empty() { "1" } else { n };
         let store = format!(
             r#"node = "store-{n}"
 data_dir = "{d}/{data}"
-durability = "disk"
+durability = "{durability}"
 [link]
 listen = "{link}"
 cert = "{d}/pki/cert.pem"
@@ -108,7 +147,7 @@ ca = "{d}/pki/ca.pem"
 grace = "5s"
 "#
         );
-        let p = dir.join(store_file(n));
+        let p = dir.join(file);
         std::fs::write(&p, store).with_context(|| format!("cannot write {}", p.display()))?;
     }
     for (j, chat) in chats.iter().enumerate() {
@@ -204,7 +243,11 @@ grace = "5s"
 /// Keeps an existing map (its hash seed places users, and its islands own
 /// data), moving its islands to `links` if the ports changed; a new map
 /// splits the fragments evenly between `links.len()` islands.
-fn write_map(path: &Path, links: &[SocketAddr]) -> anyhow::Result<ClusterMap> {
+fn write_map(
+    path: &Path,
+    links: &[SocketAddr],
+    seconds: Option<&[SocketAddr]>,
+) -> anyhow::Result<ClusterMap> {
     let map = if path.exists() {
         let mut map = ClusterMap::load(path)
             .with_context(|| format!("cannot use the existing {}", path.display()))?;
@@ -216,11 +259,31 @@ fn write_map(path: &Path, links: &[SocketAddr]) -> anyhow::Result<ClusterMap> {
                 map.islands.len()
             );
         }
-        if map.islands.iter().zip(links).all(|(i, l)| i.primary == *l) {
+        if map.islands.iter().any(|i| i.secondary.is_some()) != seconds.is_some() {
+            bail!(
+                "{} was made {} secondaries; run {} --secondaries or start in a new directory",
+                path.display(),
+                if seconds.is_some() { "without" } else { "with" },
+                if seconds.is_some() { "without" } else { "with" },
+            );
+        }
+        // Either node of an island may be its primary now (`wactl promote`).
+        let same = |i: usize| {
+            let isl = &map.islands[i];
+            match seconds {
+                None => isl.primary == links[i],
+                Some(s) => {
+                    (isl.primary == links[i] && isl.secondary == Some(s[i]))
+                        || (isl.primary == s[i] && isl.secondary == Some(links[i]))
+                }
+            }
+        };
+        if (0..links.len()).all(same) {
             return Ok(map);
         }
-        for (island, link) in map.islands.iter_mut().zip(links) {
-            island.primary = *link;
+        for (i, island) in map.islands.iter_mut().enumerate() {
+            island.primary = links[i];
+            island.secondary = seconds.map(|s| s[i]);
         }
         map.epoch += 1;
         map
@@ -242,7 +305,7 @@ fn write_map(path: &Path, links: &[SocketAddr]) -> anyhow::Result<ClusterMap> {
                     name: format!("island-{}", i + 1),
                     primary: *link,
                     server_name: SERVER_NAME.into(),
-                    secondary: None,
+                    secondary: seconds.map(|s| s[i as usize]),
                     fragments: [i * per, last],
                 }
             })

@@ -20,7 +20,9 @@ use crate::cli::UpArgs;
 mod files;
 
 pub(crate) use files::chat_file;
-use files::{prepare, store_data, store_file, write_media_config, write_register_config};
+use files::{
+    prepare, secondary_file, store_data, store_file, write_media_config, write_register_config,
+};
 
 /// How long a service may take to print its READY line.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -43,20 +45,34 @@ pub(crate) async fn run(args: &UpArgs) -> anyhow::Result<ExitCode> {
     let links = (0..args.islands)
         .map(|i| Ok(SocketAddr::new(args.host, port(args.link_port, i)?)))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let seconds = (0..args.islands)
+        .map(|i| {
+            Ok(SocketAddr::new(
+                args.host,
+                port(args.link_port, args.islands + i)?,
+            ))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let seconds = args.secondaries.then_some(seconds.as_slice());
     let chats = (0..args.edges)
         .map(|i| Ok(SocketAddr::new(args.host, port(args.port, i)?)))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let media = SocketAddr::new(args.host, args.media_port);
     let register = SocketAddr::new(args.host, args.register_port);
-    prepare(&dir, args.host, &links, &chats)?;
+    prepare(&dir, args.host, &links, seconds, &chats)?;
+    let run_dir = dir.join(crate::promote::RUN_DIR);
+    std::fs::create_dir_all(&run_dir)
+        .with_context(|| format!("cannot create {}", run_dir.display()))?;
     write_media_config(&dir, media)?;
     write_register_config(&dir, register)?;
 
     // Started in this order, stopped in the reverse one.
     let mut running: Vec<Service> = Vec::new();
     let mut lines: Vec<String> = Vec::new();
+    let n_seconds = if args.secondaries { args.islands } else { 0 };
     let configs = (1..=args.islands)
         .map(|i| ("wa-store", store_file(i)))
+        .chain((1..=n_seconds).map(|i| ("wa-store", secondary_file(i))))
         .chain((1..=args.edges).map(|j| ("wa-chat", chat_file(j))))
         .chain([
             ("wa-media", "wa-media.toml".to_string()),
@@ -67,6 +83,7 @@ pub(crate) async fn run(args: &UpArgs) -> anyhow::Result<ExitCode> {
             Ok(s) => s,
             Err(e) => return Ok(failed(e, running).await),
         };
+        service.record_pid(&run_dir);
         let line = until_signal(&mut signals, service.ready()).await;
         running.insert(0, service);
         match line {
@@ -76,6 +93,7 @@ pub(crate) async fn run(args: &UpArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let (store_lines, rest) = lines.split_at(args.islands);
+    let (_, rest) = rest.split_at(n_seconds);
     let (chat_lines, rest) = rest.split_at(args.edges);
     let [media_line, register_line] = rest else {
         unreachable!("media and register were started")
@@ -91,6 +109,15 @@ pub(crate) async fn run(args: &UpArgs) -> anyhow::Result<ExitCode> {
             island.name,
             dir.join(store_data(i + 1)).display()
         );
+        if let Some(sec) = island.secondary {
+            println!(
+                "wa-store  ready: {} secondary, link {sec}, data in {}; fail over with `wactl promote {} --dir {}`",
+                island.name,
+                dir.join(files::secondary_data(i + 1)).display(),
+                island.name,
+                args.dir.dir.display()
+            );
+        }
     }
     let mut tcp_first = "?";
     for (j, line) in chat_lines.iter().enumerate() {
@@ -167,6 +194,29 @@ pub(crate) async fn run(args: &UpArgs) -> anyhow::Result<ExitCode> {
             });
         if let Some((i, st)) = exited {
             let gone = running.remove(i);
+            // With secondaries, a store that fails is started again, as
+            // systemd's Restart=on-failure would: a killed or demoted
+            // (exit 75) primary comes back as its island's secondary.
+            if args.secondaries && gone.name == "wa-store" && !matches!(&st, Ok(s) if s.success()) {
+                eprintln!(
+                    "wactl: {} ({}) exited ({}); starting it again",
+                    gone.name,
+                    gone.config.display(),
+                    describe(st)
+                );
+                let mut again = match Service::spawn(gone.name, &gone.config) {
+                    Ok(s) => s,
+                    Err(e) => return Ok(failed(e, running).await),
+                };
+                again.record_pid(&run_dir);
+                let ready = until_signal(&mut signals, again.ready()).await;
+                running.insert(0, again);
+                match ready {
+                    None => return Ok(stopped(running).await),
+                    Some(Err(e)) => return Ok(failed(e, running).await),
+                    Some(Ok(_)) => continue,
+                }
+            }
             eprintln!(
                 "wactl: {} ({}) exited on its own ({})",
                 gone.name,
@@ -303,6 +353,17 @@ impl Service {
             child,
             stdout,
         })
+    }
+
+    /// Writes its pid to `run/<config file>.pid` (`wactl promote` signals
+    /// them).
+    fn record_pid(&self, run: &Path) {
+        if let (Some(pid), Some(file)) = (self.child.id(), self.config.file_name()) {
+            let p = run.join(file).with_extension("pid");
+            if let Err(e) = std::fs::write(&p, format!("{pid}\n")) {
+                eprintln!("wactl: cannot write {}: {e}", p.display());
+            }
+        }
     }
 
     /// Waits for the `READY <name> ...` line and returns it; later lines are
