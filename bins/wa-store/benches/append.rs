@@ -116,6 +116,14 @@ struct Args {
     /// Where the temp dirs go (default: the system temp dir).
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Give the store a secondary (a wa-store process on this machine,
+    /// following it over a real link), caught up before the run begins.
+    #[arg(long)]
+    secondary: bool,
+    /// The store's durability level: `disk` or `replicated` (which needs
+    /// --secondary to acknowledge anything).
+    #[arg(long, default_value = "disk")]
+    durability: String,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -183,6 +191,8 @@ struct Store {
     task: tokio::task::JoinHandle<Result<(), wa_store::StoreError>>,
     /// The store's own runtime (`--store-threads`), if not the bench's.
     rt: Option<tokio::runtime::Runtime>,
+    /// The secondary's process (`--secondary`).
+    secondary: Option<tokio::process::Child>,
 }
 
 async fn start(args: &Args, engine: &str) -> Store {
@@ -199,9 +209,20 @@ async fn start(args: &Args, engine: &str) -> Store {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let addr = listener.local_addr().unwrap();
-    let text = config_toml(dir.path(), &addr.to_string(), engine)
-        + "[mailbox]\nmax_items = 1000000000\nmax_bytes = \"1 TiB\"\n"
+    let secondary_addr = args.secondary.then(|| {
+        let a = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let mut map = common::cluster::ClusterMap::single(addr, "localhost", [7; 16]);
+        map.islands[0].secondary = Some(a);
+        std::fs::write(dir.path().join("cluster.toml"), map.to_toml()).unwrap();
+        a
+    });
+    let durability = format!("durability = \"{}\"\n", args.durability);
+    let extra = "[mailbox]\nmax_items = 1000000000\nmax_bytes = \"1 TiB\"\n".to_string()
         + &args.store_toml.replace("\\n", "\n");
+    let text = durability.clone() + &config_toml(dir.path(), &addr.to_string(), engine) + &extra;
     let config: wa_store::Config = toml::from_str(&text).unwrap();
     let shutdown = CancellationToken::new();
     let store =
@@ -228,6 +249,19 @@ async fn start(args: &Args, engine: &str) -> Store {
             .unwrap();
         (rt.spawn(serve), Some(rt))
     };
+    let secondary = match secondary_addr {
+        Some(a) => {
+            let text = durability
+                + &config_toml(dir.path(), &a.to_string(), engine)
+                    .replace("/db\"", "/db-secondary\"")
+                    .replace("store-t", "store-s")
+                + &extra;
+            let cfg = dir.path().join("secondary.toml");
+            std::fs::write(&cfg, text).unwrap();
+            Some(start_secondary(&cfg, &metrics).await)
+        }
+        None => None,
+    };
     Store {
         dir,
         addr,
@@ -235,14 +269,48 @@ async fn start(args: &Args, engine: &str) -> Store {
         shutdown,
         task,
         rt,
+        secondary,
+    }
+}
+
+/// Starts the wa-store binary as the secondary on `cfg` and waits until the
+/// primary (whose `metrics` these are) has it caught up.
+async fn start_secondary(
+    cfg: &Path,
+    metrics: &wa_store::metrics::Metrics,
+) -> tokio::process::Child {
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_wa-store"))
+        .arg("--config")
+        .arg(cfg)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    loop {
+        if let Some(r) = metrics.replication.get()
+            && r.status().1
+        {
+            return child;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the secondary did not catch up within a minute"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
 impl Store {
     /// Stops the store cleanly; returns its dir and how long the stop took
     /// (drain, write-back and final flush).
-    async fn stop(self) -> (tempfile::TempDir, Duration) {
+    async fn stop(mut self) -> (tempfile::TempDir, Duration) {
         let t0 = Instant::now();
+        if let Some(mut c) = self.secondary.take() {
+            let _ = c.start_kill();
+            let _ = c.wait().await;
+        }
         self.shutdown.cancel();
         tokio::time::timeout(Duration::from_secs(600), self.task)
             .await
@@ -580,9 +648,23 @@ async fn append_run(args: &Args, engine: &str, writers: usize) {
     let cpu0 = cpu_time();
     let steal0 = steal_time();
     let probe = args.pause_probe.then(|| start_pause_probe(args.secs));
+    let worst_lag = Arc::new(AtomicU64::new(0));
+    let lag = {
+        let m = Arc::clone(&store.metrics);
+        let worst = Arc::clone(&worst_lag);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                if let Some(r) = m.replication.get() {
+                    worst.fetch_max(r.status().2, Ordering::Relaxed);
+                }
+            }
+        })
+    };
     tokio::time::sleep(Duration::from_secs(args.secs)).await;
     phase.store(STOP, Ordering::Relaxed);
     let measured = t0.elapsed();
+    lag.abort();
     if let Some(probe) = probe {
         report_pause_probe(probe).await;
     }
@@ -659,6 +741,16 @@ async fn append_run(args: &Args, engine: &str, writers: usize) {
         m.written_back.load(Ordering::Relaxed),
         m.bypassed.load(Ordering::Relaxed)
     );
+    if let Some(r) = m.replication.get() {
+        let st = &r.stats;
+        eprintln!(
+            "replication: lag at most {} records (sampled every 20 ms); records committed replicated {}, disk {}, refused {}",
+            worst_lag.load(Ordering::Relaxed),
+            st.records_replicated.load(Ordering::Relaxed),
+            st.records_disk.load(Ordering::Relaxed),
+            st.records_refused.load(Ordering::Relaxed)
+        );
+    }
     let per_sync = m.appends.load(Ordering::Relaxed) as f64
         / m.journal_syncs.load(Ordering::Relaxed).max(1) as f64;
     let (_dir, stop) = store.stop().await;

@@ -169,6 +169,7 @@ impl Store {
                     name: self.config.node.clone(),
                 },
                 ownership: Arc::clone(&self.ownership),
+                metrics: Arc::clone(&self.metrics),
             };
             tracing::info!(node = %self.config.node, "this node is its island's secondary: following the primary");
             let standby_stop = CancellationToken::new();
@@ -229,6 +230,7 @@ impl Store {
             self.config.replication.wait,
             self.config.replication.when_absent,
         ));
+        let _ = self.metrics.replication.set(Arc::clone(&replication));
         let metrics = Arc::clone(&self.metrics);
         let flush: FlushFn = match self.config.durability {
             config::Durability::Disk => {

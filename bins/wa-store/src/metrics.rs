@@ -39,6 +39,13 @@ pub struct Metrics {
     pub engine_disk_bytes: AtomicU64,
     /// Mailbox sizes as of the last sweep: histogram buckets and the largest.
     pub mailboxes: Mutex<MailboxReport>,
+    /// The primary's replication figures, once it serves.
+    pub replication: std::sync::OnceLock<std::sync::Arc<crate::replication::Replication>>,
+    /// The secondary's: 1 while it follows a primary, 1 once caught up,
+    /// and the stream records it holds (in its journal's memory at least).
+    pub following: AtomicU64,
+    pub follower_caught_up: AtomicU64,
+    pub follower_lsn: AtomicU64,
 }
 
 /// Upper bounds of the mailbox length histogram.
@@ -195,6 +202,20 @@ impl Metrics {
                 s,
                 "wa_store_largest_mailbox_items{{user=\"{user}\"}} {items}"
             );
+        }
+        for (name, help, v) in [
+            ("following", "1 while this node is a secondary following its primary.", &self.following),
+            ("follower_caught_up", "1 once this secondary holds a complete copy (it could take over).", &self.follower_caught_up),
+            ("follower_lsn", "Stream records this secondary holds (compare the primary's wa_store_replica_sent_lsn).", &self.follower_lsn),
+        ] {
+            let _ = writeln!(
+                s,
+                "# HELP wa_store_{name} {help}\n# TYPE wa_store_{name} gauge\nwa_store_{name} {}",
+                v.load(Relaxed)
+            );
+        }
+        if let Some(r) = self.replication.get() {
+            r.render(&mut s);
         }
         s
     }

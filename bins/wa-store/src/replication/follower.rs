@@ -52,6 +52,7 @@ pub struct Follower {
     pub sync_delay: Duration,
     pub dialer: Dialer,
     pub ownership: Arc<Ownership>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +80,12 @@ pub async fn follow(
 ) -> Result<Followed, StoreError> {
     let marker = f.data_dir.join(INCOMPLETE);
     let mut dirty = false;
+    let gauge = |g: &std::sync::atomic::AtomicU64, v: u64| g.store(v, std::sync::atomic::Ordering::Relaxed);
+    gauge(&f.metrics.following, 1);
+    let _stop_following = scopeguard(|| {
+        gauge(&f.metrics.following, 0);
+        gauge(&f.metrics.follower_caught_up, 0);
+    });
     loop {
         if f.ownership.current().primary {
             if marker.exists() {
@@ -177,6 +184,9 @@ async fn session(
         blocking(move || storage.clear().map_err(|e| e.to_string())).await?;
     }
     *dirty = true;
+    f.metrics
+        .follower_caught_up
+        .store(0, std::sync::atomic::Ordering::Relaxed);
     let dir = f.data_dir.join("journal");
     let seg = f.segment_size;
     let journal = Arc::new(
@@ -250,6 +260,9 @@ async fn receive(
                     .append_framed(&r.records, r.count)
                     .map_err(|e| LinkError::Local(e.to_string()))?;
                 expected = Some(next + r.count);
+                f.metrics
+                    .follower_lsn
+                    .store(next + r.count, std::sync::atomic::Ordering::Relaxed);
                 // Synced soon (the group commit), not before the ack: the
                 // level is "in the secondary's memory".
                 let _ = commit.ticket();
@@ -284,6 +297,9 @@ async fn receive(
                 blocking(move || j.sync().map_err(|e| e.to_string())).await?;
                 marker_remove(marker).map_err(|e| LinkError::Local(e.to_string()))?;
                 caught_up = true;
+                f.metrics
+                    .follower_caught_up
+                    .store(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::info!(
                     pages = d.pages,
                     recounted = fixed,
@@ -387,4 +403,17 @@ fn sync_parent(p: &Path) -> std::io::Result<()> {
         Some(d) => std::fs::File::open(d)?.sync_all(),
         None => Ok(()),
     }
+}
+
+/// Runs `f` when dropped.
+fn scopeguard(f: impl FnOnce()) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
 }
