@@ -204,9 +204,21 @@ impl Metrics {
             );
         }
         for (name, help, v) in [
-            ("following", "1 while this node is a secondary following its primary.", &self.following),
-            ("follower_caught_up", "1 once this secondary holds a complete copy (it could take over).", &self.follower_caught_up),
-            ("follower_lsn", "Stream records this secondary holds (compare the primary's wa_store_replica_sent_lsn).", &self.follower_lsn),
+            (
+                "following",
+                "1 while this node is a secondary following its primary.",
+                &self.following,
+            ),
+            (
+                "follower_caught_up",
+                "1 once this secondary holds a complete copy (it could take over).",
+                &self.follower_caught_up,
+            ),
+            (
+                "follower_lsn",
+                "Stream records this secondary holds (compare the primary's wa_store_replica_sent_lsn).",
+                &self.follower_lsn,
+            ),
         ] {
             let _ = writeln!(
                 s,

@@ -12,7 +12,10 @@ use common::cluster::{ClusterMap, Island};
 use common::token::{TokenClaims, TokenSigner};
 use rustls_pki_types::CertificateDer;
 
-use super::{ChatProcess, PATIENCE, StoreProcess, bin_dir, field, now_secs, ready_line, write_pki};
+use super::{
+    ChatProcess, PATIENCE, StoreProcess, bin_dir, field, now_secs, ready_line, ready_then,
+    write_pki,
+};
 
 pub struct Cluster {
     pub dir: tempfile::TempDir,
@@ -48,10 +51,22 @@ pub fn map_of(seed: [u8; 16], addrs: &[std::net::SocketAddr], epoch: u64) -> Clu
 }
 
 fn store_toml(dir: &Path, k: usize, listen: std::net::SocketAddr) -> String {
+    store_toml_as(dir, &k.to_string(), k, listen, "disk")
+}
+
+/// Store `name` of island `k`, at `durability`.
+fn store_toml_as(
+    dir: &Path,
+    name: &str,
+    k: usize,
+    listen: std::net::SocketAddr,
+    durability: &str,
+) -> String {
     let d = dir.display();
     format!(
-        r#"node = "store-{k}"
-data_dir = "{d}/store-{k}"
+        r#"node = "store-{name}"
+data_dir = "{d}/store-{name}"
+durability = "{durability}"
 [link]
 listen = "{listen}"
 cert = "{d}/pki/cert.pem"
@@ -103,6 +118,21 @@ async fn spawn(dir: &Path, bin: &str, file: &str, text: String) -> tokio::proces
         .expect("binaries are built (cargo build --workspace)")
 }
 
+/// `edges` wa-chat processes, ready.
+async fn start_edges(d: &Path, edges: usize) -> Vec<ChatProcess> {
+    let mut chats = Vec::new();
+    for k in 1..=edges {
+        let mut child = spawn(d, "wa-chat", &format!("wa-chat-{k}.toml"), chat_toml(d, k)).await;
+        let line = ready_line(&mut child, "wa-chat").await;
+        chats.push(ChatProcess {
+            tcp: field(&line, "tcp").parse().unwrap(),
+            quic: field(&line, "quic").parse().unwrap(),
+            child,
+        });
+    }
+    chats
+}
+
 async fn start_store(d: &Path, k: usize, listen: std::net::SocketAddr) -> StoreProcess {
     let mut child = spawn(
         d,
@@ -134,6 +164,63 @@ impl Cluster {
         self.stores[k - 1] = start_store(self.dir.path(), k, addr).await;
     }
 
+    /// One island whose primary (store 1) has a secondary (store 2, named
+    /// "1b"), both at durability `replicated`, the secondary caught up; and
+    /// `edges` edges.
+    pub async fn start_replicated(edges: usize) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let signer = write_pki(d);
+        let free = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+        };
+        let (pa, sa) = (free(), free());
+        let mut map = map_of(rand::random(), &[pa], 1);
+        map.islands[0].secondary = Some(sa);
+        std::fs::write(d.join("cluster.toml"), map.to_toml()).unwrap();
+        let mut stores = Vec::new();
+        for (name, addr, then) in [("1", pa, None), ("1b", sa, Some("CAUGHT-UP"))] {
+            let mut child = spawn(
+                d,
+                "wa-store",
+                &format!("wa-store-{name}.toml"),
+                store_toml_as(d, name, 1, addr, "replicated"),
+            )
+            .await;
+            ready_then(&mut child, "wa-store", then).await;
+            stores.push(StoreProcess { child, addr });
+        }
+        let chats = start_edges(d, edges).await;
+        let roots = common::tls::load_certs(&d.join("pki/ca.pem")).unwrap();
+        Cluster {
+            dir,
+            roots,
+            signer,
+            map,
+            stores,
+            edges: chats,
+        }
+    }
+
+    /// Store `k` (1-based) of [`Cluster::start_replicated`] again ("1" or
+    /// "1b"), on its address and data.
+    pub async fn restart_replicated(&mut self, k: usize) {
+        let name = if k == 1 { "1" } else { "1b" };
+        let addr = self.stores[k - 1].addr;
+        let mut child = spawn(
+            self.dir.path(),
+            "wa-store",
+            &format!("wa-store-{name}.toml"),
+            store_toml_as(self.dir.path(), name, 1, addr, "replicated"),
+        )
+        .await;
+        ready_line(&mut child, "wa-store").await;
+        self.stores[k - 1] = StoreProcess { child, addr };
+    }
+
     /// `islands` stores and `edges` edges, all ready.
     pub async fn start(islands: usize, edges: usize) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
@@ -157,17 +244,7 @@ impl Cluster {
         let addrs: Vec<_> = stores.iter().map(|s| s.addr).collect();
         let map = map_of(seed, &addrs, 1);
         std::fs::write(d.join("cluster.toml"), map.to_toml()).unwrap();
-        let mut chats = Vec::new();
-        for k in 1..=edges {
-            let mut child =
-                spawn(d, "wa-chat", &format!("wa-chat-{k}.toml"), chat_toml(d, k)).await;
-            let line = ready_line(&mut child, "wa-chat").await;
-            chats.push(ChatProcess {
-                tcp: field(&line, "tcp").parse().unwrap(),
-                quic: field(&line, "quic").parse().unwrap(),
-                child,
-            });
-        }
+        let chats = start_edges(d, edges).await;
         let roots = common::tls::load_certs(&d.join("pki/ca.pem")).unwrap();
         Cluster {
             dir,

@@ -176,16 +176,34 @@ pub async fn spawn_store_process(dir: &Path, listen: SocketAddr) -> StoreProcess
 
 /// Reads stdout of `child` up to its `READY <name> ...` line.
 pub async fn ready_line(child: &mut tokio::process::Child, name: &str) -> String {
+    ready_then(child, name, None).await
+}
+
+/// [`ready_line`], then also waits for a line starting with `then` (a
+/// secondary's `CAUGHT-UP`).
+pub async fn ready_then(
+    child: &mut tokio::process::Child,
+    name: &str,
+    then: Option<&str>,
+) -> String {
     let stdout = child.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
     let prefix = format!("READY {name} ");
     let line = tokio::time::timeout(PATIENCE, async {
+        let mut ready = None;
         while let Some(l) = lines.next_line().await.unwrap() {
             if l.starts_with(&prefix) {
-                return l;
+                ready = Some(l);
+            } else if then.is_some_and(|t| l.starts_with(t)) && ready.is_some() {
+                return ready.expect("checked");
+            }
+            if then.is_none()
+                && let Some(r) = ready.take()
+            {
+                return r;
             }
         }
-        panic!("{name} exited before READY");
+        panic!("{name} exited before READY (or {then:?})");
     })
     .await
     .expect("READY within patience");

@@ -80,7 +80,8 @@ pub async fn follow(
 ) -> Result<Followed, StoreError> {
     let marker = f.data_dir.join(INCOMPLETE);
     let mut dirty = false;
-    let gauge = |g: &std::sync::atomic::AtomicU64, v: u64| g.store(v, std::sync::atomic::Ordering::Relaxed);
+    let gauge =
+        |g: &std::sync::atomic::AtomicU64, v: u64| g.store(v, std::sync::atomic::Ordering::Relaxed);
     gauge(&f.metrics.following, 1);
     let _stop_following = scopeguard(|| {
         gauge(&f.metrics.following, 0);
