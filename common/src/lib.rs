@@ -8,6 +8,8 @@
 //! - with the `net` feature: [`wire`] (async frame I/O), [`tls`] (rustls/quinn
 //!   configuration on the *ring* provider), [`client`] (the client library)
 //!   and [`link_client`] (request/response over the internal link).
+//! - with the `coordination` feature: `coordination` (the cluster map and
+//!   primaries' leases in etcd, for automatic failover).
 
 pub mod cluster;
 pub mod config;
@@ -18,6 +20,8 @@ pub mod token;
 
 #[cfg(feature = "net")]
 pub mod client;
+#[cfg(feature = "coordination")]
+pub mod coordination;
 #[cfg(feature = "https-server")]
 pub mod https_server;
 #[cfg(feature = "net")]

@@ -16,7 +16,24 @@ use support::{PATIENCE, expect, next_message};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_primary_loses_no_accepted_message_and_clients_go_on_after_promotion() {
-    let mut c = Cluster::start_replicated(1).await;
+    let c = Cluster::start_replicated(1).await;
+    kill_the_primary_under_load(c, true).await;
+}
+
+/// The same with etcd: nobody promotes; the secondary takes over once the
+/// killed primary's lease expires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_etcd_the_secondary_takes_over_by_itself_and_nothing_accepted_is_lost() {
+    let etcd = support::etcd::Etcd::start().await;
+    let c = Cluster::start_replicated_with(1, &etcd.section("2s")).await;
+    kill_the_primary_under_load(c, false).await;
+    drop(etcd);
+}
+
+/// A client sends 300 messages, one at a time, each until Accepted; the
+/// primary is killed after 100, and promoted by hand (`promote`) or left
+/// to etcd. Every accepted message reaches the recipient once, in order.
+async fn kill_the_primary_under_load(mut c: Cluster, promote: bool) {
     let (a, b) = ("alice", "bob");
     let (ca, mut ea) = c.client(a, 1).await;
     const N: usize = 300;
@@ -58,24 +75,34 @@ async fn a_killed_primary_loses_no_accepted_message_and_clients_go_on_after_prom
     // the roles under epoch 2, and the live nodes read it.
     signal(&c.stores[0].child, nix::sys::signal::Signal::SIGKILL);
     let _ = c.stores[0].child.wait().await;
+    let killed = Instant::now();
     let killed_at = accepted.load(Ordering::SeqCst);
     let mut map = c.map.clone();
     let island = &mut map.islands[0];
     let old = island.primary;
     island.primary = island.secondary.replace(old).unwrap();
     map.epoch = 2;
-    std::fs::write(c.dir.path().join("cluster.toml"), map.to_toml()).unwrap();
-    c.map = map;
-    let promoted = Instant::now();
-    signal(&c.stores[1].child, nix::sys::signal::Signal::SIGHUP);
-    for e in &c.edges {
-        signal(&e.child, nix::sys::signal::Signal::SIGHUP);
+    if promote {
+        std::fs::write(c.dir.path().join("cluster.toml"), map.to_toml()).unwrap();
+        signal(&c.stores[1].child, nix::sys::signal::Signal::SIGHUP);
+        for e in &c.edges {
+            signal(&e.child, nix::sys::signal::Signal::SIGHUP);
+        }
     }
+    let promoted = Instant::now();
+    c.map = map;
     wait_for(killed_at + 1).await;
-    println!(
-        "{killed_at} accepted before the kill; the next one {:?} after the map changed",
-        promoted.elapsed()
-    );
+    if promote {
+        println!(
+            "{killed_at} accepted before the kill; the next one {:?} after the map changed (by hand)",
+            promoted.elapsed()
+        );
+    } else {
+        println!(
+            "{killed_at} accepted before the kill; the next one {:?} after the kill (etcd: the lease expired, the secondary took over)",
+            killed.elapsed()
+        );
+    }
     let (ca, sent) = tokio::time::timeout(PATIENCE, sender)
         .await
         .unwrap()

@@ -48,6 +48,8 @@ pub struct Config {
     pub tokens: TokensConfig,
     pub cluster: ClusterConfig,
     pub limits: LimitsConfig,
+    /// The cluster map from etcd, with automatic failover (docs/OPERATIONS.md).
+    pub coordination: common::coordination::CoordinationConfig,
     pub shutdown: ShutdownConfig,
 }
 
@@ -138,6 +140,7 @@ impl Default for Config {
             tokens: TokensConfig::default(),
             cluster: ClusterConfig::default(),
             limits: LimitsConfig::default(),
+            coordination: Default::default(),
             shutdown: ShutdownConfig::default(),
         }
     }
@@ -215,7 +218,7 @@ impl Config {
 
     /// Checks the values themselves, without touching the file system.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let mut errs = Vec::new();
+        let mut errs = self.coordination.problems();
         if self.name.is_empty() {
             errs.push("name: must not be empty".to_string());
         }

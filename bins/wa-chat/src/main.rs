@@ -63,6 +63,23 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    // With etcd, its cluster map is the one: written to the local file
+    // before the edge reads it, and followed from then on.
+    let coordination = if config.coordination.enabled() {
+        let mut c = common::coordination::Coordinator::connect(&config.coordination)
+            .await
+            .with_context(|| format!("cannot reach etcd at {:?}", config.coordination.etcd))?;
+        let local = common::cluster::ClusterMap::load(&config.cluster.map)
+            .context("cannot read the cluster map")?;
+        let (map, _) = c
+            .map_or_publish(&local)
+            .await
+            .context("cannot read the map in etcd")?;
+        common::coordination::write_map_file(&config.cluster.map, &map)?;
+        Some(c)
+    } else {
+        None
+    };
     let chat = Chat::open(config.clone()).context("cannot load the configured files")?;
     let tcp = match config.listen.tcp {
         Some(addr) => Some(
@@ -91,6 +108,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     service::on_signals(shutdown.clone()).context("cannot handle SIGTERM and SIGINT")?;
     let reload = std::sync::Arc::new(tokio::sync::Notify::new());
     service::on_hangup(std::sync::Arc::clone(&reload)).context("cannot handle SIGHUP")?;
+    if let Some(c) = coordination {
+        tokio::spawn(c.follow_map(
+            config.cluster.map.clone(),
+            std::sync::Arc::clone(&reload),
+            shutdown.clone(),
+        ));
+    }
     let run = tokio::spawn(chat.serve_reloading(Listeners { tcp, quic }, shutdown, reload));
     service::ready(&format!("READY wa-chat tcp={tcp_addr} quic={quic_addr}"));
     run.await.context("server task")??;

@@ -65,6 +65,8 @@ pub struct Config {
     pub cache: CacheConfig,
     pub journal: JournalConfig,
     pub replication: ReplicationConfig,
+    /// Automatic failover through etcd (docs/OPERATIONS.md).
+    pub coordination: common::coordination::CoordinationConfig,
     pub shutdown: ShutdownConfig,
 }
 
@@ -257,6 +259,7 @@ impl Default for Config {
             cache: CacheConfig::default(),
             journal: JournalConfig::default(),
             replication: ReplicationConfig::default(),
+            coordination: Default::default(),
             shutdown: ShutdownConfig::default(),
         }
     }
@@ -351,6 +354,7 @@ impl Config {
         if self.replication.wait.is_zero() {
             errs.push("replication.wait: must be more than zero".to_string());
         }
+        errs.extend(self.coordination.problems());
         finish(errs)
     }
 

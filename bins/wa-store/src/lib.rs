@@ -9,6 +9,7 @@
 pub mod config;
 pub mod courier;
 pub mod error;
+pub mod failover;
 pub mod flusher;
 pub mod handoff;
 pub mod home;
@@ -56,6 +57,8 @@ pub struct Store {
     /// The cluster CA, to reach other homes; `None` if unreadable (only a
     /// one-island map may do without).
     roots: Option<Vec<rustls_pki_types::CertificateDer<'static>>>,
+    /// etcd, for automatic failover (`failover::prepare`).
+    coordination: Option<common::coordination::Coordinator>,
 }
 
 impl Store {
@@ -118,7 +121,28 @@ impl Store {
             ownership: Arc::new(ownership),
             tls: Arc::new(tls),
             roots,
+            coordination: None,
         })
+    }
+
+    /// Fails over automatically through `c` (from [`failover::prepare`],
+    /// called before [`Store::open`]).
+    pub fn with_coordination(mut self, c: Option<common::coordination::Coordinator>) -> Store {
+        self.coordination = c;
+        self
+    }
+
+    /// This node's address as the map names it.
+    fn me(&self) -> std::net::SocketAddr {
+        self.config
+            .cluster
+            .advertise
+            .unwrap_or(self.config.link.listen)
+    }
+
+    fn island_name(&self) -> String {
+        let o = self.ownership.current();
+        o.map.islands[o.island].name.clone()
     }
 
     /// Serves links on `listener` until `shutdown`, then stops accepting,
@@ -147,6 +171,13 @@ impl Store {
         shutdown: CancellationToken,
         reload: Arc<tokio::sync::Notify>,
     ) -> Result<(), StoreError> {
+        if let Some(c) = &self.coordination {
+            tokio::spawn(c.clone().follow_map(
+                self.config.cluster.map.clone(),
+                Arc::clone(&reload),
+                shutdown.clone(),
+            ));
+        }
         if self.journal.is_none() {
             let Some(roots) = &self.roots else {
                 return Err(StoreError::ClusterCa(common::tls::TlsError::Certs {
@@ -180,10 +211,24 @@ impl Store {
                 self.config.node.clone(),
                 standby_stop.clone(),
             ));
+            let takeover = self.coordination.clone().map(|c| {
+                tokio::spawn(failover::watch_primary(
+                    c,
+                    self.config.cluster.map.clone(),
+                    self.me(),
+                    Arc::clone(&self.metrics),
+                    Arc::clone(&reload),
+                    self.island_name(),
+                    standby_stop.clone(),
+                ))
+            });
             let followed =
                 replication::follower::follow(follower, Arc::clone(&reload), shutdown.clone())
                     .await;
             standby_stop.cancel();
+            if let Some(t) = takeover {
+                let _ = t.await;
+            }
             listener = standby.await.expect("the standby listener does not panic");
             match followed? {
                 replication::follower::Followed::Stopped => {
@@ -325,6 +370,15 @@ impl Store {
             (Arc::clone(&self.metrics), self.engine_dir()),
             sweeper_stop.clone(),
         ));
+        if let Some(c) = self.coordination.clone() {
+            tokio::spawn(failover::hold_lease(
+                c,
+                self.island_name(),
+                self.me().to_string(),
+                Arc::clone(&self.ownership),
+                stop.clone(),
+            ));
+        }
         let demoted = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let reloader = tokio::spawn(reload_loop(
             Arc::clone(&self.ownership),

@@ -396,7 +396,7 @@ fn routed_here(ownership: &Ownership, kind: &link_up::Kind) -> Result<(), Code> 
 }
 
 fn owned(ownership: &Ownership, user: &str) -> Result<(), Code> {
-    if ownership.current().owns(user) {
+    if !ownership.fenced() && ownership.current().owns(user) {
         Ok(())
     } else {
         Err(Code::WrongHome)

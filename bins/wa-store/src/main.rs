@@ -108,10 +108,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on link.listen = {listen}"))?;
     let addr = listener.local_addr().context("link listener address")?;
     let data_dir = config.data_dir.clone();
+    let coordination = wa_store::failover::prepare(&config)
+        .await
+        .with_context(|| format!("cannot use etcd at {:?}", config.coordination.etcd))?;
     let store = tokio::task::spawn_blocking(move || Store::open(config).map_err(Box::new))
         .await
         .context("open task")?
-        .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
+        .with_context(|| format!("cannot open the store in {}", data_dir.display()))?
+        .with_coordination(coordination);
     let shutdown = CancellationToken::new();
     service::on_signals(shutdown.clone()).context("cannot handle SIGTERM and SIGINT")?;
     let reload = std::sync::Arc::new(tokio::sync::Notify::new());

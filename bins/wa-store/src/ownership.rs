@@ -119,6 +119,9 @@ pub struct Ownership {
     moves: Mutex<Moves>,
     /// A reload left changes to carry out ([`Ownership::changes`]).
     pub changed: tokio::sync::Notify,
+    /// Serving nothing for now: a primary that does not (yet, or any more)
+    /// surely hold its lease in etcd (`crate::failover`).
+    fenced: std::sync::atomic::AtomicBool,
 }
 
 /// Fragments changing hands (docs/OPERATIONS.md, "Moving fragments"), apart
@@ -164,7 +167,20 @@ impl Ownership {
             last_try: Mutex::new(None),
             moves: Mutex::default(),
             changed: tokio::sync::Notify::new(),
+            fenced: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Fences this node (it serves nothing) or lifts the fence; `true` if
+    /// that changed anything.
+    pub fn set_fenced(&self, fenced: bool) -> bool {
+        self.fenced
+            .swap(fenced, std::sync::atomic::Ordering::SeqCst)
+            != fenced
+    }
+
+    pub fn fenced(&self) -> bool {
+        self.fenced.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub fn current(&self) -> Arc<Owned> {
@@ -186,7 +202,7 @@ impl Ownership {
         if epoch != cur.epoch() {
             return Err(Code::StaleEpoch);
         }
-        if !cur.serves(user, handoff) {
+        if self.fenced() || !cur.serves(user, handoff) {
             return Err(Code::WrongHome);
         }
         Ok(())

@@ -119,10 +119,11 @@ async fn spawn(dir: &Path, bin: &str, file: &str, text: String) -> tokio::proces
 }
 
 /// `edges` wa-chat processes, ready.
-async fn start_edges(d: &Path, edges: usize) -> Vec<ChatProcess> {
+async fn start_edges(d: &Path, edges: usize, extra: &str) -> Vec<ChatProcess> {
     let mut chats = Vec::new();
     for k in 1..=edges {
-        let mut child = spawn(d, "wa-chat", &format!("wa-chat-{k}.toml"), chat_toml(d, k)).await;
+        let text = chat_toml(d, k) + extra;
+        let mut child = spawn(d, "wa-chat", &format!("wa-chat-{k}.toml"), text).await;
         let line = ready_line(&mut child, "wa-chat").await;
         chats.push(ChatProcess {
             tcp: field(&line, "tcp").parse().unwrap(),
@@ -168,6 +169,12 @@ impl Cluster {
     /// "1b"), both at durability `replicated`, the secondary caught up; and
     /// `edges` edges.
     pub async fn start_replicated(edges: usize) -> Cluster {
+        Cluster::start_replicated_with(edges, "").await
+    }
+
+    /// [`Cluster::start_replicated`], with `extra` (TOML tables, such as
+    /// `[coordination]`) in every store's and edge's config.
+    pub async fn start_replicated_with(edges: usize, extra: &str) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let signer = write_pki(d);
@@ -187,14 +194,15 @@ impl Cluster {
                 d,
                 "wa-store",
                 &format!("wa-store-{name}.toml"),
-                store_toml_as(d, name, 1, addr, "replicated"),
+                store_toml_as(d, name, 1, addr, "replicated") + extra,
             )
             .await;
             ready_then(&mut child, "wa-store", then).await;
             stores.push(StoreProcess { child, addr });
         }
-        let chats = start_edges(d, edges).await;
+        let chats = start_edges(d, edges, extra).await;
         let roots = common::tls::load_certs(&d.join("pki/ca.pem")).unwrap();
+        std::fs::write(d.join("extra.toml"), extra).unwrap();
         Cluster {
             dir,
             roots,
@@ -214,7 +222,8 @@ impl Cluster {
             self.dir.path(),
             "wa-store",
             &format!("wa-store-{name}.toml"),
-            store_toml_as(self.dir.path(), name, 1, addr, "replicated"),
+            store_toml_as(self.dir.path(), name, 1, addr, "replicated")
+                + &std::fs::read_to_string(self.dir.path().join("extra.toml")).unwrap_or_default(),
         )
         .await;
         ready_line(&mut child, "wa-store").await;
@@ -244,7 +253,7 @@ impl Cluster {
         let addrs: Vec<_> = stores.iter().map(|s| s.addr).collect();
         let map = map_of(seed, &addrs, 1);
         std::fs::write(d.join("cluster.toml"), map.to_toml()).unwrap();
-        let chats = start_edges(d, edges).await;
+        let chats = start_edges(d, edges, "").await;
         let roots = common::tls::load_certs(&d.join("pki/ca.pem")).unwrap();
         Cluster {
             dir,

@@ -1,0 +1,148 @@
+//! Automatic failover through etcd (`[coordination]`, docs/OPERATIONS.md
+//! "Automatic failover"): the map lives in etcd, a primary serves only
+//! while it surely holds its island's lease, and a caught-up secondary
+//! takes over, with one compare-and-swap on the map, once that lease is
+//! gone. The map change does the rest, as a `wactl promote` does: the
+//! secondary reads it and serves, the old primary reads it and stops.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::coordination::{CoordinationError, Coordinator};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::ownership::Ownership;
+
+/// Before the store opens: with `[coordination]`, etcd's map replaces the
+/// local map file (or the local one is published, for the first node of a
+/// new cluster). `None` without coordination.
+pub async fn prepare(config: &Config) -> Result<Option<Coordinator>, CoordinationError> {
+    if !config.coordination.enabled() {
+        return Ok(None);
+    }
+    let mut c = Coordinator::connect(&config.coordination).await?;
+    let local = common::cluster::ClusterMap::load(&config.cluster.map).map_err(|e| {
+        CoordinationError::BadMap {
+            key: config.cluster.map.display().to_string(),
+            reason: e.to_string(),
+        }
+    })?;
+    let (map, _) = c.map_or_publish(&local).await?;
+    common::coordination::write_map_file(&config.cluster.map, &map)?;
+    tracing::info!(epoch = map.epoch, "cluster map from etcd");
+    Ok(Some(c))
+}
+
+fn pause(c: &Coordinator) -> Duration {
+    (c.ttl / 4).max(Duration::from_millis(100))
+}
+
+/// A primary's side: serves (unfenced) only while it surely holds its
+/// island's lease; until `stop`.
+pub async fn hold_lease(
+    mut c: Coordinator,
+    island: String,
+    me: String,
+    ownership: Arc<Ownership>,
+    stop: CancellationToken,
+) {
+    if ownership.set_fenced(true) {
+        tracing::info!(%island, "not serving until this primary holds its lease in etcd");
+    }
+    loop {
+        match c.hold_primary(&island, &me).await {
+            Ok(Some(lease)) => {
+                tracing::info!(%island, "holding the primary's lease in etcd");
+                loop {
+                    let fenced = !lease.safe();
+                    if ownership.set_fenced(fenced) {
+                        if fenced {
+                            tracing::error!(%island, "the lease in etcd could not be renewed for half its time: serving nothing (fenced)");
+                        } else {
+                            tracing::info!(%island, "serving: the lease in etcd is renewed");
+                        }
+                    }
+                    if lease.lost() {
+                        break;
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_millis(50)) => {}
+                        () = stop.cancelled() => return,
+                    }
+                }
+            }
+            Ok(None) => tracing::info!(%island, "another node holds this island's lease; waiting"),
+            Err(e) => tracing::warn!(error = %e, "cannot take the primary's lease"),
+        }
+        ownership.set_fenced(true);
+        tokio::select! {
+            () = tokio::time::sleep(pause(&c)) => {}
+            () = stop.cancelled() => return,
+        }
+    }
+}
+
+/// A secondary's side: once it has seen its primary hold the lease and is
+/// caught up, takes over when the lease is gone. Writes the new map to
+/// the local file and notifies `reload` (the follower then promotes).
+pub async fn watch_primary(
+    mut c: Coordinator,
+    map_file: std::path::PathBuf,
+    me: std::net::SocketAddr,
+    metrics: Arc<crate::metrics::Metrics>,
+    reload: Arc<Notify>,
+    island: String,
+    stop: CancellationToken,
+) {
+    let mut seen_held = false;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(pause(&c)) => {}
+            () = stop.cancelled() => return,
+        }
+        let caught_up = metrics.follower_caught_up.load(Ordering::Relaxed) == 1;
+        let held = match c.primary_held(&island).await {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot look at the primary's lease");
+                continue;
+            }
+        };
+        seen_held |= held;
+        if held || !seen_held || !caught_up {
+            continue;
+        }
+        let Ok(Some((map, rev))) = c.map().await else {
+            continue;
+        };
+        let Some(i) = map.islands.iter().position(|x| x.name == island) else {
+            continue;
+        };
+        if map.islands[i].secondary != Some(me) {
+            continue;
+        }
+        let mut promoted = map.clone();
+        let isl = &mut promoted.islands[i];
+        let old = isl.primary;
+        isl.primary = me;
+        isl.secondary = Some(old);
+        promoted.epoch += 1;
+        match c.take_over(&promoted, rev, &island).await {
+            Ok(true) => {
+                tracing::warn!(%island, epoch = promoted.epoch, old_primary = %old, "the primary's lease expired: this secondary took over");
+                if let Err(e) = common::coordination::write_map_file(&map_file, &promoted) {
+                    tracing::error!(error = %e, "cannot write the new map");
+                }
+                reload.notify_one();
+                return;
+            }
+            Ok(false) => {
+                tracing::info!(%island, "the map or the lease changed under the takeover; looking again")
+            }
+            Err(e) => tracing::warn!(error = %e, "takeover failed; trying again"),
+        }
+    }
+}
