@@ -6,6 +6,7 @@
 //! [`Store::serve`] separately so that it can report readiness only once the
 //! database is open.
 
+pub mod admin;
 pub mod config;
 pub mod courier;
 pub mod error;
@@ -60,19 +61,8 @@ impl Store {
         config.validate()?;
         let ownership =
             ownership::Ownership::load(config.cluster.map.clone(), config.cluster.island.clone())?;
-        let secret = std::fs::read(&config.cluster.secret_file).map_err(|source| {
-            StoreError::SecretRead {
-                path: config.cluster.secret_file.clone(),
-                source,
-            }
-        })?;
-        if secret.len() < config::MIN_SECRET_LEN {
-            return Err(StoreError::SecretShort {
-                path: config.cluster.secret_file.clone(),
-                len: secret.len(),
-                min: config::MIN_SECRET_LEN,
-            });
-        }
+        let secret = common::secret::read(&config.cluster.secret_file, config::MIN_SECRET_LEN)
+            .map_err(StoreError::Secret)?;
         let roots = match common::tls::load_certs(&config.cluster.ca) {
             Ok(r) => Some(r),
             Err(_) if ownership.current().map.islands.len() == 1 => None,

@@ -1,0 +1,59 @@
+//! systemd's notification protocol (`Type=notify`): `READY=1` with a
+//! `STATUS=` line once the service serves, `RELOADING=1` around a SIGHUP,
+//! `STOPPING=1` at shutdown, and `WATCHDOG=1` at half the `WatchdogSec`
+//! period while the runtime is alive. Outside systemd (`NOTIFY_SOCKET`
+//! unset) every call does nothing.
+
+use std::time::Duration;
+
+use sd_notify::NotifyState;
+use tokio_util::sync::CancellationToken;
+
+pub fn ready(status: &str) {
+    let _ = sd_notify::notify(false, &[NotifyState::Ready, NotifyState::Status(status)]);
+}
+
+pub fn status(status: &str) {
+    let _ = sd_notify::notify(false, &[NotifyState::Status(status)]);
+}
+
+pub fn reloading() {
+    if let Ok(now) = sd_notify::NotifyState::monotonic_usec_now() {
+        let _ = sd_notify::notify(false, &[NotifyState::Reloading, now]);
+    }
+}
+
+pub fn stopping(status: &str) {
+    let _ = sd_notify::notify(false, &[NotifyState::Stopping, NotifyState::Status(status)]);
+}
+
+/// The watchdog period systemd asked for (`WATCHDOG_USEC`, meant for this
+/// process when `WATCHDOG_PID` is ours or absent).
+pub fn watchdog_period() -> Option<Duration> {
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+    if let Some(pid) = std::env::var("WATCHDOG_PID").ok() {
+        if pid.parse::<u32>().ok()? != std::process::id() {
+            return None;
+        }
+    }
+    (usec > 0).then(|| Duration::from_micros(usec))
+}
+
+/// Pets the watchdog at half its period until `stop`. The pings come from a
+/// runtime task, so a wedged runtime stops them and systemd restarts us.
+pub fn spawn_watchdog(stop: CancellationToken) {
+    let Some(period) = watchdog_period() else {
+        return;
+    };
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period / 2);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    let _ = sd_notify::notify(false, &[NotifyState::Watchdog]);
+                }
+                () = stop.cancelled() => return,
+            }
+        }
+    });
+}
