@@ -19,7 +19,7 @@ fn deployment(dir: &Path) -> std::path::PathBuf {
     let pki = common::tls::DevPki::generate(&["localhost", "127.0.0.1"]).unwrap();
     pki.write_to(dir).unwrap();
     common::fsutil::write_public(dir.join("k1.pub"), PUBLIC_KEY).unwrap();
-    std::fs::write(dir.join("cluster.secret"), [7u8; 32]).unwrap();
+    common::fsutil::write_private(&dir.join("cluster.secret"), &[7u8; 32]).unwrap();
     let map =
         common::cluster::ClusterMap::single("127.0.0.1:9".parse().unwrap(), "localhost", [1; 16]);
     std::fs::write(dir.join("cluster.toml"), map.to_toml()).unwrap();
@@ -43,6 +43,9 @@ ca = "{d}/ca.pem"
 secret_file = "{d}/cluster.secret"
 [shutdown]
 grace = "2s"
+[admin]
+listen = "127.0.0.1:0"
+token_file = "{d}/admin.token"
 "#
         ),
     )

@@ -63,6 +63,9 @@ island = "island-{k}"
 ca = "{d}/pki/ca.pem"
 [shutdown]
 grace = "5s"
+[admin]
+listen = "127.0.0.1:0"
+token_file = "{d}/admin.token"
 "#
     )
 }
@@ -86,6 +89,9 @@ secret_file = "{d}/cluster.secret"
 [shutdown]
 grace = "5s"
 retry_after = "100ms"
+[admin]
+listen = "127.0.0.1:0"
+token_file = "{d}/admin.token"
 "#
     )
 }

@@ -75,6 +75,11 @@ pub fn write_pki(dir: &Path) -> TokenSigner {
     .unwrap();
     common::fsutil::write_private(&dir.join("cluster.secret"), &rand::random::<[u8; 32]>())
         .unwrap();
+    common::fsutil::write_private(
+        &dir.join("admin.token"),
+        hex::encode(rand::random::<[u8; 16]>()).as_bytes(),
+    )
+    .unwrap();
     TokenSigner::new("k1", key)
 }
 
@@ -98,6 +103,9 @@ map = "{d}/cluster.toml"
 secret_file = "{d}/cluster.secret"
 [shutdown]
 grace = "5s"
+[admin]
+listen = "127.0.0.1:0"
+token_file = "{d}/admin.token"
 "#
     )
 }
@@ -131,6 +139,9 @@ secret_file = "{d}/cluster.secret"
 [shutdown]
 grace = "5s"
 retry_after = "100ms"
+[admin]
+listen = "127.0.0.1:0"
+token_file = "{d}/admin.token"
 "#
     )
 }
@@ -500,6 +511,9 @@ key = "{d}/pki/key.pem"
 keys = [{{ id = "k1", public_key = "{d}/keys/k1.pub" }}]
 [shutdown]
 grace = "5s"
+[admin]
+listen = "127.0.0.1:0"
+token_file = "{d}/admin.token"
 "#
         );
         let config: wa_media::Config = toml::from_str(&text).unwrap();
@@ -588,6 +602,9 @@ secret_file = "{dd}/cluster.secret"
 [tokens]
 {tokens}{pin}[shutdown]
 grace = "5s"
+[admin]
+listen = "127.0.0.1:0"
+token_file = "{dd}/admin.token"
 [sms]
 provider = "log"
 [sms.log]
@@ -737,23 +754,15 @@ impl Deployment {
     }
 }
 
-/// The body of a plain HTTP `GET` of `path` at `addr` (an admin listener).
-pub async fn http_get(addr: SocketAddr, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    tcp.write_all(
-        format!("GET {path} HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut answer = String::new();
-    tokio::time::timeout(PATIENCE, tcp.read_to_string(&mut answer))
+/// The body of an authenticated `GET` of `path` at the admin listener
+/// `addr` of a service whose config names `dir/admin.token`.
+pub async fn admin_get(dir: &Path, addr: SocketAddr, path: &str) -> String {
+    let token = std::fs::read(dir.join("admin.token")).unwrap();
+    let a = common::admin::client::request(addr, http::Method::GET, path, Some(&token))
         .await
-        .expect("the admin listener answers")
-        .unwrap();
-    let (head, body) = answer.split_once("\r\n\r\n").expect("an HTTP answer");
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    body.to_owned()
+        .expect("the admin listener answers");
+    assert_eq!(a.status, 200, "{}", a.text());
+    a.text()
 }
 
 /// The value of counter `name` in a Prometheus text page.

@@ -28,7 +28,7 @@ pub type Tls = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
 pub fn config_toml(dir: &Path, listen: &str, engine: &str) -> String {
     let d = dir.display();
     format!(
-        "node = \"store-t\"\ndata_dir = \"{d}/db\"\nengine = \"{engine}\"\n[link]\nlisten = \"{listen}\"\ncert = \"{d}/cert.pem\"\nkey = \"{d}/key.pem\"\n[cluster]\nmap = \"{d}/cluster.toml\"\nsecret_file = \"{d}/secret\"\nca = \"{d}/ca.pem\"\n[shutdown]\ngrace = \"5s\"\n"
+        "node = \"store-t\"\ndata_dir = \"{d}/db\"\nengine = \"{engine}\"\n[link]\nlisten = \"{listen}\"\ncert = \"{d}/cert.pem\"\nkey = \"{d}/key.pem\"\n[cluster]\nmap = \"{d}/cluster.toml\"\nsecret_file = \"{d}/secret\"\nca = \"{d}/ca.pem\"\n[shutdown]\ngrace = \"5s\"\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{d}/admin.token\"\n"
     )
 }
 

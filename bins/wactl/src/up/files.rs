@@ -38,6 +38,9 @@ pub(crate) fn chat_file(j: usize) -> String {
     }
 }
 
+/// The admin token every service of the deployment checks (and wactl sends).
+pub const ADMIN_TOKEN: &str = "admin.token";
+
 /// Writes what is missing in `dir`: PKI, signing key, cluster secret and map;
 /// and the service configs, always (they follow the flags): one store per
 /// address of `links` (island `i` owns the `i`th share of the fragments), one
@@ -84,6 +87,11 @@ pub(super) fn prepare(
         common::fsutil::write_private(&secret, &rand::random::<[u8; 32]>())
             .with_context(|| format!("cannot write {}", secret.display()))?;
     }
+    let token = dir.join(ADMIN_TOKEN);
+    if !token.exists() {
+        common::fsutil::write_private(&token, hex::encode(rand::random::<[u8; 32]>()).as_bytes())
+            .with_context(|| format!("cannot write {}", token.display()))?;
+    }
     let map = write_map(&dir.join("cluster.toml"), links)?;
 
     let d = dir.display();
@@ -106,6 +114,9 @@ island = "{island}"
 ca = "{d}/pki/ca.pem"
 [shutdown]
 grace = "5s"
+[admin]
+listen = "127.0.0.1:0"
+token_file = "{d}/admin.token"
 "#
         );
         let p = dir.join(store_file(n));
@@ -130,6 +141,9 @@ secret_file = "{d}/cluster.secret"
 [shutdown]
 grace = "5s"
 retry_after = "1s"
+[admin]
+listen = "127.0.0.1:0"
+token_file = "{d}/admin.token"
 "#
         );
         let p = dir.join(chat_file(n));
@@ -154,6 +168,9 @@ key = "{d}/pki/key.pem"
 keys = [{{ id = "{KEY_ID}", public_key = "{d}/keys/k1.pub" }}]
 [shutdown]
 grace = "5s"
+[admin]
+listen = "127.0.0.1:0"
+token_file = "{d}/admin.token"
 "#
     );
     let p = dir.join("wa-media.toml");
@@ -195,6 +212,9 @@ provider = "log"
 file = "{d}/register/codes.log"
 [shutdown]
 grace = "5s"
+[admin]
+listen = "127.0.0.1:0"
+token_file = "{d}/admin.token"
 "#
     );
     let p = dir.join("wa-register.toml");
