@@ -57,3 +57,38 @@ pub fn spawn_watchdog(stop: CancellationToken) {
         }
     });
 }
+
+/// The receiving end of the protocol, as systemd has it: a datagram socket
+/// whose path goes in a child's `NOTIFY_SOCKET`. For tests and for
+/// supervisors that are not systemd.
+pub struct NotifyListener {
+    socket: tokio::net::UnixDatagram,
+}
+
+impl NotifyListener {
+    pub fn bind(path: &std::path::Path) -> std::io::Result<NotifyListener> {
+        Ok(NotifyListener {
+            socket: tokio::net::UnixDatagram::bind(path)?,
+        })
+    }
+
+    /// The next message (`READY=1\nSTATUS=...`).
+    pub async fn recv(&self) -> std::io::Result<String> {
+        let mut buf = vec![0; 4096];
+        let n = self.socket.recv(&mut buf).await?;
+        Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+    }
+
+    /// Messages until one has a line equal to `line`; returns them all.
+    pub async fn until(&self, line: &str) -> std::io::Result<Vec<String>> {
+        let mut seen = Vec::new();
+        loop {
+            let m = self.recv().await?;
+            let done = m.lines().any(|l| l == line);
+            seen.push(m);
+            if done {
+                return Ok(seen);
+            }
+        }
+    }
+}
