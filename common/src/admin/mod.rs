@@ -19,7 +19,7 @@ pub mod client;
 pub mod http;
 pub mod metrics;
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
@@ -72,6 +72,8 @@ struct Inner {
     version: &'static str,
     started: Instant,
     phase: AtomicU8,
+    /// SIGHUP reloads done.
+    reloads: AtomicU64,
     registry: Mutex<Registry>,
     checks: Mutex<Vec<Check>>,
     status: Mutex<Vec<StatusFn>>,
@@ -102,6 +104,7 @@ impl Admin {
                 version,
                 started: Instant::now(),
                 phase: AtomicU8::new(Phase::Starting as u8),
+                reloads: AtomicU64::new(0),
                 registry: Mutex::new(Registry::default()),
                 checks: Mutex::default(),
                 status: Mutex::default(),
@@ -117,6 +120,11 @@ impl Admin {
                     "wa_uptime_seconds",
                     "Seconds since the service started",
                     a.started.elapsed().as_secs_f64(),
+                );
+                s.counter(
+                    "wa_reloads",
+                    "Reloads done (SIGHUP)",
+                    a.reloads.load(Ordering::Relaxed),
                 );
                 s.gauge(
                     "wa_ready",
@@ -148,6 +156,11 @@ impl Admin {
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| {
                 (p != Phase::Draining as u8).then_some(phase as u8)
             });
+    }
+
+    /// Counts a reload (SIGHUP) done.
+    pub fn reloaded(&self) {
+        self.inner.reloads.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Registers metrics on the service's registry.
@@ -212,6 +225,10 @@ impl Admin {
             self.inner.started.elapsed().as_secs().into(),
         );
         m.insert("phase".into(), self.phase().name().into());
+        m.insert(
+            "reloads".into(),
+            self.inner.reloads.load(Ordering::Relaxed).into(),
+        );
         m.insert(
             "ready".into(),
             match self.readiness() {

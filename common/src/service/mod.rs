@@ -185,6 +185,7 @@ async fn run<S: Service>(
                 Err(e) => tracing::warn!(error = %e, "config not reloaded"),
             }
             reload.fire();
+            admin.reloaded();
             notify::ready("reloaded");
         })?;
     }

@@ -119,7 +119,8 @@ async fn start_store(d: &Path, k: usize, listen: std::net::SocketAddr) -> StoreP
     .await;
     let line = ready_line(&mut child, "wa-store").await;
     let addr = field(&line, "link").parse().unwrap();
-    StoreProcess { child, addr }
+    let admin = field(&line, "admin").parse().unwrap();
+    StoreProcess { child, addr, admin }
 }
 
 impl Cluster {
@@ -171,6 +172,7 @@ impl Cluster {
             chats.push(ChatProcess {
                 tcp: field(&line, "tcp").parse().unwrap(),
                 quic: field(&line, "quic").parse().unwrap(),
+                admin: field(&line, "admin").parse().unwrap(),
                 child,
             });
         }

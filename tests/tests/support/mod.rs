@@ -46,6 +46,7 @@ impl Service {
 pub struct StoreProcess {
     pub child: tokio::process::Child,
     pub addr: SocketAddr,
+    pub admin: SocketAddr,
 }
 
 pub struct Deployment {
@@ -88,7 +89,7 @@ fn write_map(dir: &Path, link: SocketAddr) {
     std::fs::write(dir.join("cluster.toml"), map.to_toml()).unwrap();
 }
 
-fn store_toml(dir: &Path, listen: SocketAddr) -> String {
+pub fn store_toml(dir: &Path, listen: SocketAddr) -> String {
     let d = dir.display();
     format!(
         r#"node = "store-1"
@@ -110,7 +111,7 @@ token_file = "{d}/admin.token"
     )
 }
 
-fn chat_toml(dir: &Path) -> String {
+pub fn chat_toml(dir: &Path) -> String {
     chat_toml_keys(dir, &["k1"])
 }
 
@@ -182,7 +183,8 @@ pub async fn spawn_store_process(dir: &Path, listen: SocketAddr) -> StoreProcess
         .expect("wa-store binary is built (cargo build --workspace)");
     let line = ready_line(&mut child, "wa-store").await;
     let addr = field(&line, "link").parse().unwrap();
-    StoreProcess { child, addr }
+    let admin = field(&line, "admin").parse().unwrap();
+    StoreProcess { child, addr, admin }
 }
 
 /// Reads stdout of `child` up to its `READY <name> ...` line.
@@ -216,6 +218,7 @@ pub struct ChatProcess {
     pub child: tokio::process::Child,
     pub tcp: SocketAddr,
     pub quic: SocketAddr,
+    pub admin: SocketAddr,
 }
 
 /// Starts `wa-chat` as a process on port 0 and waits for its READY line.
@@ -234,6 +237,7 @@ pub async fn spawn_chat_process(dir: &Path) -> ChatProcess {
     ChatProcess {
         tcp: field(&line, "tcp").parse().unwrap(),
         quic: field(&line, "quic").parse().unwrap(),
+        admin: field(&line, "admin").parse().unwrap(),
         child,
     }
 }
@@ -498,8 +502,23 @@ pub struct MediaNode {
 impl Deployment {
     /// Starts `wa-media` (node `m1`, data in `<dir>/media`) in-process.
     pub async fn start_media(&self) -> MediaNode {
+        let text = self.media_toml();
+        let config: wa_media::Config = toml::from_str(&text).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(wa_media::run(config, listener, shutdown.clone()));
+        let task = tokio::spawn(async move { task.await.unwrap().map_err(|e| e.to_string()) });
+        MediaNode {
+            service: Service { shutdown, task },
+            addr,
+        }
+    }
+
+    /// wa-media's config: node `m1`, data in `<dir>/media`, port 0.
+    pub fn media_toml(&self) -> String {
         let d = self.dir.path().display();
-        let text = format!(
+        format!(
             r#"node = "m1"
 data_dir = "{d}/media"
 [listen]
@@ -515,17 +534,7 @@ grace = "5s"
 listen = "127.0.0.1:0"
 token_file = "{d}/admin.token"
 "#
-        );
-        let config: wa_media::Config = toml::from_str(&text).unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(wa_media::run(config, listener, shutdown.clone()));
-        let task = tokio::spawn(async move { task.await.unwrap().map_err(|e| e.to_string()) });
-        MediaNode {
-            service: Service { shutdown, task },
-            addr,
-        }
+        )
     }
 
     /// A media client for `user` that knows the node `m1` at `media.addr`.

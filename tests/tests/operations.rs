@@ -1,0 +1,137 @@
+//! Operating the real binaries: every service's admin listener is on
+//! loopback by default, `/readyz` turns not-ready while an edge drains, and
+//! SIGHUP reloads every service without ending it (then SIGTERM exits 0).
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::Arc;
+
+use common::admin::client::request;
+use support::{Deployment, PATIENCE, bin_dir, field, ready_line, sigterm};
+
+#[test]
+fn every_admin_listener_defaults_to_loopback() {
+    for (service, addr) in [
+        ("wa-chat", wa_chat::Config::default().admin.listen),
+        ("wa-store", wa_store::Config::default().admin.listen),
+        ("wa-media", wa_media::Config::default().admin.listen),
+        ("wa-register", wa_register::Config::default().admin.listen),
+    ] {
+        assert!(addr.ip().is_loopback(), "{service} admin.listen = {addr}");
+        assert_ne!(addr.port(), 0, "{service} has a fixed admin port");
+    }
+}
+
+/// Answers of `/readyz` at `admin` until it says `want` (or the bound).
+async fn readyz_until(admin: SocketAddr, want: u16) -> String {
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            let a = request(admin, http::Method::GET, "/readyz", None)
+                .await
+                .expect("the admin listener answers while the service runs");
+            if a.status == want {
+                return a.text();
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("/readyz never answered {want}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_turns_not_ready_while_the_edge_drains() {
+    let (d, mut chat) = Deployment::start_processes().await;
+    let store_admin = d.store_process.as_ref().unwrap().admin;
+    readyz_until(store_admin, 200).await;
+    // The edge is ready once its link to the home is up.
+    readyz_until(chat.admin, 200).await;
+
+    // A client that finished its handshake and then says nothing: at
+    // shutdown the edge tells it Goodbye and gives it a moment to close,
+    // so the drain lasts while this connection is open.
+    let roots = common::tls::load_certs(&d.dir.path().join("pki/ca.pem")).unwrap();
+    let cfg = common::tls::client_config(&roots, &[common::proto::limits::ALPN]).unwrap();
+    let tcp = tokio::net::TcpStream::connect(chat.tcp).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let quiet = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+
+    sigterm(&chat.child);
+    let why = readyz_until(chat.admin, 503).await;
+    assert_eq!(why.trim(), "draining");
+    drop(quiet);
+    let st = tokio::time::timeout(PATIENCE, chat.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(st.success(), "wa-chat exited with {st}");
+    d.stop().await;
+}
+
+/// Starts `name` on the config `text` with a notify socket of our own,
+/// waits for READY=1; then SIGHUP twice (each answered with RELOADING=1 and
+/// READY=1 again, and counted in `wa_reloads_total`), and SIGTERM: exit 0.
+async fn sighup_keeps_running(dir: &Path, name: &str, text: &str) {
+    use common::service::notify::NotifyListener;
+    let cfg = dir.join(format!("{name}-hup.toml"));
+    std::fs::write(&cfg, text).unwrap();
+    let sock = dir.join(format!("{name}.notify"));
+    let notify = NotifyListener::bind(&sock).unwrap();
+    let mut child = tokio::process::Command::new(bin_dir().join(name))
+        .arg("--config")
+        .arg(&cfg)
+        .env("NOTIFY_SOCKET", &sock)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let line = ready_line(&mut child, name).await;
+    let admin: SocketAddr = field(&line, "admin").parse().unwrap();
+    tokio::time::timeout(PATIENCE, notify.until("READY=1"))
+        .await
+        .unwrap()
+        .unwrap();
+    for n in 1..=2 {
+        let pid = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+        let got = tokio::time::timeout(PATIENCE, notify.until("READY=1"))
+            .await
+            .unwrap_or_else(|_| panic!("{name} did not say READY=1 after SIGHUP"))
+            .unwrap();
+        assert!(got.concat().contains("RELOADING=1"), "{name}: {got:?}");
+        assert!(child.try_wait().unwrap().is_none(), "SIGHUP ended {name}");
+        let page = support::admin_get(dir, admin, "/metrics").await;
+        assert_eq!(support::counter(&page, "wa_reloads_total"), n, "{name}");
+    }
+    sigterm(&child);
+    let st = tokio::time::timeout(PATIENCE, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(st.success(), "{name} exited with {st} after SIGTERM");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_every_service_and_sigterm_still_exits_zero() {
+    let d = Deployment::start().await;
+    let dir = d.dir.path();
+    let store = support::store_toml(dir, "127.0.0.1:0".parse().unwrap());
+    // A second store of the same map would fight over nothing: it has a
+    // data directory of its own.
+    let store = store.replace(
+        &format!("{}/store\"", dir.display()),
+        &format!("{}/store-hup\"", dir.display()),
+    );
+    sighup_keeps_running(dir, "wa-store", &store).await;
+    sighup_keeps_running(dir, "wa-chat", &support::chat_toml(dir)).await;
+    sighup_keeps_running(dir, "wa-media", &d.media_toml()).await;
+    sighup_keeps_running(dir, "wa-register", &d.register_toml("")).await;
+    d.stop().await;
+}
