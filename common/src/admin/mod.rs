@@ -275,15 +275,17 @@ impl Admin {
             })
     }
 
-    /// The whole router: health checks, then the authenticated rest.
+    /// The whole router: health checks, then the authenticated rest. The
+    /// service's operations are looked up per request, so the ones added
+    /// after the listener started (the service registers them once it is
+    /// open) are served too.
     pub fn router(&self) -> Router {
-        let ops = std::mem::take(&mut *self.inner.routes.lock().expect("routes lock"));
         let authed = Router::new()
             .route("/metrics", get(metrics_handler))
             .route("/admin/status", get(status_handler))
+            .fallback(operations)
             .with_state(self.clone())
-            .merge(ops)
-            .route_layer(axum::middleware::from_fn_with_state(
+            .layer(axum::middleware::from_fn_with_state(
                 self.clone(),
                 authorize,
             ));
@@ -333,6 +335,15 @@ async fn authorize(State(admin): State<Admin>, req: Request, next: Next) -> Resp
             "admin token required\n",
         )
             .into_response(),
+    }
+}
+
+async fn operations(State(admin): State<Admin>, req: Request) -> Response {
+    use tower::ServiceExt;
+    let routes = admin.inner.routes.lock().expect("routes lock").clone();
+    match routes.oneshot(req).await {
+        Ok(r) => r,
+        Err(never) => match never {},
     }
 }
 
