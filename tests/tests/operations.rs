@@ -135,3 +135,55 @@ async fn sighup_reloads_every_service_and_sigterm_still_exits_zero() {
     sighup_keeps_running(dir, "wa-register", &d.register_toml("")).await;
     d.stop().await;
 }
+
+/// Every key docs/OPERATIONS.md documents for a service is a key of that
+/// service's shipped sample (which its tests prove equal to the defaults),
+/// so the page cannot list a key the service refuses.
+#[test]
+fn documented_config_keys_exist() {
+    let doc = include_str!("../../docs/OPERATIONS.md");
+    for (service, sample) in [
+        (
+            "wa-store",
+            include_str!("../../packaging/etc/wa-store.toml"),
+        ),
+        ("wa-chat", include_str!("../../packaging/etc/wa-chat.toml")),
+    ] {
+        let sample: toml::Table = toml::from_str(sample).unwrap();
+        let heading = format!("### `/etc/wa/{service}.toml`");
+        let table = doc
+            .split(&heading)
+            .nth(1)
+            .unwrap_or_else(|| panic!("{heading} missing"))
+            .split("\n#")
+            .next()
+            .unwrap();
+        let mut checked = 0;
+        for row in table.lines().filter(|l| l.starts_with("| `")) {
+            let first = row.split('|').nth(1).unwrap();
+            let spans: Vec<&str> = first.split('`').skip(1).step_by(2).collect();
+            let (section, first_key) = match spans[0].strip_prefix('[') {
+                Some(rest) => {
+                    let (s, k) = rest.split_once("] ").unwrap();
+                    (Some(s), k)
+                }
+                None => (None, spans[0]),
+            };
+            for key in std::iter::once(first_key).chain(spans[1..].iter().copied()) {
+                let found = match section {
+                    Some(s) => sample
+                        .get(s)
+                        .and_then(|t| t.as_table())
+                        .is_some_and(|t| t.contains_key(key)),
+                    None => sample.contains_key(key),
+                };
+                assert!(
+                    found,
+                    "{service}: OPERATIONS.md documents {section:?} {key}, which the service does not have"
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked > 10, "{service}: only {checked} keys found");
+    }
+}
