@@ -8,6 +8,7 @@
 //! return. `main.rs` and the tests call the same code.
 
 pub mod admin;
+pub mod cli;
 pub mod config;
 pub mod error;
 pub mod hub;

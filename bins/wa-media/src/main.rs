@@ -1,40 +1,14 @@
 //! `wa-media`: arguments, then the service chassis (`common::service`):
 //! config, logs, signals, admin listener, readiness.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
 use common::sections::{AdminConfig, LogConfig};
 use common::service::{self, BoxError, Chassis, Service};
+use wa_media::cli::Args;
 use wa_media::{Config, Media};
-
-/// The wa media node: HTTPS upload and download of media blobs, stored once
-/// per content (SHA-256), authenticated with the same tokens as wa-chat, and
-/// deleted when they expire (docs/MEDIA.md).
-///
-/// Prints `READY wa-media http=ADDR admin=ADDR` on stdout and notifies
-/// systemd once both listeners are bound. SIGTERM or SIGINT: /readyz turns
-/// not-ready, stop accepting, finish requests in flight up to the grace
-/// period, exit 0. SIGHUP: read the TLS certificate, the log level and the
-/// admin token again; never exits.
-///
-/// Exit codes: 0 clean stop, 64 bad arguments or configuration, 1 runtime failure.
-#[derive(Parser)]
-#[command(version)]
-struct Args {
-    /// Configuration file (TOML). See wa-media.toml(5) and docs/MEDIA.md.
-    #[arg(
-        long,
-        short,
-        env = "WA_MEDIA_CONFIG",
-        default_value = "/etc/wa/wa-media.toml"
-    )]
-    config: PathBuf,
-    #[command(flatten)]
-    flags: service::Flags,
-}
 
 struct WaMedia;
 

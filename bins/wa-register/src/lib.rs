@@ -15,6 +15,7 @@
 
 pub mod account;
 pub mod api;
+pub mod cli;
 pub mod codes;
 pub mod config;
 pub mod error;

@@ -1,41 +1,14 @@
 //! `wa-register`: arguments, then the service chassis (`common::service`):
 //! config, logs, signals, admin listener, readiness.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
 use common::sections::{AdminConfig, LogConfig};
 use common::service::{self, BoxError, Chassis, Service};
+use wa_register::cli::Args;
 use wa_register::{Config, Register};
-
-/// The wa registration service: phone number + one-time code signup over
-/// HTTPS, registration-lock PINs, and the credentials wa-chat and wa-media
-/// verify. Accounts live at their users' homes in wa-store (docs/REGISTER.md).
-///
-/// Prints `READY wa-register http=ADDR admin=ADDR` on stdout (the HTTPS
-/// listener and the admin listener) and notifies systemd once both are
-/// bound. SIGTERM or SIGINT: /readyz turns not-ready, stop accepting, finish
-/// requests in flight up to the grace period, exit 0. SIGHUP: read the
-/// cluster map, the TLS certificate, the log level and the admin token
-/// again; never exits.
-///
-/// Exit codes: 0 clean stop, 64 bad arguments or configuration, 1 runtime failure.
-#[derive(Parser)]
-#[command(version)]
-struct Args {
-    /// Configuration file (TOML). See wa-register.toml(5) and docs/REGISTER.md.
-    #[arg(
-        long,
-        short,
-        env = "WA_REGISTER_CONFIG",
-        default_value = "/etc/wa/wa-register.toml"
-    )]
-    config: PathBuf,
-    #[command(flatten)]
-    flags: service::Flags,
-}
 
 struct WaRegister;
 

@@ -1,13 +1,13 @@
 //! `wa-store`: arguments, then the service chassis (`common::service`):
 //! config, logs, signals, admin listener, readiness.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
 use common::sections::{AdminConfig, LogConfig};
 use common::service::{self, BoxError, Chassis, Service};
+use wa_store::cli::Args;
 use wa_store::{Config, Store};
 
 /// mimalloc rather than glibc's malloc: the store allocates on one thread
@@ -17,34 +17,6 @@ use wa_store::{Config, Store};
 /// consolidation; docs/BENCHMARKS.md has the measurement.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// The home of wa users: mailboxes, receipts, last seen.
-///
-/// Edges (wa-chat) connect over the internal link (TLS, cluster secret).
-/// Prints `READY wa-store link=ADDR admin=ADDR` on stdout (and notifies
-/// systemd) once the database is open and the link listener is bound.
-/// SIGTERM or SIGINT: /readyz turns not-ready, stop accepting, answer
-/// in-flight appends after their flush, flush, exit 0. SIGHUP: read the
-/// cluster map (its epoch must rise with every change), the log level and
-/// the admin token again; never exits.
-///
-/// Exit codes: 0 clean stop, 64 bad arguments or configuration, 1 runtime
-/// failure (among them a panic in a home shard: start it again, and the
-/// journal is replayed).
-#[derive(Parser)]
-#[command(version)]
-struct Args {
-    /// Configuration file (TOML). See wa-store.toml(5) and docs/OPERATIONS.md.
-    #[arg(
-        long,
-        short,
-        env = "WA_STORE_CONFIG",
-        default_value = "/etc/wa/wa-store.toml"
-    )]
-    config: PathBuf,
-    #[command(flatten)]
-    flags: service::Flags,
-}
 
 struct WaStore;
 

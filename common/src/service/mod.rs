@@ -92,10 +92,12 @@ impl Chassis {
     }
 }
 
+type Hook = Box<dyn Fn() + Send + Sync>;
+
 /// The hooks a SIGHUP runs, in the order they were added.
 #[derive(Clone, Default)]
 pub struct Reload {
-    hooks: Arc<Mutex<Vec<Box<dyn Fn() + Send + Sync>>>>,
+    hooks: Arc<Mutex<Vec<Hook>>>,
 }
 
 impl Reload {
@@ -141,7 +143,7 @@ pub fn main<S: Service>(config_path: &Path, flags: &Flags) -> ExitCode {
     // A blocking call that never returns (a wedged disk) must not keep the
     // process alive past its grace period: the service gave up on it.
     rt.shutdown_timeout(std::time::Duration::from_secs(1));
-    exit(S::NAME, outcome.map_err(|e| Chain(e)))
+    exit(S::NAME, outcome.map_err(Chain))
 }
 
 /// An error and its causes, `: `-separated (as anyhow's `{:#}`).

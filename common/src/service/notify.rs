@@ -31,10 +31,10 @@ pub fn stopping(status: &str) {
 /// process when `WATCHDOG_PID` is ours or absent).
 pub fn watchdog_period() -> Option<Duration> {
     let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
-    if let Some(pid) = std::env::var("WATCHDOG_PID").ok() {
-        if pid.parse::<u32>().ok()? != std::process::id() {
-            return None;
-        }
+    if let Ok(pid) = std::env::var("WATCHDOG_PID")
+        && pid.parse::<u32>().ok()? != std::process::id()
+    {
+        return None;
     }
     (usec > 0).then(|| Duration::from_micros(usec))
 }
