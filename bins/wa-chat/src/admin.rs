@@ -1,11 +1,13 @@
 //! The edge's part of the admin API (`common::admin`): its metrics, its
 //! readiness (some home reachable), its status fields, and the operations
-//! `wactl sessions USER` and `wactl kick USER [DEVICE]`.
+//! `wactl sessions USER`, `wactl kick USER [DEVICE]` and `wactl drain EDGE`.
 //!
 //! Everything reads the running edge's [`Ctx`] once [`Chat::serve`] built
 //! it; before that the edge has no sessions and is not ready.
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use axum::extract::Query;
 use axum::routing::{get, post};
@@ -15,6 +17,12 @@ use common::proto::Code;
 use serde_json::json;
 
 use crate::{Chat, Ctx};
+
+#[derive(serde::Deserialize)]
+struct DrainQuery {
+    /// The window over which the sessions are ended.
+    over_ms: u64,
+}
 
 #[derive(serde::Deserialize)]
 struct UserQuery {
@@ -49,6 +57,10 @@ impl Chat {
             admin.status_fields(move |m| {
                 let Some(ctx) = running.get() else { return };
                 m.insert("connections".into(), ctx.active().into());
+                m.insert(
+                    "draining".into(),
+                    ctx.draining.load(Ordering::Relaxed).into(),
+                );
                 m.insert("sessions".into(), ctx.hub.len().into());
                 m.insert("epoch".into(), ctx.router.epoch().into());
                 let links: Vec<_> = ctx
@@ -86,6 +98,28 @@ impl Chat {
                 }
             }),
         );
+        let drain_admin = admin.clone();
+        admin.route(
+            "/admin/drain",
+            post(move |Query(q): Query<DrainQuery>| {
+                let running = Arc::clone(&running);
+                let admin = drain_admin.clone();
+                async move {
+                    let Some(ctx) = running.get() else {
+                        return Err((
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                            "the edge is still starting",
+                        ));
+                    };
+                    let plan = drain(ctx, &admin, Duration::from_millis(q.over_ms));
+                    Ok(axum::Json(json!({
+                        "sessions": plan.len(),
+                        "over_ms": q.over_ms,
+                        "planned_ms": plan,
+                    })))
+                }
+            }),
+        );
         let hub = Arc::clone(&self.hub);
         admin.route(
             "/admin/kick",
@@ -101,6 +135,38 @@ impl Chat {
             }),
         );
     }
+}
+
+/// Starts draining the edge: `/readyz` says so (the load balancer stops
+/// sending clients), new connections are told to go elsewhere, and every
+/// session is ended at a random moment within `over`, so that the clients
+/// come back to the other edges spread over the window rather than all at
+/// once. Returns the planned moments (ms from now), in order.
+fn drain(ctx: &Arc<Ctx>, admin: &Admin, over: Duration) -> Vec<u64> {
+    admin.set_phase(common::admin::Phase::Draining);
+    ctx.draining.store(true, Ordering::Relaxed);
+    let window = over.as_millis() as u64;
+    let mut plan: Vec<(u64, u64)> = ctx
+        .hub
+        .ids()
+        .into_iter()
+        .map(|id| (rand::random_range(0..=window), id))
+        .collect();
+    plan.sort_unstable();
+    tracing::info!(sessions = plan.len(), over_ms = window, "draining");
+    let at: Vec<u64> = plan.iter().map(|(t, _)| *t).collect();
+    let ctx = Arc::clone(ctx);
+    tokio::spawn(async move {
+        let start = tokio::time::Instant::now();
+        for (t, id) in plan {
+            tokio::select! {
+                () = tokio::time::sleep_until(start + Duration::from_millis(t)) => {}
+                () = ctx.shutdown.cancelled() => return,
+            }
+            ctx.hub.kill(id, Code::ShuttingDown);
+        }
+    });
+    at
 }
 
 fn scrape(running: &OnceLock<Arc<Ctx>>, s: &mut Sample<'_>) {

@@ -131,6 +131,18 @@ impl Hub {
         v
     }
 
+    /// Every session's id.
+    pub fn ids(&self) -> Vec<u64> {
+        self.lock().keys().copied().collect()
+    }
+
+    /// Ends session `id` with `code`, if it still runs.
+    pub fn kill(&self, id: u64, code: Code) {
+        if let Some((h, _)) = self.lock().get(&id) {
+            h.kill.kill(code);
+        }
+    }
+
     /// Ends the sessions of `user` (of one `device`, or all) with `code`;
     /// returns how many.
     pub fn kick(&self, user: &str, device: Option<u32>, code: Code) -> usize {

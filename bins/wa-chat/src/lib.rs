@@ -66,6 +66,9 @@ pub struct Ctx {
     pub active: AtomicUsize,
     pub shutdown: CancellationToken,
     pub metrics: Arc<ChatMetrics>,
+    /// Set by an operator's drain (`wactl drain`): new connections are told
+    /// to go elsewhere, and the sessions are ended over the drain window.
+    pub draining: std::sync::atomic::AtomicBool,
 }
 
 impl Ctx {
@@ -208,6 +211,7 @@ impl Chat {
             active: AtomicUsize::new(0),
             shutdown: shutdown.clone(),
             metrics,
+            draining: Default::default(),
         });
         let _ = running.set(Arc::clone(&ctx));
         let reloader = {

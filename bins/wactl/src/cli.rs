@@ -14,7 +14,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// code). `keygen` and `token` manage token signing keys and mint
 /// credentials directly, for tests and demos.
 ///
-/// For operators: `status`, `sessions`, `kick` and `queues` ask the admin
+/// For operators: `status`, `sessions`, `kick`, `queues` and `drain` ask the admin
 /// listeners of the nodes in the node list (--nodes FILE, default
 /// /etc/wa/wactl.toml, or DIR/wactl.toml of a `wactl up` directory with
 /// --dir), and print a table, or JSON with --output json. `config defaults`
@@ -22,7 +22,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// completion script.
 ///
 /// Exit codes: 0 success, 1 failure (the message says why), 2 `status`
-/// found a node down or not ready, 64 bad arguments.
+/// found a node down or not ready (or `drain` left sessions), 64 bad
+/// arguments.
 #[derive(Debug, Parser)]
 #[command(name = "wactl", version, propagate_version = true)]
 pub struct Cli {
@@ -45,6 +46,7 @@ pub enum Command {
     Sessions(SessionsArgs),
     Kick(KickArgs),
     Queues(QueuesArgs),
+    Drain(DrainArgs),
     Config(ConfigArgs),
     Completions(CompletionsArgs),
 }
@@ -128,6 +130,28 @@ pub struct QueuesArgs {
     /// Mailboxes shown per store.
     #[arg(long, default_value_t = 10)]
     pub limit: usize,
+}
+
+/// Take an edge out of service: it turns not ready, refuses new clients and
+/// ends its sessions spread over --over, so that they reconnect to the
+/// other edges a few at a time.
+///
+/// Shows progress on stderr and returns when no session is left; exit 2 if
+/// some remain after the window and --grace.
+#[derive(Debug, Args)]
+pub struct DrainArgs {
+    #[command(flatten)]
+    pub nodes: NodesArg,
+    #[command(flatten)]
+    pub output: OutputArg,
+    /// The edge's name in the node list (`chat-1`).
+    pub edge: String,
+    /// The window over which the sessions are ended.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub over: Duration,
+    /// How long after the window to wait for the last sessions.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub grace: Duration,
 }
 
 /// Configuration files.

@@ -143,6 +143,48 @@ async fn operator_commands_against_a_running_deployment() {
         "{out:?}"
     );
 
+    // Drain the edge: the watchers (back after the kick) are ended within
+    // the window, the edge turns not ready and refuses them after that.
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            let s = json(&["sessions", "--dir", dir, "alice"], 0).await;
+            if s["sessions"].as_array().unwrap().len() == 2 {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("the kicked watchers reconnect");
+    let drained = json(&["drain", "--dir", dir, "chat-1", "--over", "1500ms"], 0).await;
+    assert_eq!(drained["sessions"], 2, "{drained}");
+    assert_eq!(drained["left"], 0, "{drained}");
+    let planned: Vec<u64> = drained["planned_ms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_u64().unwrap())
+        .collect();
+    assert_eq!(planned.len(), 2);
+    assert!(
+        planned.windows(2).all(|w| w[0] <= w[1]) && planned[1] <= 1500,
+        "{planned:?}"
+    );
+    assert!(
+        drained["elapsed_ms"].as_u64().unwrap() >= planned[1],
+        "{drained}"
+    );
+    let after = json(&["status", "--dir", dir], 2).await;
+    let chat = &after["nodes"][1];
+    assert_eq!(chat["ready"], false, "{chat}");
+    assert_eq!(chat["status"]["not_ready"], "draining", "{chat}");
+    assert_eq!(chat["status"]["draining"], true, "{chat}");
+    let none = json(&["sessions", "--dir", dir, "alice"], 0).await;
+    assert_eq!(
+        none["sessions"],
+        serde_json::json!([]),
+        "a draining edge admits no one"
+    );
+
     for w in [&mut w1, &mut w2] {
         sigterm(w);
         exits_zero(w, "wactl watch").await;

@@ -78,3 +78,44 @@ async fn track(State(m): State<HttpMetrics>, req: Request, next: Next) -> Respon
         .inc();
     resp
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::routing::get;
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn requests_are_counted_by_route_template_and_status() {
+        let m = HttpMetrics::default();
+        let app = m.wrap(
+            Router::new()
+                .route("/v1/media/{handle}", get(|| async { "blob" }))
+                .fallback(|| async { (http::StatusCode::NOT_FOUND, "no") }),
+        );
+        for uri in ["/v1/media/m1-abc", "/v1/media/m1-def", "/nope"] {
+            let req = http::Request::get(uri)
+                .body(axum::body::Body::empty())
+                .unwrap();
+            app.clone().oneshot(req).await.unwrap();
+        }
+        let mut r = Registry::default();
+        m.register(&mut r, "wa_media");
+        let text = super::super::metrics::render(&r);
+        assert!(
+            text.contains(
+                r#"wa_media_http_requests_total{route="/v1/media/{handle}",method="GET",status="200"} 2"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"route="unmatched",method="GET",status="404"} 1"#),
+            "{text}"
+        );
+        assert!(!text.contains("m1-abc"), "a concrete path leaked: {text}");
+        assert!(
+            text.contains("wa_media_http_request_duration_seconds_count"),
+            "{text}"
+        );
+    }
+}

@@ -47,6 +47,8 @@ use appends::Pending;
 const LINK_WAIT: Duration = Duration::from_secs(5);
 /// `retry_after_ms` when a home cannot be reached.
 const UNAVAILABLE_RETRY_MS: u64 = 1000;
+/// What clients of a draining edge are told.
+const DRAINING: &str = "this edge is draining; reconnect elsewhere";
 /// How long the writer gets to send the last frames before it is cut.
 const WRITER_GRACE: Duration = Duration::from_secs(2);
 /// How long a closed TCP connection is drained so that a client still
@@ -155,6 +157,8 @@ pub async fn serve(conn: Conn, ctx: Arc<Ctx>, deadline: Instant) {
             ctx.retry_after_ms(),
             "too many connections".into(),
         )
+    } else if ctx.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        Close::Goodbye(Code::ShuttingDown, ctx.retry_after_ms(), DRAINING.into())
     } else {
         match authenticate(&mut reader, &ctx, deadline).await {
             Err(close) => {
@@ -434,6 +438,11 @@ impl Session {
                 code = kill.killed() => {
                     let reason = match code {
                         Code::SlowConsumer => "the client does not read fast enough",
+                        Code::ShuttingDown
+                            if self.ctx.draining.load(std::sync::atomic::Ordering::Relaxed) =>
+                        {
+                            DRAINING
+                        }
                         Code::Unavailable => "the link to a home was lost, or an operator closed the session",
                         Code::WrongHome | Code::StaleEpoch => {
                             self.ctx.router.reload_soon();

@@ -4,8 +4,9 @@
 //!
 //! Exit codes: 0 done (and, for `status`, every node up and ready), 1 the
 //! command failed (node list, token, a node refusing), 2 `status` found a
-//! node down or not ready.
+//! node down or not ready, or `drain` left sessions open.
 
+pub mod drain;
 pub mod queues;
 pub mod sessions;
 pub mod status;
