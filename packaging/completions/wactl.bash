@@ -25,6 +25,9 @@ _wactl() {
             wactl,config)
                 cmd="wactl__subcmd__config"
                 ;;
+            wactl,drain)
+                cmd="wactl__subcmd__drain"
+                ;;
             wactl,help)
                 cmd="wactl__subcmd__help"
                 ;;
@@ -85,6 +88,9 @@ _wactl() {
             wactl__subcmd__help,config)
                 cmd="wactl__subcmd__help__subcmd__config"
                 ;;
+            wactl__subcmd__help,drain)
+                cmd="wactl__subcmd__help__subcmd__drain"
+                ;;
             wactl__subcmd__help,help)
                 cmd="wactl__subcmd__help__subcmd__help"
                 ;;
@@ -134,7 +140,7 @@ _wactl() {
 
     case "${cmd}" in
         wactl)
-            opts="-h -V --help --version keygen token up home send watch register code man status sessions kick queues config completions help"
+            opts="-h -V --help --version keygen token up home send watch register code man status sessions kick queues drain config completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -253,8 +259,46 @@ _wactl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        wactl__subcmd__drain)
+            opts="-o -h -V --nodes --dir --output --over --grace --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --nodes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table json" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "table json" -- "${cur}"))
+                    return 0
+                    ;;
+                --over)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --grace)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         wactl__subcmd__help)
-            opts="keygen token up home send watch register code man status sessions kick queues config completions help"
+            opts="keygen token up home send watch register code man status sessions kick queues drain config completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -312,6 +356,20 @@ _wactl() {
         wactl__subcmd__help__subcmd__config__subcmd__defaults)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        wactl__subcmd__help__subcmd__drain)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

@@ -18,6 +18,9 @@ use serde_json::json;
 
 use crate::{Chat, Ctx};
 
+/// Upper bounds of the outbound queue length distribution.
+const OUTBOUND_BUCKETS: [usize; 5] = [0, 16, 64, 256, 1024];
+
 #[derive(serde::Deserialize)]
 struct DrainQuery {
     /// The window over which the sessions are ended.
@@ -180,6 +183,26 @@ fn scrape(running: &OnceLock<Arc<Ctx>>, s: &mut Sample<'_>) {
         "wa_chat_cluster_epoch",
         "Epoch of the cluster map in use",
         ctx.router.epoch() as f64,
+    );
+    let queues = ctx.hub.queue_lengths();
+    s.gauge(
+        "wa_chat_outbound_queue_max",
+        "Longest outbound queue of a session (frames not yet written)",
+        queues.iter().max().copied().unwrap_or(0) as f64,
+    );
+    let buckets: Vec<(String, f64)> = OUTBOUND_BUCKETS
+        .iter()
+        .map(|le| {
+            let n = queues.iter().filter(|q| **q <= *le).count();
+            (le.to_string(), n as f64)
+        })
+        .chain([("+Inf".to_string(), queues.len() as f64)])
+        .collect();
+    s.gauges(
+        "wa_chat_outbound_queues",
+        "Sessions whose outbound queue holds at most `le` frames (cumulative)",
+        "le",
+        &buckets,
     );
     let mut up = Vec::new();
     let mut queues = Vec::new();

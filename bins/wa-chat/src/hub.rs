@@ -15,6 +15,8 @@ use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
 
+use crate::outbound::Outbound;
+
 /// What a link hands to a session.
 #[derive(Debug)]
 pub enum Event {
@@ -93,9 +95,17 @@ pub struct SessionInfo {
     pub since_ms: u64,
 }
 
+/// One registered session.
+struct Entry {
+    handle: Handle,
+    info: SessionInfo,
+    /// Its frames waiting to be written to the client (for metrics).
+    queue: Option<Arc<Outbound>>,
+}
+
 #[derive(Default)]
 pub struct Hub {
-    sessions: Mutex<HashMap<u64, (Handle, SessionInfo)>>,
+    sessions: Mutex<HashMap<u64, Entry>>,
     next: AtomicU64,
 }
 
@@ -105,10 +115,25 @@ impl Hub {
     }
 
     /// Registers a session and returns its id (never 0).
-    pub fn register(&self, handle: Handle, info: SessionInfo) -> u64 {
+    pub fn register(&self, handle: Handle, info: SessionInfo, queue: Option<Arc<Outbound>>) -> u64 {
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
-        self.lock().insert(id, (handle, info));
+        self.lock().insert(
+            id,
+            Entry {
+                handle,
+                info,
+                queue,
+            },
+        );
         id
+    }
+
+    /// The length of every session's outbound queue now.
+    pub fn queue_lengths(&self) -> Vec<usize> {
+        self.lock()
+            .values()
+            .filter_map(|e| e.queue.as_ref().map(|q| q.len()))
+            .collect()
     }
 
     pub fn unregister(&self, id: u64) {
@@ -116,7 +141,7 @@ impl Hub {
     }
 
     pub fn get(&self, id: u64) -> Option<Handle> {
-        self.lock().get(&id).map(|(h, _)| h.clone())
+        self.lock().get(&id).map(|e| e.handle.clone())
     }
 
     /// The sessions of `user` on this edge, by id.
@@ -124,8 +149,8 @@ impl Hub {
         let mut v: Vec<_> = self
             .lock()
             .iter()
-            .filter(|(_, (_, i))| i.user == user)
-            .map(|(id, (_, i))| (*id, i.clone()))
+            .filter(|(_, e)| e.info.user == user)
+            .map(|(id, e)| (*id, e.info.clone()))
             .collect();
         v.sort_by_key(|(id, _)| *id);
         v
@@ -138,8 +163,8 @@ impl Hub {
 
     /// Ends session `id` with `code`, if it still runs.
     pub fn kill(&self, id: u64, code: Code) {
-        if let Some((h, _)) = self.lock().get(&id) {
-            h.kill.kill(code);
+        if let Some(e) = self.lock().get(&id) {
+            e.handle.kill.kill(code);
         }
     }
 
@@ -148,9 +173,9 @@ impl Hub {
     pub fn kick(&self, user: &str, device: Option<u32>, code: Code) -> usize {
         let sessions = self.lock();
         let mut n = 0;
-        for (h, i) in sessions.values() {
-            if i.user == user && device.is_none_or(|d| d == i.device) {
-                h.kill.kill(code);
+        for e in sessions.values() {
+            if e.info.user == user && device.is_none_or(|d| d == e.info.device) {
+                e.handle.kill.kill(code);
                 n += 1;
             }
         }
@@ -165,7 +190,7 @@ impl Hub {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (Handle, SessionInfo)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Entry>> {
         self.sessions.lock().expect("hub lock is never poisoned")
     }
 }
@@ -187,7 +212,7 @@ mod tests {
             device: 1,
             since_ms: 0,
         };
-        let id = hub.register(h.clone(), info.clone());
+        let id = hub.register(h.clone(), info.clone(), None);
         assert_ne!(id, 0);
         assert_eq!(hub.sessions_of("alice"), vec![(id, info)]);
         assert!(hub.sessions_of("bob").is_empty());
@@ -226,7 +251,7 @@ mod tests {
                 device,
                 since_ms: 0,
             };
-            hub.register(h.clone(), info);
+            hub.register(h.clone(), info, None);
             handles.push(h);
         }
         assert_eq!(hub.kick("alice", Some(2), Code::Unavailable), 1);

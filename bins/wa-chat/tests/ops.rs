@@ -142,11 +142,22 @@ async fn admin_api_needs_the_token_and_metrics_follow_real_connections() {
         .await
         .unwrap();
     assert_eq!(health.status, 200);
-    // Its store is not running: up, but not ready.
-    let ready = request(edge.admin, http::Method::GET, "/readyz", None)
-        .await
-        .unwrap();
-    assert_eq!(ready.status, 503);
+    // Its store is not running: up, but not ready (first "starting" until
+    // the edge's state exists, then for want of a home).
+    let ready = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let r = request(edge.admin, http::Method::GET, "/readyz", None)
+                .await
+                .unwrap();
+            assert_eq!(r.status, 503, "{}", r.text());
+            if r.text().trim() != "starting" {
+                return r;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the edge leaves \"starting\"");
     assert!(
         ready.text().contains("no home reachable"),
         "{}",
@@ -175,10 +186,23 @@ async fn admin_api_needs_the_token_and_metrics_follow_real_connections() {
 
     let s = metrics(edge.admin).await;
     assert_eq!(tcp_connections(&s), 0.0);
+    let link_up = s
+        .samples
+        .iter()
+        .find(|x| x.metric == "wa_chat_link_up")
+        .expect("wa_chat_link_up");
+    assert!(
+        matches!(link_up.value, prometheus_parse::Value::Gauge(v) if v == 0.0),
+        "the store is not running: {link_up:?}"
+    );
     for name in [
         "process_resident_memory_bytes",
         "process_open_fds",
+        "process_max_fds",
         "wa_chat_logins_total",
+        "wa_chat_outbound_queue_max",
+        "wa_chat_outbound_queues",
+        "wa_ready",
     ] {
         assert!(s.samples.iter().any(|x| x.metric == name), "{name} missing");
     }

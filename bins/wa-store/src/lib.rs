@@ -211,7 +211,9 @@ impl Store {
             tokio_rustls::TlsAcceptor::from(self.tls),
         ));
         let writers = TaskTracker::new();
-        tracing::info!(addr = ?listener.local_addr().ok(), node = %self.config.node, "serving links");
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, node = %self.config.node, "serving links");
+        }
         listener::serve(listener, ctx, stop, writers.clone()).await;
         // Everything below is bounded by the grace period. The engine is
         // never on the path of an acknowledgement (the journal is), and a

@@ -359,6 +359,7 @@ impl Session {
                 device: claims.device,
                 since_ms: common::fsutil::now_ms(),
             },
+            Some(Arc::clone(out)),
         );
         ctx.metrics.logins.inc();
         tracing::Span::current().record("session", id);

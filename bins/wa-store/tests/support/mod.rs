@@ -188,7 +188,7 @@ pub async fn spawn_store(cfg: &Path) -> (tokio::process::Child, SocketAddr) {
     let addr = tokio::time::timeout(PATIENCE, async {
         while let Some(line) = lines.next_line().await.unwrap() {
             if let Some(addr) = line.strip_prefix("READY wa-store link=") {
-                return addr.parse().unwrap();
+                return addr.split_whitespace().next().unwrap().parse().unwrap();
             }
         }
         panic!("wa-store exited before READY");
