@@ -50,6 +50,42 @@ async fn readyz_turns_not_ready_while_the_edge_drains() {
     // The edge is ready once its link to the home is up.
     readyz_until(chat.admin, 200).await;
 
+    // One message through the edge: counted in, and its Accepted timed.
+    let (a, mut ea) = d.client("alice", common::client::Transport::Tcp).await;
+    let id = a
+        .send("bob", bytes::Bytes::from_static(b"hello"))
+        .await
+        .unwrap();
+    support::expect(&mut ea, "Accepted", |e| match e {
+        common::client::Event::Accepted { id: got, .. } if *got == id => Some(()),
+        _ => None,
+    })
+    .await;
+    let page = support::admin_get(d.dir.path(), chat.admin, "/metrics").await;
+    let scrape = prometheus_parse::Scrape::parse(page.lines().map(|l| Ok(l.to_owned()))).unwrap();
+    let value = |name: &str| {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name)
+            .map(|s| s.value.clone())
+            .unwrap_or_else(|| panic!("{name} missing"))
+    };
+    assert!(
+        matches!(value("wa_chat_messages_in_total"), prometheus_parse::Value::Counter(v) if v == 1.0)
+    );
+    assert!(
+        matches!(value("wa_chat_logins_total"), prometheus_parse::Value::Counter(v) if v == 1.0)
+    );
+    match value("wa_chat_accepted_latency_seconds") {
+        prometheus_parse::Value::Histogram(buckets) => {
+            let all = buckets.iter().map(|b| b.count).fold(0.0, f64::max);
+            assert_eq!(all, 1.0, "one Accepted timed: {buckets:?}");
+        }
+        v => panic!("wa_chat_accepted_latency_seconds is {v:?}"),
+    }
+    drop(a);
+
     // A client that finished its handshake and then says nothing: at
     // shutdown the edge tells it Goodbye and gives it a moment to close,
     // so the drain lasts while this connection is open.

@@ -4,7 +4,7 @@
 //! Link queue lengths and session counts are read at scrape time
 //! ([`crate::admin`]).
 
-use common::admin::metrics::{Counter, Family, Gauge, Registry};
+use common::admin::metrics::{Counter, Family, Gauge, Histogram, Registry};
 use common::proto::Code;
 
 /// One label, e.g. `transport="tcp"`.
@@ -21,6 +21,9 @@ pub struct ChatMetrics {
     pub messages_in: Counter,
     /// Messages delivered to clients (`Deliver` frames queued).
     pub messages_out: Counter,
+    /// From a client's request (`Send`, `SendMedia`, `MarkRead`) to its
+    /// `Accepted`: the home's journal sync and the link both ways.
+    pub accepted_latency: Histogram,
 }
 
 impl Default for ChatMetrics {
@@ -31,6 +34,10 @@ impl Default for ChatMetrics {
             login_failures: Family::default(),
             messages_in: Counter::default(),
             messages_out: Counter::default(),
+            // 0.5 ms to about 4 s.
+            accepted_latency: Histogram::new([
+                0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 4.0,
+            ]),
         };
         // Both series exist from the start, at 0, so alerts see them.
         for t in ["tcp", "quic"] {
@@ -61,6 +68,11 @@ impl ChatMetrics {
             "wa_chat_messages_in",
             "Send and SendMedia frames taken from clients",
             self.messages_in.clone(),
+        );
+        r.register(
+            "wa_chat_accepted_latency_seconds",
+            "From a client's request to its Accepted",
+            self.accepted_latency.clone(),
         );
         r.register(
             "wa_chat_messages_out",

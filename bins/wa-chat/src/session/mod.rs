@@ -758,6 +758,10 @@ impl Session {
                     }
                     None => {
                         self.client_requests -= 1;
+                        self.ctx
+                            .metrics
+                            .accepted_latency
+                            .observe(p.since.elapsed().as_secs_f64());
                         self.push(
                             server_frame::Kind::Accepted(Accepted {
                                 id: p.id,
