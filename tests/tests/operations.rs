@@ -1,6 +1,7 @@
 //! Operating the real binaries: every service's admin listener is on
 //! loopback by default, `/readyz` turns not-ready while an edge drains, and
-//! SIGHUP reloads every service without ending it (then SIGTERM exits 0).
+//! SIGHUP reloads every service without ending it, new connections seeing
+//! the new certificate (then SIGTERM exits 0).
 
 mod support;
 
@@ -110,11 +111,40 @@ async fn readyz_turns_not_ready_while_the_edge_drains() {
     d.stop().await;
 }
 
-/// Starts `name` on the config `text` with a notify socket of our own,
-/// waits for READY=1; then SIGHUP twice (each answered with RELOADING=1 and
-/// READY=1 again, and counted in `wa_reloads_total`), and SIGTERM: exit 0.
-async fn sighup_keeps_running(dir: &Path, name: &str, text: &str) {
+/// The certificate a TLS server at `addr` presents (any CA of `cas`).
+async fn served_cert(addr: SocketAddr, cas: &[&Path], alpn: &[u8]) -> Vec<u8> {
+    let mut roots = Vec::new();
+    for ca in cas {
+        roots.extend(common::tls::load_certs(ca).unwrap());
+    }
+    let cfg = common::tls::client_config(&roots, &[alpn]).unwrap();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+        .expect("TLS handshake");
+    tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+}
+
+/// Starts `name` on the config `text` with a notify socket of our own and
+/// its served certificate in a directory of its own, waits for READY=1;
+/// then, twice: a new certificate on disk, SIGHUP (answered with
+/// RELOADING=1 and READY=1 again, counted in `wa_reloads_total`), and new
+/// connections to the READY line's `tls_field` see the new certificate.
+/// Then SIGTERM: exit 0.
+async fn sighup_keeps_running(dir: &Path, name: &str, text: &str, tls_field: &str, alpn: &[u8]) {
     use common::service::notify::NotifyListener;
+    let own = dir.join(format!("{name}-pki"));
+    std::fs::create_dir_all(&own).unwrap();
+    for f in ["cert.pem", "key.pem"] {
+        std::fs::copy(dir.join("pki").join(f), own.join(f)).unwrap();
+    }
+    let d = dir.display();
+    let o = own.display();
+    let text = text
+        .replace(&format!("{d}/pki/cert.pem"), &format!("{o}/cert.pem"))
+        .replace(&format!("{d}/pki/key.pem"), &format!("{o}/key.pem"));
     let cfg = dir.join(format!("{name}-hup.toml"));
     std::fs::write(&cfg, text).unwrap();
     let sock = dir.join(format!("{name}.notify"));
@@ -130,11 +160,22 @@ async fn sighup_keeps_running(dir: &Path, name: &str, text: &str) {
         .unwrap();
     let line = ready_line(&mut child, name).await;
     let admin: SocketAddr = field(&line, "admin").parse().unwrap();
+    let served: SocketAddr = field(&line, tls_field).parse().unwrap();
     tokio::time::timeout(PATIENCE, notify.until("READY=1"))
         .await
         .unwrap()
         .unwrap();
+    let ca = dir.join("pki/ca.pem");
     for n in 1..=2 {
+        let fresh = own.join(format!("fresh-{n}"));
+        std::fs::create_dir_all(&fresh).unwrap();
+        common::tls::DevPki::generate(&["localhost", "127.0.0.1"])
+            .unwrap()
+            .write_to(&fresh)
+            .unwrap();
+        for f in ["cert.pem", "key.pem"] {
+            std::fs::copy(fresh.join(f), own.join(f)).unwrap();
+        }
         let pid = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
         let got = tokio::time::timeout(PATIENCE, notify.until("READY=1"))
@@ -145,6 +186,13 @@ async fn sighup_keeps_running(dir: &Path, name: &str, text: &str) {
         assert!(child.try_wait().unwrap().is_none(), "SIGHUP ended {name}");
         let page = support::admin_get(dir, admin, "/metrics").await;
         assert_eq!(support::counter(&page, "wa_reloads_total"), n, "{name}");
+        let want = common::tls::load_certs(&fresh.join("cert.pem")).unwrap()[0].to_vec();
+        let cas = [ca.as_path(), &fresh.join("ca.pem")];
+        assert_eq!(
+            served_cert(served, &cas, alpn).await,
+            want,
+            "{name}: new connections see the new certificate"
+        );
     }
     sigterm(&child);
     let st = tokio::time::timeout(PATIENCE, child.wait())
@@ -165,10 +213,19 @@ async fn sighup_reloads_every_service_and_sigterm_still_exits_zero() {
         &format!("{}/store\"", dir.display()),
         &format!("{}/store-hup\"", dir.display()),
     );
-    sighup_keeps_running(dir, "wa-store", &store).await;
-    sighup_keeps_running(dir, "wa-chat", &support::chat_toml(dir)).await;
-    sighup_keeps_running(dir, "wa-media", &d.media_toml()).await;
-    sighup_keeps_running(dir, "wa-register", &d.register_toml("")).await;
+    let wa = common::proto::limits::ALPN;
+    let link = common::link::LINK_ALPN;
+    sighup_keeps_running(dir, "wa-store", &store, "link", link).await;
+    sighup_keeps_running(dir, "wa-chat", &support::chat_toml(dir), "tcp", wa).await;
+    sighup_keeps_running(dir, "wa-media", &d.media_toml(), "http", b"http/1.1").await;
+    sighup_keeps_running(
+        dir,
+        "wa-register",
+        &d.register_toml(""),
+        "http",
+        b"http/1.1",
+    )
+    .await;
     d.stop().await;
 }
 

@@ -14,6 +14,11 @@ use serde_json::json;
 use crate::Store;
 
 impl Store {
+    /// The link certificate edges see; `reload()` it on SIGHUP.
+    pub fn cert(&self) -> Arc<common::tls::CertReloader> {
+        Arc::clone(&self.cert)
+    }
+
     /// Hooks this store into `admin`.
     pub fn install_admin(&self, admin: &Admin) {
         let metrics = Arc::clone(&self.metrics);

@@ -13,8 +13,8 @@ use clap::Parser;
 /// systemd) once the database is open and the link listener is bound.
 /// SIGTERM or SIGINT: /readyz turns not-ready, stop accepting, answer
 /// in-flight appends after their flush, flush, exit 0. SIGHUP: read the
-/// cluster map (its epoch must rise with every change), the log level and
-/// the admin token again; never exits.
+/// cluster map (its epoch must rise with every change), the link
+/// certificate, the log level and the admin token again; never exits.
 ///
 /// Exit codes: 0 clean stop, 64 bad arguments or configuration, 1 runtime
 /// failure (among them a panic in a home shard: start it again, and the

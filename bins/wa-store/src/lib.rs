@@ -51,6 +51,8 @@ pub struct Store {
     secret: Vec<u8>,
     ownership: Arc<ownership::Ownership>,
     tls: Arc<rustls::ServerConfig>,
+    /// The link certificate, read again on SIGHUP (`main.rs`).
+    cert: Arc<common::tls::CertReloader>,
     /// The cluster CA, to reach other homes; `None` if unreadable (only a
     /// one-island map may do without).
     roots: Option<Vec<rustls_pki_types::CertificateDer<'static>>>,
@@ -69,9 +71,8 @@ impl Store {
             Err(_) if ownership.current().map.islands.len() == 1 => None,
             Err(e) => return Err(StoreError::ClusterCa(e)),
         };
-        let certs = common::tls::load_certs(&config.link.cert)?;
-        let key = common::tls::load_key(&config.link.key)?;
-        let tls = common::tls::server_config(certs, key, &[common::link::LINK_ALPN])?;
+        let cert = common::tls::CertReloader::open(&config.link.cert, &config.link.key)?;
+        let tls = cert.server_config(&[common::link::LINK_ALPN])?;
         let storage = storage::open(&config.data_dir, config.engine)?;
         let journal = recover(
             &*storage,
@@ -86,6 +87,7 @@ impl Store {
             secret,
             ownership: Arc::new(ownership),
             tls: Arc::new(tls),
+            cert,
             roots,
         })
     }

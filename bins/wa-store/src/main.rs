@@ -60,6 +60,12 @@ async fn serve(config: Config, chassis: Chassis) -> anyhow::Result<()> {
         .context("open task")?
         .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
     store.install_admin(&chassis.admin);
+    let cert = store.cert();
+    chassis.reload.on(move || {
+        if let Err(e) = cert.reload() {
+            tracing::warn!(error = %e, "link certificate kept");
+        }
+    });
     let map = chassis.reload.notify();
     chassis.ready(&format!("READY wa-store link={addr}"));
     store
