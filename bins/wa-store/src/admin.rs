@@ -37,6 +37,7 @@ impl Store {
         admin.status_fields(move |m| {
             m.insert("epoch".into(), ownership.current().map.epoch.into());
             m.insert("island".into(), island.clone().into());
+            m.insert("connections".into(), metrics.links.load(Relaxed).into());
             m.insert(
                 "dirty_items".into(),
                 metrics.cache_items.load(Relaxed).into(),

@@ -205,13 +205,16 @@ impl Store {
             reload,
             stop.clone(),
         ));
-        let ctx = Arc::new(LinkCtx::new(
-            home,
-            self.secret,
-            self.config.node.clone(),
-            Arc::clone(&self.ownership),
-            tokio_rustls::TlsAcceptor::from(self.tls),
-        ));
+        let ctx = Arc::new(
+            LinkCtx::new(
+                home,
+                self.secret,
+                self.config.node.clone(),
+                Arc::clone(&self.ownership),
+                tokio_rustls::TlsAcceptor::from(self.tls),
+            )
+            .counting_links(Arc::clone(&self.metrics)),
+        );
         let writers = TaskTracker::new();
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(%addr, node = %self.config.node, "serving links");

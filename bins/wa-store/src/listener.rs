@@ -40,6 +40,9 @@ pub struct LinkCtx {
     pub ownership: Arc<Ownership>,
     pub acceptor: TlsAcceptor,
     next_link: AtomicU64,
+    /// Where the links up are counted (the admin listener's
+    /// `wa_store_links`).
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl LinkCtx {
@@ -57,7 +60,14 @@ impl LinkCtx {
             ownership,
             acceptor,
             next_link: AtomicU64::new(1),
+            metrics: None,
         }
+    }
+
+    /// Counts the links up in `metrics.links`.
+    pub fn counting_links(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 }
 
@@ -139,6 +149,9 @@ async fn link(
     };
     let id = ctx.next_link.fetch_add(1, Ordering::Relaxed);
     span.in_scope(|| tracing::info!(link = id, %edge, "link up"));
+    if let Some(m) = &ctx.metrics {
+        crate::metrics::Metrics::add(&m.links, 1);
+    }
     let dead = CancellationToken::new();
     let (control, control_rx) = mpsc::channel(LINK_QUEUE);
     let (bulk, bulk_rx) = mpsc::channel(LINK_QUEUE);
@@ -165,6 +178,9 @@ async fn link(
     refill.abort();
     // After the link's last operation, so nothing of it is left behind.
     let _ = ctx.home.submit(Op::LinkGone { link: id }).await;
+    if let Some(m) = &ctx.metrics {
+        crate::metrics::Metrics::sub(&m.links, 1);
+    }
     span.in_scope(|| tracing::info!(link = id, "link down"));
 }
 

@@ -38,6 +38,8 @@ pub struct Metrics {
     pub engine_flushes: AtomicU64,
     /// Bytes the engine's files take, as of the last sweep.
     pub engine_disk_bytes: AtomicU64,
+    /// Edges linked now.
+    pub links: AtomicU64,
     /// Mailbox sizes as of the last sweep: histogram buckets and the largest.
     pub mailboxes: Mutex<MailboxReport>,
 }
@@ -162,6 +164,7 @@ impl Metrics {
                 "Bytes of the engine's files",
                 &self.engine_disk_bytes,
             ),
+            ("links", "Edges linked now", &self.links),
         ] {
             s.gauge(&format!("wa_store_{name}"), help, v.load(Relaxed) as f64);
         }

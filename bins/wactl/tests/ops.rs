@@ -84,6 +84,10 @@ async fn operator_commands_against_a_running_deployment() {
         );
     }
     assert!(nodes[0]["status"]["epoch"].is_u64());
+    assert_eq!(
+        nodes[0]["status"]["connections"], 1,
+        "the edge's link to the store"
+    );
     assert!(nodes[1]["status"]["connections"].is_u64());
     let table = wactl(&["status", "--dir", dir]).await;
     assert!(table.status.success());
