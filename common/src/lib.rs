@@ -5,19 +5,27 @@
 //! - [`link`]: the internal edge <-> home messages.
 //! - [`token`]: Ed25519 credential tokens.
 //! - [`cluster`]: the cluster map and fragment hashing.
+//! - [`secret`]: the one reader of secret files (owner-only).
+//! - [`sections`]: config sections the services share.
 //! - with the `net` feature: [`wire`] (async frame I/O), [`tls`] (rustls/quinn
 //!   configuration on the *ring* provider), [`client`] (the client library)
 //!   and [`link_client`] (request/response over the internal link).
 //! - with the `coordination` feature: `coordination` (the cluster map and
 //!   primaries' leases in etcd, for automatic failover).
+//! - with the `service` feature: [`service`] (the chassis every service
+//!   binary runs in) and [`admin`] (the admin listener).
 
 pub mod cluster;
 pub mod config;
 pub mod fsutil;
 pub mod link;
 pub mod proto;
+pub mod secret;
+pub mod sections;
 pub mod token;
 
+#[cfg(feature = "service")]
+pub mod admin;
 #[cfg(feature = "net")]
 pub mod client;
 #[cfg(feature = "coordination")]

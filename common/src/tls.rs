@@ -61,6 +61,63 @@ pub fn server_config(
     Ok(cfg)
 }
 
+/// The certificate a server presents, read again from its files on
+/// [`CertReloader::reload`] (SIGHUP): connections accepted afterwards see
+/// the new one, open ones keep theirs. A reload that fails keeps the old.
+#[derive(Debug)]
+pub struct CertReloader {
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+    current: std::sync::RwLock<Arc<rustls::sign::CertifiedKey>>,
+}
+
+impl CertReloader {
+    pub fn open(cert: &Path, key: &Path) -> Result<Arc<CertReloader>, TlsError> {
+        let current = Self::read(cert, key)?;
+        Ok(Arc::new(CertReloader {
+            cert: cert.to_owned(),
+            key: key.to_owned(),
+            current: std::sync::RwLock::new(current),
+        }))
+    }
+
+    fn read(cert: &Path, key: &Path) -> Result<Arc<rustls::sign::CertifiedKey>, TlsError> {
+        let certs = load_certs(cert)?;
+        let key = load_key(key)?;
+        let ck = rustls::sign::CertifiedKey::from_der(certs, key, &provider())?;
+        Ok(Arc::new(ck))
+    }
+
+    /// Reads the files again.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let fresh = Self::read(&self.cert, &self.key)?;
+        *self.current.write().expect("certificate lock") = fresh;
+        Ok(())
+    }
+
+    /// A TLS 1.3 server configuration presenting the current certificate.
+    pub fn server_config(
+        self: &Arc<Self>,
+        alpn: &[&[u8]],
+    ) -> Result<rustls::ServerConfig, TlsError> {
+        let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::clone(self) as Arc<dyn rustls::server::ResolvesServerCert>);
+        cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Ok(cfg)
+    }
+}
+
+impl rustls::server::ResolvesServerCert for CertReloader {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(Arc::clone(&self.current.read().expect("certificate lock")))
+    }
+}
+
 /// A TLS 1.3 client configuration trusting only `roots`, offering `alpn`.
 pub fn client_config(
     roots: &[CertificateDer<'static>],

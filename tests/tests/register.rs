@@ -862,7 +862,7 @@ async fn each_rate_limit_refuses_with_retry_after_and_sends_nothing() {
 async fn sms_pumping_is_counted_and_logged_without_revealing_numbers() {
     let d = Deployment::start().await;
     let log = d.dir.path().join("wa-register.log");
-    let extra = "[admin]\nlisten = \"127.0.0.1:0\"\n[pumping]\nmin_sent = 3\n";
+    let extra = "[pumping]\nmin_sent = 3\n";
     let mut p = d.spawn_register_process(extra, &log).await;
     let admin = p.admin_addr.expect("READY names the admin listener");
     let rc = d.register_client_at(p.node_addr);
@@ -872,17 +872,23 @@ async fn sms_pumping_is_counted_and_logged_without_revealing_numbers() {
         rc.request_code(n).await.unwrap();
     }
     assert_eq!(
-        support::counter(&support::http_get(admin, "/metrics").await, metric),
+        support::counter(
+            &support::admin_get(d.dir.path(), admin, "/metrics").await,
+            metric
+        ),
         0
     );
     rc.request_code("+15550300003").await.unwrap();
-    let page = support::http_get(admin, "/metrics").await;
+    let page = support::admin_get(d.dir.path(), admin, "/metrics").await;
     assert_eq!(support::counter(&page, metric), 1);
     assert_eq!(support::counter(&page, "wa_register_codes_sent_total"), 3);
     // Once per window: more sends do not count again.
     rc.request_code("+15550300004").await.unwrap();
     assert_eq!(
-        support::counter(&support::http_get(admin, "/metrics").await, metric),
+        support::counter(
+            &support::admin_get(d.dir.path(), admin, "/metrics").await,
+            metric
+        ),
         1
     );
 

@@ -26,17 +26,30 @@
 //! [shutdown]
 //! grace = "10s"
 //! retry_after = "5s"
+//! [admin]
+//! listen = "127.0.0.1:9402"
+//! token_file = "/etc/wa/admin.token"
+//! [log]
+//! level = "info"
 //! ```
+//!
+//! `[tls]`, the token keys, `[admin]`, `[log]` and the `[cluster]` files
+//! are the sections every service shares (`common::sections`).
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 
+use common::sections::ClusterFiles;
+pub use common::sections::{AdminConfig, LogConfig, TlsConfig, TokenKey};
+
 /// Fewest bytes a cluster secret may have (the stores refuse shorter ones).
-pub const MIN_SECRET_LEN: usize = 32;
+pub const MIN_SECRET_LEN: usize = common::sections::MIN_CLUSTER_SECRET;
+
+/// The admin listener's default port on loopback.
+pub const ADMIN_PORT: u16 = 9402;
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -51,6 +64,8 @@ pub struct Config {
     /// The cluster map from etcd, with automatic failover (docs/OPERATIONS.md).
     pub coordination: common::coordination::CoordinationConfig,
     pub shutdown: ShutdownConfig,
+    pub admin: AdminConfig,
+    pub log: LogConfig,
 }
 
 /// The client listeners. Without a `[listen]` section both listen on 5222;
@@ -66,29 +81,11 @@ pub struct ListenConfig {
     pub quic: Option<SocketAddr>,
 }
 
-/// The certificate clients see.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct TlsConfig {
-    /// PEM certificate chain.
-    pub cert: PathBuf,
-    /// PEM private key of `cert`.
-    pub key: PathBuf,
-}
-
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct TokensConfig {
     /// Public keys that verify tokens, by key id.
     pub keys: Vec<TokenKey>,
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct TokenKey {
-    pub id: String,
-    /// Ed25519 public key, SPKI PEM.
-    pub public_key: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -142,6 +139,8 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             coordination: Default::default(),
             shutdown: ShutdownConfig::default(),
+            admin: AdminConfig::loopback(ADMIN_PORT),
+            log: LogConfig::default(),
         }
     }
 }
@@ -156,22 +155,10 @@ impl Default for ListenConfig {
     }
 }
 
-impl Default for TlsConfig {
-    fn default() -> Self {
-        TlsConfig {
-            cert: "/etc/wa/tls/cert.pem".into(),
-            key: "/etc/wa/tls/key.pem".into(),
-        }
-    }
-}
-
 impl Default for TokensConfig {
     fn default() -> Self {
         TokensConfig {
-            keys: vec![TokenKey {
-                id: "k1".into(),
-                public_key: "/etc/wa/keys/k1.pub".into(),
-            }],
+            keys: vec![TokenKey::default_k1()],
         }
     }
 }
@@ -179,9 +166,9 @@ impl Default for TokensConfig {
 impl Default for ClusterConfig {
     fn default() -> Self {
         ClusterConfig {
-            map: "/etc/wa/cluster.toml".into(),
-            ca: "/etc/wa/link/ca.pem".into(),
-            secret_file: "/etc/wa/cluster.secret".into(),
+            map: common::sections::CLUSTER_MAP.into(),
+            ca: common::sections::CLUSTER_CA.into(),
+            secret_file: common::sections::CLUSTER_SECRET.into(),
         }
     }
 }
@@ -225,32 +212,11 @@ impl Config {
         if self.listen.tcp.is_none() && self.listen.quic.is_none() {
             errs.push("listen: at least one of tcp and quic is needed".to_string());
         }
-        let mut paths = vec![
-            ("tls.cert", &self.tls.cert),
-            ("tls.key", &self.tls.key),
-            ("cluster.map", &self.cluster.map),
-            ("cluster.ca", &self.cluster.ca),
-            ("cluster.secret_file", &self.cluster.secret_file),
-        ];
-        for k in &self.tokens.keys {
-            paths.push(("tokens.keys.public_key", &k.public_key));
-        }
-        for (key, p) in paths {
-            if p.as_os_str().is_empty() {
-                errs.push(format!("{key}: must not be empty"));
-            }
-        }
-        if self.tokens.keys.is_empty() {
-            errs.push("tokens.keys: at least one key is needed".to_string());
-        }
-        let mut ids = HashSet::new();
-        for k in &self.tokens.keys {
-            if k.id.is_empty() {
-                errs.push("tokens.keys.id: must not be empty".to_string());
-            } else if !ids.insert(&k.id) {
-                errs.push(format!("tokens.keys.id: {:?} appears twice", k.id));
-            }
-        }
+        self.tls.validate(&mut errs);
+        self.cluster_files().validate(&mut errs);
+        TokenKey::validate_list("tokens.keys", &self.tokens.keys, true, &mut errs);
+        self.admin.validate(&mut errs);
+        self.log.validate(&mut errs);
         let l = &self.limits;
         for (key, d) in [
             ("limits.auth_timeout", l.auth_timeout),
@@ -282,36 +248,19 @@ impl Config {
     /// cluster map, CA, secret) and reports each one that would stop it.
     pub fn check_files(&self) -> Result<(), ConfigError> {
         let mut errs = Vec::new();
-        if let Err(e) = common::tls::load_certs(&self.tls.cert) {
-            errs.push(format!("tls.cert: {e}"));
-        }
-        if let Err(e) = common::tls::load_key(&self.tls.key) {
-            errs.push(format!("tls.key: {e}"));
-        }
-        for k in &self.tokens.keys {
-            if let Err(e) = common::token::keyfile::read_verifying(&k.public_key) {
-                errs.push(format!("tokens.keys ({:?}).public_key: {e}", k.id));
-            }
-        }
-        if let Err(e) = common::cluster::ClusterMap::load(&self.cluster.map) {
-            errs.push(format!("cluster.map: {e}"));
-        }
-        if let Err(e) = common::tls::load_certs(&self.cluster.ca) {
-            errs.push(format!("cluster.ca: {e}"));
-        }
-        match std::fs::read(&self.cluster.secret_file) {
-            Ok(s) if s.len() < MIN_SECRET_LEN => errs.push(format!(
-                "cluster.secret_file: {} holds {} bytes; at least {MIN_SECRET_LEN} are required",
-                self.cluster.secret_file.display(),
-                s.len()
-            )),
-            Ok(_) => {}
-            Err(e) => errs.push(format!(
-                "cluster.secret_file: cannot read {}: {e}",
-                self.cluster.secret_file.display()
-            )),
-        }
+        self.tls.check_files(&mut errs);
+        TokenKey::check_list("tokens.keys", &self.tokens.keys, &mut errs);
+        self.cluster_files().check_files(&mut errs);
+        self.admin.check_files(&mut errs);
         finish(errs)
+    }
+
+    fn cluster_files(&self) -> ClusterFiles<'_> {
+        ClusterFiles {
+            map: &self.cluster.map,
+            ca: Some(&self.cluster.ca),
+            secret_file: &self.cluster.secret_file,
+        }
     }
 }
 
@@ -342,6 +291,11 @@ max_connections = 100000
 [shutdown]
 grace = "10s"
 retry_after = "5s"
+[admin]
+listen = "127.0.0.1:9402"
+token_file = "/etc/wa/admin.token"
+[log]
+level = "info"
 "#;
 
     #[test]
@@ -435,7 +389,7 @@ retry_after = "5s"
         c.cluster.map = dir.path().join("map.toml");
         c.cluster.ca = dir.path().join("ca.pem");
         c.cluster.secret_file = dir.path().join("secret");
-        std::fs::write(&c.cluster.secret_file, b"short").unwrap();
+        common::fsutil::write_private(&c.cluster.secret_file, b"short").unwrap();
         let e = c.check_files().unwrap_err().to_string();
         for key in [
             "tls.cert",

@@ -1,8 +1,6 @@
 //! The errors `wa-chat` returns from [`crate::run`]: one enum for the boundary
 //! between the library and `main.rs`, which maps them to exit codes.
 
-use std::path::PathBuf;
-
 use crate::config::ConfigError;
 
 #[derive(Debug, thiserror::Error)]
@@ -20,17 +18,8 @@ pub enum ChatError {
         id: String,
         source: common::token::keyfile::KeyFileError,
     },
-    #[error("cannot read cluster secret {path}: {source}")]
-    SecretRead {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("cluster secret {path} holds {len} bytes; at least {min} are required")]
-    SecretShort {
-        path: PathBuf,
-        len: usize,
-        min: usize,
-    },
+    #[error("cluster.secret_file: {0}")]
+    Secret(common::secret::SecretError),
     #[error(transparent)]
     Routing(crate::routing::BadServerName),
     #[error("QUIC endpoint: {0}")]

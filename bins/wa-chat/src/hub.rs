@@ -15,6 +15,8 @@ use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
 
+use crate::outbound::Outbound;
+
 /// What a link hands to a session.
 #[derive(Debug)]
 pub enum Event {
@@ -84,9 +86,26 @@ impl Handle {
     }
 }
 
+/// Who a session is, for the admin API (`wactl sessions`, `wactl kick`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct SessionInfo {
+    pub user: String,
+    pub device: u32,
+    /// When the session was welcomed (unix ms).
+    pub since_ms: u64,
+}
+
+/// One registered session.
+struct Entry {
+    handle: Handle,
+    info: SessionInfo,
+    /// Its frames waiting to be written to the client (for metrics).
+    queue: Option<Arc<Outbound>>,
+}
+
 #[derive(Default)]
 pub struct Hub {
-    sessions: Mutex<HashMap<u64, Handle>>,
+    sessions: Mutex<HashMap<u64, Entry>>,
     next: AtomicU64,
 }
 
@@ -96,10 +115,25 @@ impl Hub {
     }
 
     /// Registers a session and returns its id (never 0).
-    pub fn register(&self, handle: Handle) -> u64 {
+    pub fn register(&self, handle: Handle, info: SessionInfo, queue: Option<Arc<Outbound>>) -> u64 {
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
-        self.lock().insert(id, handle);
+        self.lock().insert(
+            id,
+            Entry {
+                handle,
+                info,
+                queue,
+            },
+        );
         id
+    }
+
+    /// The length of every session's outbound queue now.
+    pub fn queue_lengths(&self) -> Vec<usize> {
+        self.lock()
+            .values()
+            .filter_map(|e| e.queue.as_ref().map(|q| q.len()))
+            .collect()
     }
 
     pub fn unregister(&self, id: u64) {
@@ -107,7 +141,45 @@ impl Hub {
     }
 
     pub fn get(&self, id: u64) -> Option<Handle> {
-        self.lock().get(&id).cloned()
+        self.lock().get(&id).map(|e| e.handle.clone())
+    }
+
+    /// The sessions of `user` on this edge, by id.
+    pub fn sessions_of(&self, user: &str) -> Vec<(u64, SessionInfo)> {
+        let mut v: Vec<_> = self
+            .lock()
+            .iter()
+            .filter(|(_, e)| e.info.user == user)
+            .map(|(id, e)| (*id, e.info.clone()))
+            .collect();
+        v.sort_by_key(|(id, _)| *id);
+        v
+    }
+
+    /// Every session's id.
+    pub fn ids(&self) -> Vec<u64> {
+        self.lock().keys().copied().collect()
+    }
+
+    /// Ends session `id` with `code`, if it still runs.
+    pub fn kill(&self, id: u64, code: Code) {
+        if let Some(e) = self.lock().get(&id) {
+            e.handle.kill.kill(code);
+        }
+    }
+
+    /// Ends the sessions of `user` (of one `device`, or all) with `code`;
+    /// returns how many.
+    pub fn kick(&self, user: &str, device: Option<u32>, code: Code) -> usize {
+        let sessions = self.lock();
+        let mut n = 0;
+        for e in sessions.values() {
+            if e.info.user == user && device.is_none_or(|d| d == e.info.device) {
+                e.handle.kill.kill(code);
+                n += 1;
+            }
+        }
+        n
     }
 
     pub fn len(&self) -> usize {
@@ -118,7 +190,7 @@ impl Hub {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Handle>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Entry>> {
         self.sessions.lock().expect("hub lock is never poisoned")
     }
 }
@@ -135,8 +207,15 @@ mod tests {
             kill: Arc::new(Kill::default()),
         };
         let hub = Hub::new();
-        let id = hub.register(h.clone());
+        let info = SessionInfo {
+            user: "alice".into(),
+            device: 1,
+            since_ms: 0,
+        };
+        let id = hub.register(h.clone(), info.clone(), None);
         assert_ne!(id, 0);
+        assert_eq!(hub.sessions_of("alice"), vec![(id, info)]);
+        assert!(hub.sessions_of("bob").is_empty());
         let push = || Event::Push {
             seq: 1,
             envelope: Envelope::default(),
@@ -155,5 +234,32 @@ mod tests {
         assert!(matches!(rx.recv().await, Some(Event::Push { .. })));
         hub.unregister(id);
         assert!(hub.get(id).is_none());
+    }
+
+    #[test]
+    fn kick_ends_the_sessions_of_one_user_or_one_device() {
+        let hub = Hub::new();
+        let mut handles = Vec::new();
+        for (user, device) in [("alice", 1), ("alice", 2), ("bob", 1)] {
+            let (tx, _rx) = mpsc::channel(1);
+            let h = Handle {
+                tx,
+                kill: Arc::new(Kill::default()),
+            };
+            let info = SessionInfo {
+                user: user.into(),
+                device,
+                since_ms: 0,
+            };
+            hub.register(h.clone(), info, None);
+            handles.push(h);
+        }
+        assert_eq!(hub.kick("alice", Some(2), Code::Unavailable), 1);
+        assert_eq!(handles[0].kill.code(), None);
+        assert_eq!(handles[1].kill.code(), Some(Code::Unavailable));
+        assert_eq!(hub.kick("alice", None, Code::Unavailable), 2);
+        assert_eq!(handles[0].kill.code(), Some(Code::Unavailable));
+        assert_eq!(handles[2].kill.code(), None);
+        assert_eq!(hub.kick("carol", None, Code::Unavailable), 0);
     }
 }

@@ -7,18 +7,21 @@
 //! every client Goodbye, wait for the sessions up to the grace period and
 //! return. `main.rs` and the tests call the same code.
 
+pub mod admin;
+pub mod cli;
 pub mod config;
 pub mod error;
 pub mod hub;
 pub mod links;
 pub mod listener;
+pub mod metrics;
 pub mod outbound;
 pub mod routing;
 pub mod session;
 pub mod transport;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -35,6 +38,7 @@ pub use error::ChatError;
 use crate::config::LimitsConfig;
 use crate::hub::Hub;
 use crate::links::LinkSettings;
+use crate::metrics::ChatMetrics;
 use crate::routing::{LinkSpawner, Router};
 
 /// Extra QUIC idle time beyond the protocol's idle timeout, so that the
@@ -61,6 +65,10 @@ pub struct Ctx {
     /// Client connections that finished their handshake and are open.
     pub active: AtomicUsize,
     pub shutdown: CancellationToken,
+    pub metrics: Arc<ChatMetrics>,
+    /// Set by an operator's drain (`wactl drain`): new connections are told
+    /// to go elsewhere, and the sessions are ended over the drain window.
+    pub draining: std::sync::atomic::AtomicBool,
 }
 
 impl Ctx {
@@ -82,8 +90,15 @@ pub struct Chat {
     keys: KeyRing,
     map: ClusterMap,
     secret: Bytes,
+    /// The client certificate, read again on SIGHUP ([`Chat::reload_tls`]).
+    cert: Arc<common::tls::CertReloader>,
     client_tls: rustls::ServerConfig,
     link_tls: rustls::ClientConfig,
+    hub: Arc<Hub>,
+    metrics: Arc<ChatMetrics>,
+    /// The running edge's shared state, once it serves (the admin API
+    /// reads it).
+    running: Arc<OnceLock<Arc<Ctx>>>,
 }
 
 impl Chat {
@@ -101,21 +116,12 @@ impl Chat {
             keys.insert(k.id.clone(), key);
         }
         let map = ClusterMap::load(&config.cluster.map)?;
-        let secret =
-            std::fs::read(&config.cluster.secret_file).map_err(|source| ChatError::SecretRead {
-                path: config.cluster.secret_file.clone(),
-                source,
-            })?;
-        if secret.len() < config::MIN_SECRET_LEN {
-            return Err(ChatError::SecretShort {
-                path: config.cluster.secret_file.clone(),
-                len: secret.len(),
-                min: config::MIN_SECRET_LEN,
-            });
-        }
-        let certs = common::tls::load_certs(&config.tls.cert).map_err(ChatError::Tls)?;
-        let key = common::tls::load_key(&config.tls.key).map_err(ChatError::Tls)?;
-        let client_tls = common::tls::server_config(certs, key, &[common::proto::limits::ALPN])
+        let secret = common::secret::read(&config.cluster.secret_file, config::MIN_SECRET_LEN)
+            .map_err(ChatError::Secret)?;
+        let cert = common::tls::CertReloader::open(&config.tls.cert, &config.tls.key)
+            .map_err(ChatError::Tls)?;
+        let client_tls = cert
+            .server_config(&[common::proto::limits::ALPN])
             .map_err(ChatError::Tls)?;
         let roots = common::tls::load_certs(&config.cluster.ca).map_err(ChatError::ClusterCa)?;
         let link_tls = common::tls::client_config(&roots, &[common::link::LINK_ALPN])
@@ -125,9 +131,18 @@ impl Chat {
             keys,
             map,
             secret: Bytes::from(secret),
+            cert,
             client_tls,
             link_tls,
+            hub: Arc::new(Hub::new()),
+            metrics: Arc::default(),
+            running: Arc::default(),
         })
+    }
+
+    /// The certificate clients see; `reload()` it on SIGHUP.
+    pub fn cert(&self) -> Arc<common::tls::CertReloader> {
+        Arc::clone(&self.cert)
     }
 
     /// Serves `listeners` until `shutdown`, then shuts down gracefully.
@@ -153,10 +168,13 @@ impl Chat {
             keys,
             map,
             secret,
+            cert: _,
             client_tls,
             link_tls,
+            hub,
+            metrics,
+            running,
         } = self;
-        let hub = Arc::new(Hub::new());
         let settings = Arc::new(LinkSettings {
             dialer: common::link_dial::Dialer {
                 connector: tokio_rustls::TlsConnector::from(Arc::new(link_tls)),
@@ -192,7 +210,10 @@ impl Chat {
             hub,
             active: AtomicUsize::new(0),
             shutdown: shutdown.clone(),
+            metrics,
+            draining: Default::default(),
         });
+        let _ = running.set(Arc::clone(&ctx));
         let reloader = {
             let ctx = Arc::clone(&ctx);
             tokio::spawn(async move {
@@ -209,7 +230,9 @@ impl Chat {
         let sessions = TaskTracker::new();
         let accept = TaskTracker::new();
         if let Some(l) = listeners.tcp {
-            tracing::info!(addr = ?l.local_addr().ok(), "serving TLS over TCP");
+            if let Ok(addr) = l.local_addr() {
+                tracing::info!(%addr, "serving TLS over TCP");
+            }
             let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(client_tls));
             accept.spawn(listener::serve_tcp(
                 l,
@@ -219,7 +242,9 @@ impl Chat {
             ));
         }
         if let Some(ep) = &endpoint {
-            tracing::info!(addr = ?ep.local_addr().ok(), "serving QUIC");
+            if let Ok(addr) = ep.local_addr() {
+                tracing::info!(%addr, "serving QUIC");
+            }
             accept.spawn(listener::serve_quic(
                 ep.clone(),
                 Arc::clone(&ctx),

@@ -246,6 +246,12 @@ impl LinkConn {
             .expect("link state lock is never poisoned")
     }
 
+    /// Frames waiting to be written: (control, appends).
+    pub fn queue_lengths(&self) -> (usize, usize) {
+        let waiting = |tx: &mpsc::Sender<LinkUp>| tx.max_capacity() - tx.capacity();
+        (waiting(&self.control), waiting(&self.bulk))
+    }
+
     fn queue(&self, kind: link_up::Kind) -> Result<(), LinkDownError> {
         let tx = match kind {
             link_up::Kind::Append(_) => &self.bulk,

@@ -1,68 +1,43 @@
-//! `wa-chat`: parse arguments, load the config, bind, serve.
+//! `wa-chat`: arguments, then the service chassis (`common::service`):
+//! config, logs, signals, admin listener, readiness.
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
-use common::service;
-use tokio_util::sync::CancellationToken;
+use common::sections::{AdminConfig, LogConfig};
+use common::service::{self, BoxError, Chassis, Service};
+use wa_chat::cli::Args;
 use wa_chat::{Chat, Config, Listeners};
 
-/// The wa edge: holds client connections (TLS 1.3 over TCP and QUIC, ALPN
-/// `wa/1`), authenticates them by token and relays their traffic to the homes
-/// of the users involved over the internal link.
-///
-/// Prints `READY wa-chat tcp=ADDR quic=ADDR` on stdout (`-` for a disabled
-/// listener) and notifies systemd once the listeners are bound. SIGTERM or
-/// SIGINT: stop accepting, tell every client Goodbye, wait for the sessions up
-/// to the grace period, exit 0.
-///
-/// Exit codes: 0 clean stop, 64 bad arguments or configuration, 1 runtime failure.
-#[derive(Parser)]
-#[command(version)]
-struct Args {
-    /// Configuration file (TOML). See docs/OPERATIONS.md for every key.
-    #[arg(
-        long,
-        short,
-        env = "WA_CHAT_CONFIG",
-        default_value = "/etc/wa/wa-chat.toml"
-    )]
-    config: PathBuf,
-    /// Check the configuration and the files it names, then exit (0 if usable).
-    #[arg(long)]
-    check_config: bool,
-}
+struct WaChat;
 
-fn main() -> ExitCode {
-    let args = match service::args::<Args>() {
-        Ok(a) => a,
-        Err(code) => return code,
-    };
-    service::init_logging();
-    let config = match Config::load(&args.config)
-        .and_then(|c| c.validate().map(|()| c))
-        .and_then(|c| c.check_files().map(|()| c))
-    {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("wa-chat: {}: {e}", args.config.display());
-            return ExitCode::from(service::EXIT_USAGE);
-        }
-    };
-    if args.check_config {
-        println!("{}: ok", args.config.display());
-        return ExitCode::SUCCESS;
+impl Service for WaChat {
+    const NAME: &'static str = "wa-chat";
+    type Config = Config;
+
+    fn load(path: &Path) -> Result<Config, BoxError> {
+        let c = Config::load(path)?;
+        c.validate()?;
+        c.check_files()?;
+        Ok(c)
     }
-    let rt = match service::runtime("wa-chat") {
-        Ok(rt) => rt,
-        Err(code) => return code,
-    };
-    service::exit("wa-chat", rt.block_on(serve(config)))
+    fn node_name(c: &Config) -> String {
+        c.name.clone()
+    }
+    fn admin(c: &Config) -> &AdminConfig {
+        &c.admin
+    }
+    fn log(c: &Config) -> &LogConfig {
+        &c.log
+    }
+
+    async fn serve(config: Config, chassis: Chassis) -> Result<(), BoxError> {
+        Ok(serve(config, chassis).await?)
+    }
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(config: Config, chassis: Chassis) -> anyhow::Result<()> {
     // With etcd, its cluster map is the one: written to the local file
     // before the edge reads it, and followed from then on.
     let coordination = if config.coordination.enabled() {
@@ -104,20 +79,31 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     };
     let tcp_addr = show(tcp.as_ref().map(|l| l.local_addr()))?;
     let quic_addr = show(quic.as_ref().map(|s| s.local_addr()))?;
-    let shutdown = CancellationToken::new();
-    service::on_signals(shutdown.clone()).context("cannot handle SIGTERM and SIGINT")?;
-    let reload = std::sync::Arc::new(tokio::sync::Notify::new());
-    service::on_hangup(std::sync::Arc::clone(&reload)).context("cannot handle SIGHUP")?;
+    chat.install_admin(&chassis.admin);
+    let cert = chat.cert();
+    chassis.reload.on(move || {
+        if let Err(e) = cert.reload() {
+            tracing::warn!(error = %e, "TLS certificate kept");
+        }
+    });
+    let map = chassis.reload.notify();
     if let Some(c) = coordination {
         tokio::spawn(c.follow_map(
             config.cluster.map.clone(),
-            std::sync::Arc::clone(&reload),
-            shutdown.clone(),
+            std::sync::Arc::clone(&map),
+            chassis.shutdown.clone(),
         ));
     }
-    let run = tokio::spawn(chat.serve_reloading(Listeners { tcp, quic }, shutdown, reload));
-    service::ready(&format!("READY wa-chat tcp={tcp_addr} quic={quic_addr}"));
+    let run =
+        tokio::spawn(chat.serve_reloading(Listeners { tcp, quic }, chassis.shutdown.clone(), map));
+    chassis.ready(&format!("READY wa-chat tcp={tcp_addr} quic={quic_addr}"));
     run.await.context("server task")??;
-    service::stopping();
     Ok(())
+}
+
+fn main() -> ExitCode {
+    match service::args::<Args>() {
+        Ok(a) => service::main::<WaChat>(&a.config, &a.flags),
+        Err(code) => code,
+    }
 }

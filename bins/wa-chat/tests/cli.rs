@@ -2,53 +2,13 @@
 //! codes, the READY line, and a clean exit on SIGTERM.
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Command, Stdio};
+
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-/// The public key of the token test vector in docs/PROTOCOL.md, SPKI PEM.
-const PUBLIC_KEY: &str = "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAiojj3XQJ8ZX9UtstPLpdcspnCb8dlBIb83SIAbQPb1w=\n-----END PUBLIC KEY-----\n";
+mod support;
 
-fn chat() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_wa-chat"))
-}
-
-/// A complete, valid deployment directory for one edge; the store it names
-/// is not running (the edge starts anyway and keeps trying to link).
-fn deployment(dir: &Path) -> std::path::PathBuf {
-    let pki = common::tls::DevPki::generate(&["localhost", "127.0.0.1"]).unwrap();
-    pki.write_to(dir).unwrap();
-    common::fsutil::write_public(dir.join("k1.pub"), PUBLIC_KEY).unwrap();
-    std::fs::write(dir.join("cluster.secret"), [7u8; 32]).unwrap();
-    let map =
-        common::cluster::ClusterMap::single("127.0.0.1:9".parse().unwrap(), "localhost", [1; 16]);
-    std::fs::write(dir.join("cluster.toml"), map.to_toml()).unwrap();
-    let d = dir.display();
-    let cfg = dir.join("wa-chat.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"name = "chat-test"
-[listen]
-tcp = "127.0.0.1:0"
-quic = "127.0.0.1:0"
-[tls]
-cert = "{d}/cert.pem"
-key = "{d}/key.pem"
-[tokens]
-keys = [{{ id = "k1", public_key = "{d}/k1.pub" }}]
-[cluster]
-map = "{d}/cluster.toml"
-ca = "{d}/ca.pem"
-secret_file = "{d}/cluster.secret"
-[shutdown]
-grace = "2s"
-"#
-        ),
-    )
-    .unwrap();
-    cfg
-}
+use support::{chat, deployment};
 
 #[test]
 fn help_exits_zero_and_names_the_options() {

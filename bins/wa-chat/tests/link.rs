@@ -110,7 +110,7 @@ async fn start() -> Edge {
         keyfile::verifying_pem(&key.verifying_key()).as_bytes(),
     )
     .unwrap();
-    std::fs::write(d.join("cluster.secret"), [7u8; 32]).unwrap();
+    common::fsutil::write_private(&d.join("cluster.secret"), &[7u8; 32]).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let map =
         common::cluster::ClusterMap::single(listener.local_addr().unwrap(), "localhost", [3; 16]);

@@ -4,13 +4,17 @@
 //! the key it concerns. The shipped sample is `packaging/etc/wa-media.toml`,
 //! which a test proves equal to [`Config::default`].
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytesize::ByteSize;
 use serde::Deserialize;
+
+pub use common::sections::{AdminConfig, LogConfig, ShutdownConfig, TlsConfig, TokenKey};
+
+/// The admin listener's default port on loopback.
+pub const ADMIN_PORT: u16 = 9403;
 
 /// Longest node name; it is part of every handle.
 pub const MAX_NODE_NAME: usize = 32;
@@ -31,6 +35,8 @@ pub struct Config {
     pub cache: CacheConfig,
     pub types: TypesConfig,
     pub shutdown: ShutdownConfig,
+    pub admin: AdminConfig,
+    pub log: LogConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -40,27 +46,11 @@ pub struct ListenConfig {
     pub https: SocketAddr,
 }
 
-/// The certificate clients see.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct TlsConfig {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-}
-
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct TokensConfig {
     /// Public keys that verify tokens, by key id (the same keys as wa-chat).
     pub keys: Vec<TokenKey>,
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct TokenKey {
-    pub id: String,
-    /// Ed25519 public key, SPKI PEM.
-    pub public_key: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -109,14 +99,6 @@ pub struct TypesConfig {
     pub allowed: Vec<String>,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct ShutdownConfig {
-    /// How long requests in flight get to finish after SIGTERM.
-    #[serde(with = "humantime_serde")]
-    pub grace: Duration,
-}
-
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -130,6 +112,8 @@ impl Default for Config {
             cache: CacheConfig::default(),
             types: TypesConfig::default(),
             shutdown: ShutdownConfig::default(),
+            admin: AdminConfig::loopback(ADMIN_PORT),
+            log: LogConfig::default(),
         }
     }
 }
@@ -142,22 +126,10 @@ impl Default for ListenConfig {
     }
 }
 
-impl Default for TlsConfig {
-    fn default() -> Self {
-        TlsConfig {
-            cert: "/etc/wa/tls/cert.pem".into(),
-            key: "/etc/wa/tls/key.pem".into(),
-        }
-    }
-}
-
 impl Default for TokensConfig {
     fn default() -> Self {
         TokensConfig {
-            keys: vec![TokenKey {
-                id: "k1".into(),
-                public_key: "/etc/wa/keys/k1.pub".into(),
-            }],
+            keys: vec![TokenKey::default_k1()],
         }
     }
 }
@@ -212,14 +184,6 @@ impl Default for TypesConfig {
     }
 }
 
-impl Default for ShutdownConfig {
-    fn default() -> Self {
-        ShutdownConfig {
-            grace: Duration::from_secs(10),
-        }
-    }
-}
-
 pub use common::config::ConfigError;
 use common::config::finish;
 
@@ -259,30 +223,14 @@ impl Config {
                 self.node
             ));
         }
-        let mut paths = vec![
-            ("data_dir", &self.data_dir),
-            ("tls.cert", &self.tls.cert),
-            ("tls.key", &self.tls.key),
-        ];
-        for k in &self.tokens.keys {
-            paths.push(("tokens.keys.public_key", &k.public_key));
+        if self.data_dir.as_os_str().is_empty() {
+            errs.push("data_dir: must not be empty".to_string());
         }
-        for (key, p) in paths {
-            if p.as_os_str().is_empty() {
-                errs.push(format!("{key}: must not be empty"));
-            }
-        }
-        if self.tokens.keys.is_empty() {
-            errs.push("tokens.keys: at least one key is needed".to_string());
-        }
-        let mut ids = HashSet::new();
-        for k in &self.tokens.keys {
-            if k.id.is_empty() {
-                errs.push("tokens.keys.id: must not be empty".to_string());
-            } else if !ids.insert(&k.id) {
-                errs.push(format!("tokens.keys.id: {:?} appears twice", k.id));
-            }
-        }
+        self.tls.validate(&mut errs);
+        TokenKey::validate_list("tokens.keys", &self.tokens.keys, true, &mut errs);
+        self.shutdown.validate(&mut errs);
+        self.admin.validate(&mut errs);
+        self.log.validate(&mut errs);
         let l = &self.limits;
         if l.max_blob_size.as_u64() == 0 {
             errs.push("limits.max_blob_size: must be more than zero".to_string());
@@ -305,7 +253,6 @@ impl Config {
         for (key, d) in [
             ("expiry.expire_after", self.expiry.expire_after),
             ("expiry.sweep_interval", self.expiry.sweep_interval),
-            ("shutdown.grace", self.shutdown.grace),
         ] {
             if d.is_zero() {
                 errs.push(format!("{key}: must be more than zero"));
@@ -331,17 +278,9 @@ impl Config {
     /// would stop it; the data directory must exist or be creatable.
     pub fn check_files(&self) -> Result<(), ConfigError> {
         let mut errs = Vec::new();
-        if let Err(e) = common::tls::load_certs(&self.tls.cert) {
-            errs.push(format!("tls.cert: {e}"));
-        }
-        if let Err(e) = common::tls::load_key(&self.tls.key) {
-            errs.push(format!("tls.key: {e}"));
-        }
-        for k in &self.tokens.keys {
-            if let Err(e) = common::token::keyfile::read_verifying(&k.public_key) {
-                errs.push(format!("tokens.keys ({:?}).public_key: {e}", k.id));
-            }
-        }
+        self.tls.check_files(&mut errs);
+        TokenKey::check_list("tokens.keys", &self.tokens.keys, &mut errs);
+        self.admin.check_files(&mut errs);
         if let Err(e) = std::fs::create_dir_all(&self.data_dir) {
             errs.push(format!(
                 "data_dir: cannot create {}: {e}",

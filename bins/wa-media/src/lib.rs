@@ -11,6 +11,7 @@
 
 pub mod auth;
 pub mod cache;
+pub mod cli;
 pub mod config;
 pub mod download;
 pub mod error;
@@ -52,11 +53,13 @@ pub struct App {
     pub limits: Arc<Limits>,
     pub expiry: ExpiryConfig,
     pub allowed_types: HashSet<String>,
+    /// Requests by route and status (served on the admin listener).
+    pub http: common::admin::http::HttpMetrics,
 }
 
 /// The HTTP routes (docs/MEDIA.md, "API").
 pub fn router(app: Arc<App>) -> Router {
-    Router::new()
+    let router = Router::new()
         .route(
             "/v1/media",
             post(upload::upload)
@@ -69,14 +72,16 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/healthz", get(|| async { "ok\n" }))
         .fallback(|| async { ApiError::NotFound })
-        .layer(tower_http::trace::TraceLayer::new_for_http())
-        .with_state(app)
+        .layer(tower_http::trace::TraceLayer::new_for_http());
+    app.http.wrap(router.with_state(Arc::clone(&app)))
 }
 
 /// A media node with everything loaded, ready to serve.
 pub struct Media {
     config: Config,
     app: Arc<App>,
+    /// The certificate clients see; `reload()` it on SIGHUP.
+    cert: Arc<common::tls::CertReloader>,
     tls: rustls::ServerConfig,
 }
 
@@ -94,10 +99,11 @@ impl Media {
             })?;
             keys.insert(k.id.clone(), key);
         }
-        let certs = common::tls::load_certs(&config.tls.cert).map_err(MediaError::Tls)?;
-        let key = common::tls::load_key(&config.tls.key).map_err(MediaError::Tls)?;
-        let tls =
-            common::tls::server_config(certs, key, &[b"http/1.1"]).map_err(MediaError::Tls)?;
+        let cert = common::tls::CertReloader::open(&config.tls.cert, &config.tls.key)
+            .map_err(MediaError::Tls)?;
+        let tls = cert
+            .server_config(&[b"http/1.1"])
+            .map_err(MediaError::Tls)?;
         let store = Store::open(&config.data_dir)?;
         let (blobs, bytes) = store.usage();
         tracing::info!(blobs, bytes, dir = %config.data_dir.display(), "store opened");
@@ -109,8 +115,42 @@ impl Media {
             limits: Arc::new(Limits::new(config.limits.clone())),
             expiry: config.expiry.clone(),
             allowed_types: config.types.allowed.iter().cloned().collect(),
+            http: Default::default(),
         });
-        Ok(Media { config, app, tls })
+        Ok(Media {
+            config,
+            app,
+            cert,
+            tls,
+        })
+    }
+
+    /// The certificate clients see; `reload()` it on SIGHUP.
+    pub fn cert(&self) -> Arc<common::tls::CertReloader> {
+        Arc::clone(&self.cert)
+    }
+
+    /// Hooks this node's metrics and status into `admin`.
+    pub fn install_admin(&self, admin: &common::admin::Admin) {
+        admin.register(|r| self.app.http.register(r, "wa_media"));
+        let app = Arc::clone(&self.app);
+        admin.collect(common::admin::metrics::Scrape(
+            move |s: &mut common::admin::metrics::Sample<'_>| {
+                let (blobs, bytes) = app.store.usage();
+                s.gauge("wa_media_blobs", "Blobs stored", blobs as f64);
+                s.gauge(
+                    "wa_media_blob_bytes",
+                    "Bytes of the blobs stored",
+                    bytes as f64,
+                );
+            },
+        ));
+        let app = Arc::clone(&self.app);
+        admin.status_fields(move |m| {
+            let (blobs, bytes) = app.store.usage();
+            m.insert("blobs".into(), blobs.into());
+            m.insert("blob_bytes".into(), bytes.into());
+        });
     }
 
     /// The state the handlers share (for tests and benchmarks).
@@ -126,7 +166,9 @@ impl Media {
     ) -> Result<(), MediaError> {
         let sweeper = tokio::spawn(sweeper::run(Arc::clone(&self.app), shutdown.clone()));
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(self.tls));
-        tracing::info!(addr = ?listener.local_addr().ok(), node = %self.app.node, "serving HTTPS");
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, node = %self.app.node, "serving HTTPS");
+        }
         common::https_server::serve(
             listener,
             acceptor,

@@ -12,6 +12,12 @@ use std::time::Duration;
 use bytesize::ByteSize;
 use serde::Deserialize;
 
+use common::sections::ClusterFiles;
+pub use common::sections::{AdminConfig, LogConfig, ShutdownConfig, TlsConfig, TokenKey};
+
+/// The admin listener's default port on loopback.
+pub const ADMIN_PORT: u16 = 9404;
+
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -33,6 +39,7 @@ pub struct Config {
     /// Numbers that get a fixed code and no SMS (app-store review, tests).
     pub test_numbers: Vec<TestNumber>,
     pub shutdown: ShutdownConfig,
+    pub log: LogConfig,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -47,21 +54,6 @@ pub enum Mode {
 pub struct ListenConfig {
     /// The public HTTPS API (TLS 1.3, HTTP/1.1).
     pub https: SocketAddr,
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
-#[serde(deny_unknown_fields, default)]
-pub struct AdminConfig {
-    /// Plain HTTP `/metrics` (Prometheus) and `/healthz`; keep it on
-    /// loopback. Off when absent.
-    pub listen: Option<SocketAddr>,
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct TlsConfig {
-    pub cert: PathBuf,
-    pub key: PathBuf,
 }
 
 /// How to reach the homes: the same files as wa-chat's `[cluster]`.
@@ -89,13 +81,6 @@ pub struct TokensConfig {
     pub ttl: Duration,
     /// Older public keys whose tokens may still be refreshed (rotation).
     pub verify_keys: Vec<TokenKey>,
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct TokenKey {
-    pub id: String,
-    pub public_key: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -238,20 +223,13 @@ pub struct TestNumber {
     pub code: String,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct ShutdownConfig {
-    #[serde(with = "humantime_serde")]
-    pub grace: Duration,
-}
-
 impl Default for Config {
     fn default() -> Self {
         Config {
             name: "register-1".into(),
             mode: Mode::Production,
             listen: ListenConfig::default(),
-            admin: AdminConfig::default(),
+            admin: AdminConfig::loopback(ADMIN_PORT),
             tls: TlsConfig::default(),
             cluster: ClusterConfig::default(),
             tokens: TokensConfig::default(),
@@ -263,6 +241,7 @@ impl Default for Config {
             sms: SmsConfig::default(),
             test_numbers: Vec::new(),
             shutdown: ShutdownConfig::default(),
+            log: LogConfig::default(),
         }
     }
 }
@@ -275,21 +254,12 @@ impl Default for ListenConfig {
     }
 }
 
-impl Default for TlsConfig {
-    fn default() -> Self {
-        TlsConfig {
-            cert: "/etc/wa/tls/cert.pem".into(),
-            key: "/etc/wa/tls/key.pem".into(),
-        }
-    }
-}
-
 impl Default for ClusterConfig {
     fn default() -> Self {
         ClusterConfig {
             map: "/etc/wa/cluster.toml".into(),
-            ca: "/etc/wa/tls/ca.pem".into(),
-            secret_file: "/etc/wa/cluster.secret".into(),
+            ca: common::sections::CLUSTER_CA.into(),
+            secret_file: common::sections::CLUSTER_SECRET.into(),
             timeout: Duration::from_secs(5),
         }
     }
@@ -399,14 +369,6 @@ impl Default for CommandConfig {
     }
 }
 
-impl Default for ShutdownConfig {
-    fn default() -> Self {
-        ShutdownConfig {
-            grace: Duration::from_secs(10),
-        }
-    }
-}
-
 pub use common::config::ConfigError;
 use common::config::finish;
 
@@ -489,7 +451,6 @@ impl Config {
             ("pumping.window", self.pumping.window),
             ("sms.webhook.timeout", self.sms.webhook.timeout),
             ("sms.command.timeout", self.sms.command.timeout),
-            ("shutdown.grace", self.shutdown.grace),
         ] {
             if d.is_zero() {
                 errs.push(format!("{key}: must be more than zero"));
@@ -518,6 +479,17 @@ impl Config {
                 errs.push("sms.webhook.content_type: not a valid header value".to_string());
             }
         }
+        self.tls.validate(&mut errs);
+        self.cluster_files().validate(&mut errs);
+        TokenKey::validate_list(
+            "tokens.verify_keys",
+            &self.tokens.verify_keys,
+            false,
+            &mut errs,
+        );
+        self.shutdown.validate(&mut errs);
+        self.admin.validate(&mut errs);
+        self.log.validate(&mut errs);
         let mut seen = std::collections::HashSet::new();
         for t in &self.test_numbers {
             if crate::phone::Number::parse(&t.number).is_err() {
@@ -542,29 +514,13 @@ impl Config {
     /// would stop it.
     pub fn check_files(&self) -> Result<(), ConfigError> {
         let mut errs = Vec::new();
-        if let Err(e) = common::tls::load_certs(&self.tls.cert) {
-            errs.push(format!("tls.cert: {e}"));
-        }
-        if let Err(e) = common::tls::load_key(&self.tls.key) {
-            errs.push(format!("tls.key: {e}"));
-        }
-        if let Err(e) = common::cluster::ClusterMap::load(&self.cluster.map) {
-            errs.push(format!("cluster.map: {e}"));
-        }
-        if let Err(e) = common::tls::load_certs(&self.cluster.ca) {
-            errs.push(format!("cluster.ca: {e}"));
-        }
-        if let Err(e) = crate::secret::read(&self.cluster.secret_file, 32) {
-            errs.push(format!("cluster.secret_file: {e}"));
-        }
+        self.tls.check_files(&mut errs);
+        self.cluster_files().check_files(&mut errs);
+        self.admin.check_files(&mut errs);
         if let Err(e) = crate::tokens::read_signing_key(&self.tokens.signing_key) {
             errs.push(format!("tokens.signing_key: {e}"));
         }
-        for k in &self.tokens.verify_keys {
-            if let Err(e) = common::token::keyfile::read_verifying(&k.public_key) {
-                errs.push(format!("tokens.verify_keys ({:?}).public_key: {e}", k.id));
-            }
-        }
+        TokenKey::check_list("tokens.verify_keys", &self.tokens.verify_keys, &mut errs);
         if let Err(e) = crate::secret::read(&self.pin.pepper_file, 16) {
             errs.push(format!("pin.pepper_file: {e}"));
         }
@@ -602,6 +558,14 @@ impl Config {
             }
         }
         finish(errs)
+    }
+
+    fn cluster_files(&self) -> ClusterFiles<'_> {
+        ClusterFiles {
+            map: &self.cluster.map,
+            ca: Some(&self.cluster.ca),
+            secret_file: &self.cluster.secret_file,
+        }
     }
 }
 

@@ -38,11 +38,6 @@ pub enum RegisterError {
     Link(#[from] common::link_client::LinkClientError),
     #[error("sms: {0}")]
     Sms(#[from] crate::sms::SmsError),
-    #[error("admin listener {addr}: {source}")]
-    Admin {
-        addr: std::net::SocketAddr,
-        source: std::io::Error,
-    },
 }
 
 /// Why a request failed.

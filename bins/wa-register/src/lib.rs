@@ -15,6 +15,7 @@
 
 pub mod account;
 pub mod api;
+pub mod cli;
 pub mod codes;
 pub mod config;
 pub mod error;
@@ -64,6 +65,8 @@ pub struct App {
     pub pins: Pins,
     pub tokens: Tokens,
     pub metrics: Arc<Metrics>,
+    /// Requests by route and status (served on the admin listener).
+    pub http: common::admin::http::HttpMetrics,
     /// Test numbers and their fixed codes.
     pub test_numbers: HashMap<String, String>,
 }
@@ -71,7 +74,7 @@ pub struct App {
 /// The HTTP routes (docs/REGISTER.md, "API").
 pub fn router(app: Arc<App>) -> Router {
     let max_body = app.config.limits.max_body.as_u64() as usize;
-    Router::new()
+    let router = Router::new()
         .route("/v1/codes", post(api::request_code::handle))
         .route("/v1/verify", post(api::verify::handle))
         .route("/v1/tokens/refresh", post(api::refresh::handle))
@@ -89,13 +92,15 @@ pub fn router(app: Arc<App>) -> Router {
         // After every route: it applies to the routes added so far.
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .fallback(|| async { ApiError::NotFound })
-        .layer(DefaultBodyLimit::max(max_body))
-        .with_state(app)
+        .layer(DefaultBodyLimit::max(max_body));
+    app.http.wrap(router.with_state(Arc::clone(&app)))
 }
 
 /// A register service with everything loaded, ready to serve.
 pub struct Register {
     app: Arc<App>,
+    /// The certificate clients see; `reload()` it on SIGHUP.
+    cert: Arc<common::tls::CertReloader>,
     tls: rustls::ServerConfig,
 }
 
@@ -113,9 +118,8 @@ impl Register {
     /// Validates `config` and reads every file it names.
     pub fn open(config: Config) -> Result<Register, RegisterError> {
         config.validate()?;
-        let certs = common::tls::load_certs(&config.tls.cert)?;
-        let key = common::tls::load_key(&config.tls.key)?;
-        let tls = common::tls::server_config(certs, key, &[b"http/1.1"])?;
+        let cert = common::tls::CertReloader::open(&config.tls.cert, &config.tls.key)?;
+        let tls = cert.server_config(&[b"http/1.1"])?;
         let map = common::cluster::ClusterMap::load(&config.cluster.map)?;
         let roots = common::tls::load_certs(&config.cluster.ca)?;
         let secret =
@@ -166,6 +170,7 @@ impl Register {
                 config.tokens.ttl,
             ),
             metrics: Arc::default(),
+            http: Default::default(),
             test_numbers: config
                 .test_numbers
                 .iter()
@@ -173,7 +178,7 @@ impl Register {
                 .collect(),
             config,
         });
-        Ok(Register { app, tls })
+        Ok(Register { app, cert, tls })
     }
 
     /// The state the handlers share (for tests).
@@ -181,38 +186,26 @@ impl Register {
         Arc::clone(&self.app)
     }
 
-    /// Binds the admin listener (`/metrics`, `/healthz`) if `admin.listen`
-    /// is set.
-    pub async fn bind_admin(&self) -> Result<Option<TcpListener>, RegisterError> {
-        match self.app.config.admin.listen {
-            Some(addr) => TcpListener::bind(addr)
-                .await
-                .map(Some)
-                .map_err(|source| RegisterError::Admin { addr, source }),
-            None => Ok(None),
-        }
+    /// The certificate clients see; `reload()` it on SIGHUP.
+    pub fn cert(&self) -> Arc<common::tls::CertReloader> {
+        Arc::clone(&self.cert)
     }
 
-    /// Serves HTTPS on `listener` (and the admin routes on `admin`) until
-    /// `shutdown`, then drains.
+    /// Hooks this service's metrics into `admin`.
+    pub fn install_admin(&self, admin: &common::admin::Admin) {
+        let metrics = Arc::clone(&self.app.metrics);
+        admin.collect(common::admin::metrics::Scrape(
+            move |s: &mut common::admin::metrics::Sample<'_>| metrics.sample(s),
+        ));
+        admin.register(|r| self.app.http.register(r, "wa_register"));
+    }
+
+    /// Serves HTTPS on `listener` until `shutdown`, then drains.
     pub async fn serve(
         self,
         listener: TcpListener,
-        admin: Option<TcpListener>,
         shutdown: CancellationToken,
     ) -> Result<(), RegisterError> {
-        let admin = admin.map(|l| {
-            let metrics = Arc::clone(&self.app.metrics);
-            let r = Router::new()
-                .route("/metrics", get(move || async move { metrics.render() }))
-                .route("/healthz", get(|| async { "ok\n" }));
-            let stop = shutdown.clone();
-            tokio::spawn(async move {
-                let _ = axum::serve(l, r)
-                    .with_graceful_shutdown(async move { stop.cancelled().await })
-                    .await;
-            })
-        });
         let sweeper = {
             let app = Arc::clone(&self.app);
             let stop = shutdown.clone();
@@ -229,7 +222,9 @@ impl Register {
             })
         };
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(self.tls));
-        tracing::info!(addr = ?listener.local_addr().ok(), "serving HTTPS");
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, "serving HTTPS");
+        }
         common::https_server::serve(
             listener,
             acceptor,
@@ -240,22 +235,17 @@ impl Register {
         .await;
         shutdown.cancel();
         let _ = sweeper.await;
-        if let Some(a) = admin {
-            let _ = a.await;
-        }
         tracing::info!("stopped");
         Ok(())
     }
 }
 
-/// Opens the service from `config` and serves `listener` (and the admin
-/// listener of `admin.listen`) until `shutdown`.
+/// Opens the service from `config` and serves `listener` until `shutdown`
+/// (the admin listener is the chassis's, `common::service`).
 pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), RegisterError> {
-    let register = Register::open(config)?;
-    let admin = register.bind_admin().await?;
-    register.serve(listener, admin, shutdown).await
+    Register::open(config)?.serve(listener, shutdown).await
 }

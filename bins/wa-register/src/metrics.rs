@@ -1,8 +1,9 @@
-//! Counters of the registration flow, rendered in Prometheus text format
-//! on the admin listener. No label ever carries a number or a code.
+//! Counters of the registration flow, read at scrape time by the admin
+//! listener (`common::admin`). No label ever carries a number or a code.
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use common::admin::metrics::Sample;
 
 #[derive(Default)]
 pub struct Metrics {
@@ -30,8 +31,8 @@ impl Metrics {
         c.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn render(&self) -> String {
-        let mut out = String::new();
+    /// Adds every counter to a scrape.
+    pub fn sample(&self, s: &mut Sample<'_>) {
         for (name, help, c) in [
             (
                 "codes_requested",
@@ -103,12 +104,11 @@ impl Metrics {
                 &self.accounts_deleted,
             ),
         ] {
-            let v = c.load(Ordering::Relaxed);
-            let _ = writeln!(
-                out,
-                "# HELP wa_register_{name}_total {help}\n# TYPE wa_register_{name}_total counter\nwa_register_{name}_total {v}"
+            s.counter(
+                &format!("wa_register_{name}"),
+                help,
+                c.load(Ordering::Relaxed),
             );
         }
-        out
     }
 }

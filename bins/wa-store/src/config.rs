@@ -34,7 +34,15 @@
 //! segment_size = "64 MiB"
 //! [shutdown]
 //! grace = "10s"
+//! [admin]
+//! listen = "127.0.0.1:9401"
+//! token_file = "/etc/wa/admin.token"
+//! [log]
+//! level = "info"
 //! ```
+//!
+//! `[shutdown]`, `[admin]` and `[log]` are sections every service shares
+//! (`common::sections`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -42,8 +50,13 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use common::sections::{AdminConfig, LogConfig, ShutdownConfig};
+
 /// Fewest bytes a cluster secret may have.
-pub const MIN_SECRET_LEN: usize = 32;
+pub const MIN_SECRET_LEN: usize = common::sections::MIN_CLUSTER_SECRET;
+
+/// The admin listener's default port on loopback.
+pub const ADMIN_PORT: u16 = 9401;
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -68,6 +81,8 @@ pub struct Config {
     /// Automatic failover through etcd (docs/OPERATIONS.md).
     pub coordination: common::coordination::CoordinationConfig,
     pub shutdown: ShutdownConfig,
+    pub admin: AdminConfig,
+    pub log: LogConfig,
 }
 
 /// Replication to the island's secondary (docs/ARCHITECTURE.md,
@@ -238,14 +253,6 @@ pub struct ClusterConfig {
     pub advertise: Option<SocketAddr>,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct ShutdownConfig {
-    /// How long links get to drain in-flight appends after SIGTERM.
-    #[serde(with = "humantime_serde")]
-    pub grace: Duration,
-}
-
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -261,6 +268,8 @@ impl Default for Config {
             replication: ReplicationConfig::default(),
             coordination: Default::default(),
             shutdown: ShutdownConfig::default(),
+            admin: AdminConfig::loopback(ADMIN_PORT),
+            log: LogConfig::default(),
         }
     }
 }
@@ -283,14 +292,6 @@ impl Default for ClusterConfig {
             island: String::new(),
             ca: "/etc/wa/link/ca.pem".into(),
             advertise: None,
-        }
-    }
-}
-
-impl Default for ShutdownConfig {
-    fn default() -> Self {
-        ShutdownConfig {
-            grace: Duration::from_secs(10),
         }
     }
 }
@@ -348,9 +349,9 @@ impl Config {
                 bytesize::ByteSize::b(*SEGMENT_SIZE_RANGE.end()),
             ));
         }
-        if self.shutdown.grace.is_zero() {
-            errs.push("shutdown.grace: must be more than zero".to_string());
-        }
+        self.shutdown.validate(&mut errs);
+        self.admin.validate(&mut errs);
+        self.log.validate(&mut errs);
         if self.replication.wait.is_zero() {
             errs.push("replication.wait: must be more than zero".to_string());
         }
@@ -384,18 +385,10 @@ impl Config {
             }
             Err(e) => errs.push(format!("cluster.map: {e}")),
         }
-        match std::fs::read(&self.cluster.secret_file) {
-            Ok(s) if s.len() < MIN_SECRET_LEN => errs.push(format!(
-                "cluster.secret_file: {} holds {} bytes; at least {MIN_SECRET_LEN} are required",
-                self.cluster.secret_file.display(),
-                s.len()
-            )),
-            Ok(_) => {}
-            Err(e) => errs.push(format!(
-                "cluster.secret_file: cannot read {}: {e}",
-                self.cluster.secret_file.display()
-            )),
+        if let Err(e) = common::secret::read(&self.cluster.secret_file, MIN_SECRET_LEN) {
+            errs.push(format!("cluster.secret_file: {e}"));
         }
+        self.admin.check_files(&mut errs);
         finish(errs)
     }
 }
@@ -431,6 +424,11 @@ memory = "512 MiB"
 segment_size = "64 MiB"
 [shutdown]
 grace = "10s"
+[admin]
+listen = "127.0.0.1:9401"
+token_file = "/etc/wa/admin.token"
+[log]
+level = "info"
 "#;
 
     #[test]
@@ -492,7 +490,7 @@ grace = "10s"
         c.link.key = dir.path().join("nokey.pem");
         c.cluster.map = dir.path().join("map.toml");
         c.cluster.secret_file = dir.path().join("secret");
-        std::fs::write(&c.cluster.secret_file, b"short").unwrap();
+        common::fsutil::write_private(&c.cluster.secret_file, b"short").unwrap();
         let e = c.check_files().unwrap_err().to_string();
         for key in [
             "link.cert",

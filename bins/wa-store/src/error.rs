@@ -18,17 +18,8 @@ pub enum StoreError {
     Cluster(#[from] common::cluster::ClusterError),
     #[error("cluster map: {0}")]
     Ownership(#[from] crate::ownership::OwnershipError),
-    #[error("cannot read cluster secret {path}: {source}")]
-    SecretRead {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("cluster secret {path} holds {len} bytes; at least {min} are required")]
-    SecretShort {
-        path: PathBuf,
-        len: usize,
-        min: usize,
-    },
+    #[error("cluster.secret_file: {0}")]
+    Secret(common::secret::SecretError),
     #[error(
         "data directory {dir} was written by engine {found} (format {format}); this store is configured with engine = \"{configured}\": set engine = \"{found}\" or point data_dir elsewhere"
     )]

@@ -6,6 +6,8 @@
 //! [`Store::serve`] separately so that it can report readiness only once the
 //! database is open.
 
+pub mod admin;
+pub mod cli;
 pub mod config;
 pub mod courier;
 pub mod error;
@@ -54,6 +56,8 @@ pub struct Store {
     secret: Vec<u8>,
     ownership: Arc<ownership::Ownership>,
     tls: Arc<rustls::ServerConfig>,
+    /// The link certificate, read again on SIGHUP (`main.rs`).
+    cert: Arc<common::tls::CertReloader>,
     /// The cluster CA, to reach other homes; `None` if unreadable (only a
     /// one-island map may do without).
     roots: Option<Vec<rustls_pki_types::CertificateDer<'static>>>,
@@ -70,28 +74,16 @@ impl Store {
             config.cluster.island.clone(),
             Some(config.cluster.advertise.unwrap_or(config.link.listen)),
         )?;
-        let secret = std::fs::read(&config.cluster.secret_file).map_err(|source| {
-            StoreError::SecretRead {
-                path: config.cluster.secret_file.clone(),
-                source,
-            }
-        })?;
-        if secret.len() < config::MIN_SECRET_LEN {
-            return Err(StoreError::SecretShort {
-                path: config.cluster.secret_file.clone(),
-                len: secret.len(),
-                min: config::MIN_SECRET_LEN,
-            });
-        }
+        let secret = common::secret::read(&config.cluster.secret_file, config::MIN_SECRET_LEN)
+            .map_err(StoreError::Secret)?;
         let primary = ownership.current().primary;
         let roots = match common::tls::load_certs(&config.cluster.ca) {
             Ok(r) => Some(r),
             Err(_) if primary && ownership.current().map.islands.len() == 1 => None,
             Err(e) => return Err(StoreError::ClusterCa(e)),
         };
-        let certs = common::tls::load_certs(&config.link.cert)?;
-        let key = common::tls::load_key(&config.link.key)?;
-        let tls = common::tls::server_config(certs, key, &[common::link::LINK_ALPN])?;
+        let cert = common::tls::CertReloader::open(&config.link.cert, &config.link.key)?;
+        let tls = cert.server_config(&[common::link::LINK_ALPN])?;
         let journal = if primary {
             let marker = config.data_dir.join(replication::follower::INCOMPLETE);
             if marker.exists() {
@@ -120,6 +112,7 @@ impl Store {
             secret,
             ownership: Arc::new(ownership),
             tls: Arc::new(tls),
+            cert,
             roots,
             coordination: None,
         })
@@ -395,7 +388,8 @@ impl Store {
             self.config.node.clone(),
             Arc::clone(&self.ownership),
             tokio_rustls::TlsAcceptor::from(self.tls),
-        );
+        )
+        .counting_links(Arc::clone(&self.metrics));
         let engine_metrics = Arc::clone(&self.metrics);
         ctx.replication = Some(Arc::new(replication::sender::Source {
             replication: Arc::clone(&replication),
@@ -409,7 +403,9 @@ impl Store {
         }));
         let ctx = Arc::new(ctx);
         let writers = TaskTracker::new();
-        tracing::info!(addr = ?listener.local_addr().ok(), node = %self.config.node, "serving links");
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, node = %self.config.node, "serving links");
+        }
         listener::serve(listener, ctx, stop, writers.clone()).await;
         // Everything below is bounded by the grace period. The engine is
         // never on the path of an acknowledgement (the journal is), and a

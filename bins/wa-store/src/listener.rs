@@ -42,6 +42,9 @@ pub struct LinkCtx {
     /// What a secondary following this primary is sent.
     pub replication: Option<Arc<crate::replication::sender::Source>>,
     next_link: AtomicU64,
+    /// Where the links up are counted (the admin listener's
+    /// `wa_store_links`).
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl LinkCtx {
@@ -60,7 +63,14 @@ impl LinkCtx {
             acceptor,
             replication: None,
             next_link: AtomicU64::new(1),
+            metrics: None,
         }
+    }
+
+    /// Counts the links up in `metrics.links`.
+    pub fn counting_links(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 }
 
@@ -172,6 +182,9 @@ async fn link(
     }
     let id = ctx.next_link.fetch_add(1, Ordering::Relaxed);
     span.in_scope(|| tracing::info!(link = id, %edge, "link up"));
+    if let Some(m) = &ctx.metrics {
+        crate::metrics::Metrics::add(&m.links, 1);
+    }
     let dead = CancellationToken::new();
     let (control, control_rx) = mpsc::channel(LINK_QUEUE);
     let (bulk, bulk_rx) = mpsc::channel(LINK_QUEUE);
@@ -198,6 +211,9 @@ async fn link(
     refill.abort();
     // After the link's last operation, so nothing of it is left behind.
     let _ = ctx.home.submit(Op::LinkGone { link: id }).await;
+    if let Some(m) = &ctx.metrics {
+        crate::metrics::Metrics::sub(&m.links, 1);
+    }
     span.in_scope(|| tracing::info!(link = id, "link down"));
 }
 

@@ -1,12 +1,13 @@
-//! `wa-store`: parse arguments, load the config, bind, open, serve.
+//! `wa-store`: arguments, then the service chassis (`common::service`):
+//! config, logs, signals, admin listener, readiness.
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
-use common::service;
-use tokio_util::sync::CancellationToken;
+use common::sections::{AdminConfig, LogConfig};
+use common::service::{self, BoxError, Chassis, Service};
+use wa_store::cli::Args;
 use wa_store::{Config, Store};
 
 /// mimalloc rather than glibc's malloc: the store allocates on one thread
@@ -17,91 +18,53 @@ use wa_store::{Config, Store};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// The home of wa users: mailboxes, receipts, last seen.
-///
-/// Edges (wa-chat) connect over the internal link (TLS, cluster secret).
-/// Prints `READY wa-store link=ADDR` on stdout (and notifies systemd) once the
-/// database is open and the link listener is bound. SIGTERM or SIGINT: stop
-/// accepting, answer in-flight appends after their flush, flush, exit 0.
-/// SIGHUP: read the cluster map again (its epoch must rise with every change).
-///
-/// A node the map names its island's secondary follows the primary and
-/// serves nothing until a map names it primary (docs/OPERATIONS.md,
-/// "Secondaries and failover").
-///
-/// Exit codes: 0 clean stop, 64 bad arguments or configuration, 1 runtime
-/// failure (among them a panic in a home shard: start it again, and the
-/// journal is replayed), 75 the map made this primary the secondary (start
-/// it again: it catches up from the new primary).
 /// Exit code of a primary the cluster map demoted to secondary
 /// (EX_TEMPFAIL): start it again and it follows the new primary.
 const EXIT_DEMOTED: u8 = 75;
 
-#[derive(Parser)]
-#[command(version)]
-struct Args {
-    /// Configuration file (TOML). See docs/OPERATIONS.md for every key.
-    #[arg(
-        long,
-        short,
-        env = "WA_STORE_CONFIG",
-        default_value = "/etc/wa/wa-store.toml"
-    )]
-    config: PathBuf,
-    /// Check the configuration and the files it names, then exit (0 if usable).
-    #[arg(long)]
-    check_config: bool,
-}
+struct WaStore;
 
-fn main() -> ExitCode {
-    let args = match service::args::<Args>() {
-        Ok(a) => a,
-        Err(code) => return code,
-    };
-    service::init_logging();
-    if let Err(e) = wa_store::disable_transparent_huge_pages() {
-        tracing::warn!(error = %e, "cannot turn transparent huge pages off for wa-store; appends may stall on page faults");
+impl Service for WaStore {
+    const NAME: &'static str = "wa-store";
+    type Config = Config;
+
+    fn load(path: &Path) -> Result<Config, BoxError> {
+        let c = Config::load(path)?;
+        c.validate()?;
+        c.check_files()?;
+        // A data directory another engine or format wrote is a
+        // configuration mistake, found before anything is opened or bound.
+        wa_store::storage::format::check(&c.data_dir, c.engine)?;
+        Ok(c)
     }
-    let config = match Config::load(&args.config)
-        .and_then(|c| c.validate().map(|()| c))
-        .and_then(|c| c.check_files().map(|()| c))
-    {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("wa-store: {e}");
-            return ExitCode::from(service::EXIT_USAGE);
+    fn node_name(c: &Config) -> String {
+        c.node.clone()
+    }
+    fn admin(c: &Config) -> &AdminConfig {
+        &c.admin
+    }
+    fn log(c: &Config) -> &LogConfig {
+        &c.log
+    }
+
+    async fn serve(config: Config, chassis: Chassis) -> Result<(), BoxError> {
+        match serve(config, chassis).await {
+            Ok(()) => Ok(()),
+            Err(e) => match e.downcast::<wa_store::StoreError>() {
+                Ok(demoted @ wa_store::StoreError::Demoted { .. }) => {
+                    Err(Box::new(service::Exit {
+                        code: EXIT_DEMOTED,
+                        message: demoted.to_string(),
+                    }))
+                }
+                Ok(other) => Err(other.into()),
+                Err(e) => Err(e.into()),
+            },
         }
-    };
-    // The data directory's marker, read only: a directory another engine or
-    // format wrote is a configuration mistake (engine or data_dir), found
-    // before anything is opened or bound.
-    if let Err(e) = wa_store::storage::format::check(&config.data_dir, config.engine) {
-        eprintln!("wa-store: {e}");
-        return ExitCode::from(service::EXIT_USAGE);
     }
-    if args.check_config {
-        println!("{}: ok", args.config.display());
-        return ExitCode::SUCCESS;
-    }
-    let rt = match service::runtime("wa-store") {
-        Ok(rt) => rt,
-        Err(code) => return code,
-    };
-    let outcome = rt.block_on(serve(config));
-    // A blocking engine call that never returns must not keep the process
-    // alive past its grace period (serve already gave up waiting for it).
-    rt.shutdown_timeout(std::time::Duration::from_secs(1));
-    if let Err(e) = &outcome
-        && let Some(demoted @ wa_store::StoreError::Demoted { .. }) =
-            e.downcast_ref::<wa_store::StoreError>()
-    {
-        eprintln!("wa-store: {demoted}");
-        return ExitCode::from(EXIT_DEMOTED);
-    }
-    service::exit("wa-store", outcome)
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(config: Config, chassis: Chassis) -> anyhow::Result<()> {
     let listen = config.link.listen;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -116,12 +79,30 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .context("open task")?
         .with_context(|| format!("cannot open the store in {}", data_dir.display()))?
         .with_coordination(coordination);
-    let shutdown = CancellationToken::new();
-    service::on_signals(shutdown.clone()).context("cannot handle SIGTERM and SIGINT")?;
-    let reload = std::sync::Arc::new(tokio::sync::Notify::new());
-    service::on_hangup(std::sync::Arc::clone(&reload)).context("cannot handle SIGHUP")?;
-    service::ready(&format!("READY wa-store link={addr}"));
-    store.serve_reloading(listener, shutdown, reload).await?;
-    service::stopping();
+    store.install_admin(&chassis.admin);
+    let cert = store.cert();
+    chassis.reload.on(move || {
+        if let Err(e) = cert.reload() {
+            tracing::warn!(error = %e, "link certificate kept");
+        }
+    });
+    let map = chassis.reload.notify();
+    chassis.ready(&format!("READY wa-store link={addr}"));
+    store
+        .serve_reloading(listener, chassis.shutdown.clone(), map)
+        .await?;
     Ok(())
+}
+
+fn main() -> ExitCode {
+    let args = match service::args::<Args>() {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
+    if let Err(e) = wa_store::disable_transparent_huge_pages() {
+        eprintln!(
+            "wa-store: cannot turn transparent huge pages off ({e}); appends may stall on page faults"
+        );
+    }
+    service::main::<WaStore>(&args.config, &args.flags)
 }

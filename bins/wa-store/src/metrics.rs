@@ -1,10 +1,11 @@
 //! The store's metrics, built at start-up and shared by the home's shards,
 //! the write-back task and the flusher. [`Metrics::render`] gives the
-//! Prometheus text format for the admin listener (operations issue) and for
-//! tests and benchmarks.
+//! Prometheus text format for the admin listener and for tests and
+//! benchmarks.
 
-use std::fmt::Write;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use common::admin::metrics::{Registry, Sample, Scrape};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 #[derive(Default)]
@@ -37,10 +38,12 @@ pub struct Metrics {
     pub engine_flushes: AtomicU64,
     /// Bytes the engine's files take, as of the last sweep.
     pub engine_disk_bytes: AtomicU64,
+    /// Edges linked now.
+    pub links: AtomicU64,
     /// Mailbox sizes as of the last sweep: histogram buckets and the largest.
     pub mailboxes: Mutex<MailboxReport>,
     /// The primary's replication figures, once it serves.
-    pub replication: std::sync::OnceLock<std::sync::Arc<crate::replication::Replication>>,
+    pub replication: std::sync::OnceLock<Arc<crate::replication::Replication>>,
     /// The secondary's: 1 while it follows a primary, 1 once caught up,
     /// and the stream records it holds (in its journal's memory at least).
     pub following: AtomicU64,
@@ -80,156 +83,163 @@ impl Metrics {
         }
     }
 
-    /// Prometheus text exposition.
-    pub fn render(&self) -> String {
-        let mut s = String::new();
-        let mut counter = |name: &str, help: &str, v: &AtomicU64| {
-            let _ = writeln!(
-                s,
-                "# HELP wa_store_{name} {help}\n# TYPE wa_store_{name} counter\nwa_store_{name} {}",
-                v.load(Relaxed)
-            );
-        };
-        counter("appends_total", "New mailbox items stored.", &self.appends);
-        counter(
-            "duplicates_total",
-            "Appends recognised as duplicates.",
-            &self.duplicates,
-        );
-        counter(
-            "mailbox_full_total",
-            "Appends refused with MAILBOX_FULL.",
-            &self.mailbox_full,
-        );
-        counter(
-            "journal_syncs_total",
-            "Group commits (journal syncs); appends_total / this = appends per flush.",
-            &self.journal_syncs,
-        );
-        counter(
-            "delivered_from_cache_total",
-            "Items delivered and deleted without touching the engine.",
-            &self.delivered_from_cache,
-        );
-        counter(
-            "delivered_from_engine_total",
-            "Items delivered and deleted after being written to the engine.",
-            &self.delivered_from_engine,
-        );
-        counter(
-            "written_back_total",
-            "Items written to the engine by write-back.",
-            &self.written_back,
-        );
-        counter(
-            "dedupe_expired_total",
-            "Dedupe entries dropped by the sweeper after the expiry age.",
-            &self.dedupe_expired,
-        );
-        counter(
-            "bypassed_total",
-            "Items written straight to the engine (large mailbox or full cache).",
-            &self.bypassed,
-        );
-        counter(
-            "expired_total",
-            "Undelivered items deleted for age.",
-            &self.expired,
-        );
-        counter(
-            "engine_flushes_total",
-            "Engine flushes by write-back rounds.",
-            &self.engine_flushes,
-        );
-        let mut gauge = |name: &str, help: &str, v: u64| {
-            let _ = writeln!(
-                s,
-                "# HELP wa_store_{name} {help}\n# TYPE wa_store_{name} gauge\nwa_store_{name} {v}"
-            );
-        };
-        gauge(
-            "dirty_items",
-            "Items only in memory (journal), not yet in the engine.",
-            self.cache_items.load(Relaxed),
-        );
-        gauge(
-            "dirty_bytes",
-            "Bytes of items only in memory.",
-            self.cache_bytes.load(Relaxed),
-        );
-        gauge(
-            "flush_lag_ms",
-            "Age of the oldest item only in memory.",
-            self.oldest_dirty_ms.load(Relaxed),
-        );
-        gauge(
-            "engine_disk_bytes",
-            "Bytes of the engine's files.",
-            self.engine_disk_bytes.load(Relaxed),
-        );
-        let _ = writeln!(
-            s,
-            "# HELP wa_store_cache_hit_ratio Share of delivered items that never touched the engine.\n# TYPE wa_store_cache_hit_ratio gauge\nwa_store_cache_hit_ratio {:.4}",
-            self.cache_hit_ratio()
-        );
-        let report = self
-            .mailboxes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let _ = writeln!(
-            s,
-            "# HELP wa_store_mailbox_items Mailbox lengths at the last sweep.\n# TYPE wa_store_mailbox_items histogram"
-        );
-        for (i, le) in LENGTH_BUCKETS.iter().enumerate() {
-            let le = if *le == u64::MAX {
-                "+Inf".to_string()
-            } else {
-                le.to_string()
-            };
-            let _ = writeln!(
-                s,
-                "wa_store_mailbox_items_bucket{{le=\"{le}\"}} {}",
-                report.buckets[i]
-            );
-        }
-        let _ = writeln!(
-            s,
-            "# HELP wa_store_largest_mailbox_items The largest mailboxes at the last sweep.\n# TYPE wa_store_largest_mailbox_items gauge"
-        );
-        for (user, items, _) in &report.largest {
-            let _ = writeln!(
-                s,
-                "wa_store_largest_mailbox_items{{user=\"{user}\"}} {items}"
-            );
+    /// Prometheus text exposition of these metrics alone (tests and
+    /// benchmarks; the admin listener serves them with the rest).
+    pub fn render(self: &Arc<Self>) -> String {
+        let mut r = Registry::default();
+        let m = Arc::clone(self);
+        r.register_collector(Box::new(Scrape(move |s: &mut Sample<'_>| m.sample(s))));
+        common::admin::metrics::render(&r)
+    }
+
+    /// Adds every figure to a scrape (read now from the atomics the shards
+    /// update).
+    pub fn sample(&self, s: &mut Sample<'_>) {
+        for (name, help, v) in [
+            ("appends", "New mailbox items stored", &self.appends),
+            (
+                "duplicates",
+                "Appends recognised as duplicates",
+                &self.duplicates,
+            ),
+            (
+                "mailbox_full",
+                "Appends refused with MAILBOX_FULL",
+                &self.mailbox_full,
+            ),
+            (
+                "journal_syncs",
+                "Group commits (journal syncs); appends / this = appends per flush",
+                &self.journal_syncs,
+            ),
+            (
+                "delivered_from_cache",
+                "Items delivered and deleted without touching the engine",
+                &self.delivered_from_cache,
+            ),
+            (
+                "delivered_from_engine",
+                "Items delivered and deleted after being written to the engine",
+                &self.delivered_from_engine,
+            ),
+            (
+                "written_back",
+                "Items written to the engine by write-back",
+                &self.written_back,
+            ),
+            (
+                "dedupe_expired",
+                "Dedupe entries dropped by the sweeper after the expiry age",
+                &self.dedupe_expired,
+            ),
+            (
+                "bypassed",
+                "Items written straight to the engine (large mailbox or full cache)",
+                &self.bypassed,
+            ),
+            (
+                "expired",
+                "Undelivered items deleted for age",
+                &self.expired,
+            ),
+            (
+                "engine_flushes",
+                "Engine flushes by write-back rounds",
+                &self.engine_flushes,
+            ),
+        ] {
+            s.counter(&format!("wa_store_{name}"), help, v.load(Relaxed));
         }
         for (name, help, v) in [
             (
+                "dirty_items",
+                "Items only in memory (journal), not yet in the engine",
+                &self.cache_items,
+            ),
+            (
+                "dirty_bytes",
+                "Bytes of items only in memory",
+                &self.cache_bytes,
+            ),
+            (
+                "flush_lag_ms",
+                "Age of the oldest item only in memory",
+                &self.oldest_dirty_ms,
+            ),
+            (
+                "engine_disk_bytes",
+                "Bytes of the engine's files",
+                &self.engine_disk_bytes,
+            ),
+            ("links", "Edges linked now", &self.links),
+        ] {
+            s.gauge(&format!("wa_store_{name}"), help, v.load(Relaxed) as f64);
+        }
+        s.gauge(
+            "wa_store_cache_hit_ratio",
+            "Share of delivered items that never touched the engine",
+            self.cache_hit_ratio(),
+        );
+        let report = self.report();
+        let buckets: Vec<_> = LENGTH_BUCKETS
+            .iter()
+            .zip(report.buckets)
+            .map(|(le, n)| {
+                let le = if *le == u64::MAX {
+                    "+Inf".to_string()
+                } else {
+                    le.to_string()
+                };
+                (le, n as f64)
+            })
+            .collect();
+        s.gauges(
+            "wa_store_mailboxes_by_length",
+            "Mailboxes with at most `le` items at the last sweep (cumulative)",
+            "le",
+            &buckets,
+        );
+        let largest: Vec<_> = report
+            .largest
+            .iter()
+            .map(|(user, items, _)| (user.clone(), *items as f64))
+            .collect();
+        s.gauges(
+            "wa_store_largest_mailbox_items",
+            "The largest mailboxes at the last sweep",
+            "user",
+            &largest,
+        );
+        for (name, help, v) in [
+            (
                 "following",
-                "1 while this node is a secondary following its primary.",
+                "1 while this node is a secondary following its primary",
                 &self.following,
             ),
             (
                 "follower_caught_up",
-                "1 once this secondary holds a complete copy (it could take over).",
+                "1 once this secondary holds a complete copy (it could take over)",
                 &self.follower_caught_up,
             ),
             (
                 "follower_lsn",
-                "Stream records this secondary holds (compare the primary's wa_store_replica_sent_lsn).",
+                "Stream records this secondary holds (compare the primary's wa_store_replica_sent_lsn)",
                 &self.follower_lsn,
             ),
         ] {
-            let _ = writeln!(
-                s,
-                "# HELP wa_store_{name} {help}\n# TYPE wa_store_{name} gauge\nwa_store_{name} {}",
-                v.load(Relaxed)
-            );
+            s.gauge(&format!("wa_store_{name}"), help, v.load(Relaxed) as f64);
         }
         if let Some(r) = self.replication.get() {
-            r.render(&mut s);
+            r.sample(s);
         }
-        s
+    }
+
+    /// The mailbox figures of the last sweep.
+    pub fn report(&self) -> MailboxReport {
+        self.mailboxes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -239,23 +249,22 @@ mod tests {
 
     #[test]
     fn renders_every_metric_with_help_and_type() {
-        let m = Metrics::default();
+        let m = Arc::new(Metrics::default());
         Metrics::add(&m.delivered_from_cache, 3);
         Metrics::add(&m.delivered_from_engine, 1);
         Metrics::add(&m.cache_items, 2);
         Metrics::sub(&m.cache_items, 5);
         let text = m.render();
         assert!(text.contains("wa_store_delivered_from_cache_total 3"));
-        assert!(text.contains("wa_store_cache_hit_ratio 0.7500"));
+        assert!(text.contains("wa_store_cache_hit_ratio 0.75"), "{text}");
         assert!(
             text.contains("wa_store_dirty_items 0"),
             "gauges saturate at zero"
         );
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let name = line.split(['{', ' ']).next().unwrap();
-            let base = name.trim_end_matches("_bucket");
             assert!(
-                text.contains(&format!("# TYPE {base} ")),
+                text.contains(&format!("# TYPE {name} ")),
                 "{name} has a TYPE"
             );
         }

@@ -351,7 +351,12 @@ impl Run {
                 if let Some(addr) = line.strip_prefix("READY wa-store link=")
                     && let Some(tx) = tx.take()
                 {
-                    let _ = tx.send(addr.parse().expect("READY names an address"));
+                    let _ = tx.send(
+                        addr.split_whitespace()
+                            .next()
+                            .and_then(|a| a.parse().ok())
+                            .expect("READY names an address"),
+                    );
                 }
             }
         });

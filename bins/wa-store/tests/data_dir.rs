@@ -50,7 +50,7 @@ async fn start(dir: &Path, engine: &str) -> (Child, SocketAddr) {
     let ready = async {
         while let Some(line) = lines.next_line().await.unwrap() {
             if let Some(addr) = line.strip_prefix("READY wa-store link=") {
-                return addr.parse().unwrap();
+                return addr.split_whitespace().next().unwrap().parse().unwrap();
             }
         }
         panic!("wa-store ({engine}) ended its output without READY");

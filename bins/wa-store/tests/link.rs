@@ -29,7 +29,7 @@ struct Store {
 fn config_toml(dir: &Path, listen: &str) -> String {
     let d = dir.display();
     format!(
-        "node = \"store-t\"\ndata_dir = \"{d}/db\"\n[link]\nlisten = \"{listen}\"\ncert = \"{d}/cert.pem\"\nkey = \"{d}/key.pem\"\n[cluster]\nmap = \"{d}/cluster.toml\"\nsecret_file = \"{d}/secret\"\n[shutdown]\ngrace = \"5s\"\n"
+        "node = \"store-t\"\ndata_dir = \"{d}/db\"\n[link]\nlisten = \"{listen}\"\ncert = \"{d}/cert.pem\"\nkey = \"{d}/key.pem\"\n[cluster]\nmap = \"{d}/cluster.toml\"\nsecret_file = \"{d}/secret\"\n[shutdown]\ngrace = \"5s\"\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{d}/admin.token\"\n"
     )
 }
 

@@ -39,7 +39,7 @@ fn store_toml(d: &Path, name: &str, listen: SocketAddr, when_absent: &str) -> St
          [link]\nlisten = \"{listen}\"\ncert = \"{dd}/cert.pem\"\nkey = \"{dd}/key.pem\"\n\
          [cluster]\nmap = \"{dd}/cluster.toml\"\nsecret_file = \"{dd}/secret\"\nca = \"{dd}/ca.pem\"\n\
          [replication]\nwait = \"2s\"\nwhen_absent = \"{when_absent}\"\n\
-         [cache]\nsync_delay = \"1s\"\n[shutdown]\ngrace = \"5s\"\n"
+         [cache]\nsync_delay = \"1s\"\n[shutdown]\ngrace = \"5s\"\n[admin]\nlisten = \"127.0.0.1:0\"\n"
     )
 }
 

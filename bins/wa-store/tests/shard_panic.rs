@@ -68,7 +68,7 @@ async fn start(cfg: &Path, log: &Path, fault: Option<&str>) -> (Child, SocketAdd
     let addr = tokio::time::timeout(PATIENCE, async {
         while let Some(line) = lines.next_line().await.unwrap() {
             if let Some(addr) = line.strip_prefix("READY wa-store link=") {
-                return addr.parse().unwrap();
+                return addr.split_whitespace().next().unwrap().parse().unwrap();
             }
         }
         panic!("the store stopped before READY");

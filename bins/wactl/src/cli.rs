@@ -14,7 +14,16 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// code). `keygen` and `token` manage token signing keys and mint
 /// credentials directly, for tests and demos.
 ///
-/// Exit codes: 0 success, 1 failure (the message says why), 64 bad arguments.
+/// For operators: `status`, `sessions`, `kick`, `queues` and `drain` ask the admin
+/// listeners of the nodes in the node list (--nodes FILE, default
+/// /etc/wa/wactl.toml, or DIR/wactl.toml of a `wactl up` directory with
+/// --dir), and print a table, or JSON with --output json. `config defaults`
+/// prints a service's full default configuration, `completions` a shell
+/// completion script.
+///
+/// Exit codes: 0 success, 1 failure (the message says why), 2 `status`
+/// found a node down or not ready (or `drain` left sessions), 64 bad
+/// arguments.
 #[derive(Debug, Parser)]
 #[command(name = "wactl", version, propagate_version = true)]
 pub struct Cli {
@@ -34,6 +43,150 @@ pub enum Command {
     Register(RegisterArgs),
     Code(CodeArgs),
     Man(ManArgs),
+    Status(StatusArgs),
+    Sessions(SessionsArgs),
+    Kick(KickArgs),
+    Queues(QueuesArgs),
+    Drain(DrainArgs),
+    Config(ConfigArgs),
+    Completions(CompletionsArgs),
+}
+
+/// Which nodes to operate: the node list.
+#[derive(Debug, Args)]
+pub struct NodesArg {
+    /// The node list: TOML with `token_file` (the admin token) and one
+    /// `[[node]]` per service (`name`, `service`, `admin` = its admin
+    /// listener). Default: /etc/wa/wactl.toml.
+    #[arg(long, value_name = "FILE", env = "WACTL_NODES", conflicts_with = "dir")]
+    pub nodes: Option<PathBuf>,
+    /// A `wactl up` directory: its DIR/wactl.toml.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+/// How operator commands print.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Aligned columns for people.
+    Table,
+    /// One JSON document for scripts.
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct OutputArg {
+    /// Table for people, or JSON for scripts.
+    #[arg(long, short, value_enum, default_value = "table")]
+    pub output: Output,
+}
+
+/// Show every node: up or down, ready or not, version, uptime, connections,
+/// cluster epoch and link queues.
+///
+/// A node that does not answer or is not ready is shown in capitals and
+/// makes the exit code 2.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub nodes: NodesArg,
+    #[command(flatten)]
+    pub output: OutputArg,
+}
+
+/// List USER's sessions on every edge: edge, session id, device, since when.
+#[derive(Debug, Args)]
+pub struct SessionsArgs {
+    #[command(flatten)]
+    pub nodes: NodesArg,
+    #[command(flatten)]
+    pub output: OutputArg,
+    /// The user id.
+    pub user: String,
+}
+
+/// End USER's sessions (of one DEVICE, or all) on every edge.
+///
+/// The clients hear UNAVAILABLE and reconnect after a pause; to keep a user
+/// out, revoke the device's credentials instead.
+#[derive(Debug, Args)]
+pub struct KickArgs {
+    #[command(flatten)]
+    pub nodes: NodesArg,
+    #[command(flatten)]
+    pub output: OutputArg,
+    /// The user id.
+    pub user: String,
+    /// Only this device.
+    pub device: Option<u32>,
+}
+
+/// Show the longest mailboxes of every store (as of each store's last sweep).
+#[derive(Debug, Args)]
+pub struct QueuesArgs {
+    #[command(flatten)]
+    pub nodes: NodesArg,
+    #[command(flatten)]
+    pub output: OutputArg,
+    /// Mailboxes shown per store.
+    #[arg(long, default_value_t = 10)]
+    pub limit: usize,
+}
+
+/// Take an edge out of service: it turns not ready, refuses new clients and
+/// ends its sessions spread over --over, so that they reconnect to the
+/// other edges a few at a time.
+///
+/// Shows progress on stderr and returns when no session is left; exit 2 if
+/// some remain after the window and --grace.
+#[derive(Debug, Args)]
+pub struct DrainArgs {
+    #[command(flatten)]
+    pub nodes: NodesArg,
+    #[command(flatten)]
+    pub output: OutputArg,
+    /// The edge's name in the node list (`chat-1`).
+    pub edge: String,
+    /// The window over which the sessions are ended.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub over: Duration,
+    /// How long after the window to wait for the last sessions.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub grace: Duration,
+}
+
+/// Configuration files.
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    #[command(subcommand)]
+    pub command: ConfigCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print SERVICE's full default configuration, every key with a comment
+    /// (the sample shipped in packages; tests prove it equals the defaults).
+    Defaults {
+        #[arg(value_enum)]
+        service: ServiceName,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ServiceName {
+    WaChat,
+    WaStore,
+    WaMedia,
+    WaRegister,
+}
+
+/// Print a completion script for SHELL on stdout.
+///
+/// For bash: `wactl completions bash > /etc/bash_completion.d/wactl`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 /// Make an island's secondary its primary (failover or switchover by hand).

@@ -10,6 +10,8 @@ mod dev;
 mod home;
 mod keygen;
 mod man;
+pub mod nodes;
+mod ops;
 mod promote;
 mod register;
 mod send;
@@ -35,5 +37,37 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Register(a) => register::run(&a).await,
         Command::Code(a) => code::run(&a),
         Command::Man(a) => man::run(&a).map(|()| ExitCode::SUCCESS),
+        Command::Status(a) => ops::status::run(&a).await,
+        Command::Sessions(a) => ops::sessions::sessions(&a).await,
+        Command::Kick(a) => ops::sessions::kick(&a).await,
+        Command::Queues(a) => ops::queues::run(&a).await,
+        Command::Drain(a) => ops::drain::run(&a).await,
+        Command::Config(a) => {
+            print!("{}", defaults(&a));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Completions(a) => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                a.shell,
+                &mut Cli::command(),
+                "wactl",
+                &mut std::io::stdout(),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// The shipped sample configuration of a service: every key at its default,
+/// with comments (each service's tests prove it equals its `Default`).
+fn defaults(args: &cli::ConfigArgs) -> &'static str {
+    use cli::{ConfigCommand, ServiceName};
+    let ConfigCommand::Defaults { service } = args.command;
+    match service {
+        ServiceName::WaChat => include_str!("../../../packaging/etc/wa-chat.toml"),
+        ServiceName::WaStore => include_str!("../../../packaging/etc/wa-store.toml"),
+        ServiceName::WaMedia => include_str!("../../../packaging/etc/wa-media.toml"),
+        ServiceName::WaRegister => include_str!("../../../packaging/etc/wa-register.toml"),
     }
 }

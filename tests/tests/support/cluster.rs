@@ -78,6 +78,9 @@ island = "island-{k}"
 ca = "{d}/pki/ca.pem"
 [shutdown]
 grace = "5s"
+[admin]
+listen = "127.0.0.1:0"
+token_file = "{d}/admin.token"
 "#
     )
 }
@@ -101,6 +104,9 @@ secret_file = "{d}/cluster.secret"
 [shutdown]
 grace = "5s"
 retry_after = "100ms"
+[admin]
+listen = "127.0.0.1:0"
+token_file = "{d}/admin.token"
 "#
     )
 }
@@ -128,6 +134,7 @@ async fn start_edges(d: &Path, edges: usize, extra: &str) -> Vec<ChatProcess> {
         chats.push(ChatProcess {
             tcp: field(&line, "tcp").parse().unwrap(),
             quic: field(&line, "quic").parse().unwrap(),
+            admin: field(&line, "admin").parse().unwrap(),
             child,
         });
     }
@@ -144,7 +151,8 @@ async fn start_store(d: &Path, k: usize, listen: std::net::SocketAddr) -> StoreP
     .await;
     let line = ready_line(&mut child, "wa-store").await;
     let addr = field(&line, "link").parse().unwrap();
-    StoreProcess { child, addr }
+    let admin = field(&line, "admin").parse().unwrap();
+    StoreProcess { child, addr, admin }
 }
 
 impl Cluster {
@@ -197,8 +205,9 @@ impl Cluster {
                 store_toml_as(d, name, 1, addr, "replicated") + extra,
             )
             .await;
-            ready_then(&mut child, "wa-store", then).await;
-            stores.push(StoreProcess { child, addr });
+            let line = ready_then(&mut child, "wa-store", then).await;
+            let admin = field(&line, "admin").parse().unwrap();
+            stores.push(StoreProcess { child, addr, admin });
         }
         let chats = start_edges(d, edges, extra).await;
         let roots = common::tls::load_certs(&d.join("pki/ca.pem")).unwrap();
@@ -226,8 +235,9 @@ impl Cluster {
                 + &std::fs::read_to_string(self.dir.path().join("extra.toml")).unwrap_or_default(),
         )
         .await;
-        ready_line(&mut child, "wa-store").await;
-        self.stores[k - 1] = StoreProcess { child, addr };
+        let line = ready_line(&mut child, "wa-store").await;
+        let admin = field(&line, "admin").parse().unwrap();
+        self.stores[k - 1] = StoreProcess { child, addr, admin };
     }
 
     /// `islands` stores and `edges` edges, all ready.

@@ -47,6 +47,7 @@ impl Service {
 pub struct StoreProcess {
     pub child: tokio::process::Child,
     pub addr: SocketAddr,
+    pub admin: SocketAddr,
 }
 
 pub struct Deployment {
@@ -76,6 +77,11 @@ pub fn write_pki(dir: &Path) -> TokenSigner {
     .unwrap();
     common::fsutil::write_private(&dir.join("cluster.secret"), &rand::random::<[u8; 32]>())
         .unwrap();
+    common::fsutil::write_private(
+        &dir.join("admin.token"),
+        hex::encode(rand::random::<[u8; 16]>()).as_bytes(),
+    )
+    .unwrap();
     TokenSigner::new("k1", key)
 }
 
@@ -84,7 +90,7 @@ fn write_map(dir: &Path, link: SocketAddr) {
     std::fs::write(dir.join("cluster.toml"), map.to_toml()).unwrap();
 }
 
-fn store_toml(dir: &Path, listen: SocketAddr) -> String {
+pub fn store_toml(dir: &Path, listen: SocketAddr) -> String {
     let d = dir.display();
     format!(
         r#"node = "store-1"
@@ -99,11 +105,14 @@ map = "{d}/cluster.toml"
 secret_file = "{d}/cluster.secret"
 [shutdown]
 grace = "5s"
+[admin]
+listen = "127.0.0.1:0"
+token_file = "{d}/admin.token"
 "#
     )
 }
 
-fn chat_toml(dir: &Path) -> String {
+pub fn chat_toml(dir: &Path) -> String {
     chat_toml_keys(dir, &["k1"])
 }
 
@@ -132,6 +141,9 @@ secret_file = "{d}/cluster.secret"
 [shutdown]
 grace = "5s"
 retry_after = "100ms"
+[admin]
+listen = "127.0.0.1:0"
+token_file = "{d}/admin.token"
 "#
     )
 }
@@ -172,7 +184,8 @@ pub async fn spawn_store_process(dir: &Path, listen: SocketAddr) -> StoreProcess
         .expect("wa-store binary is built (cargo build --workspace)");
     let line = ready_line(&mut child, "wa-store").await;
     let addr = field(&line, "link").parse().unwrap();
-    StoreProcess { child, addr }
+    let admin = field(&line, "admin").parse().unwrap();
+    StoreProcess { child, addr, admin }
 }
 
 /// Reads stdout of `child` up to its `READY <name> ...` line.
@@ -224,6 +237,7 @@ pub struct ChatProcess {
     pub child: tokio::process::Child,
     pub tcp: SocketAddr,
     pub quic: SocketAddr,
+    pub admin: SocketAddr,
 }
 
 /// Starts `wa-chat` as a process on port 0 and waits for its READY line.
@@ -242,6 +256,7 @@ pub async fn spawn_chat_process(dir: &Path) -> ChatProcess {
     ChatProcess {
         tcp: field(&line, "tcp").parse().unwrap(),
         quic: field(&line, "quic").parse().unwrap(),
+        admin: field(&line, "admin").parse().unwrap(),
         child,
     }
 }
@@ -506,8 +521,23 @@ pub struct MediaNode {
 impl Deployment {
     /// Starts `wa-media` (node `m1`, data in `<dir>/media`) in-process.
     pub async fn start_media(&self) -> MediaNode {
+        let text = self.media_toml();
+        let config: wa_media::Config = toml::from_str(&text).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(wa_media::run(config, listener, shutdown.clone()));
+        let task = tokio::spawn(async move { task.await.unwrap().map_err(|e| e.to_string()) });
+        MediaNode {
+            service: Service { shutdown, task },
+            addr,
+        }
+    }
+
+    /// wa-media's config: node `m1`, data in `<dir>/media`, port 0.
+    pub fn media_toml(&self) -> String {
         let d = self.dir.path().display();
-        let text = format!(
+        format!(
             r#"node = "m1"
 data_dir = "{d}/media"
 [listen]
@@ -519,18 +549,11 @@ key = "{d}/pki/key.pem"
 keys = [{{ id = "k1", public_key = "{d}/keys/k1.pub" }}]
 [shutdown]
 grace = "5s"
+[admin]
+listen = "127.0.0.1:0"
+token_file = "{d}/admin.token"
 "#
-        );
-        let config: wa_media::Config = toml::from_str(&text).unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(wa_media::run(config, listener, shutdown.clone()));
-        let task = tokio::spawn(async move { task.await.unwrap().map_err(|e| e.to_string()) });
-        MediaNode {
-            service: Service { shutdown, task },
-            addr,
-        }
+        )
     }
 
     /// A media client for `user` that knows the node `m1` at `media.addr`.
@@ -607,6 +630,9 @@ secret_file = "{dd}/cluster.secret"
 [tokens]
 {tokens}{pin}[shutdown]
 grace = "5s"
+[admin]
+listen = "127.0.0.1:0"
+token_file = "{dd}/admin.token"
 [sms]
 provider = "log"
 [sms.log]
@@ -756,23 +782,15 @@ impl Deployment {
     }
 }
 
-/// The body of a plain HTTP `GET` of `path` at `addr` (an admin listener).
-pub async fn http_get(addr: SocketAddr, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    tcp.write_all(
-        format!("GET {path} HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut answer = String::new();
-    tokio::time::timeout(PATIENCE, tcp.read_to_string(&mut answer))
+/// The body of an authenticated `GET` of `path` at the admin listener
+/// `addr` of a service whose config names `dir/admin.token`.
+pub async fn admin_get(dir: &Path, addr: SocketAddr, path: &str) -> String {
+    let token = std::fs::read(dir.join("admin.token")).unwrap();
+    let a = common::admin::client::request(addr, http::Method::GET, path, Some(&token))
         .await
-        .expect("the admin listener answers")
-        .unwrap();
-    let (head, body) = answer.split_once("\r\n\r\n").expect("an HTTP answer");
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    body.to_owned()
+        .expect("the admin listener answers");
+    assert_eq!(a.status, 200, "{}", a.text());
+    a.text()
 }
 
 /// The value of counter `name` in a Prometheus text page.

@@ -24,6 +24,8 @@ pub(super) struct Pending {
     pub(super) to: String,
     pub(super) envelope: Envelope,
     pub(super) id: Bytes,
+    /// When the client's request arrived (for the Accepted latency).
+    pub(super) since: Instant,
 }
 
 impl Session {
@@ -102,6 +104,7 @@ impl Session {
             to: to.to_owned(),
             envelope,
             id: id.clone(),
+            since: Instant::now(),
         };
         if !self.rerouting.is_empty() {
             // Behind the refused ones, so as not to overtake them.

@@ -47,6 +47,8 @@ use appends::Pending;
 const LINK_WAIT: Duration = Duration::from_secs(5);
 /// `retry_after_ms` when a home cannot be reached.
 const UNAVAILABLE_RETRY_MS: u64 = 1000;
+/// What clients of a draining edge are told.
+const DRAINING: &str = "this edge is draining; reconnect elsewhere";
 /// How long the writer gets to send the last frames before it is cut.
 const WRITER_GRACE: Duration = Duration::from_secs(2);
 /// How long a closed TCP connection is drained so that a client still
@@ -133,6 +135,10 @@ impl Close {
 /// Serves one connection until it ends. `deadline` is the end of the auth
 /// window (it started when the connection was accepted).
 pub async fn serve(conn: Conn, ctx: Arc<Ctx>, deadline: Instant) {
+    let transport = match conn.sink {
+        Sink::Tls(_) => "tcp",
+        Sink::Quic { .. } => "quic",
+    };
     let out = Arc::new(Outbound::new(ctx.limits.outbound_queue));
     let gone = CancellationToken::new();
     let writer = tokio::spawn({
@@ -143,6 +149,7 @@ pub async fn serve(conn: Conn, ctx: Arc<Ctx>, deadline: Instant) {
     });
     let mut reader = FrameReader::new(conn.source, MAX_FRAME);
     let _active = Active::enter(&ctx);
+    let _counted = ctx.metrics.connection(transport);
 
     let close = if ctx.active() > ctx.limits.max_connections {
         Close::Goodbye(
@@ -150,11 +157,19 @@ pub async fn serve(conn: Conn, ctx: Arc<Ctx>, deadline: Instant) {
             ctx.retry_after_ms(),
             "too many connections".into(),
         )
+    } else if ctx.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        Close::Goodbye(Code::ShuttingDown, ctx.retry_after_ms(), DRAINING.into())
     } else {
         match authenticate(&mut reader, &ctx, deadline).await {
-            Err(close) => close,
+            Err(close) => {
+                ctx.metrics.login_failed(close.code());
+                close
+            }
             Ok(hello) => match Session::open(hello, &ctx, &out).await {
-                Err(close) => close,
+                Err(close) => {
+                    ctx.metrics.login_failed(close.code());
+                    close
+                }
                 Ok((mut s, rx)) => {
                     let close = s.run(&mut reader, rx, &gone).await;
                     s.finish();
@@ -337,7 +352,16 @@ impl Session {
                 "the home of this user cannot be reached".into(),
             ));
         };
-        let id = ctx.hub.register(handle.clone());
+        let id = ctx.hub.register(
+            handle.clone(),
+            crate::hub::SessionInfo {
+                user: claims.user.clone(),
+                device: claims.device,
+                since_ms: common::fsutil::now_ms(),
+            },
+            Some(Arc::clone(out)),
+        );
+        ctx.metrics.logins.inc();
         tracing::Span::current().record("session", id);
         tracing::info!(device = claims.device, client = %hello.client, "authenticated");
         let l = &ctx.limits;
@@ -415,7 +439,12 @@ impl Session {
                 code = kill.killed() => {
                     let reason = match code {
                         Code::SlowConsumer => "the client does not read fast enough",
-                        Code::Unavailable => "the link to a home was lost",
+                        Code::ShuttingDown
+                            if self.ctx.draining.load(std::sync::atomic::Ordering::Relaxed) =>
+                        {
+                            DRAINING
+                        }
+                        Code::Unavailable => "the link to a home was lost, or an operator closed the session",
                         Code::WrongHome | Code::StaleEpoch => {
                             self.ctx.router.reload_soon();
                             "this user's home moved; reconnect"
@@ -505,7 +534,10 @@ impl Session {
                 Code::ProtocolViolation,
                 "Hello on an authenticated session".into(),
             )),
-            client_frame::Kind::Send(s) => self.handle_send(s),
+            client_frame::Kind::Send(s) => {
+                self.ctx.metrics.messages_in.inc();
+                self.handle_send(s)
+            }
             client_frame::Kind::MarkRead(m) => self.handle_mark_read(m),
             client_frame::Kind::Ack(a) => self.handle_ack(a.seqs),
             client_frame::Kind::Ping(p) => self.push(
@@ -554,7 +586,10 @@ impl Session {
                 Ok(())
             }
             client_frame::Kind::Goodbye(_) => Err(Close::Quiet),
-            client_frame::Kind::SendMedia(m) => self.handle_send_media(m),
+            client_frame::Kind::SendMedia(m) => {
+                self.ctx.metrics.messages_in.inc();
+                self.handle_send_media(m)
+            }
         }
     }
 
@@ -693,13 +728,16 @@ impl Session {
 
     fn handle_event(&mut self, ev: Event) -> Step {
         match ev {
-            Event::Push { seq, envelope } => self.push(
-                server_frame::Kind::Deliver(Deliver {
-                    seq,
-                    envelope: Some(envelope),
-                }),
-                Class::Bulk,
-            ),
+            Event::Push { seq, envelope } => {
+                self.ctx.metrics.messages_out.inc();
+                self.push(
+                    server_frame::Kind::Deliver(Deliver {
+                        seq,
+                        envelope: Some(envelope),
+                    }),
+                    Class::Bulk,
+                )
+            }
             Event::Appended {
                 tag,
                 code,
@@ -720,6 +758,10 @@ impl Session {
                     }
                     None => {
                         self.client_requests -= 1;
+                        self.ctx
+                            .metrics
+                            .accepted_latency
+                            .observe(p.since.elapsed().as_secs_f64());
                         self.push(
                             server_frame::Kind::Accepted(Accepted {
                                 id: p.id,

@@ -16,7 +16,6 @@ pub mod follower;
 pub mod frames;
 pub mod sender;
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -38,7 +37,7 @@ struct Follower {
     sent: u64,
 }
 
-/// Counters for the metrics (`Replication::render`).
+/// Counters for the metrics (`Replication::sample`).
 #[derive(Default)]
 pub struct Stats {
     /// Group-commit flushes made durable by the secondary's ack.
@@ -269,78 +268,71 @@ impl Replication {
         records_counter.fetch_add(records, Relaxed);
     }
 
-    /// Prometheus text of the replication figures.
-    pub fn render(&self, out: &mut String) {
+    /// The replication figures, into a metrics scrape.
+    pub fn sample(&self, s: &mut common::admin::metrics::Sample<'_>) {
         let (connected, caught_up, lag) = self.status();
-        let s = &self.stats;
-        let mut line = |name: &str, kind: &str, help: &str, labels: &str, v: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{labels} {v}"
-            );
-        };
-        line(
+        let st = &self.stats;
+        s.gauge(
             "wa_store_replica_connected",
-            "gauge",
-            "A secondary follows this primary.",
-            "",
-            u64::from(connected),
+            "A secondary follows this primary",
+            f64::from(u8::from(connected)),
         );
-        line(
+        s.gauge(
             "wa_store_replica_caught_up",
-            "gauge",
-            "The secondary finished its catch-up copy.",
-            "",
-            u64::from(caught_up),
+            "The secondary finished its catch-up copy",
+            f64::from(u8::from(caught_up)),
         );
-        line(
+        s.gauge(
             "wa_store_replica_lag_records",
-            "gauge",
-            "Journal records sent to the secondary and not yet acknowledged.",
-            "",
-            lag,
+            "Journal records sent to the secondary and not yet acknowledged",
+            lag as f64,
         );
-        for (level, f, r) in [
-            ("replicated", &s.flushes_replicated, &s.records_replicated),
-            ("disk", &s.flushes_disk, &s.records_disk),
-            ("refused", &s.flushes_refused, &s.records_refused),
-        ] {
-            let labels = format!("{{level=\"{level}\"}}");
-            line(
-                "wa_store_commit_flushes_total",
-                "counter",
-                "Group commits by the durability they achieved.",
-                &labels,
-                f.load(Relaxed),
-            );
-            line(
-                "wa_store_commit_records_total",
-                "counter",
-                "Journal records (appends, deletes, records) by the durability their commit achieved.",
-                &labels,
-                r.load(Relaxed),
-            );
-        }
-        line(
-            "wa_store_replica_cut_total",
-            "counter",
-            "Secondaries cut off for missing replication.wait or overflowing the stream.",
-            "",
-            s.followers_cut.load(Relaxed),
+        s.gauge(
+            "wa_store_replica_sent_lsn",
+            "Journal records of this primary's stream (its LSN)",
+            self.journal.lsn() as f64,
         );
-        line(
-            "wa_store_catch_ups_total",
-            "counter",
-            "Catch-up copies sent to a secondary.",
-            "",
-            s.catch_ups.load(Relaxed),
+        let by_level = |f: [&AtomicU64; 3]| -> Vec<(String, u64)> {
+            ["replicated", "disk", "refused"]
+                .iter()
+                .zip(f)
+                .map(|(l, v)| (l.to_string(), v.load(Relaxed)))
+                .collect()
+        };
+        s.counters(
+            "wa_store_commit_flushes",
+            "Group commits by the durability they achieved",
+            "level",
+            &by_level([
+                &st.flushes_replicated,
+                &st.flushes_disk,
+                &st.flushes_refused,
+            ]),
         );
-        line(
-            "wa_store_catch_up_bytes_total",
-            "counter",
-            "Engine bytes sent in catch-up copies.",
-            "",
-            s.catch_up_bytes.load(Relaxed),
+        s.counters(
+            "wa_store_commit_records",
+            "Journal records (appends, deletes, records) by the durability their commit achieved",
+            "level",
+            &by_level([
+                &st.records_replicated,
+                &st.records_disk,
+                &st.records_refused,
+            ]),
+        );
+        s.counter(
+            "wa_store_replica_cut",
+            "Secondaries cut off for missing replication.wait or overflowing the stream",
+            st.followers_cut.load(Relaxed),
+        );
+        s.counter(
+            "wa_store_catch_ups",
+            "Catch-up copies sent to a secondary",
+            st.catch_ups.load(Relaxed),
+        );
+        s.counter(
+            "wa_store_catch_up_bytes",
+            "Engine bytes sent in catch-up copies",
+            st.catch_up_bytes.load(Relaxed),
         );
     }
 }

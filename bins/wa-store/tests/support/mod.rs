@@ -28,7 +28,7 @@ pub type Tls = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
 pub fn config_toml(dir: &Path, listen: &str, engine: &str) -> String {
     let d = dir.display();
     format!(
-        "node = \"store-t\"\ndata_dir = \"{d}/db\"\nengine = \"{engine}\"\n[link]\nlisten = \"{listen}\"\ncert = \"{d}/cert.pem\"\nkey = \"{d}/key.pem\"\n[cluster]\nmap = \"{d}/cluster.toml\"\nsecret_file = \"{d}/secret\"\nca = \"{d}/ca.pem\"\n[shutdown]\ngrace = \"5s\"\n"
+        "node = \"store-t\"\ndata_dir = \"{d}/db\"\nengine = \"{engine}\"\n[link]\nlisten = \"{listen}\"\ncert = \"{d}/cert.pem\"\nkey = \"{d}/key.pem\"\n[cluster]\nmap = \"{d}/cluster.toml\"\nsecret_file = \"{d}/secret\"\nca = \"{d}/ca.pem\"\n[shutdown]\ngrace = \"5s\"\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{d}/admin.token\"\n"
     )
 }
 
@@ -189,7 +189,7 @@ pub async fn spawn_store(cfg: &Path) -> (tokio::process::Child, SocketAddr) {
     let addr = tokio::time::timeout(PATIENCE, async {
         while let Some(line) = lines.next_line().await.unwrap() {
             if let Some(addr) = line.strip_prefix("READY wa-store link=") {
-                return addr.parse().unwrap();
+                return addr.split_whitespace().next().unwrap().parse().unwrap();
             }
         }
         panic!("wa-store exited before READY");

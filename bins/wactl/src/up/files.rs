@@ -47,6 +47,9 @@ pub(crate) fn chat_file(j: usize) -> String {
     }
 }
 
+/// The admin token every service of the deployment checks (and wactl sends).
+pub const ADMIN_TOKEN: &str = "admin.token";
+
 /// Writes what is missing in `dir`: PKI, signing key, cluster secret and map;
 /// and the service configs, always (they follow the flags): one store per
 /// address of `links` (island `i` owns the `i`th share of the fragments), one
@@ -97,6 +100,11 @@ pub(super) fn prepare(
         common::fsutil::write_private(&secret, &rand::random::<[u8; 32]>())
             .with_context(|| format!("cannot write {}", secret.display()))?;
     }
+    let token = dir.join(ADMIN_TOKEN);
+    if !token.exists() {
+        common::fsutil::write_private(&token, hex::encode(rand::random::<[u8; 32]>()).as_bytes())
+            .with_context(|| format!("cannot write {}", token.display()))?;
+    }
     let map = write_map(&dir.join("cluster.toml"), links, seconds)?;
 
     let d = dir.display();
@@ -145,6 +153,9 @@ island = "{island}"
 ca = "{d}/pki/ca.pem"
 [shutdown]
 grace = "5s"
+[admin]
+listen = "127.0.0.1:0"
+token_file = "{d}/admin.token"
 "#
         );
         let p = dir.join(file);
@@ -169,6 +180,9 @@ secret_file = "{d}/cluster.secret"
 [shutdown]
 grace = "5s"
 retry_after = "1s"
+[admin]
+listen = "127.0.0.1:0"
+token_file = "{d}/admin.token"
 "#
         );
         let p = dir.join(chat_file(n));
@@ -193,6 +207,9 @@ key = "{d}/pki/key.pem"
 keys = [{{ id = "{KEY_ID}", public_key = "{d}/keys/k1.pub" }}]
 [shutdown]
 grace = "5s"
+[admin]
+listen = "127.0.0.1:0"
+token_file = "{d}/admin.token"
 "#
     );
     let p = dir.join("wa-media.toml");
@@ -234,6 +251,9 @@ provider = "log"
 file = "{d}/register/codes.log"
 [shutdown]
 grace = "5s"
+[admin]
+listen = "127.0.0.1:0"
+token_file = "{d}/admin.token"
 "#
     );
     let p = dir.join("wa-register.toml");

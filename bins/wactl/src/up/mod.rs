@@ -99,6 +99,19 @@ pub(crate) async fn run(args: &UpArgs) -> anyhow::Result<ExitCode> {
         unreachable!("media and register were started")
     };
 
+    // Where every admin listener is, for this terminal and for the
+    // operator commands (`wactl status --dir DIR`).
+    let nodes = crate::nodes::Nodes::from_ready_lines(&dir.join(files::ADMIN_TOKEN), &lines);
+    let nodes_file = dir.join(crate::nodes::FILE);
+    nodes
+        .write(&nodes_file)
+        .with_context(|| format!("cannot write {}", nodes_file.display()))?;
+    for n in &nodes.node {
+        println!(
+            "admin     {:<12} {:<11} http://{}",
+            n.name, n.service, n.admin
+        );
+    }
     let shown = &args.dir.dir.display();
     let map = ClusterMap::load(&dir.join("cluster.toml")).context("cannot read the map")?;
     for (i, (line, island)) in store_lines.iter().zip(&map.islands).enumerate() {
@@ -168,12 +181,15 @@ pub(crate) async fn run(args: &UpArgs) -> anyhow::Result<ExitCode> {
         "  wactl send --dir {shown}{} --from alice --to bob --wait read 'hello bob'",
         edge(1)
     );
+    println!("Operate it:  wactl status --dir {shown}   (also sessions, kick, queues)");
     println!("Ctrl-C stops them all.");
     let link_shown = field(&store_lines[0], "link").unwrap_or("?");
     let quic_first = field(&chat_lines[0], "quic").unwrap_or("?");
     println!(
-        "READY wactl-up link={link_shown} tcp={tcp_first} quic={quic_first} media={media_shown} register={register_shown} islands={} edges={}",
-        args.islands, args.edges
+        "READY wactl-up link={link_shown} tcp={tcp_first} quic={quic_first} media={media_shown} register={register_shown} islands={} edges={} nodes={}",
+        args.islands,
+        args.edges,
+        nodes_file.display()
     );
 
     let codes = tokio::spawn(print_codes(dir.join("register/codes.log")));

@@ -1,0 +1,72 @@
+//! The store's part of the admin API (`common::admin`): its metrics (the
+//! shards' atomics, read at scrape time), status fields (epoch, island,
+//! what is still only in memory) and `wactl queues` (the longest mailboxes
+//! as of the last sweep).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use axum::routing::get;
+use common::admin::Admin;
+use common::admin::metrics::{Sample, Scrape};
+use serde_json::json;
+
+use crate::Store;
+
+impl Store {
+    /// The link certificate edges see; `reload()` it on SIGHUP.
+    pub fn cert(&self) -> Arc<common::tls::CertReloader> {
+        Arc::clone(&self.cert)
+    }
+
+    /// Hooks this store into `admin`.
+    pub fn install_admin(&self, admin: &Admin) {
+        let metrics = Arc::clone(&self.metrics);
+        let ownership = Arc::clone(&self.ownership);
+        admin.collect(Scrape(move |s: &mut Sample<'_>| {
+            metrics.sample(s);
+            s.gauge(
+                "wa_store_cluster_epoch",
+                "Epoch of the cluster map in use",
+                ownership.current().map.epoch as f64,
+            );
+        }));
+        let metrics = Arc::clone(&self.metrics);
+        let ownership = Arc::clone(&self.ownership);
+        let island = self.config.cluster.island.clone();
+        admin.status_fields(move |m| {
+            m.insert("epoch".into(), ownership.current().map.epoch.into());
+            m.insert("island".into(), island.clone().into());
+            m.insert("connections".into(), metrics.links.load(Relaxed).into());
+            m.insert(
+                "dirty_items".into(),
+                metrics.cache_items.load(Relaxed).into(),
+            );
+            m.insert("appends".into(), metrics.appends.load(Relaxed).into());
+            let largest = metrics.report().largest.first().map_or(0, |l| l.1);
+            m.insert("largest_mailbox".into(), largest.into());
+        });
+        let metrics = Arc::clone(&self.metrics);
+        admin.route(
+            "/admin/queues",
+            get(move || {
+                let report = metrics.report();
+                async move {
+                    let largest: Vec<_> = report
+                        .largest
+                        .iter()
+                        .map(|(user, items, bytes)| {
+                            json!({ "user": user, "items": items, "bytes": bytes })
+                        })
+                        .collect();
+                    let buckets: Vec<_> = crate::metrics::LENGTH_BUCKETS
+                        .iter()
+                        .zip(report.buckets)
+                        .map(|(le, n)| json!({ "at_most": le, "mailboxes": n }))
+                        .collect();
+                    axum::Json(json!({ "largest": largest, "by_length": buckets }))
+                }
+            }),
+        );
+    }
+}

@@ -1,0 +1,68 @@
+//! What the wactl process tests share: the binary, free ports, child
+//! processes and their output.
+
+#![allow(dead_code)]
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
+
+pub const WACTL: &str = env!("CARGO_BIN_EXE_wactl");
+/// A bound on failure, never a readiness check.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// A port free for both TCP and UDP on 127.0.0.1 right now.
+pub fn free_port() -> u16 {
+    loop {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = tcp.local_addr().unwrap().port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+pub fn spawn(args: &[&str]) -> (Child, Lines<BufReader<ChildStdout>>) {
+    let mut child = Command::new(WACTL)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    (child, lines)
+}
+
+/// Reads lines until one satisfies `want`; fails on end of output or timeout.
+pub async fn wait_line(
+    lines: &mut Lines<BufReader<ChildStdout>>,
+    what: &str,
+    want: impl Fn(&str) -> bool,
+) -> String {
+    tokio::time::timeout(PATIENCE, async {
+        while let Some(l) = lines.next_line().await.unwrap() {
+            if want(&l) {
+                return l;
+            }
+        }
+        panic!("output ended before {what}");
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no {what} within {PATIENCE:?}"))
+}
+
+pub fn sigterm(child: &Child) {
+    let pid = nix::unistd::Pid::from_raw(child.id().expect("still running") as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+}
+
+pub async fn exits_zero(child: &mut Child, name: &str) {
+    let st = tokio::time::timeout(PATIENCE, child.wait())
+        .await
+        .unwrap_or_else(|_| panic!("{name} did not exit"))
+        .unwrap();
+    assert!(st.success(), "{name} exited with {st}");
+}

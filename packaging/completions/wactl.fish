@@ -1,0 +1,166 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_wactl_global_optspecs
+    string join \n h/help V/version
+end
+
+function __fish_wactl_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_wactl_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_wactl_using_subcommand
+    set -l cmd (__fish_wactl_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c wactl -n "__fish_wactl_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c wactl -n "__fish_wactl_needs_command" -s V -l version -d 'Print version'
+complete -c wactl -n "__fish_wactl_needs_command" -f -a "keygen" -d 'Create an Ed25519 token signing key pair'
+complete -c wactl -n "__fish_wactl_needs_command" -f -a "token" -d 'Mint a credential token and print it on stdout'
+complete -c wactl -n "__fish_wactl_needs_command" -f -a "up" -d 'Run a local deployment: one wa-store, wa-chat, wa-media and wa-register'
+complete -c wactl -n "__fish_wactl_needs_command" -f -a "home" -d 'Tell which island is the home of each USER in a `wactl up` deployment'
+complete -c wactl -n "__fish_wactl_needs_command" -f -a "send" -d 'Send one text message through a `wactl up` deployment'
+complete -c wactl -n "__fish_wactl_needs_command" -f -a "watch" -d 'Receive as a user through a `wactl up` deployment, until Ctrl-C'
+complete -c wactl -n "__fish_wactl_needs_command" -f -a "register" -d 'Sign up through a `wactl up` deployment\'s wa-register'
+complete -c wactl -n "__fish_wactl_needs_command" -f -a "code" -d 'Print the last development SMS code sent to a number'
+complete -c wactl -n "__fish_wactl_needs_command" -f -a "man" -d 'Write man pages for wactl and each subcommand'
+complete -c wactl -n "__fish_wactl_needs_command" -f -a "status" -d 'Show every node: up or down, ready or not, version, uptime, connections, cluster epoch and link queues'
+complete -c wactl -n "__fish_wactl_needs_command" -f -a "sessions" -d 'List USER\'s sessions on every edge: edge, session id, device, since when'
+complete -c wactl -n "__fish_wactl_needs_command" -f -a "kick" -d 'End USER\'s sessions (of one DEVICE, or all) on every edge'
+complete -c wactl -n "__fish_wactl_needs_command" -f -a "queues" -d 'Show the longest mailboxes of every store (as of each store\'s last sweep)'
+complete -c wactl -n "__fish_wactl_needs_command" -f -a "drain" -d 'Take an edge out of service: it turns not ready, refuses new clients and ends its sessions spread over --over, so that they reconnect to the other edges a few at a time'
+complete -c wactl -n "__fish_wactl_needs_command" -f -a "config" -d 'Configuration files'
+complete -c wactl -n "__fish_wactl_needs_command" -f -a "completions" -d 'Print a completion script for SHELL on stdout'
+complete -c wactl -n "__fish_wactl_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c wactl -n "__fish_wactl_using_subcommand keygen" -l out -d 'Directory for the key files (created if missing)' -r -F
+complete -c wactl -n "__fish_wactl_using_subcommand keygen" -l id -d 'Key id: the file names and the `key_id` that tokens will name' -r
+complete -c wactl -n "__fish_wactl_using_subcommand keygen" -l force -d 'Replace key files that already exist'
+complete -c wactl -n "__fish_wactl_using_subcommand keygen" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c wactl -n "__fish_wactl_using_subcommand keygen" -s V -l version -d 'Print version'
+complete -c wactl -n "__fish_wactl_using_subcommand token" -l key -d 'The private signing key (from `wactl keygen`)' -r -F
+complete -c wactl -n "__fish_wactl_using_subcommand token" -l key-id -d 'The id the edges know the matching public key by' -r
+complete -c wactl -n "__fish_wactl_using_subcommand token" -l user -d 'The user id the token authenticates' -r
+complete -c wactl -n "__fish_wactl_using_subcommand token" -l device -d 'The device number of the user' -r
+complete -c wactl -n "__fish_wactl_using_subcommand token" -l generation -d 'The device\'s credential generation (a newer one revokes older ones)' -r
+complete -c wactl -n "__fish_wactl_using_subcommand token" -l ttl -d 'How long the token is valid, e.g. `30m`, `24h`, `7days`' -r
+complete -c wactl -n "__fish_wactl_using_subcommand token" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c wactl -n "__fish_wactl_using_subcommand token" -s V -l version -d 'Print version'
+complete -c wactl -n "__fish_wactl_using_subcommand up" -l dir -d 'Deployment directory created by `wactl up`' -r -F
+complete -c wactl -n "__fish_wactl_using_subcommand up" -l host -d 'Address both services listen on' -r
+complete -c wactl -n "__fish_wactl_using_subcommand up" -l link-port -d 'Port of wa-store\'s internal link listener (island K listens on LINK_PORT + K - 1)' -r
+complete -c wactl -n "__fish_wactl_using_subcommand up" -l port -d 'Port of wa-chat for clients, TCP (TLS) and UDP (QUIC) alike (edge K listens on PORT + K - 1)' -r
+complete -c wactl -n "__fish_wactl_using_subcommand up" -l islands -d 'Islands: wa-store nodes, each the home of an even share of the fragments. A directory keeps the number it was created with' -r
+complete -c wactl -n "__fish_wactl_using_subcommand up" -l edges -d 'Edges: wa-chat nodes, each linked to every island' -r
+complete -c wactl -n "__fish_wactl_using_subcommand up" -l media-port -d 'Port of wa-media (HTTPS); 0 picks a free one, shown when ready' -r
+complete -c wactl -n "__fish_wactl_using_subcommand up" -l register-port -d 'Port of wa-register (HTTPS); 0 picks a free one, shown when ready' -r
+complete -c wactl -n "__fish_wactl_using_subcommand up" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c wactl -n "__fish_wactl_using_subcommand up" -s V -l version -d 'Print version'
+complete -c wactl -n "__fish_wactl_using_subcommand home" -l dir -d 'Deployment directory created by `wactl up`' -r -F
+complete -c wactl -n "__fish_wactl_using_subcommand home" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c wactl -n "__fish_wactl_using_subcommand home" -s V -l version -d 'Print version'
+complete -c wactl -n "__fish_wactl_using_subcommand send" -l dir -d 'Deployment directory created by `wactl up`' -r -F
+complete -c wactl -n "__fish_wactl_using_subcommand send" -l from -d 'The sender\'s user id' -r
+complete -c wactl -n "__fish_wactl_using_subcommand send" -l to -d 'The recipient\'s user id' -r
+complete -c wactl -n "__fish_wactl_using_subcommand send" -l edge -d 'Edge number, 1 to M (DIR/wa-chat.toml is edge 1, DIR/wa-chat-K.toml edge K)' -r
+complete -c wactl -n "__fish_wactl_using_subcommand send" -l wait -d 'Wait until the message is accepted, delivered or read' -r -f -a "accepted\t'One tick: the recipient\'s home stored the message'
+delivered\t'Two ticks: the recipient\'s device acknowledged it'
+read\t'Blue ticks: the recipient marked it read'"
+complete -c wactl -n "__fish_wactl_using_subcommand send" -l timeout -d 'Give up (exit 1) when the wait takes longer than this' -r
+complete -c wactl -n "__fish_wactl_using_subcommand send" -l tcp -d 'Connect with TLS over TCP (the default)'
+complete -c wactl -n "__fish_wactl_using_subcommand send" -l quic -d 'Connect with QUIC'
+complete -c wactl -n "__fish_wactl_using_subcommand send" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c wactl -n "__fish_wactl_using_subcommand send" -s V -l version -d 'Print version'
+complete -c wactl -n "__fish_wactl_using_subcommand watch" -l dir -d 'Deployment directory created by `wactl up`' -r -F
+complete -c wactl -n "__fish_wactl_using_subcommand watch" -l user -d 'The user id to receive as' -r
+complete -c wactl -n "__fish_wactl_using_subcommand watch" -l edge -d 'Edge number, 1 to M (DIR/wa-chat.toml is edge 1, DIR/wa-chat-K.toml edge K)' -r
+complete -c wactl -n "__fish_wactl_using_subcommand watch" -l read -d 'Mark every message read as soon as it is printed'
+complete -c wactl -n "__fish_wactl_using_subcommand watch" -l tcp -d 'Connect with TLS over TCP (the default)'
+complete -c wactl -n "__fish_wactl_using_subcommand watch" -l quic -d 'Connect with QUIC'
+complete -c wactl -n "__fish_wactl_using_subcommand watch" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c wactl -n "__fish_wactl_using_subcommand watch" -s V -l version -d 'Print version'
+complete -c wactl -n "__fish_wactl_using_subcommand register" -l dir -d 'Deployment directory created by `wactl up`' -r -F
+complete -c wactl -n "__fish_wactl_using_subcommand register" -l number -d 'The phone number, E.164 (`+15550001234`)' -r
+complete -c wactl -n "__fish_wactl_using_subcommand register" -l name -d 'A name for the device' -r
+complete -c wactl -n "__fish_wactl_using_subcommand register" -l pin -d 'The registration-lock PIN, if the number has one' -r
+complete -c wactl -n "__fish_wactl_using_subcommand register" -l addr -d 'wa-register\'s address (default: the one the running `wactl up` wrote to DIR/register/addr)' -r
+complete -c wactl -n "__fish_wactl_using_subcommand register" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c wactl -n "__fish_wactl_using_subcommand register" -s V -l version -d 'Print version'
+complete -c wactl -n "__fish_wactl_using_subcommand code" -l dir -d 'Deployment directory created by `wactl up`' -r -F
+complete -c wactl -n "__fish_wactl_using_subcommand code" -l number -d 'The phone number, E.164 (`+15550001234`)' -r
+complete -c wactl -n "__fish_wactl_using_subcommand code" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c wactl -n "__fish_wactl_using_subcommand code" -s V -l version -d 'Print version'
+complete -c wactl -n "__fish_wactl_using_subcommand man" -l out -d 'Directory for the pages (created if missing): wactl.1, wactl-up.1, ...' -r -F
+complete -c wactl -n "__fish_wactl_using_subcommand man" -s h -l help -d 'Print help'
+complete -c wactl -n "__fish_wactl_using_subcommand man" -s V -l version -d 'Print version'
+complete -c wactl -n "__fish_wactl_using_subcommand status" -l nodes -d 'The node list: TOML with `token_file` (the admin token) and one `[[node]]` per service (`name`, `service`, `admin` = its admin listener). Default: /etc/wa/wactl.toml' -r -F
+complete -c wactl -n "__fish_wactl_using_subcommand status" -l dir -d 'A `wactl up` directory: its DIR/wactl.toml' -r -F
+complete -c wactl -n "__fish_wactl_using_subcommand status" -s o -l output -d 'Table for people, or JSON for scripts' -r -f -a "table\t'Aligned columns for people'
+json\t'One JSON document for scripts'"
+complete -c wactl -n "__fish_wactl_using_subcommand status" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c wactl -n "__fish_wactl_using_subcommand status" -s V -l version -d 'Print version'
+complete -c wactl -n "__fish_wactl_using_subcommand sessions" -l nodes -d 'The node list: TOML with `token_file` (the admin token) and one `[[node]]` per service (`name`, `service`, `admin` = its admin listener). Default: /etc/wa/wactl.toml' -r -F
+complete -c wactl -n "__fish_wactl_using_subcommand sessions" -l dir -d 'A `wactl up` directory: its DIR/wactl.toml' -r -F
+complete -c wactl -n "__fish_wactl_using_subcommand sessions" -s o -l output -d 'Table for people, or JSON for scripts' -r -f -a "table\t'Aligned columns for people'
+json\t'One JSON document for scripts'"
+complete -c wactl -n "__fish_wactl_using_subcommand sessions" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c wactl -n "__fish_wactl_using_subcommand sessions" -s V -l version -d 'Print version'
+complete -c wactl -n "__fish_wactl_using_subcommand kick" -l nodes -d 'The node list: TOML with `token_file` (the admin token) and one `[[node]]` per service (`name`, `service`, `admin` = its admin listener). Default: /etc/wa/wactl.toml' -r -F
+complete -c wactl -n "__fish_wactl_using_subcommand kick" -l dir -d 'A `wactl up` directory: its DIR/wactl.toml' -r -F
+complete -c wactl -n "__fish_wactl_using_subcommand kick" -s o -l output -d 'Table for people, or JSON for scripts' -r -f -a "table\t'Aligned columns for people'
+json\t'One JSON document for scripts'"
+complete -c wactl -n "__fish_wactl_using_subcommand kick" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c wactl -n "__fish_wactl_using_subcommand kick" -s V -l version -d 'Print version'
+complete -c wactl -n "__fish_wactl_using_subcommand queues" -l nodes -d 'The node list: TOML with `token_file` (the admin token) and one `[[node]]` per service (`name`, `service`, `admin` = its admin listener). Default: /etc/wa/wactl.toml' -r -F
+complete -c wactl -n "__fish_wactl_using_subcommand queues" -l dir -d 'A `wactl up` directory: its DIR/wactl.toml' -r -F
+complete -c wactl -n "__fish_wactl_using_subcommand queues" -s o -l output -d 'Table for people, or JSON for scripts' -r -f -a "table\t'Aligned columns for people'
+json\t'One JSON document for scripts'"
+complete -c wactl -n "__fish_wactl_using_subcommand queues" -l limit -d 'Mailboxes shown per store' -r
+complete -c wactl -n "__fish_wactl_using_subcommand queues" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c wactl -n "__fish_wactl_using_subcommand queues" -s V -l version -d 'Print version'
+complete -c wactl -n "__fish_wactl_using_subcommand drain" -l nodes -d 'The node list: TOML with `token_file` (the admin token) and one `[[node]]` per service (`name`, `service`, `admin` = its admin listener). Default: /etc/wa/wactl.toml' -r -F
+complete -c wactl -n "__fish_wactl_using_subcommand drain" -l dir -d 'A `wactl up` directory: its DIR/wactl.toml' -r -F
+complete -c wactl -n "__fish_wactl_using_subcommand drain" -s o -l output -d 'Table for people, or JSON for scripts' -r -f -a "table\t'Aligned columns for people'
+json\t'One JSON document for scripts'"
+complete -c wactl -n "__fish_wactl_using_subcommand drain" -l over -d 'The window over which the sessions are ended' -r
+complete -c wactl -n "__fish_wactl_using_subcommand drain" -l grace -d 'How long after the window to wait for the last sessions' -r
+complete -c wactl -n "__fish_wactl_using_subcommand drain" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c wactl -n "__fish_wactl_using_subcommand drain" -s V -l version -d 'Print version'
+complete -c wactl -n "__fish_wactl_using_subcommand config; and not __fish_seen_subcommand_from defaults help" -s h -l help -d 'Print help'
+complete -c wactl -n "__fish_wactl_using_subcommand config; and not __fish_seen_subcommand_from defaults help" -s V -l version -d 'Print version'
+complete -c wactl -n "__fish_wactl_using_subcommand config; and not __fish_seen_subcommand_from defaults help" -f -a "defaults" -d 'Print SERVICE\'s full default configuration, every key with a comment (the sample shipped in packages; tests prove it equals the defaults)'
+complete -c wactl -n "__fish_wactl_using_subcommand config; and not __fish_seen_subcommand_from defaults help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c wactl -n "__fish_wactl_using_subcommand config; and __fish_seen_subcommand_from defaults" -s h -l help -d 'Print help'
+complete -c wactl -n "__fish_wactl_using_subcommand config; and __fish_seen_subcommand_from defaults" -s V -l version -d 'Print version'
+complete -c wactl -n "__fish_wactl_using_subcommand config; and __fish_seen_subcommand_from help" -f -a "defaults" -d 'Print SERVICE\'s full default configuration, every key with a comment (the sample shipped in packages; tests prove it equals the defaults)'
+complete -c wactl -n "__fish_wactl_using_subcommand config; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c wactl -n "__fish_wactl_using_subcommand completions" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c wactl -n "__fish_wactl_using_subcommand completions" -s V -l version -d 'Print version'
+complete -c wactl -n "__fish_wactl_using_subcommand help; and not __fish_seen_subcommand_from keygen token up home send watch register code man status sessions kick queues drain config completions help" -f -a "keygen" -d 'Create an Ed25519 token signing key pair'
+complete -c wactl -n "__fish_wactl_using_subcommand help; and not __fish_seen_subcommand_from keygen token up home send watch register code man status sessions kick queues drain config completions help" -f -a "token" -d 'Mint a credential token and print it on stdout'
+complete -c wactl -n "__fish_wactl_using_subcommand help; and not __fish_seen_subcommand_from keygen token up home send watch register code man status sessions kick queues drain config completions help" -f -a "up" -d 'Run a local deployment: one wa-store, wa-chat, wa-media and wa-register'
+complete -c wactl -n "__fish_wactl_using_subcommand help; and not __fish_seen_subcommand_from keygen token up home send watch register code man status sessions kick queues drain config completions help" -f -a "home" -d 'Tell which island is the home of each USER in a `wactl up` deployment'
+complete -c wactl -n "__fish_wactl_using_subcommand help; and not __fish_seen_subcommand_from keygen token up home send watch register code man status sessions kick queues drain config completions help" -f -a "send" -d 'Send one text message through a `wactl up` deployment'
+complete -c wactl -n "__fish_wactl_using_subcommand help; and not __fish_seen_subcommand_from keygen token up home send watch register code man status sessions kick queues drain config completions help" -f -a "watch" -d 'Receive as a user through a `wactl up` deployment, until Ctrl-C'
+complete -c wactl -n "__fish_wactl_using_subcommand help; and not __fish_seen_subcommand_from keygen token up home send watch register code man status sessions kick queues drain config completions help" -f -a "register" -d 'Sign up through a `wactl up` deployment\'s wa-register'
+complete -c wactl -n "__fish_wactl_using_subcommand help; and not __fish_seen_subcommand_from keygen token up home send watch register code man status sessions kick queues drain config completions help" -f -a "code" -d 'Print the last development SMS code sent to a number'
+complete -c wactl -n "__fish_wactl_using_subcommand help; and not __fish_seen_subcommand_from keygen token up home send watch register code man status sessions kick queues drain config completions help" -f -a "man" -d 'Write man pages for wactl and each subcommand'
+complete -c wactl -n "__fish_wactl_using_subcommand help; and not __fish_seen_subcommand_from keygen token up home send watch register code man status sessions kick queues drain config completions help" -f -a "status" -d 'Show every node: up or down, ready or not, version, uptime, connections, cluster epoch and link queues'
+complete -c wactl -n "__fish_wactl_using_subcommand help; and not __fish_seen_subcommand_from keygen token up home send watch register code man status sessions kick queues drain config completions help" -f -a "sessions" -d 'List USER\'s sessions on every edge: edge, session id, device, since when'
+complete -c wactl -n "__fish_wactl_using_subcommand help; and not __fish_seen_subcommand_from keygen token up home send watch register code man status sessions kick queues drain config completions help" -f -a "kick" -d 'End USER\'s sessions (of one DEVICE, or all) on every edge'
+complete -c wactl -n "__fish_wactl_using_subcommand help; and not __fish_seen_subcommand_from keygen token up home send watch register code man status sessions kick queues drain config completions help" -f -a "queues" -d 'Show the longest mailboxes of every store (as of each store\'s last sweep)'
+complete -c wactl -n "__fish_wactl_using_subcommand help; and not __fish_seen_subcommand_from keygen token up home send watch register code man status sessions kick queues drain config completions help" -f -a "drain" -d 'Take an edge out of service: it turns not ready, refuses new clients and ends its sessions spread over --over, so that they reconnect to the other edges a few at a time'
+complete -c wactl -n "__fish_wactl_using_subcommand help; and not __fish_seen_subcommand_from keygen token up home send watch register code man status sessions kick queues drain config completions help" -f -a "config" -d 'Configuration files'
+complete -c wactl -n "__fish_wactl_using_subcommand help; and not __fish_seen_subcommand_from keygen token up home send watch register code man status sessions kick queues drain config completions help" -f -a "completions" -d 'Print a completion script for SHELL on stdout'
+complete -c wactl -n "__fish_wactl_using_subcommand help; and not __fish_seen_subcommand_from keygen token up home send watch register code man status sessions kick queues drain config completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c wactl -n "__fish_wactl_using_subcommand help; and __fish_seen_subcommand_from config" -f -a "defaults" -d 'Print SERVICE\'s full default configuration, every key with a comment (the sample shipped in packages; tests prove it equals the defaults)'
