@@ -43,6 +43,9 @@ _wactl() {
             wactl,man)
                 cmd="wactl__subcmd__man"
                 ;;
+            wactl,promote)
+                cmd="wactl__subcmd__promote"
+                ;;
             wactl,queues)
                 cmd="wactl__subcmd__queues"
                 ;;
@@ -106,6 +109,9 @@ _wactl() {
             wactl__subcmd__help,man)
                 cmd="wactl__subcmd__help__subcmd__man"
                 ;;
+            wactl__subcmd__help,promote)
+                cmd="wactl__subcmd__help__subcmd__promote"
+                ;;
             wactl__subcmd__help,queues)
                 cmd="wactl__subcmd__help__subcmd__queues"
                 ;;
@@ -140,7 +146,7 @@ _wactl() {
 
     case "${cmd}" in
         wactl)
-            opts="-h -V --help --version keygen token up home send watch register code man status sessions kick queues drain config completions help"
+            opts="-h -V --help --version keygen token up home promote send watch register code man status sessions kick queues drain config completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -298,7 +304,7 @@ _wactl() {
             return 0
             ;;
         wactl__subcmd__help)
-            opts="keygen token up home send watch register code man status sessions kick queues drain config completions help"
+            opts="keygen token up home promote send watch register code man status sessions kick queues drain config completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -438,6 +444,20 @@ _wactl() {
             return 0
             ;;
         wactl__subcmd__help__subcmd__man)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        wactl__subcmd__help__subcmd__promote)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -641,6 +661,28 @@ _wactl() {
             fi
             case "${prev}" in
                 --out)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        wactl__subcmd__promote)
+            opts="-h -V --dir --map --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --map)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -856,7 +898,7 @@ _wactl() {
             return 0
             ;;
         wactl__subcmd__up)
-            opts="-h -V --dir --host --link-port --port --islands --edges --media-port --register-port --help --version"
+            opts="-h -V --dir --host --link-port --port --islands --edges --secondaries --media-port --register-port --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
