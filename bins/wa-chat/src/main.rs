@@ -55,6 +55,7 @@ fn main() -> ExitCode {
         println!("{}: ok", args.config.display());
         return ExitCode::SUCCESS;
     }
+    common::rlimit::raise_open_files("wa-chat", Some(config.limits.max_connections as u64));
     let rt = match service::runtime("wa-chat") {
         Ok(rt) => rt,
         Err(code) => return code,

@@ -54,6 +54,7 @@ fn main() -> ExitCode {
         println!("{}: ok", args.config.display());
         return ExitCode::SUCCESS;
     }
+    common::rlimit::raise_open_files("wa-media", None);
     let rt = match service::runtime("wa-media") {
         Ok(rt) => rt,
         Err(code) => return code,

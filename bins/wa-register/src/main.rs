@@ -55,6 +55,7 @@ fn main() -> ExitCode {
         println!("{}: ok", args.config.display());
         return ExitCode::SUCCESS;
     }
+    common::rlimit::raise_open_files("wa-register", None);
     let rt = match service::runtime("wa-register") {
         Ok(rt) => rt,
         Err(code) => return code,

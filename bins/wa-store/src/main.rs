@@ -74,6 +74,7 @@ fn main() -> ExitCode {
         println!("{}: ok", args.config.display());
         return ExitCode::SUCCESS;
     }
+    common::rlimit::raise_open_files("wa-store", None);
     let rt = match service::runtime("wa-store") {
         Ok(rt) => rt,
         Err(code) => return code,
