@@ -113,7 +113,11 @@ mod tests {
             (u64::MAX, u64::MAX, None),
         ];
         for &(connections, soft, want) in table {
-            assert_eq!(shortfall(connections, soft), want, "{connections} in {soft}");
+            assert_eq!(
+                shortfall(connections, soft),
+                want,
+                "{connections} in {soft}"
+            );
         }
     }
 
