@@ -9,7 +9,8 @@
 //! - [`sections`]: config sections the services share.
 //! - with the `net` feature: [`wire`] (async frame I/O), [`tls`] (rustls/quinn
 //!   configuration on the *ring* provider), [`client`] (the client library)
-//!   and [`link_client`] (request/response over the internal link).
+//!   and [`link_client`] (request/response over the internal link), and
+//!   [`rlimit`], the open-files limit every binary raises at start.
 //! - with the `coordination` feature: `coordination` (the cluster map and
 //!   primaries' leases in etcd, for automatic failover).
 //! - with the `service` feature: [`service`] (the chassis every service
@@ -36,6 +37,8 @@ pub mod https_server;
 pub mod link_client;
 #[cfg(feature = "net")]
 pub mod link_dial;
+#[cfg(feature = "net")]
+pub mod rlimit;
 #[cfg(feature = "service")]
 pub mod service;
 #[cfg(feature = "net")]

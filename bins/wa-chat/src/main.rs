@@ -38,6 +38,10 @@ impl Service for WaChat {
 }
 
 async fn serve(config: Config, chassis: Chassis) -> anyhow::Result<()> {
+    // Every connection and file needs a descriptor: the soft limit goes up
+    // to the hard one (with a warning if the configured limit still does
+    // not fit).
+    common::rlimit::raise_open_files("wa-chat", Some(config.limits.max_connections as u64));
     // With etcd, its cluster map is the one: written to the local file
     // before the edge reads it, and followed from then on.
     let coordination = if config.coordination.enabled() {

@@ -129,3 +129,50 @@ fn ready_line_then_sigterm_exits_zero() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Started with a soft open-files limit of 512 under a hard limit of 2048
+/// (lowered in that order: a hard limit below the soft one is refused), and the default `max_connections` (100000), wa-chat raises its soft
+/// limit to the hard one (common::rlimit) and warns that the connections do
+/// not fit.
+#[cfg(target_os = "linux")]
+#[test]
+fn raises_the_open_files_limit_and_warns_when_connections_do_not_fit() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = deployment(dir.path());
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(r#"ulimit -S -n 512 && ulimit -H -n 2048 && exec "$0" --config "$1""#)
+        .arg(env!("CARGO_BIN_EXE_wa-chat"))
+        .arg(&cfg)
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("READY wa-chat"), "{line:?}");
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    let open_files: Vec<&str> = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    // "Max open files <soft> <hard> files"
+    let (soft, hard) = (open_files[3], open_files[4]);
+    assert_eq!((soft, hard), ("2048", "2048"), "{limits}");
+
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "wa-chat exited with {}", out.status);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("open-files limit is below the configured connection limit")
+            && err.contains("max_connections=100000"),
+        "{err}"
+    );
+}

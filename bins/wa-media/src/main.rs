@@ -38,6 +38,10 @@ impl Service for WaMedia {
 }
 
 async fn serve(config: Config, chassis: Chassis) -> anyhow::Result<()> {
+    // Every connection and file needs a descriptor: the soft limit goes up
+    // to the hard one (with a warning if the configured limit still does
+    // not fit).
+    common::rlimit::raise_open_files("wa-media", None);
     let addr = config.listen.https;
     let media = Media::open(config).context("cannot open the media node")?;
     let listener = tokio::net::TcpListener::bind(addr)

@@ -38,6 +38,10 @@ impl Service for WaRegister {
 }
 
 async fn serve(config: Config, chassis: Chassis) -> anyhow::Result<()> {
+    // Every connection and file needs a descriptor: the soft limit goes up
+    // to the hard one (with a warning if the configured limit still does
+    // not fit).
+    common::rlimit::raise_open_files("wa-register", None);
     let addr = config.listen.https;
     let register = Register::open(config).context("cannot start wa-register")?;
     let listener = tokio::net::TcpListener::bind(addr)

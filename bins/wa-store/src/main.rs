@@ -65,6 +65,10 @@ impl Service for WaStore {
 }
 
 async fn serve(config: Config, chassis: Chassis) -> anyhow::Result<()> {
+    // Every connection and file needs a descriptor: the soft limit goes up
+    // to the hard one (with a warning if the configured limit still does
+    // not fit).
+    common::rlimit::raise_open_files("wa-store", None);
     let listen = config.link.listen;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
