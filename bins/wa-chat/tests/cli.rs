@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, BufReader};
 
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod support;
