@@ -7,7 +7,8 @@
 //! - [`cluster`]: the cluster map and fragment hashing.
 //! - with the `net` feature: [`wire`] (async frame I/O), [`tls`] (rustls/quinn
 //!   configuration on the *ring* provider), [`client`] (the client library)
-//!   and [`link_client`] (request/response over the internal link).
+//!   [`link_dial`] and [`link_keeper`] (opening the internal link, and the
+//!   one reconnect loop) and [`link_client`] (request/response over it).
 
 pub mod cluster;
 pub mod config;
@@ -24,6 +25,8 @@ pub mod https_server;
 pub mod link_client;
 #[cfg(feature = "net")]
 pub mod link_dial;
+#[cfg(feature = "net")]
+pub mod link_keeper;
 #[cfg(feature = "service")]
 pub mod service;
 #[cfg(feature = "net")]
