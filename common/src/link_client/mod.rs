@@ -460,6 +460,17 @@ impl LinkClient {
     }
 }
 
+impl LinkClient {
+    /// Ends the keepers and their connections and waits for them; requests
+    /// still waiting fail with `Unavailable`. (Dropping the client ends
+    /// them too, without waiting.)
+    pub async fn close(&self) {
+        self.stop.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
+
 impl Drop for LinkClient {
     /// Ends the keepers and their connections; requests still waiting fail
     /// with `Unavailable`.
