@@ -9,7 +9,8 @@
 //! - [`sections`]: config sections the services share.
 //! - with the `net` feature: [`wire`] (async frame I/O), [`tls`] (rustls/quinn
 //!   configuration on the *ring* provider), [`client`] (the client library)
-//!   and [`link_client`] (request/response over the internal link), and
+//!   [`link_dial`] and [`link_keeper`] (opening the internal link, and the
+//!   one reconnect loop), [`link_client`] (request/response over it), and
 //!   [`rlimit`], the open-files limit every binary raises at start.
 //! - with the `coordination` feature: `coordination` (the cluster map and
 //!   primaries' leases in etcd, for automatic failover).
@@ -37,6 +38,8 @@ pub mod https_server;
 pub mod link_client;
 #[cfg(feature = "net")]
 pub mod link_dial;
+#[cfg(feature = "net")]
+pub mod link_keeper;
 #[cfg(feature = "net")]
 pub mod rlimit;
 #[cfg(feature = "service")]

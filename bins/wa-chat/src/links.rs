@@ -2,10 +2,12 @@
 //! authenticated with the cluster secret and multiplexed over every session
 //! (docs/ARCHITECTURE.md, "The internal link").
 //!
-//! A [`Link`] is the long-lived slot for one store address; its task connects,
-//! publishes the live [`LinkConn`], reads `LinkDown` frames into the sessions
-//! (through the [`Hub`] and the pending appends) and, when the connection
-//! breaks, fails everything that depended on it and reconnects with backoff.
+//! A [`Link`] is the long-lived slot for one store address; its task keeps
+//! it connected (`common::link_keeper`, the reconnect loop every client of
+//! the link shares), publishes the live [`LinkConn`], reads `LinkDown`
+//! frames into the sessions (through the [`Hub`] and the pending appends)
+//! and, when the connection breaks, fails everything that depended on it
+//! before the keeper reconnects with backoff.
 //!
 //! Sessions never wait on a link: they queue frames with `try_send` into a
 //! large per-connection queue (a writer task drains it), and learn the answer to
@@ -18,7 +20,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::link::{Append, Attach, Detach, LinkDown, LinkUp, link_down, link_up};
-use common::link_dial::{DialError, Dialed, Dialer};
+use common::link_dial::{Dialed, Dialer};
+use common::link_keeper::{LinkKeeper, Redial};
 use common::proto::{Code, Envelope};
 use common::wire::FrameReader;
 use rustls::pki_types::ServerName;
@@ -36,8 +39,6 @@ use crate::hub::{Event, Handle, Hub, Kill};
 const LINK_QUEUE: usize = 1 << 16;
 /// Longest wait for TCP connect, TLS and `AuthOk` together.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-const BACKOFF_INITIAL: Duration = Duration::from_millis(50);
-const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// How long the writer gets to flush its last frames (the `Detach`es of the
 /// sessions that just ended) when the edge stops.
 const FINAL_FLUSH: Duration = Duration::from_secs(2);
@@ -61,18 +62,10 @@ impl LinkSettings {
 #[error("the link to the home is down")]
 pub struct LinkDownError;
 
-#[derive(Debug, thiserror::Error)]
-enum ConnectError {
-    #[error(transparent)]
-    Dial(#[from] DialError),
-    #[error("no AuthOk within {0:?}")]
-    Timeout(Duration),
-}
-
 /// The slot for one store node.
 pub struct Link {
     pub addr: SocketAddr,
-    server_name: ServerName<'static>,
+    keeper: LinkKeeper,
     state: watch::Sender<Option<Arc<LinkConn>>>,
 }
 
@@ -80,7 +73,7 @@ impl Link {
     pub fn new(addr: SocketAddr, server_name: ServerName<'static>) -> Link {
         Link {
             addr,
-            server_name,
+            keeper: LinkKeeper::new(addr, server_name, CONNECT_TIMEOUT, Redial::Always),
             state: watch::Sender::new(None),
         }
     }
@@ -100,61 +93,24 @@ impl Link {
         }
     }
 
-    /// Keeps the link up until `stop`: connect, serve, fail what depended on a
-    /// broken connection, back off, reconnect.
+    /// Keeps the link up until `stop` (the reconnect loop is
+    /// `common::link_keeper`'s): serve each connection, fail what depended
+    /// on it when it breaks, back off, reconnect.
     pub async fn run(
         self: Arc<Self>,
         settings: Arc<LinkSettings>,
         hub: Arc<Hub>,
         stop: CancellationToken,
     ) {
-        let mut backoff = BACKOFF_INITIAL;
-        let mut failures = 0u32;
-        while !stop.is_cancelled() {
-            let connected = tokio::select! {
-                r = tokio::time::timeout(CONNECT_TIMEOUT, self.connect(&settings)) => {
-                    r.unwrap_or(Err(ConnectError::Timeout(CONNECT_TIMEOUT)))
-                }
-                () = stop.cancelled() => break,
-            };
-            match connected {
-                Ok(Dialed {
-                    reader,
-                    writer,
-                    node,
-                }) => {
-                    backoff = BACKOFF_INITIAL;
-                    failures = 0;
-                    tracing::info!(%node, "link up");
-                    self.serve(reader, writer, &hub, &stop).await;
-                    if stop.is_cancelled() {
-                        break;
-                    }
-                    tracing::warn!(%node, "link down; reconnecting");
-                }
-                Err(e) => {
-                    failures += 1;
-                    // Every attempt at first, then every tenth: a long outage
-                    // should not flood the log.
-                    if failures <= 3 || failures.is_multiple_of(10) {
-                        tracing::warn!(error = %e, failures, "cannot reach the store");
-                    }
-                }
-            }
-            let jittered = backoff.mul_f64(rand::random_range(0.5..=1.0));
-            tokio::select! {
-                () = tokio::time::sleep(jittered) => {}
-                () = stop.cancelled() => break,
-            }
-            backoff = (backoff * 2).min(BACKOFF_MAX);
-        }
-    }
-
-    async fn connect(&self, s: &LinkSettings) -> Result<Dialed, ConnectError> {
-        let epoch = s.epoch.load(Ordering::Relaxed);
-        Ok(s.dialer
-            .dial(self.addr, self.server_name.clone(), epoch)
-            .await?)
+        let (link, hub, stopping) = (&*self, &*hub, &stop);
+        self.keeper
+            .run(
+                &settings.dialer,
+                || settings.epoch.load(Ordering::Relaxed),
+                &stop,
+                move |Dialed { reader, writer, .. }| link.serve(reader, writer, hub, stopping),
+            )
+            .await;
     }
 
     /// Publishes a fresh connection, runs it until it breaks or `stop`, then

@@ -2,8 +2,11 @@
 //! delivered receipts of acknowledged messages, DESIGN §4), each retried
 //! until the other home has it durably.
 //!
-//! A shard queues an errand in the [`Outbox`] (bounded; a full outbox leaves
-//! the item in its mailbox, to be delivered and acknowledged again later).
+//! A shard decides a receipt (`Effect::Receipt`) and the shards' dispatcher
+//! (`home::cell`) queues it as an errand in the [`Outbox`] (bounded; a full
+//! outbox is reported back to the shard as `Op::ReceiptRefused`, which
+//! leaves the item in its mailbox, to be delivered and acknowledged again
+//! later).
 //! [`run`] carries each errand out on a task of its own, at most
 //! [`IN_FLIGHT`] destinations at once, one errand at a time and in order
 //! for each destination user: to this node's own home through the shards (the
@@ -44,7 +47,7 @@ pub struct Errand {
     from_seq: u64,
 }
 
-/// Where shards queue errands. Never waits.
+/// Where the shards' dispatcher queues errands. Never waits.
 #[derive(Clone)]
 pub struct Outbox(mpsc::Sender<Errand>);
 
@@ -65,7 +68,12 @@ impl Outbox {
 
 /// A new outbox and the receiving end [`run`] takes.
 pub fn outbox() -> (Outbox, mpsc::Receiver<Errand>) {
-    let (tx, rx) = mpsc::channel(OUTBOX);
+    outbox_of(OUTBOX)
+}
+
+/// An outbox that holds `capacity` errands (tests fill a small one).
+pub(crate) fn outbox_of(capacity: usize) -> (Outbox, mpsc::Receiver<Errand>) {
+    let (tx, rx) = mpsc::channel(capacity);
     (Outbox(tx), rx)
 }
 

@@ -173,6 +173,16 @@ impl Commit {
         let _ = done_rx.await;
     }
 
+    /// Tests: runs one flush of every ticket taken so far on the calling
+    /// thread, as the sync thread would, with no sync thread (never call
+    /// [`Commit::run`] on the same `Commit`). The shard's model test decides
+    /// this way when each flush happens and how it ends.
+    #[cfg(test)]
+    pub(crate) fn flush_now(&self, flush: &FlushFn) {
+        let target = self.generation.load(Ordering::SeqCst);
+        self.flush_to(target, flush);
+    }
+
     fn wake(&self) {
         let thread = self.thread.get().or_else(|| {
             // Not started yet, or just starting: pairs with the fence after

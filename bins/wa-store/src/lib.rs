@@ -337,6 +337,7 @@ impl Store {
             },
             None => None,
         };
+        let other_homes = client.clone();
         let courier_stop = stop.child_token();
         let courier = tokio::spawn(courier::run(
             errands,
@@ -416,6 +417,9 @@ impl Store {
         let deadline = tokio::time::Instant::now() + grace;
         let _ = reloader.await;
         let _ = tokio::time::timeout_at(deadline, courier).await;
+        if let Some(c) = &other_homes {
+            let _ = tokio::time::timeout_at(deadline, c.close()).await;
+        }
         sweeper_stop.cancel();
         let _ = tokio::time::timeout_at(deadline, sweeper).await;
         // Every operation the links delivered is queued on the shards ahead

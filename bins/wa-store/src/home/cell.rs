@@ -63,6 +63,9 @@ pub(super) struct ShardCell {
     pub(super) settle: AtomicBool,
     /// This shard's number, for [`Fatal`].
     pub(super) index: usize,
+    /// Where the dispatcher queues the shard's delivered receipts
+    /// (`Effect::Receipt`) for the courier.
+    pub(super) outbox: Option<crate::courier::Outbox>,
     pub(super) fatal: Fatal,
 }
 
@@ -134,7 +137,7 @@ impl ShardCell {
                     let op = self.queue().pop_front();
                     let Some(op) = op else { break };
                     state.handle(op, Now::read());
-                    dispatch(&mut state);
+                    dispatch(&mut state, self.outbox.as_ref());
                     applied = true;
                 }
                 if !applied {
@@ -143,7 +146,7 @@ impl ShardCell {
                 // (Also answers what is already settled: a duplicate, or a
                 // read whose writes a flush covered.)
                 state.settle();
-                dispatch(&mut state);
+                dispatch(&mut state, self.outbox.as_ref());
             }
             drop(state);
             fence(Ordering::SeqCst);
@@ -166,9 +169,23 @@ impl ShardCell {
 /// FIFO per (sender, recipient). Sends never wait (see `LinkTx::send`), so
 /// this adds no wait under the state; and effects never outlive the
 /// operation that made them, so a panic loses no more than it did.
-fn dispatch(state: &mut Shard) {
-    for effect in state.effects() {
-        effect.dispatch();
+///
+/// A delivered receipt the courier's queue refuses is handed back to the
+/// shard at once (`Op::ReceiptRefused`), before anything else is applied:
+/// the queue's answer decides the item's fate as if the shard had queued
+/// the receipt itself.
+fn dispatch(state: &mut Shard, outbox: Option<&crate::courier::Outbox>) {
+    loop {
+        let refused: Vec<Op> = state
+            .effects()
+            .filter_map(|effect| effect.dispatch(outbox))
+            .collect();
+        if refused.is_empty() {
+            return;
+        }
+        for op in refused {
+            state.handle(op, Now::read());
+        }
     }
 }
 

@@ -43,6 +43,8 @@
 
 mod cell;
 #[cfg(test)]
+mod dispatch_tests;
+#[cfg(test)]
 mod hand_off_tests;
 mod link_tx;
 #[cfg(test)]
@@ -149,6 +151,11 @@ pub enum Op {
     /// The delivered receipt of `user`'s item `seq` is durable at its
     /// sender's home: delete the item.
     ReceiptStored { user: String, seq: u64 },
+    /// The courier's queue refused the delivered receipt of `user`'s item
+    /// `seq` (`shard::Effect::Receipt`): the item no longer waits for it.
+    /// Applied by the dispatcher right after the effect, before any other
+    /// operation.
+    ReceiptRefused { user: String, seq: u64 },
     /// A link ended: forget its sessions and presence watches (sent to every
     /// shard, after the link's last operation).
     LinkGone { link: LinkId },
@@ -223,6 +230,7 @@ impl Op {
             | Op::Detach { user, .. }
             | Op::Ack { user, .. }
             | Op::ReceiptStored { user, .. }
+            | Op::ReceiptRefused { user, .. }
             | Op::Export { user, .. }
             | Op::HandedOff { user, .. } => Some(user),
             Op::Typing { to, .. } => Some(to),
@@ -293,13 +301,14 @@ impl Home {
             .map(|index| ShardCell {
                 state: Mutex::new(shard::Shard::new(
                     Arc::clone(&storage),
-                    Arc::clone(&journal),
+                    Arc::clone(&journal) as Arc<dyn shard::Log>,
                     Arc::clone(&commit),
                     limits,
                     per_shard,
                     Arc::clone(&metrics),
-                    outbox.clone(),
+                    outbox.is_some(),
                 )),
+                outbox: outbox.clone(),
                 queue: Mutex::default(),
                 settle: AtomicBool::new(false),
                 index,

@@ -2,6 +2,12 @@
 //! bypass, memory pressure, expiry, restarts with journal replay) give the
 //! same answers as a plain in-memory model, for any sequence of operations.
 //!
+//! Kept beside `shard::model_tests` (the shard's state machine driven
+//! directly, no I/O, effects checked one by one) for what that one cannot
+//! cover by design: sled and fjall themselves, the on-disk journal and its
+//! replay after a restart, the cell that hands shards between threads and
+//! the real write-back task.
+//!
 //! The harness drives real shards over the real storage engines and journal;
 //! only the link is replaced by a channel, read in order. A "barrier" (a
 //! presence watch of the user, answered by the user's own shard after every

@@ -141,11 +141,11 @@ impl Recent {
         self.len = self.order.iter().map(VecDeque::len).sum();
     }
 
-    /// Forgets keys older than the window, and the oldest beyond [`MAX`],
-    /// telling `forgot` the recipient of each (whose shard must ask the
-    /// engine about that user's keys from then on).
-    pub fn prune(&mut self, mut forgot: impl FnMut(&str)) {
-        let now = Instant::now();
+    /// Forgets keys older than the window at `now`, and the oldest beyond
+    /// [`MAX`], telling `forgot` the recipient of each (whose shard must
+    /// ask the engine about that user's keys from then on). (The time is
+    /// the operation's, passed in like every time the shard reads.)
+    pub fn prune(&mut self, now: Instant, mut forgot: impl FnMut(&str)) {
         while let Some((at, _)) = self.order.front().and_then(|c| c.front()) {
             if now.duration_since(*at) < WINDOW && self.len <= MAX {
                 break;
@@ -191,7 +191,7 @@ mod tests {
         }
         assert!(r.full());
         let mut forgot = Vec::new();
-        r.prune(|to| forgot.push(to.to_owned()));
+        r.prune(Instant::now(), |to| forgot.push(to.to_owned()));
         assert_eq!(
             forgot,
             ["ann"],
@@ -200,7 +200,7 @@ mod tests {
         assert!(!r.full());
         assert_eq!(r.get(&first), None);
         let mut again = Vec::new();
-        r.prune(|to| again.push(to.to_owned()));
+        r.prune(Instant::now(), |to| again.push(to.to_owned()));
         assert!(again.is_empty(), "nothing younger than the window goes");
     }
 

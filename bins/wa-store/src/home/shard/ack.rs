@@ -3,7 +3,7 @@
 
 use common::proto::{Envelope, ItemKind};
 
-use super::{LinkId, Shard};
+use super::{Effect, LinkId, Shard};
 
 impl Shard {
     /// The delivered receipt of `user`'s item `seq` is durable at its
@@ -14,6 +14,16 @@ impl Shard {
         }
         self.remove(user, &[seq], true);
         self.refill(user, &[seq]);
+    }
+
+    /// The courier's queue refused the receipt of `user`'s item `seq`: the
+    /// item no longer waits for it, and is delivered again to a later
+    /// session (whose ack makes the receipt again).
+    pub(super) fn receipt_refused(&mut self, user: &str, seq: u64) {
+        if let Some(u) = self.users.get_mut(user) {
+            u.acked.remove(&seq);
+        }
+        self.evict_if_idle(user);
     }
 
     pub(super) fn ack(&mut self, link: LinkId, session: u64, user: &str, seqs: &[u64]) {
@@ -37,31 +47,25 @@ impl Shard {
                 .collect(),
         );
         // A message stays until its delivered receipt is durable at the
-        // sender's home (the courier then sends `Op::ReceiptStored`); a
-        // receipt, or a message whose receipt cannot be queued now, goes at
-        // once or stays for the next session. Either way the window slots
-        // are free from here on.
+        // sender's home (the courier then sends `Op::ReceiptStored`): it
+        // waits in `acked` (never pushed again) and the receipt leaves as an
+        // effect; should the courier's queue refuse it, the dispatcher
+        // applies `Op::ReceiptRefused` before anything else and the item
+        // stays for the next session. A receipt goes at once. Either way
+        // the window slots are free from here on.
         let mut gone = Vec::with_capacity(valid.len());
         for &seq in &valid {
             match self.receipt_for(user, device, seq) {
-                Some((to, receipt)) => {
-                    let outbox = self.outbox.as_ref().expect("receipts only with an outbox");
-                    // (Queued here rather than left as an effect: whether
-                    // the courier's bounded queue took the errand decides,
-                    // before the sessions are refilled below, whether the
-                    // item waits for its receipt (`acked`, never pushed
-                    // again meanwhile) or is delivered again later. The
-                    // queue never waits.)
-                    if outbox.send(to, receipt, user, seq) {
-                        if let Some(u) = self.users.get_mut(user) {
-                            u.acked.insert(seq);
-                        }
-                    } else {
-                        tracing::debug!(
-                            seq,
-                            "receipt queue full; the item is delivered again later"
-                        );
+                Some((to, envelope)) => {
+                    if let Some(u) = self.users.get_mut(user) {
+                        u.acked.insert(seq);
                     }
+                    self.effects.push(Effect::Receipt {
+                        to,
+                        envelope,
+                        user: user.to_owned(),
+                        seq,
+                    });
                 }
                 None => gone.push(seq),
             }
@@ -80,7 +84,9 @@ impl Shard {
         seq: u64,
     ) -> Option<(String, Envelope)> {
         use common::proto::{Receipt, ReceiptKind, envelope};
-        self.outbox.as_ref()?;
+        if !self.receipts {
+            return None;
+        }
         let u = self.users.get(user)?;
         let item = match u.cache.get(&seq) {
             Some(c) => c.envelope.clone(),
@@ -110,5 +116,16 @@ impl Shard {
             })),
         };
         Some((item.from, receipt))
+    }
+}
+
+#[cfg(test)]
+impl Shard {
+    /// Tests: `user`'s items waiting for their receipts.
+    pub(in crate::home) fn acked_of(&self, user: &str) -> std::collections::BTreeSet<u64> {
+        self.users
+            .get(user)
+            .map(|u| u.acked.clone())
+            .unwrap_or_default()
     }
 }

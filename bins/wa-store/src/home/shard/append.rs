@@ -174,16 +174,16 @@ impl Shard {
             other: None,
         });
         if self.recent.full() {
-            self.prune_recent();
+            self.prune_recent(now.at);
         }
         Ok(())
     }
 
     /// Lets the dedupe window forget what it should; the users whose keys it
     /// forgot have their dedupe checks go to the engine from now on.
-    pub(super) fn prune_recent(&mut self) {
+    pub(super) fn prune_recent(&mut self, now: std::time::Instant) {
         let users = &mut self.users;
-        self.recent.prune(|to| {
+        self.recent.prune(now, |to| {
             if let Some(u) = users.get_mut(to) {
                 u.engine_dedupe = Some(true);
             }

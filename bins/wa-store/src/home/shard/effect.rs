@@ -6,6 +6,12 @@
 //! dispatcher (`home::cell::dispatch`, after each operation and each
 //! settle) carries them out in that order. A new kind of output is a new
 //! variant here, not a send inside the logic.
+//!
+//! Carrying an effect out can fail in one way the shard must hear of at
+//! once: the courier's bounded queue refusing a delivered receipt. The
+//! dispatcher then hands the shard [`Op::ReceiptRefused`] before anything
+//! else is applied, so the outcome is decided as if the shard had queued
+//! the receipt itself.
 
 use std::time::Instant;
 
@@ -13,6 +19,8 @@ use common::link::{Push, link_down};
 use common::proto::Envelope;
 
 use super::LinkTx;
+use crate::courier::Outbox;
+use crate::home::Op;
 
 /// One thing to do outside the shard.
 pub(in crate::home) enum Effect {
@@ -30,24 +38,57 @@ pub(in crate::home) enum Effect {
         seq: u64,
         envelope: Envelope,
     },
+    /// A delivered receipt for the courier: append `envelope` at `to`'s
+    /// home, made for `user`'s acknowledged item `seq`. The shard has
+    /// already marked the item as waiting for its receipt (`User::acked`:
+    /// never pushed again, deleted on `Op::ReceiptStored`); if the
+    /// courier's queue refuses the receipt, the dispatcher applies
+    /// `Op::ReceiptRefused` at once and the item is delivered again later.
+    Receipt {
+        to: String,
+        envelope: Envelope,
+        user: String,
+        seq: u64,
+    },
 }
 
 impl Effect {
     /// Carries the effect out. Never waits: a link whose queue is full is
-    /// cut (see `LinkTx::send`).
-    pub(in crate::home) fn dispatch(self) {
+    /// cut (see `LinkTx::send`). Returns the operation the shard must apply
+    /// next, before any other, if the effect could not be carried out and
+    /// the shard has to know: a receipt `outbox` refused (full, or no
+    /// outbox at all).
+    pub(in crate::home) fn dispatch(self, outbox: Option<&Outbox>) -> Option<Op> {
         match self {
-            Effect::Send { link, frame } => link.send(frame),
+            Effect::Send { link, frame } => {
+                link.send(frame);
+                None
+            }
+            Effect::Receipt {
+                to,
+                envelope,
+                user,
+                seq,
+            } => {
+                if outbox.is_some_and(|o| o.send(to, envelope, &user, seq)) {
+                    return None;
+                }
+                tracing::debug!(seq, "receipt queue full; the item is delivered again later");
+                Some(Op::ReceiptRefused { user, seq })
+            }
             Effect::Push {
                 link,
                 session,
                 seq,
                 envelope,
-            } => link.send(link_down::Kind::Push(Push {
-                session,
-                seq,
-                envelope: Some(envelope),
-            })),
+            } => {
+                link.send(link_down::Kind::Push(Push {
+                    session,
+                    seq,
+                    envelope: Some(envelope),
+                }));
+                None
+            }
         }
     }
 }

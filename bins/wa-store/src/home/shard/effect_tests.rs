@@ -38,6 +38,7 @@ fn summary(e: &Effect) -> (u64, &'static str, u64, u64) {
         Effect::Push {
             link, session, seq, ..
         } => (link.id, "Push", *session, *seq),
+        Effect::Receipt { seq, .. } => (0, "Receipt", 0, *seq),
     }
 }
 
@@ -64,7 +65,7 @@ async fn an_append_is_answered_after_its_flush_then_pushed() {
     let flusher = tokio::spawn(Arc::clone(&commit).run(flush, stop.clone()));
     let mut shard = Shard::new(
         Arc::clone(&storage),
-        Arc::clone(&journal),
+        Arc::clone(&journal) as Arc<dyn super::Log>,
         Arc::clone(&commit),
         Limits {
             max_items: 100,
@@ -78,7 +79,7 @@ async fn an_append_is_answered_after_its_flush_then_pushed() {
             write_back_slice: 100,
         },
         Arc::new(Metrics::default()),
-        None,
+        false,
     );
     // Links whose queues nobody reads: a frame that reached one would show.
     let (sender_tx, mut sender_rx) = mpsc::channel(16);

@@ -26,9 +26,14 @@ mod effect;
 #[cfg(test)]
 mod effect_tests;
 mod handover;
+mod log;
+#[cfg(test)]
+mod model_tests;
 mod pending;
 mod push;
 mod sessions;
+#[cfg(test)]
+pub(in crate::home) mod stand_ins;
 mod write_back;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -42,11 +47,11 @@ use super::recent::Recent;
 use super::seqmap::SeqMap;
 use super::{CacheConfig, Limits, LinkId, LinkTx, Op, Outcome, Slice, UserBatch};
 use crate::flusher::{Commit, Settled};
-use crate::journal::Journal;
 use crate::metrics::Metrics;
 use crate::storage::{MailboxSize, Storage, StorageError};
 
 pub(in crate::home) use effect::{Effect, Now};
+pub(in crate::home) use log::Log;
 
 use append::{internal, refused};
 use pending::Pending;
@@ -212,15 +217,16 @@ fn known_or_read<T: Copy>(
 
 pub(super) struct Shard {
     storage: Arc<dyn Storage>,
-    journal: Arc<Journal>,
+    journal: Arc<dyn Log>,
     commit: Arc<Commit>,
     settled: Settled,
     limits: Limits,
     cache_cfg: CacheConfig,
     metrics: Arc<Metrics>,
-    /// Where delivered receipts go to be appended at their senders' homes;
-    /// `None`: acknowledged items are deleted at once, without a receipt.
-    outbox: Option<crate::courier::Outbox>,
+    /// Acknowledged messages make delivered receipts (`Effect::Receipt`,
+    /// for the courier); false: acknowledged items are deleted at once,
+    /// without a receipt.
+    receipts: bool,
     users: foldhash::HashMap<String, User>,
     /// Tickets in rising order: a shard takes them one after another.
     pending: VecDeque<Pending>,
@@ -237,12 +243,12 @@ pub(super) struct Shard {
 impl Shard {
     pub(super) fn new(
         storage: Arc<dyn Storage>,
-        journal: Arc<Journal>,
+        journal: Arc<dyn Log>,
         commit: Arc<Commit>,
         limits: Limits,
         cache_cfg: CacheConfig,
         metrics: Arc<Metrics>,
-        outbox: Option<crate::courier::Outbox>,
+        receipts: bool,
     ) -> Shard {
         Shard {
             storage,
@@ -252,7 +258,7 @@ impl Shard {
             limits,
             cache_cfg,
             metrics,
-            outbox,
+            receipts,
             users: foldhash::HashMap::default(),
             pending: VecDeque::new(),
             recent: Recent::default(),
@@ -274,7 +280,8 @@ impl Shard {
     }
 
     /// Applies `op`, which happens at `now`. What it decides should happen
-    /// outside the shard (answers, pushes, kicks, presence, typing) is left
+    /// outside the shard (answers, pushes, kicks, presence, typing, receipts
+    /// for the courier) is left
     /// in order among the shard's effects, for the caller to take
     /// ([`Shard::effects`]) and carry out before anything else is applied;
     /// the replies of the write-back task and the hand-over go back on
@@ -350,6 +357,7 @@ impl Shard {
                 let _ = reply.send(self.cached_users());
             }
             Op::ReceiptStored { user, seq } => self.receipt_stored(&user, seq),
+            Op::ReceiptRefused { user, seq } => self.receipt_refused(&user, seq),
             Op::Typing { from, to, typing } => self.typing(&from, &to, typing),
             Op::Watch {
                 link,

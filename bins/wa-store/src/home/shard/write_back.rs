@@ -164,7 +164,7 @@ impl Shard {
         for name in idle {
             self.users.remove(&name);
         }
-        self.prune_recent();
+        self.prune_recent(now);
         Slice {
             batch,
             oldest,

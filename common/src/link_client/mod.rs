@@ -4,8 +4,10 @@
 //! It speaks the same link as an edge ([`crate::link`]): TLS 1.3 to each
 //! island's primary (roots = the cluster CA, SNI = the island's
 //! `server_name`, ALPN [`LINK_ALPN`]), `Auth` with the cluster secret first.
-//! One connection per store node, opened on first use and again after it
-//! breaks; requests carry a `req` unique per connection and are matched to
+//! One connection per store node, opened on first use and again when a
+//! request wants it after it broke (by `crate::link_keeper`, the reconnect
+//! loop every client of the link shares, with backoff between failed
+//! attempts); requests carry a `req` unique per connection and are matched to
 //! their answers, which may come in any order. A request whose connection
 //! breaks fails with [`LinkClientError::Unavailable`]; the caller decides
 //! whether to retry (key-value writes are compare-and-set, so a retry after
@@ -13,22 +15,23 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use rustls_pki_types::{CertificateDer, ServerName};
-use tokio::sync::{mpsc, oneshot};
+use rustls_pki_types::CertificateDer;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::cluster::{ClusterMap, Island};
 use crate::link::{
-    KvGet, KvPut, KvReq, KvResult, KvSpace, LINK_ALPN, LinkDown, LinkUp, Revoke, kv_req, link_down,
-    link_up,
+    KvGet, KvPut, KvReq, KvResult, KvSpace, LINK_ALPN, Revoke, kv_req, link_down, link_up,
 };
 
-/// Requests queued towards one store before callers are refused.
-const QUEUE: usize = 1024;
+mod connection;
+
+use connection::Slot;
+
 /// How often a request refused for the wrong home or epoch is sent again
 /// (after reading the map again), and the pause between tries: about the
 /// refusal window of a fragment move.
@@ -82,24 +85,20 @@ pub enum Cas {
     Conflict(KvRecord),
 }
 
-type Waiters = Arc<Mutex<HashMap<u64, oneshot::Sender<link_down::Kind>>>>;
-
-struct Conn {
-    tx: mpsc::Sender<LinkUp>,
-    waiters: Waiters,
-    next_req: AtomicU64,
-    dead: tokio_util::sync::CancellationToken,
-}
-
 /// The client; cheap to share behind an `Arc`.
 pub struct LinkClient {
-    map: std::sync::RwLock<Arc<ClusterMap>>,
+    /// (Shared with the keepers, which announce its epoch when they dial.)
+    map: Arc<std::sync::RwLock<Arc<ClusterMap>>>,
     /// Where to read the map again when a home refuses a request with
     /// `WRONG_HOME` or `STALE_EPOCH` (the map moved a fragment).
     map_file: Option<std::path::PathBuf>,
-    dialer: crate::link_dial::Dialer,
+    dialer: Arc<crate::link_dial::Dialer>,
     timeout: Duration,
-    conns: tokio::sync::Mutex<HashMap<SocketAddr, Arc<Conn>>>,
+    /// By store address and server name.
+    slots: Mutex<HashMap<(SocketAddr, String), Arc<Slot>>>,
+    /// Cancelled when the client is dropped: the keepers end.
+    stop: CancellationToken,
+    tasks: TaskTracker,
 }
 
 impl LinkClient {
@@ -114,15 +113,17 @@ impl LinkClient {
     ) -> Result<LinkClient, LinkClientError> {
         let tls = crate::tls::client_config(roots, &[LINK_ALPN])?;
         Ok(LinkClient {
-            map: std::sync::RwLock::new(Arc::new(map)),
+            map: Arc::new(std::sync::RwLock::new(Arc::new(map))),
             map_file: None,
-            dialer: crate::link_dial::Dialer {
+            dialer: Arc::new(crate::link_dial::Dialer {
                 connector: tokio_rustls::TlsConnector::from(Arc::new(tls)),
                 secret,
                 name,
-            },
+            }),
             timeout,
-            conns: tokio::sync::Mutex::new(HashMap::new()),
+            slots: Mutex::default(),
+            stop: CancellationToken::new(),
+            tasks: TaskTracker::new(),
         })
     }
 
@@ -457,136 +458,24 @@ impl LinkClient {
             _ => Err(internal()),
         }
     }
+}
 
-    /// Sends the request `make(req)` to `island`'s primary and waits for the
-    /// answer carrying the same `req`.
-    async fn request(
-        &self,
-        island: &Island,
-        make: impl FnOnce(u64) -> link_up::Kind,
-    ) -> Result<link_down::Kind, LinkClientError> {
-        let addr = island.primary;
-        let conn = self.conn(island).await?;
-        let req = conn.next_req.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        conn.waiters
-            .lock()
-            .expect("waiters lock is never poisoned")
-            .insert(req, tx);
-        // The reader clears the waiters after marking the connection dead, so
-        // a waiter added after that is seen here.
-        let sent = if conn.dead.is_cancelled() {
-            Err(())
-        } else {
-            conn.tx
-                .try_send(LinkUp {
-                    kind: Some(make(req)),
-                })
-                .map_err(|_| ())
-        };
-        if sent.is_err() {
-            conn.waiters
-                .lock()
-                .expect("waiters lock is never poisoned")
-                .remove(&req);
-            return Err(LinkClientError::Unavailable { addr });
-        }
-        match tokio::time::timeout(self.timeout, rx).await {
-            Ok(Ok(answer)) => Ok(answer),
-            Ok(Err(_)) => Err(LinkClientError::Unavailable { addr }),
-            Err(_) => {
-                conn.waiters
-                    .lock()
-                    .expect("waiters lock is never poisoned")
-                    .remove(&req);
-                Err(LinkClientError::Timeout {
-                    addr,
-                    after: self.timeout,
-                })
-            }
-        }
+impl LinkClient {
+    /// Ends the keepers and their connections and waits for them; requests
+    /// still waiting fail with `Unavailable`. (Dropping the client ends
+    /// them too, without waiting.)
+    pub async fn close(&self) {
+        self.stop.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
     }
+}
 
-    /// The live connection to `island`'s primary, connecting if there is none.
-    async fn conn(&self, island: &Island) -> Result<Arc<Conn>, LinkClientError> {
-        let mut conns = self.conns.lock().await;
-        if let Some(c) = conns.get(&island.primary)
-            && !c.dead.is_cancelled()
-        {
-            return Ok(Arc::clone(c));
-        }
-        let addr = island.primary;
-        let c = tokio::time::timeout(self.timeout, self.connect(island))
-            .await
-            .map_err(|_| LinkClientError::Timeout {
-                addr,
-                after: self.timeout,
-            })??;
-        conns.insert(addr, Arc::clone(&c));
-        Ok(c)
-    }
-
-    async fn connect(&self, island: &Island) -> Result<Arc<Conn>, LinkClientError> {
-        let addr = island.primary;
-        let fail = |reason: String| LinkClientError::Connect { addr, reason };
-        let name = ServerName::try_from(island.server_name.clone())
-            .map_err(|_| fail(format!("bad server name {:?}", island.server_name)))?;
-        let crate::link_dial::Dialed {
-            mut reader,
-            writer: w,
-            ..
-        } = self
-            .dialer
-            .dial(addr, name, self.map().epoch)
-            .await
-            .map_err(|e| fail(e.to_string()))?;
-        let (tx, rx) = mpsc::channel::<LinkUp>(QUEUE);
-        let waiters: Waiters = Arc::default();
-        let dead = tokio_util::sync::CancellationToken::new();
-        let conn = Arc::new(Conn {
-            tx,
-            waiters: Arc::clone(&waiters),
-            next_req: AtomicU64::new(1),
-            dead: dead.clone(),
-        });
-        let wdead = dead.clone();
-        tokio::spawn(async move {
-            let never = tokio_util::sync::CancellationToken::new();
-            crate::wire::write_link(w, rx, None, wdead.clone(), never).await;
-            wdead.cancel();
-        });
-        tokio::spawn(async move {
-            loop {
-                let frame = tokio::select! {
-                    f = reader.read::<LinkDown>() => f,
-                    () = dead.cancelled() => break,
-                };
-                let Ok(Some(LinkDown { kind: Some(kind) })) = frame else {
-                    break;
-                };
-                let req = match &kind {
-                    link_down::Kind::KvResult(r) => r.req,
-                    link_down::Kind::RevokeResult(r) => r.req,
-                    link_down::Kind::AppendResult(r) => r.req,
-                    link_down::Kind::HandoffResult(r) => r.req,
-                    _ => continue,
-                };
-                let waiter = waiters
-                    .lock()
-                    .expect("waiters lock is never poisoned")
-                    .remove(&req);
-                if let Some(w) = waiter {
-                    let _ = w.send(kind);
-                }
-            }
-            dead.cancel();
-            // Dropping the senders fails every request still waiting.
-            waiters
-                .lock()
-                .expect("waiters lock is never poisoned")
-                .clear();
-        });
-        Ok(conn)
+impl Drop for LinkClient {
+    /// Ends the keepers and their connections; requests still waiting fail
+    /// with `Unavailable`.
+    fn drop(&mut self) {
+        self.stop.cancel();
     }
 }
 
