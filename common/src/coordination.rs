@@ -152,6 +152,19 @@ impl Coordinator {
             .expect("published above, or already there"))
     }
 
+    /// At start: etcd's map replaces the map file at `path` (or the file's
+    /// map is published, for the first node of a new cluster). Returns the
+    /// map now in force.
+    pub async fn adopt_map(&mut self, path: &Path) -> Result<ClusterMap, CoordinationError> {
+        let local = ClusterMap::load(path).map_err(|e| CoordinationError::BadMap {
+            key: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let (map, _) = self.map_or_publish(&local).await?;
+        write_map_file(path, &map)?;
+        Ok(map)
+    }
+
     /// Replaces the map with `map` if it is still at `revision`, and no
     /// primary of `island` holds its key: a secondary's takeover, one
     /// compare-and-swap. `true` if it took.

@@ -48,13 +48,9 @@ async fn serve(config: Config, chassis: Chassis) -> anyhow::Result<()> {
         let mut c = common::coordination::Coordinator::connect(&config.coordination)
             .await
             .with_context(|| format!("cannot reach etcd at {:?}", config.coordination.etcd))?;
-        let local = common::cluster::ClusterMap::load(&config.cluster.map)
-            .context("cannot read the cluster map")?;
-        let (map, _) = c
-            .map_or_publish(&local)
+        c.adopt_map(&config.cluster.map)
             .await
-            .context("cannot read the map in etcd")?;
-        common::coordination::write_map_file(&config.cluster.map, &map)?;
+            .context("cannot take the cluster map from etcd")?;
         Some(c)
     } else {
         None

@@ -24,14 +24,7 @@ pub async fn prepare(config: &Config) -> Result<Option<Coordinator>, Coordinatio
         return Ok(None);
     }
     let mut c = Coordinator::connect(&config.coordination).await?;
-    let local = common::cluster::ClusterMap::load(&config.cluster.map).map_err(|e| {
-        CoordinationError::BadMap {
-            key: config.cluster.map.display().to_string(),
-            reason: e.to_string(),
-        }
-    })?;
-    let (map, _) = c.map_or_publish(&local).await?;
-    common::coordination::write_map_file(&config.cluster.map, &map)?;
+    let map = c.adopt_map(&config.cluster.map).await?;
     tracing::info!(epoch = map.epoch, "cluster map from etcd");
     Ok(Some(c))
 }
