@@ -347,19 +347,18 @@ fn parse_map(text: &str) -> Result<ClusterMap, String> {
     Ok(map)
 }
 
-/// Writes `map` to `path` (temporary file, rename) unless it already says
+/// Writes `map` to `path` (atomically, `fsutil::write_atomic`) unless it already says
 /// the same; `true` if it changed.
 pub fn write_map_file(path: &Path, map: &ClusterMap) -> Result<bool, CoordinationError> {
     let text = map.to_toml();
     if std::fs::read_to_string(path).is_ok_and(|t| t == text) {
         return Ok(false);
     }
-    let fail = |source| CoordinationError::MapFile {
-        path: path.to_owned(),
-        source,
-    };
-    let tmp = path.with_extension("toml.etcd-tmp");
-    std::fs::write(&tmp, &text).map_err(fail)?;
-    std::fs::rename(&tmp, path).map_err(fail)?;
+    crate::fsutil::write_atomic(path, text.as_bytes()).map_err(|source| {
+        CoordinationError::MapFile {
+            path: path.to_owned(),
+            source,
+        }
+    })?;
     Ok(true)
 }

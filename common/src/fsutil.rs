@@ -20,6 +20,22 @@ pub fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
+/// Replaces `path` with `data` so that a reader (or a crash) sees the old
+/// file or the new one, never half: a temporary file beside it, synced,
+/// renamed over it, and the directory synced. For files other programs
+/// read whole (the cluster map, markers).
+pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp-atomic");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => std::fs::File::open(d)?.sync_all(),
+        _ => Ok(()),
+    }
+}
+
 /// Writes a file anyone may read and only its owner may change (0644 on
 /// Unix, whatever the umask): public keys, which the services refuse when
 /// group or others could write them.

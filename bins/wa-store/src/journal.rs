@@ -331,6 +331,29 @@ pub fn replay(
     Ok(Ok((n, torn.is_some())))
 }
 
+/// The buffer of records of segment `current` not yet written (begun at
+/// byte `at` of `file` if there is none): where the next record goes.
+fn open_chunk<'a>(
+    unwritten: &'a mut Vec<Chunk>,
+    free: &mut Vec<Vec<u8>>,
+    file: &Arc<File>,
+    current: u64,
+    at: u64,
+) -> &'a mut Vec<u8> {
+    if unwritten.last().is_none_or(|c| c.id != current) {
+        let bytes = free
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(CHUNK_BYTES));
+        unwritten.push(Chunk {
+            id: current,
+            file: Arc::clone(file),
+            at,
+            bytes,
+        });
+    }
+    &mut unwritten.last_mut().expect("pushed above").bytes
+}
+
 /// Copies one framed record into the tap, unless it overflowed.
 fn tap_copy(tap: &mut Tap, framed: &[u8]) {
     if tap.overflowed {
@@ -548,19 +571,13 @@ impl Journal {
             });
         }
         let current = inner.current;
-        if inner.unwritten.last().is_none_or(|c| c.id != current) {
-            let bytes = inner
-                .free
-                .pop()
-                .unwrap_or_else(|| Vec::with_capacity(CHUNK_BYTES));
-            inner.unwritten.push(Chunk {
-                id: current,
-                file: Arc::clone(&inner.file),
-                at: inner.current_len,
-                bytes,
-            });
-        }
-        let buf = &mut inner.unwritten.last_mut().expect("pushed above").bytes;
+        let buf = open_chunk(
+            &mut inner.unwritten,
+            &mut inner.free,
+            &inner.file,
+            current,
+            inner.current_len,
+        );
         let start = buf.len();
         buf.extend_from_slice(&[0u8; 8]);
         prost::Message::encode(rec, buf).expect("a Vec grows as needed");
@@ -621,19 +638,13 @@ impl Journal {
             });
         }
         let current = inner.current;
-        if inner.unwritten.last().is_none_or(|c| c.id != current) {
-            let bytes = inner
-                .free
-                .pop()
-                .unwrap_or_else(|| Vec::with_capacity(CHUNK_BYTES));
-            inner.unwritten.push(Chunk {
-                id: current,
-                file: Arc::clone(&inner.file),
-                at: inner.current_len,
-                bytes,
-            });
-        }
-        let buf = &mut inner.unwritten.last_mut().expect("pushed above").bytes;
+        let buf = open_chunk(
+            &mut inner.unwritten,
+            &mut inner.free,
+            &inner.file,
+            current,
+            inner.current_len,
+        );
         buf.extend_from_slice(framed);
         inner.current_len += framed.len() as u64;
         inner.lsn += count;

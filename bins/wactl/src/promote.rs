@@ -21,7 +21,8 @@ pub(crate) fn run(args: &PromoteArgs) -> anyhow::Result<()> {
     let mut map = ClusterMap::load(&path)
         .with_context(|| format!("cannot read the cluster map {}", path.display()))?;
     let (old, new) = promote(&mut map, &args.island)?;
-    write_atomically(&path, &map.to_toml())?;
+    common::fsutil::write_atomic(&path, map.to_toml().as_bytes())
+        .with_context(|| format!("cannot replace {}", path.display()))?;
     println!(
         "{}: {} is now the primary and {} the secondary, epoch {}",
         args.island, new, old, map.epoch
@@ -65,18 +66,6 @@ pub(crate) fn promote(
     map.epoch += 1;
     map.validate()?;
     Ok((old, secondary))
-}
-
-/// Writes `text` to `path` through a temporary file and a rename, so a
-/// node reading the map never sees half of it.
-fn write_atomically(path: &Path, text: &str) -> anyhow::Result<()> {
-    let tmp = path.with_extension("toml.tmp");
-    std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::File::open(&tmp)
-        .and_then(|f| f.sync_all())
-        .with_context(|| format!("cannot sync {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot replace {}", path.display()))?;
-    Ok(())
 }
 
 /// SIGHUP to every pid recorded in `run` (a `wactl up` deployment): how

@@ -13,7 +13,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::frames;
+use super::{blocking, frames};
 use crate::error::StoreError;
 use crate::flusher::{Commit, FlushFn};
 use crate::journal::Journal;
@@ -69,6 +69,12 @@ enum LinkError {
     Unexpected(String),
     #[error("local storage: {0}")]
     Local(String),
+}
+
+impl From<String> for LinkError {
+    fn from(s: String) -> Self {
+        LinkError::Local(s)
+    }
 }
 
 /// Follows the primary until promoted or `stop`; reads the map again on
@@ -242,11 +248,11 @@ async fn receive(
         };
         match kind {
             link_down::Kind::Replicate(r) if r.base => {
-                let n = count_records(&r.records)?;
+                // (Unnumbered: they come before the stream's first LSN.)
+                check_whole(&r.records)?;
                 journal
                     .append_framed(&r.records, 0)
                     .map_err(|e| LinkError::Local(e.to_string()))?;
-                let _ = n;
             }
             link_down::Kind::Replicate(r) => {
                 let next = expected.unwrap_or(r.first_lsn);
@@ -326,10 +332,10 @@ async fn receive(
     }
 }
 
-fn count_records(bytes: &[u8]) -> Result<u64, LinkError> {
+/// Checks that `bytes` is whole records with good CRCs, however many.
+fn check_whole(bytes: &[u8]) -> Result<(), LinkError> {
     let n = frames::split(bytes, usize::MAX).first().map_or(0, |p| p.1);
-    frames::check(bytes, n).map_err(LinkError::Unexpected)?;
-    Ok(n)
+    frames::check(bytes, n).map_err(LinkError::Unexpected)
 }
 
 async fn ack<W: AsyncWrite + Unpin>(
@@ -374,35 +380,21 @@ async fn apply_loop(
     }
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, String> + Send + 'static,
-) -> Result<T, LinkError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| LinkError::Local(e.to_string()))?
-        .map_err(LinkError::Local)
-}
-
 fn marker_write(marker: &Path) -> std::io::Result<()> {
-    std::fs::write(
+    common::fsutil::write_atomic(
         marker,
-        b"a catch-up from the primary began and has not finished\n",
-    )?;
-    sync_parent(marker)
+        b"written by wa-store: see docs/OPERATIONS.md, \"Secondaries and failover\"\n",
+    )
 }
 
 pub(crate) fn marker_remove(marker: &Path) -> std::io::Result<()> {
     match std::fs::remove_file(marker) {
-        Ok(()) => sync_parent(marker),
+        Ok(()) => match marker.parent() {
+            Some(d) => std::fs::File::open(d)?.sync_all(),
+            None => Ok(()),
+        },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),
-    }
-}
-
-fn sync_parent(p: &Path) -> std::io::Result<()> {
-    match p.parent() {
-        Some(d) => std::fs::File::open(d)?.sync_all(),
-        None => Ok(()),
     }
 }
 

@@ -204,7 +204,7 @@ impl Replication {
         if waited_out {
             // Too slow: cut it off, so that the next flushes do not wait
             // too; it connects again and catches up.
-            Metrics::bump(&self.stats.followers_cut);
+            self.stats.followers_cut.fetch_add(1, Relaxed);
             if let Some(t) = self.cut.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
                 t.cancel();
             }
@@ -264,7 +264,7 @@ impl Replication {
     }
 
     fn count(&self, flushes: &AtomicU64, records_counter: &AtomicU64, records: u64) {
-        Metrics::bump(flushes);
+        flushes.fetch_add(1, Relaxed);
         records_counter.fetch_add(records, Relaxed);
     }
 
@@ -337,10 +337,12 @@ impl Replication {
     }
 }
 
-struct Metrics;
-
-impl Metrics {
-    fn bump(c: &AtomicU64) {
-        c.fetch_add(1, Relaxed);
-    }
+/// `f` on a blocking thread; its error, or its panic, as text (the
+/// replication link's error types take it with `?`: `From<String>`).
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| e.to_string())?
 }

@@ -10,8 +10,8 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::Replication;
 use super::frames::{FRAME_RECORDS_BYTES, split};
+use super::{Replication, blocking};
 use crate::journal::{Journal, Taken};
 use crate::storage::Storage;
 
@@ -39,6 +39,12 @@ enum SendError {
     Cut,
     #[error("the secondary closed the link")]
     Gone,
+}
+
+impl From<String> for SendError {
+    fn from(s: String) -> Self {
+        SendError::Read(s)
+    }
 }
 
 /// Serves one follower until it goes, is cut off, or `stop`.
@@ -112,15 +118,6 @@ async fn send<W: AsyncWrite + Unpin>(
     Ok(())
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, String> + Send + 'static,
-) -> Result<T, SendError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| SendError::Read(e.to_string()))?
-        .map_err(SendError::Read)
-}
-
 async fn stream<W: AsyncWrite + Unpin>(
     w: &mut W,
     source: &Source,
@@ -141,11 +138,12 @@ async fn stream<W: AsyncWrite + Unpin>(
                 .map_err(|e| e.to_string())
         })
         .await?;
+        let bytes = Bytes::from(bytes);
         for (piece, _) in split(&bytes, FRAME_RECORDS_BYTES) {
             let frame = Replicate {
                 first_lsn: 0,
                 count: 0,
-                records: Bytes::copy_from_slice(piece),
+                records: bytes.slice_ref(piece),
                 base: true,
             };
             send(w, &mut scratch, link_down::Kind::Replicate(frame)).await?;
@@ -160,7 +158,9 @@ async fn stream<W: AsyncWrite + Unpin>(
     };
     send(w, &mut scratch, link_down::Kind::Replicate(start)).await?;
     w.flush().await?;
-    super::Metrics::bump(&repl.stats.catch_ups);
+    repl.stats
+        .catch_ups
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let total_bytes = (source.engine_bytes)();
     let mut after: Option<Vec<u8>> = None;
     let mut copying = true;
@@ -173,12 +173,14 @@ async fn stream<W: AsyncWrite + Unpin>(
                 count,
                 bytes,
             } => {
+                // (The frames share the taken buffer: no copy per record.)
+                let bytes = Bytes::from(bytes);
                 let mut lsn = first;
                 for (piece, n) in split(&bytes, FRAME_RECORDS_BYTES) {
                     let frame = Replicate {
                         first_lsn: lsn,
                         count: n,
-                        records: Bytes::copy_from_slice(piece),
+                        records: bytes.slice_ref(piece),
                         base: false,
                     };
                     send(w, &mut scratch, link_down::Kind::Replicate(frame)).await?;
