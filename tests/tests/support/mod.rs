@@ -7,6 +7,7 @@
 
 pub mod cluster;
 pub mod etcd;
+pub mod netns;
 pub mod proxy;
 
 use std::net::SocketAddr;

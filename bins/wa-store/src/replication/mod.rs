@@ -10,6 +10,7 @@
 //! `replicated`: [`Replication::flush`] returns once the secondary has every
 //! record buffered so far, or falls back as configured.
 
+pub mod alone;
 pub mod apply;
 pub mod disk_sync;
 pub mod follower;
@@ -73,6 +74,9 @@ pub struct Replication {
     cut: Mutex<Option<tokio_util::sync::CancellationToken>>,
     /// When the fallback was last logged (once per outage).
     fallback_since: Mutex<Option<Instant>>,
+    /// With automatic failover: falling back to disk waits for etcd's
+    /// record ([`alone`]).
+    alone: Option<Arc<alone::Alone>>,
     pub stats: Stats,
 }
 
@@ -88,8 +92,16 @@ impl Replication {
             flushed_lsn: AtomicU64::new(0),
             cut: Mutex::new(None),
             fallback_since: Mutex::new(None),
+            alone: None,
             stats: Stats::default(),
         }
+    }
+
+    /// Under automatic failover: the fallback to disk needs etcd's record
+    /// that this primary goes on alone, kept through `gate`.
+    pub fn gated_by(mut self, gate: Arc<alone::Alone>) -> Replication {
+        self.alone = Some(gate);
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Follower>> {
@@ -169,6 +181,9 @@ impl Replication {
             match *g {
                 Some(f) if f.caught_up && f.acked >= target => {
                     drop(g);
+                    if let Some(a) = &self.alone {
+                        a.together();
+                    }
                     self.count(
                         &self.stats.flushes_replicated,
                         &self.stats.records_replicated,
@@ -226,6 +241,10 @@ impl Replication {
                     "no caught-up secondary follows this primary"
                 };
                 match self.when_absent {
+                    WhenAbsent::Disk if self.alone.is_some() => tracing::error!(
+                        reason = why,
+                        "appends are refused with UNAVAILABLE until etcd records that this primary goes on without its secondary; then durable on this node's disk only (replication.when_absent = \"disk\")"
+                    ),
                     WhenAbsent::Disk => tracing::error!(
                         reason = why,
                         "appends are NOT replicated: durable on this node's disk only (replication.when_absent = \"disk\")"
@@ -237,7 +256,17 @@ impl Replication {
                 }
             }
         }
+        let gated = self.alone.as_ref().is_some_and(|a| !a.may_fall_back());
         match self.when_absent {
+            WhenAbsent::Disk if gated => {
+                // (Until etcd records it: `alone`.)
+                self.count(
+                    &self.stats.flushes_refused,
+                    &self.stats.records_refused,
+                    records,
+                );
+                Err(StorageError::Unreplicated)
+            }
             WhenAbsent::Disk => {
                 self.sync_disk()?;
                 self.count(&self.stats.flushes_disk, &self.stats.records_disk, records);
@@ -281,6 +310,11 @@ impl Replication {
             "wa_store_replica_caught_up",
             "The secondary finished its catch-up copy",
             f64::from(u8::from(caught_up)),
+        );
+        s.gauge(
+            "wa_store_replica_alone",
+            "etcd records that this primary acknowledges appends without its secondary (no takeover until it is back)",
+            f64::from(u8::from(self.alone.as_ref().is_some_and(|a| a.recorded()))),
         );
         s.gauge(
             "wa_store_replica_lag_records",
