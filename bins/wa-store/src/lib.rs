@@ -134,7 +134,7 @@ impl Store {
             .unwrap_or(self.config.link.listen)
     }
 
-    fn island_name(&self) -> String {
+    pub(crate) fn island_name(&self) -> String {
         let o = self.ownership.current();
         o.map.islands[o.island].name.clone()
     }

@@ -17,6 +17,7 @@ pub mod follower;
 pub mod frames;
 pub mod sender;
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -24,6 +25,10 @@ use std::time::{Duration, Instant};
 use crate::config::WhenAbsent;
 use crate::journal::Journal;
 use crate::storage::StorageError;
+
+/// Send times kept for the lag in seconds; beyond this many unacknowledged
+/// frames the oldest kept stands for the rest (the lag only reads higher).
+const SENT_TIMES: usize = 4096;
 
 /// The primary's view of its follower.
 #[derive(Debug, Default, Clone, Copy)]
@@ -74,6 +79,8 @@ pub struct Replication {
     cut: Mutex<Option<tokio_util::sync::CancellationToken>>,
     /// When the fallback was last logged (once per outage).
     fallback_since: Mutex<Option<Instant>>,
+    /// When each frame not yet acknowledged was sent: (its end LSN, when).
+    sent_at: Mutex<VecDeque<(u64, Instant)>>,
     /// With automatic failover: falling back to disk waits for etcd's
     /// record ([`alone`]).
     alone: Option<Arc<alone::Alone>>,
@@ -92,6 +99,7 @@ impl Replication {
             flushed_lsn: AtomicU64::new(0),
             cut: Mutex::new(None),
             fallback_since: Mutex::new(None),
+            sent_at: Mutex::new(VecDeque::new()),
             alone: None,
             stats: Stats::default(),
         }
@@ -125,6 +133,7 @@ impl Replication {
             id,
             ..Follower::default()
         });
+        self.sent_times().clear();
         self.acked.notify_all();
         (id, token)
     }
@@ -135,6 +144,10 @@ impl Replication {
         if let Some(f) = g.as_mut().filter(|f| f.id == id) {
             f.acked = f.acked.max(lsn);
             f.caught_up |= caught_up;
+            let mut times = self.sent_times();
+            while times.front().is_some_and(|(end, _)| *end <= lsn) {
+                times.pop_front();
+            }
         }
         drop(g);
         self.acked.notify_all();
@@ -144,7 +157,33 @@ impl Replication {
     pub(crate) fn sent(&self, id: u64, lsn: u64) {
         if let Some(f) = self.lock().as_mut().filter(|f| f.id == id) {
             f.sent = f.sent.max(lsn);
+            let mut times = self.sent_times();
+            if times.len() < SENT_TIMES {
+                times.push_back((lsn, Instant::now()));
+            }
         }
+    }
+
+    fn sent_times(&self) -> std::sync::MutexGuard<'_, VecDeque<(u64, Instant)>> {
+        self.sent_at.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How long the oldest record the secondary has not acknowledged has
+    /// been on its way (zero when it has everything sent).
+    pub fn lag(&self) -> Duration {
+        self.sent_times()
+            .front()
+            .map_or(Duration::ZERO, |(_, t)| t.elapsed())
+    }
+
+    /// The LSN of this primary's stream.
+    pub fn lsn(&self) -> u64 {
+        self.journal.lsn()
+    }
+
+    /// Whether etcd records that this primary goes on alone.
+    pub fn alone(&self) -> bool {
+        self.alone.as_ref().is_some_and(|a| a.recorded())
     }
 
     /// Follower `id` is gone.
@@ -153,6 +192,7 @@ impl Replication {
         if g.is_some_and(|f| f.id == id) {
             *g = None;
             self.journal.tap_off();
+            self.sent_times().clear();
         }
         drop(g);
         self.acked.notify_all();
@@ -314,7 +354,12 @@ impl Replication {
         s.gauge(
             "wa_store_replica_alone",
             "etcd records that this primary acknowledges appends without its secondary (no takeover until it is back)",
-            f64::from(u8::from(self.alone.as_ref().is_some_and(|a| a.recorded()))),
+            f64::from(u8::from(self.alone())),
+        );
+        s.gauge(
+            "wa_store_replica_lag_seconds",
+            "How long the oldest record sent to the secondary has waited for its acknowledgement",
+            self.lag().as_secs_f64(),
         );
         s.gauge(
             "wa_store_replica_lag_records",
