@@ -320,6 +320,26 @@ impl Coordinator {
     }
 }
 
+/// For a service that only reads the map (wa-chat, wa-register): with etcd
+/// configured, etcd's map replaces the file at `map` now (or the file's is
+/// published, for a new cluster), and a task keeps the file equal to
+/// etcd's, notifying `reload` after each change, until `stop`. Nothing
+/// without etcd.
+pub async fn follow_from_start(
+    cfg: &CoordinationConfig,
+    map: &Path,
+    reload: Arc<Notify>,
+    stop: CancellationToken,
+) -> Result<(), CoordinationError> {
+    if !cfg.enabled() {
+        return Ok(());
+    }
+    let mut c = Coordinator::connect(cfg).await?;
+    c.adopt_map(map).await?;
+    tokio::spawn(c.follow_map(map.to_owned(), reload, stop));
+    Ok(())
+}
+
 /// A held lease, renewed every third of its time to live by a task of its
 /// own. [`Lease::safe`] turns false once half the TTL passed since the last
 /// renewal: the holder must stop acting as primary then, well before etcd

@@ -342,6 +342,35 @@ impl Cluster {
         self.stores[k - 1] = spawn_replicated(self.dir.path(), k, addr, ns, then).await;
     }
 
+    /// An in-process wa-register beside this cluster, with `extra` tables,
+    /// reading a map file of its own (a copy of the map now), as on another
+    /// machine: it learns a new map only through etcd.
+    pub async fn start_register(&self, extra: &str) -> super::RegisterNode {
+        let d = self.dir.path();
+        let shared = d.join("cluster.toml");
+        let own = d.join("cluster-register.toml");
+        std::fs::copy(&shared, &own).unwrap();
+        let tokens = format!(
+            "key_id = \"k1\"\nsigning_key = \"{}\"\n",
+            d.join("keys/k1.key").display()
+        );
+        let text = super::register_toml_at(d, &self.signer, extra, &tokens).replace(
+            &format!("map = \"{}\"", shared.display()),
+            &format!("map = \"{}\"", own.display()),
+        );
+        super::start_register_at(d, text).await
+    }
+
+    /// A registration client of `node`.
+    pub fn register_client(&self, node: &super::RegisterNode) -> common::client::RegisterClient {
+        common::client::RegisterClient::new(common::client::RegisterConfig::new(
+            node.addr,
+            "localhost".into(),
+            self.roots.clone(),
+        ))
+        .expect("register client")
+    }
+
     /// `islands` stores and `edges` edges, all ready.
     pub async fn start(islands: usize, edges: usize) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
