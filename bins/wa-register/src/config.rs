@@ -263,7 +263,10 @@ impl Default for ClusterConfig {
         ClusterConfig {
             map: "/etc/wa/cluster.toml".into(),
             ca: common::sections::CLUSTER_CA.into(),
-            secret_file: common::sections::CLUSTER_SECRET.into(),
+            // Its own copy: the shared one is group-readable for the
+            // cluster's services (wa-store, wa-chat), which wa-register is
+            // not among, and its secret reader refuses group-readable files.
+            secret_file: "/etc/wa/register/cluster.secret".into(),
             timeout: Duration::from_secs(5),
         }
     }
