@@ -19,8 +19,13 @@ pub const CLUSTER_MAP: &str = "/etc/wa/cluster.toml";
 pub const CLUSTER_CA: &str = "/etc/wa/link/ca.pem";
 /// The cluster secret edges and wa-register present to stores.
 pub const CLUSTER_SECRET: &str = "/etc/wa/cluster.secret";
-/// The admin token every admin listener compares against.
-pub const ADMIN_TOKEN: &str = "/etc/wa/admin.token";
+/// Where each service's copy of the admin token is, by default: a file per
+/// service (`/etc/wa/admin/<service>.token`), since each runs as its own
+/// user and a secret file is its owner's only; the packages make the
+/// copies of one token (wactl's is `/etc/wa/admin/wactl.token`).
+pub fn admin_token(service: &str) -> PathBuf {
+    format!("/etc/wa/admin/{service}.token").into()
+}
 
 /// `[tls]`: the certificate clients see, and its key.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -170,28 +175,43 @@ impl ClusterFiles<'_> {
 /// operations `wactl` uses). Plain HTTP meant for loopback; every request
 /// but the health checks carries `Authorization: Bearer <token>` with the
 /// contents of `token_file`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AdminConfig {
     /// Address of the admin listener; loopback unless you mean otherwise.
     pub listen: SocketAddr,
     /// The admin token (owner-only file). Without it the listener answers
     /// health checks only and refuses everything else.
-    #[serde(default = "default_token_file")]
     pub token_file: PathBuf,
 }
 
-fn default_token_file() -> PathBuf {
-    ADMIN_TOKEN.into()
+/// `[admin]` as written: `token_file` may be left out.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdminToml {
+    listen: SocketAddr,
+    token_file: Option<PathBuf>,
 }
 
 impl AdminConfig {
-    /// The default of a service: loopback, on `port`.
-    pub fn loopback(port: u16) -> AdminConfig {
+    /// The default of `service`: loopback, on `port`, its own token file.
+    pub fn loopback(port: u16, service: &str) -> AdminConfig {
         AdminConfig {
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port),
-            token_file: default_token_file(),
+            token_file: admin_token(service),
         }
+    }
+
+    /// Reads `[admin]` of `service` (for `#[serde(deserialize_with)]`): a
+    /// table without `token_file` gets the service's own default.
+    pub fn of<'de, D: serde::Deserializer<'de>>(
+        d: D,
+        service: &str,
+    ) -> Result<AdminConfig, D::Error> {
+        let t = AdminToml::deserialize(d)?;
+        Ok(AdminConfig {
+            listen: t.listen,
+            token_file: t.token_file.unwrap_or_else(|| admin_token(service)),
+        })
     }
 
     pub fn validate(&self, errs: &mut Vec<String>) {
@@ -250,12 +270,16 @@ mod tests {
 
     #[test]
     fn admin_defaults_to_loopback_and_needs_a_listen_address() {
-        let a = AdminConfig::loopback(9401);
+        let a = AdminConfig::loopback(9401, "wa-store");
         assert!(a.listen.ip().is_loopback());
-        let e = toml::from_str::<AdminConfig>("token_file = \"/x\"").unwrap_err();
+        assert_eq!(a.token_file, PathBuf::from("/etc/wa/admin/wa-store.token"));
+        let of = |text: &str| AdminConfig::of(toml::de::ValueDeserializer::new(text), "wa-chat");
+        let e = of("{ token_file = \"/x\" }").unwrap_err();
         assert!(e.to_string().contains("listen"), "{e}");
-        let a: AdminConfig = toml::from_str("listen = \"127.0.0.1:1\"").unwrap();
-        assert_eq!(a.token_file, PathBuf::from(ADMIN_TOKEN));
+        let a = of("{ listen = \"127.0.0.1:1\" }").unwrap();
+        assert_eq!(a.token_file, PathBuf::from("/etc/wa/admin/wa-chat.token"));
+        let a = of("{ listen = \"127.0.0.1:1\", token_file = \"/x\" }").unwrap();
+        assert_eq!(a.token_file, PathBuf::from("/x"));
     }
 
     #[test]

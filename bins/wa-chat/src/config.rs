@@ -64,6 +64,7 @@ pub struct Config {
     /// The cluster map from etcd, with automatic failover (docs/OPERATIONS.md).
     pub coordination: common::coordination::CoordinationConfig,
     pub shutdown: ShutdownConfig,
+    #[serde(deserialize_with = "admin")]
     pub admin: AdminConfig,
     pub log: LogConfig,
 }
@@ -139,7 +140,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             coordination: Default::default(),
             shutdown: ShutdownConfig::default(),
-            admin: AdminConfig::loopback(ADMIN_PORT),
+            admin: AdminConfig::loopback(ADMIN_PORT, "wa-chat"),
             log: LogConfig::default(),
         }
     }
@@ -403,4 +404,9 @@ level = "info"
         }
         assert!(e.contains("5 bytes"), "{e}");
     }
+}
+
+/// `[admin]`, its token file defaulting to this service's own.
+fn admin<'de, D: serde::Deserializer<'de>>(d: D) -> Result<AdminConfig, D::Error> {
+    AdminConfig::of(d, "wa-chat")
 }

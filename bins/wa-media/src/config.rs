@@ -35,6 +35,7 @@ pub struct Config {
     pub cache: CacheConfig,
     pub types: TypesConfig,
     pub shutdown: ShutdownConfig,
+    #[serde(deserialize_with = "admin")]
     pub admin: AdminConfig,
     pub log: LogConfig,
 }
@@ -112,7 +113,7 @@ impl Default for Config {
             cache: CacheConfig::default(),
             types: TypesConfig::default(),
             shutdown: ShutdownConfig::default(),
-            admin: AdminConfig::loopback(ADMIN_PORT),
+            admin: AdminConfig::loopback(ADMIN_PORT, "wa-media"),
             log: LogConfig::default(),
         }
     }
@@ -369,4 +370,9 @@ mod tests {
             assert!(!valid_node_name(bad), "{bad}");
         }
     }
+}
+
+/// `[admin]`, its token file defaulting to this service's own.
+fn admin<'de, D: serde::Deserializer<'de>>(d: D) -> Result<AdminConfig, D::Error> {
+    AdminConfig::of(d, "wa-media")
 }

@@ -26,6 +26,7 @@ pub struct Config {
     /// `production` refuses the development-only `log` SMS provider.
     pub mode: Mode,
     pub listen: ListenConfig,
+    #[serde(deserialize_with = "admin")]
     pub admin: AdminConfig,
     pub tls: TlsConfig,
     pub cluster: ClusterConfig,
@@ -232,7 +233,7 @@ impl Default for Config {
             name: "register-1".into(),
             mode: Mode::Production,
             listen: ListenConfig::default(),
-            admin: AdminConfig::loopback(ADMIN_PORT),
+            admin: AdminConfig::loopback(ADMIN_PORT, "wa-register"),
             tls: TlsConfig::default(),
             cluster: ClusterConfig::default(),
             coordination: Default::default(),
@@ -652,4 +653,9 @@ code = "12"
             assert!(e.contains(key), "{key} missing from {e}");
         }
     }
+}
+
+/// `[admin]`, its token file defaulting to this service's own.
+fn admin<'de, D: serde::Deserializer<'de>>(d: D) -> Result<AdminConfig, D::Error> {
+    AdminConfig::of(d, "wa-register")
 }

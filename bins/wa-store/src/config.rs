@@ -81,6 +81,7 @@ pub struct Config {
     /// Automatic failover through etcd (docs/OPERATIONS.md).
     pub coordination: common::coordination::CoordinationConfig,
     pub shutdown: ShutdownConfig,
+    #[serde(deserialize_with = "admin")]
     pub admin: AdminConfig,
     pub log: LogConfig,
 }
@@ -268,7 +269,7 @@ impl Default for Config {
             replication: ReplicationConfig::default(),
             coordination: Default::default(),
             shutdown: ShutdownConfig::default(),
-            admin: AdminConfig::loopback(ADMIN_PORT),
+            admin: AdminConfig::loopback(ADMIN_PORT, "wa-store"),
             log: LogConfig::default(),
         }
     }
@@ -502,4 +503,9 @@ level = "info"
         }
         assert!(e.contains("5 bytes"), "{e}");
     }
+}
+
+/// `[admin]`, its token file defaulting to this service's own.
+fn admin<'de, D: serde::Deserializer<'de>>(d: D) -> Result<AdminConfig, D::Error> {
+    AdminConfig::of(d, "wa-store")
 }

@@ -357,6 +357,25 @@ impl Store {
                 ));
             }
         }
+        // Without etcd, a primary back from a crash at `replicated` with a
+        // secondary may lack appends it acknowledged; serving (or sending
+        // its secondary a fresh copy, which would replace the newer one)
+        // would lose them. It waits, fenced, for the operator: promote the
+        // secondary, or take it out of the map.
+        let crash_fence = self.coordination.is_none()
+            && self.crashed
+            && self.config.durability == config::Durability::Replicated
+            && {
+                let o = self.ownership.current();
+                o.map.islands[o.island].secondary.is_some()
+            };
+        if crash_fence {
+            self.ownership.set_fenced(true);
+            tracing::error!(
+                island = %self.island_name(),
+                "this primary did not stop cleanly and its island has a secondary, which may hold acknowledged appends this node lacks: serving nothing. Promote the secondary (wactl promote ISLAND; this node then rejoins as secondary), or, if the secondary is lost, remove it from the map (raise the epoch) and reload"
+            );
+        }
         let demoted = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let reloader = tokio::spawn(reload_loop(
             Arc::clone(&self.ownership),
@@ -365,7 +384,7 @@ impl Store {
             client,
             reload,
             stop.clone(),
-            Arc::clone(&demoted),
+            (Arc::clone(&demoted), crash_fence),
         ));
         let mut ctx = LinkCtx::new(
             home,
@@ -503,7 +522,7 @@ async fn reload_loop(
     client: Option<Arc<common::link_client::LinkClient>>,
     reload: Arc<tokio::sync::Notify>,
     stop: CancellationToken,
-    demoted: Arc<std::sync::atomic::AtomicBool>,
+    (demoted, mut crash_fence): (Arc<std::sync::atomic::AtomicBool>, bool),
 ) {
     let handoffs = TaskTracker::new();
     loop {
@@ -534,6 +553,15 @@ async fn reload_loop(
             demoted.store(true, std::sync::atomic::Ordering::SeqCst);
             stop.cancel();
             break;
+        }
+        let o = ownership.current();
+        if crash_fence && o.map.islands[o.island].secondary.is_none() {
+            crash_fence = false;
+            ownership.set_fenced(false);
+            tracing::warn!(
+                epoch = o.epoch(),
+                "the map no longer names a secondary for this island: serving what this node has"
+            );
         }
         for change in ownership.changes() {
             let owned = Arc::clone(&change.owned);

@@ -239,6 +239,12 @@ async fn follower<R, W>(
             return;
         }
     };
+    if ctx.ownership.fenced() {
+        // (No lease in etcd yet, cut off, or back from a crash: a fresh
+        // copy from here could replace newer data the secondary has.)
+        tracing::warn!(%node, "a secondary asked to follow, but this primary is fenced; closing (it asks again)");
+        return;
+    }
     tracing::info!(%node, "secondary connected");
     let ok = common::link::LinkDown {
         kind: Some(link_down::Kind::AuthOk(LinkAuthOk {

@@ -404,6 +404,39 @@ async fn killing_the_primary_under_load_loses_no_acknowledged_append_once_the_se
     let _ = reader.await;
     let acked: Vec<u64> = acked.lock().unwrap().clone();
 
+    // The killed primary comes straight back (a supervisor restarting it)
+    // before anyone promotes: it may lack appends it acknowledged (they were
+    // in the secondary's memory and its own unsynced journal buffer), so it
+    // must serve nothing, nor hand its secondary a fresh copy that would
+    // replace the newer one. For two seconds (the secondary asks to follow
+    // again every second) every append to it is refused.
+    let mut back = Store::start(d, "a", pa, "disk").await;
+    let mut probe = link(pa, d).await;
+    let t = Instant::now();
+    let mut req = 3_000_000u64;
+    while t.elapsed() < Duration::from_secs(2) {
+        probe.send(append(req, "bob", 1)).await;
+        loop {
+            match probe.recv().await.expect("an answer") {
+                link_down::Kind::AuthOk(_) => continue,
+                link_down::Kind::AppendResult(r) => {
+                    assert_eq!(
+                        r.code,
+                        Code::WrongHome as u32,
+                        "a primary back from a crash, with a secondary, serves nothing"
+                    );
+                    break;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        req += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(probe);
+    back.signal(nix::sys::signal::Signal::SIGKILL);
+    let _ = back.child.wait().await;
+
     // Promote by hand: the map swaps the roles under a higher epoch.
     std::fs::write(d.join("cluster.toml"), map(2, sa, pa).to_toml()).unwrap();
     let promoted_at = Instant::now();
