@@ -285,7 +285,7 @@ mod tests {
     #[test]
     fn admin_token_file_missing_is_fine_but_readable_by_others_is_not() {
         let dir = tempfile::tempdir().unwrap();
-        let mut a = AdminConfig::loopback(1);
+        let mut a = AdminConfig::loopback(1, "wa-store");
         a.token_file = dir.path().join("admin.token");
         let mut errs = Vec::new();
         a.check_files(&mut errs);
