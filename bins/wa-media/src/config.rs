@@ -292,6 +292,11 @@ impl Config {
     }
 }
 
+/// `[admin]`, its token file defaulting to this service's own.
+fn admin<'de, D: serde::Deserializer<'de>>(d: D) -> Result<AdminConfig, D::Error> {
+    AdminConfig::of(d, "wa-media")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -370,9 +375,4 @@ mod tests {
             assert!(!valid_node_name(bad), "{bad}");
         }
     }
-}
-
-/// `[admin]`, its token file defaulting to this service's own.
-fn admin<'de, D: serde::Deserializer<'de>>(d: D) -> Result<AdminConfig, D::Error> {
-    AdminConfig::of(d, "wa-media")
 }

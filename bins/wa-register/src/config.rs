@@ -583,6 +583,11 @@ fn durations<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D:
     Ok(v.into_iter().map(|s| s.into_inner()).collect())
 }
 
+/// `[admin]`, its token file defaulting to this service's own.
+fn admin<'de, D: serde::Deserializer<'de>>(d: D) -> Result<AdminConfig, D::Error> {
+    AdminConfig::of(d, "wa-register")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -653,9 +658,4 @@ code = "12"
             assert!(e.contains(key), "{key} missing from {e}");
         }
     }
-}
-
-/// `[admin]`, its token file defaulting to this service's own.
-fn admin<'de, D: serde::Deserializer<'de>>(d: D) -> Result<AdminConfig, D::Error> {
-    AdminConfig::of(d, "wa-register")
 }

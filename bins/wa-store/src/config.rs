@@ -394,6 +394,11 @@ impl Config {
     }
 }
 
+/// `[admin]`, its token file defaulting to this service's own.
+fn admin<'de, D: serde::Deserializer<'de>>(d: D) -> Result<AdminConfig, D::Error> {
+    AdminConfig::of(d, "wa-store")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -503,9 +508,4 @@ level = "info"
         }
         assert!(e.contains("5 bytes"), "{e}");
     }
-}
-
-/// `[admin]`, its token file defaulting to this service's own.
-fn admin<'de, D: serde::Deserializer<'de>>(d: D) -> Result<AdminConfig, D::Error> {
-    AdminConfig::of(d, "wa-store")
 }
