@@ -6,6 +6,7 @@
 //! - [`token`]: Ed25519 credential tokens.
 //! - [`cluster`]: the cluster map and fragment hashing.
 //! - [`secret`]: the one reader of secret files (owner-only).
+//! - [`reminder`]: rate-limited log lines for a condition that lasts.
 //! - [`sections`]: config sections the services share.
 //! - with the `net` feature: [`wire`] (async frame I/O), [`tls`] (rustls/quinn
 //!   configuration on the *ring* provider), [`client`] (the client library)
@@ -22,6 +23,7 @@ pub mod config;
 pub mod fsutil;
 pub mod link;
 pub mod proto;
+pub mod reminder;
 pub mod secret;
 pub mod sections;
 pub mod token;

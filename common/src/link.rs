@@ -422,6 +422,10 @@ pub struct AppendResult {
     pub duplicate: bool,
     #[prost(uint64, tag = "5")]
     pub seq: u64,
+    /// With a refusal: when the edge may try again (0: the edge's own
+    /// default for the code).
+    #[prost(uint64, tag = "6")]
+    pub retry_after_ms: u64,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]

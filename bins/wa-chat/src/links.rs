@@ -319,6 +319,7 @@ impl LinkConn {
                 code: r.code,
                 server_ts_ms: r.server_ts_ms,
                 duplicate: r.duplicate,
+                retry_after_ms: r.retry_after_ms,
             }),
             None => tracing::debug!(req = r.req, "result for an unknown request"),
         }

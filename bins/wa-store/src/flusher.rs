@@ -15,6 +15,9 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use common::reminder::{Reminder, Say};
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -34,6 +37,18 @@ struct Covered {
     /// The flusher has exited; nothing beyond `ok` will ever be covered.
     stopped: bool,
 }
+
+impl Covered {
+    /// Every ticket up to this one has its outcome.
+    fn settled(&self) -> u64 {
+        self.ok.max(self.failed).max(self.unavailable)
+    }
+}
+
+/// The first pause after a failed flush; it doubles while flushes fail...
+const FAILED_PAUSE_MIN: Duration = Duration::from_millis(10);
+/// ...up to this.
+const FAILED_PAUSE_MAX: Duration = Duration::from_secs(1);
 
 /// A flush that did not cover a ticket.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
@@ -58,6 +73,8 @@ pub struct Commit {
     /// The sync thread, once started (see [`Commit::run`]).
     thread: OnceLock<std::thread::Thread>,
     stopping: AtomicBool,
+    /// Failed flushes, logged once and then once a minute.
+    failures: Reminder,
 }
 
 impl Default for Commit {
@@ -76,6 +93,7 @@ impl Commit {
             flushes: AtomicU64::new(0),
             thread: OnceLock::new(),
             stopping: AtomicBool::new(false),
+            failures: Reminder::new(crate::journal::REMIND_EVERY),
         }
     }
 
@@ -199,11 +217,24 @@ impl Commit {
     /// The sync thread's loop. `park` returns at once if a wake came since
     /// the last one, so a ticket taken between the generation read and the
     /// park is never slept through.
+    ///
+    /// A ticket is flushed once: a failed flush fails it (its waiters get an
+    /// error) and is not retried for it. After a failure the next flush
+    /// waits a little, doubling up to [`FAILED_PAUSE_MAX`], so that a disk
+    /// that fails every write costs a few attempts a second, not a core.
     fn sync_loop(&self, flush: &FlushFn) {
+        let mut pause = Duration::ZERO;
         loop {
             let target = self.generation.load(Ordering::SeqCst);
-            if target > self.covered.borrow().ok {
-                self.flush_to(target, flush);
+            if target > self.covered.borrow().settled() {
+                if !pause.is_zero() && !self.stopping.load(Ordering::SeqCst) {
+                    std::thread::park_timeout(pause);
+                }
+                pause = if self.flush_to(target, flush) {
+                    Duration::ZERO
+                } else {
+                    (pause * 2).clamp(FAILED_PAUSE_MIN, FAILED_PAUSE_MAX)
+                };
                 continue;
             }
             if self.stopping.load(Ordering::SeqCst) {
@@ -212,10 +243,13 @@ impl Commit {
             std::thread::park();
         }
         let target = self.generation.load(Ordering::SeqCst);
-        self.flush_to(target, flush);
+        if target > self.covered.borrow().settled() {
+            self.flush_to(target, flush);
+        }
     }
 
-    fn flush_to(&self, target: u64, flush: &FlushFn) {
+    /// Flushes every write up to `target`; false if the flush failed.
+    fn flush_to(&self, target: u64, flush: &FlushFn) -> bool {
         self.flushes.fetch_add(1, Ordering::Relaxed);
         let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| flush()))
             .unwrap_or_else(|_| {
@@ -225,14 +259,31 @@ impl Commit {
                 })
             });
         match res {
-            Ok(()) => self.covered_tx.send_modify(|c| c.ok = c.ok.max(target)),
-            Err(StorageError::Unreplicated) => self
-                .covered_tx
-                .send_modify(|c| c.unavailable = c.unavailable.max(target)),
+            Ok(()) => {
+                if let Some(failed) = self.failures.clear() {
+                    tracing::info!(failed, "flushes succeed again");
+                }
+                self.covered_tx.send_modify(|c| c.ok = c.ok.max(target));
+                true
+            }
+            Err(StorageError::Unreplicated) => {
+                self.covered_tx
+                    .send_modify(|c| c.unavailable = c.unavailable.max(target));
+                true
+            }
             Err(e) => {
-                tracing::error!(error = %e, generation = target, "flush failed; failing the appends it covered");
+                match self.failures.hit(std::time::Instant::now()) {
+                    Say::First => {
+                        tracing::error!(error = %e, generation = target, "flush failed; failing the appends it covered (logged again once a minute while flushes fail)")
+                    }
+                    Say::Again { count } => {
+                        tracing::error!(error = %e, failed = count, "flushes still fail")
+                    }
+                    Say::Quiet => {}
+                }
                 self.covered_tx
                     .send_modify(|c| c.failed = c.failed.max(target));
+                false
             }
         }
     }
@@ -293,7 +344,6 @@ impl Settled {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     fn counting(delay: Duration, fail: Arc<AtomicBool>) -> (FlushFn, Arc<AtomicU64>) {
         let n = Arc::new(AtomicU64::new(0));

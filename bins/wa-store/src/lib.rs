@@ -10,6 +10,7 @@ pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod courier;
+pub mod disk;
 pub mod error;
 pub mod failover;
 pub mod flusher;
@@ -284,6 +285,13 @@ impl Store {
             Arc::clone(&self.metrics),
             writeback_stop.clone(),
         ));
+        let disk_watch = tokio::spawn(disk::watch(
+            self.config.data_dir.clone(),
+            self.config.disk.min_free.as_u64(),
+            Arc::clone(&journal_arc),
+            Arc::clone(&self.metrics),
+            shutdown.child_token(),
+        ));
         let sweeper_stop = shutdown.child_token();
         let sweeper = tokio::spawn(home::sweep(
             Arc::clone(&self.storage),
@@ -351,6 +359,7 @@ impl Store {
         }
         sweeper_stop.cancel();
         let _ = tokio::time::timeout_at(deadline, sweeper).await;
+        let _ = disk_watch.await;
         // Every operation the links delivered is queued on the shards ahead
         // of this last round.
         writeback_stop.cancel();

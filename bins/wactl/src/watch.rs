@@ -70,6 +70,15 @@ pub(crate) async fn run(args: &WatchArgs) -> anyhow::Result<ExitCode> {
             Event::Rejected { code, message, .. } => {
                 eprintln!("a read receipt was rejected: {code}: {message}")
             }
+            Event::Retrying {
+                code,
+                message,
+                after,
+                ..
+            } => eprintln!(
+                "a read receipt waits: {code}: {message}; resent in {}",
+                humantime::format_duration(after)
+            ),
             Event::Error { code, message } => eprintln!("server error: {code}: {message}"),
             Event::Disconnected { reason, .. } => {
                 eprintln!("disconnected ({reason}); reconnecting")

@@ -114,7 +114,10 @@ pub(crate) fn gives_up(code: Code) -> bool {
 /// Whether a request refused with `code` is kept and resent later with the
 /// same id rather than reported as rejected.
 fn resend_later(code: Option<Code>) -> bool {
-    matches!(code, Some(Code::Unavailable | Code::Internal))
+    matches!(
+        code,
+        Some(Code::Unavailable | Code::Internal | Code::MailboxFull | Code::StorageFull)
+    )
 }
 
 /// How a session ended.
@@ -492,10 +495,16 @@ impl Driver {
                             .get_mut(&order)
                             .expect("order_of and pending agree")
                             .held = true;
-                        if self.hold_until.is_none() {
-                            let delay = resend_backoff.next_delay(retry_after, &mut rand::rng());
-                            self.hold_until = Some(Instant::now() + delay);
-                        }
+                        let now = Instant::now();
+                        let until = *self.hold_until.get_or_insert_with(|| {
+                            now + resend_backoff.next_delay(retry_after, &mut rand::rng())
+                        });
+                        self.emit(Event::Retrying {
+                            id,
+                            code: code.expect("resend_later needs a known code"),
+                            message: e.message.clone(),
+                            after: until.saturating_duration_since(now),
+                        });
                     }
                     (Some(id), code) => {
                         self.remove(&id);

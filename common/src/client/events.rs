@@ -26,6 +26,17 @@ pub enum Event {
         /// The home already had it (a resend after a lost `Accepted`).
         duplicate: bool,
     },
+    /// The server refused the send (or read receipt) `id` for now; the client
+    /// resends it by itself (same id, in order) after `after`. `code` says
+    /// why, for the app to show: `STORAGE_FULL` (the recipient's server is
+    /// out of disk space), `MAILBOX_FULL` (the recipient's mailbox is full),
+    /// `UNAVAILABLE` (their server cannot be reached), `INTERNAL`.
+    Retrying {
+        id: MessageId,
+        code: Code,
+        message: String,
+        after: std::time::Duration,
+    },
     /// The server refused the send (or read receipt) `id` for good.
     Rejected {
         id: MessageId,

@@ -466,7 +466,8 @@ pub fn now_secs() -> u64 {
 }
 
 /// Waits for the next event that `f` maps to `Some`, skipping presence,
-/// typing and connection events; any other unexpected event fails the test.
+/// typing, connection and retry events; any other unexpected event fails
+/// the test.
 pub async fn expect<T>(
     events: &mut Events,
     what: &str,
@@ -485,7 +486,8 @@ pub async fn expect<T>(
                 Event::Presence { .. }
                 | Event::Typing { .. }
                 | Event::Connected { .. }
-                | Event::Disconnected { .. } => {}
+                | Event::Disconnected { .. }
+                | Event::Retrying { .. } => {}
                 other => panic!("while waiting for {what}: unexpected {other:?}"),
             }
         }

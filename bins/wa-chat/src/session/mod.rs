@@ -743,6 +743,7 @@ impl Session {
                 code,
                 server_ts_ms,
                 duplicate,
+                retry_after_ms,
             } => {
                 let Some(p) = self.requests.remove(&tag) else {
                     return Ok(());
@@ -779,7 +780,7 @@ impl Session {
                         } else {
                             code
                         };
-                        self.failed(p, code)
+                        self.failed(p, code, retry_after_ms)
                     }
                 }
             }

@@ -8,7 +8,7 @@ use common::proto::{Code, Envelope, ItemKind, ids};
 use prost::Message;
 
 use super::{Cached, Gone, LinkTx, Now, Pending, Shard};
-use crate::journal::{AppendRecord, DeleteRecord, Record, record};
+use crate::journal::{AppendRecord, DeleteRecord, Record, Refusal, record};
 use crate::metrics::Metrics;
 use crate::storage::{DedupeKey, Original};
 
@@ -83,6 +83,9 @@ impl Shard {
             return Ok(());
         }
 
+        if let Some(r) = journal.refusal() {
+            return Err(refusal_code(r));
+        }
         // Receipts get twice the room, so that a full mailbox never blocks
         // the acknowledgement (and so the deletion) of messages elsewhere.
         let room = if kind == ItemKind::Message { 1 } else { 2 };
@@ -288,8 +291,30 @@ pub(super) fn refused(req: u64, code: Code) -> link_down::Kind {
     link_down::Kind::AppendResult(AppendResult {
         req,
         code: code as u32,
+        retry_after_ms: retry_after_ms(code),
         ..Default::default()
     })
+}
+
+/// When a sender may try again after `code` (0: not a temporary refusal).
+pub(super) fn retry_after_ms(code: Code) -> u64 {
+    use common::proto::limits::{
+        RETRY_MAILBOX_FULL_MS, RETRY_STORAGE_FULL_MS, RETRY_UNAVAILABLE_MS,
+    };
+    match code {
+        Code::StorageFull => RETRY_STORAGE_FULL_MS,
+        Code::MailboxFull => RETRY_MAILBOX_FULL_MS,
+        Code::Unavailable | Code::Internal => RETRY_UNAVAILABLE_MS,
+        _ => 0,
+    }
+}
+
+/// What a sender is told when the journal takes no new items.
+pub(super) fn refusal_code(r: Refusal) -> Code {
+    match r {
+        Refusal::LowSpace | Refusal::Failed { no_space: true } => Code::StorageFull,
+        Refusal::Failed { no_space: false } => Code::Internal,
+    }
 }
 
 pub(super) fn internal(e: impl std::fmt::Display) -> Code {
