@@ -3,7 +3,8 @@
 //! disk").
 //!
 //! [`watch`] reads the free space of `data_dir`'s file system every
-//! [`CHECK_EVERY`]. Below `[disk] min_free` the journal refuses new items
+//! [`CHECK_EVERY`] (and the journal counts what is appended in between
+//! against it). Below `[disk] min_free` the journal refuses new items
 //! ([`crate::journal::Refusal::LowSpace`]: senders get `STORAGE_FULL` with a
 //! retry delay, `/readyz` says not ready); deletes, the write-back of what is
 //! already held and a restart's replay still have the reserve to work in.
@@ -111,10 +112,8 @@ pub async fn watch(
                 "the data directory has room again: new messages are stored"
             );
         }
-        if now_low != was_low {
-            journal.set_low_space(now_low);
-            was_low = now_low;
-        }
+        journal.space_checked(free, min_free, now_low);
+        was_low = now_low;
     }
 }
 

@@ -242,10 +242,10 @@ impl Commit {
             }
             std::thread::park();
         }
+        // (Always: records journaled without a ticket of their own, such as
+        // deletes, reach the disk with it.)
         let target = self.generation.load(Ordering::SeqCst);
-        if target > self.covered.borrow().settled() {
-            self.flush_to(target, flush);
-        }
+        self.flush_to(target, flush);
     }
 
     /// Flushes every write up to `target`; false if the flush failed.

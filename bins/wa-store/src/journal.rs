@@ -37,7 +37,7 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -217,6 +217,8 @@ struct Inner {
     /// Records appended since this journal started: the number of the next
     /// one in the replication stream (its log sequence number).
     lsn: u64,
+    /// Bytes appended since the last free-space check.
+    since_check: u64,
     /// The replication tap (`crate::replication`), while a secondary follows.
     tap: Option<Tap>,
     /// While a secondary catches up, no segment from this one on is
@@ -278,9 +280,18 @@ struct Shared {
     /// The data directory is short of space (`crate::disk`): no new items,
     /// and no spare segments made ahead.
     low_space: AtomicBool,
+    /// The free space at the last check and the least there must be
+    /// (`[disk] min_free`; 0 until the first check): between two checks,
+    /// what was appended since counts against it (see [`Journal::refusal`]).
+    free_at_check: AtomicU64,
+    min_free: AtomicU64,
     /// Failures to make a spare, logged once and then once a minute.
     spare_failures: common::reminder::Reminder,
 }
+
+/// How many bytes of disk an appended byte is counted as between two
+/// free-space checks (see [`Journal::refusal`]).
+pub const SPACE_PER_BYTE: u64 = 3;
 
 /// How often a condition that lasts is logged again.
 pub const REMIND_EVERY: Duration = Duration::from_secs(60);
@@ -591,6 +602,7 @@ impl Journal {
                     free: Vec::new(),
                     failed: None,
                     lsn: 0,
+                    since_check: 0,
                     tap: None,
                     pinned: None,
                 }),
@@ -599,6 +611,8 @@ impl Journal {
                 closing: AtomicBool::new(false),
                 writing: Mutex::new(()),
                 low_space: AtomicBool::new(false),
+                free_at_check: AtomicU64::new(0),
+                min_free: AtomicU64::new(0),
                 spare_failures: common::reminder::Reminder::new(REMIND_EVERY),
             }),
         })
@@ -642,6 +656,7 @@ impl Journal {
         buf[start..start + 4].copy_from_slice(&len.to_be_bytes());
         buf[start + 4..start + 8].copy_from_slice(&crc.to_be_bytes());
         inner.current_len += 8 + u64::from(len);
+        inner.since_check += 8 + u64::from(len);
         inner.lsn += 1;
         if let Some(tap) = &mut inner.tap {
             let framed = &buf[start..];
@@ -703,21 +718,38 @@ impl Journal {
 
     /// Why new items must be refused now, if they must: the disk is
     /// short of space, or the journal failed.
+    ///
+    /// Between two checks of the free space, every byte appended since the
+    /// last one counts [`SPACE_PER_BYTE`] times against it (an item can be
+    /// in the journal and the engine at once, and the engine writes more
+    /// than it keeps), so that a burst faster than the checks cannot fill
+    /// the disk before the next one.
     pub fn refusal(&self) -> Option<Refusal> {
-        if let Some((_, no_space)) = &self.lock().failed {
-            return Some(Refusal::Failed {
-                no_space: *no_space,
-            });
-        }
-        self.shared
-            .low_space
-            .load(Ordering::Relaxed)
+        let since_check = {
+            let g = self.lock();
+            if let Some((_, no_space)) = &g.failed {
+                return Some(Refusal::Failed {
+                    no_space: *no_space,
+                });
+            }
+            g.since_check
+        };
+        let sh = &self.shared;
+        let min_free = sh.min_free.load(Ordering::Relaxed);
+        let free = sh.free_at_check.load(Ordering::Relaxed);
+        let estimate = free.saturating_sub(since_check.saturating_mul(SPACE_PER_BYTE));
+        (sh.low_space.load(Ordering::Relaxed) || (min_free > 0 && estimate < min_free))
             .then_some(Refusal::LowSpace)
     }
 
-    /// Sets whether the data directory is short of space (`crate::disk`).
-    pub fn set_low_space(&self, low: bool) {
+    /// The data directory's free space was just read as `free`
+    /// (`crate::disk`); below `min_free` it is short of space if `low`.
+    pub fn space_checked(&self, free: u64, min_free: u64, low: bool) {
+        let mut g = self.lock();
+        self.shared.free_at_check.store(free, Ordering::Relaxed);
+        self.shared.min_free.store(min_free, Ordering::Relaxed);
         self.shared.low_space.store(low, Ordering::Relaxed);
+        g.since_check = 0;
     }
 
     /// Records appended so far (the next record's LSN).

@@ -85,7 +85,7 @@ pub fn write_pki(dir: &Path) -> TokenSigner {
     TokenSigner::new("k1", key)
 }
 
-fn write_map(dir: &Path, link: SocketAddr) {
+pub fn write_map(dir: &Path, link: SocketAddr) {
     let map = ClusterMap::single(link, "localhost", rand::random());
     std::fs::write(dir.join("cluster.toml"), map.to_toml()).unwrap();
 }
@@ -172,13 +172,35 @@ async fn start_store_inproc(dir: &Path) -> (Service, SocketAddr) {
 /// Starts `wa-store` as a process with `listen` (port 0 the first time) and
 /// waits for its READY line.
 pub async fn spawn_store_process(dir: &Path, listen: SocketAddr) -> StoreProcess {
+    spawn_store_process_with(dir, listen, "", None).await
+}
+
+/// [`spawn_store_process`] with `extra` (TOML tables) appended to the
+/// config, and its log (stderr) appended to `log` if given.
+pub async fn spawn_store_process_with(
+    dir: &Path,
+    listen: SocketAddr,
+    extra: &str,
+    log: Option<&Path>,
+) -> StoreProcess {
     let cfg = dir.join("wa-store.toml");
-    std::fs::write(&cfg, store_toml(dir, listen)).unwrap();
+    std::fs::write(&cfg, store_toml(dir, listen) + extra).unwrap();
+    let stderr = match log {
+        Some(path) => Stdio::from(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .unwrap(),
+        ),
+        None => Stdio::inherit(),
+    };
     let mut child = tokio::process::Command::new(bin_dir().join("wa-store"))
         .arg("--config")
         .arg(&cfg)
+        .env("NO_COLOR", "1")
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(stderr)
         .kill_on_drop(true)
         .spawn()
         .expect("wa-store binary is built (cargo build --workspace)");
@@ -261,7 +283,7 @@ pub async fn spawn_chat_process(dir: &Path) -> ChatProcess {
     }
 }
 
-async fn start_chat_inproc(dir: &Path, extra: &str) -> (Service, SocketAddr, SocketAddr) {
+pub async fn start_chat_inproc(dir: &Path, extra: &str) -> (Service, SocketAddr, SocketAddr) {
     start_chat_inproc_text(chat_toml(dir) + extra).await
 }
 
@@ -354,6 +376,40 @@ impl Deployment {
         // known; the edge reads it for routing, so it is rewritten once known.
         write_map(dir.path(), "127.0.0.1:9".parse().unwrap());
         let sp = spawn_store_process(dir.path(), "127.0.0.1:0".parse().unwrap()).await;
+        let link_addr = sp.addr;
+        write_map(dir.path(), link_addr);
+        let (chat, chat_tcp, chat_quic) = start_chat_inproc(dir.path(), "").await;
+        let roots = common::tls::load_certs(&dir.path().join("pki/ca.pem")).unwrap();
+        Deployment {
+            dir,
+            roots,
+            signer,
+            link_addr,
+            chat_tcp,
+            chat_quic,
+            store: None,
+            store_process: Some(sp),
+            chat: Some(chat),
+        }
+    }
+
+    /// wa-store as a child process with `extra` (TOML tables) in its
+    /// config and its log in `<dir>/wa-store.log`, wa-chat in-process;
+    /// `prepare` runs on the temp dir first (to mount a small file system
+    /// on `<dir>/store`, the store's data_dir).
+    pub async fn start_with_store_config(extra: &str, prepare: impl FnOnce(&Path)) -> Deployment {
+        let dir = tempfile::tempdir().unwrap();
+        let signer = write_pki(dir.path());
+        prepare(dir.path());
+        write_map(dir.path(), "127.0.0.1:9".parse().unwrap());
+        let log = dir.path().join("wa-store.log");
+        let sp = spawn_store_process_with(
+            dir.path(),
+            "127.0.0.1:0".parse().unwrap(),
+            extra,
+            Some(&log),
+        )
+        .await;
         let link_addr = sp.addr;
         write_map(dir.path(), link_addr);
         let (chat, chat_tcp, chat_quic) = start_chat_inproc(dir.path(), "").await;
