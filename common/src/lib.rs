@@ -11,7 +11,7 @@
 //! - with the `net` feature: [`wire`] (async frame I/O), [`tls`] (rustls/quinn
 //!   configuration on the *ring* provider), [`client`] (the client library)
 //!   [`link_dial`] and [`link_keeper`] (opening the internal link, and the
-//!   one reconnect loop), [`link_client`] (request/response over it), and
+//!   one reconnect loop), [`link_liveness`] (its heartbeat), [`link_client`] (request/response over it), and
 //!   [`rlimit`], the open-files limit every binary raises at start.
 //! - with the `coordination` feature: `coordination` (the cluster map and
 //!   primaries' leases in etcd, for automatic failover).
@@ -42,6 +42,7 @@ pub mod link_client;
 pub mod link_dial;
 #[cfg(feature = "net")]
 pub mod link_keeper;
+pub mod link_liveness;
 #[cfg(feature = "net")]
 pub mod rlimit;
 #[cfg(feature = "service")]

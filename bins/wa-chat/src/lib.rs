@@ -182,6 +182,11 @@ impl Chat {
                 name: config.name.clone(),
             },
             epoch: map.epoch.into(),
+            times: crate::links::LinkTimes {
+                heartbeat: config.link.heartbeat,
+                timeout: config.link.timeout,
+                request_timeout: config.link.request_timeout,
+            },
         });
         let link_stop = CancellationToken::new();
         let link_tasks = TaskTracker::new();

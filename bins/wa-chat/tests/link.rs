@@ -60,6 +60,7 @@ impl Store {
         link.send(link_down::Kind::AuthOk(LinkAuthOk {
             node: "fake".into(),
             epoch: 1,
+            heartbeat: false,
         }))
         .await;
         link

@@ -1,0 +1,187 @@
+//! A frozen home (issue 21): wa-store stopped with SIGSTOP for 30 s while
+//! clients send. The edge's heartbeat finds the link silent and closes the
+//! sessions that depend on it with `Goodbye{UNAVAILABLE}` within
+//! `[link] timeout` + `heartbeat` (docs/PROTOCOL.md, "Limits"); a new login
+//! during the stall gets `Goodbye{UNAVAILABLE}` instead of `Welcome`; after
+//! SIGCONT every message is accepted and delivered once.
+
+mod support;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::client::{Client, ClientError, Event, Events, MessageId, Transport};
+use common::proto::Code;
+use nix::sys::signal::Signal;
+use support::{Deployment, PATIENCE};
+use tokio::sync::watch;
+
+const SENDERS: usize = 5;
+/// Messages per sender.
+const N: usize = 100;
+/// Sends in flight per sender.
+const WINDOW: usize = 4;
+/// Between two sends of one sender.
+const PACE: Duration = Duration::from_millis(50);
+const STALL: Duration = Duration::from_secs(30);
+/// `[link] timeout` + `heartbeat` (the defaults), and a second of slack for
+/// the client to read the goodbye.
+const LEARN_BOUND: Duration = Duration::from_secs(3 + 1 + 1);
+
+struct Sent {
+    accepted: HashSet<MessageId>,
+    /// From the SIGSTOP to the first sign of trouble (a disconnection with
+    /// UNAVAILABLE, or a send to be retried).
+    learned: Option<Duration>,
+}
+
+async fn sender(
+    client: Client,
+    mut events: Events,
+    to: String,
+    mut stopped: watch::Receiver<Option<Instant>>,
+    flowing: tokio::sync::mpsc::Sender<()>,
+) -> Sent {
+    let mut accepted = HashSet::new();
+    let mut sent = 0;
+    let mut learned = None;
+    let mut announced = false;
+    let mut next_send = tokio::time::Instant::now();
+    tokio::time::timeout(STALL + 4 * PATIENCE, async {
+        while accepted.len() < N {
+            let can_send = sent < N && sent - accepted.len() < WINDOW;
+            tokio::select! {
+                () = tokio::time::sleep_until(next_send), if can_send => {
+                    client.send(&to, Bytes::from(format!("m{sent}"))).await.unwrap();
+                    sent += 1;
+                    next_send = tokio::time::Instant::now() + PACE;
+                }
+                e = events.next() => {
+                    let trouble = match e.expect("the client runs") {
+                        Event::Accepted { id, .. } => {
+                            assert!(accepted.insert(id), "Accepted twice: {id:?}");
+                            if accepted.len() == 10 && !announced {
+                                announced = true;
+                                let _ = flowing.send(()).await;
+                            }
+                            false
+                        }
+                        Event::Receipt { seq, .. } => {
+                            client.ack(&[seq]).await.unwrap();
+                            false
+                        }
+                        Event::Disconnected { code, .. } => code == Some(Code::Unavailable),
+                        Event::Retrying { code: Code::Unavailable, .. } => true,
+                        Event::Connected { .. } | Event::Presence { .. } => false,
+                        other => panic!("sender: {other:?}"),
+                    };
+                    if trouble && learned.is_none() && let Some(t) = *stopped.borrow_and_update() {
+                        learned = Some(t.elapsed());
+                    }
+                }
+            }
+        }
+    })
+    .await
+    .expect("every send accepted in the end");
+    client.close().await;
+    Sent { accepted, learned }
+}
+
+async fn receiver(client: Client, mut events: Events, n: usize) -> HashSet<MessageId> {
+    let mut got = HashSet::new();
+    tokio::time::timeout(STALL + 4 * PATIENCE, async {
+        while got.len() < n {
+            match events.next().await.expect("the client runs") {
+                Event::Message { seq, id, .. } => {
+                    assert!(got.insert(id), "delivered twice: {id:?}");
+                    client.ack(&[seq]).await.unwrap();
+                }
+                Event::Connected { .. }
+                | Event::Disconnected { .. }
+                | Event::Presence { .. }
+                | Event::Retrying { .. } => {}
+                other => panic!("receiver: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("every message delivered in the end");
+    client.close().await;
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_home_is_noticed_within_the_link_timeout_and_loses_nothing() {
+    let mut d = Deployment::start_with_store_process().await;
+    let (stopped_tx, stopped) = watch::channel(None);
+    let (flowing_tx, mut flowing) = tokio::sync::mpsc::channel(SENDERS);
+    let mut senders = Vec::new();
+    let mut receivers = Vec::new();
+    for i in 0..SENDERS {
+        let (r, re) = d.client(&format!("r{i}"), Transport::Tcp).await;
+        receivers.push(tokio::spawn(receiver(r, re, N)));
+        let (s, se) = d.client(&format!("s{i}"), Transport::Tcp).await;
+        senders.push(tokio::spawn(sender(
+            s,
+            se,
+            format!("r{i}"),
+            stopped.clone(),
+            flowing_tx.clone(),
+        )));
+    }
+    for _ in 0..SENDERS {
+        tokio::time::timeout(PATIENCE, flowing.recv())
+            .await
+            .expect("messages flow")
+            .unwrap();
+    }
+
+    let store = &d.store_process.as_ref().unwrap().child;
+    support::cluster::signal(store, Signal::SIGSTOP);
+    stopped_tx.send_replace(Some(Instant::now()));
+    let stop_at = Instant::now();
+
+    // A login during the stall is refused, not welcomed.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let t = Instant::now();
+    match Client::connect(d.client_config("late", Transport::Tcp)).await {
+        Err(ClientError::Refused {
+            code: Code::Unavailable,
+            retry_after,
+            ..
+        }) => println!(
+            "stall: a login during the stall refused with UNAVAILABLE in {:?} (retry after {retry_after:?})",
+            t.elapsed()
+        ),
+        Err(e) => panic!("a login during the stall: {e}"),
+        Ok(_) => panic!("a login during the stall was welcomed"),
+    }
+
+    tokio::time::sleep(STALL.saturating_sub(stop_at.elapsed())).await;
+    let store = &d.store_process.as_ref().unwrap().child;
+    support::cluster::signal(store, Signal::SIGCONT);
+    let resumed = Instant::now();
+
+    let mut accepted = HashSet::new();
+    for (i, s) in senders.into_iter().enumerate() {
+        let s = s.await.unwrap();
+        let learned = s.learned.expect("every sender learned of the stall");
+        println!("stall: sender s{i} learned of the stall after {learned:?}");
+        assert!(learned <= LEARN_BOUND, "s{i} learned after {learned:?}");
+        accepted.extend(s.accepted);
+    }
+    let mut delivered = HashSet::new();
+    for r in receivers {
+        delivered.extend(r.await.unwrap());
+    }
+    println!(
+        "stall: after SIGCONT all {} messages accepted and delivered once in {:?}",
+        accepted.len(),
+        resumed.elapsed()
+    );
+    assert_eq!(accepted.len(), SENDERS * N);
+    assert_eq!(delivered, accepted);
+    d.stop().await;
+}
