@@ -23,6 +23,7 @@
 //! keepalive = "30s"
 //! outbound_queue = 1024
 //! max_connections = 100000
+//! request_memory = "256 MiB"
 //! [link]
 //! heartbeat = "1s"
 //! timeout = "3s"
@@ -120,6 +121,10 @@ pub struct LimitsConfig {
     pub outbound_queue: usize,
     /// Client connections on this edge; more are told `OVERLOADED`.
     pub max_connections: usize,
+    /// Bytes of client requests (`Send` bodies and the rest) waiting for
+    /// their homes' answers, across all sessions; past it the edge stops
+    /// reading from clients until answers free room.
+    pub request_memory: bytesize::ByteSize,
 }
 
 /// How long the edge waits on a home over the internal link.
@@ -216,6 +221,7 @@ impl Default for LimitsConfig {
             keepalive: Duration::from_secs(30),
             outbound_queue: 1024,
             max_connections: 100_000,
+            request_memory: bytesize::ByteSize::mib(256),
         }
     }
 }
@@ -332,6 +338,7 @@ idle_timeout = "120s"
 keepalive = "30s"
 outbound_queue = 1024
 max_connections = 100000
+request_memory = "256 MiB"
 [link]
 heartbeat = "1s"
 timeout = "3s"

@@ -265,8 +265,13 @@ pub struct ChatProcess {
 
 /// Starts `wa-chat` as a process on port 0 and waits for its READY line.
 pub async fn spawn_chat_process(dir: &Path) -> ChatProcess {
+    spawn_chat_process_with(dir, "").await
+}
+
+/// [`spawn_chat_process`] with `extra` (TOML tables) in its config.
+pub async fn spawn_chat_process_with(dir: &Path, extra: &str) -> ChatProcess {
     let cfg = dir.join("wa-chat.toml");
-    std::fs::write(&cfg, chat_toml(dir)).unwrap();
+    std::fs::write(&cfg, chat_toml(dir) + extra).unwrap();
     let mut child = tokio::process::Command::new(bin_dir().join("wa-chat"))
         .arg("--config")
         .arg(&cfg)
@@ -472,13 +477,19 @@ impl Deployment {
 
     /// Both services as child processes, for signal and exit-code tests.
     pub async fn start_processes() -> (Deployment, ChatProcess) {
+        Deployment::start_processes_with("").await
+    }
+
+    /// [`Deployment::start_processes`] with `chat_extra` (TOML tables) in
+    /// wa-chat's config.
+    pub async fn start_processes_with(chat_extra: &str) -> (Deployment, ChatProcess) {
         let dir = tempfile::tempdir().unwrap();
         let signer = write_pki(dir.path());
         write_map(dir.path(), "127.0.0.1:9".parse().unwrap());
         let sp = spawn_store_process(dir.path(), "127.0.0.1:0".parse().unwrap()).await;
         let link_addr = sp.addr;
         write_map(dir.path(), link_addr);
-        let cp = spawn_chat_process(dir.path()).await;
+        let cp = spawn_chat_process_with(dir.path(), chat_extra).await;
         let roots = common::tls::load_certs(&dir.path().join("pki/ca.pem")).unwrap();
         let d = Deployment {
             dir,

@@ -26,6 +26,8 @@ pub(super) struct Pending {
     pub(super) id: Bytes,
     /// When the client's request arrived (for the Accepted latency).
     pub(super) since: Instant,
+    /// Its bytes, counted in the edge's request budget while it waits.
+    pub(super) _held: crate::budget::Held,
 }
 
 impl Session {
@@ -109,11 +111,14 @@ impl Session {
     /// overtake it if the link comes back meanwhile, or the sender's order
     /// would break.
     pub(super) fn client_append(&mut self, to: &str, envelope: Envelope, id: Bytes) -> Step {
+        use prost::Message as _;
+        let bytes = envelope.encoded_len() as u64;
         let p = Pending {
             to: to.to_owned(),
             envelope,
             id: id.clone(),
             since: Instant::now(),
+            _held: self.ctx.requests_budget.take(bytes),
         };
         if !self.rerouting.is_empty() {
             // Behind the refused ones, so as not to overtake them.

@@ -428,9 +428,12 @@ impl Session {
         let mut idle_at = Instant::now() + idle;
         let kill = Arc::clone(&self.handle.kill);
         loop {
-            // Past the request bound the session stops reading (the client
-            // feels it as TCP or QUIC flow control) until answers come back.
-            let reading = self.client_requests < self.max_requests;
+            // Past the request bound, or the edge's request budget, the
+            // session stops reading (the client feels it as TCP or QUIC flow
+            // control) until answers come back.
+            let budget = Arc::clone(&self.ctx.requests_budget);
+            let over = budget.over();
+            let reading = self.client_requests < self.max_requests && !over;
             if !reading {
                 idle_at = Instant::now() + idle;
             }
@@ -461,6 +464,7 @@ impl Session {
                 () = gone.cancelled() => Err(Close::Quiet),
                 Some(ev) = rx.recv() => self.handle_event(ev),
                 () = sleep_until_some(self.reroute.map(|r| r.1)) => self.reroute_now(),
+                () = budget.room(), if over => Ok(()),
                 r = reader.read::<ClientFrame>(), if reading => {
                     idle_at = Instant::now() + idle;
                     match r {
