@@ -24,6 +24,7 @@
 //! outbound_queue = 1024
 //! max_connections = 100000
 //! request_memory = "256 MiB"
+//! slow_consumer_after = "60s"
 //! [link]
 //! heartbeat = "1s"
 //! timeout = "3s"
@@ -125,6 +126,10 @@ pub struct LimitsConfig {
     /// their homes' answers, across all sessions; past it the edge stops
     /// reading from clients until answers free room.
     pub request_memory: bytesize::ByteSize,
+    /// A session whose every pushable delivery (the home's push window, 256)
+    /// has stayed unacknowledged this long is closed with `SLOW_CONSUMER`.
+    #[serde(with = "humantime_serde")]
+    pub slow_consumer_after: Duration,
 }
 
 /// How long the edge waits on a home over the internal link.
@@ -222,6 +227,7 @@ impl Default for LimitsConfig {
             outbound_queue: 1024,
             max_connections: 100_000,
             request_memory: bytesize::ByteSize::mib(256),
+            slow_consumer_after: Duration::from_secs(60),
         }
     }
 }
@@ -263,6 +269,7 @@ impl Config {
             ("limits.auth_timeout", l.auth_timeout),
             ("limits.idle_timeout", l.idle_timeout),
             ("limits.keepalive", l.keepalive),
+            ("limits.slow_consumer_after", l.slow_consumer_after),
             ("link.heartbeat", self.link.heartbeat),
             ("link.request_timeout", self.link.request_timeout),
             ("shutdown.grace", self.shutdown.grace),
@@ -339,6 +346,7 @@ keepalive = "30s"
 outbound_queue = 1024
 max_connections = 100000
 request_memory = "256 MiB"
+slow_consumer_after = "60s"
 [link]
 heartbeat = "1s"
 timeout = "3s"

@@ -308,6 +308,10 @@ struct Session {
     /// Homes this session recently answered `UNAVAILABLE` for, and until when
     /// it keeps doing so.
     refused: HashMap<std::net::SocketAddr, Instant>,
+    /// Delivered items the client has not acknowledged yet, and since when
+    /// they fill the home's push window (see [`Session::window_stuck`]).
+    unacked: HashSet<u64>,
+    window_full_since: Option<Instant>,
 }
 
 type Step = Result<(), Close>;
@@ -391,6 +395,8 @@ impl Session {
             next_tag: 0,
             watching: HashSet::new(),
             refused: HashMap::new(),
+            unacked: HashSet::new(),
+            window_full_since: None,
         };
         let attached = s
             .out
@@ -465,6 +471,10 @@ impl Session {
                 Some(ev) = rx.recv() => self.handle_event(ev),
                 () = sleep_until_some(self.reroute.map(|r| r.1)) => self.reroute_now(),
                 () = budget.room(), if over => Ok(()),
+                () = sleep_until_some(self.window_stuck()) => Err(Close::Error(
+                    Code::SlowConsumer,
+                    "the client has not acknowledged its window of deliveries in time".into(),
+                )),
                 r = reader.read::<ClientFrame>(), if reading => {
                     idle_at = Instant::now() + idle;
                     match r {
@@ -719,7 +729,22 @@ impl Session {
         Ok(())
     }
 
-    fn link_ack(&self, seqs: Vec<u64>) {
+    /// When a client whose push window is full (it has every item the home
+    /// may push unacknowledged) becomes a slow consumer: a client that
+    /// reads (or only pings) but never acknowledges would otherwise hold
+    /// its window, and the home's memory for it, forever.
+    fn window_stuck(&self) -> Option<Instant> {
+        self.window_full_since
+            .map(|t| t + self.ctx.limits.slow_consumer_after)
+    }
+
+    fn link_ack(&mut self, seqs: Vec<u64>) {
+        for s in &seqs {
+            self.unacked.remove(s);
+        }
+        if self.unacked.len() < common::link::PUSH_WINDOW {
+            self.window_full_since = None;
+        }
         if seqs.is_empty() {
             return;
         }
@@ -734,6 +759,12 @@ impl Session {
         match ev {
             Event::Push { seq, envelope } => {
                 self.ctx.metrics.messages_out.inc();
+                self.unacked.insert(seq);
+                if self.unacked.len() >= common::link::PUSH_WINDOW
+                    && self.window_full_since.is_none()
+                {
+                    self.window_full_since = Some(Instant::now());
+                }
                 self.push(
                     server_frame::Kind::Deliver(Deliver {
                         seq,
