@@ -97,7 +97,11 @@ impl Store {
             retire::retire(&config.data_dir)?;
             Some(())
         };
-        let storage = storage::open(&config.data_dir, config.engine)?;
+        let storage = storage::open(
+            &config.data_dir,
+            config.engine,
+            storage::engine_cache(config.cache.memory.as_u64()),
+        )?;
         let journal = match journal {
             None => Some(Arc::new(recover(
                 &*storage,

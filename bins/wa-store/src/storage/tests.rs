@@ -582,7 +582,7 @@ impl<E> Counting<E> {
 fn an_append_is_two_reads_and_one_batch() {
     let dir = tempfile::tempdir().unwrap();
     let s = Mailboxes::new(Counting {
-        inner: Sled::open(dir.path()).unwrap(),
+        inner: Sled::open(dir.path(), crate::storage::TEST_ENGINE_CACHE).unwrap(),
         gets: AtomicUsize::new(0),
         scans: AtomicUsize::new(0),
         applies: AtomicUsize::new(0),
