@@ -42,7 +42,7 @@ async fn the_edge_keeps_to_its_request_budget_while_a_home_stalls() {
     let extra = format!(
         "[limits]\nrequest_memory = \"{BUDGET_MIB} MiB\"\n[link]\ntimeout = \"120s\"\nrequest_timeout = \"120s\"\n"
     );
-    let (mut d, chat) = Deployment::start_processes_with(&extra).await;
+    let (d, chat) = Deployment::start_processes_with(&extra).await;
     let edge = chat.child.id().unwrap();
     let idle = rss(edge);
 

@@ -114,7 +114,7 @@ async fn receiver(client: Client, mut events: Events, n: usize) -> HashSet<Messa
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_home_is_noticed_within_the_link_timeout_and_loses_nothing() {
-    let mut d = Deployment::start_with_store_process().await;
+    let d = Deployment::start_with_store_process().await;
     let (stopped_tx, stopped) = watch::channel(None);
     let (flowing_tx, mut flowing) = tokio::sync::mpsc::channel(SENDERS);
     let mut senders = Vec::new();

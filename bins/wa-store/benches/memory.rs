@@ -78,7 +78,7 @@ async fn run(engine: &str, memory_mib: u64, total: u64) {
             .await
             .unwrap();
             sent += 1;
-            if sent % WINDOW == 0 {
+            if sent.is_multiple_of(WINDOW) {
                 w.flush().await.unwrap();
             }
         }

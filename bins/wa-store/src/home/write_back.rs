@@ -342,10 +342,8 @@ pub async fn write_back_once(
             Say::Quiet => {}
         },
     }
-    if flushed_ok {
-        if let Some(failures) = FLUSH_FAILURES.clear() {
-            tracing::info!(failures, "engine flushes work again");
-        }
+    if flushed_ok && let Some(failures) = FLUSH_FAILURES.clear() {
+        tracing::info!(failures, "engine flushes work again");
     }
 }
 

@@ -517,9 +517,9 @@ fn engine_contract_on<E: Engine>(open: fn(&Path) -> Result<E, StorageError>) {
 #[test]
 fn engine_contract() {
     eprintln!("engine sled");
-    engine_contract_on(Sled::open);
+    engine_contract_on(|d| Sled::open(d, crate::storage::TEST_ENGINE_CACHE));
     eprintln!("engine fjall");
-    engine_contract_on(Fjall::open);
+    engine_contract_on(|d| Fjall::open(d, crate::storage::TEST_ENGINE_CACHE));
 }
 
 #[test]

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use common::link::{AppendResult, link_down};
 use common::proto::{Code, Envelope, ItemKind, ids};
+use common::reminder::{Reminder, Say};
 use prost::Message;
 
 use super::{Cached, Gone, LinkTx, Now, Pending, Shard};
@@ -247,7 +248,9 @@ impl Shard {
             match self.storage.delete(user, &engine) {
                 Ok(n) => n,
                 Err(e) => {
-                    tracing::error!(error = %e, "delete failed; the items will be delivered again");
+                    if DELETE_FAILURES.hit(std::time::Instant::now()) != Say::Quiet {
+                        tracing::error!(error = %e, "delete failed; the items will be delivered again (logged once a minute while deletes fail)");
+                    }
                     0
                 }
             }
@@ -261,8 +264,10 @@ impl Shard {
                     seqs: seqs.to_vec(),
                 })),
             };
-            if let Err(e) = self.journal.append(&rec, false) {
-                tracing::error!(error = %e, "cannot journal a delete; a crash may deliver the items again");
+            if let Err(e) = self.journal.append(&rec, false)
+                && DELETE_FAILURES.hit(std::time::Instant::now()) != Say::Quiet
+            {
+                tracing::error!(error = %e, "cannot journal a delete; a crash may deliver the items again (logged once a minute while deletes fail)");
             }
         }
         if delivered {
@@ -285,6 +290,10 @@ impl Shard {
 #[cfg(debug_assertions)]
 pub(super) static PANIC_ON_APPEND_TO: std::sync::LazyLock<Option<String>> =
     std::sync::LazyLock::new(|| std::env::var("WA_STORE_FAULT_PANIC_ON_APPEND_TO").ok());
+
+/// Failed deletes (engine or journal), logged once a minute: on a full disk
+/// every acknowledgement fails.
+static DELETE_FAILURES: Reminder = Reminder::new(crate::journal::REMIND_EVERY);
 
 /// The answer to an append refused with `code`.
 pub(super) fn refused(req: u64, code: Code) -> link_down::Kind {
