@@ -302,7 +302,7 @@ impl Store {
             self.config.disk.min_free.as_u64(),
             Arc::clone(&journal_arc),
             Arc::clone(&self.metrics),
-            shutdown.child_token(),
+            stop.child_token(),
         ));
         let sweeper_stop = shutdown.child_token();
         let sweeper = tokio::spawn(home::sweep(
@@ -380,7 +380,7 @@ impl Store {
         }
         sweeper_stop.cancel();
         let _ = tokio::time::timeout_at(deadline, sweeper).await;
-        let _ = disk_watch.await;
+        let _ = tokio::time::timeout_at(deadline, disk_watch).await;
         // Every operation the links delivered is queued on the shards ahead
         // of this last round.
         writeback_stop.cancel();
