@@ -1,9 +1,11 @@
-//! A frozen home (issue 21): wa-store stopped with SIGSTOP for 30 s while
-//! clients send. The edge's heartbeat finds the link silent and closes the
+//! A frozen or cut-off home (issue 21): wa-store stopped with SIGSTOP for
+//! 30 s while clients send, and (as root) its network link set down for
+//! 30 s. The edge's heartbeat finds the link silent and closes the
 //! sessions that depend on it with `Goodbye{UNAVAILABLE}` within
 //! `[link] timeout` + `heartbeat` (docs/PROTOCOL.md, "Limits"); a new login
 //! during the stall gets `Goodbye{UNAVAILABLE}` instead of `Welcome`; after
-//! SIGCONT every message is accepted and delivered once.
+//! SIGCONT (the link up again) every message is accepted and delivered
+//! once.
 
 mod support;
 
@@ -14,6 +16,7 @@ use bytes::Bytes;
 use common::client::{Client, ClientError, Event, Events, MessageId, Transport};
 use common::proto::Code;
 use nix::sys::signal::Signal;
+use support::netns::Netns;
 use support::{Deployment, PATIENCE};
 use tokio::sync::watch;
 
@@ -24,7 +27,8 @@ const N: usize = 100;
 const WINDOW: usize = 4;
 /// Between two sends of one sender.
 const PACE: Duration = Duration::from_millis(50);
-const STALL: Duration = Duration::from_secs(30);
+/// How long the home is frozen or cut off.
+const OUTAGE: Duration = Duration::from_secs(30);
 /// `[link] timeout` + `heartbeat` (the defaults), and a second of slack for
 /// the client to read the goodbye.
 const LEARN_BOUND: Duration = Duration::from_secs(3 + 1 + 1);
@@ -48,7 +52,7 @@ async fn sender(
     let mut learned = None;
     let mut announced = false;
     let mut next_send = tokio::time::Instant::now();
-    tokio::time::timeout(STALL + 4 * PATIENCE, async {
+    tokio::time::timeout(OUTAGE + 4 * PATIENCE, async {
         while accepted.len() < N {
             let can_send = sent < N && sent - accepted.len() < WINDOW;
             tokio::select! {
@@ -91,7 +95,7 @@ async fn sender(
 
 async fn receiver(client: Client, mut events: Events, n: usize) -> HashSet<MessageId> {
     let mut got = HashSet::new();
-    tokio::time::timeout(STALL + 4 * PATIENCE, async {
+    tokio::time::timeout(OUTAGE + 4 * PATIENCE, async {
         while got.len() < n {
             match events.next().await.expect("the client runs") {
                 Event::Message { seq, id, .. } => {
@@ -112,9 +116,10 @@ async fn receiver(client: Client, mut events: Events, n: usize) -> HashSet<Messa
     got
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_frozen_home_is_noticed_within_the_link_timeout_and_loses_nothing() {
-    let d = Deployment::start_with_store_process().await;
+/// Sends from every sender while `cut` makes the home unreachable for
+/// [`OUTAGE`], then `heal`; checks that every sender learned in time, that
+/// a login during the outage is refused, and that nothing is lost.
+async fn outage(d: &Deployment, what: &str, cut: impl FnOnce(), heal: impl FnOnce()) {
     let (stopped_tx, stopped) = watch::channel(None);
     let (flowing_tx, mut flowing) = tokio::sync::mpsc::channel(SENDERS);
     let mut senders = Vec::new();
@@ -138,12 +143,11 @@ async fn a_frozen_home_is_noticed_within_the_link_timeout_and_loses_nothing() {
             .unwrap();
     }
 
-    let store = &d.store_process.as_ref().unwrap().child;
-    support::cluster::signal(store, Signal::SIGSTOP);
+    cut();
     stopped_tx.send_replace(Some(Instant::now()));
     let stop_at = Instant::now();
 
-    // A login during the stall is refused, not welcomed.
+    // A login during the outage is refused, not welcomed.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let t = Instant::now();
     match Client::connect(d.client_config("late", Transport::Tcp)).await {
@@ -152,23 +156,22 @@ async fn a_frozen_home_is_noticed_within_the_link_timeout_and_loses_nothing() {
             retry_after,
             ..
         }) => println!(
-            "stall: a login during the stall refused with UNAVAILABLE in {:?} (retry after {retry_after:?})",
+            "{what}: a login during the outage refused with UNAVAILABLE in {:?} (retry after {retry_after:?})",
             t.elapsed()
         ),
-        Err(e) => panic!("a login during the stall: {e}"),
-        Ok(_) => panic!("a login during the stall was welcomed"),
+        Err(e) => panic!("a login during the outage: {e}"),
+        Ok(_) => panic!("a login during the outage was welcomed"),
     }
 
-    tokio::time::sleep(STALL.saturating_sub(stop_at.elapsed())).await;
-    let store = &d.store_process.as_ref().unwrap().child;
-    support::cluster::signal(store, Signal::SIGCONT);
+    tokio::time::sleep(OUTAGE.saturating_sub(stop_at.elapsed())).await;
+    heal();
     let resumed = Instant::now();
 
     let mut accepted = HashSet::new();
     for (i, s) in senders.into_iter().enumerate() {
         let s = s.await.unwrap();
-        let learned = s.learned.expect("every sender learned of the stall");
-        println!("stall: sender s{i} learned of the stall after {learned:?}");
+        let learned = s.learned.expect("every sender learned of the outage");
+        println!("{what}: sender s{i} learned of the outage after {learned:?}");
         assert!(learned <= LEARN_BOUND, "s{i} learned after {learned:?}");
         accepted.extend(s.accepted);
     }
@@ -177,11 +180,39 @@ async fn a_frozen_home_is_noticed_within_the_link_timeout_and_loses_nothing() {
         delivered.extend(r.await.unwrap());
     }
     println!(
-        "stall: after SIGCONT all {} messages accepted and delivered once in {:?}",
+        "{what}: after the outage all {} messages accepted and delivered once in {:?}",
         accepted.len(),
         resumed.elapsed()
     );
     assert_eq!(accepted.len(), SENDERS * N);
     assert_eq!(delivered, accepted);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_home_is_noticed_within_the_link_timeout_and_loses_nothing() {
+    let d = Deployment::start_with_store_process().await;
+    let store = &d.store_process.as_ref().unwrap().child;
+    outage(
+        &d,
+        "SIGSTOP",
+        || support::cluster::signal(store, Signal::SIGSTOP),
+        || support::cluster::signal(store, Signal::SIGCONT),
+    )
+    .await;
+    d.stop().await;
+}
+
+/// The same with the home's network cut (a veth link set down in a
+/// network namespace): packets vanish, nothing closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_link_is_noticed_within_the_link_timeout_and_loses_nothing() {
+    if let Some(why) = Netns::unavailable() {
+        println!("SKIPPED: {why}");
+        return;
+    }
+    let mut ns = Netns::create("cut");
+    let v = ns.veth();
+    let d = Deployment::start_with_store_in(&ns, v.inside).await;
+    outage(&d, "link down", || ns.set(&v, false), || ns.set(&v, true)).await;
     d.stop().await;
 }

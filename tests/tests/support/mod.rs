@@ -433,6 +433,47 @@ impl Deployment {
         }
     }
 
+    /// wa-store as a child process inside the network namespace `ns`,
+    /// listening on `at` (its end of a veth pair); wa-chat in-process
+    /// outside, reaching it through that pair.
+    pub async fn start_with_store_in(ns: &netns::Netns, at: std::net::Ipv4Addr) -> Deployment {
+        let dir = tempfile::tempdir().unwrap();
+        let signer = write_pki(dir.path());
+        write_map(dir.path(), "127.0.0.1:9".parse().unwrap());
+        let cfg = dir.path().join("wa-store.toml");
+        std::fs::write(&cfg, store_toml(dir.path(), SocketAddr::new(at.into(), 0))).unwrap();
+        let mut child = ns
+            .command(&bin_dir().join("wa-store"))
+            .arg("--config")
+            .arg(&cfg)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("wa-store binary is built (cargo build --workspace)");
+        let line = ready_line(&mut child, "wa-store").await;
+        let sp = StoreProcess {
+            addr: field(&line, "link").parse().unwrap(),
+            admin: field(&line, "admin").parse().unwrap(),
+            child,
+        };
+        let link_addr = sp.addr;
+        write_map(dir.path(), link_addr);
+        let (chat, chat_tcp, chat_quic) = start_chat_inproc(dir.path(), "").await;
+        let roots = common::tls::load_certs(&dir.path().join("pki/ca.pem")).unwrap();
+        Deployment {
+            dir,
+            roots,
+            signer,
+            link_addr,
+            chat_tcp,
+            chat_quic,
+            store: None,
+            store_process: Some(sp),
+            chat: Some(chat),
+        }
+    }
+
     pub fn token(&self, user: &str) -> String {
         self.token_expiring(user, now_secs() + 3600)
     }
