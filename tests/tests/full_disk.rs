@@ -303,7 +303,7 @@ async fn a_full_disk_refuses_with_storage_full_then_serves_again_and_loses_nothi
     let restart_needs = 2 * journal_bytes + 8 * MIB;
     free_from(&[&brim, &ballast], restart_needs);
     let free_before = free_bytes(disk.path());
-    let sp = spawn_store_process_with(d.dir.path(), sp.addr, &extra, Some(&log)).await;
+    let sp = spawn_store_process_with(d.dir.path(), sp.addr, &extra, Some(&log), &[]).await;
     println!(
         "full disk: restarted after kill -9 at the brim: journal {} MiB, freed {} MiB (free {} MiB before the replay, {} MiB after)",
         journal_bytes / MIB,

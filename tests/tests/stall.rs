@@ -216,3 +216,71 @@ async fn a_cut_link_is_noticed_within_the_link_timeout_and_loses_nothing() {
     outage(&d, "link down", || ns.set(&v, false), || ns.set(&v, true)).await;
     d.stop().await;
 }
+
+/// A home that answers pings but not appends (its disk stopped answering:
+/// journal syncs wait, by the store's debug-build fault switch): the edge's
+/// request deadline (`[link] request_timeout`, 10 s) closes the sender's
+/// session with `UNAVAILABLE`, not the link's heartbeat; once the disk
+/// answers again the client's resend is accepted and delivered once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_home_that_stops_answering_appends_is_given_up_at_the_request_deadline() {
+    const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+    let marks = tempfile::tempdir().unwrap();
+    let mark = marks.path().join("stall");
+    let d = Deployment::start_with_store_env(
+        "",
+        |_| {},
+        &[("WA_STORE_FAULT_STALL_FLUSH_WHILE", mark.as_os_str())],
+    )
+    .await;
+    let (alice, mut ea) = d.client("alice", Transport::Tcp).await;
+    std::fs::write(&mark, b"").unwrap();
+    let t = Instant::now();
+    let id = alice
+        .send("bob", Bytes::from_static(b"hello"))
+        .await
+        .unwrap();
+    let learned = tokio::time::timeout(PATIENCE, async {
+        loop {
+            match ea.next().await.expect("the client runs") {
+                Event::Disconnected { code, .. } => break (t.elapsed(), code),
+                Event::Connected { .. } => {}
+                other => panic!("alice while the disk stalls: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("alice learns within patience");
+    println!(
+        "request deadline: the sender was told {:?} after {:?} (request_timeout {REQUEST_TIMEOUT:?})",
+        learned.1, learned.0
+    );
+    assert_eq!(learned.1, Some(Code::Unavailable));
+    // The deadline, not the heartbeat (which would have cut it in 4 s).
+    assert!(learned.0 >= REQUEST_TIMEOUT, "{:?}", learned.0);
+    assert!(
+        learned.0 <= REQUEST_TIMEOUT + Duration::from_secs(1),
+        "{:?}",
+        learned.0
+    );
+    std::fs::remove_file(&mark).unwrap();
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            match ea.next().await.expect("the client runs") {
+                Event::Accepted { id: got, .. } if got == id => break,
+                Event::Connected { .. } | Event::Disconnected { .. } | Event::Retrying { .. } => {}
+                other => panic!("alice once the disk answers: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("accepted once the disk answers");
+    let (bob, mut eb) = d.client("bob", Transport::Tcp).await;
+    let (seq, _, got, _) = support::next_message(&mut eb).await;
+    assert_eq!(got, id);
+    bob.ack(&[seq]).await.unwrap();
+    println!("request deadline: accepted and delivered once the disk answered");
+    alice.close().await;
+    bob.close().await;
+    d.stop().await;
+}

@@ -235,6 +235,8 @@ impl Store {
                 let journal = Arc::clone(&journal_arc);
                 Arc::new(move || {
                     metrics::Metrics::add(&metrics.journal_syncs, 1);
+                    #[cfg(debug_assertions)]
+                    stall_while_marked();
                     journal.sync().map_err(|e| storage::StorageError::Engine {
                         op: "journal sync",
                         source: Box::new(e),
@@ -553,6 +555,21 @@ async fn reload_loop(
     }
     handoffs.close();
     handoffs.wait().await;
+}
+
+/// Fault switch (debug builds only, for black-box tests): while the file
+/// named by `WA_STORE_FAULT_STALL_FLUSH_WHILE` exists, journal syncs wait,
+/// as on a disk that stopped answering. A release build has no such switch.
+#[cfg(debug_assertions)]
+fn stall_while_marked() {
+    static MARK: std::sync::LazyLock<Option<std::path::PathBuf>> = std::sync::LazyLock::new(|| {
+        std::env::var_os("WA_STORE_FAULT_STALL_FLUSH_WHILE").map(Into::into)
+    });
+    if let Some(mark) = MARK.as_ref() {
+        while mark.exists() {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
 }
 
 /// Replays whatever the journal in `dir` holds into `storage` (items a crash

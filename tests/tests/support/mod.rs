@@ -173,16 +173,17 @@ async fn start_store_inproc(dir: &Path) -> (Service, SocketAddr) {
 /// Starts `wa-store` as a process with `listen` (port 0 the first time) and
 /// waits for its READY line.
 pub async fn spawn_store_process(dir: &Path, listen: SocketAddr) -> StoreProcess {
-    spawn_store_process_with(dir, listen, "", None).await
+    spawn_store_process_with(dir, listen, "", None, &[]).await
 }
 
 /// [`spawn_store_process`] with `extra` (TOML tables) appended to the
-/// config, and its log (stderr) appended to `log` if given.
+/// config, its log (stderr) appended to `log` if given, and `env` set.
 pub async fn spawn_store_process_with(
     dir: &Path,
     listen: SocketAddr,
     extra: &str,
     log: Option<&Path>,
+    env: &[(&str, &std::ffi::OsStr)],
 ) -> StoreProcess {
     let cfg = dir.join("wa-store.toml");
     std::fs::write(&cfg, store_toml(dir, listen) + extra).unwrap();
@@ -200,6 +201,7 @@ pub async fn spawn_store_process_with(
         .arg("--config")
         .arg(&cfg)
         .env("NO_COLOR", "1")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(stderr)
         .kill_on_drop(true)
@@ -404,6 +406,15 @@ impl Deployment {
     /// `prepare` runs on the temp dir first (to mount a small file system
     /// on `<dir>/store`, the store's data_dir).
     pub async fn start_with_store_config(extra: &str, prepare: impl FnOnce(&Path)) -> Deployment {
+        Deployment::start_with_store_env(extra, prepare, &[]).await
+    }
+
+    /// [`Deployment::start_with_store_config`], with `env` set for the store.
+    pub async fn start_with_store_env(
+        extra: &str,
+        prepare: impl FnOnce(&Path),
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Deployment {
         let dir = tempfile::tempdir().unwrap();
         let signer = write_pki(dir.path());
         prepare(dir.path());
@@ -414,6 +425,7 @@ impl Deployment {
             "127.0.0.1:0".parse().unwrap(),
             extra,
             Some(&log),
+            env,
         )
         .await;
         let link_addr = sp.addr;
