@@ -91,6 +91,7 @@ async fn the_edge_keeps_to_its_request_budget_while_a_home_stalls() {
                     Event::Accepted { id, .. } => assert!(waiting.remove(&id), "{id:?}"),
                     Event::Connected { .. }
                     | Event::Disconnected { .. }
+                    | Event::Waiting { .. }
                     | Event::Retrying { .. }
                     | Event::Receipt { .. } => {}
                     other => panic!("sender: {other:?}"),

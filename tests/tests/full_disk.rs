@@ -125,6 +125,7 @@ async fn next_event(events: &mut Events) -> Event {
             match events.next().await.expect("the client runs") {
                 Event::Connected { .. }
                 | Event::Disconnected { .. }
+                | Event::Waiting { .. }
                 | Event::Presence { .. }
                 | Event::Typing { .. } => {}
                 e => return e,

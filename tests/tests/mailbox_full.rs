@@ -19,7 +19,10 @@ async fn next_event(events: &mut Events) -> Event {
     tokio::time::timeout(PATIENCE, async {
         loop {
             match events.next().await.expect("the client runs") {
-                Event::Connected { .. } | Event::Disconnected { .. } | Event::Presence { .. } => {}
+                Event::Connected { .. }
+                | Event::Disconnected { .. }
+                | Event::Waiting { .. }
+                | Event::Presence { .. } => {}
                 e => return e,
             }
         }

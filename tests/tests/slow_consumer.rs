@@ -80,7 +80,7 @@ async fn a_client_that_never_acknowledges_is_cut_as_a_slow_consumer() {
                     assert!(got.insert(id), "delivered twice: {id:?}");
                     bob.ack(&[seq]).await.unwrap();
                 }
-                Event::Connected { .. } | Event::Presence { .. } => {}
+                Event::Connected { .. } | Event::Waiting { .. } | Event::Presence { .. } => {}
                 other => panic!("bob after reconnecting: {other:?}"),
             }
         }

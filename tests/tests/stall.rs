@@ -38,6 +38,8 @@ struct Sent {
     /// From the SIGSTOP to the first sign of trouble (a disconnection with
     /// UNAVAILABLE, or a send to be retried).
     learned: Option<Duration>,
+    /// A reconnect was refused with UNAVAILABLE (`Event::Waiting`).
+    waited: bool,
 }
 
 async fn sender(
@@ -50,6 +52,7 @@ async fn sender(
     let mut accepted = HashSet::new();
     let mut sent = 0;
     let mut learned = None;
+    let mut waited = false;
     let mut announced = false;
     let mut next_send = tokio::time::Instant::now();
     tokio::time::timeout(OUTAGE + 4 * PATIENCE, async {
@@ -76,6 +79,11 @@ async fn sender(
                             false
                         }
                         Event::Disconnected { code, .. } => code == Some(Code::Unavailable),
+                        // "Waiting for the server": a reconnect refused.
+                        Event::Waiting { code, .. } => {
+                            waited |= code == Some(Code::Unavailable);
+                            false
+                        }
                         Event::Retrying { code: Code::Unavailable, .. } => true,
                         Event::Connected { .. } | Event::Presence { .. } => false,
                         other => panic!("sender: {other:?}"),
@@ -90,7 +98,11 @@ async fn sender(
     .await
     .expect("every send accepted in the end");
     client.close().await;
-    Sent { accepted, learned }
+    Sent {
+        accepted,
+        learned,
+        waited,
+    }
 }
 
 async fn receiver(client: Client, mut events: Events, n: usize) -> HashSet<MessageId> {
@@ -104,6 +116,7 @@ async fn receiver(client: Client, mut events: Events, n: usize) -> HashSet<Messa
                 }
                 Event::Connected { .. }
                 | Event::Disconnected { .. }
+                | Event::Waiting { .. }
                 | Event::Presence { .. }
                 | Event::Retrying { .. } => {}
                 other => panic!("receiver: {other:?}"),
@@ -173,6 +186,7 @@ async fn outage(d: &Deployment, what: &str, cut: impl FnOnce(), heal: impl FnOnc
         let learned = s.learned.expect("every sender learned of the outage");
         println!("{what}: sender s{i} learned of the outage after {learned:?}");
         assert!(learned <= LEARN_BOUND, "s{i} learned after {learned:?}");
+        assert!(s.waited, "s{i} was told to wait while reconnecting");
         accepted.extend(s.accepted);
     }
     let mut delivered = HashSet::new();
@@ -244,7 +258,7 @@ async fn a_home_that_stops_answering_appends_is_given_up_at_the_request_deadline
         loop {
             match ea.next().await.expect("the client runs") {
                 Event::Disconnected { code, .. } => break (t.elapsed(), code),
-                Event::Connected { .. } => {}
+                Event::Connected { .. } | Event::Waiting { .. } => {}
                 other => panic!("alice while the disk stalls: {other:?}"),
             }
         }
@@ -268,7 +282,10 @@ async fn a_home_that_stops_answering_appends_is_given_up_at_the_request_deadline
         loop {
             match ea.next().await.expect("the client runs") {
                 Event::Accepted { id: got, .. } if got == id => break,
-                Event::Connected { .. } | Event::Disconnected { .. } | Event::Retrying { .. } => {}
+                Event::Connected { .. }
+                | Event::Disconnected { .. }
+                | Event::Waiting { .. }
+                | Event::Retrying { .. } => {}
                 other => panic!("alice once the disk answers: {other:?}"),
             }
         }

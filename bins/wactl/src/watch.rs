@@ -80,6 +80,10 @@ pub(crate) async fn run(args: &WatchArgs) -> anyhow::Result<ExitCode> {
                 humantime::format_duration(after)
             ),
             Event::Error { code, message } => eprintln!("server error: {code}: {message}"),
+            Event::Waiting { reason, after, .. } => eprintln!(
+                "waiting for the server ({reason}); trying again in {}",
+                humantime::format_duration(after)
+            ),
             Event::Disconnected { reason, .. } => {
                 eprintln!("disconnected ({reason}); reconnecting")
             }

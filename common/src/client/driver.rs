@@ -297,19 +297,28 @@ impl Driver {
         loop {
             let dialer = self.dialer.clone();
             let result = self.offline(cmds, dialer.dial()).await?;
-            let retry_after = match result {
+            let (code, reason, retry_after) = match result {
                 Ok(c) => return Some(c),
                 Err(ClientError::Refused { code, message, .. }) if gives_up(code) => {
                     self.emit(Event::Fatal { code, message });
                     return None;
                 }
-                Err(ClientError::Refused { retry_after, .. }) => retry_after,
+                Err(ClientError::Refused {
+                    code,
+                    message,
+                    retry_after,
+                }) => (Some(code), message, retry_after),
                 Err(e) => {
                     tracing::debug!(error = %e, "reconnect failed");
-                    None
+                    (None, e.to_string(), None)
                 }
             };
             let delay = backoff.next_delay(retry_after, &mut rand::rng());
+            self.emit(Event::Waiting {
+                code,
+                reason,
+                after: delay,
+            });
             self.offline(cmds, tokio::time::sleep(delay)).await?;
         }
     }

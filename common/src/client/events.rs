@@ -19,6 +19,14 @@ pub enum Event {
         code: Option<Code>,
         reason: String,
     },
+    /// A reconnect attempt failed (the server refused it, `code` saying why,
+    /// or could not be reached); the client tries again after `after`, by
+    /// itself. Sends wait meanwhile: "waiting for the server".
+    Waiting {
+        code: Option<Code>,
+        reason: String,
+        after: std::time::Duration,
+    },
     /// One tick: the recipient's home holds the send (or read receipt) `id`.
     Accepted {
         id: MessageId,

@@ -608,6 +608,7 @@ pub async fn expect<T>(
                 | Event::Typing { .. }
                 | Event::Connected { .. }
                 | Event::Disconnected { .. }
+                | Event::Waiting { .. }
                 | Event::Retrying { .. } => {}
                 other => panic!("while waiting for {what}: unexpected {other:?}"),
             }
