@@ -337,6 +337,16 @@ async fn kill_the_primary(etcd: bool) {
         "{doc}"
     );
     assert_eq!(doc["nodes"][1]["replication"]["caught_up"], true, "{doc}");
+    // Lag in seconds on both sides (the send above went through the
+    // stream, so the secondary measured one frame).
+    assert!(
+        doc["nodes"][0]["replication"]["lag_seconds"].is_number(),
+        "{doc}"
+    );
+    assert!(
+        doc["nodes"][1]["replication"]["lag_seconds"].is_number(),
+        "{doc}"
+    );
     assert_eq!(
         doc["nodes"][0]["replication"]["secondary_caught_up"], true,
         "{doc}"
