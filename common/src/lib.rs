@@ -6,11 +6,12 @@
 //! - [`token`]: Ed25519 credential tokens.
 //! - [`cluster`]: the cluster map and fragment hashing.
 //! - [`secret`]: the one reader of secret files (owner-only).
+//! - [`reminder`]: rate-limited log lines for a condition that lasts.
 //! - [`sections`]: config sections the services share.
 //! - with the `net` feature: [`wire`] (async frame I/O), [`tls`] (rustls/quinn
 //!   configuration on the *ring* provider), [`client`] (the client library)
 //!   [`link_dial`] and [`link_keeper`] (opening the internal link, and the
-//!   one reconnect loop), [`link_client`] (request/response over it), and
+//!   one reconnect loop), [`link_liveness`] (its heartbeat), [`link_client`] (request/response over it), and
 //!   [`rlimit`], the open-files limit every binary raises at start.
 //! - with the `coordination` feature: `coordination` (the cluster map and
 //!   primaries' leases in etcd, for automatic failover).
@@ -22,6 +23,7 @@ pub mod config;
 pub mod fsutil;
 pub mod link;
 pub mod proto;
+pub mod reminder;
 pub mod secret;
 pub mod sections;
 pub mod token;
@@ -40,6 +42,7 @@ pub mod link_client;
 pub mod link_dial;
 #[cfg(feature = "net")]
 pub mod link_keeper;
+pub mod link_liveness;
 #[cfg(feature = "net")]
 pub mod rlimit;
 #[cfg(feature = "service")]

@@ -17,7 +17,10 @@ pub const LINK_ALPN: &[u8] = b"wa-link/1";
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct LinkUp {
-    #[prost(oneof = "link_up::Kind", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11")]
+    #[prost(
+        oneof = "link_up::Kind",
+        tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12"
+    )]
     pub kind: Option<link_up::Kind>,
 }
 
@@ -60,7 +63,18 @@ pub mod link_up {
         /// Secondary to primary on a replication link.
         #[prost(message, tag = "11")]
         ReplicaAck(super::ReplicaAck),
+        /// Are you there? Answered at once by `Pong` with the same nonce, by
+        /// a home that said `heartbeat` in its `AuthOk`.
+        #[prost(message, tag = "12")]
+        Ping(super::LinkPing),
     }
+}
+
+/// A heartbeat on the link (see `link_up::Kind::Ping`).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LinkPing {
+    #[prost(uint64, tag = "1")]
+    pub nonce: u64,
 }
 
 /// The key spaces of the home's key-value service. A record lives at the
@@ -328,7 +342,7 @@ pub struct Watch {
 pub struct LinkDown {
     #[prost(
         oneof = "link_down::Kind",
-        tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12"
+        tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13"
     )]
     pub kind: Option<link_down::Kind>,
 }
@@ -367,6 +381,9 @@ pub mod link_down {
         SnapshotPage(super::SnapshotPage),
         #[prost(message, tag = "12")]
         SnapshotDone(super::SnapshotDone),
+        /// The answer to `Ping`, with its nonce.
+        #[prost(message, tag = "13")]
+        Pong(super::LinkPing),
     }
 }
 
@@ -411,6 +428,10 @@ pub struct LinkAuthOk {
     pub node: String,
     #[prost(uint64, tag = "2")]
     pub epoch: u64,
+    /// The home answers `Ping` (older homes do not: an edge pings only a
+    /// home that says so).
+    #[prost(bool, tag = "3")]
+    pub heartbeat: bool,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -426,6 +447,10 @@ pub struct AppendResult {
     pub duplicate: bool,
     #[prost(uint64, tag = "5")]
     pub seq: u64,
+    /// With a refusal: when the edge may try again (0: the edge's own
+    /// default for the code).
+    #[prost(uint64, tag = "6")]
+    pub retry_after_ms: u64,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]

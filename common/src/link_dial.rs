@@ -25,6 +25,8 @@ pub struct Dialed {
     pub writer: WriteHalf<LinkStream>,
     /// The store's name, from `AuthOk`.
     pub node: String,
+    /// The store answers `Ping` (from `AuthOk`).
+    pub heartbeat: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +109,7 @@ impl Dialer {
                 reader,
                 writer: w,
                 node: ok.node,
+                heartbeat: ok.heartbeat,
             }),
             Some(_) => Err(DialError::Unexpected),
             None => Err(DialError::Closed),

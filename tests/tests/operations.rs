@@ -300,7 +300,7 @@ fn documented_config_keys_exist() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wactl_expire_now_deletes_what_is_past_its_age_at_once() {
     let extra = "[mailbox]\nexpire_after = \"1s\"\nsweep_interval = \"1h\"\n[cache]\nsync_delay = \"100ms\"\n";
-    let (d, chat) = Deployment::start_processes_with(extra).await;
+    let (d, chat) = Deployment::start_processes_configured(extra, "").await;
     let dir = d.dir.path();
     let store = d.store_process.as_ref().unwrap().admin;
     std::fs::write(

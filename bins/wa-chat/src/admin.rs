@@ -184,6 +184,11 @@ fn scrape(running: &OnceLock<Arc<Ctx>>, s: &mut Sample<'_>) {
         "Epoch of the cluster map in use",
         ctx.router.epoch() as f64,
     );
+    s.gauge(
+        "wa_chat_request_bytes",
+        "Bytes of client requests waiting for their homes' answers ([limits] request_memory bounds them)",
+        ctx.requests_budget.used() as f64,
+    );
     let queues = ctx.hub.queue_lengths();
     s.gauge(
         "wa_chat_outbound_queue_max",

@@ -23,6 +23,12 @@
 //! keepalive = "30s"
 //! outbound_queue = 1024
 //! max_connections = 100000
+//! request_memory = "256 MiB"
+//! slow_consumer_after = "60s"
+//! [link]
+//! heartbeat = "1s"
+//! timeout = "3s"
+//! request_timeout = "10s"
 //! [shutdown]
 //! grace = "10s"
 //! retry_after = "5s"
@@ -61,6 +67,7 @@ pub struct Config {
     pub tokens: TokensConfig,
     pub cluster: ClusterConfig,
     pub limits: LimitsConfig,
+    pub link: LinkConfig,
     /// The cluster map from etcd, with automatic failover (docs/OPERATIONS.md).
     pub coordination: common::coordination::CoordinationConfig,
     pub shutdown: ShutdownConfig,
@@ -116,6 +123,43 @@ pub struct LimitsConfig {
     pub outbound_queue: usize,
     /// Client connections on this edge; more are told `OVERLOADED`.
     pub max_connections: usize,
+    /// Bytes of client requests (`Send` bodies and the rest) waiting for
+    /// their homes' answers, across all sessions; past it the edge stops
+    /// reading from clients until answers free room.
+    pub request_memory: bytesize::ByteSize,
+    /// A session whose every pushable delivery (the home's push window, 256)
+    /// has stayed unacknowledged this long is closed with `SLOW_CONSUMER`.
+    #[serde(with = "humantime_serde")]
+    pub slow_consumer_after: Duration,
+}
+
+/// How long the edge waits on a home over the internal link.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LinkConfig {
+    /// A ping to each home this often.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat: Duration,
+    /// A home that sent nothing (not even a pong) for this long is counted
+    /// gone: its link is closed and every session depending on it gets
+    /// `Goodbye{UNAVAILABLE}`; the edge reconnects with backoff.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// A `Send` or `MarkRead` the home has not answered for this long
+    /// closes its session with `Goodbye{UNAVAILABLE}` (the client resends
+    /// it on its next session): no client waits longer for `Accepted`.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+}
+
+impl Default for LinkConfig {
+    fn default() -> Self {
+        LinkConfig {
+            heartbeat: Duration::from_secs(1),
+            timeout: Duration::from_secs(3),
+            request_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -138,6 +182,7 @@ impl Default for Config {
             tokens: TokensConfig::default(),
             cluster: ClusterConfig::default(),
             limits: LimitsConfig::default(),
+            link: LinkConfig::default(),
             coordination: Default::default(),
             shutdown: ShutdownConfig::default(),
             admin: AdminConfig::loopback(ADMIN_PORT, "wa-chat"),
@@ -182,6 +227,8 @@ impl Default for LimitsConfig {
             keepalive: Duration::from_secs(30),
             outbound_queue: 1024,
             max_connections: 100_000,
+            request_memory: bytesize::ByteSize::mib(256),
+            slow_consumer_after: Duration::from_secs(60),
         }
     }
 }
@@ -223,11 +270,21 @@ impl Config {
             ("limits.auth_timeout", l.auth_timeout),
             ("limits.idle_timeout", l.idle_timeout),
             ("limits.keepalive", l.keepalive),
+            ("limits.slow_consumer_after", l.slow_consumer_after),
+            ("link.heartbeat", self.link.heartbeat),
+            ("link.request_timeout", self.link.request_timeout),
             ("shutdown.grace", self.shutdown.grace),
         ] {
             if d.is_zero() {
                 errs.push(format!("{key}: must be more than zero"));
             }
+        }
+        if self.link.timeout <= self.link.heartbeat {
+            errs.push(format!(
+                "link.timeout: {} must be longer than link.heartbeat ({})",
+                humantime::format_duration(self.link.timeout),
+                humantime::format_duration(self.link.heartbeat)
+            ));
         }
         if !l.keepalive.is_zero() && l.keepalive >= l.idle_timeout {
             errs.push(format!(
@@ -294,6 +351,12 @@ idle_timeout = "120s"
 keepalive = "30s"
 outbound_queue = 1024
 max_connections = 100000
+request_memory = "256 MiB"
+slow_consumer_after = "60s"
+[link]
+heartbeat = "1s"
+timeout = "3s"
+request_timeout = "10s"
 [shutdown]
 grace = "10s"
 retry_after = "5s"

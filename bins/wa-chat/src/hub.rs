@@ -26,6 +26,8 @@ pub enum Event {
         code: u32,
         server_ts_ms: u64,
         duplicate: bool,
+        /// With a refusal: the home's retry delay (0: the edge's default).
+        retry_after_ms: u64,
     },
     Push {
         seq: u64,

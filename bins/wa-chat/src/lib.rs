@@ -8,6 +8,7 @@
 //! return. `main.rs` and the tests call the same code.
 
 pub mod admin;
+pub mod budget;
 pub mod cli;
 pub mod config;
 pub mod error;
@@ -69,6 +70,8 @@ pub struct Ctx {
     /// Set by an operator's drain (`wactl drain`): new connections are told
     /// to go elsewhere, and the sessions are ended over the drain window.
     pub draining: std::sync::atomic::AtomicBool,
+    /// Bytes of client requests waiting for their homes, edge-wide.
+    pub requests_budget: Arc<crate::budget::Budget>,
 }
 
 impl Ctx {
@@ -182,6 +185,11 @@ impl Chat {
                 name: config.name.clone(),
             },
             epoch: map.epoch.into(),
+            times: crate::links::LinkTimes {
+                heartbeat: config.link.heartbeat,
+                timeout: config.link.timeout,
+                request_timeout: config.link.request_timeout,
+            },
         });
         let link_stop = CancellationToken::new();
         let link_tasks = TaskTracker::new();
@@ -212,6 +220,9 @@ impl Chat {
             shutdown: shutdown.clone(),
             metrics,
             draining: Default::default(),
+            requests_budget: Arc::new(crate::budget::Budget::new(
+                config.limits.request_memory.as_u64(),
+            )),
         });
         let _ = running.set(Arc::clone(&ctx));
         let reloader = {

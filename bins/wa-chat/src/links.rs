@@ -13,15 +13,16 @@
 //! large per-connection queue (a writer task drains it), and learn the answer to
 //! an append as an [`Event`] on their own queue.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::link::{Append, Attach, Detach, LinkDown, LinkUp, link_down, link_up};
+use common::link::{Append, Attach, Detach, LinkDown, LinkPing, LinkUp, link_down, link_up};
 use common::link_dial::{Dialed, Dialer};
 use common::link_keeper::{LinkKeeper, Redial};
+use common::link_liveness::{Beat, Liveness};
 use common::proto::{Code, Envelope};
 use common::wire::FrameReader;
 use rustls::pki_types::ServerName;
@@ -39,6 +40,8 @@ use crate::hub::{Event, Handle, Hub, Kill};
 const LINK_QUEUE: usize = 1 << 16;
 /// Longest wait for TCP connect, TLS and `AuthOk` together.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often appends are checked against the request timeout.
+const EXPIRY_CHECK: Duration = Duration::from_millis(250);
 /// How long the writer gets to flush its last frames (the `Detach`es of the
 /// sessions that just ended) when the edge stops.
 const FINAL_FLUSH: Duration = Duration::from_secs(2);
@@ -49,6 +52,21 @@ pub struct LinkSettings {
     pub dialer: Dialer,
     /// The epoch of the edge's current cluster map, sent in `Auth`.
     pub epoch: AtomicU64,
+    /// Heartbeats and deadlines (`[link]`).
+    pub times: LinkTimes,
+}
+
+/// How long the edge waits on a home (`[link]` in the config).
+#[derive(Debug, Clone, Copy)]
+pub struct LinkTimes {
+    /// A ping this often.
+    pub heartbeat: Duration,
+    /// Nothing from the home for this long: the link is closed, and every
+    /// session that depended on it with it (`UNAVAILABLE`).
+    pub timeout: Duration,
+    /// An append unanswered this long closes its session with
+    /// `UNAVAILABLE` (the client resends it on its next one).
+    pub request_timeout: Duration,
 }
 
 impl LinkSettings {
@@ -120,11 +138,17 @@ impl Link {
     ) {
         let mine = stop.child_token();
         let (link, hub, stopping) = (&*self, &*hub, &mine);
+        let times = settings.times;
         let run = self.keeper.run(
             &settings.dialer,
             || settings.epoch.load(Ordering::Relaxed),
             &mine,
-            move |Dialed { reader, writer, .. }| link.serve(reader, writer, hub, stopping),
+            move |Dialed {
+                      reader,
+                      writer,
+                      heartbeat,
+                      ..
+                  }| { link.serve(reader, writer, (heartbeat, times), hub, stopping) },
         );
         tokio::pin!(run);
         tokio::select! {
@@ -142,6 +166,7 @@ impl Link {
         &self,
         reader: FrameReader<R>,
         writer: W,
+        (heartbeat, times): (bool, LinkTimes),
         hub: &Hub,
         stop: &CancellationToken,
     ) where
@@ -163,7 +188,9 @@ impl Link {
             .in_current_span(),
         );
         self.state.send_replace(Some(Arc::clone(&conn)));
-        read_loop(reader, &conn, hub, &dead, stop).await;
+        let live = heartbeat
+            .then(|| Liveness::new(std::time::Instant::now(), times.heartbeat, times.timeout));
+        read_loop(reader, &conn, hub, &dead, stop, live, times.request_timeout).await;
         self.state.send_replace(None);
         let (pending, homed) = conn.fail();
         if pending + homed > 0 {
@@ -198,8 +225,9 @@ pub struct LinkConn {
 struct ConnState {
     /// Set once the connection broke; nothing new may depend on it then.
     dead: bool,
-    /// Appends waiting for their `AppendResult`, by request id.
-    pending: HashMap<u64, Waiter>,
+    /// Appends waiting for their `AppendResult`, by request id (the oldest
+    /// first: ids rise with time).
+    pending: BTreeMap<u64, Waiter>,
     /// Sessions attached through this connection.
     homed: HashMap<u64, Arc<Kill>>,
 }
@@ -207,6 +235,8 @@ struct ConnState {
 struct Waiter {
     session: Handle,
     tag: u64,
+    /// When the append was queued.
+    since: Instant,
 }
 
 impl LinkConn {
@@ -271,6 +301,7 @@ impl LinkConn {
                 Waiter {
                     session: session.clone(),
                     tag,
+                    since: Instant::now(),
                 },
             );
         }
@@ -342,9 +373,34 @@ impl LinkConn {
                 code: r.code,
                 server_ts_ms: r.server_ts_ms,
                 duplicate: r.duplicate,
+                retry_after_ms: r.retry_after_ms,
             }),
             None => tracing::debug!(req = r.req, "result for an unknown request"),
         }
+    }
+
+    /// Closes, with `UNAVAILABLE`, every session with an append queued
+    /// before `cutoff` and still unanswered (the home is alive but does not
+    /// answer: a stalled disk, a stuck shard). As when the link breaks, the
+    /// session rather than the request fails, which keeps each sender's
+    /// order: the client resends everything on its next session. Returns
+    /// how many appends were given up.
+    fn expire(&self, cutoff: Instant) -> usize {
+        let overdue: Vec<Waiter> = {
+            let mut st = self.lock();
+            let mut out = Vec::new();
+            while let Some(e) = st.pending.first_entry() {
+                if e.get().since >= cutoff {
+                    break;
+                }
+                out.push(e.remove());
+            }
+            out
+        };
+        for w in &overdue {
+            w.session.kill.kill(Code::Unavailable);
+        }
+        overdue.len()
     }
 
     /// Marks the connection dead and kills every session that depended on
@@ -371,19 +427,58 @@ impl LinkConn {
     }
 }
 
+/// Reads the store's frames into the sessions until the link breaks, the
+/// store falls silent for the heartbeat's timeout (`live`, if the store
+/// answers pings) or `stop`; gives up appends unanswered for
+/// `request_timeout` on the way.
 async fn read_loop<R: AsyncRead + Unpin>(
     mut reader: FrameReader<R>,
     conn: &LinkConn,
     hub: &Hub,
     dead: &CancellationToken,
     stop: &CancellationToken,
+    mut live: Option<Liveness>,
+    request_timeout: Duration,
 ) {
+    let mut next_expiry = Instant::now() + EXPIRY_CHECK;
+    let mut nonce = 0u64;
     loop {
+        let beat_at = live.as_ref().map(|l| Instant::from_std(l.next()));
         let frame = tokio::select! {
             f = reader.read::<LinkDown>() => f,
             () = dead.cancelled() => return,
             () = stop.cancelled() => return,
+            () = tokio::time::sleep_until(next_expiry) => {
+                let now = Instant::now();
+                next_expiry = now + EXPIRY_CHECK;
+                if let Some(cutoff) = now.checked_sub(request_timeout) {
+                    let n = conn.expire(cutoff);
+                    if n > 0 {
+                        tracing::warn!(appends = n, timeout = %humantime::format_duration(request_timeout), "appends unanswered by the home within the request timeout; their sessions are closed with UNAVAILABLE");
+                    }
+                }
+                continue;
+            }
+            () = sleep_until_some(beat_at) => {
+                let l = live.as_mut().expect("a beat needs liveness");
+                let now = std::time::Instant::now();
+                match l.poll(now) {
+                    Beat::Ping => {
+                        nonce += 1;
+                        let _ = conn.queue(link_up::Kind::Ping(LinkPing { nonce }));
+                    }
+                    Beat::Dead => {
+                        tracing::warn!(silent = %humantime::format_duration(l.silent_for(now)), "the store sent nothing for the link timeout; closing the link");
+                        return;
+                    }
+                    Beat::Wait => {}
+                }
+                continue;
+            }
         };
+        if let Some(l) = &mut live {
+            l.heard(std::time::Instant::now());
+        }
         let kind = match frame {
             Ok(Some(LinkDown { kind: Some(k) })) => k,
             Ok(Some(LinkDown { kind: None })) => {
@@ -400,6 +495,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
         };
         match kind {
             link_down::Kind::AuthOk(_) => tracing::debug!("extra AuthOk ignored"),
+            link_down::Kind::Pong(_) => {}
             link_down::Kind::AppendResult(r) => conn.resolve(r),
             link_down::Kind::Push(p) => {
                 if let (Some(h), Some(envelope)) = (hub.get(p.session), p.envelope) {
@@ -442,5 +538,13 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 tracing::debug!("unexpected key-value, revoke or replication frame ignored")
             }
         }
+    }
+}
+
+/// Sleeps until `at`, or forever without one.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }

@@ -60,6 +60,7 @@ impl Store {
         link.send(link_down::Kind::AuthOk(LinkAuthOk {
             node: "fake".into(),
             epoch: 1,
+            heartbeat: false,
         }))
         .await;
         link
@@ -300,6 +301,7 @@ async fn acks_go_to_the_home_as_they_are_and_read_receipts_travel_like_sends() {
         server_ts_ms: 21,
         duplicate: true,
         seq: 2,
+        retry_after_ms: 0,
     }))
     .await;
     match next(&mut bob).await {

@@ -12,6 +12,7 @@ use common::admin::metrics::{Sample, Scrape};
 use serde_json::json;
 
 use crate::Store;
+use crate::journal::Refusal;
 
 impl Store {
     /// The link certificate edges see; `reload()` it on SIGHUP.
@@ -60,6 +61,20 @@ impl Store {
                 async move { expire_now(&metrics, &now).await }
             }),
         );
+        if let Some(journal) = &self.journal {
+            let journal = Arc::clone(journal);
+            let min_free = self.config.disk.min_free;
+            admin.readiness_check(move || match journal.refusal() {
+                None => Ok(()),
+                Some(Refusal::LowSpace) => Err(format!(
+                    "the data directory has less than disk.min_free = {min_free} free; new messages are refused with STORAGE_FULL"
+                )),
+                Some(Refusal::Failed { no_space }) => Err(format!(
+                    "the journal failed{}; restart the store (docs/OPERATIONS.md, \"A full disk\")",
+                    if no_space { " on a full disk" } else { "" }
+                )),
+            });
+        }
         let metrics = Arc::clone(&self.metrics);
         admin.route(
             "/admin/queues",

@@ -32,6 +32,8 @@
 //! memory = "512 MiB"
 //! [journal]
 //! segment_size = "64 MiB"
+//! [disk]
+//! min_free = "1 GiB"
 //! [shutdown]
 //! grace = "10s"
 //! [admin]
@@ -77,6 +79,7 @@ pub struct Config {
     pub mailbox: MailboxConfig,
     pub cache: CacheConfig,
     pub journal: JournalConfig,
+    pub disk: DiskConfig,
     pub replication: ReplicationConfig,
     /// Automatic failover through etcd (docs/OPERATIONS.md).
     pub coordination: common::coordination::CoordinationConfig,
@@ -135,6 +138,25 @@ impl Default for JournalConfig {
     fn default() -> Self {
         JournalConfig {
             segment_size: bytesize::ByteSize::mib(64),
+        }
+    }
+}
+
+/// The data directory's disk (`crate::disk`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiskConfig {
+    /// Below this much free space in `data_dir`'s file system new messages
+    /// are refused with `STORAGE_FULL` (until it is a quarter above again),
+    /// so that deletes, the write-back and a restart's replay always have
+    /// room (docs/OPERATIONS.md, "A full disk").
+    pub min_free: bytesize::ByteSize,
+}
+
+impl Default for DiskConfig {
+    fn default() -> Self {
+        DiskConfig {
+            min_free: bytesize::ByteSize::gib(1),
         }
     }
 }
@@ -266,6 +288,7 @@ impl Default for Config {
             mailbox: MailboxConfig::default(),
             cache: CacheConfig::default(),
             journal: JournalConfig::default(),
+            disk: DiskConfig::default(),
             replication: ReplicationConfig::default(),
             coordination: Default::default(),
             shutdown: ShutdownConfig::default(),
@@ -428,6 +451,8 @@ bypass_items = 1000
 memory = "512 MiB"
 [journal]
 segment_size = "64 MiB"
+[disk]
+min_free = "1 GiB"
 [shutdown]
 grace = "10s"
 [admin]

@@ -15,6 +15,9 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use common::reminder::{Reminder, Say};
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -34,6 +37,12 @@ struct Covered {
     /// The flusher has exited; nothing beyond `ok` will ever be covered.
     stopped: bool,
 }
+
+/// The first pause after a flush that did not succeed; it doubles while
+/// flushes do not...
+const FAILED_PAUSE_MIN: Duration = Duration::from_millis(10);
+/// ...up to this.
+const FAILED_PAUSE_MAX: Duration = Duration::from_secs(1);
 
 /// A flush that did not cover a ticket.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
@@ -58,6 +67,8 @@ pub struct Commit {
     /// The sync thread, once started (see [`Commit::run`]).
     thread: OnceLock<std::thread::Thread>,
     stopping: AtomicBool,
+    /// Failed flushes, logged once and then once a minute.
+    failures: Reminder,
 }
 
 impl Default for Commit {
@@ -76,6 +87,7 @@ impl Commit {
             flushes: AtomicU64::new(0),
             thread: OnceLock::new(),
             stopping: AtomicBool::new(false),
+            failures: Reminder::new(crate::journal::REMIND_EVERY),
         }
     }
 
@@ -199,11 +211,28 @@ impl Commit {
     /// The sync thread's loop. `park` returns at once if a wake came since
     /// the last one, so a ticket taken between the generation read and the
     /// park is never slept through.
+    ///
+    /// A failed flush fails the tickets it covered (their waiters get an
+    /// error), and the flush is tried again for them: an answer that rests
+    /// on earlier writes (a duplicate, [`Commit::current`]) takes no ticket
+    /// of its own and needs a later flush to succeed. After a failure, or a
+    /// flush without the secondary, the next one waits a little, doubling
+    /// up to [`FAILED_PAUSE_MAX`]: a disk that fails every write costs a
+    /// few attempts a second, not a core (it was 233,000 a second, each
+    /// logged).
     fn sync_loop(&self, flush: &FlushFn) {
+        let mut pause = Duration::ZERO;
         loop {
             let target = self.generation.load(Ordering::SeqCst);
             if target > self.covered.borrow().ok {
-                self.flush_to(target, flush);
+                if !pause.is_zero() && !self.stopping.load(Ordering::SeqCst) {
+                    std::thread::park_timeout(pause);
+                }
+                pause = if self.flush_to(target, flush) {
+                    Duration::ZERO
+                } else {
+                    (pause * 2).clamp(FAILED_PAUSE_MIN, FAILED_PAUSE_MAX)
+                };
                 continue;
             }
             if self.stopping.load(Ordering::SeqCst) {
@@ -211,11 +240,15 @@ impl Commit {
             }
             std::thread::park();
         }
+        // (Always: records journaled without a ticket of their own, such as
+        // deletes, reach the disk with it.)
         let target = self.generation.load(Ordering::SeqCst);
         self.flush_to(target, flush);
     }
 
-    fn flush_to(&self, target: u64, flush: &FlushFn) {
+    /// Flushes every write up to `target`; false if it did not make them
+    /// durable (failed, or no secondary acknowledged them).
+    fn flush_to(&self, target: u64, flush: &FlushFn) -> bool {
         self.flushes.fetch_add(1, Ordering::Relaxed);
         let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| flush()))
             .unwrap_or_else(|_| {
@@ -225,14 +258,31 @@ impl Commit {
                 })
             });
         match res {
-            Ok(()) => self.covered_tx.send_modify(|c| c.ok = c.ok.max(target)),
-            Err(StorageError::Unreplicated) => self
-                .covered_tx
-                .send_modify(|c| c.unavailable = c.unavailable.max(target)),
+            Ok(()) => {
+                if let Some(failed) = self.failures.clear() {
+                    tracing::info!(failed, "flushes succeed again");
+                }
+                self.covered_tx.send_modify(|c| c.ok = c.ok.max(target));
+                true
+            }
+            Err(StorageError::Unreplicated) => {
+                self.covered_tx
+                    .send_modify(|c| c.unavailable = c.unavailable.max(target));
+                false
+            }
             Err(e) => {
-                tracing::error!(error = %e, generation = target, "flush failed; failing the appends it covered");
+                match self.failures.hit(std::time::Instant::now()) {
+                    Say::First => {
+                        tracing::error!(error = %e, generation = target, "flush failed; failing the appends it covered (logged again once a minute while flushes fail)")
+                    }
+                    Say::Again { count } => {
+                        tracing::error!(error = %e, failed = count, "flushes still fail")
+                    }
+                    Say::Quiet => {}
+                }
                 self.covered_tx
                     .send_modify(|c| c.failed = c.failed.max(target));
+                false
             }
         }
     }
@@ -293,7 +343,6 @@ impl Settled {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     fn counting(delay: Duration, fail: Arc<AtomicBool>) -> (FlushFn, Arc<AtomicU64>) {
         let n = Arc::new(AtomicU64::new(0));
@@ -382,6 +431,34 @@ mod tests {
         // Writes after the final flush are refused, not left waiting forever.
         let late = commit.ticket();
         assert_eq!(commit.wait(late).await, Err(FlushError::Stopped));
+    }
+
+    #[tokio::test]
+    async fn a_flush_that_keeps_failing_is_tried_again_with_growing_pauses() {
+        let commit = Arc::new(Commit::new());
+        let fail = Arc::new(AtomicBool::new(true));
+        let (f, count) = counting(Duration::ZERO, Arc::clone(&fail));
+        let stop = CancellationToken::new();
+        let flusher = tokio::spawn(Arc::clone(&commit).run(f, stop.clone()));
+        let t = commit.ticket();
+        assert_eq!(commit.wait(t).await, Err(FlushError::Failed));
+        // Pauses of 10, 20, 40, ... ms: a handful of attempts in 700 ms
+        // (without them, hundreds of thousands).
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let tries = count.load(Ordering::SeqCst);
+        assert!((2..=10).contains(&tries), "{tries} flushes");
+        // Once the flush works again the next try covers the same writes
+        // (until then, an answer resting on them is refused at once).
+        fail.store(false, Ordering::SeqCst);
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while commit.wait(commit.current()).await.is_err() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the retried flush covers the failed writes");
+        stop.cancel();
+        flusher.await.unwrap();
     }
 
     #[tokio::test]

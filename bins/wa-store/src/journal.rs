@@ -37,11 +37,12 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use common::proto::Envelope;
+use common::reminder::Say;
 
 #[cfg(test)]
 const SEGMENT_BYTES: u64 = 64 << 20;
@@ -128,6 +129,31 @@ pub enum JournalError {
     Failed { first: String },
 }
 
+impl JournalError {
+    /// The file system said it is full (or the user's quota is).
+    pub fn is_no_space(&self) -> bool {
+        match self {
+            JournalError::Io { source, .. } => matches!(
+                source.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            ),
+            _ => false,
+        }
+    }
+}
+
+/// Why the journal takes no new items now (see [`Journal::refusal`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The data directory's free space fell below `[disk] min_free`: the
+    /// journal is sound, and admits items again once there is room.
+    LowSpace,
+    /// A write or sync failed (see [`JournalError::Failed`]); only a
+    /// restart, which replays the journal, recovers. `no_space`: the
+    /// failure was the disk being full.
+    Failed { no_space: bool },
+}
+
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> JournalError + '_ {
     move |source| JournalError::Io {
         path: path.to_owned(),
@@ -185,11 +211,14 @@ struct Inner {
     unwritten: Vec<Chunk>,
     /// Emptied buffers of written chunks, for reuse.
     free: Vec<Vec<u8>>,
-    /// The first write or sync error (see [`JournalError::Failed`]).
-    failed: Option<String>,
+    /// The first write or sync error (see [`JournalError::Failed`]), and
+    /// whether it said the disk was full.
+    failed: Option<(String, bool)>,
     /// Records appended since this journal started: the number of the next
     /// one in the replication stream (its log sequence number).
     lsn: u64,
+    /// Bytes appended since the last free-space check.
+    since_check: u64,
     /// The replication tap (`crate::replication`), while a secondary follows.
     tap: Option<Tap>,
     /// While a secondary catches up, no segment from this one on is
@@ -248,7 +277,24 @@ struct Shared {
     /// later chunk and sync it before an earlier one is written, leaving
     /// durable records after a hole that replay stops at.
     writing: Mutex<()>,
+    /// The data directory is short of space (`crate::disk`): no new items,
+    /// and no spare segments made ahead.
+    low_space: AtomicBool,
+    /// The free space at the last check and the least there must be
+    /// (`[disk] min_free`; 0 until the first check): between two checks,
+    /// what was appended since counts against it (see [`Journal::refusal`]).
+    free_at_check: AtomicU64,
+    min_free: AtomicU64,
+    /// Failures to make a spare, logged once and then once a minute.
+    spare_failures: common::reminder::Reminder,
 }
+
+/// How many bytes of disk an appended byte is counted as between two
+/// free-space checks (see [`Journal::refusal`]).
+pub const SPACE_PER_BYTE: u64 = 3;
+
+/// How often a condition that lasts is logged again.
+pub const REMIND_EVERY: Duration = Duration::from_secs(60);
 
 pub struct Journal {
     shared: Arc<Shared>,
@@ -447,6 +493,9 @@ impl Shared {
 
     /// Starts making segment `current + 1` if none is ready or being made.
     fn request_spare(self: &Arc<Self>, inner: &mut Inner) {
+        if self.low_space.load(Ordering::Relaxed) {
+            return;
+        }
         match inner.spare {
             Spare::None => {}
             Spare::Failed(at) if at.elapsed() >= SPARE_RETRY => {}
@@ -460,10 +509,19 @@ impl Shared {
                 let made = create_segment(&me.dir, id, me.segment_bytes, &me.closing);
                 let mut g = me.lock();
                 g.spare = match made {
-                    Ok(f) => Spare::Ready(f, me.segment_bytes),
+                    Ok(f) => {
+                        if let Some(failures) = me.spare_failures.clear() {
+                            tracing::info!(failures, "the next journal segment could be made again");
+                        }
+                        Spare::Ready(f, me.segment_bytes)
+                    }
                     Err(e) => {
                         if !me.closing.load(Ordering::Relaxed) {
-                            tracing::warn!(error = %e, "cannot make the next journal segment ahead; the current one grows meanwhile");
+                            match me.spare_failures.hit(Instant::now()) {
+                                Say::First => tracing::warn!(error = %e, "cannot make the next journal segment ahead; the current one grows meanwhile (retried every second, logged again once a minute)"),
+                                Say::Again { count } => tracing::warn!(error = %e, failures = count, "still cannot make the next journal segment ahead"),
+                                Say::Quiet => {}
+                            }
                         }
                         let _ = std::fs::remove_file(segment_path(&me.dir, id));
                         Spare::Failed(Instant::now())
@@ -544,6 +602,7 @@ impl Journal {
                     free: Vec::new(),
                     failed: None,
                     lsn: 0,
+                    since_check: 0,
                     tap: None,
                     pinned: None,
                 }),
@@ -551,6 +610,10 @@ impl Journal {
                 segment_bytes,
                 closing: AtomicBool::new(false),
                 writing: Mutex::new(()),
+                low_space: AtomicBool::new(false),
+                free_at_check: AtomicU64::new(0),
+                min_free: AtomicU64::new(0),
+                spare_failures: common::reminder::Reminder::new(REMIND_EVERY),
             }),
         })
     }
@@ -565,7 +628,7 @@ impl Journal {
     pub fn append(&self, rec: &Record, live: bool) -> Result<u64, JournalError> {
         let mut g = self.lock();
         let inner = &mut *g;
-        if let Some(first) = &inner.failed {
+        if let Some((first, _)) = &inner.failed {
             return Err(JournalError::Failed {
                 first: first.clone(),
             });
@@ -593,6 +656,7 @@ impl Journal {
         buf[start..start + 4].copy_from_slice(&len.to_be_bytes());
         buf[start + 4..start + 8].copy_from_slice(&crc.to_be_bytes());
         inner.current_len += 8 + u64::from(len);
+        inner.since_check += 8 + u64::from(len);
         inner.lsn += 1;
         if let Some(tap) = &mut inner.tap {
             let framed = &buf[start..];
@@ -632,7 +696,7 @@ impl Journal {
     pub fn append_framed(&self, framed: &[u8], count: u64) -> Result<(), JournalError> {
         let mut g = self.lock();
         let inner = &mut *g;
-        if let Some(first) = &inner.failed {
+        if let Some((first, _)) = &inner.failed {
             return Err(JournalError::Failed {
                 first: first.clone(),
             });
@@ -650,6 +714,42 @@ impl Journal {
         inner.lsn += count;
         self.maybe_rotate(inner);
         Ok(())
+    }
+
+    /// Why new items must be refused now, if they must: the disk is
+    /// short of space, or the journal failed.
+    ///
+    /// Between two checks of the free space, every byte appended since the
+    /// last one counts [`SPACE_PER_BYTE`] times against it (an item can be
+    /// in the journal and the engine at once, and the engine writes more
+    /// than it keeps), so that a burst faster than the checks cannot fill
+    /// the disk before the next one.
+    pub fn refusal(&self) -> Option<Refusal> {
+        let since_check = {
+            let g = self.lock();
+            if let Some((_, no_space)) = &g.failed {
+                return Some(Refusal::Failed {
+                    no_space: *no_space,
+                });
+            }
+            g.since_check
+        };
+        let sh = &self.shared;
+        let min_free = sh.min_free.load(Ordering::Relaxed);
+        let free = sh.free_at_check.load(Ordering::Relaxed);
+        let estimate = free.saturating_sub(since_check.saturating_mul(SPACE_PER_BYTE));
+        (sh.low_space.load(Ordering::Relaxed) || (min_free > 0 && estimate < min_free))
+            .then_some(Refusal::LowSpace)
+    }
+
+    /// The data directory's free space was just read as `free`
+    /// (`crate::disk`); below `min_free` it is short of space if `low`.
+    pub fn space_checked(&self, free: u64, min_free: u64, low: bool) {
+        let mut g = self.lock();
+        self.shared.free_at_check.store(free, Ordering::Relaxed);
+        self.shared.min_free.store(min_free, Ordering::Relaxed);
+        self.shared.low_space.store(low, Ordering::Relaxed);
+        g.since_check = 0;
     }
 
     /// Records appended so far (the next record's LSN).
@@ -784,7 +884,7 @@ impl Journal {
             .unwrap_or_else(|p| p.into_inner());
         let chunks = {
             let mut g = self.lock();
-            if let Some(first) = &g.failed {
+            if let Some((first, _)) = &g.failed {
                 return Err(JournalError::Failed {
                     first: first.clone(),
                 });
@@ -815,7 +915,8 @@ impl Journal {
         }
         let mut g = self.lock();
         if let Err(e) = &result {
-            g.failed.get_or_insert_with(|| e.to_string());
+            g.failed
+                .get_or_insert_with(|| (e.to_string(), e.is_no_space()));
         }
         g.free.append(&mut free);
         g.free.truncate(2);

@@ -10,6 +10,7 @@ pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod courier;
+pub mod disk;
 pub mod error;
 pub mod failover;
 pub mod flusher;
@@ -118,7 +119,11 @@ impl Store {
             retire::retire(&config.data_dir)?;
             Some(())
         };
-        let storage = storage::open(&config.data_dir, config.engine)?;
+        let storage = storage::open(
+            &config.data_dir,
+            config.engine,
+            storage::engine_cache(config.cache.memory.as_u64()),
+        )?;
         let journal = match journal {
             None => Some(Arc::new(recover(
                 &*storage,
@@ -237,6 +242,8 @@ impl Store {
                 let journal = Arc::clone(&journal_arc);
                 Arc::new(move || {
                     metrics::Metrics::add(&metrics.journal_syncs, 1);
+                    #[cfg(debug_assertions)]
+                    stall_while_marked();
                     journal.sync().map_err(|e| storage::StorageError::Engine {
                         op: "journal sync",
                         source: Box::new(e),
@@ -316,6 +323,13 @@ impl Store {
             self.config.cache.sync_delay,
             Arc::clone(&self.metrics),
             writeback_stop.clone(),
+        ));
+        let disk_watch = tokio::spawn(disk::watch(
+            self.config.data_dir.clone(),
+            self.config.disk.min_free.as_u64(),
+            Arc::clone(&journal_arc),
+            Arc::clone(&self.metrics),
+            stop.child_token(),
         ));
         let sweeper_stop = shutdown.child_token();
         let requests = self
@@ -425,6 +439,7 @@ impl Store {
         }
         sweeper_stop.cancel();
         let _ = tokio::time::timeout_at(deadline, sweeper).await;
+        let _ = tokio::time::timeout_at(deadline, disk_watch).await;
         // Every operation the links delivered is queued on the shards ahead
         // of this last round.
         writeback_stop.cancel();
@@ -582,6 +597,21 @@ async fn reload_loop(
     }
     handoffs.close();
     handoffs.wait().await;
+}
+
+/// Fault switch (debug builds only, for black-box tests): while the file
+/// named by `WA_STORE_FAULT_STALL_FLUSH_WHILE` exists, journal syncs wait,
+/// as on a disk that stopped answering. A release build has no such switch.
+#[cfg(debug_assertions)]
+fn stall_while_marked() {
+    static MARK: std::sync::LazyLock<Option<std::path::PathBuf>> = std::sync::LazyLock::new(|| {
+        std::env::var_os("WA_STORE_FAULT_STALL_FLUSH_WHILE").map(Into::into)
+    });
+    if let Some(mark) = MARK.as_ref() {
+        while mark.exists() {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
 }
 
 /// Replays whatever the journal in `dir` holds into `storage` (items a crash

@@ -204,6 +204,7 @@ async fn link(
     link.send(link_down::Kind::AuthOk(LinkAuthOk {
         node: ctx.node.clone(),
         epoch: ctx.ownership.current().epoch(),
+        heartbeat: true,
     }));
     read_loop(reader, &link, &ctx, &shutdown, &dead)
         .instrument(span.clone())
@@ -250,6 +251,7 @@ async fn follower<R, W>(
         kind: Some(link_down::Kind::AuthOk(LinkAuthOk {
             node: ctx.node.clone(),
             epoch: owned.epoch(),
+            heartbeat: false,
         })),
     };
     let mut scratch = bytes::BytesMut::new();
@@ -301,6 +303,12 @@ async fn read_loop<R: AsyncRead + Unpin>(
             link_up::Kind::ReplicaAck(_) => {
                 tracing::warn!("a replication ack on an edge's link; closing it");
                 break;
+            }
+            // Answered here, by the link's own task: an edge learns that the
+            // process is alive and reading, whatever its shards are doing.
+            link_up::Kind::Ping(p) => {
+                link.send(link_down::Kind::Pong(p));
+                continue;
             }
             link_up::Kind::Handoff(h) => {
                 ctx.ownership.handoff_done(h.first, h.last, h.epoch);
@@ -413,7 +421,10 @@ fn routed_here(ownership: &Ownership, kind: &link_up::Kind) -> Result<(), Code> 
         link_up::Kind::Ack(a) => owned(ownership, &a.user),
         link_up::Kind::Typing(t) => owned(ownership, &t.to),
         link_up::Kind::Watch(w) => owned(ownership, &w.target),
-        link_up::Kind::Auth(_) | link_up::Kind::Handoff(_) | link_up::Kind::ReplicaAck(_) => Ok(()),
+        link_up::Kind::Auth(_)
+        | link_up::Kind::Handoff(_)
+        | link_up::Kind::ReplicaAck(_)
+        | link_up::Kind::Ping(_) => Ok(()),
     }
 }
 

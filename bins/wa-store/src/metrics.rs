@@ -14,6 +14,10 @@ pub struct Metrics {
     pub appends: AtomicU64,
     pub duplicates: AtomicU64,
     pub mailbox_full: AtomicU64,
+    /// Appends refused with STORAGE_FULL (short of disk space).
+    pub storage_full: AtomicU64,
+    /// The data directory's free bytes, as of the last check (`crate::disk`).
+    pub disk_free_bytes: AtomicU64,
     /// Journal syncs (group commits) run.
     pub journal_syncs: AtomicU64,
     /// Items deleted after delivery while still only in memory: they never
@@ -115,6 +119,11 @@ impl Metrics {
                 &self.mailbox_full,
             ),
             (
+                "storage_full",
+                "Appends refused with STORAGE_FULL (the data directory is short of space, or the journal failed on a full disk)",
+                &self.storage_full,
+            ),
+            (
                 "journal_syncs",
                 "Group commits (journal syncs); appends / this = appends per flush",
                 &self.journal_syncs,
@@ -179,6 +188,11 @@ impl Metrics {
                 &self.engine_disk_bytes,
             ),
             ("links", "Edges linked now", &self.links),
+            (
+                "disk_free_bytes",
+                "Free bytes of the data directory's file system, as of the last check (every 250 ms)",
+                &self.disk_free_bytes,
+            ),
         ] {
             s.gauge(&format!("wa_store_{name}"), help, v.load(Relaxed) as f64);
         }

@@ -49,7 +49,11 @@ pub async fn refuse_all(
                 return;
             };
             let mut scratch = BytesMut::new();
-            let ok = link_down::Kind::AuthOk(LinkAuthOk { node, epoch: 0 });
+            let ok = link_down::Kind::AuthOk(LinkAuthOk {
+                node,
+                epoch: 0,
+                heartbeat: false,
+            });
             if write(&mut w, &mut scratch, ok).await.is_err() {
                 return;
             }

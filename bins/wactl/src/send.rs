@@ -40,6 +40,17 @@ pub(crate) async fn run(args: &SendArgs) -> anyhow::Result<ExitCode> {
                     accepted = true;
                     println!("accepted");
                 }
+                Event::Retrying {
+                    id: got,
+                    code,
+                    message,
+                    after,
+                } if got == id => {
+                    eprintln!(
+                        "waiting: {code}: {message}; resent in {}",
+                        humantime::format_duration(after)
+                    );
+                }
                 Event::Rejected {
                     id: got,
                     code,

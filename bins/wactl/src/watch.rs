@@ -70,7 +70,20 @@ pub(crate) async fn run(args: &WatchArgs) -> anyhow::Result<ExitCode> {
             Event::Rejected { code, message, .. } => {
                 eprintln!("a read receipt was rejected: {code}: {message}")
             }
+            Event::Retrying {
+                code,
+                message,
+                after,
+                ..
+            } => eprintln!(
+                "a read receipt waits: {code}: {message}; resent in {}",
+                humantime::format_duration(after)
+            ),
             Event::Error { code, message } => eprintln!("server error: {code}: {message}"),
+            Event::Waiting { reason, after, .. } => eprintln!(
+                "waiting for the server ({reason}); trying again in {}",
+                humantime::format_duration(after)
+            ),
             Event::Disconnected { reason, .. } => {
                 eprintln!("disconnected ({reason}); reconnecting")
             }

@@ -114,7 +114,10 @@ pub(crate) fn gives_up(code: Code) -> bool {
 /// Whether a request refused with `code` is kept and resent later with the
 /// same id rather than reported as rejected.
 fn resend_later(code: Option<Code>) -> bool {
-    matches!(code, Some(Code::Unavailable | Code::Internal))
+    matches!(
+        code,
+        Some(Code::Unavailable | Code::Internal | Code::MailboxFull | Code::StorageFull)
+    )
 }
 
 /// How a session ended.
@@ -294,19 +297,28 @@ impl Driver {
         loop {
             let dialer = self.dialer.clone();
             let result = self.offline(cmds, dialer.dial()).await?;
-            let retry_after = match result {
+            let (code, reason, retry_after) = match result {
                 Ok(c) => return Some(c),
                 Err(ClientError::Refused { code, message, .. }) if gives_up(code) => {
                     self.emit(Event::Fatal { code, message });
                     return None;
                 }
-                Err(ClientError::Refused { retry_after, .. }) => retry_after,
+                Err(ClientError::Refused {
+                    code,
+                    message,
+                    retry_after,
+                }) => (Some(code), message, retry_after),
                 Err(e) => {
                     tracing::debug!(error = %e, "reconnect failed");
-                    None
+                    (None, e.to_string(), None)
                 }
             };
             let delay = backoff.next_delay(retry_after, &mut rand::rng());
+            self.emit(Event::Waiting {
+                code,
+                reason,
+                after: delay,
+            });
             self.offline(cmds, tokio::time::sleep(delay)).await?;
         }
     }
@@ -492,10 +504,16 @@ impl Driver {
                             .get_mut(&order)
                             .expect("order_of and pending agree")
                             .held = true;
-                        if self.hold_until.is_none() {
-                            let delay = resend_backoff.next_delay(retry_after, &mut rand::rng());
-                            self.hold_until = Some(Instant::now() + delay);
-                        }
+                        let now = Instant::now();
+                        let until = *self.hold_until.get_or_insert_with(|| {
+                            now + resend_backoff.next_delay(retry_after, &mut rand::rng())
+                        });
+                        self.emit(Event::Retrying {
+                            id,
+                            code: code.expect("resend_later needs a known code"),
+                            message: e.message.clone(),
+                            after: until.saturating_duration_since(now),
+                        });
                     }
                     (Some(id), code) => {
                         self.remove(&id);

@@ -19,12 +19,31 @@ pub enum Event {
         code: Option<Code>,
         reason: String,
     },
+    /// A reconnect attempt failed (the server refused it, `code` saying why,
+    /// or could not be reached); the client tries again after `after`, by
+    /// itself. Sends wait meanwhile: "waiting for the server".
+    Waiting {
+        code: Option<Code>,
+        reason: String,
+        after: std::time::Duration,
+    },
     /// One tick: the recipient's home holds the send (or read receipt) `id`.
     Accepted {
         id: MessageId,
         server_ts_ms: u64,
         /// The home already had it (a resend after a lost `Accepted`).
         duplicate: bool,
+    },
+    /// The server refused the send (or read receipt) `id` for now; the client
+    /// resends it by itself (same id, in order) after `after`. `code` says
+    /// why, for the app to show: `STORAGE_FULL` (the recipient's server is
+    /// out of disk space), `MAILBOX_FULL` (the recipient's mailbox is full),
+    /// `UNAVAILABLE` (their server cannot be reached), `INTERNAL`.
+    Retrying {
+        id: MessageId,
+        code: Code,
+        message: String,
+        after: std::time::Duration,
     },
     /// The server refused the send (or read receipt) `id` for good.
     Rejected {

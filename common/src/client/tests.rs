@@ -403,17 +403,20 @@ async fn unavailable_keeps_the_send_and_resends_it_and_later_ones_in_order() {
     let b = client.send("bob", Bytes::from_static(b"b")).await.unwrap();
     assert_eq!(&srv.recv_send().await.id[..], &a[..]);
     assert_eq!(&srv.recv_send().await.id[..], &b[..]);
-    // A real refusal is final.
+    // A permanent refusal is final.
     srv.send(server_frame::Kind::Error(Error {
-        code: Code::MailboxFull as u32,
-        message: "full".into(),
+        code: Code::BadRecipient as u32,
+        message: "no such user".into(),
         id: Bytes::copy_from_slice(&a),
         ..Default::default()
     }))
     .await;
     srv.accept_send(&b, false).await;
     assert!(
-        matches!(next_app(&mut events).await, Event::Rejected { id, code: Code::MailboxFull, .. } if id == a)
+        matches!(next_app(&mut events).await, Event::Retrying { id, code: Code::Unavailable, after, .. } if id == a && after >= Duration::from_millis(40))
+    );
+    assert!(
+        matches!(next_app(&mut events).await, Event::Rejected { id, code: Code::BadRecipient, .. } if id == a)
     );
     assert!(matches!(next_app(&mut events).await, Event::Accepted { id, .. } if id == b));
     client.close().await;

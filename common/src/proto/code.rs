@@ -50,10 +50,13 @@ pub enum Code {
     /// than the home's. The edge reloads the map and retries; clients never
     /// see it.
     StaleEpoch = 20,
+    /// The recipient's home is short of disk space and stores nothing new
+    /// until it has room again; retry after `retry_after_ms`.
+    StorageFull = 21,
 }
 
 impl Code {
-    pub const ALL: [Code; 20] = [
+    pub const ALL: [Code; 21] = [
         Code::BadFrame,
         Code::FrameTooLarge,
         Code::NotAuthenticated,
@@ -74,6 +77,7 @@ impl Code {
         Code::BadMedia,
         Code::WrongHome,
         Code::StaleEpoch,
+        Code::StorageFull,
     ];
 
     pub fn from_u32(v: u32) -> Option<Code> {
@@ -103,6 +107,7 @@ impl Code {
             Code::BadMedia => "BAD_MEDIA",
             Code::WrongHome => "WRONG_HOME",
             Code::StaleEpoch => "STALE_EPOCH",
+            Code::StorageFull => "STORAGE_FULL",
         }
     }
 
@@ -119,6 +124,7 @@ impl Code {
                 | Code::BadMedia
                 | Code::WrongHome
                 | Code::StaleEpoch
+                | Code::StorageFull
         )
     }
 }

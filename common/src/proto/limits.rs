@@ -23,3 +23,11 @@ pub const MAX_MEDIA_HANDLE: usize = 32 + 1 + 64;
 pub const MAX_MEDIA_MIME: usize = 100;
 /// Length of `Media.sha256`.
 pub const MEDIA_SHA256_LEN: usize = 32;
+/// `retry_after_ms` servers send with `UNAVAILABLE` and `INTERNAL`.
+pub const RETRY_UNAVAILABLE_MS: u64 = 1000;
+/// `retry_after_ms` a home sends with `STORAGE_FULL`: room comes back when an
+/// operator frees disk space, or as recipients take their mail.
+pub const RETRY_STORAGE_FULL_MS: u64 = 5000;
+/// `retry_after_ms` a home sends with `MAILBOX_FULL`: room comes back when
+/// the recipient reads their mail.
+pub const RETRY_MAILBOX_FULL_MS: u64 = 5000;

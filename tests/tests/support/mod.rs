@@ -87,7 +87,7 @@ pub fn write_pki(dir: &Path) -> TokenSigner {
     TokenSigner::new("k1", key)
 }
 
-fn write_map(dir: &Path, link: SocketAddr) {
+pub fn write_map(dir: &Path, link: SocketAddr) {
     let map = ClusterMap::single(link, "localhost", rand::random());
     std::fs::write(dir.join("cluster.toml"), map.to_toml()).unwrap();
 }
@@ -174,18 +174,37 @@ async fn start_store_inproc(dir: &Path) -> (Service, SocketAddr) {
 /// Starts `wa-store` as a process with `listen` (port 0 the first time) and
 /// waits for its READY line.
 pub async fn spawn_store_process(dir: &Path, listen: SocketAddr) -> StoreProcess {
-    spawn_store_process_with(dir, listen, "").await
+    spawn_store_process_with(dir, listen, "", None, &[]).await
 }
 
-/// [`spawn_store_process`] with `extra` TOML tables in its config.
-pub async fn spawn_store_process_with(dir: &Path, listen: SocketAddr, extra: &str) -> StoreProcess {
+/// [`spawn_store_process`] with `extra` (TOML tables) appended to the
+/// config, its log (stderr) appended to `log` if given, and `env` set.
+pub async fn spawn_store_process_with(
+    dir: &Path,
+    listen: SocketAddr,
+    extra: &str,
+    log: Option<&Path>,
+    env: &[(&str, &std::ffi::OsStr)],
+) -> StoreProcess {
     let cfg = dir.join("wa-store.toml");
     std::fs::write(&cfg, store_toml(dir, listen) + extra).unwrap();
+    let stderr = match log {
+        Some(path) => Stdio::from(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .unwrap(),
+        ),
+        None => Stdio::inherit(),
+    };
     let mut child = tokio::process::Command::new(bin_dir().join("wa-store"))
         .arg("--config")
         .arg(&cfg)
+        .env("NO_COLOR", "1")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(stderr)
         .kill_on_drop(true)
         .spawn()
         .expect("wa-store binary is built (cargo build --workspace)");
@@ -249,8 +268,13 @@ pub struct ChatProcess {
 
 /// Starts `wa-chat` as a process on port 0 and waits for its READY line.
 pub async fn spawn_chat_process(dir: &Path) -> ChatProcess {
+    spawn_chat_process_with(dir, "").await
+}
+
+/// [`spawn_chat_process`] with `extra` (TOML tables) in its config.
+pub async fn spawn_chat_process_with(dir: &Path, extra: &str) -> ChatProcess {
     let cfg = dir.join("wa-chat.toml");
-    std::fs::write(&cfg, chat_toml(dir)).unwrap();
+    std::fs::write(&cfg, chat_toml(dir) + extra).unwrap();
     let mut child = tokio::process::Command::new(bin_dir().join("wa-chat"))
         .arg("--config")
         .arg(&cfg)
@@ -268,7 +292,7 @@ pub async fn spawn_chat_process(dir: &Path) -> ChatProcess {
     }
 }
 
-async fn start_chat_inproc(dir: &Path, extra: &str) -> (Service, SocketAddr, SocketAddr) {
+pub async fn start_chat_inproc(dir: &Path, extra: &str) -> (Service, SocketAddr, SocketAddr) {
     start_chat_inproc_text(chat_toml(dir) + extra).await
 }
 
@@ -378,6 +402,91 @@ impl Deployment {
         }
     }
 
+    /// wa-store as a child process with `extra` (TOML tables) in its
+    /// config and its log in `<dir>/wa-store.log`, wa-chat in-process;
+    /// `prepare` runs on the temp dir first (to mount a small file system
+    /// on `<dir>/store`, the store's data_dir).
+    pub async fn start_with_store_config(extra: &str, prepare: impl FnOnce(&Path)) -> Deployment {
+        Deployment::start_with_store_env(extra, prepare, &[]).await
+    }
+
+    /// [`Deployment::start_with_store_config`], with `env` set for the store.
+    pub async fn start_with_store_env(
+        extra: &str,
+        prepare: impl FnOnce(&Path),
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Deployment {
+        let dir = tempfile::tempdir().unwrap();
+        let signer = write_pki(dir.path());
+        prepare(dir.path());
+        write_map(dir.path(), "127.0.0.1:9".parse().unwrap());
+        let log = dir.path().join("wa-store.log");
+        let sp = spawn_store_process_with(
+            dir.path(),
+            "127.0.0.1:0".parse().unwrap(),
+            extra,
+            Some(&log),
+            env,
+        )
+        .await;
+        let link_addr = sp.addr;
+        write_map(dir.path(), link_addr);
+        let (chat, chat_tcp, chat_quic) = start_chat_inproc(dir.path(), "").await;
+        let roots = common::tls::load_certs(&dir.path().join("pki/ca.pem")).unwrap();
+        Deployment {
+            dir,
+            roots,
+            signer,
+            link_addr,
+            chat_tcp,
+            chat_quic,
+            store: None,
+            store_process: Some(sp),
+            chat: Some(chat),
+        }
+    }
+
+    /// wa-store as a child process inside the network namespace `ns`,
+    /// listening on `at` (its end of a veth pair); wa-chat in-process
+    /// outside, reaching it through that pair.
+    pub async fn start_with_store_in(ns: &netns::Netns, at: std::net::Ipv4Addr) -> Deployment {
+        let dir = tempfile::tempdir().unwrap();
+        let signer = write_pki(dir.path());
+        write_map(dir.path(), "127.0.0.1:9".parse().unwrap());
+        let cfg = dir.path().join("wa-store.toml");
+        std::fs::write(&cfg, store_toml(dir.path(), SocketAddr::new(at.into(), 0))).unwrap();
+        let mut child = ns
+            .command(&bin_dir().join("wa-store"))
+            .arg("--config")
+            .arg(&cfg)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("wa-store binary is built (cargo build --workspace)");
+        let line = ready_line(&mut child, "wa-store").await;
+        let sp = StoreProcess {
+            addr: field(&line, "link").parse().unwrap(),
+            admin: field(&line, "admin").parse().unwrap(),
+            child,
+        };
+        let link_addr = sp.addr;
+        write_map(dir.path(), link_addr);
+        let (chat, chat_tcp, chat_quic) = start_chat_inproc(dir.path(), "").await;
+        let roots = common::tls::load_certs(&dir.path().join("pki/ca.pem")).unwrap();
+        Deployment {
+            dir,
+            roots,
+            signer,
+            link_addr,
+            chat_tcp,
+            chat_quic,
+            store: None,
+            store_process: Some(sp),
+            chat: Some(chat),
+        }
+    }
+
     pub fn token(&self, user: &str) -> String {
         self.token_expiring(user, now_secs() + 3600)
     }
@@ -425,17 +534,32 @@ impl Deployment {
         Deployment::start_processes_with("").await
     }
 
-    /// [`Deployment::start_processes`] with `store_extra` TOML tables in
-    /// wa-store's config.
-    pub async fn start_processes_with(store_extra: &str) -> (Deployment, ChatProcess) {
+    /// [`Deployment::start_processes`] with `chat_extra` (TOML tables) in
+    /// wa-chat's config.
+    pub async fn start_processes_with(chat_extra: &str) -> (Deployment, ChatProcess) {
+        Deployment::start_processes_configured("", chat_extra).await
+    }
+
+    /// [`Deployment::start_processes`] with `store_extra` and `chat_extra`
+    /// (TOML tables) in wa-store's and wa-chat's configs.
+    pub async fn start_processes_configured(
+        store_extra: &str,
+        chat_extra: &str,
+    ) -> (Deployment, ChatProcess) {
         let dir = tempfile::tempdir().unwrap();
         let signer = write_pki(dir.path());
         write_map(dir.path(), "127.0.0.1:9".parse().unwrap());
-        let sp =
-            spawn_store_process_with(dir.path(), "127.0.0.1:0".parse().unwrap(), store_extra).await;
+        let sp = spawn_store_process_with(
+            dir.path(),
+            "127.0.0.1:0".parse().unwrap(),
+            store_extra,
+            None,
+            &[],
+        )
+        .await;
         let link_addr = sp.addr;
         write_map(dir.path(), link_addr);
-        let cp = spawn_chat_process(dir.path()).await;
+        let cp = spawn_chat_process_with(dir.path(), chat_extra).await;
         let roots = common::tls::load_certs(&dir.path().join("pki/ca.pem")).unwrap();
         let d = Deployment {
             dir,
@@ -480,7 +604,8 @@ pub fn now_secs() -> u64 {
 }
 
 /// Waits for the next event that `f` maps to `Some`, skipping presence,
-/// typing and connection events; any other unexpected event fails the test.
+/// typing, connection and retry events; any other unexpected event fails
+/// the test.
 pub async fn expect<T>(
     events: &mut Events,
     what: &str,
@@ -499,7 +624,9 @@ pub async fn expect<T>(
                 Event::Presence { .. }
                 | Event::Typing { .. }
                 | Event::Connected { .. }
-                | Event::Disconnected { .. } => {}
+                | Event::Disconnected { .. }
+                | Event::Waiting { .. }
+                | Event::Retrying { .. } => {}
                 other => panic!("while waiting for {what}: unexpected {other:?}"),
             }
         }

@@ -26,6 +26,8 @@ pub(super) struct Pending {
     pub(super) id: Bytes,
     /// When the client's request arrived (for the Accepted latency).
     pub(super) since: Instant,
+    /// Its bytes, counted in the edge's request budget while it waits.
+    pub(super) _held: crate::budget::Held,
 }
 
 impl Session {
@@ -76,21 +78,30 @@ impl Session {
                     Err(p) => p,
                 }
             };
-            self.failed(p, Code::Unavailable)?;
+            self.failed(p, Code::Unavailable, 0)?;
         }
         Ok(())
     }
 
     /// `p` will not be stored now: tell the client, which resends it later
-    /// with the same id.
-    pub(super) fn failed(&mut self, p: Pending, code: Code) -> Step {
+    /// with the same id (after `retry_after_ms`, the home's delay, or the
+    /// edge's for the code when the home gave none).
+    pub(super) fn failed(&mut self, p: Pending, code: Code, retry_after_ms: u64) -> Step {
         self.client_requests -= 1;
-        let retry = if matches!(code, Code::Unavailable | Code::Internal) {
-            UNAVAILABLE_RETRY_MS
-        } else {
-            0
+        let retry = match (retry_after_ms, code) {
+            (0, Code::Unavailable | Code::Internal) => UNAVAILABLE_RETRY_MS,
+            (0, Code::StorageFull) => common::proto::limits::RETRY_STORAGE_FULL_MS,
+            (0, Code::MailboxFull) => common::proto::limits::RETRY_MAILBOX_FULL_MS,
+            (ms, _) => ms,
         };
-        self.refuse(code, p.id, "the home refused the item", retry)
+        let message = match code {
+            Code::StorageFull => "the recipient's home is out of disk space; resend later",
+            Code::MailboxFull => "the recipient's mailbox is full; resend later",
+            Code::Unavailable => "the recipient's home cannot be reached now; resend later",
+            Code::Internal => "the recipient's home failed to store it; resend later",
+            _ => "the home refused the item",
+        };
+        self.refuse(code, p.id, message, retry)
     }
 
     /// A client request: answered `UNAVAILABLE` (not fatal) if the home is
@@ -100,11 +111,14 @@ impl Session {
     /// overtake it if the link comes back meanwhile, or the sender's order
     /// would break.
     pub(super) fn client_append(&mut self, to: &str, envelope: Envelope, id: Bytes) -> Step {
+        use prost::Message as _;
+        let bytes = envelope.encoded_len() as u64;
         let p = Pending {
             to: to.to_owned(),
             envelope,
             id: id.clone(),
             since: Instant::now(),
+            _held: self.ctx.requests_budget.take(bytes),
         };
         if !self.rerouting.is_empty() {
             // Behind the refused ones, so as not to overtake them.

@@ -308,6 +308,10 @@ struct Session {
     /// Homes this session recently answered `UNAVAILABLE` for, and until when
     /// it keeps doing so.
     refused: HashMap<std::net::SocketAddr, Instant>,
+    /// Delivered items the client has not acknowledged yet, and since when
+    /// they fill the home's push window (see [`Session::window_stuck`]).
+    unacked: HashSet<u64>,
+    window_full_since: Option<Instant>,
 }
 
 type Step = Result<(), Close>;
@@ -391,6 +395,8 @@ impl Session {
             next_tag: 0,
             watching: HashSet::new(),
             refused: HashMap::new(),
+            unacked: HashSet::new(),
+            window_full_since: None,
         };
         let attached = s
             .out
@@ -428,9 +434,12 @@ impl Session {
         let mut idle_at = Instant::now() + idle;
         let kill = Arc::clone(&self.handle.kill);
         loop {
-            // Past the request bound the session stops reading (the client
-            // feels it as TCP or QUIC flow control) until answers come back.
-            let reading = self.client_requests < self.max_requests;
+            // Past the request bound, or the edge's request budget, the
+            // session stops reading (the client feels it as TCP or QUIC flow
+            // control) until answers come back.
+            let budget = Arc::clone(&self.ctx.requests_budget);
+            let over = budget.over();
+            let reading = self.client_requests < self.max_requests && !over;
             if !reading {
                 idle_at = Instant::now() + idle;
             }
@@ -461,6 +470,11 @@ impl Session {
                 () = gone.cancelled() => Err(Close::Quiet),
                 Some(ev) = rx.recv() => self.handle_event(ev),
                 () = sleep_until_some(self.reroute.map(|r| r.1)) => self.reroute_now(),
+                () = budget.room(), if over => Ok(()),
+                () = sleep_until_some(self.window_stuck()) => Err(Close::Error(
+                    Code::SlowConsumer,
+                    "the client has not acknowledged its window of deliveries in time".into(),
+                )),
                 r = reader.read::<ClientFrame>(), if reading => {
                     idle_at = Instant::now() + idle;
                     match r {
@@ -715,7 +729,22 @@ impl Session {
         Ok(())
     }
 
-    fn link_ack(&self, seqs: Vec<u64>) {
+    /// When a client whose push window is full (it has every item the home
+    /// may push unacknowledged) becomes a slow consumer: a client that
+    /// reads (or only pings) but never acknowledges would otherwise hold
+    /// its window, and the home's memory for it, forever.
+    fn window_stuck(&self) -> Option<Instant> {
+        self.window_full_since
+            .map(|t| t + self.ctx.limits.slow_consumer_after)
+    }
+
+    fn link_ack(&mut self, seqs: Vec<u64>) {
+        for s in &seqs {
+            self.unacked.remove(s);
+        }
+        if self.unacked.len() < common::link::PUSH_WINDOW {
+            self.window_full_since = None;
+        }
         if seqs.is_empty() {
             return;
         }
@@ -730,6 +759,12 @@ impl Session {
         match ev {
             Event::Push { seq, envelope } => {
                 self.ctx.metrics.messages_out.inc();
+                self.unacked.insert(seq);
+                if self.unacked.len() >= common::link::PUSH_WINDOW
+                    && self.window_full_since.is_none()
+                {
+                    self.window_full_since = Some(Instant::now());
+                }
                 self.push(
                     server_frame::Kind::Deliver(Deliver {
                         seq,
@@ -743,6 +778,7 @@ impl Session {
                 code,
                 server_ts_ms,
                 duplicate,
+                retry_after_ms,
             } => {
                 let Some(p) = self.requests.remove(&tag) else {
                     return Ok(());
@@ -779,7 +815,7 @@ impl Session {
                         } else {
                             code
                         };
-                        self.failed(p, code)
+                        self.failed(p, code, retry_after_ms)
                     }
                 }
             }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::proto::Envelope;
+use common::reminder::{Reminder, Say};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
@@ -78,9 +79,18 @@ pub fn write_slice(storage: &dyn Storage, batch: &[UserBatch]) -> Vec<Outcome> {
                     })
                     .collect();
                 match storage.append_batch(&b.user, &keyed) {
-                    Ok(()) => true,
+                    Ok(()) => {
+                        if let Some(failures) = WRITE_FAILURES.clear() {
+                            tracing::info!(failures, "write-back works again");
+                        }
+                        true
+                    }
                     Err(e) => {
-                        tracing::error!(error = %e, items = keyed.len(), "write-back failed; the items stay in memory");
+                        match WRITE_FAILURES.hit(std::time::Instant::now()) {
+                            Say::First => tracing::error!(error = %e, items = keyed.len(), "write-back failed; the items stay in memory (logged again once a minute while it fails)"),
+                            Say::Again { count } => tracing::error!(error = %e, failures = count, "write-back still fails; the items stay in memory"),
+                            Say::Quiet => {}
+                        }
                         false
                     }
                 }
@@ -292,6 +302,7 @@ pub async fn write_back_once(
     metrics
         .oldest_dirty_ms
         .store(lag, std::sync::atomic::Ordering::Relaxed);
+    let flushed_ok = flushed.is_ok();
     match flushed {
         Ok(()) => {
             for (segment, n) in report.written {
@@ -321,6 +332,22 @@ pub async fn write_back_once(
         }
         // The items written stay counted in their segments, which are then
         // kept: the journal still covers them.
-        Err(e) => tracing::error!(error = %e, "engine flush failed; journal segments kept"),
+        Err(e) => match FLUSH_FAILURES.hit(std::time::Instant::now()) {
+            Say::First => {
+                tracing::error!(error = %e, "engine flush failed; journal segments kept (logged again once a minute while it fails)")
+            }
+            Say::Again { count } => {
+                tracing::error!(error = %e, failures = count, "engine flushes still fail; journal segments kept")
+            }
+            Say::Quiet => {}
+        },
+    }
+    if flushed_ok && let Some(failures) = FLUSH_FAILURES.clear() {
+        tracing::info!(failures, "engine flushes work again");
     }
 }
+
+/// Failed writes of items to the engine, and failed engine flushes, logged
+/// once and then once a minute (a full disk fails every round).
+static WRITE_FAILURES: Reminder = Reminder::new(crate::journal::REMIND_EVERY);
+static FLUSH_FAILURES: Reminder = Reminder::new(crate::journal::REMIND_EVERY);

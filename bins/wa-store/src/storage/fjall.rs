@@ -14,7 +14,12 @@ pub type FjallStorage = Mailboxes<Fjall>;
 impl Mailboxes<Fjall> {
     /// Opens (or creates) the database in `dir`; see [`Fjall::open`].
     pub fn open(dir: &Path) -> Result<FjallStorage, StorageError> {
-        Ok(Mailboxes::new(Fjall::open(dir)?))
+        FjallStorage::open_with_cache(dir, super::TEST_ENGINE_CACHE)
+    }
+
+    /// [`FjallStorage::open`] with fjall's block cache at `cache` bytes.
+    pub fn open_with_cache(dir: &Path, cache: u64) -> Result<FjallStorage, StorageError> {
+        Ok(Mailboxes::new(Fjall::open(dir, cache)?))
     }
 }
 
@@ -33,7 +38,7 @@ fn engine(op: &'static str) -> impl FnOnce(fjall::Error) -> StorageError {
 impl Fjall {
     /// Opens (or creates) the database in `dir`. Deletes nothing but the
     /// leftovers of an interrupted creation (see below).
-    pub fn open(dir: &Path) -> Result<Fjall, StorageError> {
+    pub fn open(dir: &Path, cache: u64) -> Result<Fjall, StorageError> {
         let open_err = |source: Box<dyn std::error::Error + Send + Sync>| StorageError::Open {
             path: dir.to_owned(),
             source,
@@ -43,6 +48,11 @@ impl Fjall {
         let db = fjall::Database::builder(dir)
             // Durability is ours to decide: the group-commit flusher persists.
             .manual_journal_persist(true)
+            .cache_size(cache)
+            // Sealed memtables wait in memory for their flush until the
+            // journal reaches this (fjall's default is 512 MiB: that much
+            // memory under a stream of writes). 64 MiB is fjall's least.
+            .max_journaling_size(64 << 20)
             .open()
             .map_err(|e| open_err(Box::new(e)))?;
         let ks = db

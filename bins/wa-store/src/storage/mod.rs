@@ -43,14 +43,28 @@ pub use self::sled::SledStorage;
 
 /// Opens the mailboxes in `data_dir` with the configured engine, refusing a
 /// directory another engine (or an unknown format) wrote; see [`format`].
-pub fn open(data_dir: &Path, engine: EngineChoice) -> Result<Arc<dyn Storage>, StoreError> {
+pub fn open(
+    data_dir: &Path,
+    engine: EngineChoice,
+    cache: u64,
+) -> Result<Arc<dyn Storage>, StoreError> {
     format::prepare(data_dir, engine)?;
     let dir = format::engine_dir(data_dir, engine);
     Ok(match engine {
-        EngineChoice::Sled => Arc::new(SledStorage::open(&dir)?),
-        EngineChoice::Fjall => Arc::new(FjallStorage::open(&dir)?),
+        EngineChoice::Sled => Arc::new(SledStorage::open_with_cache(&dir, cache)?),
+        EngineChoice::Fjall => Arc::new(FjallStorage::open_with_cache(&dir, cache)?),
     })
 }
+
+/// The engine's own cache for a store whose `[cache] memory` is `memory`:
+/// a quarter of it, at least 8 MiB. (sled's default was 1 GiB whatever the
+/// budget; docs/OPERATIONS.md, "The store's memory".)
+pub fn engine_cache(memory: u64) -> u64 {
+    (memory / 4).max(8 << 20)
+}
+
+/// The engine cache of stores opened without a budget (tests, tools).
+pub const TEST_ENGINE_CACHE: u64 = 64 << 20;
 
 /// A mailbox item as stored: its sequence number and the envelope, with the
 /// home's `server_ts_ms` stamped.

@@ -14,7 +14,13 @@ pub type SledStorage = Mailboxes<Sled>;
 impl Mailboxes<Sled> {
     /// Opens (or creates) the database in `dir`; see [`Sled::open`].
     pub fn open(dir: &Path) -> Result<SledStorage, StorageError> {
-        Ok(Mailboxes::new(Sled::open(dir)?))
+        SledStorage::open_with_cache(dir, super::TEST_ENGINE_CACHE)
+    }
+
+    /// [`SledStorage::open`] with sled's page cache at `cache` bytes (its
+    /// own default is 1 GiB).
+    pub fn open_with_cache(dir: &Path, cache: u64) -> Result<SledStorage, StorageError> {
+        Ok(Mailboxes::new(Sled::open(dir, cache)?))
     }
 }
 
@@ -38,7 +44,7 @@ impl Sled {
     /// Opens (or creates) the database in `dir`. Deletes nothing but an
     /// unfinished snapshot (see below): a database sled cannot open is
     /// reported with its path and left for an operator to inspect.
-    pub fn open(dir: &Path) -> Result<Sled, StorageError> {
+    pub fn open(dir: &Path, cache: u64) -> Result<Sled, StorageError> {
         let open_err = |source: Box<dyn std::error::Error + Send + Sync>| StorageError::Open {
             path: dir.to_owned(),
             source,
@@ -47,6 +53,7 @@ impl Sled {
         remove_unfinished_snapshots(dir).map_err(|e| open_err(Box::new(e)))?;
         let db = sled::Config::new()
             .path(dir)
+            .cache_capacity(cache)
             .open()
             .map_err(|e| open_err(Box::new(e)))?;
         let log = std::fs::File::open(dir.join("db")).map_err(|e| open_err(Box::new(e)))?;

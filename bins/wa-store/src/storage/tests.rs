@@ -517,9 +517,9 @@ fn engine_contract_on<E: Engine>(open: fn(&Path) -> Result<E, StorageError>) {
 #[test]
 fn engine_contract() {
     eprintln!("engine sled");
-    engine_contract_on(Sled::open);
+    engine_contract_on(|d| Sled::open(d, crate::storage::TEST_ENGINE_CACHE));
     eprintln!("engine fjall");
-    engine_contract_on(Fjall::open);
+    engine_contract_on(|d| Fjall::open(d, crate::storage::TEST_ENGINE_CACHE));
 }
 
 #[test]
@@ -582,7 +582,7 @@ impl<E> Counting<E> {
 fn an_append_is_two_reads_and_one_batch() {
     let dir = tempfile::tempdir().unwrap();
     let s = Mailboxes::new(Counting {
-        inner: Sled::open(dir.path()).unwrap(),
+        inner: Sled::open(dir.path(), crate::storage::TEST_ENGINE_CACHE).unwrap(),
         gets: AtomicUsize::new(0),
         scans: AtomicUsize::new(0),
         applies: AtomicUsize::new(0),

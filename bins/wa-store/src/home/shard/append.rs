@@ -5,10 +5,11 @@ use std::sync::Arc;
 
 use common::link::{AppendResult, link_down};
 use common::proto::{Code, Envelope, ItemKind, ids};
+use common::reminder::{Reminder, Say};
 use prost::Message;
 
 use super::{Cached, Gone, LinkTx, Now, Pending, Shard};
-use crate::journal::{AppendRecord, DeleteRecord, Record, record};
+use crate::journal::{AppendRecord, DeleteRecord, Record, Refusal, record};
 use crate::metrics::Metrics;
 use crate::storage::{DedupeKey, Original};
 
@@ -83,6 +84,9 @@ impl Shard {
             return Ok(());
         }
 
+        if let Some(r) = journal.refusal() {
+            return Err(refusal_code(r));
+        }
         // Receipts get twice the room, so that a full mailbox never blocks
         // the acknowledgement (and so the deletion) of messages elsewhere.
         let room = if kind == ItemKind::Message { 1 } else { 2 };
@@ -244,7 +248,9 @@ impl Shard {
             match self.storage.delete(user, &engine) {
                 Ok(n) => n,
                 Err(e) => {
-                    tracing::error!(error = %e, "delete failed; the items will be delivered again");
+                    if DELETE_FAILURES.hit(std::time::Instant::now()) != Say::Quiet {
+                        tracing::error!(error = %e, "delete failed; the items will be delivered again (logged once a minute while deletes fail)");
+                    }
                     0
                 }
             }
@@ -258,8 +264,10 @@ impl Shard {
                     seqs: seqs.to_vec(),
                 })),
             };
-            if let Err(e) = self.journal.append(&rec, false) {
-                tracing::error!(error = %e, "cannot journal a delete; a crash may deliver the items again");
+            if let Err(e) = self.journal.append(&rec, false)
+                && DELETE_FAILURES.hit(std::time::Instant::now()) != Say::Quiet
+            {
+                tracing::error!(error = %e, "cannot journal a delete; a crash may deliver the items again (logged once a minute while deletes fail)");
             }
         }
         if delivered {
@@ -283,13 +291,39 @@ impl Shard {
 pub(super) static PANIC_ON_APPEND_TO: std::sync::LazyLock<Option<String>> =
     std::sync::LazyLock::new(|| std::env::var("WA_STORE_FAULT_PANIC_ON_APPEND_TO").ok());
 
+/// Failed deletes (engine or journal), logged once a minute: on a full disk
+/// every acknowledgement fails.
+static DELETE_FAILURES: Reminder = Reminder::new(crate::journal::REMIND_EVERY);
+
 /// The answer to an append refused with `code`.
 pub(super) fn refused(req: u64, code: Code) -> link_down::Kind {
     link_down::Kind::AppendResult(AppendResult {
         req,
         code: code as u32,
+        retry_after_ms: retry_after_ms(code),
         ..Default::default()
     })
+}
+
+/// When a sender may try again after `code` (0: not a temporary refusal).
+pub(super) fn retry_after_ms(code: Code) -> u64 {
+    use common::proto::limits::{
+        RETRY_MAILBOX_FULL_MS, RETRY_STORAGE_FULL_MS, RETRY_UNAVAILABLE_MS,
+    };
+    match code {
+        Code::StorageFull => RETRY_STORAGE_FULL_MS,
+        Code::MailboxFull => RETRY_MAILBOX_FULL_MS,
+        Code::Unavailable | Code::Internal => RETRY_UNAVAILABLE_MS,
+        _ => 0,
+    }
+}
+
+/// What a sender is told when the journal takes no new items.
+pub(super) fn refusal_code(r: Refusal) -> Code {
+    match r {
+        Refusal::LowSpace | Refusal::Failed { no_space: true } => Code::StorageFull,
+        Refusal::Failed { no_space: false } => Code::Internal,
+    }
 }
 
 pub(super) fn internal(e: impl std::fmt::Display) -> Code {

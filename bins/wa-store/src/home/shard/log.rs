@@ -7,7 +7,7 @@
 //! (`shard::model_tests`) puts an in-memory one behind it, so that the
 //! state machine runs with no I/O at all.
 
-use crate::journal::{Journal, JournalError, Record};
+use crate::journal::{Journal, JournalError, Record, Refusal};
 
 /// What a shard asks of the journal.
 pub(in crate::home) trait Log: Send + Sync {
@@ -17,6 +17,9 @@ pub(in crate::home) trait Log: Send + Sync {
 
     /// `n` live items of `segment` no longer need it.
     fn settle(&self, segment: u64, n: u64);
+
+    /// Why new items must be refused now, if they must.
+    fn refusal(&self) -> Option<Refusal>;
 }
 
 impl Log for Journal {
@@ -26,5 +29,9 @@ impl Log for Journal {
 
     fn settle(&self, segment: u64, n: u64) {
         Journal::settle(self, segment, n);
+    }
+
+    fn refusal(&self) -> Option<Refusal> {
+        Journal::refusal(self)
     }
 }

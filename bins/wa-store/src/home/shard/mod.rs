@@ -296,8 +296,10 @@ impl Shard {
                 envelope,
             } => {
                 if let Err(code) = self.append(&link, req, to, envelope, now) {
-                    if code == Code::MailboxFull {
-                        Metrics::add(&self.metrics.mailbox_full, 1);
+                    match code {
+                        Code::MailboxFull => Metrics::add(&self.metrics.mailbox_full, 1),
+                        Code::StorageFull => Metrics::add(&self.metrics.storage_full, 1),
+                        _ => {}
                     }
                     self.effects.push(Effect::Send {
                         link,

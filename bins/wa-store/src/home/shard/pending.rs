@@ -18,10 +18,16 @@ impl Shard {
             };
             let p = self.pending.pop_front().expect("front exists");
             let code = match outcome {
-                Ok(()) => 0,
-                Err(FlushError::Failed) => Code::Internal as u32,
-                Err(FlushError::Stopped | FlushError::Unreplicated) => Code::Unavailable as u32,
+                Ok(()) => None,
+                Err(FlushError::Failed) => Some(
+                    self.journal
+                        .refusal()
+                        .map_or(Code::Internal, super::append::refusal_code),
+                ),
+                Err(FlushError::Stopped | FlushError::Unreplicated) => Some(Code::Unavailable),
             };
+            let retry_after_ms = code.map_or(0, super::append::retry_after_ms);
+            let code = code.map_or(0, |c| c as u32);
             if let Some(mut answer) = p.other {
                 if code != 0 {
                     match &mut answer {
@@ -50,6 +56,7 @@ impl Shard {
                     server_ts_ms: p.server_ts_ms,
                     duplicate: p.fresh.is_none(),
                     seq: p.seq,
+                    retry_after_ms,
                 }),
             });
             if let Some(to) = p.fresh {

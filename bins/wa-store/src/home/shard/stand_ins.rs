@@ -75,4 +75,8 @@ impl Log for MemLog {
     fn settle(&self, _: u64, n: u64) {
         self.0.lock().unwrap().1 += n;
     }
+
+    fn refusal(&self) -> Option<crate::journal::Refusal> {
+        None
+    }
 }
