@@ -138,6 +138,10 @@ pub struct LimitsConfig {
     pub global: Rate,
     /// Verification attempts per client address.
     pub verify_per_address: Rate,
+    /// PIN hashes (setting or checking a registration-lock PIN) per account.
+    pub pin_per_account: Rate,
+    /// PIN hashes per client address (an IPv6 address counts by its /64).
+    pub pin_per_address: Rate,
     /// Largest request body.
     pub max_body: ByteSize,
 }
@@ -311,6 +315,8 @@ impl Default for LimitsConfig {
             prefix_digits: 6,
             global: rate(100, 1),
             verify_per_address: rate(60, 3600),
+            pin_per_account: rate(20, 3600),
+            pin_per_address: rate(60, 3600),
             max_body: ByteSize::kib(4),
         }
     }
@@ -418,6 +424,8 @@ impl Config {
             ("limits.per_address", l.per_address),
             ("limits.per_prefix", l.per_prefix),
             ("limits.global", l.global),
+            ("limits.pin_per_account", l.pin_per_account),
+            ("limits.pin_per_address", l.pin_per_address),
             ("limits.verify_per_address", l.verify_per_address),
         ] {
             if r.count == 0 || r.per.is_zero() {

@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod phone;
 pub mod pin;
 pub mod pumping;
+pub mod revoke;
 pub mod secret;
 pub mod sms;
 pub mod tokens;
@@ -163,11 +164,12 @@ impl Register {
             pumping: Pumping::new(config.pumping.clone()),
             sms,
             accounts: Accounts::new(link),
-            pins: Pins::new(pepper),
+            pins: Pins::new(pepper.clone()),
             tokens: Tokens::new(
                 TokenSigner::new(config.tokens.key_id.clone(), signing),
                 ring,
                 config.tokens.ttl,
+                &pepper,
             ),
             metrics: Arc::default(),
             http: Default::default(),

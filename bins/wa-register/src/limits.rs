@@ -20,6 +20,8 @@ pub enum Limit {
     Prefix,
     Global,
     VerifyAddress,
+    PinAccount,
+    PinAddress,
 }
 
 impl Limit {
@@ -30,6 +32,8 @@ impl Limit {
             Limit::Prefix => "prefix",
             Limit::Global => "global",
             Limit::VerifyAddress => "verify_address",
+            Limit::PinAccount => "pin_account",
+            Limit::PinAddress => "pin_address",
         }
     }
 }
@@ -47,6 +51,8 @@ pub struct Limits {
     per_prefix: DefaultKeyedRateLimiter<String>,
     global: DefaultDirectRateLimiter,
     verify_per_address: DefaultKeyedRateLimiter<IpAddr>,
+    pin_per_account: DefaultKeyedRateLimiter<String>,
+    pin_per_address: DefaultKeyedRateLimiter<IpAddr>,
     clock: DefaultClock,
 }
 
@@ -66,6 +72,8 @@ impl Limits {
             per_prefix: RateLimiter::keyed(quota(cfg.per_prefix)),
             global: RateLimiter::direct(quota(cfg.global)),
             verify_per_address: RateLimiter::keyed(quota(cfg.verify_per_address)),
+            pin_per_account: RateLimiter::keyed(quota(cfg.pin_per_account)),
+            pin_per_address: RateLimiter::keyed(quota(cfg.pin_per_address)),
             clock: DefaultClock::default(),
         }
     }
@@ -106,12 +114,38 @@ impl Limits {
             .map_err(|n| self.refused(Limit::VerifyAddress, n))
     }
 
+    /// Admits one PIN hash for `user` from `addr` (keyed by its network:
+    /// an IPv6 address by its /64).
+    pub fn pin(&self, user: &str, addr: IpAddr) -> Result<(), Refused> {
+        self.pin_per_address
+            .check_key(&network(addr))
+            .map_err(|n| self.refused(Limit::PinAddress, n))?;
+        self.pin_per_account
+            .check_key(&user.to_owned())
+            .map_err(|n| self.refused(Limit::PinAccount, n))
+    }
+
     /// Drops the state of keys that are back to a full bucket (bounded memory).
     pub fn sweep(&self) {
         self.per_number.retain_recent();
         self.per_address.retain_recent();
         self.per_prefix.retain_recent();
         self.verify_per_address.retain_recent();
+        self.pin_per_account.retain_recent();
+        self.pin_per_address.retain_recent();
+    }
+}
+
+/// The key an address is limited by: an IPv6 address by its /64 (one
+/// subscriber's allocation, which it may rotate through at will), an IPv4
+/// address as it is.
+pub fn network(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V4(_) => addr,
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(bits.into())
+        }
     }
 }
 

@@ -313,11 +313,18 @@ async fn read_loop<R: AsyncRead + Unpin>(
                         // over from another island keeps its own.
                         envelope.server_ts_ms = 0;
                     }
+                    // The sender's revocations are kept at its own home:
+                    // checked here when that is this node.
+                    let sender_generation = (a.from_generation != 0
+                        && !a.handoff
+                        && ctx.ownership.current().owns(&envelope.from))
+                    .then_some(a.from_generation);
                     Op::Append {
                         link: link.clone(),
                         req: a.req,
                         to: a.to,
                         envelope,
+                        sender_generation,
                     }
                 }
                 None => {
@@ -360,6 +367,22 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     generation: r.generation,
                 }
             }
+            link_up::Kind::CheckDevice(c) if !common::proto::ids::valid_user_id(&c.user) => {
+                link.send(link_down::Kind::DeviceChecked(
+                    common::link::DeviceChecked {
+                        req: c.req,
+                        code: common::proto::Code::BadRecipient as u32,
+                    },
+                ));
+                continue;
+            }
+            link_up::Kind::CheckDevice(c) => Op::CheckDevice {
+                link: link.clone(),
+                req: c.req,
+                user: c.user,
+                device: c.device,
+                generation: c.generation,
+            },
             link_up::Kind::Detach(d) => Op::Detach {
                 link: link.id,
                 session: d.session,
@@ -403,6 +426,7 @@ fn routed_here(ownership: &Ownership, kind: &link_up::Kind) -> Result<(), Code> 
         link_up::Kind::Attach(a) => ownership.check(&a.user, a.epoch, false),
         link_up::Kind::Kv(k) => ownership.check(&k.key, k.epoch, k.handoff),
         link_up::Kind::Revoke(r) => ownership.check(&r.user, r.epoch, r.handoff),
+        link_up::Kind::CheckDevice(c) => ownership.check(&c.user, c.epoch, false),
         link_up::Kind::Detach(d) => owned(ownership, &d.user),
         link_up::Kind::Ack(a) => owned(ownership, &a.user),
         link_up::Kind::Typing(t) => owned(ownership, &t.to),
@@ -429,7 +453,7 @@ fn refuse(link: &LinkTx, kind: &link_up::Kind, code: Code) {
 
 /// The answer refusing `kind` with `code`, if it expects one.
 pub(crate) fn refusal(kind: &link_up::Kind, code: Code) -> Option<link_down::Kind> {
-    use common::link::{AppendResult, Kick, KvResult, RevokeResult};
+    use common::link::{AppendResult, DeviceChecked, Kick, KvResult, RevokeResult};
     let code = code as u32;
     let answer = match kind {
         link_up::Kind::Append(a) => link_down::Kind::AppendResult(AppendResult {
@@ -446,6 +470,9 @@ pub(crate) fn refusal(kind: &link_up::Kind, code: Code) -> Option<link_down::Kin
             code,
             ..Default::default()
         }),
+        link_up::Kind::CheckDevice(c) => {
+            link_down::Kind::DeviceChecked(DeviceChecked { req: c.req, code })
+        }
         link_up::Kind::Revoke(r) => link_down::Kind::RevokeResult(RevokeResult {
             req: r.req,
             code,

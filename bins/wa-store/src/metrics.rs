@@ -14,6 +14,8 @@ pub struct Metrics {
     pub appends: AtomicU64,
     pub duplicates: AtomicU64,
     pub mailbox_full: AtomicU64,
+    /// Appends refused because the sending device was revoked.
+    pub revoked_appends: AtomicU64,
     /// Journal syncs (group commits) run.
     pub journal_syncs: AtomicU64,
     /// Items deleted after delivery while still only in memory: they never
@@ -106,6 +108,11 @@ impl Metrics {
                 "mailbox_full",
                 "Appends refused with MAILBOX_FULL",
                 &self.mailbox_full,
+            ),
+            (
+                "revoked_appends",
+                "Appends refused with REVOKED: the sending device was revoked",
+                &self.revoked_appends,
             ),
             (
                 "journal_syncs",

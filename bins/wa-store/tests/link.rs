@@ -140,6 +140,7 @@ impl Link {
             }),
             epoch: 1,
             handoff: false,
+            from_generation: 0,
         }))
         .await;
     }
@@ -214,6 +215,7 @@ async fn append_dedupe_push_ack() {
         generation: 1,
     }))
     .await;
+    assert!(matches!(l.recv().await, Some(link_down::Kind::Attached(a)) if a.session == 9));
     let mut pushed = Vec::new();
     for _ in 0..2 {
         match l.recv().await {
@@ -247,6 +249,7 @@ async fn append_dedupe_push_ack() {
         generation: 1,
     }))
     .await;
+    assert!(matches!(l.recv().await, Some(link_down::Kind::Attached(a)) if a.session == 10));
     match l.recv().await {
         Some(link_down::Kind::Push(p)) => assert_eq!((p.session, p.seq), (10, 2)),
         other => panic!("expected Push of seq 2, got {other:?}"),
@@ -325,6 +328,7 @@ async fn quota_then_expiry_makes_room() {
         generation: 1,
     }))
     .await;
+    assert!(matches!(l.recv().await, Some(link_down::Kind::Attached(a)) if a.session == 1));
     match l.recv().await {
         Some(link_down::Kind::Push(p)) => assert_eq!(p.seq, 3),
         other => panic!("expected the new item, got {other:?}"),
