@@ -123,6 +123,57 @@ impl Coordinator {
         format!("{}/islands/{island}/primary", self.prefix)
     }
 
+    /// Present while `island`'s primary acknowledges appends its secondary
+    /// does not have (`when_absent = "disk"` with the secondary away): no
+    /// takeover while it is there, since the secondary would serve without
+    /// them.
+    fn alone_key(&self, island: &str) -> String {
+        format!("{}/islands/{island}/alone", self.prefix)
+    }
+
+    /// Records, while `me` holds `island`'s primary key, that it goes on
+    /// without its secondary. `true` if recorded (or already so); the
+    /// primary may then acknowledge appends that only it has. The record
+    /// outlives the lease: only the primary, with its secondary back and
+    /// caught up, takes it away ([`Coordinator::clear_alone`]).
+    pub async fn mark_alone(&mut self, island: &str, me: &str) -> Result<bool, CoordinationError> {
+        let txn = Txn::new()
+            .when([Compare::value(
+                self.primary_key(island),
+                CompareOp::Equal,
+                me.as_bytes().to_vec(),
+            )])
+            .and_then([TxnOp::put(
+                self.alone_key(island),
+                me.as_bytes().to_vec(),
+                None,
+            )]);
+        Ok(bounded(self.client.txn(txn)).await?.succeeded())
+    }
+
+    /// Takes the record of [`Coordinator::mark_alone`] away, while `me`
+    /// holds `island`'s primary key. `true` if it is gone.
+    pub async fn clear_alone(&mut self, island: &str, me: &str) -> Result<bool, CoordinationError> {
+        let txn = Txn::new()
+            .when([Compare::value(
+                self.primary_key(island),
+                CompareOp::Equal,
+                me.as_bytes().to_vec(),
+            )])
+            .and_then([TxnOp::delete(self.alone_key(island), None)]);
+        Ok(bounded(self.client.txn(txn)).await?.succeeded())
+    }
+
+    /// Who recorded that `island`'s primary runs without its secondary, if
+    /// anyone.
+    pub async fn alone(&mut self, island: &str) -> Result<Option<String>, CoordinationError> {
+        let resp = bounded(self.client.get(self.alone_key(island), None)).await?;
+        Ok(resp
+            .kvs()
+            .first()
+            .map(|kv| String::from_utf8_lossy(kv.value()).into_owned()))
+    }
+
     /// The map in etcd and its revision, if there is one.
     pub async fn map(&mut self) -> Result<Option<(ClusterMap, i64)>, CoordinationError> {
         let key = self.map_key();
@@ -165,9 +216,9 @@ impl Coordinator {
         Ok(map)
     }
 
-    /// Replaces the map with `map` if it is still at `revision`, and no
-    /// primary of `island` holds its key: a secondary's takeover, one
-    /// compare-and-swap. `true` if it took.
+    /// Replaces the map with `map` if it is still at `revision`, no primary
+    /// of `island` holds its key, and none recorded that it went on alone:
+    /// a secondary's takeover, one compare-and-swap. `true` if it took.
     pub async fn take_over(
         &mut self,
         map: &ClusterMap,
@@ -179,6 +230,7 @@ impl Coordinator {
             .when([
                 Compare::mod_revision(key.clone(), CompareOp::Equal, revision),
                 Compare::version(self.primary_key(island), CompareOp::Equal, 0),
+                Compare::version(self.alone_key(island), CompareOp::Equal, 0),
             ])
             .and_then([TxnOp::put(key, map.to_toml(), None)]);
         Ok(bounded(self.client.txn(txn)).await?.succeeded())
@@ -266,6 +318,26 @@ impl Coordinator {
             granted_at,
         )))
     }
+}
+
+/// For a service that only reads the map (wa-chat, wa-register): with etcd
+/// configured, etcd's map replaces the file at `map` now (or the file's is
+/// published, for a new cluster), and a task keeps the file equal to
+/// etcd's, notifying `reload` after each change, until `stop`. Nothing
+/// without etcd.
+pub async fn follow_from_start(
+    cfg: &CoordinationConfig,
+    map: &Path,
+    reload: Arc<Notify>,
+    stop: CancellationToken,
+) -> Result<(), CoordinationError> {
+    if !cfg.enabled() {
+        return Ok(());
+    }
+    let mut c = Coordinator::connect(cfg).await?;
+    c.adopt_map(map).await?;
+    tokio::spawn(c.follow_map(map.to_owned(), reload, stop));
+    Ok(())
 }
 
 /// A held lease, renewed every third of its time to live by a task of its

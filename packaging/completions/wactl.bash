@@ -16,6 +16,9 @@ _wactl() {
             ",$1")
                 cmd="wactl"
                 ;;
+            wactl,cluster)
+                cmd="wactl__subcmd__cluster"
+                ;;
             wactl,code)
                 cmd="wactl__subcmd__code"
                 ;;
@@ -70,6 +73,24 @@ _wactl() {
             wactl,watch)
                 cmd="wactl__subcmd__watch"
                 ;;
+            wactl__subcmd__cluster,catch-up)
+                cmd="wactl__subcmd__cluster__subcmd__catch__subcmd__up"
+                ;;
+            wactl__subcmd__cluster,help)
+                cmd="wactl__subcmd__cluster__subcmd__help"
+                ;;
+            wactl__subcmd__cluster,status)
+                cmd="wactl__subcmd__cluster__subcmd__status"
+                ;;
+            wactl__subcmd__cluster__subcmd__help,catch-up)
+                cmd="wactl__subcmd__cluster__subcmd__help__subcmd__catch__subcmd__up"
+                ;;
+            wactl__subcmd__cluster__subcmd__help,help)
+                cmd="wactl__subcmd__cluster__subcmd__help__subcmd__help"
+                ;;
+            wactl__subcmd__cluster__subcmd__help,status)
+                cmd="wactl__subcmd__cluster__subcmd__help__subcmd__status"
+                ;;
             wactl__subcmd__config,defaults)
                 cmd="wactl__subcmd__config__subcmd__defaults"
                 ;;
@@ -81,6 +102,9 @@ _wactl() {
                 ;;
             wactl__subcmd__config__subcmd__help,help)
                 cmd="wactl__subcmd__config__subcmd__help__subcmd__help"
+                ;;
+            wactl__subcmd__help,cluster)
+                cmd="wactl__subcmd__help__subcmd__cluster"
                 ;;
             wactl__subcmd__help,code)
                 cmd="wactl__subcmd__help__subcmd__code"
@@ -136,6 +160,12 @@ _wactl() {
             wactl__subcmd__help,watch)
                 cmd="wactl__subcmd__help__subcmd__watch"
                 ;;
+            wactl__subcmd__help__subcmd__cluster,catch-up)
+                cmd="wactl__subcmd__help__subcmd__cluster__subcmd__catch__subcmd__up"
+                ;;
+            wactl__subcmd__help__subcmd__cluster,status)
+                cmd="wactl__subcmd__help__subcmd__cluster__subcmd__status"
+                ;;
             wactl__subcmd__help__subcmd__config,defaults)
                 cmd="wactl__subcmd__help__subcmd__config__subcmd__defaults"
                 ;;
@@ -146,12 +176,138 @@ _wactl() {
 
     case "${cmd}" in
         wactl)
-            opts="-h -V --help --version keygen token up home promote send watch register code man status sessions kick queues drain config completions help"
+            opts="-h -V --help --version keygen token up home promote send watch register code man status cluster sessions kick queues drain config completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        wactl__subcmd__cluster)
+            opts="-h -V --help --version status catch-up help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        wactl__subcmd__cluster__subcmd__catch__subcmd__up)
+            opts="-h -V --nodes --dir --timeout --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --nodes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        wactl__subcmd__cluster__subcmd__help)
+            opts="status catch-up help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        wactl__subcmd__cluster__subcmd__help__subcmd__catch__subcmd__up)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        wactl__subcmd__cluster__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        wactl__subcmd__cluster__subcmd__help__subcmd__status)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        wactl__subcmd__cluster__subcmd__status)
+            opts="-o -h -V --nodes --dir --output --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --nodes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table json" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "table json" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -304,8 +460,50 @@ _wactl() {
             return 0
             ;;
         wactl__subcmd__help)
-            opts="keygen token up home promote send watch register code man status sessions kick queues drain config completions help"
+            opts="keygen token up home promote send watch register code man status cluster sessions kick queues drain config completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        wactl__subcmd__help__subcmd__cluster)
+            opts="status catch-up"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        wactl__subcmd__help__subcmd__cluster__subcmd__catch__subcmd__up)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        wactl__subcmd__help__subcmd__cluster__subcmd__status)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

@@ -30,6 +30,75 @@ async fn with_etcd_the_secondary_takes_over_by_itself_and_nothing_accepted_is_lo
     drop(etcd);
 }
 
+/// wa-register follows the map in etcd (`[coordination]`): with a map file
+/// of its own that nobody else writes, it signs users up at the new primary
+/// after the old one was killed and its secondary took over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_etcd_wa_register_follows_the_map_to_the_new_primary() {
+    let etcd = support::etcd::Etcd::start().await;
+    let section = etcd.section("2s");
+    let mut c = Cluster::start_replicated_with(1, &section).await;
+    let node = c.start_register(&section).await;
+    let rc = c.register_client(&node);
+    let rc = &rc;
+    let verify = |number: &'static str| {
+        let code = node
+            .last_code(number)
+            .expect("the log provider wrote a code");
+        async move {
+            rc.verify(&common::client::Verify {
+                number: number.into(),
+                code,
+                device_name: Some("phone".into()),
+                ..Default::default()
+            })
+            .await
+        }
+    };
+    rc.request_code("+15550001001").await.unwrap();
+    verify("+15550001001")
+        .await
+        .expect("sign-up before the failover");
+
+    signal(&c.stores[0].child, nix::sys::signal::Signal::SIGKILL);
+    let _ = c.stores[0].child.wait().await;
+    let killed = Instant::now();
+    // Refused while the lease runs out and the secondary takes over; then
+    // wa-register must find the new primary through etcd. (A code once
+    // sent is not sent again for a while: 429 means it went out.)
+    let number = "+15550001002";
+    for step in ["code", "verify"] {
+        let mut last = Some(format!("{step}: not tried"));
+        while killed.elapsed() < PATIENCE {
+            let r = match step {
+                "code" => rc.request_code(number).await.map(|_| ()),
+                _ => verify(number).await.map(|_| ()),
+            };
+            match r {
+                Ok(()) => {
+                    last = None;
+                    break;
+                }
+                Err(e) if step == "code" && e.status() == Some(429) => {
+                    last = None;
+                    break;
+                }
+                Err(e) => last = Some(format!("{step}: {e}")),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert!(last.is_none(), "no sign-up after the failover: {last:?}");
+    }
+    println!(
+        "wa-register signed up at the new primary {:?} after the kill",
+        killed.elapsed()
+    );
+    node.service.stop().await;
+    c.restart_replicated(1).await;
+    c.stop().await;
+    drop(etcd);
+}
+
 /// A client sends 300 messages, one at a time, each until Accepted; the
 /// primary is killed after 100, and promoted by hand (`promote`) or left
 /// to etcd. Every accepted message reaches the recipient once, in order.

@@ -67,6 +67,9 @@ pub struct Link {
     pub addr: SocketAddr,
     keeper: LinkKeeper,
     state: watch::Sender<Option<Arc<LinkConn>>>,
+    /// Cancelled when no island of the map has this address as primary
+    /// any more ([`Link::retire`]).
+    retired: CancellationToken,
 }
 
 impl Link {
@@ -75,7 +78,17 @@ impl Link {
             addr,
             keeper: LinkKeeper::new(addr, server_name, CONNECT_TIMEOUT, Redial::Always),
             state: watch::Sender::new(None),
+            retired: CancellationToken::new(),
         }
+    }
+
+    /// The map no longer names this store a primary: close the connection
+    /// (the sessions that depended on it end with `UNAVAILABLE` and their
+    /// clients resend, in order, to the new home) and stop redialing. A
+    /// store that vanished from the network (a partition) would otherwise
+    /// hold those sessions and their sends until TCP gives up.
+    pub fn retire(&self) {
+        self.retired.cancel();
     }
 
     /// The live connection, if the link is up.
@@ -102,15 +115,22 @@ impl Link {
         hub: Arc<Hub>,
         stop: CancellationToken,
     ) {
-        let (link, hub, stopping) = (&*self, &*hub, &stop);
-        self.keeper
-            .run(
-                &settings.dialer,
-                || settings.epoch.load(Ordering::Relaxed),
-                &stop,
-                move |Dialed { reader, writer, .. }| link.serve(reader, writer, hub, stopping),
-            )
-            .await;
+        let mine = stop.child_token();
+        let (link, hub, stopping) = (&*self, &*hub, &mine);
+        let run = self.keeper.run(
+            &settings.dialer,
+            || settings.epoch.load(Ordering::Relaxed),
+            &mine,
+            move |Dialed { reader, writer, .. }| link.serve(reader, writer, hub, stopping),
+        );
+        tokio::pin!(run);
+        tokio::select! {
+            () = &mut run => return,
+            () = self.retired.cancelled() => {}
+        }
+        tracing::info!("no island of the cluster map has this store as primary: link closed");
+        mine.cancel();
+        run.await;
     }
 
     /// Publishes a fresh connection, runs it until it breaks or `stop`, then

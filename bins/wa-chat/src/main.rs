@@ -44,17 +44,20 @@ async fn serve(config: Config, chassis: Chassis) -> anyhow::Result<()> {
     common::rlimit::raise_open_files("wa-chat", Some(config.limits.max_connections as u64));
     // With etcd, its cluster map is the one: written to the local file
     // before the edge reads it, and followed from then on.
-    let coordination = if config.coordination.enabled() {
-        let mut c = common::coordination::Coordinator::connect(&config.coordination)
-            .await
-            .with_context(|| format!("cannot reach etcd at {:?}", config.coordination.etcd))?;
-        c.adopt_map(&config.cluster.map)
-            .await
-            .context("cannot take the cluster map from etcd")?;
-        Some(c)
-    } else {
-        None
-    };
+    let map = chassis.reload.notify();
+    common::coordination::follow_from_start(
+        &config.coordination,
+        &config.cluster.map,
+        std::sync::Arc::clone(&map),
+        chassis.shutdown.clone(),
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "cannot take the cluster map from etcd at {:?}",
+            config.coordination.etcd
+        )
+    })?;
     let chat = Chat::open(config.clone()).context("cannot load the configured files")?;
     let tcp = match config.listen.tcp {
         Some(addr) => Some(
@@ -86,14 +89,6 @@ async fn serve(config: Config, chassis: Chassis) -> anyhow::Result<()> {
             tracing::warn!(error = %e, "TLS certificate kept");
         }
     });
-    let map = chassis.reload.notify();
-    if let Some(c) = coordination {
-        tokio::spawn(c.follow_map(
-            config.cluster.map.clone(),
-            std::sync::Arc::clone(&map),
-            chassis.shutdown.clone(),
-        ));
-    }
     let run =
         tokio::spawn(chat.serve_reloading(Listeners { tcp, quic }, chassis.shutdown.clone(), map));
     chassis.ready(&format!("READY wa-chat tcp={tcp_addr} quic={quic_addr}"));

@@ -4,7 +4,8 @@
 //!
 //! The map is read again on SIGHUP and when a home refuses a request with
 //! `WRONG_HOME` or `STALE_EPOCH` ([`Router::reload_soon`]); a map that adds
-//! a store address starts a link to it. Who a user's home is, is decided by
+//! a store address starts a link to it, one that no longer names a store as
+//! any island's primary retires that store's link. Who a user's home is, is decided by
 //! `ClusterMap::home_index` alone.
 
 use std::collections::HashMap;
@@ -62,8 +63,8 @@ struct Table {
 
 pub struct Router {
     table: RwLock<Arc<Table>>,
-    /// Every link ever started, by address (a link to a store that left the
-    /// map stays idle rather than cutting sessions that still use it).
+    /// The link to every primary of the current map, by address (a store
+    /// that is no longer any island's primary has its link retired).
     links: Mutex<HashMap<SocketAddr, Arc<Link>>>,
     path: PathBuf,
     spawner: Option<LinkSpawner>,
@@ -119,6 +120,17 @@ impl Router {
             };
             island_link.push(link);
         }
+        // A primary that lost its islands (a failover, a move) may be gone
+        // from the network without closing anything: what waits on its link
+        // would wait until TCP gives up. Close it; its sessions start again
+        // at their new homes.
+        links.retain(|addr, link| {
+            let kept = map.islands.iter().any(|i| i.primary == *addr);
+            if !kept {
+                link.retire();
+            }
+            kept
+        });
         if let Some(s) = &self.spawner {
             s.settings.set_epoch(map.epoch);
             for l in &fresh {
@@ -246,7 +258,10 @@ fragments = [3, 3]
         std::fs::write(&path, &moved).unwrap();
         assert!(r.reload());
         assert_eq!(r.epoch(), 4);
-        assert_eq!(r.links().len(), 3);
+        // (The store at :2 is no island's primary any more: its link is
+        // retired.)
+        assert_eq!(r.links().len(), 2);
+        assert!(r.links().iter().all(|l| l.addr.port() != 2));
         let map: ClusterMap = toml::from_str(&moved).unwrap();
         for i in 0..200 {
             let u = format!("user{i}");

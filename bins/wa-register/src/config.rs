@@ -29,6 +29,9 @@ pub struct Config {
     pub admin: AdminConfig,
     pub tls: TlsConfig,
     pub cluster: ClusterConfig,
+    /// With automatic failover: the cluster map comes from etcd and is
+    /// followed (docs/OPERATIONS.md, "Automatic failover through etcd").
+    pub coordination: common::coordination::CoordinationConfig,
     pub tokens: TokensConfig,
     pub codes: CodesConfig,
     pub pin: PinConfig,
@@ -236,6 +239,7 @@ impl Default for Config {
             admin: AdminConfig::loopback(ADMIN_PORT),
             tls: TlsConfig::default(),
             cluster: ClusterConfig::default(),
+            coordination: Default::default(),
             tokens: TokensConfig::default(),
             codes: CodesConfig::default(),
             pin: PinConfig::default(),
@@ -386,7 +390,7 @@ impl Config {
 
     /// Checks the values themselves, without touching the file system.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let mut errs = Vec::new();
+        let mut errs = self.coordination.problems();
         if self.name.is_empty() {
             errs.push("name: must not be empty".to_string());
         }

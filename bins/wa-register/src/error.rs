@@ -21,6 +21,8 @@ pub enum RegisterError {
     Config(#[from] ConfigError),
     #[error("TLS: {0}")]
     Tls(#[from] common::tls::TlsError),
+    #[error("the cluster map from etcd: {0}")]
+    Coordination(#[from] common::coordination::CoordinationError),
     #[error(transparent)]
     Cluster(#[from] common::cluster::ClusterError),
     #[error("cluster.secret_file: {0}")]

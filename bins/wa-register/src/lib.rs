@@ -116,6 +116,35 @@ impl Register {
         }
     }
 
+    /// [`Register::open`], after taking the cluster map from etcd when
+    /// `[coordination]` names it; from then on etcd's map is followed into
+    /// the map file and read again after each change, until `stop`.
+    pub async fn start(
+        config: Config,
+        stop: &CancellationToken,
+    ) -> Result<Register, RegisterError> {
+        let from_etcd = Arc::new(tokio::sync::Notify::new());
+        common::coordination::follow_from_start(
+            &config.coordination,
+            &config.cluster.map,
+            Arc::clone(&from_etcd),
+            stop.clone(),
+        )
+        .await?;
+        let register = Register::open(config)?;
+        let reload = register.map_reloader();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = from_etcd.notified() => reload(),
+                    () = stop.cancelled() => return,
+                }
+            }
+        });
+        Ok(register)
+    }
+
     /// Validates `config` and reads every file it names.
     pub fn open(config: Config) -> Result<Register, RegisterError> {
         config.validate()?;
@@ -249,5 +278,8 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), RegisterError> {
-    Register::open(config)?.serve(listener, shutdown).await
+    Register::start(config, &shutdown)
+        .await?
+        .serve(listener, shutdown)
+        .await
 }

@@ -43,7 +43,9 @@ async fn serve(config: Config, chassis: Chassis) -> anyhow::Result<()> {
     // not fit).
     common::rlimit::raise_open_files("wa-register", None);
     let addr = config.listen.https;
-    let register = Register::open(config).context("cannot start wa-register")?;
+    let register = Register::start(config, &chassis.shutdown)
+        .await
+        .context("cannot start wa-register")?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on listen.https = {addr}"))?;

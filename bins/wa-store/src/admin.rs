@@ -33,9 +33,11 @@ impl Store {
         }));
         let metrics = Arc::clone(&self.metrics);
         let ownership = Arc::clone(&self.ownership);
-        let island = self.config.cluster.island.clone();
+        let island = self.island_name();
         admin.status_fields(move |m| {
             m.insert("epoch".into(), ownership.current().map.epoch.into());
+            // (The map's name of it, also when the config leaves it to be
+            // the map's only island.)
             m.insert("island".into(), island.clone().into());
             m.insert("connections".into(), metrics.links.load(Relaxed).into());
             m.insert(
@@ -45,6 +47,10 @@ impl Store {
             m.insert("appends".into(), metrics.appends.load(Relaxed).into());
             let largest = metrics.report().largest.first().map_or(0, |l| l.1);
             m.insert("largest_mailbox".into(), largest.into());
+            m.insert(
+                "replication".into(),
+                metrics.replication_status(ownership.fenced()),
+            );
         });
         let metrics = Arc::clone(&self.metrics);
         admin.route(

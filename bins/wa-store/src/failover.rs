@@ -78,8 +78,58 @@ pub async fn hold_lease(
     }
 }
 
+/// A primary's side, at `when_absent = "disk"`: keeps etcd's record that it
+/// goes on without its secondary as the sync thread wants it
+/// (`replication::alone`), until `stop`.
+pub async fn record_alone(
+    mut c: Coordinator,
+    island: String,
+    me: String,
+    gate: Arc<crate::replication::alone::Alone>,
+    stop: CancellationToken,
+) {
+    // Unknown at start: a record left by an earlier run is taken away
+    // once the secondary is back (`together`).
+    let mut recorded: Option<bool> = None;
+    loop {
+        let wanted = gate.wanted();
+        if recorded != Some(wanted) {
+            let r = if wanted {
+                c.mark_alone(&island, &me).await
+            } else {
+                c.clear_alone(&island, &me).await
+            };
+            match r {
+                Ok(true) if wanted => {
+                    tracing::warn!(%island, "etcd records that this primary goes on without its secondary: appends are durable on this node's disk only, and no takeover happens until the secondary is back and caught up");
+                    gate.set_recorded();
+                    recorded = Some(true);
+                }
+                Ok(true) => {
+                    if recorded == Some(true) {
+                        tracing::info!(%island, "the secondary is back: etcd's record that this primary went on alone is taken away");
+                    }
+                    recorded = Some(false);
+                }
+                // Not holding the primary's key (fenced, or not yet): the
+                // appends stay refused; looked at again below.
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot update etcd's record of this primary going on alone")
+                }
+            }
+        }
+        tokio::select! {
+            () = gate.changed.notified() => {}
+            () = tokio::time::sleep(pause(&c)) => {}
+            () = stop.cancelled() => return,
+        }
+    }
+}
+
 /// A secondary's side: once it has seen its primary hold the lease and is
-/// caught up, takes over when the lease is gone. Writes the new map to
+/// caught up, takes over when the lease is gone, unless the primary went
+/// on without it (`record_alone`). Writes the new map to
 /// the local file and notifies `reload` (the follower then promotes).
 pub async fn watch_primary(
     mut c: Coordinator,
@@ -91,6 +141,7 @@ pub async fn watch_primary(
     stop: CancellationToken,
 ) {
     let mut seen_held = false;
+    let mut said_alone = false;
     loop {
         tokio::select! {
             () = tokio::time::sleep(pause(&c)) => {}
@@ -107,6 +158,20 @@ pub async fn watch_primary(
         seen_held |= held;
         if held || !seen_held || !caught_up {
             continue;
+        }
+        match c.alone(&island).await {
+            Ok(None) => {}
+            Ok(Some(who)) => {
+                if !said_alone {
+                    tracing::error!(%island, primary = %who, "the primary's lease expired, but it had gone on without this secondary (etcd records it): not taking over, since appends it acknowledged are missing here. Bring that node back, or see docs/OPERATIONS.md, \"Automatic failover through etcd\"");
+                    said_alone = true;
+                }
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot look at the primary's record in etcd");
+                continue;
+            }
         }
         let Ok(Some((map, rev))) = c.map().await else {
             continue;

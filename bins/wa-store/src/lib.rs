@@ -134,7 +134,7 @@ impl Store {
             .unwrap_or(self.config.link.listen)
     }
 
-    fn island_name(&self) -> String {
+    pub(crate) fn island_name(&self) -> String {
         let o = self.ownership.current();
         o.map.islands[o.island].name.clone()
     }
@@ -192,11 +192,19 @@ impl Store {
     ) -> Result<(), StoreError> {
         let journal_arc = Arc::clone(self.journal.as_ref().expect("a primary has a journal"));
         let commit = Arc::new(Commit::new());
-        let replication = Arc::new(replication::Replication::new(
+        let alone = self
+            .coordination
+            .is_some()
+            .then(|| Arc::new(replication::alone::Alone::default()));
+        let mut replication = replication::Replication::new(
             Arc::clone(&journal_arc),
             self.config.replication.wait,
             self.config.replication.when_absent,
-        ));
+        );
+        if let Some(a) = &alone {
+            replication = replication.gated_by(Arc::clone(a));
+        }
+        let replication = Arc::new(replication);
         let _ = self.metrics.replication.set(Arc::clone(&replication));
         let metrics = Arc::clone(&self.metrics);
         let flush: FlushFn = match self.config.durability {
@@ -295,12 +303,21 @@ impl Store {
         ));
         if let Some(c) = self.coordination.clone() {
             tokio::spawn(failover::hold_lease(
-                c,
+                c.clone(),
                 self.island_name(),
                 self.me().to_string(),
                 Arc::clone(&self.ownership),
                 stop.clone(),
             ));
+            if let Some(a) = alone {
+                tokio::spawn(failover::record_alone(
+                    c,
+                    self.island_name(),
+                    self.me().to_string(),
+                    a,
+                    stop.clone(),
+                ));
+            }
         }
         let demoted = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let reloader = tokio::spawn(reload_loop(

@@ -51,6 +51,10 @@ pub struct Metrics {
     pub following: AtomicU64,
     pub follower_caught_up: AtomicU64,
     pub follower_lsn: AtomicU64,
+    /// The catch-up copy in progress: engine bytes received, and about how
+    /// many the primary has (both 0 outside a copy).
+    pub follower_copied_bytes: AtomicU64,
+    pub follower_copy_total_bytes: AtomicU64,
 }
 
 /// Upper bounds of the mailbox length histogram.
@@ -233,11 +237,58 @@ impl Metrics {
                 "Stream records this secondary holds (compare the primary's wa_store_replica_sent_lsn)",
                 &self.follower_lsn,
             ),
+            (
+                "follower_copied_bytes",
+                "Engine bytes received by the catch-up copy in progress (0 outside one)",
+                &self.follower_copied_bytes,
+            ),
+            (
+                "follower_copy_total_bytes",
+                "About how many engine bytes the catch-up copy in progress brings (0 outside one)",
+                &self.follower_copy_total_bytes,
+            ),
         ] {
             s.gauge(&format!("wa_store_{name}"), help, v.load(Relaxed) as f64);
         }
         if let Some(r) = self.replication.get() {
             r.sample(s);
+        }
+    }
+
+    /// The catch-up copy's progress (both 0 outside a copy).
+    pub fn copy_progress(&self, copied: u64, total: u64) {
+        self.follower_copied_bytes.store(copied, Relaxed);
+        self.follower_copy_total_bytes.store(total, Relaxed);
+    }
+
+    /// This node's part in replication, for `/admin/status` (`wactl
+    /// cluster status`): as secondary, how far it follows; as primary, how
+    /// far its secondary is behind.
+    pub fn replication_status(&self, fenced: bool) -> serde_json::Value {
+        if self.following.load(Relaxed) == 1 {
+            return serde_json::json!({
+                "role": "secondary",
+                "caught_up": self.follower_caught_up.load(Relaxed) == 1,
+                "lsn": self.follower_lsn.load(Relaxed),
+                "copied_bytes": self.follower_copied_bytes.load(Relaxed),
+                "copy_total_bytes": self.follower_copy_total_bytes.load(Relaxed),
+            });
+        }
+        let role = if fenced { "fenced" } else { "primary" };
+        match self.replication.get() {
+            Some(r) => {
+                let (connected, caught_up, lag) = r.status();
+                serde_json::json!({
+                    "role": role,
+                    "lsn": r.lsn(),
+                    "secondary_connected": connected,
+                    "secondary_caught_up": caught_up,
+                    "lag_records": lag,
+                    "lag_seconds": r.lag().as_secs_f64(),
+                    "alone": r.alone(),
+                })
+            }
+            None => serde_json::json!({ "role": role }),
         }
     }
 

@@ -44,6 +44,8 @@ pub enum Command {
     Code(CodeArgs),
     Man(ManArgs),
     Status(StatusArgs),
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     Sessions(SessionsArgs),
     Kick(KickArgs),
     Queues(QueuesArgs),
@@ -92,6 +94,44 @@ pub struct StatusArgs {
     pub nodes: NodesArg,
     #[command(flatten)]
     pub output: OutputArg,
+}
+
+/// The islands of the cluster, as their wa-store nodes report them.
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    Status(ClusterStatusArgs),
+    CatchUp(CatchUpArgs),
+}
+
+/// Show every island: its epoch, each wa-store node's role (primary,
+/// secondary, or fenced: a primary that may not serve), how far the stream
+/// has come (LSN) and how far the secondary is behind (records and seconds).
+///
+/// Reads the wa-store nodes of the node list. Exit code 2 if a node does
+/// not answer, an island has no serving primary, a secondary is not caught
+/// up (it could not take over), or a primary goes on without its secondary.
+#[derive(Debug, Args)]
+pub struct ClusterStatusArgs {
+    #[command(flatten)]
+    pub nodes: NodesArg,
+    #[command(flatten)]
+    pub output: OutputArg,
+}
+
+/// Wait until every secondary has caught up with its primary, with a
+/// progress bar for each catch-up copy under way.
+///
+/// A new, wiped or long-absent secondary first receives a copy of its
+/// primary's data, then the stream; it could take over only once that copy
+/// is complete. Exit code 0 once every secondary of the node list is caught
+/// up, 2 if one is not by --timeout, 1 if a node cannot be asked.
+#[derive(Debug, Args)]
+pub struct CatchUpArgs {
+    #[command(flatten)]
+    pub nodes: NodesArg,
+    /// How long to wait.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
 }
 
 /// List USER's sessions on every edge: edge, session id, device, since when.

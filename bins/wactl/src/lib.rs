@@ -38,6 +38,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Code(a) => code::run(&a),
         Command::Man(a) => man::run(&a).map(|()| ExitCode::SUCCESS),
         Command::Status(a) => ops::status::run(&a).await,
+        Command::Cluster(cli::ClusterCommand::Status(a)) => ops::cluster::status(&a).await,
+        Command::Cluster(cli::ClusterCommand::CatchUp(a)) => ops::cluster::catch_up(&a).await,
         Command::Sessions(a) => ops::sessions::sessions(&a).await,
         Command::Kick(a) => ops::sessions::kick(&a).await,
         Command::Queues(a) => ops::queues::run(&a).await,

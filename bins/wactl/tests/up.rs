@@ -308,6 +308,23 @@ async fn up_with_secondaries_survives_a_killed_primary_after_wactl_promote() {
         send(dir, &["--wait", "accepted"], "before").await,
         "accepted\n"
     );
+    // The operator's view: one island, its primary serving, its secondary
+    // caught up and (after the send) acknowledging everything.
+    let (code, doc) = cluster_status(dir).await;
+    assert_eq!(code, Some(0), "{doc}");
+    assert_eq!(
+        roles(&doc),
+        [
+            ("island-1".into(), 1, "primary".into()),
+            ("island-1".into(), 1, "secondary".into())
+        ],
+        "{doc}"
+    );
+    assert_eq!(doc["nodes"][1]["replication"]["caught_up"], true, "{doc}");
+    assert_eq!(
+        doc["nodes"][0]["replication"]["secondary_caught_up"], true,
+        "{doc}"
+    );
 
     let pid: i32 = std::fs::read_to_string(Path::new(dir).join("run/wa-store.pid"))
         .unwrap()
@@ -331,6 +348,9 @@ async fn up_with_secondaries_survives_a_killed_primary_after_wactl_promote() {
     );
     let said = String::from_utf8(out.stdout).unwrap();
     assert!(said.contains("epoch 2"), "{said}");
+    // (Until the killed store is back, the island is not healthy.)
+    let (code, doc) = cluster_status(dir).await;
+    assert_eq!(code, Some(2), "{doc}");
     // The client retries until the edge routes it to the new primary.
     assert_eq!(
         send(dir, &["--wait", "accepted"], "after").await,
@@ -338,6 +358,31 @@ async fn up_with_secondaries_survives_a_killed_primary_after_wactl_promote() {
     );
     // The killed store is back, following the new primary.
     caught_up(&mut lines).await;
+    let out = Command::new(WACTL)
+        .args(["cluster", "catch-up", "--dir", dir, "--timeout", "30s"])
+        .output()
+        .await
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("every secondary is caught up"), "{said}");
+    assert!(said.contains("caught up (lsn"), "{said}");
+    let (code, doc) = cluster_status(dir).await;
+    assert_eq!(code, Some(0), "{doc}");
+    assert_eq!(
+        roles(&doc),
+        [
+            ("island-1".into(), 2, "primary".into()),
+            ("island-1".into(), 2, "secondary".into())
+        ],
+        "{doc}"
+    );
+    // The roles swapped: the store started second is the primary now.
+    assert_eq!(doc["nodes"][0]["node"], "store-2", "{doc}");
 
     let (mut watch, mut watch_out) = spawn(&["watch", "--dir", dir, "--user", "bob"]);
     wait_line(&mut watch_out, "the message from before", |l| {
@@ -352,4 +397,38 @@ async fn up_with_secondaries_survives_a_killed_primary_after_wactl_promote() {
     exits_zero(&mut watch, "wactl watch").await;
     sigterm(&up);
     exits_zero(&mut up, "wactl up").await;
+}
+
+/// `wactl cluster status -o json` of the deployment in `dir`: exit code
+/// and document.
+async fn cluster_status(dir: &str) -> (Option<i32>, serde_json::Value) {
+    let out = Command::new(WACTL)
+        .args(["cluster", "status", "--dir", dir, "--output", "json"])
+        .output()
+        .await
+        .unwrap();
+    let doc = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code(), doc)
+}
+
+/// (island, epoch, role) of each node of a `cluster status` document.
+fn roles(doc: &serde_json::Value) -> Vec<(String, u64, String)> {
+    doc["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["island"].as_str().unwrap_or("?").to_string(),
+                n["epoch"].as_u64().unwrap_or(0),
+                n["role"].as_str().unwrap_or("?").to_string(),
+            )
+        })
+        .collect()
 }

@@ -12,6 +12,7 @@ use common::cluster::{ClusterMap, Island};
 use common::token::{TokenClaims, TokenSigner};
 use rustls_pki_types::CertificateDer;
 
+use super::netns::{Netns, Veth};
 use super::{
     ChatProcess, PATIENCE, StoreProcess, bin_dir, field, now_secs, ready_line, ready_then,
     write_pki,
@@ -55,7 +56,7 @@ fn store_toml(dir: &Path, k: usize, listen: std::net::SocketAddr) -> String {
 }
 
 /// Store `name` of island `k`, at `durability`.
-fn store_toml_as(
+pub fn store_toml_as(
     dir: &Path,
     name: &str,
     k: usize,
@@ -86,12 +87,17 @@ token_file = "{d}/admin.token"
 }
 
 fn chat_toml(dir: &Path, k: usize) -> String {
+    chat_toml_on(dir, k, std::net::Ipv4Addr::LOCALHOST.into())
+}
+
+/// Edge `k`, its client ports on `host` (port 0).
+pub fn chat_toml_on(dir: &Path, k: usize, host: std::net::IpAddr) -> String {
     let d = dir.display();
     format!(
         r#"name = "chat-{k}"
 [listen]
-tcp = "127.0.0.1:0"
-quic = "127.0.0.1:0"
+tcp = "{host}:0"
+quic = "{host}:0"
 [tls]
 cert = "{d}/pki/cert.pem"
 key = "{d}/pki/key.pem"
@@ -112,16 +118,45 @@ token_file = "{d}/admin.token"
 }
 
 async fn spawn(dir: &Path, bin: &str, file: &str, text: String) -> tokio::process::Child {
+    spawn_in(None, dir, bin, file, text).await
+}
+
+/// `bin` with the config `text` written to `file`, in the network
+/// namespace `ns` or this process's own.
+pub async fn spawn_in(
+    ns: Option<&Netns>,
+    dir: &Path,
+    bin: &str,
+    file: &str,
+    text: String,
+) -> tokio::process::Child {
     let cfg = dir.join(file);
+    // Another host has a map file of its own (it learns a new map only
+    // through etcd or by hand, not by reading this host's).
+    let text = match ns {
+        Some(ns) => {
+            let here = dir.join("cluster.toml");
+            let there = dir.join(format!("cluster-{}.toml", ns.name));
+            if !there.exists() {
+                std::fs::copy(&here, &there).unwrap();
+            }
+            text.replace(&*here.to_string_lossy(), &there.to_string_lossy())
+        }
+        None => text,
+    };
     std::fs::write(&cfg, text).unwrap();
-    tokio::process::Command::new(bin_dir().join(bin))
-        .arg("--config")
-        .arg(&cfg)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("binaries are built (cargo build --workspace)")
+    let program = bin_dir().join(bin);
+    match ns {
+        Some(ns) => ns.command(&program),
+        None => tokio::process::Command::new(&program),
+    }
+    .arg("--config")
+    .arg(&cfg)
+    .stdout(Stdio::piped())
+    .stderr(Stdio::inherit())
+    .kill_on_drop(true)
+    .spawn()
+    .expect("binaries are built (cargo build --workspace)")
 }
 
 /// `edges` wa-chat processes, ready.
@@ -139,6 +174,24 @@ async fn start_edges(d: &Path, edges: usize, extra: &str) -> Vec<ChatProcess> {
         });
     }
     chats
+}
+
+/// Store `k` of a replicated island ("1" the first primary, "1b" its
+/// secondary) at `addr`, in `ns`, ready (and then `then`).
+async fn spawn_replicated(
+    d: &Path,
+    k: usize,
+    addr: std::net::SocketAddr,
+    ns: Option<&Netns>,
+    then: Option<&str>,
+) -> StoreProcess {
+    let name = if k == 1 { "1" } else { "1b" };
+    let extra = std::fs::read_to_string(d.join("extra.toml")).unwrap_or_default();
+    let text = store_toml_as(d, name, 1, addr, "replicated") + &extra;
+    let mut child = spawn_in(ns, d, "wa-store", &format!("wa-store-{name}.toml"), text).await;
+    let line = ready_then(&mut child, "wa-store", then).await;
+    let admin = field(&line, "admin").parse().unwrap();
+    StoreProcess { child, addr, admin }
 }
 
 async fn start_store(d: &Path, k: usize, listen: std::net::SocketAddr) -> StoreProcess {
@@ -183,61 +236,139 @@ impl Cluster {
     /// [`Cluster::start_replicated`], with `extra` (TOML tables, such as
     /// `[coordination]`) in every store's and edge's config.
     pub async fn start_replicated_with(edges: usize, extra: &str) -> Cluster {
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
-        let signer = write_pki(d);
         let free = || {
             std::net::TcpListener::bind("127.0.0.1:0")
                 .unwrap()
                 .local_addr()
                 .unwrap()
         };
-        let (pa, sa) = (free(), free());
+        let mut c = Cluster::start_pair([(free(), None), (free(), None)], extra).await;
+        c.edges = start_edges(c.dir.path(), edges, extra).await;
+        c
+    }
+
+    /// One island split over two hosts (docs/ARCHITECTURE.md, "Replication"):
+    /// its primary (store 1) and an edge (edge 1, its client ports on
+    /// `clients.inside`) in the namespace `ns`, the primary's link on
+    /// `cluster.inside`; the secondary (store 2) and a second edge (edge 2,
+    /// on loopback) here, the secondary's link on `cluster.outside`. Setting
+    /// `cluster` down cuts the primary off from everything but its edge.
+    /// `extra` goes into every config, `stores_only` into the stores'.
+    pub async fn start_split(
+        ns: &Netns,
+        cluster: &Veth,
+        clients: &Veth,
+        extra: &str,
+        stores_only: &str,
+    ) -> Cluster {
+        let port = |ip: std::net::Ipv4Addr| {
+            std::net::TcpListener::bind((ip, 0))
+                .unwrap()
+                .local_addr()
+                .unwrap()
+        };
+        // (The namespace is empty: any port is free there.)
+        let primary =
+            std::net::SocketAddr::new(cluster.inside.into(), port(cluster.outside).port());
+        let secondary = port(cluster.outside);
+        let stores = [(primary, Some(ns)), (secondary, None)];
+        let mut c = Cluster::start_pair(stores, &format!("{extra}{stores_only}")).await;
+        let d = c.dir.path();
+        let mut edges = Vec::new();
+        for (k, host, ns) in [
+            (1, clients.inside.into(), Some(ns)),
+            (2, std::net::Ipv4Addr::LOCALHOST.into(), None),
+        ] {
+            let text = chat_toml_on(d, k, host) + extra;
+            let mut child = spawn_in(ns, d, "wa-chat", &format!("wa-chat-{k}.toml"), text).await;
+            let line = ready_line(&mut child, "wa-chat").await;
+            edges.push(ChatProcess {
+                tcp: field(&line, "tcp").parse().unwrap(),
+                quic: field(&line, "quic").parse().unwrap(),
+                admin: field(&line, "admin").parse().unwrap(),
+                child,
+            });
+        }
+        c.edges = edges;
+        c
+    }
+
+    /// The primary ("1") and secondary ("1b") of one island at `replicated`,
+    /// each at its address and in its namespace, the secondary caught up;
+    /// no edges yet.
+    async fn start_pair(
+        stores: [(std::net::SocketAddr, Option<&Netns>); 2],
+        extra: &str,
+    ) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let signer = write_pki(d);
+        let (pa, sa) = (stores[0].0, stores[1].0);
         let mut map = map_of(rand::random(), &[pa], 1);
         map.islands[0].secondary = Some(sa);
         std::fs::write(d.join("cluster.toml"), map.to_toml()).unwrap();
-        let mut stores = Vec::new();
-        for (name, addr, then) in [("1", pa, None), ("1b", sa, Some("CAUGHT-UP"))] {
-            let mut child = spawn(
-                d,
-                "wa-store",
-                &format!("wa-store-{name}.toml"),
-                store_toml_as(d, name, 1, addr, "replicated") + extra,
-            )
-            .await;
-            let line = ready_then(&mut child, "wa-store", then).await;
-            let admin = field(&line, "admin").parse().unwrap();
-            stores.push(StoreProcess { child, addr, admin });
-        }
-        let chats = start_edges(d, edges, extra).await;
-        let roots = common::tls::load_certs(&d.join("pki/ca.pem")).unwrap();
         std::fs::write(d.join("extra.toml"), extra).unwrap();
+        let mut started = Vec::new();
+        for (k, (addr, ns)) in stores.into_iter().enumerate() {
+            let then = (k == 1).then_some("CAUGHT-UP");
+            started.push(spawn_replicated(d, k + 1, addr, ns, then).await);
+        }
+        let roots = common::tls::load_certs(&d.join("pki/ca.pem")).unwrap();
         Cluster {
             dir,
             roots,
             signer,
             map,
-            stores,
-            edges: chats,
+            stores: started,
+            edges: Vec::new(),
         }
     }
 
     /// Store `k` (1-based) of [`Cluster::start_replicated`] again ("1" or
     /// "1b"), on its address and data.
     pub async fn restart_replicated(&mut self, k: usize) {
-        let name = if k == 1 { "1" } else { "1b" };
+        self.restart_replicated_in(k, None, None).await;
+    }
+
+    /// [`Cluster::restart_replicated`] in the namespace `ns`; with `then`,
+    /// also waits for a line starting with it (`CAUGHT-UP`).
+    pub async fn restart_replicated_in(
+        &mut self,
+        k: usize,
+        ns: Option<&Netns>,
+        then: Option<&str>,
+    ) {
         let addr = self.stores[k - 1].addr;
-        let mut child = spawn(
-            self.dir.path(),
-            "wa-store",
-            &format!("wa-store-{name}.toml"),
-            store_toml_as(self.dir.path(), name, 1, addr, "replicated")
-                + &std::fs::read_to_string(self.dir.path().join("extra.toml")).unwrap_or_default(),
-        )
-        .await;
-        let line = ready_line(&mut child, "wa-store").await;
-        let admin = field(&line, "admin").parse().unwrap();
-        self.stores[k - 1] = StoreProcess { child, addr, admin };
+        self.stores[k - 1] = spawn_replicated(self.dir.path(), k, addr, ns, then).await;
+    }
+
+    /// An in-process wa-register beside this cluster, with `extra` tables,
+    /// reading a map file of its own (a copy of the map now), as on another
+    /// machine: it learns a new map only through etcd.
+    pub async fn start_register(&self, extra: &str) -> super::RegisterNode {
+        let d = self.dir.path();
+        let shared = d.join("cluster.toml");
+        let own = d.join("cluster-register.toml");
+        std::fs::copy(&shared, &own).unwrap();
+        let tokens = format!(
+            "key_id = \"k1\"\nsigning_key = \"{}\"\n",
+            d.join("keys/k1.key").display()
+        );
+        let text = super::register_toml_at(d, &self.signer, extra, &tokens).replace(
+            &format!("map = \"{}\"", shared.display()),
+            &format!("map = \"{}\"", own.display()),
+        );
+        super::start_register_at(d, text).await
+    }
+
+    /// A registration client of `node`.
+    pub fn register_client(&self, node: &super::RegisterNode) -> common::client::RegisterClient {
+        common::client::RegisterClient::new(common::client::RegisterConfig::new(
+            node.addr,
+            "localhost".into(),
+            self.roots.clone(),
+        ))
+        .expect("register client")
     }
 
     /// `islands` stores and `edges` edges, all ready.

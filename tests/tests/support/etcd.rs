@@ -13,8 +13,8 @@ pub struct Etcd {
     _dir: tempfile::TempDir,
 }
 
-fn free() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
+fn free(ip: std::net::IpAddr) -> SocketAddr {
+    std::net::TcpListener::bind((ip, 0))
         .unwrap()
         .local_addr()
         .unwrap()
@@ -32,8 +32,15 @@ fn binary() -> std::path::PathBuf {
 impl Etcd {
     /// Starts etcd and waits until it answers a read.
     pub async fn start() -> Etcd {
+        Etcd::start_on(std::net::Ipv4Addr::LOCALHOST.into()).await
+    }
+
+    /// [`Etcd::start`], serving clients on `ip` (its peer port stays on
+    /// loopback).
+    pub async fn start_on(ip: std::net::IpAddr) -> Etcd {
         let dir = tempfile::tempdir().unwrap();
-        let (client, peer) = (free(), free());
+        let local = std::net::Ipv4Addr::LOCALHOST.into();
+        let (client, peer) = (free(ip), free(local));
         let url = format!("http://{client}");
         let peer_url = format!("http://{peer}");
         let child = tokio::process::Command::new(binary())

@@ -7,6 +7,7 @@
 
 pub mod cluster;
 pub mod etcd;
+pub mod netns;
 pub mod proxy;
 
 use std::net::SocketAddr;
@@ -633,49 +634,7 @@ impl Deployment {
     /// [`Self::register_toml`] with `tokens` as the body of its `[tokens]`
     /// table.
     fn register_toml_tokens(&self, extra: &str, tokens: &str) -> String {
-        let d = self.dir.path();
-        common::fsutil::write_private(
-            &d.join("keys/k1.key"),
-            keyfile::signing_pem(self.signer.signing_key()).as_bytes(),
-        )
-        .unwrap();
-        if !d.join("pin.pepper").exists() {
-            common::fsutil::write_private(&d.join("pin.pepper"), &rand::random::<[u8; 32]>())
-                .unwrap();
-        }
-        let codes = self.register_codes();
-        let dd = d.display();
-        // A test that sets [pin] keys gets the pepper line added to its table.
-        let pepper = format!("pepper_file = \"{dd}/pin.pepper\"\n");
-        let (pin, extra) = match extra.split_once("[pin]\n") {
-            Some((before, after)) => (String::new(), format!("{before}[pin]\n{pepper}{after}")),
-            None => (format!("[pin]\n{pepper}"), extra.to_owned()),
-        };
-        format!(
-            r#"name = "register-t"
-mode = "development"
-[listen]
-https = "127.0.0.1:0"
-[tls]
-cert = "{dd}/pki/cert.pem"
-key = "{dd}/pki/key.pem"
-[cluster]
-map = "{dd}/cluster.toml"
-ca = "{dd}/pki/ca.pem"
-secret_file = "{dd}/cluster.secret"
-[tokens]
-{tokens}{pin}[shutdown]
-grace = "5s"
-[admin]
-listen = "127.0.0.1:0"
-token_file = "{dd}/admin.token"
-[sms]
-provider = "log"
-[sms.log]
-file = "{}"
-{extra}"#,
-            codes.display()
-        )
+        register_toml_at(self.dir.path(), &self.signer, extra, tokens)
     }
 
     /// Where the `log` SMS provider of [`Self::register_toml`] writes codes.
@@ -712,7 +671,7 @@ file = "{}"
     }
 
     async fn start_register_text(&self, text: String) -> RegisterNode {
-        self.start_register_app(text).await.0
+        start_register_app_at(self.dir.path(), text).await.0
     }
 
     /// Starts `wa-register` in-process with [`Self::register_toml`] and
@@ -722,29 +681,7 @@ file = "{}"
         &self,
         extra: &str,
     ) -> (RegisterNode, std::sync::Arc<wa_register::App>) {
-        self.start_register_app(self.register_toml(extra)).await
-    }
-
-    async fn start_register_app(
-        &self,
-        text: String,
-    ) -> (RegisterNode, std::sync::Arc<wa_register::App>) {
-        let codes = self.register_codes();
-        let config: wa_register::Config = toml::from_str(&text).unwrap();
-        config.check_files().unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let shutdown = CancellationToken::new();
-        let register = wa_register::Register::open(config).unwrap();
-        let app = register.app();
-        let task = tokio::spawn(register.serve(listener, shutdown.clone()));
-        let task = tokio::spawn(async move { task.await.unwrap().map_err(|e| e.to_string()) });
-        let node = RegisterNode {
-            service: Service { shutdown, task },
-            addr,
-            codes,
-        };
-        (node, app)
+        start_register_app_at(self.dir.path(), self.register_toml(extra)).await
     }
 
     /// A registration client of `node`.
@@ -771,6 +708,85 @@ file = "{}"
         cfg.backoff_max = Duration::from_millis(500);
         cfg
     }
+}
+
+/// The config of a `wa-register` in the deployment directory `d`, signing
+/// with `signer`'s key as `k1` (its file written here); `tokens` is the body
+/// of its `[tokens]` table, `extra` TOML tables appended.
+pub fn register_toml_at(d: &Path, signer: &TokenSigner, extra: &str, tokens: &str) -> String {
+    common::fsutil::write_private(
+        &d.join("keys/k1.key"),
+        keyfile::signing_pem(signer.signing_key()).as_bytes(),
+    )
+    .unwrap();
+    if !d.join("pin.pepper").exists() {
+        common::fsutil::write_private(&d.join("pin.pepper"), &rand::random::<[u8; 32]>()).unwrap();
+    }
+    let codes = d.join("register/codes.log");
+    let dd = d.display();
+    // A test that sets [pin] keys gets the pepper line added to its table.
+    let pepper = format!("pepper_file = \"{dd}/pin.pepper\"\n");
+    let (pin, extra) = match extra.split_once("[pin]\n") {
+        Some((before, after)) => (String::new(), format!("{before}[pin]\n{pepper}{after}")),
+        None => (format!("[pin]\n{pepper}"), extra.to_owned()),
+    };
+    format!(
+        r#"name = "register-t"
+mode = "development"
+[listen]
+https = "127.0.0.1:0"
+[tls]
+cert = "{dd}/pki/cert.pem"
+key = "{dd}/pki/key.pem"
+[cluster]
+map = "{dd}/cluster.toml"
+ca = "{dd}/pki/ca.pem"
+secret_file = "{dd}/cluster.secret"
+[tokens]
+{tokens}{pin}[shutdown]
+grace = "5s"
+[admin]
+listen = "127.0.0.1:0"
+token_file = "{dd}/admin.token"
+[sms]
+provider = "log"
+[sms.log]
+file = "{}"
+{extra}"#,
+        codes.display()
+    )
+}
+
+/// Starts `wa-register` in-process with the config `text`, for the
+/// deployment directory `d` (its `log` provider writing codes to
+/// `d/register/codes.log`).
+pub async fn start_register_at(d: &Path, text: String) -> RegisterNode {
+    start_register_app_at(d, text).await.0
+}
+
+/// [`start_register_at`], giving the service's shared state too.
+pub async fn start_register_app_at(
+    d: &Path,
+    text: String,
+) -> (RegisterNode, std::sync::Arc<wa_register::App>) {
+    let codes = d.join("register/codes.log");
+    let config: wa_register::Config = toml::from_str(&text).unwrap();
+    config.check_files().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let register = wa_register::Register::start(config, &shutdown)
+        .await
+        .unwrap();
+    let app = register.app();
+    let task = tokio::spawn(register.serve(listener, shutdown.clone()));
+    let task = tokio::spawn(async move { task.await.unwrap().map_err(|e| e.to_string()) });
+    let node = RegisterNode {
+        service: Service { shutdown, task },
+        addr,
+        codes,
+    };
+    (node, app)
 }
 
 impl RegisterNode {

@@ -194,6 +194,7 @@ async fn session(
     f.metrics
         .follower_caught_up
         .store(0, std::sync::atomic::Ordering::Relaxed);
+    f.metrics.copy_progress(0, 0);
     let dir = f.data_dir.join("journal");
     let seg = f.segment_size;
     let journal = Arc::new(
@@ -282,6 +283,7 @@ async fn receive(
                 let storage = Arc::clone(&f.storage);
                 let pairs = p.keys.into_iter().zip(p.values).collect();
                 blocking(move || storage.put_raw(pairs).map_err(|e| e.to_string())).await?;
+                f.metrics.copy_progress(p.sent_bytes, p.total_bytes);
                 let pct = p.sent_bytes * 100 / p.total_bytes.max(1);
                 if pct >= last_report + 10 {
                     last_report = pct;
@@ -304,6 +306,7 @@ async fn receive(
                 blocking(move || j.sync().map_err(|e| e.to_string())).await?;
                 marker_remove(marker).map_err(|e| LinkError::Local(e.to_string()))?;
                 caught_up = true;
+                f.metrics.copy_progress(0, 0);
                 f.metrics
                     .follower_caught_up
                     .store(1, std::sync::atomic::Ordering::Relaxed);

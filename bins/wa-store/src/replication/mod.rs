@@ -10,12 +10,14 @@
 //! `replicated`: [`Replication::flush`] returns once the secondary has every
 //! record buffered so far, or falls back as configured.
 
+pub mod alone;
 pub mod apply;
 pub mod disk_sync;
 pub mod follower;
 pub mod frames;
 pub mod sender;
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -23,6 +25,10 @@ use std::time::{Duration, Instant};
 use crate::config::WhenAbsent;
 use crate::journal::Journal;
 use crate::storage::StorageError;
+
+/// Send times kept for the lag in seconds; beyond this many unacknowledged
+/// frames the oldest kept stands for the rest (the lag only reads higher).
+const SENT_TIMES: usize = 4096;
 
 /// The primary's view of its follower.
 #[derive(Debug, Default, Clone, Copy)]
@@ -73,6 +79,11 @@ pub struct Replication {
     cut: Mutex<Option<tokio_util::sync::CancellationToken>>,
     /// When the fallback was last logged (once per outage).
     fallback_since: Mutex<Option<Instant>>,
+    /// When each frame not yet acknowledged was sent: (its end LSN, when).
+    sent_at: Mutex<VecDeque<(u64, Instant)>>,
+    /// With automatic failover: falling back to disk waits for etcd's
+    /// record ([`alone`]).
+    alone: Option<Arc<alone::Alone>>,
     pub stats: Stats,
 }
 
@@ -88,8 +99,17 @@ impl Replication {
             flushed_lsn: AtomicU64::new(0),
             cut: Mutex::new(None),
             fallback_since: Mutex::new(None),
+            sent_at: Mutex::new(VecDeque::new()),
+            alone: None,
             stats: Stats::default(),
         }
+    }
+
+    /// Under automatic failover: the fallback to disk needs etcd's record
+    /// that this primary goes on alone, kept through `gate`.
+    pub fn gated_by(mut self, gate: Arc<alone::Alone>) -> Replication {
+        self.alone = Some(gate);
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Follower>> {
@@ -113,6 +133,7 @@ impl Replication {
             id,
             ..Follower::default()
         });
+        self.sent_times().clear();
         self.acked.notify_all();
         (id, token)
     }
@@ -123,6 +144,10 @@ impl Replication {
         if let Some(f) = g.as_mut().filter(|f| f.id == id) {
             f.acked = f.acked.max(lsn);
             f.caught_up |= caught_up;
+            let mut times = self.sent_times();
+            while times.front().is_some_and(|(end, _)| *end <= lsn) {
+                times.pop_front();
+            }
         }
         drop(g);
         self.acked.notify_all();
@@ -132,7 +157,33 @@ impl Replication {
     pub(crate) fn sent(&self, id: u64, lsn: u64) {
         if let Some(f) = self.lock().as_mut().filter(|f| f.id == id) {
             f.sent = f.sent.max(lsn);
+            let mut times = self.sent_times();
+            if times.len() < SENT_TIMES {
+                times.push_back((lsn, Instant::now()));
+            }
         }
+    }
+
+    fn sent_times(&self) -> std::sync::MutexGuard<'_, VecDeque<(u64, Instant)>> {
+        self.sent_at.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How long the oldest record the secondary has not acknowledged has
+    /// been on its way (zero when it has everything sent).
+    pub fn lag(&self) -> Duration {
+        self.sent_times()
+            .front()
+            .map_or(Duration::ZERO, |(_, t)| t.elapsed())
+    }
+
+    /// The LSN of this primary's stream.
+    pub fn lsn(&self) -> u64 {
+        self.journal.lsn()
+    }
+
+    /// Whether etcd records that this primary goes on alone.
+    pub fn alone(&self) -> bool {
+        self.alone.as_ref().is_some_and(|a| a.recorded())
     }
 
     /// Follower `id` is gone.
@@ -141,6 +192,7 @@ impl Replication {
         if g.is_some_and(|f| f.id == id) {
             *g = None;
             self.journal.tap_off();
+            self.sent_times().clear();
         }
         drop(g);
         self.acked.notify_all();
@@ -169,6 +221,9 @@ impl Replication {
             match *g {
                 Some(f) if f.caught_up && f.acked >= target => {
                     drop(g);
+                    if let Some(a) = &self.alone {
+                        a.together();
+                    }
                     self.count(
                         &self.stats.flushes_replicated,
                         &self.stats.records_replicated,
@@ -226,6 +281,10 @@ impl Replication {
                     "no caught-up secondary follows this primary"
                 };
                 match self.when_absent {
+                    WhenAbsent::Disk if self.alone.is_some() => tracing::error!(
+                        reason = why,
+                        "appends are refused with UNAVAILABLE until etcd records that this primary goes on without its secondary; then durable on this node's disk only (replication.when_absent = \"disk\")"
+                    ),
                     WhenAbsent::Disk => tracing::error!(
                         reason = why,
                         "appends are NOT replicated: durable on this node's disk only (replication.when_absent = \"disk\")"
@@ -237,7 +296,17 @@ impl Replication {
                 }
             }
         }
+        let gated = self.alone.as_ref().is_some_and(|a| !a.may_fall_back());
         match self.when_absent {
+            WhenAbsent::Disk if gated => {
+                // (Until etcd records it: `alone`.)
+                self.count(
+                    &self.stats.flushes_refused,
+                    &self.stats.records_refused,
+                    records,
+                );
+                Err(StorageError::Unreplicated)
+            }
             WhenAbsent::Disk => {
                 self.sync_disk()?;
                 self.count(&self.stats.flushes_disk, &self.stats.records_disk, records);
@@ -281,6 +350,16 @@ impl Replication {
             "wa_store_replica_caught_up",
             "The secondary finished its catch-up copy",
             f64::from(u8::from(caught_up)),
+        );
+        s.gauge(
+            "wa_store_replica_alone",
+            "etcd records that this primary acknowledges appends without its secondary (no takeover until it is back)",
+            f64::from(u8::from(self.alone())),
+        );
+        s.gauge(
+            "wa_store_replica_lag_seconds",
+            "How long the oldest record sent to the secondary has waited for its acknowledgement",
+            self.lag().as_secs_f64(),
         );
         s.gauge(
             "wa_store_replica_lag_records",

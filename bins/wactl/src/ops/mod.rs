@@ -6,7 +6,9 @@
 //! command failed (node list, token, a node refusing), 2 `status` found a
 //! node down or not ready, or `drain` left sessions open.
 
+pub mod cluster;
 pub mod drain;
+pub mod progress;
 pub mod queues;
 pub mod sessions;
 pub mod status;

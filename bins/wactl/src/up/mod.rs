@@ -69,6 +69,8 @@ pub(crate) async fn run(args: &UpArgs) -> anyhow::Result<ExitCode> {
     // Started in this order, stopped in the reverse one.
     let mut running: Vec<Service> = Vec::new();
     let mut lines: Vec<String> = Vec::new();
+    // Each started config, in the order of `lines` (and of the node list).
+    let mut started: Vec<PathBuf> = Vec::new();
     let n_seconds = if args.secondaries { args.islands } else { 0 };
     let configs = (1..=args.islands)
         .map(|i| ("wa-store", store_file(i)))
@@ -84,6 +86,7 @@ pub(crate) async fn run(args: &UpArgs) -> anyhow::Result<ExitCode> {
             Err(e) => return Ok(failed(e, running).await),
         };
         service.record_pid(&run_dir);
+        started.push(service.config.clone());
         let line = until_signal(&mut signals, service.ready()).await;
         running.insert(0, service);
         match line {
@@ -101,7 +104,7 @@ pub(crate) async fn run(args: &UpArgs) -> anyhow::Result<ExitCode> {
 
     // Where every admin listener is, for this terminal and for the
     // operator commands (`wactl status --dir DIR`).
-    let nodes = crate::nodes::Nodes::from_ready_lines(&dir.join(files::ADMIN_TOKEN), &lines);
+    let mut nodes = crate::nodes::Nodes::from_ready_lines(&dir.join(files::ADMIN_TOKEN), &lines);
     let nodes_file = dir.join(crate::nodes::FILE);
     nodes
         .write(&nodes_file)
@@ -226,11 +229,26 @@ pub(crate) async fn run(args: &UpArgs) -> anyhow::Result<ExitCode> {
                 };
                 again.record_pid(&run_dir);
                 let ready = until_signal(&mut signals, again.ready()).await;
+                let config = again.config.clone();
                 running.insert(0, again);
                 match ready {
                     None => return Ok(stopped(running).await),
                     Some(Err(e)) => return Ok(failed(e, running).await),
-                    Some(Ok(_)) => continue,
+                    Some(Ok(line)) => {
+                        // Its admin listener has a new port: keep the node
+                        // list true for `wactl status` and friends.
+                        let admin = field(&line, "admin").and_then(|a| a.parse().ok());
+                        let k = started.iter().position(|c| *c == config);
+                        if let (Some(admin), Some(node)) =
+                            (admin, k.and_then(|k| nodes.node.get_mut(k)))
+                        {
+                            node.admin = admin;
+                            if let Err(e) = nodes.write(&nodes_file) {
+                                eprintln!("wactl: {e:#}");
+                            }
+                        }
+                        continue;
+                    }
                 }
             }
             eprintln!(
