@@ -1,7 +1,7 @@
 //! Registration-lock PINs: Argon2id with a server-side pepper (the Argon2
 //! "secret"), so a copy of the accounts without the pepper file does not
 //! allow offline guessing. Hashing is slow on purpose (and takes 19 MiB
-//! each): it runs off the async threads, at most one per core at a time,
+//! each): it runs off the async threads, at most one per core but one at a time,
 //! with a short bounded queue behind; beyond it a hash is refused as
 //! [`Busy`] (`429`), so a flood of PIN requests costs neither memory nor
 //! the latency of the other routes. The try budget (`pin.max_wrong`, then one try per
@@ -96,10 +96,11 @@ impl Drop for Admitted {
 }
 
 impl Pins {
-    /// PIN hashing with `pepper`, one hash at a time per core.
+    /// PIN hashing with `pepper`, one hash at a time per core but one (at
+    /// least one): the async threads, and so every other route, keep a core.
     pub fn new(pepper: Vec<u8>) -> Pins {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        Pins::with_workers(pepper, cores)
+        Pins::with_workers(pepper, cores.saturating_sub(1).max(1))
     }
 
     /// PIN hashing with `workers` hashes at once.
