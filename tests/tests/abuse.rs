@@ -143,3 +143,77 @@ async fn a_flood_of_pin_sets_costs_neither_memory_nor_health() {
     );
     d.stop().await;
 }
+
+/// Finding 4: the country list was empty by default (premium ranges such as
+/// +881 allowed), and the pumping signal only logged: 124 codes went to
+/// +88191… numbers in 0.6 s. Now the list is required in production (the
+/// default lists a few countries), and a flagged prefix is tightened at
+/// once (metric, admin release). (The per-address key, an IPv6 /64 and an
+/// IPv4 /24 as a second tier, is shown by `limits.rs`'s unit tests: a test
+/// on loopback has one address.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn premium_ranges_are_refused_and_a_pumped_prefix_is_tightened() {
+    let d = Deployment::start().await;
+    let log = d.dir.path().join("wa-register.log");
+    let extra = "[pumping]\nmin_sent = 3\ntightened = { count = 1, per = \"1h\" }\n";
+    let mut p = d.spawn_register_process(extra, &log).await;
+    let admin = p.admin_addr.expect("READY names the admin listener");
+    let rc = d.register_client_at(p.node_addr);
+
+    // Outside the default allow-list: no code, whatever the number.
+    for n in ["+88191000001", "+97912345678"] {
+        let e = rc.request_code(n).await.unwrap_err();
+        assert_eq!(
+            (e.status(), e.code()),
+            (Some(403), Some("prefix_not_allowed"))
+        );
+    }
+    assert_eq!(support::codes_sent_at(&d), 0);
+
+    // Three codes under +155503 and none verified: the signal fires and the
+    // prefix is tightened to 1 per hour: one more passes, the next is
+    // refused, other prefixes are not affected.
+    let gauge = |page: &str| {
+        page.lines()
+            .find_map(|l| l.strip_prefix("wa_register_prefixes_tightened "))
+            .map(|v| v.trim().parse::<f64>().unwrap())
+            .unwrap()
+    };
+    for n in 1..=3 {
+        rc.request_code(&format!("+1555030000{n}")).await.unwrap();
+    }
+    let page = support::admin_get(d.dir.path(), admin, "/metrics").await;
+    assert_eq!(
+        support::counter(&page, "wa_register_pumping_suspected_total"),
+        1
+    );
+    assert_eq!(gauge(&page), 1.0);
+    rc.request_code("+15550300004").await.unwrap();
+    let e = rc.request_code("+15550300005").await.unwrap_err();
+    assert_eq!((e.status(), e.code()), (Some(429), Some("rate_limited")));
+    assert!(e.to_string().contains("prefix_tightened"), "{e}");
+    rc.request_code("+15550400001").await.unwrap();
+
+    // An operator releases it.
+    let token = std::fs::read(d.dir.path().join("admin.token")).unwrap();
+    let a = common::admin::client::request(
+        admin,
+        http::Method::POST,
+        "/admin/pumping/release?prefix=155503",
+        Some(&token),
+    )
+    .await
+    .unwrap();
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert!(a.text().contains("\"released\":true"), "{}", a.text());
+    rc.request_code("+15550300005").await.unwrap();
+    let page = support::admin_get(d.dir.path(), admin, "/metrics").await;
+    assert_eq!(gauge(&page), 0.0);
+    support::sigterm(&p.child);
+    let st = tokio::time::timeout(PATIENCE, p.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(st.success());
+    d.stop().await;
+}

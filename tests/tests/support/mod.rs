@@ -895,3 +895,10 @@ pub async fn sign_up(
     })
     .await
 }
+
+/// How many codes the `log` provider of `d`'s wa-register wrote.
+pub fn codes_sent_at(d: &Deployment) -> usize {
+    std::fs::read_to_string(d.register_codes())
+        .map(|t| t.lines().count())
+        .unwrap_or(0)
+}

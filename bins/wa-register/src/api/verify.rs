@@ -98,6 +98,13 @@ pub async fn handle(
             Metrics::inc(&m.codes_wrong);
             return Err(ApiError::CodeWrong { checks_left: left });
         }
+        Err(CheckError::NumberLocked { retry_after }) => {
+            Metrics::inc(&m.codes_exhausted);
+            return Err(ApiError::RateLimited {
+                limit: "number_guesses",
+                retry_after,
+            });
+        }
         Err(CheckError::Exhausted) => {
             Metrics::inc(&m.codes_exhausted);
             return Err(ApiError::CodeExhausted);
