@@ -13,6 +13,7 @@ pub mod courier;
 pub mod error;
 pub mod failover;
 pub mod flusher;
+pub mod gate;
 pub mod handoff;
 pub mod home;
 pub mod journal;

@@ -45,6 +45,9 @@ pub struct LinkCtx {
     /// Where the links up are counted (the admin listener's
     /// `wa_store_links`).
     metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// Connections not authenticated yet ([`crate::gate`]).
+    unauthenticated: Arc<tokio::sync::Semaphore>,
+    pub refusals: Arc<crate::gate::Refusals>,
 }
 
 impl LinkCtx {
@@ -64,6 +67,10 @@ impl LinkCtx {
             replication: None,
             next_link: AtomicU64::new(1),
             metrics: None,
+            unauthenticated: Arc::new(tokio::sync::Semaphore::new(
+                crate::gate::MAX_UNAUTHENTICATED,
+            )),
+            refusals: Arc::default(),
         }
     }
 
@@ -97,12 +104,18 @@ pub async fn serve(
                 }
             },
         };
+        let span = tracing::info_span!("link", %peer);
+        let Ok(permit) = Arc::clone(&ctx.unauthenticated).try_acquire_owned() else {
+            // (Dropped: closed at once, before any TLS work.)
+            ctx.refusals
+                .refused("too many connections waiting to authenticate", &span);
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let ctx = Arc::clone(&ctx);
         let shutdown = shutdown.clone();
         let writers = writers.clone();
-        let span = tracing::info_span!("link", %peer);
-        readers.spawn(link(tcp, ctx, shutdown, writers, span));
+        readers.spawn(link(tcp, ctx, shutdown, writers, span, permit));
     }
     drop(listener);
     readers.close();
@@ -126,6 +139,7 @@ pub(crate) async fn authenticate(
     secret: &[u8],
     shutdown: &CancellationToken,
     span: &tracing::Span,
+    refusals: &crate::gate::Refusals,
 ) -> Option<Authenticated> {
     let auth = async {
         let tls = acceptor
@@ -155,7 +169,7 @@ pub(crate) async fn authenticate(
     } {
         Ok(x) => Some(x),
         Err(reason) => {
-            span.in_scope(|| tracing::warn!(%reason, "link refused"));
+            refusals.refused(&reason, span);
             None
         }
     }
@@ -167,11 +181,20 @@ async fn link(
     shutdown: CancellationToken,
     writers: TaskTracker,
     span: tracing::Span,
+    unauthenticated: tokio::sync::OwnedSemaphorePermit,
 ) {
     use tracing::Instrument;
-    let Some((reader, w, edge, follow)) =
-        authenticate(tcp, &ctx.acceptor, &ctx.secret, &shutdown, &span).await
-    else {
+    let authenticated = authenticate(
+        tcp,
+        &ctx.acceptor,
+        &ctx.secret,
+        &shutdown,
+        &span,
+        &ctx.refusals,
+    )
+    .await;
+    drop(unauthenticated);
+    let Some((reader, w, edge, follow)) = authenticated else {
         return;
     };
     if let Some(follow) = follow {
