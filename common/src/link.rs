@@ -241,6 +241,10 @@ pub struct Replicate {
     /// come first and `first_lsn` and `count` are 0.
     #[prost(bool, tag = "4")]
     pub base: bool,
+    /// When the primary sent this frame, in ms since the Unix epoch (0:
+    /// not said, as from an older primary): the secondary's lag in seconds.
+    #[prost(uint64, tag = "5")]
+    pub sent_at_ms: u64,
 }
 
 /// Primary to secondary during catch-up: a page of the primary's engine,

@@ -1096,7 +1096,7 @@ _wactl() {
             return 0
             ;;
         wactl__subcmd__up)
-            opts="-h -V --dir --host --link-port --port --islands --edges --secondaries --media-port --register-port --help --version"
+            opts="-h -V --dir --host --link-port --port --islands --edges --secondaries --etcd --media-port --register-port --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -67,6 +67,7 @@ complete -c wactl -n "__fish_wactl_using_subcommand up" -l edges -d 'Edges: wa-c
 complete -c wactl -n "__fish_wactl_using_subcommand up" -l media-port -d 'Port of wa-media (HTTPS); 0 picks a free one, shown when ready' -r
 complete -c wactl -n "__fish_wactl_using_subcommand up" -l register-port -d 'Port of wa-register (HTTPS); 0 picks a free one, shown when ready' -r
 complete -c wactl -n "__fish_wactl_using_subcommand up" -l secondaries -d 'Give every island a secondary wa-store (island K\'s listens on LINK_PORT + N + K - 1) that follows its primary, at durability `replicated`. Kill a primary (`kill -9`), then `wactl promote island-K --dir DIR`: the secondary takes over, and the old primary, started again by wactl up, catches up as the new secondary. A directory keeps whether it was created with secondaries'
+complete -c wactl -n "__fish_wactl_using_subcommand up" -l etcd -d 'With --secondaries: start a local etcd (Debian\'s etcd-server; its data in DIR/etcd, emptied at every start, its log in DIR/etcd.log) and run with automatic failover, a 2 s lease: kill a primary and its secondary takes over by itself within seconds, no `wactl promote`'
 complete -c wactl -n "__fish_wactl_using_subcommand up" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c wactl -n "__fish_wactl_using_subcommand up" -s V -l version -d 'Print version'
 complete -c wactl -n "__fish_wactl_using_subcommand home" -l dir -d 'Deployment directory created by `wactl up`' -r -F

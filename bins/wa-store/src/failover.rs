@@ -40,10 +40,21 @@ pub async fn hold_lease(
     island: String,
     me: String,
     ownership: Arc<Ownership>,
+    defer: bool,
     stop: CancellationToken,
 ) {
     if ownership.set_fenced(true) {
         tracing::info!(%island, "not serving until this primary holds its lease in etcd");
+    }
+    if defer {
+        // Its secondary watches every quarter lease and takes over once
+        // the old lease is gone: three leases are room for both.
+        let wait = 3 * c.ttl;
+        tracing::warn!(%island, ?wait, "this primary did not stop cleanly: its secondary may hold appends it lacks, so it gets the first chance to take over; this node takes the lease only if it has not by then");
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = stop.cancelled() => return,
+        }
     }
     loop {
         match c.hold_primary(&island, &me).await {

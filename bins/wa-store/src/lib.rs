@@ -65,7 +65,14 @@ pub struct Store {
     roots: Option<Vec<rustls_pki_types::CertificateDer<'static>>>,
     /// etcd, for automatic failover (`failover::prepare`).
     coordination: Option<common::coordination::Coordinator>,
+    /// The data directory held data and its last run did not end with a
+    /// clean stop (`CLEAN_STOP`): a crash, a kill, a power cut.
+    crashed: bool,
 }
+
+/// Written into the data directory when a primary stopped cleanly (its
+/// journal synced); taken away when it starts.
+pub const CLEAN_STOP: &str = "CLEAN_STOP";
 
 impl Store {
     /// Reads the files the store needs and opens the database.
@@ -86,6 +93,16 @@ impl Store {
         };
         let cert = common::tls::CertReloader::open(&config.link.cert, &config.link.key)?;
         let tls = cert.server_config(&[common::link::LINK_ALPN])?;
+        let had_data = config.data_dir.join("FORMAT").exists();
+        let clean = config.data_dir.join(CLEAN_STOP);
+        let crashed = had_data && !clean.exists();
+        if clean.exists() {
+            std::fs::remove_file(&clean).map_err(|source| StoreError::DataDir {
+                op: "remove the clean-stop marker from",
+                dir: config.data_dir.clone(),
+                source,
+            })?;
+        }
         let journal = if primary {
             let marker = config.data_dir.join(replication::follower::INCOMPLETE);
             if marker.exists() {
@@ -117,6 +134,7 @@ impl Store {
             cert,
             roots,
             coordination: None,
+            crashed,
         })
     }
 
@@ -303,11 +321,17 @@ impl Store {
             sweeper_stop.clone(),
         ));
         if let Some(c) = self.coordination.clone() {
+            // A primary back from a crash may lack appends it acknowledged
+            // (they were in its secondary's memory and its own journal
+            // buffer): its secondary gets the first chance to take over.
+            let o = self.ownership.current();
+            let defer = self.crashed && o.map.islands[o.island].secondary.is_some();
             tokio::spawn(failover::hold_lease(
                 c.clone(),
                 self.island_name(),
                 self.me().to_string(),
                 Arc::clone(&self.ownership),
+                defer,
                 stop.clone(),
             ));
             if let Some(a) = alone {
@@ -388,7 +412,8 @@ impl Store {
             }
         }
         flusher_stop.cancel();
-        if tokio::time::timeout_at(deadline, flusher).await.is_err() {
+        let synced = tokio::time::timeout_at(deadline, flusher).await.is_ok();
+        if !synced {
             tracing::error!("final journal sync did not finish within the grace period");
         }
         if let Some(t) = disk_sync {
@@ -425,6 +450,12 @@ impl Store {
             return Err(StoreError::Demoted {
                 epoch: self.ownership.current().epoch(),
             });
+        }
+        if synced {
+            let marker = self.config.data_dir.join(CLEAN_STOP);
+            if let Err(e) = common::fsutil::write_atomic(&marker, b"") {
+                tracing::warn!(error = %e, "cannot mark the clean stop; the next start counts as one after a crash");
+            }
         }
         tracing::info!("stopped");
         Ok(())

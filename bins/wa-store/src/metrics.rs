@@ -51,6 +51,9 @@ pub struct Metrics {
     pub following: AtomicU64,
     pub follower_caught_up: AtomicU64,
     pub follower_lsn: AtomicU64,
+    /// How long the last stream frame took from the primary's send to its
+    /// arrival here, in ms (both machines' clocks).
+    pub follower_lag_ms: AtomicU64,
     /// The catch-up copy in progress: engine bytes received, and about how
     /// many the primary has (both 0 outside a copy).
     pub follower_copied_bytes: AtomicU64,
@@ -250,6 +253,11 @@ impl Metrics {
         ] {
             s.gauge(&format!("wa_store_{name}"), help, v.load(Relaxed) as f64);
         }
+        s.gauge(
+            "wa_store_follower_lag_seconds",
+            "From the primary's send of the last stream frame to its arrival here (both machines' clocks; 0 before one came)",
+            self.follower_lag_ms.load(Relaxed) as f64 / 1000.0,
+        );
         if let Some(r) = self.replication.get() {
             r.sample(s);
         }
@@ -270,6 +278,7 @@ impl Metrics {
                 "role": "secondary",
                 "caught_up": self.follower_caught_up.load(Relaxed) == 1,
                 "lsn": self.follower_lsn.load(Relaxed),
+                "lag_seconds": self.follower_lag_ms.load(Relaxed) as f64 / 1000.0,
                 "copied_bytes": self.follower_copied_bytes.load(Relaxed),
                 "copy_total_bytes": self.follower_copy_total_bytes.load(Relaxed),
             });

@@ -12,11 +12,12 @@ use std::path::{Path, PathBuf};
 use crate::error::StoreError;
 
 /// What a store writes into its data directory.
-const CONTENTS: [&str; 6] = [
+const CONTENTS: [&str; 7] = [
     "sled",
     "fjall",
     "journal",
     "FORMAT",
+    crate::CLEAN_STOP,
     crate::replication::follower::INCOMPLETE,
     crate::replication::follower::REPLICA,
 ];

@@ -339,6 +339,12 @@ pub struct UpArgs {
     /// directory keeps whether it was created with secondaries.
     #[arg(long)]
     pub secondaries: bool,
+    /// With --secondaries: start a local etcd (Debian's etcd-server; its
+    /// data in DIR/etcd, emptied at every start, its log in DIR/etcd.log)
+    /// and run with automatic failover, a 2 s lease: kill a primary and its
+    /// secondary takes over by itself within seconds, no `wactl promote`.
+    #[arg(long, requires = "secondaries")]
+    pub etcd: bool,
     /// Port of wa-media (HTTPS); 0 picks a free one, shown when ready.
     #[arg(long, default_value_t = 0)]
     pub media_port: u16,

@@ -296,11 +296,23 @@ async fn caught_up(lines: &mut tokio::sync::mpsc::UnboundedReceiver<String>) {
 /// the killed store again and it follows as the new secondary.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_with_secondaries_survives_a_killed_primary_after_wactl_promote() {
+    kill_the_primary(false).await;
+}
+
+/// The same with `--etcd`: nobody promotes; the secondary takes over once
+/// the killed primary's lease is gone, and the restarted primary, back from
+/// a crash, leaves it the island.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_with_secondaries_and_etcd_fails_over_by_itself() {
+    kill_the_primary(true).await;
+}
+
+async fn kill_the_primary(etcd: bool) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("dev");
     let dir = dir.to_str().unwrap();
     let (link, port) = (free_ports(2).to_string(), free_port().to_string());
-    let (mut up, mut up_out) = spawn(&[
+    let mut args = vec![
         "up",
         "--dir",
         dir,
@@ -309,7 +321,11 @@ async fn up_with_secondaries_survives_a_killed_primary_after_wactl_promote() {
         "--port",
         &port,
         "--secondaries",
-    ]);
+    ];
+    if etcd {
+        args.push("--etcd");
+    }
+    let (mut up, mut up_out) = spawn(&args);
     let saw_caught_up = std::sync::atomic::AtomicBool::new(false);
     wait_line(&mut up_out, "READY", |l| {
         if l.contains("CAUGHT-UP") {
@@ -346,6 +362,16 @@ async fn up_with_secondaries_survives_a_killed_primary_after_wactl_promote() {
         "{doc}"
     );
     assert_eq!(doc["nodes"][1]["replication"]["caught_up"], true, "{doc}");
+    // Lag in seconds on both sides (the send above went through the
+    // stream, so the secondary measured one frame).
+    assert!(
+        doc["nodes"][0]["replication"]["lag_seconds"].is_number(),
+        "{doc}"
+    );
+    assert!(
+        doc["nodes"][1]["replication"]["lag_seconds"].is_number(),
+        "{doc}"
+    );
     assert_eq!(
         doc["nodes"][0]["replication"]["secondary_caught_up"], true,
         "{doc}"
@@ -361,21 +387,23 @@ async fn up_with_secondaries_survives_a_killed_primary_after_wactl_promote() {
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
-    let out = Command::new(WACTL)
-        .args(["promote", "island-1", "--dir", dir])
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let said = String::from_utf8(out.stdout).unwrap();
-    assert!(said.contains("epoch 2"), "{said}");
-    // (Until the killed store is back, the island is not healthy.)
-    let (code, doc) = cluster_status(dir).await;
-    assert_eq!(code, Some(2), "{doc}");
+    if !etcd {
+        let out = Command::new(WACTL)
+            .args(["promote", "island-1", "--dir", dir])
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let said = String::from_utf8(out.stdout).unwrap();
+        assert!(said.contains("epoch 2"), "{said}");
+        // (Until the killed store is back, the island is not healthy.)
+        let (code, doc) = cluster_status(dir).await;
+        assert_eq!(code, Some(2), "{doc}");
+    }
     // The client retries until the edge routes it to the new primary.
     assert_eq!(
         send(dir, &["--wait", "accepted"], "after").await,

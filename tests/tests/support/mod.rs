@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod balancer;
 pub mod cluster;
 pub mod etcd;
 pub mod netns;

@@ -271,6 +271,12 @@ async fn receive(
                 f.metrics
                     .follower_lsn
                     .store(next + r.count, std::sync::atomic::Ordering::Relaxed);
+                if r.sent_at_ms > 0 && r.count > 0 {
+                    let lag = common::fsutil::now_ms().saturating_sub(r.sent_at_ms);
+                    f.metrics
+                        .follower_lag_ms
+                        .store(lag, std::sync::atomic::Ordering::Relaxed);
+                }
                 // Synced soon (the group commit), not before the ack: the
                 // level is "in the secondary's memory".
                 let _ = commit.ticket();

@@ -141,6 +141,7 @@ impl Replication {
     /// Follower `id` acknowledged every record below `lsn`.
     pub(crate) fn ack(&self, id: u64, lsn: u64, caught_up: bool) {
         let mut g = self.lock();
+        let mut whole = false;
         if let Some(f) = g.as_mut().filter(|f| f.id == id) {
             f.acked = f.acked.max(lsn);
             f.caught_up |= caught_up;
@@ -148,8 +149,14 @@ impl Replication {
             while times.front().is_some_and(|(end, _)| *end <= lsn) {
                 times.pop_front();
             }
+            whole = f.caught_up && f.acked >= self.journal.lsn();
         }
         drop(g);
+        // The secondary has everything, appends acknowledged without it
+        // included: going on alone ends here even with no append to flush.
+        if whole && let Some(a) = &self.alone {
+            a.together();
+        }
         self.acked.notify_all();
     }
 

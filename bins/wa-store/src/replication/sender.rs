@@ -145,6 +145,7 @@ async fn stream<W: AsyncWrite + Unpin>(
                 count: 0,
                 records: bytes.slice_ref(piece),
                 base: true,
+                sent_at_ms: 0,
             };
             send(w, &mut scratch, link_down::Kind::Replicate(frame)).await?;
         }
@@ -155,6 +156,7 @@ async fn stream<W: AsyncWrite + Unpin>(
         count: 0,
         records: Bytes::new(),
         base: false,
+        sent_at_ms: 0,
     };
     send(w, &mut scratch, link_down::Kind::Replicate(start)).await?;
     w.flush().await?;
@@ -176,12 +178,14 @@ async fn stream<W: AsyncWrite + Unpin>(
                 // (The frames share the taken buffer: no copy per record.)
                 let bytes = Bytes::from(bytes);
                 let mut lsn = first;
+                let sent_at_ms = common::fsutil::now_ms();
                 for (piece, n) in split(&bytes, FRAME_RECORDS_BYTES) {
                     let frame = Replicate {
                         first_lsn: lsn,
                         count: n,
                         records: bytes.slice_ref(piece),
                         base: false,
+                        sent_at_ms,
                     };
                     send(w, &mut scratch, link_down::Kind::Replicate(frame)).await?;
                     lsn += n;

@@ -120,6 +120,7 @@ pub(crate) async fn status(args: &ClusterStatusArgs) -> anyhow::Result<ExitCode>
             let repl = &r["replication"];
             let lag = match (repl["lag_records"].as_u64(), repl["lag_seconds"].as_f64()) {
                 (Some(n), Some(s)) => format!("{n} rec, {s:.3} s"),
+                (None, Some(s)) => format!("{s:.3} s"),
                 _ => "-".into(),
             };
             let cell = |v: &Value| match v {

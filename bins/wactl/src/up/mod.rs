@@ -17,6 +17,7 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::cli::UpArgs;
 
+mod etcd;
 mod files;
 
 pub(crate) use files::chat_file;
@@ -75,6 +76,26 @@ pub(crate) async fn run(args: &UpArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot create {}", run_dir.display()))?;
     write_media_config(&dir, media)?;
     write_register_config(&dir, register)?;
+    // (Kept until wactl up returns; killed with it.)
+    let _etcd = if args.etcd {
+        let e = etcd::LocalEtcd::start(&dir).await?;
+        let files: Vec<PathBuf> = (1..=args.islands)
+            .flat_map(|i| [store_file(i), secondary_file(i)])
+            .chain((1..=args.edges).map(chat_file))
+            .chain(["wa-register.toml".to_string()])
+            .map(|f| dir.join(f))
+            .collect();
+        e.add_to(&files)?;
+        println!(
+            "etcd      ready: {} (log in {}), lease {}: a killed primary's secondary takes over by itself",
+            e.url,
+            dir.join("etcd.log").display(),
+            etcd::LEASE
+        );
+        Some(e)
+    } else {
+        None
+    };
 
     // Started in this order, stopped in the reverse one.
     let mut running: Vec<Service> = Vec::new();

@@ -24,16 +24,44 @@ pub fn free_port() -> u16 {
     }
 }
 
-pub fn spawn(args: &[&str]) -> (Child, Lines<BufReader<ChildStdout>>) {
+pub fn spawn(args: &[&str]) -> (Proc, Lines<BufReader<ChildStdout>>) {
     let mut child = Command::new(WACTL)
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
-        .kill_on_drop(true)
         .spawn()
         .unwrap();
     let lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    (child, lines)
+    (Proc(child), lines)
+}
+
+/// A wactl process that gets SIGTERM if the test drops it still running
+/// (a failed assertion): `wactl up` then stops the services it started,
+/// where SIGKILL would leave them running.
+pub struct Proc(pub Child);
+
+impl std::ops::Deref for Proc {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Proc {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let (Ok(None), Some(pid)) = (self.0.try_wait(), self.0.id()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+    }
 }
 
 /// Reads lines until one satisfies `want`; fails on end of output or timeout.
