@@ -564,14 +564,14 @@ map = "{d}/cluster.toml"
 ca = "{d}/pki/ca.pem"
 secret_file = "{d}/cluster.secret"
 [revocation]
-recheck_after = "{recheck}"
+recheck_after = "{recheck}ms"
 [shutdown]
 grace = "5s"
 [admin]
 listen = "127.0.0.1:0"
 token_file = "{d}/admin.token"
 "#,
-            recheck = format!("{}ms", MEDIA_RECHECK.as_millis()),
+            recheck = MEDIA_RECHECK.as_millis(),
         )
     }
 

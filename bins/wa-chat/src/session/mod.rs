@@ -342,6 +342,18 @@ fn kill_reason(ctx: &Ctx, code: Code) -> &'static str {
     }
 }
 
+/// Why an attempt to open a session did not.
+enum Refusal {
+    /// The home refused the attach as not this user's (any more): try the
+    /// home the map names now.
+    Moved,
+    /// The session ends with this.
+    Close(Close),
+}
+
+/// Pause before attaching again at the home a reloaded map names.
+const MOVED_PAUSE: Duration = Duration::from_millis(100);
+
 /// A session opened: its state, its event queue, and the events that came
 /// before the home's attach answer (handled first).
 type Opened = (Session, mpsc::Receiver<Event>, Vec<Event>);
@@ -356,6 +368,39 @@ impl Session {
         ctx: &Arc<Ctx>,
         out: &Arc<Outbound>,
     ) -> Result<Opened, Close> {
+        // A home that answers the attach with WRONG_HOME or STALE_EPOCH (the
+        // user's fragment moved, a secondary took over) is not the client's
+        // problem: the map is read again and the attach goes to the home it
+        // names now, until the link wait is over.
+        let give_up = Instant::now() + LINK_WAIT;
+        loop {
+            match Session::open_once((hello.clone(), claims.clone()), ctx, out).await {
+                Ok(opened) => return Ok(opened),
+                Err(Refusal::Close(close)) => return Err(close),
+                Err(Refusal::Moved) if Instant::now() + MOVED_PAUSE < give_up => {
+                    ctx.router.reload_soon();
+                    tokio::select! {
+                        () = tokio::time::sleep(MOVED_PAUSE) => {}
+                        () = ctx.shutdown.cancelled() => {}
+                    }
+                }
+                Err(Refusal::Moved) => {
+                    return Err(Close::Goodbye(
+                        Code::Unavailable,
+                        MOVED_RETRY_MS,
+                        "this user's home moved; reconnect".into(),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// One attempt of [`Session::open`], at the home the map names now.
+    async fn open_once(
+        (hello, claims): (Hello, common::token::TokenClaims),
+        ctx: &Arc<Ctx>,
+        out: &Arc<Outbound>,
+    ) -> Result<Opened, Refusal> {
         let max_requests = (ctx.limits.outbound_queue / 2).max(1);
         let (tx, mut rx) =
             mpsc::channel(max_requests + 2 * common::link::PUSH_WINDOW + EVENT_SLACK);
@@ -367,15 +412,15 @@ impl Session {
         let home = tokio::select! {
             c = link.wait_up(Instant::now() + LINK_WAIT) => c,
             () = ctx.shutdown.cancelled() => {
-                return Err(Close::Goodbye(Code::ShuttingDown, ctx.retry_after_ms(), "shutting down".into()));
+                return Err(Refusal::Close(Close::Goodbye(Code::ShuttingDown, ctx.retry_after_ms(), "shutting down".into())));
             }
         };
         let Some(home) = home else {
-            return Err(Close::Goodbye(
+            return Err(Refusal::Close(Close::Goodbye(
                 Code::Unavailable,
                 UNAVAILABLE_RETRY_MS,
                 "the home of this user cannot be reached".into(),
-            ));
+            )));
         };
         let id = ctx.hub.register(
             handle.clone(),
@@ -435,13 +480,13 @@ impl Session {
         );
         if attached.is_err() {
             s.finish();
-            return Err(unreachable());
+            return Err(Refusal::Close(unreachable()));
         }
         let early = match s.confirmed(&mut rx).await {
             Ok(early) => early,
-            Err(close) => {
+            Err(refusal) => {
                 s.finish();
-                return Err(close);
+                return Err(refusal);
             }
         };
         if s.out
@@ -449,7 +494,7 @@ impl Session {
             .is_err()
         {
             s.finish();
-            return Err(unreachable());
+            return Err(Refusal::Close(unreachable()));
         }
         Ok((s, rx, early))
     }
@@ -458,7 +503,7 @@ impl Session {
     /// `Attached`, or a kick (`REVOKED`, a moved home) that ends the session.
     /// Gives back the events that came first, to be handled in order after
     /// `Welcome`.
-    async fn confirmed(&self, rx: &mut mpsc::Receiver<Event>) -> Result<Vec<Event>, Close> {
+    async fn confirmed(&self, rx: &mut mpsc::Receiver<Event>) -> Result<Vec<Event>, Refusal> {
         let deadline = Instant::now() + LINK_WAIT;
         let kill = Arc::clone(&self.handle.kill);
         let mut early = Vec::new();
@@ -466,24 +511,27 @@ impl Session {
             tokio::select! {
                 biased;
                 code = kill.killed() => {
+                    if matches!(code, Code::WrongHome | Code::StaleEpoch) {
+                        return Err(Refusal::Moved);
+                    }
                     let reason = kill_reason(&self.ctx, code);
-                    return Err(Close::for_code(code, UNAVAILABLE_RETRY_MS, reason));
+                    return Err(Refusal::Close(Close::for_code(code, UNAVAILABLE_RETRY_MS, reason)));
                 }
-                () = self.ctx.shutdown.cancelled() => return Err(Close::Goodbye(
+                () = self.ctx.shutdown.cancelled() => return Err(Refusal::Close(Close::Goodbye(
                     Code::ShuttingDown,
                     self.ctx.retry_after_ms(),
                     "the server is shutting down".into(),
-                )),
+                ))),
                 ev = rx.recv() => match ev {
                     Some(Event::Attached) => return Ok(early),
                     Some(ev) => early.push(ev),
                     None => unreachable!("the session holds a sender of its own queue"),
                 },
-                () = tokio::time::sleep_until(deadline) => return Err(Close::Goodbye(
+                () = tokio::time::sleep_until(deadline) => return Err(Refusal::Close(Close::Goodbye(
                     Code::Unavailable,
                     UNAVAILABLE_RETRY_MS,
                     "the home of this user did not answer".into(),
-                )),
+                ))),
             }
         }
     }
