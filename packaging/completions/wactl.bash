@@ -31,6 +31,9 @@ _wactl() {
             wactl,drain)
                 cmd="wactl__subcmd__drain"
                 ;;
+            wactl,expire)
+                cmd="wactl__subcmd__expire"
+                ;;
             wactl,help)
                 cmd="wactl__subcmd__help"
                 ;;
@@ -118,6 +121,9 @@ _wactl() {
             wactl__subcmd__help,drain)
                 cmd="wactl__subcmd__help__subcmd__drain"
                 ;;
+            wactl__subcmd__help,expire)
+                cmd="wactl__subcmd__help__subcmd__expire"
+                ;;
             wactl__subcmd__help,help)
                 cmd="wactl__subcmd__help__subcmd__help"
                 ;;
@@ -176,7 +182,7 @@ _wactl() {
 
     case "${cmd}" in
         wactl)
-            opts="-h -V --help --version keygen token up home promote send watch register code man status cluster sessions kick queues drain config completions help"
+            opts="-h -V --help --version keygen token up home promote send watch register code man status cluster sessions kick queues expire drain config completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -459,8 +465,38 @@ _wactl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        wactl__subcmd__expire)
+            opts="-o -h -V --nodes --dir --output --now --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --nodes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table json" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "table json" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         wactl__subcmd__help)
-            opts="keygen token up home promote send watch register code man status cluster sessions kick queues drain config completions help"
+            opts="keygen token up home promote send watch register code man status cluster sessions kick queues expire drain config completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -572,6 +608,20 @@ _wactl() {
             return 0
             ;;
         wactl__subcmd__help__subcmd__drain)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        wactl__subcmd__help__subcmd__expire)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

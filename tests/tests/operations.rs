@@ -293,3 +293,75 @@ fn documented_config_keys_exist() {
         assert!(checked > 10, "{service}: only {checked} keys found");
     }
 }
+
+/// `wactl expire --now`: an undelivered message older than `[mailbox]
+/// expire_after` is deleted at once (not at the next sweep, an hour away),
+/// and its recipient never gets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wactl_expire_now_deletes_what_is_past_its_age_at_once() {
+    let extra = "[mailbox]\nexpire_after = \"1s\"\nsweep_interval = \"1h\"\n[cache]\nsync_delay = \"100ms\"\n";
+    let (d, chat) = Deployment::start_processes_with(extra).await;
+    let dir = d.dir.path();
+    let store = d.store_process.as_ref().unwrap().admin;
+    std::fs::write(
+        dir.join("wactl.toml"),
+        format!(
+            "token_file = \"{}\"\n[[node]]\nname = \"store-1\"\nservice = \"wa-store\"\nadmin = \"{store}\"\n",
+            dir.join("admin.token").display()
+        ),
+    )
+    .unwrap();
+    let expire = || async {
+        let out = tokio::process::Command::new(bin_dir().join("wactl"))
+            .args(["expire", "--now", "--output", "json", "--dir"])
+            .arg(dir)
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(doc["stores"][0]["node"], "store-1", "{doc}");
+        doc["stores"][0]["expired"].as_u64().expect("a count")
+    };
+    assert_eq!(expire().await, 0, "nothing to expire yet");
+
+    let (a, mut ea) = d.client("alice", common::client::Transport::Tcp).await;
+    let id = a
+        .send("bob", bytes::Bytes::from_static(b"too late"))
+        .await
+        .unwrap();
+    support::expect(&mut ea, "Accepted", |e| match e {
+        common::client::Event::Accepted { id: got, .. } if *got == id => Some(()),
+        _ => None,
+    })
+    .await;
+    // Past its age (1 s) and written back to the engine (100 ms): the next
+    // sweep asked for takes it. (Asked again until then, within patience.)
+    let t = std::time::Instant::now();
+    let mut expired = 0;
+    while expired == 0 {
+        assert!(t.elapsed() < PATIENCE, "the message never expired");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        expired = expire().await;
+    }
+    assert_eq!(expired, 1);
+    println!("expired {:?} after it was accepted", t.elapsed());
+    let (b, mut eb) = d.client("bob", common::client::Transport::Tcp).await;
+    let got = tokio::time::timeout(std::time::Duration::from_millis(500), async {
+        loop {
+            if let Some(common::client::Event::Message { id, .. }) = eb.next().await {
+                return id;
+            }
+        }
+    })
+    .await;
+    assert!(got.is_err(), "bob got the expired message: {got:?}");
+    a.close().await;
+    b.close().await;
+    drop(chat);
+    d.stop().await;
+}

@@ -96,13 +96,16 @@ impl Link {
         self.state.borrow().clone()
     }
 
-    /// The live connection, waiting for one until `deadline`.
+    /// The live connection, waiting for one until `deadline` (or until
+    /// the link is retired: its store is no home any more).
     pub async fn wait_up(&self, deadline: Instant) -> Option<Arc<LinkConn>> {
         let mut rx = self.state.subscribe();
-        let r = tokio::time::timeout_at(deadline, rx.wait_for(Option::is_some)).await;
-        match r {
-            Ok(Ok(c)) => c.clone(),
-            _ => None,
+        tokio::select! {
+            r = tokio::time::timeout_at(deadline, rx.wait_for(Option::is_some)) => match r {
+                Ok(Ok(c)) => c.clone(),
+                _ => None,
+            },
+            () = self.retired.cancelled() => None,
         }
     }
 

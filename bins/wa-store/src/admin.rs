@@ -52,6 +52,14 @@ impl Store {
                 metrics.replication_status(ownership.fenced()),
             );
         });
+        let (metrics, now) = (Arc::clone(&self.metrics), self.sweep_now.clone());
+        admin.route(
+            "/admin/expire",
+            axum::routing::post(move || {
+                let (metrics, now) = (Arc::clone(&metrics), now.clone());
+                async move { expire_now(&metrics, &now).await }
+            }),
+        );
         let metrics = Arc::clone(&self.metrics);
         admin.route(
             "/admin/queues",
@@ -76,3 +84,37 @@ impl Store {
         );
     }
 }
+
+/// `POST /admin/expire` (`wactl expire --now`): a sweep round now, at a
+/// primary; how many undelivered items it deleted for being older than
+/// `[mailbox] expire_after`.
+async fn expire_now(
+    metrics: &crate::metrics::Metrics,
+    now: &tokio::sync::mpsc::Sender<tokio::sync::oneshot::Sender<u64>>,
+) -> Result<axum::Json<serde_json::Value>, (axum::http::StatusCode, &'static str)> {
+    use axum::http::StatusCode;
+    if metrics.following.load(Relaxed) == 1 {
+        return Err((
+            StatusCode::CONFLICT,
+            "this store is a secondary: expiry runs at its primary",
+        ));
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    now.try_send(tx).map_err(|_| {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "a sweep is already asked for; try again when it is done",
+        )
+    })?;
+    match tokio::time::timeout(EXPIRE_TIMEOUT, rx).await {
+        Ok(Ok(n)) => Ok(axum::Json(json!({ "expired": n }))),
+        Ok(Err(_)) => Err((StatusCode::SERVICE_UNAVAILABLE, "the store is stopping")),
+        Err(_) => Err((
+            StatusCode::GATEWAY_TIMEOUT,
+            "the sweep goes on, but did not finish within 60 s; see the store's log",
+        )),
+    }
+}
+
+/// How long `POST /admin/expire` waits for its round.
+const EXPIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);

@@ -68,6 +68,10 @@ pub struct Store {
     /// The data directory held data and its last run did not end with a
     /// clean stop (`CLEAN_STOP`): a crash, a kill, a power cut.
     crashed: bool,
+    /// Asks the sweeper for a round now (`POST /admin/expire`); its other
+    /// end goes to the sweeper once this store serves as primary.
+    sweep_now: tokio::sync::mpsc::Sender<tokio::sync::oneshot::Sender<u64>>,
+    sweep_requests: std::sync::Mutex<Option<home::SweepRequests>>,
 }
 
 /// Written into the data directory when a primary stopped cleanly (its
@@ -93,6 +97,7 @@ impl Store {
         };
         let cert = common::tls::CertReloader::open(&config.link.cert, &config.link.key)?;
         let tls = cert.server_config(&[common::link::LINK_ALPN])?;
+        let (sweep_now, sweep_requests) = tokio::sync::mpsc::channel(4);
         let had_data = config.data_dir.join("FORMAT").exists();
         let clean = config.data_dir.join(CLEAN_STOP);
         let crashed = had_data && !clean.exists();
@@ -135,6 +140,8 @@ impl Store {
             roots,
             coordination: None,
             crashed,
+            sweep_now,
+            sweep_requests: std::sync::Mutex::new(Some(sweep_requests)),
         })
     }
 
@@ -312,12 +319,19 @@ impl Store {
             writeback_stop.clone(),
         ));
         let sweeper_stop = shutdown.child_token();
+        let requests = self
+            .sweep_requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .unwrap_or_else(|| tokio::sync::mpsc::channel(1).1);
         let sweeper = tokio::spawn(home::sweep(
             Arc::clone(&self.storage),
             home.clone(),
             self.config.mailbox.expire_after,
             self.config.mailbox.sweep_interval,
             (Arc::clone(&self.metrics), self.engine_dir()),
+            requests,
             sweeper_stop.clone(),
         ));
         if let Some(c) = self.coordination.clone() {

@@ -14,7 +14,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// code). `keygen` and `token` manage token signing keys and mint
 /// credentials directly, for tests and demos.
 ///
-/// For operators: `status`, `sessions`, `kick`, `queues` and `drain` ask the admin
+/// For operators: `status`, `cluster`, `sessions`, `kick`, `queues`, `expire` and `drain` ask the admin
 /// listeners of the nodes in the node list (--nodes FILE, default
 /// /etc/wa/wactl.toml, or DIR/wactl.toml of a `wactl up` directory with
 /// --dir), and print a table, or JSON with --output json. `config defaults`
@@ -49,6 +49,7 @@ pub enum Command {
     Sessions(SessionsArgs),
     Kick(KickArgs),
     Queues(QueuesArgs),
+    Expire(ExpireArgs),
     Drain(DrainArgs),
     Config(ConfigArgs),
     Completions(CompletionsArgs),
@@ -171,6 +172,23 @@ pub struct QueuesArgs {
     /// Mailboxes shown per store.
     #[arg(long, default_value_t = 10)]
     pub limit: usize,
+}
+
+/// Delete, on every store now, the undelivered items older than its
+/// `[mailbox] expire_after`, instead of waiting for its next sweep
+/// (`[mailbox] sweep_interval`).
+///
+/// Prints how many items each store deleted. Secondaries are skipped
+/// (their primary's deletions reach them through replication).
+#[derive(Debug, Args)]
+pub struct ExpireArgs {
+    #[command(flatten)]
+    pub nodes: NodesArg,
+    #[command(flatten)]
+    pub output: OutputArg,
+    /// Run the expiry sweep now (required: there is no other mode yet).
+    #[arg(long, required = true)]
+    pub now: bool,
 }
 
 /// Take an edge out of service: it turns not ready, refuses new clients and

@@ -43,6 +43,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sessions(a) => ops::sessions::sessions(&a).await,
         Command::Kick(a) => ops::sessions::kick(&a).await,
         Command::Queues(a) => ops::queues::run(&a).await,
+        Command::Expire(a) => ops::expire::run(&a).await,
         Command::Drain(a) => ops::drain::run(&a).await,
         Command::Config(a) => {
             print!("{}", defaults(&a));

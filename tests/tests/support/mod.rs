@@ -174,8 +174,13 @@ async fn start_store_inproc(dir: &Path) -> (Service, SocketAddr) {
 /// Starts `wa-store` as a process with `listen` (port 0 the first time) and
 /// waits for its READY line.
 pub async fn spawn_store_process(dir: &Path, listen: SocketAddr) -> StoreProcess {
+    spawn_store_process_with(dir, listen, "").await
+}
+
+/// [`spawn_store_process`] with `extra` TOML tables in its config.
+pub async fn spawn_store_process_with(dir: &Path, listen: SocketAddr, extra: &str) -> StoreProcess {
     let cfg = dir.join("wa-store.toml");
-    std::fs::write(&cfg, store_toml(dir, listen)).unwrap();
+    std::fs::write(&cfg, store_toml(dir, listen) + extra).unwrap();
     let mut child = tokio::process::Command::new(bin_dir().join("wa-store"))
         .arg("--config")
         .arg(&cfg)
@@ -418,10 +423,17 @@ impl Deployment {
 
     /// Both services as child processes, for signal and exit-code tests.
     pub async fn start_processes() -> (Deployment, ChatProcess) {
+        Deployment::start_processes_with("").await
+    }
+
+    /// [`Deployment::start_processes`] with `store_extra` TOML tables in
+    /// wa-store's config.
+    pub async fn start_processes_with(store_extra: &str) -> (Deployment, ChatProcess) {
         let dir = tempfile::tempdir().unwrap();
         let signer = write_pki(dir.path());
         write_map(dir.path(), "127.0.0.1:9".parse().unwrap());
-        let sp = spawn_store_process(dir.path(), "127.0.0.1:0".parse().unwrap()).await;
+        let sp =
+            spawn_store_process_with(dir.path(), "127.0.0.1:0".parse().unwrap(), store_extra).await;
         let link_addr = sp.addr;
         write_map(dir.path(), link_addr);
         let cp = spawn_chat_process(dir.path()).await;

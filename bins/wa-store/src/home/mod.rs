@@ -75,7 +75,7 @@ pub use cell::Fatal;
 use cell::SHARD_QUEUE;
 use cell::{ShardCell, settle_loop};
 pub use link_tx::{LINK_PUSH_BUDGET, LinkId, LinkTx};
-pub use sweep::{dir_bytes, expire_before, expire_dedupe_before, sweep};
+pub use sweep::{SweepRequests, dir_bytes, expire_before, expire_dedupe_before, sweep};
 #[cfg(test)]
 use write_back::WRITING_BACK;
 pub use write_back::{

@@ -19,20 +19,30 @@ pub async fn sweep(
     expire_after: std::time::Duration,
     interval: std::time::Duration,
     report: (Arc<Metrics>, std::path::PathBuf),
+    mut now: SweepRequests,
     stop: CancellationToken,
 ) {
     let (metrics, engine_dir) = report;
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
-            _ = tick.tick() => {}
+        // A round on the timer, or asked for (`wactl expire --now`), whose
+        // asker hears how many items went.
+        let asked = tokio::select! {
+            _ = tick.tick() => None,
+            Some(reply) = now.recv() => Some(reply),
             () = stop.cancelled() => return,
-        }
+        };
         let before = common::fsutil::now_ms().saturating_sub(expire_after.as_millis() as u64);
         match expire_before(&storage, &home, before, &stop).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(items = n, "expired undelivered items"),
+            Ok(n) => {
+                if n > 0 {
+                    tracing::info!(items = n, "expired undelivered items");
+                }
+                if let Some(reply) = asked {
+                    let _ = reply.send(n as u64);
+                }
+            }
             Err(HomeClosed) => return,
         }
         match expire_dedupe_before(&storage, before, &stop).await {
@@ -49,6 +59,9 @@ pub async fn sweep(
         let _ = tokio::task::spawn_blocking(move || report_sizes(&*st, &m, &dir)).await;
     }
 }
+
+/// Requests for a sweep round now; each gets the number of items expired.
+pub type SweepRequests = tokio::sync::mpsc::Receiver<tokio::sync::oneshot::Sender<u64>>;
 
 /// How many of the largest mailboxes the metrics name.
 const LARGEST: usize = 10;

@@ -13,6 +13,8 @@
 //! share; the etcd calls are `failover::record_alone`'s.
 
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
@@ -25,6 +27,9 @@ pub struct Alone {
     wanted: AtomicBool,
     /// Wakes the etcd task when `wanted` changed.
     pub changed: Notify,
+    /// Wakes the sync thread when the record is in.
+    lock: Mutex<()>,
+    recorded_cv: Condvar,
 }
 
 impl Alone {
@@ -59,8 +64,32 @@ impl Alone {
     /// The etcd task: the record is in etcd (if still wanted).
     pub fn set_recorded(&self) {
         if self.wanted.load(SeqCst) {
+            let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
             self.recorded.store(true, SeqCst);
+            self.recorded_cv.notify_all();
         }
+    }
+
+    /// The sync thread: [`Alone::may_fall_back`], waiting up to `wait` for
+    /// etcd's record (one round trip) rather than refusing at once.
+    pub fn may_fall_back_within(&self, wait: Duration) -> bool {
+        if self.may_fall_back() {
+            return true;
+        }
+        let deadline = Instant::now() + wait;
+        let mut g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        while !self.recorded.load(SeqCst) {
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            g = self
+                .recorded_cv
+                .wait_timeout(g, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        true
     }
 
     /// For the metrics.
@@ -87,5 +116,21 @@ mod tests {
         a.together();
         a.set_recorded();
         assert!(!a.recorded());
+    }
+
+    #[test]
+    fn the_sync_thread_waits_for_the_record_within_its_bound() {
+        let a = std::sync::Arc::new(Alone::default());
+        assert!(
+            !a.may_fall_back_within(Duration::from_millis(10)),
+            "no record: refused"
+        );
+        let b = std::sync::Arc::clone(&a);
+        let t = std::thread::spawn(move || b.may_fall_back_within(Duration::from_secs(30)));
+        while !a.wanted() {
+            std::thread::yield_now();
+        }
+        a.set_recorded();
+        assert!(t.join().unwrap(), "woken by the record");
     }
 }

@@ -303,7 +303,10 @@ impl Replication {
                 }
             }
         }
-        let gated = self.alone.as_ref().is_some_and(|a| !a.may_fall_back());
+        let gated = self
+            .alone
+            .as_ref()
+            .is_some_and(|a| !a.may_fall_back_within(self.wait));
         match self.when_absent {
             WhenAbsent::Disk if gated => {
                 // (Until etcd records it: `alone`.)

@@ -8,6 +8,7 @@
 
 pub mod cluster;
 pub mod drain;
+pub mod expire;
 pub mod progress;
 pub mod queues;
 pub mod sessions;
