@@ -344,8 +344,8 @@ fn kill_reason(ctx: &Ctx, code: Code) -> &'static str {
 
 /// Why an attempt to open a session did not.
 enum Refusal {
-    /// The home refused the attach as not this user's (any more): try the
-    /// home the map names now.
+    /// The home refused the attach as not this user's (any more), or its
+    /// link broke before it answered: try the home the map names now.
     Moved,
     /// The session ends with this.
     Close(Close),
@@ -369,12 +369,14 @@ impl Session {
         out: &Arc<Outbound>,
     ) -> Result<Opened, Close> {
         // A home that answers the attach with WRONG_HOME or STALE_EPOCH (the
-        // user's fragment moved, a secondary took over) is not the client's
-        // problem: the map is read again and the attach goes to the home it
-        // names now, until the link wait is over.
+        // user's fragment moved, a secondary took over), or whose link breaks
+        // before it answers, is not the client's problem: the map is read
+        // again and the attach goes to the home it names now, until the
+        // link wait is over.
         let give_up = Instant::now() + LINK_WAIT;
         loop {
-            match Session::open_once((hello.clone(), claims.clone()), ctx, out).await {
+            let once = Session::open_once((hello.clone(), claims.clone()), ctx, out, give_up);
+            match once.await {
                 Ok(opened) => return Ok(opened),
                 Err(Refusal::Close(close)) => return Err(close),
                 Err(Refusal::Moved) if Instant::now() + MOVED_PAUSE < give_up => {
@@ -400,6 +402,7 @@ impl Session {
         (hello, claims): (Hello, common::token::TokenClaims),
         ctx: &Arc<Ctx>,
         out: &Arc<Outbound>,
+        give_up: Instant,
     ) -> Result<Opened, Refusal> {
         let max_requests = (ctx.limits.outbound_queue / 2).max(1);
         let (tx, mut rx) =
@@ -410,7 +413,7 @@ impl Session {
         };
         let (link, epoch) = ctx.router.route(&claims.user);
         let home = tokio::select! {
-            c = link.wait_up(Instant::now() + LINK_WAIT) => c,
+            c = link.wait_up(give_up) => c,
             () = ctx.shutdown.cancelled() => {
                 return Err(Refusal::Close(Close::Goodbye(Code::ShuttingDown, ctx.retry_after_ms(), "shutting down".into())));
             }
@@ -482,7 +485,7 @@ impl Session {
             s.finish();
             return Err(Refusal::Close(unreachable()));
         }
-        let early = match s.confirmed(&mut rx).await {
+        let early = match s.confirmed(&mut rx, give_up).await {
             Ok(early) => early,
             Err(refusal) => {
                 s.finish();
@@ -503,15 +506,18 @@ impl Session {
     /// `Attached`, or a kick (`REVOKED`, a moved home) that ends the session.
     /// Gives back the events that came first, to be handled in order after
     /// `Welcome`.
-    async fn confirmed(&self, rx: &mut mpsc::Receiver<Event>) -> Result<Vec<Event>, Refusal> {
-        let deadline = Instant::now() + LINK_WAIT;
+    async fn confirmed(
+        &self,
+        rx: &mut mpsc::Receiver<Event>,
+        deadline: Instant,
+    ) -> Result<Vec<Event>, Refusal> {
         let kill = Arc::clone(&self.handle.kill);
         let mut early = Vec::new();
         loop {
             tokio::select! {
                 biased;
                 code = kill.killed() => {
-                    if matches!(code, Code::WrongHome | Code::StaleEpoch) {
+                    if matches!(code, Code::WrongHome | Code::StaleEpoch | Code::Unavailable) {
                         return Err(Refusal::Moved);
                     }
                     let reason = kill_reason(&self.ctx, code);
