@@ -19,7 +19,7 @@ pub const LINK_ALPN: &[u8] = b"wa-link/1";
 pub struct LinkUp {
     #[prost(
         oneof = "link_up::Kind",
-        tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12"
+        tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13"
     )]
     pub kind: Option<link_up::Kind>,
 }
@@ -63,9 +63,13 @@ pub mod link_up {
         /// Secondary to primary on a replication link.
         #[prost(message, tag = "11")]
         ReplicaAck(super::ReplicaAck),
+        /// Is this credential's device still accepted (not revoked)?
+        /// Answered by `DeviceChecked` with the same `req` (wa-media asks).
+        #[prost(message, tag = "12")]
+        CheckDevice(super::CheckDevice),
         /// Are you there? Answered at once by `Pong` with the same nonce, by
         /// a home that said `heartbeat` in its `AuthOk`.
-        #[prost(message, tag = "12")]
+        #[prost(message, tag = "13")]
         Ping(super::LinkPing),
     }
 }
@@ -75,6 +79,33 @@ pub mod link_up {
 pub struct LinkPing {
     #[prost(uint64, tag = "1")]
     pub nonce: u64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CheckDevice {
+    #[prost(uint64, tag = "1")]
+    pub req: u64,
+    #[prost(string, tag = "2")]
+    pub user: String,
+    #[prost(uint32, tag = "3")]
+    pub device: u32,
+    /// The generation of the credential being checked.
+    #[prost(uint32, tag = "4")]
+    pub generation: u32,
+    /// The cluster map epoch the caller routed by (see [`Append::epoch`]).
+    #[prost(uint64, tag = "5")]
+    pub epoch: u64,
+}
+
+/// The answer to [`CheckDevice`]: `code` 0 when the device is accepted at
+/// that generation, `REVOKED` when it was revoked (removed, its number
+/// registered again, or its account deleted).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct DeviceChecked {
+    #[prost(uint64, tag = "1")]
+    pub req: u64,
+    #[prost(uint32, tag = "2")]
+    pub code: u32,
 }
 
 /// The key spaces of the home's key-value service. A record lives at the
@@ -283,6 +314,13 @@ pub struct Append {
     /// arriving (refused to everybody else with `WRONG_HOME`).
     #[prost(bool, tag = "5")]
     pub handoff: bool,
+    /// The generation of the sending device's credential (an edge's client
+    /// append; 0 for a home's own appends: delivered receipts, hand-overs).
+    /// The home that serves the sender refuses the append with `REVOKED`
+    /// when it is below that device's lowest accepted generation, so a
+    /// revocation that lands during a session stops its sends at once.
+    #[prost(uint32, tag = "6")]
+    pub from_generation: u32,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -342,7 +380,7 @@ pub struct Watch {
 pub struct LinkDown {
     #[prost(
         oneof = "link_down::Kind",
-        tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13"
+        tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15"
     )]
     pub kind: Option<link_down::Kind>,
 }
@@ -381,10 +419,25 @@ pub mod link_down {
         SnapshotPage(super::SnapshotPage),
         #[prost(message, tag = "12")]
         SnapshotDone(super::SnapshotDone),
-        /// The answer to `Ping`, with its nonce.
+        /// The answer to `Attach` when the device may connect: its
+        /// generation is not revoked. Sent before any push of the session;
+        /// a refused attach is answered by `Kick` instead. An edge acts on
+        /// nothing the client sends before this answer.
         #[prost(message, tag = "13")]
+        Attached(super::Attached),
+        /// The answer to `CheckDevice`.
+        #[prost(message, tag = "14")]
+        DeviceChecked(super::DeviceChecked),
+        /// The answer to `Ping`, with its nonce.
+        #[prost(message, tag = "15")]
         Pong(super::LinkPing),
     }
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Attached {
+    #[prost(uint64, tag = "1")]
+    pub session: u64,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]

@@ -235,6 +235,7 @@ mod tests {
             expires_at: exp,
             key_id: String::new(),
             issued_at: 0,
+            account: String::new(),
         }
     }
 

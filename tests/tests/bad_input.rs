@@ -180,6 +180,7 @@ async fn bad_input_gets_documented_errors_and_loses_nothing() {
         expires_at: support::now_secs() + 3600,
         key_id: String::new(),
         issued_at: support::now_secs(),
+        account: String::new(),
     });
     let mut tls = raw(&d).await;
     hello(&mut tls, forged).await;

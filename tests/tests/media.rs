@@ -221,3 +221,143 @@ async fn next_kind<R: tokio::io::AsyncRead + Unpin>(
         }
     }
 }
+
+/// Waits that let a number ask again at once, for tests that register twice.
+const NO_WAIT: &str = "[codes]\nresend_waits = [\"1ns\"]\n";
+
+fn refused(e: &common::client::MediaError) -> (u16, &str) {
+    match e {
+        common::client::MediaError::Refused { status, code, .. } => (*status, code.as_str()),
+        other => panic!("expected a refusal, got {other}"),
+    }
+}
+
+/// Polls `attempt` (a media request of a just-revoked credential) until
+/// wa-media refuses it with `401 revoked`, failing if that takes longer
+/// than the documented bound (`revocation.recheck_after`, plus a second for
+/// the home's answer and the requests themselves).
+async fn refused_within_the_bound<F, Fut>(what: &str, mut attempt: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), common::client::MediaError>>,
+{
+    let bound = MEDIA_RECHECK + std::time::Duration::from_secs(1);
+    let deadline = tokio::time::Instant::now() + bound;
+    loop {
+        match attempt().await {
+            Err(e) if refused(&e) == (401, "revoked") => return,
+            other => assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what} still not refused {bound:?} after the revocation: {other:?}"
+            ),
+        }
+        // (Pacing between attempts, not a readiness wait: the bound is the
+        // deadline above.)
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Finding 2: tokens of an old registration, a removed device or a deleted
+/// account still uploaded (201) and downloaded (200) until they expired.
+/// Now wa-media asks the user's home and refuses them within
+/// `revocation.recheck_after`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_refuses_revoked_devices_and_deleted_accounts_within_the_bound() {
+    let d = Deployment::start().await;
+    let node = d.start_register(NO_WAIT).await;
+    let rc = d.register_client(&node);
+    let media = d.start_media().await;
+    let owner = sign_up(&rc, &node, "+15550003001", "phone", None)
+        .await
+        .unwrap();
+    let laptop = rc.link_device(&owner.token, "laptop", None).await.unwrap();
+    let blob = Bytes::from_static(b"\xff\xd8\xff a photo");
+    let up = d
+        .media_client_with_token(&owner.token, &media)
+        .upload(blob.clone(), Some("image/jpeg"))
+        .await
+        .unwrap();
+
+    // A removed device.
+    let lm = d.media_client_with_token(&laptop.token, &media);
+    lm.download(&up.handle).await.unwrap();
+    rc.remove_device(&owner.token, laptop.device, None)
+        .await
+        .unwrap();
+    refused_within_the_bound("a removed device's download", || async {
+        lm.download(&up.handle).await.map(|_| ())
+    })
+    .await;
+    let e = lm.upload(blob.clone(), None).await.unwrap_err();
+    assert_eq!(refused(&e), (401, "revoked"));
+
+    // An old registration (the number registered again elsewhere).
+    let om = d.media_client_with_token(&owner.token, &media);
+    om.download(&up.handle).await.unwrap();
+    let again = sign_up(&rc, &node, "+15550003001", "new phone", None)
+        .await
+        .unwrap();
+    refused_within_the_bound("an old registration's upload", || async {
+        om.upload(blob.clone(), None).await.map(|_| ())
+    })
+    .await;
+
+    // A deleted account.
+    let am = d.media_client_with_token(&again.token, &media);
+    am.download(&up.handle).await.unwrap();
+    rc.delete_account(&again.token, None).await.unwrap();
+    refused_within_the_bound("a deleted account's download", || async {
+        am.download(&up.handle).await.map(|_| ())
+    })
+    .await;
+    media.service.stop().await;
+    node.service.stop().await;
+    d.stop().await;
+}
+
+/// Finding 6: deleting the account and registering the number again gave
+/// a fresh user id with fresh upload limits. Now limits count per phone
+/// number (the token's `account` claim), so the new user id inherits them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_user_id_for_the_same_number_keeps_its_upload_limits() {
+    let d = Deployment::start().await;
+    let node = d.start_register(NO_WAIT).await;
+    let rc = d.register_client(&node);
+    let media = d
+        .start_media_with("[limits]\nuploads_per_minute = 2\n")
+        .await;
+    let number = "+15550003002";
+    let first = sign_up(&rc, &node, number, "phone", None).await.unwrap();
+    let m = d.media_client_with_token(&first.token, &media);
+    for n in 0..2u8 {
+        m.upload(Bytes::from(vec![n; 10]), None).await.unwrap();
+    }
+    let e = m.upload(Bytes::from(vec![2; 10]), None).await.unwrap_err();
+    assert_eq!(refused(&e), (429, "rate_limited"));
+
+    rc.delete_account(&first.token, None).await.unwrap();
+    let second = sign_up(&rc, &node, number, "phone", None).await.unwrap();
+    assert!(second.new_account);
+    assert_ne!(second.user, first.user);
+    let e = d
+        .media_client_with_token(&second.token, &media)
+        .upload(Bytes::from(vec![3; 10]), None)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused(&e),
+        (429, "rate_limited"),
+        "the number's limit holds"
+    );
+    // Another number is not affected.
+    let other = sign_up(&rc, &node, "+15550003003", "phone", None)
+        .await
+        .unwrap();
+    d.media_client_with_token(&other.token, &media)
+        .upload(Bytes::from(vec![4; 10]), None)
+        .await
+        .unwrap();
+    media.service.stop().await;
+    node.service.stop().await;
+    d.stop().await;
+}

@@ -7,35 +7,13 @@ mod support;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::client::{Client, Event, RegisterClient, RegisterError, Transport, Verify};
+use common::client::{Client, Event, RegisterError, Transport, Verify};
 use common::link::KvSpace;
 use http::Method;
-use support::{Deployment, RegisterNode, expect, next_message};
+use support::{Deployment, expect, next_message, sign_up};
 
 /// Waits that let a number ask again at once, for tests that register twice.
 const NO_WAIT: &str = "[codes]\nresend_waits = [\"1ns\"]\n";
-
-async fn sign_up(
-    rc: &RegisterClient,
-    node: &RegisterNode,
-    number: &str,
-    device: &str,
-    pin: Option<&str>,
-) -> Result<common::client::Registered, RegisterError> {
-    let sent = rc.request_code(number).await.unwrap();
-    assert_eq!(sent.length, 6);
-    let code = node
-        .last_code(number)
-        .expect("the log provider wrote a code");
-    rc.verify(&Verify {
-        number: number.into(),
-        code,
-        device_name: Some(device.into()),
-        pin: pin.map(String::from),
-        ..Verify::default()
-    })
-    .await
-}
 
 fn refused(e: &RegisterError) -> (u16, &str) {
     (e.status().unwrap_or(0), e.code().unwrap_or(""))
@@ -300,7 +278,7 @@ async fn the_pin_lock_blocks_reregistration_and_counts_tries() {
     let rc = d.register_client(&node);
     let number = "+15550000007";
     let first = sign_up(&rc, &node, number, "phone", None).await.unwrap();
-    rc.set_pin(&first.token, "2580").await.unwrap();
+    rc.set_pin(&first.token, "2580", None).await.unwrap();
 
     // Without the PIN: refused, the account untouched.
     let e = sign_up(&rc, &node, number, "thief", None)
@@ -596,7 +574,9 @@ async fn logs_hold_no_secrets_and_sigterm_exits_zero() {
     };
     // PINs no log line can hold by chance: a 4-digit PIN turns up now and
     // then inside a timestamp's microseconds, a port or a hex user id.
-    rc.set_pin(&first.token, "pin-8642-right").await.unwrap();
+    rc.set_pin(&first.token, "pin-8642-right", None)
+        .await
+        .unwrap();
     rc.request_code(number).await.unwrap();
     let code = code_of(number);
     let e = rc.verify(&verify(code.clone(), None)).await.unwrap_err();
@@ -724,7 +704,7 @@ async fn linked_devices_removal_and_account_deletion() {
     assert_eq!(refused(&e), (403, "too_many_devices"));
     assert_eq!(rc.devices(&main.token).await.unwrap().len(), 8);
     for n in 3..=8 {
-        rc.remove_device(&main.token, n).await.unwrap();
+        rc.remove_device(&main.token, n, None).await.unwrap();
     }
 
     // Removing the laptop closes its session with REVOKED.
@@ -732,7 +712,7 @@ async fn linked_devices_removal_and_account_deletion() {
         .await
         .unwrap();
     // (Removed before or after its attach: either way the home refuses it.)
-    rc.remove_device(&main.token, 2).await.unwrap();
+    rc.remove_device(&main.token, 2, None).await.unwrap();
     let code = expect(&mut le, "REVOKED", |e| match e {
         Event::Fatal { code, .. } => Some(*code),
         _ => None,
@@ -742,11 +722,11 @@ async fn linked_devices_removal_and_account_deletion() {
     lc.close().await;
     let e = rc.refresh(&laptop.token).await.unwrap_err();
     assert_eq!(refused(&e), (401, "revoked"));
-    let e = rc.remove_device(&main.token, 2).await.unwrap_err();
+    let e = rc.remove_device(&main.token, 2, None).await.unwrap_err();
     assert_eq!(refused(&e), (404, "no_device"));
 
     // Deleting the account: its credential is dead, the number is free.
-    rc.delete_account(&main.token).await.unwrap();
+    rc.delete_account(&main.token, None).await.unwrap();
     let e = rc.refresh(&main.token).await.unwrap_err();
     assert_eq!(refused(&e), (401, "revoked"));
     let again = sign_up(&rc, &node, number, "phone", None).await.unwrap();
@@ -765,7 +745,7 @@ async fn the_pin_lock_lapses_when_the_account_is_not_seen() {
     let rc = d.register_client(&node);
     let number = "+15550000013";
     let first = sign_up(&rc, &node, number, "phone", None).await.unwrap();
-    rc.set_pin(&first.token, "2580").await.unwrap();
+    rc.set_pin(&first.token, "2580", None).await.unwrap();
     // Not seen for longer than lapse_after: the code alone is enough, and
     // the lock is gone for the new owner.
     let second = sign_up(&rc, &node, number, "new phone", None)

@@ -20,6 +20,8 @@ use crate::outbound::Outbound;
 /// What a link hands to a session.
 #[derive(Debug)]
 pub enum Event {
+    /// The home confirmed the session's device (the answer to `Attach`).
+    Attached,
     /// The answer to an `Append` the session made, under its own tag.
     Appended {
         tag: u64,

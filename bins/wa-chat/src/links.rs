@@ -287,6 +287,7 @@ impl LinkConn {
         to: &str,
         envelope: Envelope,
         epoch: u64,
+        from_generation: u32,
         session: &Handle,
         tag: u64,
     ) -> Result<(), LinkDownError> {
@@ -311,6 +312,7 @@ impl LinkConn {
             envelope: Some(envelope),
             epoch,
             handoff: false,
+            from_generation,
         }));
         if r.is_err() {
             self.lock().pending.remove(&req);
@@ -522,6 +524,11 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     });
                 }
             }
+            link_down::Kind::Attached(a) => {
+                if let Some(h) = hub.get(a.session) {
+                    h.must(Event::Attached);
+                }
+            }
             link_down::Kind::Kick(k) => {
                 if let Some(h) = hub.get(k.session) {
                     h.kill
@@ -531,6 +538,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
             // Answers to requests this edge never makes (wa-register's).
             link_down::Kind::KvResult(_)
             | link_down::Kind::RevokeResult(_)
+            | link_down::Kind::DeviceChecked(_)
             | link_down::Kind::HandoffResult(_)
             | link_down::Kind::Replicate(_)
             | link_down::Kind::SnapshotPage(_)

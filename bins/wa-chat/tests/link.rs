@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use common::link::{
-    AppendResult, Kick, LinkAuthOk, LinkDown, LinkUp, MAX_LINK_FRAME, Push, link_down, link_up,
+    AppendResult, Attached, Kick, LinkAuthOk, LinkDown, LinkUp, MAX_LINK_FRAME, Push, link_down,
+    link_up,
 };
 use common::proto::limits::MAX_FRAME;
 use common::proto::{
@@ -153,7 +154,9 @@ async fn start() -> Edge {
 }
 
 impl Edge {
-    async fn client(&self, user: &str) -> FrameReader<ClientTls> {
+    /// A client of `user` whose `Hello` is sent (and `frames` right
+    /// behind it, before any answer).
+    async fn hello(&self, user: &str, frames: Vec<client_frame::Kind>) -> FrameReader<ClientTls> {
         let roots = common::tls::load_certs(&self.dir.path().join("ca.pem")).unwrap();
         let mut tls = common::client::raw::connect_tls(self.addr, "localhost", &roots)
             .await
@@ -165,6 +168,7 @@ impl Edge {
             expires_at: u64::MAX / 2,
             key_id: String::new(),
             issued_at: 0,
+            account: String::new(),
         });
         send(
             &mut tls,
@@ -174,7 +178,19 @@ impl Edge {
             }),
         )
         .await;
-        let mut r = FrameReader::new(tls, MAX_FRAME);
+        for k in frames {
+            send(&mut tls, k).await;
+        }
+        FrameReader::new(tls, MAX_FRAME)
+    }
+
+    /// A client of `user` welcomed once the fake home confirmed its
+    /// attach on `link`; with its session id.
+    async fn client(&self, user: &str, link: &mut Link) -> (FrameReader<ClientTls>, u64) {
+        let mut r = self.hello(user, Vec::new()).await;
+        let session = attached(link, user).await;
+        link.send(link_down::Kind::Attached(Attached { session }))
+            .await;
         match next(&mut r).await {
             server_frame::Kind::Welcome(w) => {
                 assert_eq!(
@@ -184,7 +200,7 @@ impl Edge {
             }
             other => panic!("expected Welcome, got {other:?}"),
         }
-        r
+        (r, session)
     }
 
     async fn stop(self) {
@@ -240,8 +256,7 @@ async fn attached(link: &mut Link, user: &str) -> u64 {
 async fn acks_go_to_the_home_as_they_are_and_read_receipts_travel_like_sends() {
     let edge = start().await;
     let mut link = edge.store.accept().await;
-    let mut bob = edge.client("bob").await;
-    let session = attached(&mut link, "bob").await;
+    let (mut bob, session) = edge.client("bob", &mut link).await;
 
     let msg = Envelope {
         from: "alice".into(),
@@ -327,8 +342,7 @@ async fn acks_go_to_the_home_as_they_are_and_read_receipts_travel_like_sends() {
 async fn a_broken_link_closes_its_sessions_with_unavailable_and_relinks() {
     let edge = start().await;
     let mut link = edge.store.accept().await;
-    let mut bob = edge.client("bob").await;
-    attached(&mut link, "bob").await;
+    let (mut bob, _) = edge.client("bob", &mut link).await;
     drop(link);
     match next(&mut bob).await {
         server_frame::Kind::Goodbye(g) => {
@@ -340,8 +354,7 @@ async fn a_broken_link_closes_its_sessions_with_unavailable_and_relinks() {
     ends(&mut bob).await;
     // The edge links again, and a new session attaches through the new link.
     let mut link = edge.store.accept().await;
-    let _bob = edge.client("bob").await;
-    attached(&mut link, "bob").await;
+    let _bob = edge.client("bob", &mut link).await;
     edge.stop().await;
 }
 
@@ -349,8 +362,7 @@ async fn a_broken_link_closes_its_sessions_with_unavailable_and_relinks() {
 async fn a_kick_closes_the_session_with_its_code() {
     let edge = start().await;
     let mut link = edge.store.accept().await;
-    let mut bob = edge.client("bob").await;
-    let session = attached(&mut link, "bob").await;
+    let (mut bob, session) = edge.client("bob", &mut link).await;
     link.send(link_down::Kind::Kick(Kick {
         session,
         code: Code::Revoked as u32,
@@ -375,8 +387,7 @@ async fn a_kick_closes_the_session_with_its_code() {
 async fn shutdown_says_goodbye_with_a_jittered_retry() {
     let edge = start().await;
     let mut link = edge.store.accept().await;
-    let mut bob = edge.client("bob").await;
-    attached(&mut link, "bob").await;
+    let (mut bob, _) = edge.client("bob", &mut link).await;
     edge.shutdown.cancel();
     match next(&mut bob).await {
         server_frame::Kind::Goodbye(g) => {
@@ -396,4 +407,69 @@ async fn shutdown_says_goodbye_with_a_jittered_retry() {
         .unwrap()
         .unwrap()
         .unwrap();
+}
+
+/// The attack of a revoked device: sends pipelined right behind `Hello`.
+/// The edge reads none of them before the home answers the attach; the
+/// home refuses it, so the link carries no append at all and the client
+/// gets `REVOKED` without a `Welcome`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_pipelined_behind_hello_wait_for_the_homes_answer() {
+    let edge = start().await;
+    let mut link = edge.store.accept().await;
+    let sends = (0..50u8)
+        .map(|n| {
+            client_frame::Kind::Send(common::proto::Send {
+                id: id(n),
+                to: "alice".into(),
+                body: Bytes::from_static(b"from a revoked phone"),
+            })
+        })
+        .collect();
+    let mut bob = edge.hello("bob", sends).await;
+    let session = attached(&mut link, "bob").await;
+    link.send(link_down::Kind::Kick(Kick {
+        session,
+        code: Code::Revoked as u32,
+    }))
+    .await;
+    match next(&mut bob).await {
+        server_frame::Kind::Error(e) => {
+            assert_eq!(Code::from_u32(e.code), Some(Code::Revoked));
+            assert!(e.fatal);
+        }
+        other => panic!("expected Error REVOKED and no Welcome, got {other:?}"),
+    }
+    ends(&mut bob).await;
+    // Nothing but the session's end follows on the link: no append.
+    match link.next().await {
+        link_up::Kind::Detach(d) => assert_eq!(d.session, session),
+        other => panic!("expected Detach and no append, got {other:?}"),
+    }
+
+    // Confirmed, the same pipelined frames go to the home in order, with
+    // the credential's generation for the sender's home to check.
+    let sends = (0..3u8)
+        .map(|n| {
+            client_frame::Kind::Send(common::proto::Send {
+                id: id(n),
+                to: "alice".into(),
+                body: Bytes::from_static(b"hi"),
+            })
+        })
+        .collect();
+    let _bob = edge.hello("bob", sends).await;
+    let session = attached(&mut link, "bob").await;
+    link.send(link_down::Kind::Attached(Attached { session }))
+        .await;
+    for n in 0..3u8 {
+        match link.next().await {
+            link_up::Kind::Append(a) => {
+                assert_eq!(a.envelope.unwrap().id, id(n));
+                assert_eq!(a.from_generation, 1);
+            }
+            other => panic!("expected Append, got {other:?}"),
+        }
+    }
+    edge.stop().await;
 }

@@ -70,6 +70,8 @@ max_blob_size = "2 GiB"
 quota_per_day = "1000 GiB"
 uploads_per_minute = 100000
 max_uploads_per_user = 1000
+[revocation]
+check = false
 [cache]
 memory = "{cache}"
 max_blob = "{max_blob}"
@@ -240,6 +242,7 @@ fn main() {
         expires_at: now + 3600,
         key_id: String::new(),
         issued_at: now,
+        account: String::new(),
     });
     let roots = common::tls::load_certs(&d.join("ca.pem")).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();

@@ -30,6 +30,9 @@ pub struct Config {
     pub listen: ListenConfig,
     pub tls: TlsConfig,
     pub tokens: TokensConfig,
+    /// How to reach the homes, to ask whether a token's device was revoked.
+    pub cluster: ClusterConfig,
+    pub revocation: RevocationConfig,
     pub limits: LimitsConfig,
     pub expiry: ExpiryConfig,
     pub cache: CacheConfig,
@@ -54,6 +57,32 @@ pub struct TokensConfig {
     pub keys: Vec<TokenKey>,
 }
 
+/// How to reach the homes: the same files as wa-chat's and wa-register's
+/// `[cluster]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    pub map: PathBuf,
+    /// The CA that signed the stores' link certificates.
+    pub ca: PathBuf,
+    pub secret_file: PathBuf,
+    /// How long a home may take to answer.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RevocationConfig {
+    /// Ask the user's home whether a token's device is still accepted
+    /// (false: trust tokens until they expire; development only).
+    pub check: bool,
+    /// How long an answer is kept: a revoked device is refused at most this
+    /// long after its revocation.
+    #[serde(with = "humantime_serde")]
+    pub recheck_after: Duration,
+}
+
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
@@ -67,6 +96,14 @@ pub struct LimitsConfig {
     pub uploads_per_minute: u32,
     /// Bytes a user may upload per day (rolling 24 h window); more get 429.
     pub quota_per_day: ByteSize,
+    /// The longest one upload's body may take; then it is cut (408).
+    #[serde(with = "humantime_serde")]
+    pub upload_deadline: Duration,
+    /// The lowest average rate of an upload's body, per second, counted
+    /// from its start after a 10 s head start; below it the upload is cut
+    /// (408). With `upload_deadline` it keeps a trickling client from
+    /// holding an upload slot.
+    pub min_upload_rate: ByteSize,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -108,6 +145,8 @@ impl Default for Config {
             listen: ListenConfig::default(),
             tls: TlsConfig::default(),
             tokens: TokensConfig::default(),
+            cluster: ClusterConfig::default(),
+            revocation: RevocationConfig::default(),
             limits: LimitsConfig::default(),
             expiry: ExpiryConfig::default(),
             cache: CacheConfig::default(),
@@ -135,6 +174,26 @@ impl Default for TokensConfig {
     }
 }
 
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            map: "/etc/wa/cluster.toml".into(),
+            ca: common::sections::CLUSTER_CA.into(),
+            secret_file: common::sections::CLUSTER_SECRET.into(),
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Default for RevocationConfig {
+    fn default() -> Self {
+        RevocationConfig {
+            check: true,
+            recheck_after: Duration::from_secs(10),
+        }
+    }
+}
+
 impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {
@@ -143,6 +202,8 @@ impl Default for LimitsConfig {
             max_uploads_per_user: 4,
             uploads_per_minute: 60,
             quota_per_day: ByteSize::gib(5),
+            upload_deadline: Duration::from_secs(15 * 60),
+            min_upload_rate: ByteSize::kib(16),
         }
     }
 }
@@ -210,6 +271,14 @@ fn valid_mime(t: &str) -> bool {
 }
 
 impl Config {
+    fn cluster_files(&self) -> common::sections::ClusterFiles<'_> {
+        common::sections::ClusterFiles {
+            map: &self.cluster.map,
+            ca: Some(&self.cluster.ca),
+            secret_file: &self.cluster.secret_file,
+        }
+    }
+
     /// Reads and parses `path`; does not validate.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         common::config::load(path)
@@ -232,6 +301,12 @@ impl Config {
         self.shutdown.validate(&mut errs);
         self.admin.validate(&mut errs);
         self.log.validate(&mut errs);
+        if self.revocation.check {
+            self.cluster_files().validate(&mut errs);
+        }
+        if self.revocation.recheck_after.is_zero() {
+            errs.push("revocation.recheck_after: must be more than zero".to_string());
+        }
         let l = &self.limits;
         if l.max_blob_size.as_u64() == 0 {
             errs.push("limits.max_blob_size: must be more than zero".to_string());
@@ -244,6 +319,12 @@ impl Config {
             if n == 0 {
                 errs.push(format!("{key}: must be at least 1"));
             }
+        }
+        if l.upload_deadline.is_zero() {
+            errs.push("limits.upload_deadline: must be more than zero".to_string());
+        }
+        if l.min_upload_rate.as_u64() == 0 {
+            errs.push("limits.min_upload_rate: must be more than zero".to_string());
         }
         if l.quota_per_day < l.max_blob_size {
             errs.push(format!(
@@ -282,6 +363,9 @@ impl Config {
         self.tls.check_files(&mut errs);
         TokenKey::check_list("tokens.keys", &self.tokens.keys, &mut errs);
         self.admin.check_files(&mut errs);
+        if self.revocation.check {
+            self.cluster_files().check_files(&mut errs);
+        }
         if let Err(e) = std::fs::create_dir_all(&self.data_dir) {
             errs.push(format!(
                 "data_dir: cannot create {}: {e}",

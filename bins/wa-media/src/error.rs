@@ -33,6 +33,12 @@ pub enum MediaError {
     BadMeta { path: PathBuf, reason: String },
     #[error("accepting connections: {0}")]
     Accept(std::io::Error),
+    #[error("cluster.map: {0}")]
+    Cluster(common::cluster::ClusterError),
+    #[error("cluster.secret_file: {0}")]
+    Secret(common::secret::SecretError),
+    #[error("the internal link: {0}")]
+    Link(common::link_client::LinkClientError),
 }
 
 /// Why a request failed.
@@ -44,6 +50,12 @@ pub enum ApiError {
     TokenInvalid,
     #[error("the token has expired")]
     TokenExpired,
+    #[error(
+        "this device was removed, its number registered again elsewhere, or its account deleted"
+    )]
+    Revoked,
+    #[error("the home of this account cannot be reached to check the device; try again")]
+    HomeUnavailable,
     #[error("{0:?} is not a media handle")]
     BadHandle(String),
     #[error("the handle names node {0:?}; ask that node")]
@@ -66,7 +78,7 @@ pub enum ApiError {
     RateLimited { retry_after: Duration },
     #[error("daily upload quota of {quota} bytes exceeded")]
     QuotaExceeded { quota: u64, retry_after: Duration },
-    #[error("the upload body stalled")]
+    #[error("the upload body stalled, was too slow, or took longer than the upload deadline")]
     BodyTimeout,
     #[error("the upload body was cut off")]
     BodyBroken,
@@ -79,7 +91,8 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         use ApiError::*;
         match self {
-            NoToken | TokenInvalid | TokenExpired => StatusCode::UNAUTHORIZED,
+            NoToken | TokenInvalid | TokenExpired | Revoked => StatusCode::UNAUTHORIZED,
+            HomeUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             BadHandle(_) => StatusCode::BAD_REQUEST,
             WrongNode(_) => StatusCode::MISDIRECTED_REQUEST,
             NotFound => StatusCode::NOT_FOUND,
@@ -103,6 +116,8 @@ impl ApiError {
             NoToken => "no_token",
             TokenInvalid => "token_invalid",
             TokenExpired => "token_expired",
+            Revoked => "revoked",
+            HomeUnavailable => "home_unavailable",
             BadHandle(_) => "bad_handle",
             WrongNode(_) => "wrong_node",
             NotFound => "not_found",
@@ -122,7 +137,9 @@ impl ApiError {
 
     fn retry_after(&self) -> Option<Duration> {
         match self {
-            ApiError::Busy | ApiError::UserBusy => Some(Duration::from_secs(1)),
+            ApiError::Busy | ApiError::UserBusy | ApiError::HomeUnavailable => {
+                Some(Duration::from_secs(1))
+            }
             ApiError::RateLimited { retry_after } | ApiError::QuotaExceeded { retry_after, .. } => {
                 Some(*retry_after)
             }

@@ -18,6 +18,7 @@ pub mod error;
 pub mod handle;
 pub mod limits;
 pub mod range;
+pub mod revocation;
 pub mod store;
 pub mod sweeper;
 pub mod upload;
@@ -48,6 +49,8 @@ pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct App {
     pub node: String,
     pub keys: KeyRing,
+    /// Whether a token's device is still accepted, asked of its home.
+    pub revocations: revocation::Revocations,
     pub store: Store,
     pub cache: HotCache,
     pub limits: Arc<Limits>,
@@ -104,12 +107,35 @@ impl Media {
         let tls = cert
             .server_config(&[b"http/1.1"])
             .map_err(MediaError::Tls)?;
+        let link = if config.revocation.check {
+            let c = &config.cluster;
+            let map = common::cluster::ClusterMap::load(&c.map).map_err(MediaError::Cluster)?;
+            let roots = common::tls::load_certs(&c.ca).map_err(MediaError::Tls)?;
+            let secret = common::secret::read(&c.secret_file, common::sections::MIN_CLUSTER_SECRET)
+                .map_err(MediaError::Secret)?;
+            let link = common::link_client::LinkClient::new(
+                map,
+                &roots,
+                secret.into(),
+                config.node.clone(),
+                c.timeout,
+            )
+            .map_err(MediaError::Link)?
+            .reloading_from(c.map.clone());
+            Some(link)
+        } else {
+            tracing::warn!(
+                "revocation.check = false: revoked devices keep their media access until their tokens expire (development only)"
+            );
+            None
+        };
         let store = Store::open(&config.data_dir)?;
         let (blobs, bytes) = store.usage();
         tracing::info!(blobs, bytes, dir = %config.data_dir.display(), "store opened");
         let app = Arc::new(App {
             node: config.node.clone(),
             keys,
+            revocations: revocation::Revocations::new(link, config.revocation.recheck_after),
             store,
             cache: HotCache::new(config.cache.memory.as_u64(), config.cache.max_blob.as_u64()),
             limits: Arc::new(Limits::new(config.limits.clone())),

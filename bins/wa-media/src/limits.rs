@@ -18,6 +18,9 @@ use crate::config::LimitsConfig;
 use crate::error::ApiError;
 
 const HOUR: Duration = Duration::from_secs(3600);
+/// How long an upload's body may send nothing before its minimum average
+/// rate starts to count (TLS, slow start, a phone waking its radio).
+pub const RATE_HEAD_START: Duration = Duration::from_secs(10);
 
 #[derive(Debug)]
 struct User {
@@ -161,6 +164,24 @@ impl Limits {
         self.cfg.max_blob_size.as_u64()
     }
 
+    /// When an upload that began at `start` and has `received` bytes must
+    /// have more, or be cut: the earliest of its total deadline, the moment
+    /// its average rate falls below the minimum (after [`RATE_HEAD_START`]),
+    /// and a stall of `stall` from `now`.
+    pub fn body_deadline(
+        &self,
+        start: Instant,
+        received: u64,
+        now: Instant,
+        stall: Duration,
+    ) -> Instant {
+        let rate = self.cfg.min_upload_rate.as_u64().max(1) as f64;
+        let by_rate = start + RATE_HEAD_START + Duration::from_secs_f64(received as f64 / rate);
+        (start + self.cfg.upload_deadline)
+            .min(by_rate)
+            .min(now + stall)
+    }
+
     pub fn uploads_in_flight(&self) -> usize {
         self.cfg.max_concurrent_uploads - self.uploads.available_permits()
     }
@@ -184,7 +205,37 @@ mod tests {
             max_uploads_per_user: 2,
             uploads_per_minute: 4,
             quota_per_day: ByteSize::b(250),
+            upload_deadline: Duration::from_secs(60),
+            min_upload_rate: ByteSize::kib(1),
         }))
+    }
+
+    #[test]
+    fn a_trickled_body_meets_its_deadline() {
+        let l = limits();
+        let t0 = Instant::now();
+        let stall = Duration::from_secs(30);
+        // Nothing yet: the head start, not the stall timer.
+        assert_eq!(l.body_deadline(t0, 0, t0, stall), t0 + RATE_HEAD_START);
+        // 5 KiB at 1 KiB/s buy 5 s more after the head start.
+        assert_eq!(
+            l.body_deadline(t0, 5 * 1024, t0 + Duration::from_secs(1), stall),
+            t0 + RATE_HEAD_START + Duration::from_secs(5)
+        );
+        // One byte every 20 s (which restarted a stall timer forever) is
+        // below the rate: its deadline does not move with the bytes.
+        let trickled = l.body_deadline(t0, 3, t0 + Duration::from_secs(60), stall);
+        assert!(trickled < t0 + Duration::from_secs(11), "{trickled:?}");
+        // Fast enough, the total deadline still ends it.
+        assert_eq!(
+            l.body_deadline(t0, 1 << 30, t0 + Duration::from_secs(50), stall),
+            t0 + Duration::from_secs(60)
+        );
+        // A stall is cut after `stall` whatever the rate allows.
+        assert_eq!(
+            l.body_deadline(t0, 1 << 20, t0 + Duration::from_secs(1), stall),
+            t0 + Duration::from_secs(31)
+        );
     }
 
     #[test]

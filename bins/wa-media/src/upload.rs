@@ -79,7 +79,11 @@ pub async fn upload(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let permit = app.limits.admit(&caller.user, declared, Instant::now())?;
+    // Limits count per account (the phone number), not per user id: a
+    // number that deletes its account and registers again keeps its state.
+    let permit = app
+        .limits
+        .admit(&caller.account, declared, Instant::now())?;
     let max = app.limits.max_blob_size();
     let mime = declared_type(&app, &headers);
 
@@ -95,8 +99,15 @@ pub async fn upload(
     let mut hasher = Sha256::new();
     let mut size = 0u64;
     let mut body = body;
+    let start = Instant::now();
     loop {
-        let frame = tokio::time::timeout(BODY_TIMEOUT, body.frame())
+        // The stall timer alone restarted on every byte, so one byte per
+        // 20 s kept an upload (and its slot) forever: the body also has a
+        // total deadline and a minimum average rate.
+        let until = app
+            .limits
+            .body_deadline(start, size, Instant::now(), BODY_TIMEOUT);
+        let frame = tokio::time::timeout_at(until.into(), body.frame())
             .await
             .map_err(|_| ApiError::BodyTimeout)?;
         let Some(frame) = frame else { break };

@@ -6,7 +6,7 @@ mod support;
 
 use sha2::{Digest, Sha256};
 use support::*;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn sha_hex(b: &[u8]) -> String {
     hex::encode(Sha256::digest(b))
@@ -249,6 +249,7 @@ async fn no_token_or_a_forged_token_gets_401() {
         expires_at: now_secs() + 3600,
         key_id: String::new(),
         issued_at: now_secs(),
+        account: String::new(),
     });
     let expired = node.token_expiring("alice", now_secs() - 1);
     let get = format!("GET /v1/media/{h} HTTP/1.1");
@@ -453,4 +454,75 @@ async fn shutdown_stops_accepting_and_lets_an_upload_in_flight_finish() {
     let blobs = node.files().0;
     node.stop().await;
     assert_eq!(blobs.len(), 2, "the blob and its metadata: {blobs:?}");
+}
+
+/// Finding 5: the 30 s stall timer restarted on every byte, so one byte per
+/// 20 s held an upload slot forever (64 users × 4 slots made every upload of
+/// the node `429 busy`). Now an upload has a total deadline and a minimum
+/// average rate: a trickled upload is cut (408) at its deadline, and its
+/// slot is free again at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickled_upload_is_cut_at_its_deadline_and_frees_its_slot() {
+    let node = start("[limits]\nmax_concurrent_uploads = 1\nupload_deadline = \"2s\"\n").await;
+    let mut tls = node.connect().await;
+    let head = format!(
+        "POST /v1/media HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\nContent-Length: 100000\r\nConnection: close\r\n\r\n",
+        node.token("slowpoke")
+    );
+    tls.write_all(head.as_bytes()).await.unwrap();
+    tls.write_all(b"x").await.unwrap();
+    tls.flush().await.unwrap();
+    let (mut rd, mut wr) = tokio::io::split(tls);
+    let started = std::time::Instant::now();
+    // One byte every 200 ms, until the node stops taking them.
+    let trickle = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
+        loop {
+            tick.tick().await;
+            if wr.write_all(b"x").await.is_err() || wr.flush().await.is_err() {
+                return;
+            }
+        }
+    });
+    // While it trickles, it holds the node's only slot (once the node has
+    // read its head: until then another upload may still pass).
+    let someone = node.client("someone");
+    loop {
+        match someone
+            .upload(bytes::Bytes::from_static(b"hello"), None)
+            .await
+        {
+            Ok(_) => assert!(started.elapsed() < std::time::Duration::from_secs(1)),
+            Err(e) => {
+                assert_eq!(e.status(), Some(429), "{e}");
+                break;
+            }
+        }
+    }
+    // The node cuts it at its deadline: it answers 408 and closes (the
+    // client, still sending, may see the close as a reset that swallows the
+    // answer; the close is what matters).
+    let mut got = Vec::new();
+    tokio::time::timeout(PATIENCE, async {
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = rd.read(&mut buf).await {
+            got.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await
+    .expect("the node closes the trickled upload");
+    let took = started.elapsed();
+    let text = String::from_utf8_lossy(&got);
+    assert!(got.is_empty() || text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(
+        took < std::time::Duration::from_millis(3500),
+        "cut after {took:?}, the deadline is 2 s"
+    );
+    trickle.abort();
+    // ...and the slot is free again.
+    node.client("someone")
+        .upload(bytes::Bytes::from_static(b"hello"), None)
+        .await
+        .unwrap();
+    node.stop().await;
 }

@@ -8,6 +8,9 @@ use common::link::KvSpace;
 use common::link_client::{Cas, LinkClient, LinkClientError};
 use serde::{Deserialize, Serialize};
 
+use crate::revoke::revoke_all;
+pub use crate::revoke::{Faults, Revocation};
+
 /// Version of the record's encoding.
 const FORMAT: u32 = 1;
 /// Compare-and-set attempts before a change gives up (only concurrent
@@ -24,6 +27,11 @@ pub struct Account {
     /// Device ids are never reused.
     pub next_device: u32,
     pub devices: Vec<Device>,
+    /// The device the number was verified on (its registration); the
+    /// others are companions it linked. Records written before this field
+    /// existed name none: their lowest device id is the primary.
+    #[serde(default)]
+    pub primary: Option<u32>,
     pub pin: Option<PinLock>,
     pub created_ms: u64,
     /// Last time wa-register saw the account (registration, refresh).
@@ -59,6 +67,7 @@ impl Account {
             generation: 0,
             next_device: 1,
             devices: Vec::new(),
+            primary: None,
             pin: None,
             created_ms: now_ms,
             seen_ms: now_ms,
@@ -77,6 +86,14 @@ impl Account {
 
     pub fn device(&self, id: u32) -> Option<&Device> {
         self.devices.iter().find(|d| d.id == id)
+    }
+
+    /// Whether device `id` is the account's primary device.
+    pub fn is_primary(&self, id: u32) -> bool {
+        match self.primary {
+            Some(p) => p == id,
+            None => self.devices.iter().map(|d| d.id).min() == Some(id),
+        }
     }
 
     /// Adds a device and returns its id.
@@ -115,19 +132,28 @@ pub struct Stored {
 /// Reads and writes accounts at their homes.
 pub struct Accounts {
     pub link: LinkClient,
+    /// Test-only faults (see [`Faults`]).
+    pub faults: Faults,
 }
 
 /// What a change function decides.
 pub enum Change<T> {
     /// Store this account (`None` deletes it) and return `T`.
     Write(Option<Account>, T),
+    /// Make these revocations durable at the home first, then store the
+    /// account (`None` deletes it) and return `T`: a change that drops a
+    /// device or supersedes its generation must be this one (`revoke`).
+    Revoke(Vec<Revocation>, Option<Account>, T),
     /// Store nothing and return `T`.
     Keep(T),
 }
 
 impl Accounts {
     pub fn new(link: LinkClient) -> Accounts {
-        Accounts { link }
+        Accounts {
+            link,
+            faults: Faults::default(),
+        }
     }
 
     /// The user registered with `phone` and the index record's version.
@@ -189,8 +215,10 @@ impl Accounts {
         }
     }
 
-    /// Reads `user`'s account, lets `f` decide, writes with compare-and-set,
-    /// and starts over on a conflict.
+    /// Reads `user`'s account, lets `f` decide, makes the revocations it
+    /// asks for durable, writes with compare-and-set, and starts over on a
+    /// conflict. A revocation that fails writes nothing: the error is the
+    /// home's.
     pub async fn update<T, E>(
         &self,
         user: &str,
@@ -202,13 +230,18 @@ impl Accounts {
         for _ in 0..CAS_ATTEMPTS {
             let stored = self.get(user).await?;
             let version = stored.as_ref().map_or(0, |s| s.version);
-            match f(stored.as_ref())? {
+            let (a, t) = match f(stored.as_ref())? {
                 Change::Keep(t) => return Ok(t),
-                Change::Write(a, t) => {
-                    if self.put(user, a.as_ref(), version).await? {
-                        return Ok(t);
-                    }
+                Change::Write(a, t) => (a, t),
+                Change::Revoke(revocations, a, t) => {
+                    revoke_all(&self.link, &self.faults, user, &revocations)
+                        .await
+                        .map_err(AccountError::Home)?;
+                    (a, t)
                 }
+            };
+            if self.put(user, a.as_ref(), version).await? {
+                return Ok(t);
             }
         }
         Err(AccountError::Contended.into())

@@ -42,6 +42,12 @@ pub enum CheckError {
     Exhausted,
     /// Right, but another verification with it is in progress.
     Busy,
+    /// The number used up its wrong guesses over all its codes
+    /// (`codes.max_wrong_per_number`); a new code does not help until the
+    /// number is forgotten, after this.
+    NumberLocked {
+        retry_after: Duration,
+    },
 }
 
 /// A right code held by one verification (see [`Codes::check`]).
@@ -103,6 +109,8 @@ struct Pending {
 struct NumberState {
     /// Codes sent since the number was last forgotten.
     sends: u32,
+    /// Wrong guesses over all its codes since it was last forgotten.
+    wrong: u32,
     next_send: Instant,
     touched: Instant,
     code: Option<Pending>,
@@ -170,6 +178,7 @@ impl Codes {
         let mut numbers = self.lock();
         let fresh = NumberState {
             sends: 0,
+            wrong: 0,
             next_send: now,
             touched: now,
             code: None,
@@ -177,6 +186,7 @@ impl Codes {
         let s = numbers.entry(number.to_owned()).or_insert(fresh);
         if self.forgotten(s, now) {
             s.sends = 0;
+            s.wrong = 0;
             s.next_send = now;
         }
         if s.next_send > now {
@@ -215,6 +225,12 @@ impl Codes {
         let max = self.cfg.max_checks;
         let mut numbers = self.lock();
         let s = numbers.get_mut(number).ok_or(CheckError::NoCode)?;
+        if s.wrong >= self.cfg.max_wrong_per_number {
+            let retry_after = (s.touched + self.cfg.forget_after).saturating_duration_since(now);
+            return Err(CheckError::NumberLocked {
+                retry_after: retry_after.max(Duration::from_secs(1)),
+            });
+        }
         let p = s.code.as_mut().ok_or(CheckError::NoCode)?;
         if p.wrong >= max {
             return Err(CheckError::Exhausted);
@@ -234,6 +250,7 @@ impl Codes {
             });
         }
         p.wrong += 1;
+        s.wrong += 1;
         if p.wrong >= max {
             Err(CheckError::Exhausted)
         } else {
@@ -257,6 +274,46 @@ mod tests {
 
     fn codes() -> Codes {
         Codes::new(CodesConfig::default())
+    }
+
+    /// Finding 9/4: a new code gave 5 fresh guesses (about 30 per number an
+    /// hour). Now the number's wrong guesses count over all its codes.
+    #[test]
+    fn a_new_code_brings_no_fresh_guesses_beyond_the_numbers_budget() {
+        let c = Codes::new(CodesConfig {
+            resend_waits: vec![Duration::from_nanos(1)],
+            ..CodesConfig::default()
+        });
+        let n = "+15550000009";
+        let mut now = Instant::now();
+        let mut wrong = 0;
+        // Two codes of five guesses each use the budget of ten.
+        for _ in 0..2 {
+            let (code, _) = c.issue(n, None, now).unwrap();
+            let guess = if code == "000000" { "000001" } else { "000000" };
+            for _ in 0..5 {
+                assert!(matches!(
+                    c.check(n, guess, now),
+                    Err(CheckError::Wrong { .. } | CheckError::Exhausted)
+                ));
+                wrong += 1;
+            }
+            now += Duration::from_millis(1);
+        }
+        assert_eq!(wrong, 10);
+        // A third code, even the right one, is refused until the number is
+        // forgotten (an hour without requests).
+        let (code, _) = c.issue(n, None, now).unwrap();
+        match c.check(n, &code, now) {
+            Err(CheckError::NumberLocked { retry_after }) => {
+                assert!(retry_after > Duration::from_secs(3500), "{retry_after:?}")
+            }
+            Err(e) => panic!("{e:?}"),
+            Ok(_) => panic!("a locked number's code passed"),
+        }
+        let later = now + CodesConfig::default().forget_after;
+        let (code, _) = c.issue(n, None, later).unwrap();
+        assert!(c.check(n, &code, later).is_ok());
     }
 
     #[test]

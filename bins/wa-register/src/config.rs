@@ -102,6 +102,10 @@ pub struct CodesConfig {
     /// A number with no request for this long starts over at the first wait.
     #[serde(with = "humantime_serde")]
     pub forget_after: Duration,
+    /// Wrong guesses a number may take over all its codes until it is
+    /// forgotten (`forget_after` without a request): a new code does not
+    /// bring fresh guesses beyond this.
+    pub max_wrong_per_number: u32,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -133,8 +137,10 @@ pub struct Rate {
 pub struct LimitsConfig {
     /// Code requests per phone number.
     pub per_number: Rate,
-    /// Code requests per client address.
+    /// Code requests per client address (an IPv6 address counts by its /64).
     pub per_address: Rate,
+    /// Code requests per client network: an IPv4 /24, an IPv6 /48.
+    pub per_network: Rate,
     /// Code requests per number prefix (the first `prefix_digits` digits).
     pub per_prefix: Rate,
     pub prefix_digits: usize,
@@ -142,15 +148,21 @@ pub struct LimitsConfig {
     pub global: Rate,
     /// Verification attempts per client address.
     pub verify_per_address: Rate,
+    /// PIN hashes (setting or checking a registration-lock PIN) per account.
+    pub pin_per_account: Rate,
+    /// PIN hashes per client address (an IPv6 address counts by its /64).
+    pub pin_per_address: Rate,
     /// Largest request body.
     pub max_body: ByteSize,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct CountriesConfig {
-    /// Number prefixes (`"+1"`, `"+44"`, `"+4930"`) that may register;
-    /// empty allows every number.
+    /// Number prefixes (`"+1"`, `"+44"`, `"+4930"`) that may register.
+    /// Required in production (list the countries you serve, so premium
+    /// ranges never get an SMS); empty allows every number, in development
+    /// only.
     pub allow: Vec<String>,
 }
 
@@ -164,6 +176,10 @@ pub struct PumpingConfig {
     pub min_sent: u64,
     /// ...and fewer than this share of them verified.
     pub min_verified_ratio: f64,
+    /// Code requests per suspect prefix for the rest of the window (the
+    /// prefix's limit tightens to this when the signal fires; an operator
+    /// may release it: `POST /admin/pumping/release?prefix=...`).
+    pub tightened: Rate,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -291,6 +307,7 @@ impl Default for CodesConfig {
             max_checks: 5,
             resend_waits: [1, 2, 5, 10].map(|m| Duration::from_secs(m * 60)).to_vec(),
             forget_after: Duration::from_secs(3600),
+            max_wrong_per_number: 10,
         }
     }
 }
@@ -315,11 +332,22 @@ impl Default for LimitsConfig {
         LimitsConfig {
             per_number: rate(6, 3600),
             per_address: rate(20, 3600),
+            per_network: rate(100, 3600),
             per_prefix: rate(500, 3600),
             prefix_digits: 6,
             global: rate(100, 1),
             verify_per_address: rate(60, 3600),
+            pin_per_account: rate(20, 3600),
+            pin_per_address: rate(60, 3600),
             max_body: ByteSize::kib(4),
+        }
+    }
+}
+
+impl Default for CountriesConfig {
+    fn default() -> Self {
+        CountriesConfig {
+            allow: ["+1", "+33", "+44", "+49"].map(String::from).to_vec(),
         }
     }
 }
@@ -330,6 +358,10 @@ impl Default for PumpingConfig {
             window: Duration::from_secs(3600),
             min_sent: 50,
             min_verified_ratio: 0.2,
+            tightened: Rate {
+                count: 10,
+                per: Duration::from_secs(3600),
+            },
         }
     }
 }
@@ -426,6 +458,10 @@ impl Config {
             ("limits.per_address", l.per_address),
             ("limits.per_prefix", l.per_prefix),
             ("limits.global", l.global),
+            ("limits.per_network", l.per_network),
+            ("pumping.tightened", self.pumping.tightened),
+            ("limits.pin_per_account", l.pin_per_account),
+            ("limits.pin_per_address", l.pin_per_address),
             ("limits.verify_per_address", l.verify_per_address),
         ] {
             if r.count == 0 || r.per.is_zero() {
@@ -437,6 +473,11 @@ impl Config {
         }
         if l.max_body.as_u64() < 256 {
             errs.push("limits.max_body: must be at least 256 B".to_string());
+        }
+        if self.mode == Mode::Production && self.countries.allow.is_empty() {
+            errs.push(
+                "countries.allow: required with mode = \"production\": list the country codes you serve (e.g. [\"+1\", \"+44\"]), so premium-rate ranges never get an SMS".to_string(),
+            );
         }
         for p in &self.countries.allow {
             let digits = p.strip_prefix('+').unwrap_or("");
@@ -470,6 +511,15 @@ impl Config {
         if self.sms.provider == Provider::Webhook {
             let w = &self.sms.webhook;
             match w.url.parse::<http::Uri>() {
+                Ok(u) if u.scheme_str() == Some("http")
+                    && u.host().is_some()
+                    && self.mode == Mode::Production =>
+                {
+                    errs.push(format!(
+                        "sms.webhook.url: {:?} is plain http://: refused with mode = \"production\" (the codes and the gateway's credentials would cross the network in clear); use https://",
+                        w.url
+                    ))
+                }
                 Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() => {
                 }
                 _ => errs.push(format!(
@@ -612,6 +662,22 @@ mod tests {
             let e = toml::from_str::<Config>(text).unwrap_err().to_string();
             assert!(e.contains(key), "{key} missing from {e}");
         }
+    }
+
+    #[test]
+    fn production_needs_an_allow_list_and_an_https_webhook() {
+        let c: Config = toml::from_str(
+            "[countries]\nallow = []\n[sms.webhook]\nurl = \"http://gw.example/send\"\n",
+        )
+        .unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("countries.allow: required"), "{e}");
+        assert!(e.contains("plain http://"), "{e}");
+        let c: Config = toml::from_str(
+            "mode = \"development\"\n[countries]\nallow = []\n[sms.webhook]\nurl = \"http://gw.example/send\"\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
     }
 
     #[test]

@@ -100,6 +100,8 @@ pub enum ApiError {
     Revoked,
     #[error("no such device")]
     NoDevice,
+    #[error("only the primary device (or a companion giving the current PIN) may do this")]
+    PrimaryRequired,
     #[error("an account has at most {max} devices; remove one first")]
     TooManyDevices { max: usize },
     #[error("not found")]
@@ -130,7 +132,7 @@ impl ApiError {
             NoCode | NotFound | NoDevice => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             CodeExpired | CodeExhausted => StatusCode::GONE,
-            CodeWrong { .. } | TooManyDevices { .. } => StatusCode::FORBIDDEN,
+            CodeWrong { .. } | TooManyDevices { .. } | PrimaryRequired => StatusCode::FORBIDDEN,
             PinRequired | PinWrong { .. } => StatusCode::LOCKED,
             SmsFailed => StatusCode::BAD_GATEWAY,
             NoToken | TokenInvalid | TokenExpired | Revoked => StatusCode::UNAUTHORIZED,
@@ -170,6 +172,7 @@ impl ApiError {
             TokenExpired => "token_expired",
             Revoked => "revoked",
             NoDevice => "no_device",
+            PrimaryRequired => "primary_required",
             TooManyDevices { .. } => "too_many_devices",
             NotFound => "not_found",
             MethodNotAllowed => "method_not_allowed",
@@ -193,6 +196,15 @@ impl ApiError {
 /// Whole seconds to wait, rounded up, at least 1.
 pub fn secs(d: Duration) -> u64 {
     d.as_secs_f64().ceil().max(1.0) as u64
+}
+
+impl From<crate::pin::Busy> for ApiError {
+    fn from(_: crate::pin::Busy) -> ApiError {
+        ApiError::RateLimited {
+            limit: "pin_workers",
+            retry_after: crate::pin::BUSY_RETRY,
+        }
+    }
 }
 
 impl From<AccountError> for ApiError {
@@ -274,6 +286,7 @@ mod tests {
             ApiError::TokenExpired,
             ApiError::Revoked,
             ApiError::NoDevice,
+            ApiError::PrimaryRequired,
             ApiError::TooManyDevices { max: 8 },
             ApiError::NotFound,
             ApiError::MethodNotAllowed,

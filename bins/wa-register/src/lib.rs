@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod phone;
 pub mod pin;
 pub mod pumping;
+pub mod revoke;
 pub mod secret;
 pub mod sms;
 pub mod tokens;
@@ -94,6 +95,12 @@ pub fn router(app: Arc<App>) -> Router {
         .fallback(|| async { ApiError::NotFound })
         .layer(DefaultBodyLimit::max(max_body));
     app.http.wrap(router.with_state(Arc::clone(&app)))
+}
+
+/// `?prefix=` of the admin operations on the pumping signal.
+#[derive(serde::Deserialize)]
+struct PrefixQuery {
+    prefix: String,
 }
 
 /// A register service with everything loaded, ready to serve.
@@ -188,15 +195,16 @@ impl Register {
         }
         let app = Arc::new(App {
             codes: Codes::new(config.codes.clone()),
-            limits: Limits::new(&config.limits),
+            limits: Limits::new(&config.limits, config.pumping.tightened),
             pumping: Pumping::new(config.pumping.clone()),
             sms,
             accounts: Accounts::new(link),
-            pins: Pins::new(pepper),
+            pins: Pins::new(pepper.clone()),
             tokens: Tokens::new(
                 TokenSigner::new(config.tokens.key_id.clone(), signing),
                 ring,
                 config.tokens.ttl,
+                &pepper,
             ),
             metrics: Arc::default(),
             http: Default::default(),
@@ -227,6 +235,48 @@ impl Register {
             move |s: &mut common::admin::metrics::Sample<'_>| metrics.sample(s),
         ));
         admin.register(|r| self.app.http.register(r, "wa_register"));
+        let app = Arc::clone(&self.app);
+        admin.collect(common::admin::metrics::Scrape(
+            move |s: &mut common::admin::metrics::Sample<'_>| {
+                let n = app
+                    .pumping
+                    .tightened_prefixes(std::time::Instant::now())
+                    .len();
+                s.gauge(
+                    "wa_register_prefixes_tightened",
+                    "Number prefixes whose code requests are held to pumping.tightened now",
+                    n as f64,
+                );
+            },
+        ));
+        let app = Arc::clone(&self.app);
+        admin.route(
+            "/admin/pumping",
+            get(move || {
+                let app = Arc::clone(&app);
+                async move {
+                    let tightened = app.pumping.tightened_prefixes(std::time::Instant::now());
+                    axum::Json(serde_json::json!({ "tightened": tightened }))
+                }
+            }),
+        );
+        let app = Arc::clone(&self.app);
+        admin.route(
+            "/admin/pumping/release",
+            post(
+                move |axum::extract::Query(q): axum::extract::Query<PrefixQuery>| {
+                    let app = Arc::clone(&app);
+                    async move {
+                        // ("+" in a query string is a space: both spellings.)
+                        let digits = q.prefix.trim().trim_start_matches('+');
+                        let prefix = format!("+{digits}");
+                        let released = app.pumping.release(&prefix, std::time::Instant::now());
+                        tracing::info!(%prefix, released, "pumping tightening released by an operator");
+                        axum::Json(serde_json::json!({ "prefix": prefix, "released": released }))
+                    }
+                },
+            ),
+        );
     }
 
     /// Serves HTTPS on `listener` until `shutdown`, then drains.

@@ -31,6 +31,10 @@ impl Metrics {
         c.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+
     /// Adds every counter to a scrape.
     pub fn sample(&self, s: &mut Sample<'_>) {
         for (name, help, c) in [

@@ -2,7 +2,10 @@
 //! earn from each SMS and never verify one, so per number prefix this counts
 //! codes sent and codes verified over a window; a prefix with many sends and
 //! few verifications raises a warning in the log and a metric, once per
-//! window (docs/REGISTER.md, "Abuse").
+//! window, and *tightens* the prefix: until the window ends its code
+//! requests also pass `pumping.tightened` (10 per hour), unless an
+//! operator releases it (`POST /admin/pumping/release`) (docs/REGISTER.md,
+//! "Abuse").
 //!
 //! The prefix in that log line is cut short where it would tell more than
 //! the masked numbers do: next to a number's masked form (`+155******67`,
@@ -20,6 +23,8 @@ struct Counts {
     sent: u64,
     verified: u64,
     flagged: bool,
+    /// Flagged and not released: its requests pass the tightened rate.
+    tightened: bool,
     /// Digits of the shortest number sent a code under this prefix.
     shortest: usize,
 }
@@ -99,12 +104,41 @@ impl Pumping {
                 !c.flagged && c.sent >= min_sent && (c.verified as f64) < ratio * c.sent as f64;
             suspect.then(|| {
                 c.flagged = true;
+                c.tightened = true;
                 Suspect {
                     prefix: loggable_prefix(prefix, c.shortest),
                     sent: c.sent,
                     verified: c.verified,
                 }
             })
+        })
+    }
+
+    /// Whether `prefix` is tightened now.
+    pub fn tightened(&self, prefix: &str, now: Instant) -> bool {
+        self.with(now, |p| p.get(prefix).is_some_and(|c| c.tightened))
+    }
+
+    /// An operator releases `prefix` (it goes back to its normal limit for
+    /// the rest of the window, and is not flagged again in it); false if it
+    /// was not tightened.
+    pub fn release(&self, prefix: &str, now: Instant) -> bool {
+        self.with(now, |p| {
+            p.get_mut(prefix)
+                .is_some_and(|c| std::mem::replace(&mut c.tightened, false))
+        })
+    }
+
+    /// Prefixes tightened now, as they may be shown ([`loggable_prefix`]).
+    pub fn tightened_prefixes(&self, now: Instant) -> Vec<String> {
+        self.with(now, |p| {
+            let mut v: Vec<_> = p
+                .iter()
+                .filter(|(_, c)| c.tightened)
+                .map(|(k, c)| loggable_prefix(k, c.shortest))
+                .collect();
+            v.sort();
+            v
         })
     }
 

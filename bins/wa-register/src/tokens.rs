@@ -30,6 +30,19 @@ pub struct Tokens {
     signer: TokenSigner,
     ring: KeyRing,
     ttl: Duration,
+    /// Keys the `account` claim: HMAC-SHA256 under a key derived from the
+    /// PIN pepper, so it is stable for a number across user ids and
+    /// restarts, and reveals nothing of the number without the pepper.
+    account_key: [u8; 32],
+}
+
+type HmacSha256 = hmac::Hmac<sha2::Sha256>;
+
+fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
+    use hmac::Mac;
+    let mut m = HmacSha256::new_from_slice(key).expect("HMAC takes any key length");
+    m.update(data);
+    m.finalize().into_bytes().into()
 }
 
 /// A freshly issued credential.
@@ -41,12 +54,33 @@ pub struct Issued {
 }
 
 impl Tokens {
-    pub fn new(signer: TokenSigner, mut ring: KeyRing, ttl: Duration) -> Tokens {
+    /// Signs with `signer`, refreshes tokens of `ring` too; `pepper` keys
+    /// the `account` claim.
+    pub fn new(signer: TokenSigner, mut ring: KeyRing, ttl: Duration, pepper: &[u8]) -> Tokens {
         ring.insert(signer.key_id().to_owned(), signer.verifying_key());
-        Tokens { signer, ring, ttl }
+        Tokens {
+            signer,
+            ring,
+            ttl,
+            account_key: hmac(pepper, b"wa account claim v1"),
+        }
     }
 
-    pub fn issue(&self, user: &str, device: u32, generation: u32, now_secs: u64) -> Issued {
+    /// The `account` claim of the number `phone`: 24 hex digits.
+    pub fn account_of(&self, phone: &str) -> String {
+        hex::encode(&hmac(&self.account_key, phone.as_bytes())[..12])
+    }
+
+    /// A token for `user`'s `device` at `generation`, of the account of
+    /// the number `phone`.
+    pub fn issue(
+        &self,
+        user: &str,
+        device: u32,
+        generation: u32,
+        phone: &str,
+        now_secs: u64,
+    ) -> Issued {
         let expires_at = now_secs + self.ttl.as_secs();
         let token = self.signer.sign(TokenClaims {
             user: user.to_owned(),
@@ -55,6 +89,7 @@ impl Tokens {
             expires_at,
             key_id: String::new(),
             issued_at: now_secs,
+            account: self.account_of(phone),
         });
         Issued { token, expires_at }
     }
@@ -75,12 +110,18 @@ mod tests {
             TokenSigner::new("k2", key.clone()),
             KeyRing::new(),
             Duration::from_secs(60),
+            &[9; 32],
         );
-        let i = t.issue("alice", 2, 3, 1000);
+        let i = t.issue("alice", 2, 3, "+15550000001", 1000);
         assert_eq!(i.expires_at, 1060);
         let c = t.verify(&i.token, 1001).unwrap();
         assert_eq!((c.user.as_str(), c.device, c.generation), ("alice", 2, 3));
         assert_eq!(c.key_id, "k2");
+        // The account claim: stable per number, opaque, different per number.
+        assert_eq!(c.account, t.account_of("+15550000001"));
+        assert_eq!(c.account.len(), 24);
+        assert!(!c.account.contains("5550000001"));
+        assert_ne!(t.account_of("+15550000002"), c.account);
         assert!(t.verify(&i.token, 1060).is_err());
 
         let dir = tempfile::tempdir().unwrap();

@@ -367,6 +367,7 @@ impl Edge {
                 envelope: Some(envelope(from, Bytes::copy_from_slice(&id), body)),
                 epoch: 1,
                 handoff: false,
+                from_generation: 0,
             }))
             .expect("link writer runs");
         rx.await.expect("the store answers every append")
@@ -507,6 +508,7 @@ impl Sends {
             )),
             epoch: 1,
             handoff: false,
+            from_generation: 0,
         })
     }
 }

@@ -74,6 +74,7 @@ async fn run(engine: &str, memory_mib: u64, total: u64) {
                 envelope: Some(envelope("alice", Bytes::copy_from_slice(&id), body.clone())),
                 epoch: 1,
                 handoff: false,
+                from_generation: 0,
             }))
             .await
             .unwrap();

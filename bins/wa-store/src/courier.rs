@@ -208,6 +208,7 @@ impl Courier {
                 req,
                 to: e.to.clone(),
                 envelope: e.envelope.clone(),
+                sender_generation: None,
             })
             .await;
         if submitted.is_err() {

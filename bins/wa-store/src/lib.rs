@@ -14,6 +14,7 @@ pub mod disk;
 pub mod error;
 pub mod failover;
 pub mod flusher;
+pub mod gate;
 pub mod handoff;
 pub mod home;
 pub mod journal;

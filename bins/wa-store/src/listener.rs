@@ -45,6 +45,9 @@ pub struct LinkCtx {
     /// Where the links up are counted (the admin listener's
     /// `wa_store_links`).
     metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// Connections not authenticated yet ([`crate::gate`]).
+    unauthenticated: Arc<tokio::sync::Semaphore>,
+    pub refusals: Arc<crate::gate::Refusals>,
 }
 
 impl LinkCtx {
@@ -64,6 +67,10 @@ impl LinkCtx {
             replication: None,
             next_link: AtomicU64::new(1),
             metrics: None,
+            unauthenticated: Arc::new(tokio::sync::Semaphore::new(
+                crate::gate::MAX_UNAUTHENTICATED,
+            )),
+            refusals: Arc::default(),
         }
     }
 
@@ -97,12 +104,18 @@ pub async fn serve(
                 }
             },
         };
+        let span = tracing::info_span!("link", %peer);
+        let Ok(permit) = Arc::clone(&ctx.unauthenticated).try_acquire_owned() else {
+            // (Dropped: closed at once, before any TLS work.)
+            ctx.refusals
+                .refused("too many connections waiting to authenticate", &span);
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let ctx = Arc::clone(&ctx);
         let shutdown = shutdown.clone();
         let writers = writers.clone();
-        let span = tracing::info_span!("link", %peer);
-        readers.spawn(link(tcp, ctx, shutdown, writers, span));
+        readers.spawn(link(tcp, ctx, shutdown, writers, span, permit));
     }
     drop(listener);
     readers.close();
@@ -126,6 +139,7 @@ pub(crate) async fn authenticate(
     secret: &[u8],
     shutdown: &CancellationToken,
     span: &tracing::Span,
+    refusals: &crate::gate::Refusals,
 ) -> Option<Authenticated> {
     let auth = async {
         let tls = acceptor
@@ -155,7 +169,7 @@ pub(crate) async fn authenticate(
     } {
         Ok(x) => Some(x),
         Err(reason) => {
-            span.in_scope(|| tracing::warn!(%reason, "link refused"));
+            refusals.refused(&reason, span);
             None
         }
     }
@@ -167,11 +181,20 @@ async fn link(
     shutdown: CancellationToken,
     writers: TaskTracker,
     span: tracing::Span,
+    unauthenticated: tokio::sync::OwnedSemaphorePermit,
 ) {
     use tracing::Instrument;
-    let Some((reader, w, edge, follow)) =
-        authenticate(tcp, &ctx.acceptor, &ctx.secret, &shutdown, &span).await
-    else {
+    let authenticated = authenticate(
+        tcp,
+        &ctx.acceptor,
+        &ctx.secret,
+        &shutdown,
+        &span,
+        &ctx.refusals,
+    )
+    .await;
+    drop(unauthenticated);
+    let Some((reader, w, edge, follow)) = authenticated else {
         return;
     };
     if let Some(follow) = follow {
@@ -327,11 +350,18 @@ async fn read_loop<R: AsyncRead + Unpin>(
                         // over from another island keeps its own.
                         envelope.server_ts_ms = 0;
                     }
+                    // The sender's revocations are kept at its own home:
+                    // checked here when that is this node.
+                    let sender_generation = (a.from_generation != 0
+                        && !a.handoff
+                        && ctx.ownership.current().owns(&envelope.from))
+                    .then_some(a.from_generation);
                     Op::Append {
                         link: link.clone(),
                         req: a.req,
                         to: a.to,
                         envelope,
+                        sender_generation,
                     }
                 }
                 None => {
@@ -374,6 +404,22 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     generation: r.generation,
                 }
             }
+            link_up::Kind::CheckDevice(c) if !common::proto::ids::valid_user_id(&c.user) => {
+                link.send(link_down::Kind::DeviceChecked(
+                    common::link::DeviceChecked {
+                        req: c.req,
+                        code: common::proto::Code::BadRecipient as u32,
+                    },
+                ));
+                continue;
+            }
+            link_up::Kind::CheckDevice(c) => Op::CheckDevice {
+                link: link.clone(),
+                req: c.req,
+                user: c.user,
+                device: c.device,
+                generation: c.generation,
+            },
             link_up::Kind::Detach(d) => Op::Detach {
                 link: link.id,
                 session: d.session,
@@ -417,6 +463,7 @@ fn routed_here(ownership: &Ownership, kind: &link_up::Kind) -> Result<(), Code> 
         link_up::Kind::Attach(a) => ownership.check(&a.user, a.epoch, false),
         link_up::Kind::Kv(k) => ownership.check(&k.key, k.epoch, k.handoff),
         link_up::Kind::Revoke(r) => ownership.check(&r.user, r.epoch, r.handoff),
+        link_up::Kind::CheckDevice(c) => ownership.check(&c.user, c.epoch, false),
         link_up::Kind::Detach(d) => owned(ownership, &d.user),
         link_up::Kind::Ack(a) => owned(ownership, &a.user),
         link_up::Kind::Typing(t) => owned(ownership, &t.to),
@@ -446,7 +493,7 @@ fn refuse(link: &LinkTx, kind: &link_up::Kind, code: Code) {
 
 /// The answer refusing `kind` with `code`, if it expects one.
 pub(crate) fn refusal(kind: &link_up::Kind, code: Code) -> Option<link_down::Kind> {
-    use common::link::{AppendResult, Kick, KvResult, RevokeResult};
+    use common::link::{AppendResult, DeviceChecked, Kick, KvResult, RevokeResult};
     let code = code as u32;
     let answer = match kind {
         link_up::Kind::Append(a) => link_down::Kind::AppendResult(AppendResult {
@@ -463,6 +510,9 @@ pub(crate) fn refusal(kind: &link_up::Kind, code: Code) -> Option<link_down::Kin
             code,
             ..Default::default()
         }),
+        link_up::Kind::CheckDevice(c) => {
+            link_down::Kind::DeviceChecked(DeviceChecked { req: c.req, code })
+        }
         link_up::Kind::Revoke(r) => link_down::Kind::RevokeResult(RevokeResult {
             req: r.req,
             code,

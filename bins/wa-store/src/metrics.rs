@@ -18,6 +18,8 @@ pub struct Metrics {
     pub storage_full: AtomicU64,
     /// The data directory's free bytes, as of the last check (`crate::disk`).
     pub disk_free_bytes: AtomicU64,
+    /// Appends refused because the sending device was revoked.
+    pub revoked_appends: AtomicU64,
     /// Journal syncs (group commits) run.
     pub journal_syncs: AtomicU64,
     /// Items deleted after delivery while still only in memory: they never
@@ -122,6 +124,11 @@ impl Metrics {
                 "storage_full",
                 "Appends refused with STORAGE_FULL (the data directory is short of space, or the journal failed on a full disk)",
                 &self.storage_full,
+            ),
+            (
+                "revoked_appends",
+                "Appends refused with REVOKED: the sending device was revoked",
+                &self.revoked_appends,
             ),
             (
                 "journal_syncs",

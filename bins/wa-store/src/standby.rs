@@ -23,6 +23,10 @@ pub async fn refuse_all(
     stop: CancellationToken,
 ) -> TcpListener {
     let links = TaskTracker::new();
+    let refusals = Arc::new(crate::gate::Refusals::default());
+    let unauthenticated = Arc::new(tokio::sync::Semaphore::new(
+        crate::gate::MAX_UNAUTHENTICATED,
+    ));
     loop {
         let (tcp, peer) = tokio::select! {
             () = stop.cancelled() => break,
@@ -35,19 +39,27 @@ pub async fn refuse_all(
                 }
             },
         };
-        let (acceptor, secret, node, stop) = (
+        let Ok(permit) = Arc::clone(&unauthenticated).try_acquire_owned() else {
+            let span = tracing::info_span!("link", %peer);
+            refusals.refused("too many connections waiting to authenticate", &span);
+            continue;
+        };
+        let (acceptor, secret, node, stop, refusals) = (
             acceptor.clone(),
             Arc::clone(&secret),
             node.clone(),
             stop.clone(),
+            Arc::clone(&refusals),
         );
         links.spawn(async move {
             let span = tracing::info_span!("link", %peer);
             let Some((mut reader, mut w, _, _)) =
-                crate::listener::authenticate(tcp, &acceptor, &secret, &stop, &span).await
+                crate::listener::authenticate(tcp, &acceptor, &secret, &stop, &span, &refusals)
+                    .await
             else {
                 return;
             };
+            drop(permit);
             let mut scratch = BytesMut::new();
             let ok = link_down::Kind::AuthOk(LinkAuthOk {
                 node,

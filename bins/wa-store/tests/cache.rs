@@ -68,6 +68,7 @@ async fn append_n(l: &mut Link, to: &str, first: u8, n: u8) {
                 answered += 1;
             }
             link_down::Kind::Push(_) => {}
+            link_down::Kind::Attached(_) => {}
             other => panic!("unexpected {other:?}"),
         }
     }
@@ -105,6 +106,7 @@ async fn drain(l: &mut Link, user: &str, session: u64, n: usize) -> Vec<u64> {
                 }))
                 .await;
             }
+            link_down::Kind::Attached(_) => {}
             other => panic!("unexpected {other:?}"),
         }
     }
@@ -149,6 +151,7 @@ async fn online_offline_bypass(engine: &str) {
                 }))
                 .await;
             }
+            link_down::Kind::Attached(_) => {}
             other => panic!("unexpected {other:?}"),
         }
     }

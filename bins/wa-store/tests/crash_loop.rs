@@ -514,6 +514,7 @@ impl Run {
                         link.w.flush().await.unwrap();
                     }
                 }
+                link_down::Kind::Attached(_) => {}
                 other => panic!("unexpected frame {other:?}"),
             }
         }
@@ -551,6 +552,7 @@ impl Run {
                         ));
                     }
                 }
+                link_down::Kind::Attached(_) => {}
                 other => panic!("unexpected frame {other:?}"),
             }
         }
@@ -587,6 +589,7 @@ async fn attach_and_mark(link: &mut Link, session_base: u64, marker: u8) {
                 )),
                 epoch: 1,
                 handoff: false,
+                from_generation: 0,
             }))
             .await
             .unwrap();
@@ -757,6 +760,7 @@ async fn write_link(
                         )),
                         epoch: 1,
                         handoff: false,
+                        from_generation: 0,
                     });
                     if writer.queue(frame).await.is_err() {
                         return;

@@ -10,7 +10,9 @@ use std::path::Path;
 use std::process::Stdio;
 
 use bytes::Bytes;
-use common::link::{Attach, Detach, KvGet, KvPut, KvReq, KvResult, KvSpace, Revoke, kv_req};
+use common::link::{
+    Append, Attach, Detach, KvGet, KvPut, KvReq, KvResult, KvSpace, Revoke, kv_req,
+};
 use common::link::{link_down, link_up};
 use common::proto::Code;
 use support::{Link, PATIENCE, SECRET};
@@ -52,7 +54,7 @@ async fn kv(l: &mut Link, req: u64, space: KvSpace, key: &str, op: kv_req::Op) -
                 assert_eq!(r.req, req);
                 return r;
             }
-            Some(link_down::Kind::Presence(_)) => {}
+            Some(link_down::Kind::Presence(_) | link_down::Kind::Attached(_)) => {}
             other => panic!("expected KvResult, got {other:?}"),
         }
     }
@@ -149,7 +151,7 @@ async fn expect_kick(l: &mut Link, session: u64) {
                 assert_eq!((k.session, k.code), (session, Code::Revoked as u32));
                 return;
             }
-            Some(link_down::Kind::Presence(_)) => {}
+            Some(link_down::Kind::Presence(_) | link_down::Kind::Attached(_)) => {}
             other => panic!("expected a Kick, got {other:?}"),
         }
     }
@@ -171,7 +173,11 @@ async fn revoke(l: &mut Link, req: u64, user: &str, device: u32, generation: u32
                 assert_eq!((r.req, r.code), (req, 0));
                 return r.kicked;
             }
-            Some(link_down::Kind::Kick(_) | link_down::Kind::Presence(_)) => {}
+            Some(
+                link_down::Kind::Kick(_)
+                | link_down::Kind::Presence(_)
+                | link_down::Kind::Attached(_),
+            ) => {}
             other => panic!("expected RevokeResult, got {other:?}"),
         }
     }
@@ -215,12 +221,50 @@ async fn revoke_kicks_older_generations_now_and_later() {
     while pushed.len() < 2 {
         match edge.recv().await {
             Some(link_down::Kind::Push(p)) => pushed.push(p.session),
-            Some(link_down::Kind::AppendResult(_) | link_down::Kind::Presence(_)) => {}
+            Some(
+                link_down::Kind::AppendResult(_)
+                | link_down::Kind::Presence(_)
+                | link_down::Kind::Attached(_),
+            ) => {}
             other => panic!("{other:?}"),
         }
     }
     pushed.sort();
     assert_eq!(pushed, [2, 4]);
+
+    // Every append a device makes is checked against its revocation at its
+    // own home: one sent under the revoked generation is refused with
+    // REVOKED (as when a revocation lands during a session, before the
+    // kick reaches the edge), the current one is stored.
+    for (req, generation, want) in [(20, 1, Code::Revoked as u32), (21, 2, 0)] {
+        edge.send(link_up::Kind::Append(Append {
+            req,
+            to: "alice".into(),
+            envelope: Some(support::envelope(
+                "bob",
+                Bytes::from(vec![req as u8; 16]),
+                Bytes::from_static(b"sent by bob's device 1"),
+            )),
+            epoch: 1,
+            handoff: false,
+            from_generation: generation,
+        }))
+        .await;
+        loop {
+            match edge.recv().await {
+                Some(link_down::Kind::AppendResult(r)) if r.req == req => {
+                    assert_eq!(r.code, want, "append of generation {generation}");
+                    break;
+                }
+                Some(
+                    link_down::Kind::AppendResult(_)
+                    | link_down::Kind::Presence(_)
+                    | link_down::Kind::Push(_),
+                ) => {}
+                other => panic!("{other:?}"),
+            }
+        }
+    }
 
     drop((edge, reg));
     shutdown.cancel();

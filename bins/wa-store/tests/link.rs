@@ -140,6 +140,7 @@ impl Link {
             }),
             epoch: 1,
             handoff: false,
+            from_generation: 0,
         }))
         .await;
     }
@@ -214,6 +215,7 @@ async fn append_dedupe_push_ack() {
         generation: 1,
     }))
     .await;
+    assert!(matches!(l.recv().await, Some(link_down::Kind::Attached(a)) if a.session == 9));
     let mut pushed = Vec::new();
     for _ in 0..2 {
         match l.recv().await {
@@ -247,6 +249,7 @@ async fn append_dedupe_push_ack() {
         generation: 1,
     }))
     .await;
+    assert!(matches!(l.recv().await, Some(link_down::Kind::Attached(a)) if a.session == 10));
     match l.recv().await {
         Some(link_down::Kind::Push(p)) => assert_eq!((p.session, p.seq), (10, 2)),
         other => panic!("expected Push of seq 2, got {other:?}"),
@@ -325,6 +328,7 @@ async fn quota_then_expiry_makes_room() {
         generation: 1,
     }))
     .await;
+    assert!(matches!(l.recv().await, Some(link_down::Kind::Attached(a)) if a.session == 1));
     match l.recv().await {
         Some(link_down::Kind::Push(p)) => assert_eq!(p.seq, 3),
         other => panic!("expected the new item, got {other:?}"),
@@ -378,4 +382,73 @@ fn exit_codes_and_check_config() {
         .unwrap();
     assert_eq!(usage.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&usage.stderr).contains("--no-such-flag"));
+}
+
+/// Finding 9: the link port had no cap on connections before `Auth`: 600
+/// unauthenticated TLS connections with unfinished frames held 81 MiB for
+/// 10 s, and each refusal logged a WARN. Now at most
+/// `gate::MAX_UNAUTHENTICATED` wait; the next is closed at once (before any
+/// TLS work), and once the waiting ones go, an edge links again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthenticated_connections_are_capped_and_the_rest_closed_at_once() {
+    use tokio::io::AsyncReadExt;
+    let s = start().await;
+    // Hold every slot: TCP connections that never start TLS.
+    let mut held = Vec::new();
+    for _ in 0..wa_store::gate::MAX_UNAUTHENTICATED {
+        held.push(tokio::net::TcpStream::connect(s.addr).await.unwrap());
+    }
+    // One more is closed at once: well before the 10 s auth timeout that
+    // ends the held ones.
+    let mut extra = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let mut buf = [0u8; 16];
+    let t = std::time::Instant::now();
+    let got = tokio::time::timeout(Duration::from_secs(5), extra.read(&mut buf))
+        .await
+        .expect("the connection over the cap is closed, not left waiting");
+    assert!(matches!(got, Ok(0) | Err(_)), "{got:?}");
+    assert!(t.elapsed() < Duration::from_secs(5));
+    // The held ones go: an edge links and is served.
+    drop(held);
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        // (The store notices the closed connections as their TLS accepts
+        // fail; until then a link may still be closed at the door.)
+        let attempt = async {
+            let roots = common::tls::load_certs(&s.dir.path().join("ca.pem")).ok()?;
+            let cfg = common::tls::client_config(&roots, &[common::link::LINK_ALPN]).ok()?;
+            let tcp = tokio::net::TcpStream::connect(s.addr).await.ok()?;
+            let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+                .connect("localhost".try_into().unwrap(), tcp)
+                .await
+                .ok()?;
+            let (r, mut w) = tokio::io::split(tls);
+            let auth = LinkUp {
+                kind: Some(link_up::Kind::Auth(LinkAuth {
+                    secret: Bytes::copy_from_slice(&[42u8; 32]),
+                    edge: "test-edge".into(),
+                    epoch: 1,
+                    follow: None,
+                })),
+            };
+            write_frame(&mut w, &auth, &mut BytesMut::new())
+                .await
+                .ok()?;
+            w.flush().await.ok()?;
+            let mut r = FrameReader::new(r, MAX_LINK_FRAME);
+            let f = tokio::time::timeout(PATIENCE, r.read::<LinkDown>())
+                .await
+                .ok()?
+                .ok()??;
+            Some(matches!(f.kind, Some(link_down::Kind::AuthOk(_))))
+        };
+        if attempt.await == Some(true) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no link within patience"
+        );
+    }
+    s.stop().await;
 }

@@ -39,6 +39,7 @@ fn append(req: u64, to: &str, epoch: u64) -> link_up::Kind {
         )),
         epoch,
         handoff: false,
+        from_generation: 0,
     })
 }
 
@@ -116,6 +117,7 @@ async fn a_store_refuses_users_it_does_not_own_and_other_epochs_until_the_map_mo
         epoch: 1,
     }))
     .await;
+    assert!(matches!(link.recv().await, Some(link_down::Kind::Attached(a)) if a.session == 8));
     assert!(matches!(link.recv().await, Some(link_down::Kind::Push(p)) if p.session == 8));
     let mut m2 = map(2, 1);
     m2.islands[0].fragments = [0, 0];

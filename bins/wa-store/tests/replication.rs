@@ -108,6 +108,7 @@ fn append(req: u64, to: &str, epoch: u64) -> link_up::Kind {
         envelope: Some(envelope("alice", id_of(req), Bytes::from_static(b"hello"))),
         epoch,
         handoff: false,
+        from_generation: 0,
     })
 }
 

@@ -96,6 +96,7 @@ fn append(req: u64, to: String, from: &str, id: Bytes) -> link_up::Kind {
         envelope: Some(envelope(from, id, Bytes::from_static(b"body"))),
         epoch: 1,
         handoff: false,
+        from_generation: 0,
     })
 }
 
@@ -201,6 +202,7 @@ async fn a_shard_panic_exits_non_zero_and_the_restart_loses_nothing() {
                 }))
                 .await;
             }
+            link_down::Kind::Attached(_) => {}
             other => panic!("unexpected frame {other:?}"),
         }
     }

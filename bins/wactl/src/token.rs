@@ -45,6 +45,7 @@ pub(crate) fn mint(
         expires_at: now.saturating_add(ttl.as_secs().max(1)),
         key_id: String::new(),
         issued_at: now,
+        account: String::new(),
     };
     Ok(TokenSigner::new(key_id, key).sign(claims))
 }

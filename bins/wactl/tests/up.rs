@@ -131,6 +131,31 @@ async fn up_then_watch_and_send_then_sigterm() {
     exits_zero(&mut watch, "wactl watch").await;
     sigterm(&up);
     exits_zero(&mut up, "wactl up").await;
+
+    // Finding 9: mailboxes, account records (PIN hashes), blobs and codes
+    // were world-readable under umask 022. Every file and directory of the
+    // deployment is its owner's only.
+    use std::os::unix::fs::PermissionsExt;
+    fn open_to_others(p: &Path, found: &mut Vec<String>) {
+        let meta = std::fs::symlink_metadata(p).unwrap();
+        if meta.file_type().is_symlink() {
+            return;
+        }
+        let mode = meta.permissions().mode() & 0o777;
+        // (Public keys are public on purpose: `fsutil::write_public`.)
+        let public = p.extension().is_some_and(|e| e == "pub");
+        if mode & 0o077 != 0 && !public {
+            found.push(format!("{} {mode:o}", p.display()));
+        }
+        if meta.is_dir() {
+            for e in std::fs::read_dir(p).unwrap() {
+                open_to_others(&e.unwrap().path(), found);
+            }
+        }
+    }
+    let mut found = Vec::new();
+    open_to_others(Path::new(dir), &mut found);
+    assert!(found.is_empty(), "readable by others: {found:#?}");
 }
 
 /// `n` consecutive ports free for TCP and UDP on 127.0.0.1 right now.

@@ -239,28 +239,52 @@ impl RegisterClient {
             .await
     }
 
-    /// Removes (and revokes) one of the account's devices.
-    pub async fn remove_device(&self, token: &str, id: u32) -> Result<(), RegisterError> {
-        self.empty(Method::DELETE, &format!("/v1/devices/{id}"), None, token)
+    /// Removes (and revokes) one of the account's devices. Removing another
+    /// device is for the primary device, or a companion giving the
+    /// `current_pin` (docs/REGISTER.md, "Registration lock").
+    pub async fn remove_device(
+        &self,
+        token: &str,
+        id: u32,
+        current_pin: Option<&str>,
+    ) -> Result<(), RegisterError> {
+        let body = current_pin.map(|p| serde_json::json!({ "current_pin": p }));
+        self.empty(Method::DELETE, &format!("/v1/devices/{id}"), body, token)
             .await
     }
 
-    /// Sets the registration-lock PIN.
-    pub async fn set_pin(&self, token: &str, pin: &str) -> Result<(), RegisterError> {
-        let body = serde_json::json!({ "pin": pin });
+    /// Sets the registration-lock PIN (a companion gives the `current_pin`).
+    pub async fn set_pin(
+        &self,
+        token: &str,
+        pin: &str,
+        current_pin: Option<&str>,
+    ) -> Result<(), RegisterError> {
+        let body = serde_json::json!({ "pin": pin, "current_pin": current_pin });
         self.empty(Method::PUT, "/v1/account/pin", Some(body), token)
             .await
     }
 
-    /// Removes the registration lock.
-    pub async fn clear_pin(&self, token: &str) -> Result<(), RegisterError> {
-        self.empty(Method::DELETE, "/v1/account/pin", None, token)
+    /// Removes the registration lock (a companion gives the `current_pin`).
+    pub async fn clear_pin(
+        &self,
+        token: &str,
+        current_pin: Option<&str>,
+    ) -> Result<(), RegisterError> {
+        let body = current_pin.map(|p| serde_json::json!({ "current_pin": p }));
+        self.empty(Method::DELETE, "/v1/account/pin", body, token)
             .await
     }
 
-    /// Deletes the account; every device's sessions close.
-    pub async fn delete_account(&self, token: &str) -> Result<(), RegisterError> {
-        self.empty(Method::DELETE, "/v1/account", None, token).await
+    /// Deletes the account; every device's sessions close (a companion
+    /// gives the `current_pin`).
+    pub async fn delete_account(
+        &self,
+        token: &str,
+        current_pin: Option<&str>,
+    ) -> Result<(), RegisterError> {
+        let body = current_pin.map(|p| serde_json::json!({ "current_pin": p }));
+        self.empty(Method::DELETE, "/v1/account", body, token).await
     }
 
     /// Sends any request and returns the answer as it is.

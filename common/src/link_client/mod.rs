@@ -333,6 +333,7 @@ impl LinkClient {
                     envelope: Some(envelope.clone()),
                     epoch,
                     handoff,
+                    from_generation: 0,
                 })
             })
             .await?;
@@ -372,6 +373,7 @@ impl LinkClient {
                 link_down::Kind::AppendResult(r) => r.code,
                 link_down::Kind::KvResult(r) => r.code,
                 link_down::Kind::RevokeResult(r) => r.code,
+                link_down::Kind::DeviceChecked(r) => r.code,
                 _ => return Err(internal()),
             };
             if code == 0 {
@@ -382,6 +384,36 @@ impl LinkClient {
                 continue;
             }
             return Err(LinkClientError::Refused { code });
+        }
+    }
+
+    /// Whether `user`'s home still accepts `device` at `generation`: false
+    /// once it was revoked (removed, re-registered, account deleted).
+    pub async fn device_accepted(
+        &self,
+        user: &str,
+        device: u32,
+        generation: u32,
+    ) -> Result<bool, LinkClientError> {
+        let answer = self
+            .routed(user, |req, epoch| {
+                link_up::Kind::CheckDevice(crate::link::CheckDevice {
+                    req,
+                    user: user.to_owned(),
+                    device,
+                    generation,
+                    epoch,
+                })
+            })
+            .await;
+        match answer {
+            Ok(_) => Ok(true),
+            Err(LinkClientError::Refused { code })
+                if code == crate::proto::Code::Revoked as u32 =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(e),
         }
     }
 

@@ -296,6 +296,13 @@ pub struct TokenClaims {
     pub key_id: String,
     #[prost(uint64, tag = "6")]
     pub issued_at: u64,
+    /// A stable, opaque key of the account's phone number (wa-register's
+    /// keyed hash of it; empty in tokens minted by `wactl token`): the same
+    /// for every user id the number ever had, so per-account limits (wa-media's
+    /// upload quota) cannot be reset by deleting the account and registering
+    /// the number again.
+    #[prost(string, tag = "7")]
+    pub account: String,
 }
 
 impl Media {

@@ -429,6 +429,7 @@ impl Cluster {
             expires_at: now_secs() + 3600,
             key_id: String::new(),
             issued_at: now_secs(),
+            account: String::new(),
         });
         let mut cfg = ClientConfig::new(
             addr,

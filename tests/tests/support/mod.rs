@@ -499,6 +499,7 @@ impl Deployment {
             expires_at,
             key_id: String::new(),
             issued_at: now_secs(),
+            account: String::new(),
         })
     }
 
@@ -652,6 +653,10 @@ pub async fn next_message(
     .await
 }
 
+/// wa-media's `revocation.recheck_after` in tests: a revoked device is
+/// refused at most this long after its revocation.
+pub const MEDIA_RECHECK: Duration = Duration::from_secs(2);
+
 /// A `wa-media` node started in-process on port 0 beside a deployment, with
 /// the deployment's PKI and token key.
 pub struct MediaNode {
@@ -662,7 +667,12 @@ pub struct MediaNode {
 impl Deployment {
     /// Starts `wa-media` (node `m1`, data in `<dir>/media`) in-process.
     pub async fn start_media(&self) -> MediaNode {
-        let text = self.media_toml();
+        self.start_media_with("").await
+    }
+
+    /// Like [`Self::start_media`], `extra` TOML tables appended to its config.
+    pub async fn start_media_with(&self, extra: &str) -> MediaNode {
+        let text = self.media_toml() + extra;
         let config: wa_media::Config = toml::from_str(&text).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -688,13 +698,39 @@ cert = "{d}/pki/cert.pem"
 key = "{d}/pki/key.pem"
 [tokens]
 keys = [{{ id = "k1", public_key = "{d}/keys/k1.pub" }}]
+[cluster]
+map = "{d}/cluster.toml"
+ca = "{d}/pki/ca.pem"
+secret_file = "{d}/cluster.secret"
+[revocation]
+recheck_after = "{recheck}ms"
 [shutdown]
 grace = "5s"
 [admin]
 listen = "127.0.0.1:0"
 token_file = "{d}/admin.token"
-"#
+"#,
+            recheck = MEDIA_RECHECK.as_millis(),
         )
+    }
+
+    /// A media client with `token` that knows the node `m1` at `media.addr`.
+    pub fn media_client_with_token(
+        &self,
+        token: &str,
+        media: &MediaNode,
+    ) -> common::client::MediaClient {
+        let node = common::client::MediaNode {
+            name: "m1".into(),
+            addr: media.addr,
+            server_name: "localhost".into(),
+        };
+        common::client::MediaClient::new(common::client::MediaConfig::new(
+            vec![node],
+            self.roots.clone(),
+            token.to_owned(),
+        ))
+        .expect("media client")
     }
 
     /// A media client for `user` that knows the node `m1` at `media.addr`.
@@ -775,7 +811,17 @@ impl Deployment {
     }
 
     async fn start_register_text(&self, text: String) -> RegisterNode {
-        start_register_at(self.dir.path(), text).await
+        start_register_app_at(self.dir.path(), text).await.0
+    }
+
+    /// Starts `wa-register` in-process with [`Self::register_toml`] and
+    /// gives its shared state too (for the test-only faults of
+    /// `wa_register::revoke::Faults`).
+    pub async fn start_register_with_app(
+        &self,
+        extra: &str,
+    ) -> (RegisterNode, std::sync::Arc<wa_register::App>) {
+        start_register_app_at(self.dir.path(), self.register_toml(extra)).await
     }
 
     /// A registration client of `node`.
@@ -855,19 +901,32 @@ file = "{}"
 /// deployment directory `d` (its `log` provider writing codes to
 /// `d/register/codes.log`).
 pub async fn start_register_at(d: &Path, text: String) -> RegisterNode {
+    start_register_app_at(d, text).await.0
+}
+
+/// [`start_register_at`], giving the service's shared state too.
+pub async fn start_register_app_at(
+    d: &Path,
+    text: String,
+) -> (RegisterNode, std::sync::Arc<wa_register::App>) {
     let codes = d.join("register/codes.log");
     let config: wa_register::Config = toml::from_str(&text).unwrap();
     config.check_files().unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(wa_register::run(config, listener, shutdown.clone()));
+    let register = wa_register::Register::start(config, &shutdown)
+        .await
+        .unwrap();
+    let app = register.app();
+    let task = tokio::spawn(register.serve(listener, shutdown.clone()));
     let task = tokio::spawn(async move { task.await.unwrap().map_err(|e| e.to_string()) });
-    RegisterNode {
+    let node = RegisterNode {
         service: Service { shutdown, task },
         addr,
         codes,
-    }
+    };
+    (node, app)
 }
 
 impl RegisterNode {
@@ -951,4 +1010,35 @@ pub fn counter(page: &str, name: &str) -> u64 {
     page.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
         .unwrap_or_else(|| panic!("{name} is not in\n{page}"))
+}
+
+/// Signs `number` up at `node` through `rc` (code from the `log` provider's
+/// file), naming the device `device`, with `pin` if the number is locked.
+pub async fn sign_up(
+    rc: &common::client::RegisterClient,
+    node: &RegisterNode,
+    number: &str,
+    device: &str,
+    pin: Option<&str>,
+) -> Result<common::client::Registered, common::client::RegisterError> {
+    let sent = rc.request_code(number).await.unwrap();
+    assert_eq!(sent.length, 6);
+    let code = node
+        .last_code(number)
+        .expect("the log provider wrote a code");
+    rc.verify(&common::client::Verify {
+        number: number.into(),
+        code,
+        device_name: Some(device.into()),
+        pin: pin.map(String::from),
+        ..common::client::Verify::default()
+    })
+    .await
+}
+
+/// How many codes the `log` provider of `d`'s wa-register wrote.
+pub fn codes_sent_at(d: &Deployment) -> usize {
+    std::fs::read_to_string(d.register_codes())
+        .map(|t| t.lines().count())
+        .unwrap_or(0)
 }

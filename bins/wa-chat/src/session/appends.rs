@@ -42,7 +42,14 @@ impl Session {
         let tag = self.next_tag;
         self.next_tag += 1;
         if conn
-            .append(&p.to, p.envelope.clone(), epoch, &self.handle, tag)
+            .append(
+                &p.to,
+                p.envelope.clone(),
+                epoch,
+                self.generation,
+                &self.handle,
+                tag,
+            )
             .is_err()
         {
             return Err(p);

@@ -170,8 +170,8 @@ pub async fn serve(conn: Conn, ctx: Arc<Ctx>, deadline: Instant) {
                     ctx.metrics.login_failed(close.code());
                     close
                 }
-                Ok((mut s, rx)) => {
-                    let close = s.run(&mut reader, rx, &gone).await;
+                Ok((mut s, rx, early)) => {
+                    let close = s.run(&mut reader, rx, early, &gone).await;
                     s.finish();
                     close
                 }
@@ -290,6 +290,9 @@ struct Session {
     id: u64,
     user: String,
     device: u32,
+    /// The generation of the session's credential, sent with every append
+    /// so that the sender's home refuses them once the device is revoked.
+    generation: u32,
     handle: Handle,
     home: Arc<LinkConn>,
     requests: HashMap<u64, Pending>,
@@ -328,33 +331,103 @@ fn frame(k: server_frame::Kind) -> ServerFrame {
     ServerFrame { kind: Some(k) }
 }
 
+/// Why a session ends when something outside its task kills it with `code`.
+fn kill_reason(ctx: &Ctx, code: Code) -> &'static str {
+    match code {
+        Code::SlowConsumer => "the client does not read fast enough",
+        Code::ShuttingDown if ctx.draining.load(std::sync::atomic::Ordering::Relaxed) => DRAINING,
+        Code::Unavailable => "the link to a home was lost, or an operator closed the session",
+        Code::WrongHome | Code::StaleEpoch => {
+            ctx.router.reload_soon();
+            "this user's home moved; reconnect"
+        }
+        Code::Revoked => "this device's registration was revoked",
+        _ => "closed by the home",
+    }
+}
+
+/// Why an attempt to open a session did not.
+enum Refusal {
+    /// The home refused the attach as not this user's (any more), or its
+    /// link broke before it answered: try the home the map names now.
+    Moved,
+    /// The session ends with this.
+    Close(Close),
+}
+
+/// Pause before attaching again at the home a reloaded map names.
+const MOVED_PAUSE: Duration = Duration::from_millis(100);
+
+/// A session opened: its state, its event queue, and the events that came
+/// before the home's attach answer (handled first).
+type Opened = (Session, mpsc::Receiver<Event>, Vec<Event>);
+
 impl Session {
-    /// Registers the session, waits for its home link, says `Welcome` and
-    /// attaches at the home.
+    /// Registers the session, waits for its home link, attaches at the home
+    /// and waits for the home to confirm the device, then says `Welcome`.
+    /// Until then no client frame is read, so nothing a revoked device
+    /// pipelines behind its `Hello` is ever acted on.
     async fn open(
         (hello, claims): (Hello, common::token::TokenClaims),
         ctx: &Arc<Ctx>,
         out: &Arc<Outbound>,
-    ) -> Result<(Session, mpsc::Receiver<Event>), Close> {
+    ) -> Result<Opened, Close> {
+        // A home that answers the attach with WRONG_HOME or STALE_EPOCH (the
+        // user's fragment moved, a secondary took over), or whose link breaks
+        // before it answers, is not the client's problem: the map is read
+        // again and the attach goes to the home it names now, until the
+        // link wait is over.
+        let give_up = Instant::now() + LINK_WAIT;
+        loop {
+            let once = Session::open_once((hello.clone(), claims.clone()), ctx, out, give_up);
+            match once.await {
+                Ok(opened) => return Ok(opened),
+                Err(Refusal::Close(close)) => return Err(close),
+                Err(Refusal::Moved) if Instant::now() + MOVED_PAUSE < give_up => {
+                    ctx.router.reload_soon();
+                    tokio::select! {
+                        () = tokio::time::sleep(MOVED_PAUSE) => {}
+                        () = ctx.shutdown.cancelled() => {}
+                    }
+                }
+                Err(Refusal::Moved) => {
+                    return Err(Close::Goodbye(
+                        Code::Unavailable,
+                        MOVED_RETRY_MS,
+                        "this user's home moved; reconnect".into(),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// One attempt of [`Session::open`], at the home the map names now.
+    async fn open_once(
+        (hello, claims): (Hello, common::token::TokenClaims),
+        ctx: &Arc<Ctx>,
+        out: &Arc<Outbound>,
+        give_up: Instant,
+    ) -> Result<Opened, Refusal> {
         let max_requests = (ctx.limits.outbound_queue / 2).max(1);
-        let (tx, rx) = mpsc::channel(max_requests + 2 * common::link::PUSH_WINDOW + EVENT_SLACK);
+        let (tx, mut rx) =
+            mpsc::channel(max_requests + 2 * common::link::PUSH_WINDOW + EVENT_SLACK);
         let handle = Handle {
             tx,
             kill: Arc::new(Kill::default()),
         };
         let (link, epoch) = ctx.router.route(&claims.user);
         let home = tokio::select! {
-            c = link.wait_up(Instant::now() + LINK_WAIT) => c,
+            c = link.wait_up(give_up) => c,
             () = ctx.shutdown.cancelled() => {
-                return Err(Close::Goodbye(Code::ShuttingDown, ctx.retry_after_ms(), "shutting down".into()));
+                return Err(Refusal::Close(Close::Goodbye(Code::ShuttingDown, ctx.retry_after_ms(), "shutting down".into())));
             }
         };
         let Some(home) = home else {
-            return Err(Close::Goodbye(
+            return Err(Refusal::Close(Close::Goodbye(
                 Code::Unavailable,
                 UNAVAILABLE_RETRY_MS,
                 "the home of this user cannot be reached".into(),
-            ));
+            )));
         };
         let id = ctx.hub.register(
             handle.clone(),
@@ -385,6 +458,7 @@ impl Session {
             id,
             user: claims.user,
             device: claims.device,
+            generation: claims.generation,
             handle,
             home,
             requests: HashMap::new(),
@@ -398,38 +472,94 @@ impl Session {
             unacked: HashSet::new(),
             window_full_since: None,
         };
-        let attached = s
-            .out
-            .push(frame(server_frame::Kind::Welcome(welcome)), Class::Control);
-        let attached = attached.map_err(|_| ()).and_then(|()| {
-            s.home
-                .attach(
-                    s.id,
-                    &s.user,
-                    s.device,
-                    claims.generation,
-                    epoch,
-                    Arc::clone(&s.handle.kill),
-                )
-                .map_err(|_| ())
-        });
-        if attached.is_err() {
-            s.finish();
-            return Err(Close::Goodbye(
+        let unreachable = || {
+            Close::Goodbye(
                 Code::Unavailable,
                 UNAVAILABLE_RETRY_MS,
                 "the home of this user cannot be reached".into(),
-            ));
+            )
+        };
+        let attached = s.home.attach(
+            s.id,
+            &s.user,
+            s.device,
+            claims.generation,
+            epoch,
+            Arc::clone(&s.handle.kill),
+        );
+        if attached.is_err() {
+            s.finish();
+            return Err(Refusal::Close(unreachable()));
         }
-        Ok((s, rx))
+        let early = match s.confirmed(&mut rx, give_up).await {
+            Ok(early) => early,
+            Err(refusal) => {
+                s.finish();
+                return Err(refusal);
+            }
+        };
+        if s.out
+            .push(frame(server_frame::Kind::Welcome(welcome)), Class::Control)
+            .is_err()
+        {
+            s.finish();
+            return Err(Refusal::Close(unreachable()));
+        }
+        Ok((s, rx, early))
+    }
+
+    /// Waits (up to [`LINK_WAIT`]) for the home's answer to the attach:
+    /// `Attached`, or a kick (`REVOKED`, a moved home) that ends the session.
+    /// Gives back the events that came first, to be handled in order after
+    /// `Welcome`.
+    async fn confirmed(
+        &self,
+        rx: &mut mpsc::Receiver<Event>,
+        deadline: Instant,
+    ) -> Result<Vec<Event>, Refusal> {
+        let kill = Arc::clone(&self.handle.kill);
+        let mut early = Vec::new();
+        loop {
+            tokio::select! {
+                biased;
+                code = kill.killed() => {
+                    if matches!(code, Code::WrongHome | Code::StaleEpoch | Code::Unavailable) {
+                        return Err(Refusal::Moved);
+                    }
+                    let reason = kill_reason(&self.ctx, code);
+                    return Err(Refusal::Close(Close::for_code(code, UNAVAILABLE_RETRY_MS, reason)));
+                }
+                () = self.ctx.shutdown.cancelled() => return Err(Refusal::Close(Close::Goodbye(
+                    Code::ShuttingDown,
+                    self.ctx.retry_after_ms(),
+                    "the server is shutting down".into(),
+                ))),
+                ev = rx.recv() => match ev {
+                    Some(Event::Attached) => return Ok(early),
+                    Some(ev) => early.push(ev),
+                    None => unreachable!("the session holds a sender of its own queue"),
+                },
+                () = tokio::time::sleep_until(deadline) => return Err(Refusal::Close(Close::Goodbye(
+                    Code::Unavailable,
+                    UNAVAILABLE_RETRY_MS,
+                    "the home of this user did not answer".into(),
+                ))),
+            }
+        }
     }
 
     async fn run(
         &mut self,
         reader: &mut FrameReader<Source>,
         mut rx: mpsc::Receiver<Event>,
+        early: Vec<Event>,
         gone: &CancellationToken,
     ) -> Close {
+        for ev in early {
+            if let Err(close) = self.handle_event(ev) {
+                return close;
+            }
+        }
         let idle = self.ctx.limits.idle_timeout;
         let mut idle_at = Instant::now() + idle;
         let kill = Arc::clone(&self.handle.kill);
@@ -446,20 +576,7 @@ impl Session {
             let step = tokio::select! {
                 biased;
                 code = kill.killed() => {
-                    let reason = match code {
-                        Code::SlowConsumer => "the client does not read fast enough",
-                        Code::ShuttingDown
-                            if self.ctx.draining.load(std::sync::atomic::Ordering::Relaxed) =>
-                        {
-                            DRAINING
-                        }
-                        Code::Unavailable => "the link to a home was lost, or an operator closed the session",
-                        Code::WrongHome | Code::StaleEpoch => {
-                            self.ctx.router.reload_soon();
-                            "this user's home moved; reconnect"
-                        }
-                        _ => "closed by the home",
-                    };
+                    let reason = kill_reason(&self.ctx, code);
                     Err(Close::for_code(code, UNAVAILABLE_RETRY_MS, reason))
                 }
                 () = self.ctx.shutdown.cancelled() => Err(Close::Goodbye(
@@ -757,6 +874,8 @@ impl Session {
 
     fn handle_event(&mut self, ev: Event) -> Step {
         match ev {
+            // (Only one answer per attach, taken by `confirmed`.)
+            Event::Attached => Ok(()),
             Event::Push { seq, envelope } => {
                 self.ctx.metrics.messages_out.inc();
                 self.unacked.insert(seq);
@@ -792,6 +911,12 @@ impl Session {
                         self.refused_elsewhere(p);
                         Ok(())
                     }
+                    // The sender's home found this device revoked: the
+                    // session ends, as the home's kick would end it.
+                    Some(Code::Revoked) => Err(Close::Error(
+                        Code::Revoked,
+                        "this device's registration was revoked".into(),
+                    )),
                     None => {
                         self.client_requests -= 1;
                         self.ctx

@@ -10,9 +10,10 @@ use axum::extract::State;
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
 
-use super::{Body, Caller, Param, check_device, now_ms, now_secs};
+use super::account::CurrentPin;
+use super::{Body, Caller, ClientAddr, OptionalBody, Param, check_device, lock, now_ms, now_secs};
 use crate::App;
-use crate::account::Change;
+use crate::account::{Change, Revocation};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 
@@ -91,7 +92,10 @@ pub async fn link(
         })
         .await?;
     Metrics::inc(&app.metrics.tokens_issued);
-    let issued = app.tokens.issue(&c.user, id, c.generation, now_secs());
+    let phone = &caller.stored.account.phone;
+    let issued = app
+        .tokens
+        .issue(&c.user, id, c.generation, phone, now_secs());
     tracing::info!(user = %c.user, device = id, "device linked");
     Ok((
         StatusCode::CREATED,
@@ -103,12 +107,24 @@ pub async fn link(
     ))
 }
 
+/// Removes a device: revoked at the home first, then taken off the account
+/// ([`crate::revoke`]). Removing another device is for the primary device,
+/// or a companion giving the current PIN ([`lock`]); any device may remove
+/// itself.
 pub async fn remove(
     State(app): State<Arc<App>>,
+    ClientAddr(ip): ClientAddr,
     caller: Caller,
     Param(id): Param<u32>,
+    OptionalBody(req): OptionalBody<CurrentPin>,
 ) -> Result<StatusCode, ApiError> {
     let c = &caller.claims;
+    if caller.stored.account.device(id).is_none() {
+        return Err(ApiError::NoDevice);
+    }
+    if id != c.device {
+        lock::authorize(&app, &caller, ip, req.current_pin, now_ms()).await?;
+    }
     app.accounts
         .update(&c.user, |s| {
             let s = s.ok_or(ApiError::Revoked)?;
@@ -117,20 +133,16 @@ pub async fn remove(
             }
             let mut a = s.account.clone();
             a.devices.retain(|d| d.id != id);
-            Ok(Change::Write(Some(a), ()))
+            // Device ids are never reused, so no generation of this one is
+            // valid again.
+            let revoked = Revocation {
+                device: id,
+                generation: u32::MAX,
+            };
+            Ok(Change::Revoke(vec![revoked], Some(a), ()))
         })
         .await?;
-    // Device ids are never reused, so no generation of this one is valid again.
-    let kicked = app
-        .accounts
-        .link
-        .revoke(&c.user, id, u32::MAX)
-        .await
-        .map_err(|e| {
-            tracing::warn!(error = %e, "revoking a removed device failed");
-            ApiError::HomeUnavailable
-        })?;
     Metrics::inc(&app.metrics.devices_revoked);
-    tracing::info!(user = %c.user, device = id, kicked, "device removed");
+    tracing::info!(user = %c.user, device = id, "device removed");
     Ok(StatusCode::NO_CONTENT)
 }

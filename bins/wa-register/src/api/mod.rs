@@ -4,6 +4,7 @@
 
 pub mod account;
 pub mod devices;
+pub mod lock;
 pub mod refresh;
 pub mod request_code;
 pub mod verify;
@@ -97,6 +98,28 @@ impl<T: DeserializeOwned> FromRequest<Arc<App>> for Body<T> {
             }),
             Err(_) => Err(ApiError::BadJson),
         }
+    }
+}
+
+/// An optional JSON request body (of a `DELETE`): none at all (no
+/// `Content-Type` and no bytes) is `T::default()`; anything else is read
+/// as [`Body`] is.
+pub struct OptionalBody<T>(pub T);
+
+impl<T: DeserializeOwned + Default> FromRequest<Arc<App>> for OptionalBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &Arc<App>) -> Result<Self, ApiError> {
+        let empty = !req.headers().contains_key(http::header::CONTENT_TYPE)
+            && req
+                .headers()
+                .get(CONTENT_LENGTH)
+                .is_none_or(|v| v.as_bytes() == b"0");
+        if empty {
+            return Ok(OptionalBody(T::default()));
+        }
+        let Body(t) = Body::<T>::from_request(req, state).await?;
+        Ok(OptionalBody(t))
     }
 }
 

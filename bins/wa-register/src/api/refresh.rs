@@ -48,9 +48,13 @@ pub async fn handle(
         Err(e) => return Err(e),
     }
     Metrics::inc(&app.metrics.tokens_issued);
-    let issued = app
-        .tokens
-        .issue(&c.user, c.device, c.generation, now_secs());
+    let issued = app.tokens.issue(
+        &c.user,
+        c.device,
+        c.generation,
+        &caller.stored.account.phone,
+        now_secs(),
+    );
     Ok(Json(Refreshed {
         token: issued.token,
         expires_at: issued.expires_at,

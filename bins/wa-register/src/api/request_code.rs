@@ -69,7 +69,11 @@ pub async fn handle(
         return Err(early(wait));
     }
     let prefix = number.prefix(app.config.limits.prefix_digits);
-    if let Err(r) = app.limits.code_request(number.as_str(), prefix, ip) {
+    let tightened = app.pumping.tightened(prefix, now);
+    if let Err(r) = app
+        .limits
+        .code_request(number.as_str(), prefix, ip, tightened)
+    {
         Metrics::inc(&m.rate_limited);
         tracing::info!(limit = r.limit.name(), number = %number.masked(), "code request rate limited");
         return Err(ApiError::RateLimited {
@@ -98,7 +102,7 @@ pub async fn handle(
             prefix = %s.prefix,
             sent = s.sent,
             verified = s.verified,
-            "many codes sent to this prefix and few verified: possible SMS pumping"
+            "many codes sent to this prefix and few verified: possible SMS pumping; its limit is tightened"
         );
     }
     tracing::info!(number = %number.masked(), test = fixed.is_some(), "code sent");

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Body, ClientAddr, check_device, now_ms, now_secs};
 use crate::App;
-use crate::account::{Account, Change, Stored, new_user_id};
+use crate::account::{Account, Change, Revocation, Stored, new_user_id};
 use crate::codes::{CheckError, valid_code};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
@@ -98,6 +98,13 @@ pub async fn handle(
             Metrics::inc(&m.codes_wrong);
             return Err(ApiError::CodeWrong { checks_left: left });
         }
+        Err(CheckError::NumberLocked { retry_after }) => {
+            Metrics::inc(&m.codes_exhausted);
+            return Err(ApiError::RateLimited {
+                limit: "number_guesses",
+                retry_after,
+            });
+        }
         Err(CheckError::Exhausted) => {
             Metrics::inc(&m.codes_exhausted);
             return Err(ApiError::CodeExhausted);
@@ -119,7 +126,7 @@ pub async fn handle(
             (user, id, 1, true)
         }
         Some(stored) => {
-            let (id, generation) = reregister(&app, &number, stored, req.pin, device).await?;
+            let (id, generation) = reregister(&app, ip, &number, stored, req.pin, device).await?;
             let user = indexed.expect("an existing account came from the index");
             (user, id, generation, false)
         }
@@ -132,7 +139,9 @@ pub async fn handle(
     );
     Metrics::inc(&m.codes_verified);
     Metrics::inc(&m.tokens_issued);
-    let issued = app.tokens.issue(&user, device_id, generation, now_secs());
+    let issued = app
+        .tokens
+        .issue(&user, device_id, generation, number.as_str(), now_secs());
     tracing::info!(number = %number.masked(), %user, device = device_id, generation, new_account, "registered");
     Ok(Json(Registered {
         user,
@@ -161,6 +170,7 @@ async fn create(
     let mut account = Account::new(user.clone(), number.as_str().to_owned(), now);
     account.generation = 1;
     let id = account.add_device(device.name, device.public_key, now);
+    account.primary = Some(id);
     if !app.accounts.put(&user, Some(&account), 0).await? {
         // 96 random bits collided: vanishingly unlikely; let the client retry.
         return Err(ApiError::Conflict);
@@ -189,6 +199,7 @@ fn lock_holds(app: &App, stored: &Stored, now_ms: u64) -> bool {
 /// holds, raises the generation, replaces the devices, revokes the old ones.
 async fn reregister(
     app: &App,
+    ip: std::net::IpAddr,
     number: &Number,
     stored: Stored,
     pin: Option<String>,
@@ -203,20 +214,33 @@ async fn reregister(
             Metrics::inc(&m.pin_required);
             return Err(ApiError::PinRequired);
         };
-        check_pin(app, &user, pin, now).await?;
+        super::lock::admit_hash(app, &user, ip)?;
+        // (Cleared by the owner meanwhile: nothing left to check.)
+        super::lock::check_pin(app, &user, pin, now).await?;
     } else if stored.account.pin.is_some() {
         tracing::info!(%user, "registration lock lapsed: the account was not seen for pin.lapse_after");
     }
 
-    let (id, generation, old) = app
+    // The old devices are revoked at the new generation before the account
+    // moves to it (`Change::Revoke`): if a revocation fails nothing is
+    // written, and a retry still finds every old device to revoke.
+    let (id, generation, revoked) = app
         .accounts
         .update(&user, |s| {
             let s = s.ok_or(ApiError::Conflict)?;
             let mut a = s.account.clone();
-            let old: Vec<u32> = a.devices.iter().map(|d| d.id).collect();
             a.generation += 1;
+            let revoked: Vec<Revocation> = a
+                .devices
+                .iter()
+                .map(|d| Revocation {
+                    device: d.id,
+                    generation: a.generation,
+                })
+                .collect();
             a.devices.clear();
             let id = a.add_device(device.name.clone(), device.public_key.clone(), now);
+            a.primary = Some(id);
             a.seen_ms = now;
             if locked {
                 if let Some(l) = a.pin.as_mut() {
@@ -226,63 +250,13 @@ async fn reregister(
                 a.pin = None;
             }
             let generation = a.generation;
-            Ok::<_, ApiError>(Change::Write(Some(a), (id, generation, old)))
+            let n = revoked.len();
+            Ok::<_, ApiError>(Change::Revoke(revoked, Some(a), (id, generation, n)))
         })
         .await?;
-    for d in old {
-        let kicked = app
-            .accounts
-            .link
-            .revoke(&user, d, generation)
-            .await
-            .map_err(|e| {
-                tracing::warn!(error = %e, "revoking an old device failed");
-                ApiError::HomeUnavailable
-            })?;
-        Metrics::inc(&m.devices_revoked);
-        tracing::info!(%user, device = d, kicked, "old device revoked");
-    }
+    Metrics::add(&m.devices_revoked, revoked as u64);
+    tracing::info!(%user, revoked, "old devices revoked");
     Metrics::inc(&m.reregistrations);
     tracing::info!(number = %number.masked(), %user, generation, "number registered again on a new device");
     Ok((id, generation))
-}
-
-/// One PIN try at unix ms `now` within the budget ([`Budget`]): recorded
-/// as wrong first, cleared once the registration succeeds.
-async fn check_pin(app: &App, user: &str, pin: String, now: u64) -> Result<(), ApiError> {
-    let m = &app.metrics;
-    let budget = Budget {
-        max_wrong: app.config.pin.max_wrong,
-        lockout: app.config.pin.lockout,
-    };
-    let attempt = app
-        .accounts
-        .update(user, |s| {
-            let s = s.ok_or(ApiError::Conflict)?;
-            let mut a = s.account.clone();
-            let Some(lock) = a.pin.as_mut() else {
-                // Cleared meanwhile by the owner: nothing to check.
-                return Ok(Change::Keep(None));
-            };
-            let left = budget
-                .try_at(lock, now)
-                .map_err(|retry_after| ApiError::PinLocked { retry_after })?;
-            let tried = (lock.hash.clone(), lock.wrong, left);
-            Ok(Change::Write(Some(a), Some(tried)))
-        })
-        .await
-        .inspect_err(|e| {
-            if matches!(e, ApiError::PinLocked { .. }) {
-                Metrics::inc(&m.pin_locked);
-            }
-        })?;
-    let Some((hash, wrong, tries_left)) = attempt else {
-        return Ok(());
-    };
-    if app.pins.verify(pin, hash).await {
-        return Ok(());
-    }
-    Metrics::inc(&m.pin_wrong);
-    tracing::info!(%user, wrong, "wrong registration-lock PIN");
-    Err(ApiError::PinWrong { tries_left })
 }

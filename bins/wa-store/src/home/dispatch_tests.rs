@@ -84,6 +84,7 @@ fn a_receipt_the_courier_refuses_leaves_its_item_for_the_next_session() {
             req: u64::from(n),
             to: "bo".into(),
             envelope: message(n),
+            sender_generation: None,
         }))
         .unwrap();
     }

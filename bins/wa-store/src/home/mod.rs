@@ -90,6 +90,10 @@ pub enum Op {
         req: u64,
         to: String,
         envelope: Envelope,
+        /// Check the sender's device against its revocation first: the
+        /// generation of its credential (set when this node serves the
+        /// sender and an edge sent the append).
+        sender_generation: Option<u32>,
     },
     Attach {
         link: LinkTx,
@@ -132,6 +136,15 @@ pub enum Op {
     /// Raise the lowest accepted generation of (`user`, `device`) and close
     /// the sessions below it.
     Revoke {
+        link: LinkTx,
+        req: u64,
+        user: String,
+        device: u32,
+        generation: u32,
+    },
+    /// Answer whether (`user`, `device`) is still accepted at `generation`
+    /// (a read of its revocation; nothing is written).
+    CheckDevice {
         link: LinkTx,
         req: u64,
         user: String,
@@ -239,7 +252,7 @@ impl Op {
             // An account record lives on the shard of its user, so a read
             // can tell whether that user is online.
             Op::Kv { key, .. } => Some(key),
-            Op::Revoke { user, .. } => Some(user),
+            Op::Revoke { user, .. } | Op::CheckDevice { user, .. } => Some(user),
             #[cfg(test)]
             Op::ForgetRecent { user } => Some(user),
             Op::LinkGone { .. }

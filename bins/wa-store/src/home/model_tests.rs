@@ -347,6 +347,7 @@ impl Harness {
             req,
             to: to.into(),
             envelope,
+            sender_generation: None,
         })
         .await;
         match self.recv().await {
@@ -396,10 +397,12 @@ impl Harness {
             generation: 1,
         })
         .await;
-        let pushed: Vec<(u64, Item)> = self
-            .barrier(user)
-            .await
-            .into_iter()
+        let mut frames = self.barrier(user).await.into_iter();
+        // The attach answer comes first, then the pushes.
+        assert!(
+            matches!(frames.next(), Some(link_down::Kind::Attached(a)) if a.session == session)
+        );
+        let pushed: Vec<(u64, Item)> = frames
             .map(|k| match k {
                 link_down::Kind::Push(p) => {
                     assert_eq!(p.session, session);
@@ -929,6 +932,7 @@ fn operations_queued_on_a_busy_shard_are_all_applied_in_order() {
                         req,
                         to: "ann".into(),
                         envelope,
+                        sender_generation: None,
                     };
                     rt.block_on(home.submit(op)).unwrap();
                 }

@@ -164,6 +164,7 @@ impl Link {
             )),
             epoch: 1,
             handoff: false,
+            from_generation: 0,
         }))
         .await;
     }

@@ -205,6 +205,10 @@ cert = "{d}/pki/cert.pem"
 key = "{d}/pki/key.pem"
 [tokens]
 keys = [{{ id = "{KEY_ID}", public_key = "{d}/keys/k1.pub" }}]
+[cluster]
+map = "{d}/cluster.toml"
+ca = "{d}/pki/ca.pem"
+secret_file = "{d}/cluster.secret"
 [shutdown]
 grace = "5s"
 [admin]

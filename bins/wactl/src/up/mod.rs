@@ -36,8 +36,18 @@ pub(crate) async fn run(args: &UpArgs) -> anyhow::Result<ExitCode> {
     if args.islands == 0 || args.edges == 0 || args.islands > 64 || args.edges > 64 {
         bail!("--islands and --edges must be between 1 and 64");
     }
+    // Mailboxes, account records (with PIN hashes), blobs and codes: every
+    // file this deployment and its services create is its owner's only,
+    // whatever the umask it was started with (the services inherit this).
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     std::fs::create_dir_all(&args.dir.dir)
         .with_context(|| format!("cannot create {}", args.dir.dir.display()))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // (A directory made by an earlier run under another umask.)
+        std::fs::set_permissions(&args.dir.dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot chmod 0700 {}", args.dir.dir.display()))?;
+    }
     let dir = std::fs::canonicalize(&args.dir.dir)
         .with_context(|| format!("cannot resolve {}", args.dir.dir.display()))?;
     let port = |base: u16, i: usize| -> anyhow::Result<u16> {

@@ -1,7 +1,7 @@
 //! Accounts and revocation: key-value records (read, compare-and-set) and
 //! device generations.
 
-use common::link::{Kick, KvResult, KvSpace, RevokeResult, link_down};
+use common::link::{DeviceChecked, Kick, KvResult, KvSpace, RevokeResult, link_down};
 use common::proto::Code;
 
 use super::{Effect, Shard, internal, went_offline};
@@ -66,6 +66,32 @@ impl Shard {
             conflict: false,
             last_seen_ms,
         })
+    }
+
+    /// Whether (`user`, `device`) is accepted at `generation`: `REVOKED`
+    /// below its lowest accepted generation. A revocation is written to
+    /// the engine before it is answered, so once answered every check sees
+    /// it (its answer waits for the journal sync; a check answered in
+    /// between already refuses).
+    pub(super) fn check_device(
+        &self,
+        req: u64,
+        user: &str,
+        device: u32,
+        generation: u32,
+    ) -> DeviceChecked {
+        let code = match self.storage.min_generation(user, device) {
+            Ok(min) if generation < min => Code::Revoked,
+            Ok(_) => return DeviceChecked { req, code: 0 },
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read a device generation");
+                Code::Internal
+            }
+        };
+        DeviceChecked {
+            req,
+            code: code as u32,
+        }
     }
 
     /// Records the lowest accepted generation of (`user`, `device`) and

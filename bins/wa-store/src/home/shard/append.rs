@@ -35,6 +35,27 @@ impl Shard {
         }
     }
 
+    /// Whether the device that sent `envelope`, with a credential of
+    /// `generation`, may still send: `REVOKED` when its generation is below
+    /// the lowest accepted one. Revocations are written through to the
+    /// engine by the sender's shard before it answers, so every shard of
+    /// this node sees one as soon as it is answered.
+    pub(super) fn sender_allowed(&self, envelope: &Envelope, generation: u32) -> Result<(), Code> {
+        if !ids::valid_user_id(&envelope.from) {
+            // (Refused by the append itself, with its own code.)
+            return Ok(());
+        }
+        let min = self
+            .storage
+            .min_generation(&envelope.from, envelope.from_device)
+            .map_err(internal)?;
+        if generation < min {
+            Metrics::add(&self.metrics.revoked_appends, 1);
+            return Err(Code::Revoked);
+        }
+        Ok(())
+    }
+
     pub(super) fn append(
         &mut self,
         link: &LinkTx,

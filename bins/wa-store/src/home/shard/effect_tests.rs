@@ -33,6 +33,7 @@ fn summary(e: &Effect) -> (u64, &'static str, u64, u64) {
             link_down::Kind::AppendResult(r) => (link.id, "AppendResult", r.req, r.seq),
             link_down::Kind::Presence(p) => (link.id, "Presence", p.session, 0),
             link_down::Kind::Kick(k) => (link.id, "Kick", k.session, 0),
+            link_down::Kind::Attached(a) => (link.id, "Attached", a.session, 0),
             _ => (link.id, "other", 0, 0),
         },
         Effect::Push {
@@ -98,9 +99,11 @@ async fn an_append_is_answered_after_its_flush_then_pushed() {
         },
         now,
     );
-    assert!(
-        shard.effects().next().is_none(),
-        "an empty mailbox pushes nothing"
+    let got: Vec<_> = shard.effects().map(|e| summary(&e)).collect();
+    assert_eq!(
+        got,
+        [(2, "Attached", 7, 0)],
+        "the attach is answered; an empty mailbox pushes nothing"
     );
     shard.handle(
         Op::Append {
@@ -108,6 +111,7 @@ async fn an_append_is_answered_after_its_flush_then_pushed() {
             req: 3,
             to: "bo".into(),
             envelope: message("ann", &[1; common::proto::limits::ID_LEN]),
+            sender_generation: None,
         },
         now,
     );

@@ -294,8 +294,14 @@ impl Shard {
                 req,
                 to,
                 envelope,
+                sender_generation,
             } => {
-                if let Err(code) = self.append(&link, req, to, envelope, now) {
+                let checked = match sender_generation {
+                    Some(g) => self.sender_allowed(&envelope, g),
+                    None => Ok(()),
+                };
+                if let Err(code) = checked.and_then(|()| self.append(&link, req, to, envelope, now))
+                {
                     match code {
                         Code::MailboxFull => Metrics::add(&self.metrics.mailbox_full, 1),
                         Code::StorageFull => Metrics::add(&self.metrics.storage_full, 1),
@@ -339,6 +345,19 @@ impl Shard {
             } => {
                 let answer = self.revoke(req, &user, device, generation, now.unix_ms);
                 self.answer_when_durable(link, link_down::Kind::RevokeResult(answer));
+            }
+            Op::CheckDevice {
+                link,
+                req,
+                user,
+                device,
+                generation,
+            } => {
+                let answer = self.check_device(req, &user, device, generation);
+                self.effects.push(Effect::Send {
+                    link,
+                    frame: link_down::Kind::DeviceChecked(answer),
+                });
             }
             Op::Detach {
                 link,

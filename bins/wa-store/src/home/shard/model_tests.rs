@@ -233,6 +233,9 @@ struct Harness {
     expect_receipts: HashMap<(usize, u64), (bool, bool)>,
     /// Sessions the current operation must kick, with the code.
     expect_kicks: HashMap<u64, Code>,
+    /// Sessions whose attach the current operation must answer `Attached`
+    /// (before any push to them).
+    expect_attached: std::collections::HashSet<u64>,
     /// The flush outcome being settled.
     flush_ok: bool,
     m: Model,
@@ -285,6 +288,7 @@ impl Harness {
             refuse: false,
             expect_receipts: HashMap::new(),
             expect_kicks: HashMap::new(),
+            expect_attached: Default::default(),
             flush_ok: true,
             m: Model {
                 clean: Some(true),
@@ -345,6 +349,13 @@ impl Harness {
                     .remove(&k.session)
                     .unwrap_or_else(|| panic!("unexpected kick {k:?}"));
                 assert_eq!(k.code, code as u32);
+            }
+            link_down::Kind::Attached(a) => {
+                assert_eq!(link, SESSIONS);
+                assert!(
+                    self.expect_attached.remove(&a.session),
+                    "unexpected attach answer {a:?}"
+                );
             }
             link_down::Kind::AppendResult(r) => {
                 assert_eq!(link, EDGE);
@@ -415,6 +426,10 @@ impl Harness {
 
     fn push(&mut self, link: u64, session: u64, seq: u64, envelope: &Envelope) {
         assert_eq!(link, SESSIONS);
+        assert!(
+            !self.expect_attached.contains(&session),
+            "a push to session {session} before its attach answer"
+        );
         let s = self
             .m
             .sessions
@@ -557,6 +572,7 @@ impl Harness {
             req,
             to: USERS[to].to_owned(),
             envelope,
+            sender_generation: None,
         });
     }
 
@@ -612,6 +628,7 @@ impl Harness {
         if generation < min {
             self.expect_kicks.insert(id, Code::Revoked);
         } else {
+            self.expect_attached.insert(id);
             self.m.sessions.push(Session {
                 id,
                 user,
@@ -867,6 +884,11 @@ impl Harness {
             self.expect_kicks.is_empty(),
             "kicks missing: {:?}",
             self.expect_kicks
+        );
+        assert!(
+            self.expect_attached.is_empty(),
+            "attach answers missing: {:?}",
+            self.expect_attached
         );
         if self.m.clean.is_some() {
             assert!(

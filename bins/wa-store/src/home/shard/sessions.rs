@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use common::link::{Kick, PresenceDown, TypingDown, link_down};
+use common::link::{Attached, Kick, PresenceDown, TypingDown, link_down};
 use common::proto::Code;
 
 use super::{Effect, LinkId, LinkTx, Mailbox, Session, Shard, User, Watcher, fill};
@@ -90,6 +90,13 @@ impl Shard {
         let engine_empty = u
             .engine_size(&*storage, &user)
             .is_ok_and(|size| size.items == 0);
+        // The attach answer goes before the first push (answers are control
+        // frames, pushes bulk, and a link drains control first): the edge
+        // acts on nothing its client sent until it has this.
+        self.effects.push(Effect::Send {
+            link: link.clone(),
+            frame: link_down::Kind::Attached(Attached { session }),
+        });
         let mut s = Session {
             link,
             id: session,
