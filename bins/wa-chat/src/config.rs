@@ -34,7 +34,7 @@
 //! retry_after = "5s"
 //! [admin]
 //! listen = "127.0.0.1:9402"
-//! token_file = "/etc/wa/admin.token"
+//! token_file = "/etc/wa/admin/wa-chat.token"
 //! [log]
 //! level = "info"
 //! ```
@@ -362,7 +362,7 @@ grace = "10s"
 retry_after = "5s"
 [admin]
 listen = "127.0.0.1:9402"
-token_file = "/etc/wa/admin.token"
+token_file = "/etc/wa/admin/wa-chat.token"
 [log]
 level = "info"
 "#;

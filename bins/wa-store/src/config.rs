@@ -38,7 +38,7 @@
 //! grace = "10s"
 //! [admin]
 //! listen = "127.0.0.1:9401"
-//! token_file = "/etc/wa/admin.token"
+//! token_file = "/etc/wa/admin/wa-store.token"
 //! [log]
 //! level = "info"
 //! ```
@@ -457,7 +457,7 @@ min_free = "1 GiB"
 grace = "10s"
 [admin]
 listen = "127.0.0.1:9401"
-token_file = "/etc/wa/admin.token"
+token_file = "/etc/wa/admin/wa-store.token"
 [log]
 level = "info"
 "#;
