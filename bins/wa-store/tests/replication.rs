@@ -143,7 +143,11 @@ async fn append_until_accepted(
     let mut l = link(addr, d).await;
     loop {
         assert!(Instant::now() < deadline, "never accepted: {refusals:?}");
-        l.send(append(req, to, epoch)).await;
+        if l.try_send(append(req, to, epoch)).await.is_err() {
+            // (Closed under us, by the store becoming primary: again.)
+            l = link(addr, d).await;
+            continue;
+        }
         req += 1;
         loop {
             match l.recv().await {

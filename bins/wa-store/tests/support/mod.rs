@@ -140,8 +140,14 @@ impl Link {
 
     /// Sends one frame and flushes, panicking on failure.
     pub async fn send(&mut self, k: link_up::Kind) {
-        self.w.queue(k).await.unwrap();
-        self.w.flush().await.unwrap();
+        self.try_send(k).await.unwrap();
+    }
+
+    /// Sends one frame and flushes; the error if the link broke (a store
+    /// that closed it, as one being promoted does).
+    pub async fn try_send(&mut self, k: link_up::Kind) -> std::io::Result<()> {
+        self.w.queue(k).await?;
+        self.w.flush().await
     }
 
     /// The next frame within [`PATIENCE`]; `None` if the link closed or broke.
