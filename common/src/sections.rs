@@ -153,8 +153,8 @@ impl ClusterFiles<'_> {
     }
 
     /// Loads the map and the CA, and reads the secret with
-    /// [`crate::secret::read`] (owner-only, at least [`MIN_CLUSTER_SECRET`]
-    /// bytes).
+    /// [`crate::secret::read_cluster`] (its owner and group only, at least
+    /// [`MIN_CLUSTER_SECRET`] bytes).
     #[cfg(feature = "net")]
     pub fn check_files(&self, errs: &mut Vec<String>) {
         if let Err(e) = crate::cluster::ClusterMap::load(self.map) {
@@ -165,8 +165,68 @@ impl ClusterFiles<'_> {
         {
             errs.push(format!("cluster.ca: {e}"));
         }
-        if let Err(e) = crate::secret::read(self.secret_file, MIN_CLUSTER_SECRET) {
+        if let Err(e) = crate::secret::read_cluster(self.secret_file) {
             errs.push(format!("cluster.secret_file: {e}"));
+        }
+    }
+}
+
+/// `[cluster]` of a service that reaches the homes as a client (wa-media,
+/// wa-register): the map, the CA of the stores' link certificates, the
+/// cluster secret and how long a home may take to answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterClient {
+    pub map: PathBuf,
+    /// The CA that signed the stores' link certificates.
+    pub ca: PathBuf,
+    pub secret_file: PathBuf,
+    /// How long a home may take to answer.
+    pub timeout: Duration,
+}
+
+/// `[cluster]` as written: every key may be left out.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClusterClientToml {
+    map: Option<PathBuf>,
+    ca: Option<PathBuf>,
+    secret_file: Option<PathBuf>,
+    #[serde(default, with = "humantime_serde")]
+    timeout: Option<Duration>,
+}
+
+impl ClusterClient {
+    /// The defaults, the secret at `secret_file`.
+    pub fn with_secret(secret_file: &str) -> ClusterClient {
+        ClusterClient {
+            map: CLUSTER_MAP.into(),
+            ca: CLUSTER_CA.into(),
+            secret_file: secret_file.into(),
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// Reads `[cluster]` (for `#[serde(deserialize_with)]`): a key left out
+    /// gets its default, the secret the file at `secret_file`.
+    pub fn of<'de, D: serde::Deserializer<'de>>(
+        d: D,
+        secret_file: &str,
+    ) -> Result<ClusterClient, D::Error> {
+        let t = ClusterClientToml::deserialize(d)?;
+        let dflt = ClusterClient::with_secret(secret_file);
+        Ok(ClusterClient {
+            map: t.map.unwrap_or(dflt.map),
+            ca: t.ca.unwrap_or(dflt.ca),
+            secret_file: t.secret_file.unwrap_or(dflt.secret_file),
+            timeout: t.timeout.unwrap_or(dflt.timeout),
+        })
+    }
+
+    pub fn files(&self) -> ClusterFiles<'_> {
+        ClusterFiles {
+            map: &self.map,
+            ca: Some(&self.ca),
+            secret_file: &self.secret_file,
         }
     }
 }

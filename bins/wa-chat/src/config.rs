@@ -51,9 +51,6 @@ use serde::Deserialize;
 use common::sections::ClusterFiles;
 pub use common::sections::{AdminConfig, LogConfig, TlsConfig, TokenKey};
 
-/// Fewest bytes a cluster secret may have (the stores refuse shorter ones).
-pub const MIN_SECRET_LEN: usize = common::sections::MIN_CLUSTER_SECRET;
-
 /// The admin listener's default port on loopback.
 pub const ADMIN_PORT: u16 = 9402;
 

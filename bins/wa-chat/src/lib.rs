@@ -119,8 +119,8 @@ impl Chat {
             keys.insert(k.id.clone(), key);
         }
         let map = ClusterMap::load(&config.cluster.map)?;
-        let secret = common::secret::read(&config.cluster.secret_file, config::MIN_SECRET_LEN)
-            .map_err(ChatError::Secret)?;
+        let secret =
+            common::secret::read_cluster(&config.cluster.secret_file).map_err(ChatError::Secret)?;
         let cert = common::tls::CertReloader::open(&config.tls.cert, &config.tls.key)
             .map_err(ChatError::Tls)?;
         let client_tls = cert

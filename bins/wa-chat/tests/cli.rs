@@ -84,6 +84,33 @@ fn check_config_accepts_a_complete_deployment() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains(": ok"));
+
+    // The cluster secret as a packaged install has it (root:wa-cluster
+    // 0640) is taken; one others may read is refused, naming the fix.
+    use std::os::unix::fs::PermissionsExt;
+    let secret = dir.path().join("cluster.secret");
+    let check = |mode: u32| {
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(mode)).unwrap();
+        chat()
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--check-config")
+            .output()
+            .unwrap()
+    };
+    let out = check(0o640);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = check(0o644);
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cluster.secret_file") && err.contains("chmod 640"),
+        "{err}"
+    );
 }
 
 #[test]

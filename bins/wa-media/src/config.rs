@@ -11,7 +11,9 @@ use std::time::Duration;
 use bytesize::ByteSize;
 use serde::Deserialize;
 
-pub use common::sections::{AdminConfig, LogConfig, ShutdownConfig, TlsConfig, TokenKey};
+pub use common::sections::{
+    AdminConfig, ClusterClient, LogConfig, ShutdownConfig, TlsConfig, TokenKey,
+};
 
 /// The admin listener's default port on loopback.
 pub const ADMIN_PORT: u16 = 9403;
@@ -31,7 +33,8 @@ pub struct Config {
     pub tls: TlsConfig,
     pub tokens: TokensConfig,
     /// How to reach the homes, to ask whether a token's device was revoked.
-    pub cluster: ClusterConfig,
+    #[serde(deserialize_with = "cluster")]
+    pub cluster: ClusterClient,
     pub revocation: RevocationConfig,
     pub limits: LimitsConfig,
     pub expiry: ExpiryConfig,
@@ -55,20 +58,6 @@ pub struct ListenConfig {
 pub struct TokensConfig {
     /// Public keys that verify tokens, by key id (the same keys as wa-chat).
     pub keys: Vec<TokenKey>,
-}
-
-/// How to reach the homes: the same files as wa-chat's and wa-register's
-/// `[cluster]`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct ClusterConfig {
-    pub map: PathBuf,
-    /// The CA that signed the stores' link certificates.
-    pub ca: PathBuf,
-    pub secret_file: PathBuf,
-    /// How long a home may take to answer.
-    #[serde(with = "humantime_serde")]
-    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -145,7 +134,7 @@ impl Default for Config {
             listen: ListenConfig::default(),
             tls: TlsConfig::default(),
             tokens: TokensConfig::default(),
-            cluster: ClusterConfig::default(),
+            cluster: ClusterClient::with_secret(common::sections::CLUSTER_SECRET),
             revocation: RevocationConfig::default(),
             limits: LimitsConfig::default(),
             expiry: ExpiryConfig::default(),
@@ -170,17 +159,6 @@ impl Default for TokensConfig {
     fn default() -> Self {
         TokensConfig {
             keys: vec![TokenKey::default_k1()],
-        }
-    }
-}
-
-impl Default for ClusterConfig {
-    fn default() -> Self {
-        ClusterConfig {
-            map: "/etc/wa/cluster.toml".into(),
-            ca: common::sections::CLUSTER_CA.into(),
-            secret_file: common::sections::CLUSTER_SECRET.into(),
-            timeout: Duration::from_secs(5),
         }
     }
 }
@@ -271,14 +249,6 @@ fn valid_mime(t: &str) -> bool {
 }
 
 impl Config {
-    fn cluster_files(&self) -> common::sections::ClusterFiles<'_> {
-        common::sections::ClusterFiles {
-            map: &self.cluster.map,
-            ca: Some(&self.cluster.ca),
-            secret_file: &self.cluster.secret_file,
-        }
-    }
-
     /// Reads and parses `path`; does not validate.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         common::config::load(path)
@@ -302,7 +272,7 @@ impl Config {
         self.admin.validate(&mut errs);
         self.log.validate(&mut errs);
         if self.revocation.check {
-            self.cluster_files().validate(&mut errs);
+            self.cluster.files().validate(&mut errs);
         }
         if self.revocation.recheck_after.is_zero() {
             errs.push("revocation.recheck_after: must be more than zero".to_string());
@@ -364,7 +334,7 @@ impl Config {
         TokenKey::check_list("tokens.keys", &self.tokens.keys, &mut errs);
         self.admin.check_files(&mut errs);
         if self.revocation.check {
-            self.cluster_files().check_files(&mut errs);
+            self.cluster.files().check_files(&mut errs);
         }
         if let Err(e) = std::fs::create_dir_all(&self.data_dir) {
             errs.push(format!(
@@ -379,6 +349,12 @@ impl Config {
 /// `[admin]`, its token file defaulting to this service's own.
 fn admin<'de, D: serde::Deserializer<'de>>(d: D) -> Result<AdminConfig, D::Error> {
     AdminConfig::of(d, "wa-media")
+}
+
+/// `[cluster]`: wa-media is on the cluster link (group `wa-cluster`), so
+/// its secret is the shared one.
+fn cluster<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ClusterClient, D::Error> {
+    ClusterClient::of(d, common::sections::CLUSTER_SECRET)
 }
 
 #[cfg(test)]

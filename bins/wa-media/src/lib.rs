@@ -111,8 +111,8 @@ impl Media {
             let c = &config.cluster;
             let map = common::cluster::ClusterMap::load(&c.map).map_err(MediaError::Cluster)?;
             let roots = common::tls::load_certs(&c.ca).map_err(MediaError::Tls)?;
-            let secret = common::secret::read(&c.secret_file, common::sections::MIN_CLUSTER_SECRET)
-                .map_err(MediaError::Secret)?;
+            let secret =
+                common::secret::read_cluster(&c.secret_file).map_err(MediaError::Secret)?;
             let link = common::link_client::LinkClient::new(
                 map,
                 &roots,

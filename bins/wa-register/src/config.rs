@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytesize::ByteSize;
 use serde::Deserialize;
 
-use common::sections::ClusterFiles;
+use common::sections::ClusterClient;
 pub use common::sections::{AdminConfig, LogConfig, ShutdownConfig, TlsConfig, TokenKey};
 
 /// The admin listener's default port on loopback.
@@ -29,7 +29,8 @@ pub struct Config {
     #[serde(deserialize_with = "admin")]
     pub admin: AdminConfig,
     pub tls: TlsConfig,
-    pub cluster: ClusterConfig,
+    #[serde(deserialize_with = "cluster")]
+    pub cluster: ClusterClient,
     /// With automatic failover: the cluster map comes from etcd and is
     /// followed (docs/OPERATIONS.md, "Automatic failover through etcd").
     pub coordination: common::coordination::CoordinationConfig,
@@ -58,19 +59,6 @@ pub enum Mode {
 pub struct ListenConfig {
     /// The public HTTPS API (TLS 1.3, HTTP/1.1).
     pub https: SocketAddr,
-}
-
-/// How to reach the homes: the same files as wa-chat's `[cluster]`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct ClusterConfig {
-    pub map: PathBuf,
-    /// The CA that signed the stores' link certificates.
-    pub ca: PathBuf,
-    pub secret_file: PathBuf,
-    /// How long a home may take to answer.
-    #[serde(with = "humantime_serde")]
-    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -251,7 +239,7 @@ impl Default for Config {
             listen: ListenConfig::default(),
             admin: AdminConfig::loopback(ADMIN_PORT, "wa-register"),
             tls: TlsConfig::default(),
-            cluster: ClusterConfig::default(),
+            cluster: ClusterClient::with_secret(CLUSTER_SECRET),
             coordination: Default::default(),
             tokens: TokensConfig::default(),
             codes: CodesConfig::default(),
@@ -271,20 +259,6 @@ impl Default for ListenConfig {
     fn default() -> Self {
         ListenConfig {
             https: SocketAddr::from(([0, 0, 0, 0], 8444)),
-        }
-    }
-}
-
-impl Default for ClusterConfig {
-    fn default() -> Self {
-        ClusterConfig {
-            map: "/etc/wa/cluster.toml".into(),
-            ca: common::sections::CLUSTER_CA.into(),
-            // Its own copy: the shared one is group-readable for the
-            // cluster's services (wa-store, wa-chat), which wa-register is
-            // not among, and its secret reader refuses group-readable files.
-            secret_file: "/etc/wa/register/cluster.secret".into(),
-            timeout: Duration::from_secs(5),
         }
     }
 }
@@ -538,7 +512,7 @@ impl Config {
             }
         }
         self.tls.validate(&mut errs);
-        self.cluster_files().validate(&mut errs);
+        self.cluster.files().validate(&mut errs);
         TokenKey::validate_list(
             "tokens.verify_keys",
             &self.tokens.verify_keys,
@@ -573,7 +547,7 @@ impl Config {
     pub fn check_files(&self) -> Result<(), ConfigError> {
         let mut errs = Vec::new();
         self.tls.check_files(&mut errs);
-        self.cluster_files().check_files(&mut errs);
+        self.cluster.files().check_files(&mut errs);
         self.admin.check_files(&mut errs);
         if let Err(e) = crate::tokens::read_signing_key(&self.tokens.signing_key) {
             errs.push(format!("tokens.signing_key: {e}"));
@@ -617,20 +591,21 @@ impl Config {
         }
         finish(errs)
     }
-
-    fn cluster_files(&self) -> ClusterFiles<'_> {
-        ClusterFiles {
-            map: &self.cluster.map,
-            ca: Some(&self.cluster.ca),
-            secret_file: &self.cluster.secret_file,
-        }
-    }
 }
 
 /// A list of human durations (`["1m", "2m"]`).
 fn durations<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
     let v: Vec<humantime_serde::Serde<Duration>> = Deserialize::deserialize(d)?;
     Ok(v.into_iter().map(|s| s.into_inner()).collect())
+}
+
+/// wa-register's own copy of the cluster secret: the shared one is for the
+/// group `wa-cluster`, which wa-register is not in (docs/INSTALL.md).
+pub const CLUSTER_SECRET: &str = "/etc/wa/register/cluster.secret";
+
+/// `[cluster]`, its secret defaulting to wa-register's own copy.
+fn cluster<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ClusterClient, D::Error> {
+    ClusterClient::of(d, CLUSTER_SECRET)
 }
 
 /// `[admin]`, its token file defaulting to this service's own.

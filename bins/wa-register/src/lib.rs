@@ -158,8 +158,8 @@ impl Register {
         let tls = cert.server_config(&[b"http/1.1"])?;
         let map = common::cluster::ClusterMap::load(&config.cluster.map)?;
         let roots = common::tls::load_certs(&config.cluster.ca)?;
-        let secret =
-            secret::read(&config.cluster.secret_file, 32).map_err(RegisterError::Secret)?;
+        let secret = common::secret::read_cluster(&config.cluster.secret_file)
+            .map_err(RegisterError::Secret)?;
         let link = common::link_client::LinkClient::new(
             map,
             &roots,

@@ -54,9 +54,6 @@ use serde::Deserialize;
 
 pub use common::sections::{AdminConfig, LogConfig, ShutdownConfig};
 
-/// Fewest bytes a cluster secret may have.
-pub const MIN_SECRET_LEN: usize = common::sections::MIN_CLUSTER_SECRET;
-
 /// The admin listener's default port on loopback.
 pub const ADMIN_PORT: u16 = 9401;
 
@@ -409,7 +406,7 @@ impl Config {
             }
             Err(e) => errs.push(format!("cluster.map: {e}")),
         }
-        if let Err(e) = common::secret::read(&self.cluster.secret_file, MIN_SECRET_LEN) {
+        if let Err(e) = common::secret::read_cluster(&self.cluster.secret_file) {
             errs.push(format!("cluster.secret_file: {e}"));
         }
         self.admin.check_files(&mut errs);

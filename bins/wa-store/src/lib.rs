@@ -88,7 +88,7 @@ impl Store {
             config.cluster.island.clone(),
             Some(config.cluster.advertise.unwrap_or(config.link.listen)),
         )?;
-        let secret = common::secret::read(&config.cluster.secret_file, config::MIN_SECRET_LEN)
+        let secret = common::secret::read_cluster(&config.cluster.secret_file)
             .map_err(StoreError::Secret)?;
         let primary = ownership.current().primary;
         let roots = match common::tls::load_certs(&config.cluster.ca) {

@@ -378,28 +378,9 @@ impl Deployment {
     }
 
     /// wa-store as a child process (so a test can kill -9 it), wa-chat in-process.
+    /// Its log goes to `<dir>/wa-store.log`.
     pub async fn start_with_store_process() -> Deployment {
-        let dir = tempfile::tempdir().unwrap();
-        let signer = write_pki(dir.path());
-        // The store reads the map at start (for its epoch) before its port is
-        // known; the edge reads it for routing, so it is rewritten once known.
-        write_map(dir.path(), "127.0.0.1:9".parse().unwrap());
-        let sp = spawn_store_process(dir.path(), "127.0.0.1:0".parse().unwrap()).await;
-        let link_addr = sp.addr;
-        write_map(dir.path(), link_addr);
-        let (chat, chat_tcp, chat_quic) = start_chat_inproc(dir.path(), "").await;
-        let roots = common::tls::load_certs(&dir.path().join("pki/ca.pem")).unwrap();
-        Deployment {
-            dir,
-            roots,
-            signer,
-            link_addr,
-            chat_tcp,
-            chat_quic,
-            store: None,
-            store_process: Some(sp),
-            chat: Some(chat),
-        }
+        Deployment::start_with_store_env("", |_| {}, &[]).await
     }
 
     /// wa-store as a child process with `extra` (TOML tables) in its
