@@ -2,7 +2,7 @@
 //! [`super::register`]): TCP connect and TLS handshake under one timeout, then
 //! an HTTP/1.1 handshake whose connection task ends with the request.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use hyper::client::conn::http1::SendRequest;
@@ -28,11 +28,13 @@ pub(crate) enum DialError {
     Http(hyper::Error),
 }
 
-/// Connects to `addr`, checks its certificate against `server_name`, and
-/// returns a sender for one or more requests on that connection.
+/// Connects to `addr` (from the local address `from`, if given), checks its
+/// certificate against `server_name`, and returns a sender for one or more
+/// requests on that connection.
 pub(crate) async fn dial<B>(
     connector: &tokio_rustls::TlsConnector,
     addr: SocketAddr,
+    from: Option<IpAddr>,
     server_name: &str,
     after: Duration,
 ) -> Result<SendRequest<B>, DialError>
@@ -44,7 +46,7 @@ where
     let name = ServerName::try_from(server_name.to_owned())
         .map_err(|_| DialError::ServerName(server_name.to_owned()))?;
     let tls = tokio::time::timeout(after, async {
-        let tcp = tokio::net::TcpStream::connect(addr)
+        let tcp = connect(addr, from)
             .await
             .map_err(|source| DialError::Connect { addr, source })?;
         let _ = tcp.set_nodelay(true);
@@ -62,4 +64,18 @@ where
         let _ = conn.await;
     });
     Ok(sender)
+}
+
+/// A TCP connection to `addr`, from the local address `from` if given (any
+/// port).
+async fn connect(addr: SocketAddr, from: Option<IpAddr>) -> std::io::Result<tokio::net::TcpStream> {
+    let Some(from) = from else {
+        return tokio::net::TcpStream::connect(addr).await;
+    };
+    let socket = match from {
+        IpAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        IpAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.bind(SocketAddr::new(from, 0))?;
+    socket.connect(addr).await
 }

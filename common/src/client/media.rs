@@ -358,6 +358,7 @@ impl MediaClient {
         let mut sender = super::https::dial(
             &self.connector,
             node.addr,
+            None,
             &node.server_name,
             self.cfg.connect_timeout,
         )

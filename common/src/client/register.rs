@@ -28,6 +28,8 @@ pub struct RegisterConfig {
     pub roots: Vec<CertificateDer<'static>>,
     /// Connect and TLS handshake timeout.
     pub connect_timeout: Duration,
+    /// The local address to connect from; `None`: the system's choice.
+    pub local_addr: Option<std::net::IpAddr>,
 }
 
 impl RegisterConfig {
@@ -37,6 +39,7 @@ impl RegisterConfig {
             server_name,
             roots,
             connect_timeout: Duration::from_secs(10),
+            local_addr: None,
         }
     }
 }
@@ -386,6 +389,7 @@ impl RegisterClient {
         let mut sender = super::https::dial(
             &self.connector,
             self.cfg.addr,
+            self.cfg.local_addr,
             &self.cfg.server_name,
             self.cfg.connect_timeout,
         )

@@ -890,10 +890,19 @@ pub async fn start_register_app_at(
     d: &Path,
     text: String,
 ) -> (RegisterNode, std::sync::Arc<wa_register::App>) {
+    start_register_bound(d, text, "127.0.0.1:0".parse().unwrap()).await
+}
+
+/// [`start_register_app_at`], listening on `bind`.
+pub async fn start_register_bound(
+    d: &Path,
+    text: String,
+    bind: SocketAddr,
+) -> (RegisterNode, std::sync::Arc<wa_register::App>) {
     let codes = d.join("register/codes.log");
     let config: wa_register::Config = toml::from_str(&text).unwrap();
     config.check_files().unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = tokio::net::TcpListener::bind(bind).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
     let register = wa_register::Register::start(config, &shutdown)
