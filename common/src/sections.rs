@@ -27,9 +27,10 @@ pub fn admin_token(service: &str) -> PathBuf {
     format!("/etc/wa/admin/{service}.token").into()
 }
 
-/// `[tls]`: the certificate clients see, and its key.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
+/// `[tls]`: the certificate clients see, and its key. Each service has its
+/// own by default, `/etc/wa/tls/<service>.pem` and `.key`, since each runs
+/// as its own user and a key file is its owner's only.
+#[derive(Debug, Clone, PartialEq)]
 pub struct TlsConfig {
     /// PEM certificate chain.
     pub cert: PathBuf,
@@ -37,16 +38,37 @@ pub struct TlsConfig {
     pub key: PathBuf,
 }
 
-impl Default for TlsConfig {
-    fn default() -> Self {
-        TlsConfig {
-            cert: "/etc/wa/tls/cert.pem".into(),
-            key: "/etc/wa/tls/key.pem".into(),
-        }
-    }
+/// `[tls]` as written: either key may be left out.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsToml {
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
 }
 
 impl TlsConfig {
+    /// The default of `service`.
+    pub fn of(service: &str) -> TlsConfig {
+        TlsConfig {
+            cert: format!("/etc/wa/tls/{service}.pem").into(),
+            key: format!("/etc/wa/tls/{service}.key").into(),
+        }
+    }
+
+    /// Reads `[tls]` of `service` (for `#[serde(deserialize_with)]`): a key
+    /// left out gets the service's own default.
+    pub fn for_service<'de, D: serde::Deserializer<'de>>(
+        d: D,
+        service: &str,
+    ) -> Result<TlsConfig, D::Error> {
+        let t = TlsToml::deserialize(d)?;
+        let dflt = TlsConfig::of(service);
+        Ok(TlsConfig {
+            cert: t.cert.unwrap_or(dflt.cert),
+            key: t.key.unwrap_or(dflt.key),
+        })
+    }
+
     /// Empty paths (pure).
     pub fn validate(&self, errs: &mut Vec<String>) {
         empty_path("tls.cert", &self.cert, errs);

@@ -9,8 +9,8 @@
 //! tcp = "0.0.0.0:5222"
 //! quic = "0.0.0.0:5222"
 //! [tls]
-//! cert = "/etc/wa/tls/cert.pem"
-//! key = "/etc/wa/tls/key.pem"
+//! cert = "/etc/wa/tls/wa-chat.pem"
+//! key = "/etc/wa/tls/wa-chat.key"
 //! [tokens]
 //! keys = [{ id = "k1", public_key = "/etc/wa/keys/k1.pub" }]
 //! [cluster]
@@ -60,6 +60,7 @@ pub struct Config {
     /// Name of this edge: logs, `Welcome.server`, link authentication.
     pub name: String,
     pub listen: ListenConfig,
+    #[serde(deserialize_with = "tls")]
     pub tls: TlsConfig,
     pub tokens: TokensConfig,
     pub cluster: ClusterConfig,
@@ -175,7 +176,7 @@ impl Default for Config {
         Config {
             name: "chat-1".into(),
             listen: ListenConfig::default(),
-            tls: TlsConfig::default(),
+            tls: TlsConfig::of("wa-chat"),
             tokens: TokensConfig::default(),
             cluster: ClusterConfig::default(),
             limits: LimitsConfig::default(),
@@ -324,6 +325,11 @@ fn admin<'de, D: serde::Deserializer<'de>>(d: D) -> Result<AdminConfig, D::Error
     AdminConfig::of(d, "wa-chat")
 }
 
+/// `[tls]`, its files defaulting to this service's own.
+fn tls<'de, D: serde::Deserializer<'de>>(d: D) -> Result<TlsConfig, D::Error> {
+    TlsConfig::for_service(d, "wa-chat")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -334,8 +340,8 @@ name = "chat-1"
 tcp = "0.0.0.0:5222"
 quic = "0.0.0.0:5222"
 [tls]
-cert = "/etc/wa/tls/cert.pem"
-key = "/etc/wa/tls/key.pem"
+cert = "/etc/wa/tls/wa-chat.pem"
+key = "/etc/wa/tls/wa-chat.key"
 [tokens]
 keys = [{ id = "k1", public_key = "/etc/wa/keys/k1.pub" }]
 [cluster]

@@ -30,6 +30,7 @@ pub struct Config {
     /// Blobs, their metadata and uploads in progress live here.
     pub data_dir: PathBuf,
     pub listen: ListenConfig,
+    #[serde(deserialize_with = "tls")]
     pub tls: TlsConfig,
     pub tokens: TokensConfig,
     /// How to reach the homes, to ask whether a token's device was revoked.
@@ -132,7 +133,7 @@ impl Default for Config {
             node: "m1".into(),
             data_dir: "/var/lib/wa/media".into(),
             listen: ListenConfig::default(),
-            tls: TlsConfig::default(),
+            tls: TlsConfig::of("wa-media"),
             tokens: TokensConfig::default(),
             cluster: ClusterClient::with_secret(common::sections::CLUSTER_SECRET),
             revocation: RevocationConfig::default(),
@@ -349,6 +350,11 @@ impl Config {
 /// `[admin]`, its token file defaulting to this service's own.
 fn admin<'de, D: serde::Deserializer<'de>>(d: D) -> Result<AdminConfig, D::Error> {
     AdminConfig::of(d, "wa-media")
+}
+
+/// `[tls]`, its files defaulting to this service's own.
+fn tls<'de, D: serde::Deserializer<'de>>(d: D) -> Result<TlsConfig, D::Error> {
+    TlsConfig::for_service(d, "wa-media")
 }
 
 /// `[cluster]`: wa-media is on the cluster link (group `wa-cluster`), so

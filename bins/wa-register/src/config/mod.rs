@@ -28,6 +28,7 @@ pub struct Config {
     pub listen: ListenConfig,
     #[serde(deserialize_with = "admin")]
     pub admin: AdminConfig,
+    #[serde(deserialize_with = "tls")]
     pub tls: TlsConfig,
     #[serde(deserialize_with = "cluster")]
     pub cluster: ClusterClient,
@@ -238,7 +239,7 @@ impl Default for Config {
             mode: Mode::Production,
             listen: ListenConfig::default(),
             admin: AdminConfig::loopback(ADMIN_PORT, "wa-register"),
-            tls: TlsConfig::default(),
+            tls: TlsConfig::of("wa-register"),
             cluster: ClusterClient::with_secret(CLUSTER_SECRET),
             coordination: Default::default(),
             tokens: TokensConfig::default(),
@@ -404,6 +405,11 @@ fn cluster<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ClusterClient, D::E
 /// `[admin]`, its token file defaulting to this service's own.
 fn admin<'de, D: serde::Deserializer<'de>>(d: D) -> Result<AdminConfig, D::Error> {
     AdminConfig::of(d, "wa-register")
+}
+
+/// `[tls]`, its files defaulting to this service's own.
+fn tls<'de, D: serde::Deserializer<'de>>(d: D) -> Result<TlsConfig, D::Error> {
+    TlsConfig::for_service(d, "wa-register")
 }
 
 #[cfg(test)]
