@@ -37,7 +37,7 @@ fn memory_kib(pid: u32) -> (u64, u64) {
 /// Signs `number` up at the wa-register process of `d` (the `log` provider's
 /// codes file) and returns its token.
 async fn token_for(d: &Deployment, rc: &RegisterClient, number: &str) -> String {
-    rc.request_code(number).await.unwrap();
+    let sent = rc.request_code(number).await.unwrap();
     let code = std::fs::read_to_string(d.register_codes())
         .unwrap()
         .lines()
@@ -46,6 +46,7 @@ async fn token_for(d: &Deployment, rc: &RegisterClient, number: &str) -> String 
         .unwrap();
     rc.verify(&Verify {
         number: number.into(),
+        session: sent.session,
         code,
         device_name: Some("phone".into()),
         ..Verify::default()

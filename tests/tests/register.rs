@@ -10,7 +10,7 @@ use bytes::Bytes;
 use common::client::{Client, Event, RegisterError, Transport, Verify};
 use common::link::KvSpace;
 use http::Method;
-use support::{Deployment, expect, next_message, sign_up};
+use support::{Deployment, code_for, expect, next_message, sign_up};
 
 /// Waits that let a number ask again at once, for tests that register twice.
 const NO_WAIT: &str = "[codes]\nresend_waits = [\"1ns\"]\n";
@@ -41,7 +41,12 @@ async fn two_users_sign_up_and_talk() {
     let node = d.start_register("").await;
     let rc = d.register_client(&node);
 
-    let alice = sign_up(&rc, &node, "+15550000001", "alice's phone", None)
+    let alice_code = code_for(&rc, &node, "+15550000001").await;
+    let alice = rc
+        .verify(&Verify {
+            device_name: Some("alice's phone".into()),
+            ..alice_code.clone()
+        })
         .await
         .unwrap();
     let bob = sign_up(&rc, &node, "+15550000002", "bob's phone", None)
@@ -53,10 +58,8 @@ async fn two_users_sign_up_and_talk() {
     // The code was single use.
     let again = rc
         .verify(&Verify {
-            number: "+15550000001".into(),
-            code: node.last_code("+15550000001").unwrap(),
             device_name: Some("x".into()),
-            ..Verify::default()
+            ..alice_code
         })
         .await
         .unwrap_err();
@@ -128,7 +131,7 @@ async fn five_wrong_codes_kill_the_code() {
     let node = d.start_register("").await;
     let rc = d.register_client(&node);
     let number = "+15550000003";
-    rc.request_code(number).await.unwrap();
+    let sent = rc.request_code(number).await.unwrap();
     let right = node.last_code(number).unwrap();
     let wrong = if right == "000000" {
         "111111"
@@ -137,6 +140,7 @@ async fn five_wrong_codes_kill_the_code() {
     };
     let attempt = |code: &str| Verify {
         number: number.into(),
+        session: sent.session.clone(),
         code: code.into(),
         device_name: Some("phone".into()),
         ..Verify::default()
@@ -155,6 +159,67 @@ async fn five_wrong_codes_kill_the_code() {
     let e = rc.verify(&attempt(&right)).await.unwrap_err();
     assert_eq!(refused(&e), (410, "code_exhausted"));
     assert_eq!(indexed(&d, number).await, 0);
+    node.service.stop().await;
+    d.stop().await;
+}
+
+/// Finding 9 of the abuse review: five wrong guesses by a stranger killed
+/// the owner's pending code. A code now belongs to the session of the
+/// request that asked for it: guesses without it, or in a session of the
+/// stranger's own asking, never touch it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_strangers_guesses_never_kill_the_owners_code() {
+    let d = Deployment::start().await;
+    let node = d.start_register(NO_WAIT).await;
+    let rc = d.register_client(&node);
+    let number = "+15550000013";
+    let owner = code_for(&rc, &node, number).await;
+    let wrong = if owner.code == "000000" {
+        "111111"
+    } else {
+        "000000"
+    };
+    // The stranger guesses in a session nobody asked for: no such code,
+    // and nothing counted.
+    for _ in 0..5 {
+        let e = rc
+            .verify(&Verify {
+                session: "00112233445566778899aabbccddeeff".into(),
+                code: wrong.into(),
+                device_name: Some("stranger".into()),
+                ..owner.clone()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(refused(&e), (404, "no_code"));
+    }
+    // Then asks for a code of their own and spends its five guesses.
+    let theirs = rc.request_code(number).await.unwrap().session;
+    assert_ne!(theirs, owner.session);
+    for _ in 0..5 {
+        let e = rc
+            .verify(&Verify {
+                session: theirs.clone(),
+                code: wrong.into(),
+                device_name: Some("stranger".into()),
+                ..owner.clone()
+            })
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(refused(&e), (403, "code_wrong") | (410, "code_exhausted")),
+            "{e}"
+        );
+    }
+    // The owner's code, in the owner's session, still registers.
+    let r = rc
+        .verify(&Verify {
+            device_name: Some("owner".into()),
+            ..owner
+        })
+        .await
+        .unwrap();
+    assert!(r.new_account);
     node.service.stop().await;
     d.stop().await;
 }
@@ -281,20 +346,22 @@ async fn the_pin_lock_blocks_reregistration_and_counts_tries() {
     rc.set_pin(&first.token, "2580", None).await.unwrap();
 
     // Without the PIN: refused, the account untouched.
-    let e = sign_up(&rc, &node, number, "thief", None)
+    let v = code_for(&rc, &node, number).await;
+    let e = rc
+        .verify(&Verify {
+            device_name: Some("thief".into()),
+            ..v.clone()
+        })
         .await
         .unwrap_err();
     assert_eq!(refused(&e), (423, "pin_required"));
     rc.refresh(&first.token).await.unwrap();
 
     // The same code, now with PINs: two wrong, then the right one passes.
-    let code = node.last_code(number).unwrap();
     let with_pin = |pin: &str| Verify {
-        number: number.into(),
-        code: code.clone(),
         device_name: Some("new phone".into()),
         pin: Some(pin.into()),
-        ..Verify::default()
+        ..v.clone()
     };
     for left in [9, 8] {
         let e = rc.verify(&with_pin("0000")).await.unwrap_err();
@@ -309,17 +376,19 @@ async fn the_pin_lock_blocks_reregistration_and_counts_tries() {
 
     // The lock stays with the account; ten wrong PINs use up the budget,
     // after which even the right PIN must wait a day.
-    let e = sign_up(&rc, &node, number, "thief", None)
+    let v = code_for(&rc, &node, number).await;
+    let e = rc
+        .verify(&Verify {
+            device_name: Some("thief".into()),
+            ..v.clone()
+        })
         .await
         .unwrap_err();
     assert_eq!(refused(&e), (423, "pin_required"));
-    let code = node.last_code(number).unwrap();
     let with_pin = |pin: &str| Verify {
-        number: number.into(),
-        code: code.clone(),
         device_name: Some("thief".into()),
         pin: Some(pin.into()),
-        ..Verify::default()
+        ..v.clone()
     };
     // The right PIN above reset the count: the budget starts again at 10.
     for left in (0..10).rev() {
@@ -439,17 +508,27 @@ async fn bad_input_gets_a_documented_4xx_and_creates_nothing() {
             "/v1/verify",
             json,
             Bytes::from_static(
-                br#"{"number": "+15550000008", "code": "12ab56", "device_name": "x"}"#,
+                br#"{"number": "+15550000008", "session": "00112233445566778899aabbccddeeff", "code": "12ab56", "device_name": "x"}"#,
             ),
             400,
             "bad_code",
+        ),
+        (
+            "a session that is not 32 hex digits",
+            "/v1/verify",
+            json,
+            Bytes::from_static(
+                br#"{"number": "+15550000008", "session": "x", "code": "123456", "device_name": "x"}"#,
+            ),
+            400,
+            "bad_session",
         ),
         (
             "a code never requested",
             "/v1/verify",
             json,
             Bytes::from_static(
-                br#"{"number": "+15550000008", "code": "123456", "device_name": "x"}"#,
+                br#"{"number": "+15550000008", "session": "00112233445566778899aabbccddeeff", "code": "123456", "device_name": "x"}"#,
             ),
             404,
             "no_code",
@@ -558,17 +637,18 @@ async fn logs_hold_no_secrets_and_sigterm_exits_zero() {
             .unwrap()
     };
     let number = "+15550000010";
-    let verify = |code: String, pin: Option<&str>| Verify {
+    let verify = |session: &str, code: String, pin: Option<&str>| Verify {
         number: number.into(),
+        session: session.into(),
         code,
         device_name: Some("phone".into()),
         pin: pin.map(String::from),
         ..Verify::default()
     };
-    rc.request_code(number).await.unwrap();
-    let wrong = rc.verify(&verify("000000".into(), None)).await;
+    let s = rc.request_code(number).await.unwrap().session;
+    let wrong = rc.verify(&verify(&s, "000000".into(), None)).await;
     let first = match wrong {
-        Err(_) => rc.verify(&verify(code_of(number), None)).await.unwrap(),
+        Err(_) => rc.verify(&verify(&s, code_of(number), None)).await.unwrap(),
         // 000000 was the code itself.
         Ok(r) => r,
     };
@@ -577,17 +657,20 @@ async fn logs_hold_no_secrets_and_sigterm_exits_zero() {
     rc.set_pin(&first.token, "pin-8642-right", None)
         .await
         .unwrap();
-    rc.request_code(number).await.unwrap();
+    let s = rc.request_code(number).await.unwrap().session;
     let code = code_of(number);
-    let e = rc.verify(&verify(code.clone(), None)).await.unwrap_err();
+    let e = rc
+        .verify(&verify(&s, code.clone(), None))
+        .await
+        .unwrap_err();
     assert_eq!(refused(&e), (423, "pin_required"));
     let e = rc
-        .verify(&verify(code.clone(), Some("pin-1357-wrong")))
+        .verify(&verify(&s, code.clone(), Some("pin-1357-wrong")))
         .await
         .unwrap_err();
     assert_eq!(refused(&e), (423, "pin_wrong"));
     let second = rc
-        .verify(&verify(code, Some("pin-8642-right")))
+        .verify(&verify(&s, code, Some("pin-8642-right")))
         .await
         .unwrap();
     let third = rc.refresh(&second.token).await.unwrap();
@@ -659,11 +742,12 @@ code = "424242"
     assert!(retry_after_secs.unwrap() > 60);
     assert_eq!(node.codes_sent(), 2);
     // A test number: its fixed code, and no SMS.
-    rc.request_code("+15550000099").await.unwrap();
+    let sent = rc.request_code("+15550000099").await.unwrap();
     assert_eq!(node.codes_sent(), 2);
     let r = rc
         .verify(&Verify {
             number: "+15550000099".into(),
+            session: sent.session,
             code: "424242".into(),
             device_name: Some("review".into()),
             ..Verify::default()

@@ -63,6 +63,8 @@ pub enum ApiError {
     BadTransport(String),
     #[error("the code must be 6 digits")]
     BadCode,
+    #[error("session must be the 32 hex digits POST /v1/codes gave")]
+    BadSession,
     #[error("the PIN must be 4 to 64 printable characters")]
     BadPin,
     #[error("the device name must be 1 to 64 characters")]
@@ -124,7 +126,7 @@ impl ApiError {
             BadContentType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             BadJson | MissingField(_) | BadField(_) | BadNumber | BadTransport(_) | BadCode
-            | BadPin | BadDeviceName => StatusCode::BAD_REQUEST,
+            | BadSession | BadPin | BadDeviceName => StatusCode::BAD_REQUEST,
             PrefixNotAllowed => StatusCode::FORBIDDEN,
             ResendTooEarly { .. } | RateLimited { .. } | PinLocked { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
@@ -155,6 +157,7 @@ impl ApiError {
             PrefixNotAllowed => "prefix_not_allowed",
             BadTransport(_) => "bad_transport",
             BadCode => "bad_code",
+            BadSession => "bad_session",
             BadPin => "bad_pin",
             BadDeviceName => "bad_device_name",
             ResendTooEarly { .. } => "resend_too_early",
@@ -266,6 +269,7 @@ mod tests {
             ApiError::PrefixNotAllowed,
             ApiError::BadTransport(String::new()),
             ApiError::BadCode,
+            ApiError::BadSession,
             ApiError::BadPin,
             ApiError::BadDeviceName,
             ApiError::ResendTooEarly { retry_after: d },

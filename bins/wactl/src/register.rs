@@ -55,6 +55,7 @@ pub(crate) async fn run(args: &RegisterArgs) -> anyhow::Result<ExitCode> {
     let r = rc
         .verify(&Verify {
             number: args.number.clone(),
+            session: sent.session.clone(),
             code,
             device_name: Some(args.name.clone()),
             pin: args.pin.clone(),

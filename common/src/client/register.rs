@@ -109,12 +109,16 @@ pub struct CodeSent {
     pub expires_in_secs: u64,
     /// When another code may be requested.
     pub retry_after_secs: u64,
+    /// Names this request: [`Verify::session`] must carry it.
+    pub session: String,
 }
 
 /// What [`RegisterClient::verify`] sends.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Verify {
     pub number: String,
+    /// [`CodeSent::session`] of the request whose code this is.
+    pub session: String,
     pub code: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub device_name: Option<String>,

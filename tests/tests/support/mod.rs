@@ -1011,19 +1011,33 @@ pub async fn sign_up(
     device: &str,
     pin: Option<&str>,
 ) -> Result<common::client::Registered, common::client::RegisterError> {
-    let sent = rc.request_code(number).await.unwrap();
-    assert_eq!(sent.length, 6);
-    let code = node
-        .last_code(number)
-        .expect("the log provider wrote a code");
+    let v = code_for(rc, node, number).await;
     rc.verify(&common::client::Verify {
-        number: number.into(),
-        code,
         device_name: Some(device.into()),
         pin: pin.map(String::from),
-        ..common::client::Verify::default()
+        ..v
     })
     .await
+}
+
+/// Asks for a code for `number` and gives the verification of it: the
+/// number, the request's session and the code the `log` provider wrote
+/// (the device and PIN left for the caller).
+pub async fn code_for(
+    rc: &common::client::RegisterClient,
+    node: &RegisterNode,
+    number: &str,
+) -> common::client::Verify {
+    let sent = rc.request_code(number).await.unwrap();
+    assert_eq!(sent.length, 6);
+    common::client::Verify {
+        number: number.into(),
+        session: sent.session,
+        code: node
+            .last_code(number)
+            .expect("the log provider wrote a code"),
+        ..common::client::Verify::default()
+    }
 }
 
 /// How many codes the `log` provider of `d`'s wa-register wrote.

@@ -43,6 +43,8 @@ pub struct CodeSent {
     pub expires_in_secs: u64,
     /// When the client may ask for another code.
     pub retry_after_secs: u64,
+    /// This request's session: `POST /v1/verify` names it with the code.
+    pub session: String,
 }
 
 pub async fn handle(
@@ -82,14 +84,14 @@ pub async fn handle(
         });
     }
     let fixed = app.test_numbers.get(number.as_str()).map(String::as_str);
-    let (code, next) = app
+    let (code, session, next) = app
         .codes
         .issue(number.as_str(), fixed, now)
         .map_err(early)?;
     if fixed.is_none()
         && let Err(e) = app.sms.send(&number, &code).await
     {
-        app.codes.withdraw(number.as_str());
+        app.codes.withdraw(number.as_str(), &session);
         Metrics::inc(&m.sms_failed);
         tracing::warn!(provider = app.sms.name(), number = %number.masked(), error = %e, "SMS not sent");
         return Err(ApiError::SmsFailed);
@@ -112,5 +114,6 @@ pub async fn handle(
         length: CODE_LEN,
         expires_in_secs: app.config.codes.ttl.as_secs(),
         retry_after_secs: secs(next),
+        session: crate::codes::session_text(&session),
     }))
 }

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use super::{Body, ClientAddr, check_device, now_ms, now_secs};
 use crate::App;
 use crate::account::{Account, Change, Revocation, Stored, new_user_id};
-use crate::codes::{CheckError, valid_code};
+use crate::codes::{CheckError, parse_session, valid_code};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::phone::Number;
@@ -31,6 +31,8 @@ use crate::pin::Budget;
 #[derive(Debug, Deserialize)]
 pub struct VerifyRequest {
     pub number: String,
+    /// The `session` of the code request (`POST /v1/codes`) whose code this is.
+    pub session: Option<String>,
     pub code: String,
     /// A name for the device ("Pixel 9"); or give `public_key`, or both.
     pub device_name: Option<String>,
@@ -60,6 +62,10 @@ pub async fn handle(
 ) -> Result<Json<Registered>, ApiError> {
     let m = &app.metrics;
     let number = Number::parse(&req.number).map_err(|_| ApiError::BadNumber)?;
+    let Some(session) = req.session.as_deref() else {
+        return Err(ApiError::MissingField("session".to_string()));
+    };
+    let session = parse_session(session).ok_or(ApiError::BadSession)?;
     if !valid_code(&req.code) {
         return Err(ApiError::BadCode);
     }
@@ -89,7 +95,10 @@ pub async fn handle(
     }
     // Held until the registration succeeds (then used up) or fails (then
     // valid again, e.g. for the try with the PIN).
-    let claim = match app.codes.check(number.as_str(), &req.code, Instant::now()) {
+    let claim = match app
+        .codes
+        .check(number.as_str(), &session, &req.code, Instant::now())
+    {
         Ok(claim) => claim,
         Err(CheckError::Busy) => return Err(ApiError::Conflict),
         Err(CheckError::NoCode) => return Err(ApiError::NoCode),
