@@ -22,6 +22,7 @@ pub mod cluster;
 pub mod config;
 pub mod fsutil;
 pub mod link;
+pub mod privacy;
 pub mod proto;
 pub mod reminder;
 pub mod secret;

@@ -118,6 +118,9 @@ pub enum KvSpace {
     Phone = 1,
     /// key = a user id, value = its account record (opaque to the store).
     Account = 2,
+    /// key = a user id, value = who may see its presence
+    /// (`crate::privacy::PresencePrivacy`), applied by the home.
+    PresencePrivacy = 7,
 }
 
 /// Largest value the key-value service stores.
@@ -374,6 +377,10 @@ pub struct Watch {
     pub target: String,
     #[prost(bool, tag = "3")]
     pub watch: bool,
+    /// The user of `session`: the target's home shows it the target's
+    /// presence only if the target's privacy allows (`crate::privacy`).
+    #[prost(string, tag = "4")]
+    pub watcher: String,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]

@@ -215,6 +215,38 @@ impl Accounts {
         }
     }
 
+    /// `user`'s presence privacy (everyone, when never set).
+    pub async fn privacy(
+        &self,
+        user: &str,
+    ) -> Result<common::privacy::PresencePrivacy, AccountError> {
+        let r = self.link.kv_get(KvSpace::PresencePrivacy, user).await?;
+        Ok(common::privacy::PresencePrivacy::from_stored(&r.value))
+    }
+
+    /// Replaces `user`'s presence privacy record at its home, whatever it
+    /// was (read, then compare-and-set, again on a conflict).
+    pub async fn set_privacy(
+        &self,
+        user: &str,
+        privacy: &common::privacy::PresencePrivacy,
+    ) -> Result<(), AccountError> {
+        use prost::Message as _;
+        let value = Bytes::from(privacy.encode_to_vec());
+        for _ in 0..8 {
+            let r = self.link.kv_get(KvSpace::PresencePrivacy, user).await?;
+            match self
+                .link
+                .kv_put(KvSpace::PresencePrivacy, user, value.clone(), r.version)
+                .await?
+            {
+                Cas::Stored(_) => return Ok(()),
+                Cas::Conflict(_) => continue,
+            }
+        }
+        Err(AccountError::Contended)
+    }
+
     /// Reads `user`'s account, lets `f` decide, makes the revocations it
     /// asks for durable, writes with compare-and-set, and starts over on a
     /// conflict. A revocation that fails writes nothing: the error is the

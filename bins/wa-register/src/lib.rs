@@ -86,6 +86,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/devices/{id}", delete(api::devices::remove))
         .route("/v1/account", delete(api::account::delete))
         .route(
+            "/v1/account/privacy",
+            get(api::privacy::get).put(api::privacy::set),
+        )
+        .route(
             "/v1/account/pin",
             put(api::account::set_pin).delete(api::account::clear_pin),
         )

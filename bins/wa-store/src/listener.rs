@@ -441,6 +441,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 session: w.session,
                 target: w.target,
                 watch: w.watch,
+                watcher: w.watcher,
             },
         };
         // (A shard panicked and the store is stopping: as at a shutdown,
@@ -535,7 +536,7 @@ fn kv_op(link: &LinkTx, k: common::link::KvReq) -> Result<Op, common::link::KvRe
         ..Default::default()
     };
     let space = match KvSpace::try_from(k.space) {
-        Ok(s @ (KvSpace::Phone | KvSpace::Account)) => s,
+        Ok(s @ (KvSpace::Phone | KvSpace::Account | KvSpace::PresencePrivacy)) => s,
         _ => return Err(refuse(common::proto::Code::BadFrame)),
     };
     if k.key.is_empty() || k.key.len() > MAX_KV_KEY {

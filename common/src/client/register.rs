@@ -283,6 +283,20 @@ impl RegisterClient {
             .await
     }
 
+    /// Who may see this user's presence: `"everyone"`, `"contacts"` (the
+    /// user ids in `contacts`, at most 200) or `"nobody"`. Watchers it
+    /// hides presence from see the user as never online, from now on.
+    pub async fn set_privacy(
+        &self,
+        token: &str,
+        presence: &str,
+        contacts: &[&str],
+    ) -> Result<(), RegisterError> {
+        let body = serde_json::json!({ "presence": presence, "contacts": contacts });
+        self.empty(Method::PUT, "/v1/account/privacy", Some(body), token)
+            .await
+    }
+
     /// Deletes the account; every device's sessions close (a companion
     /// gives the `current_pin`).
     pub async fn delete_account(

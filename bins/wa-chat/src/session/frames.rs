@@ -63,6 +63,7 @@ impl Session {
                         session: self.id,
                         target: w.user.clone(),
                         watch: w.watch,
+                        watcher: self.user.clone(),
                     }));
                 }
                 if w.watch {

@@ -288,6 +288,7 @@ impl Session {
                     session: self.id,
                     target: target.clone(),
                     watch: false,
+                    watcher: self.user.clone(),
                 }));
             }
         }

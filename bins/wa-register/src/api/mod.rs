@@ -5,6 +5,7 @@
 pub mod account;
 pub mod devices;
 pub mod lock;
+pub mod privacy;
 pub mod refresh;
 pub mod request_code;
 pub mod verify;

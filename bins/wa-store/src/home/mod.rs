@@ -123,6 +123,8 @@ pub enum Op {
         session: u64,
         target: String,
         watch: bool,
+        /// The user of `session`.
+        watcher: String,
     },
     /// Read or compare-and-set a key-value record (on the shard of `key`).
     Kv {

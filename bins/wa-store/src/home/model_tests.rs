@@ -366,6 +366,7 @@ impl Harness {
             session: BARRIER,
             target: user.into(),
             watch: true,
+            watcher: "watcher".into(),
         })
         .await;
         let mut got = Vec::new();
@@ -380,6 +381,7 @@ impl Harness {
             session: BARRIER,
             target: user.into(),
             watch: false,
+            watcher: "watcher".into(),
         })
         .await;
         got

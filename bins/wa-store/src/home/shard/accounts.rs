@@ -58,6 +58,9 @@ impl Shard {
         };
         self.journal.append(&rec, false).map_err(internal)?;
         self.commit.ticket();
+        if space == KvSpace::PresencePrivacy {
+            self.privacy_changed(key);
+        }
         Ok(KvResult {
             req,
             code: 0,

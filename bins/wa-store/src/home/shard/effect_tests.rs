@@ -151,6 +151,7 @@ async fn an_append_is_answered_after_its_flush_then_pushed() {
             session: 9,
             target: "bo".into(),
             watch: true,
+            watcher: "watcher".into(),
         },
         now,
     );

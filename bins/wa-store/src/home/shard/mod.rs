@@ -30,6 +30,7 @@ mod log;
 #[cfg(test)]
 mod model_tests;
 mod pending;
+mod privacy;
 mod push;
 mod sessions;
 #[cfg(test)]
@@ -80,6 +81,8 @@ impl Drop for Session {
 struct Watcher {
     link: LinkTx,
     session: u64,
+    /// The user watching (its presence privacy is the target's choice).
+    user: String,
 }
 
 /// An item only in memory (and in the journal).
@@ -385,7 +388,8 @@ impl Shard {
                 session,
                 target,
                 watch,
-            } => self.watch(link, session, target, watch),
+                watcher,
+            } => self.watch(link, session, target, watch, watcher),
             Op::LinkGone { link } => self.link_gone(link, now.unix_ms),
             Op::Refill { link } => self.refill_link(link),
             Op::Rehome { owned } => self.rehome(&owned, now.unix_ms),

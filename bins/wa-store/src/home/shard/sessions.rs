@@ -4,9 +4,10 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use common::link::{Attached, Kick, PresenceDown, TypingDown, link_down};
+use common::link::{Attached, Kick, TypingDown, link_down};
 use common::proto::Code;
 
+use super::privacy::{presence, privacy_of};
 use super::{Effect, LinkId, LinkTx, Mailbox, Session, Shard, User, Watcher, fill};
 use crate::storage::Storage;
 
@@ -115,7 +116,7 @@ impl Shard {
         fill(&*storage, &user, &mailbox, &mut s, &mut self.effects);
         u.sessions.push(s);
         if !was_online {
-            notify_presence(u, &user, true, &mut self.effects);
+            notify_presence(&*storage, u, &user, true, &mut self.effects);
         }
     }
 
@@ -132,25 +133,32 @@ impl Shard {
         self.evict_if_idle(user);
     }
 
-    pub(super) fn watch(&mut self, link: LinkTx, session: u64, target: String, watch: bool) {
+    pub(super) fn watch(
+        &mut self,
+        link: LinkTx,
+        session: u64,
+        target: String,
+        watch: bool,
+        watcher: String,
+    ) {
         if let Err(e) = self.load(&target) {
             tracing::error!(error = %e, "cannot load a user for presence");
             return;
         }
+        let privacy = watch.then(|| privacy_of(&*self.storage, &target));
         let u = self.users.get_mut(&target).expect("loaded above");
         u.watchers
             .retain(|w| !(w.link.id == link.id && w.session == session));
-        if watch {
-            self.effects.push(Effect::Send {
-                link: link.clone(),
-                frame: link_down::Kind::Presence(PresenceDown {
-                    session,
-                    user: target.clone(),
-                    online: !u.sessions.is_empty(),
-                    last_seen_ms: u.last_seen.unwrap_or(0),
-                }),
-            });
-            u.watchers.push(Watcher { link, session });
+        if let Some(privacy) = privacy {
+            let w = Watcher {
+                link,
+                session,
+                user: watcher,
+            };
+            let online = !u.sessions.is_empty();
+            self.effects
+                .push(presence(&w, &target, u, online, &privacy));
+            u.watchers.push(w);
         }
         self.evict_if_idle(&target);
     }
@@ -214,19 +222,23 @@ pub(super) fn went_offline(
     if let Err(e) = storage.set_last_seen(user, now) {
         tracing::warn!(error = %e, "cannot record last seen");
     }
-    notify_presence(u, user, false, out);
+    notify_presence(storage, u, user, false, out);
 }
 
-pub(super) fn notify_presence(u: &User, user: &str, online: bool, out: &mut Vec<Effect>) {
+/// Tells `user`'s watchers it went online or offline, each as the user's
+/// privacy lets it see.
+pub(super) fn notify_presence(
+    storage: &dyn Storage,
+    u: &User,
+    user: &str,
+    online: bool,
+    out: &mut Vec<Effect>,
+) {
+    if u.watchers.is_empty() {
+        return;
+    }
+    let privacy = privacy_of(storage, user);
     for w in &u.watchers {
-        out.push(Effect::Send {
-            link: w.link.clone(),
-            frame: link_down::Kind::Presence(PresenceDown {
-                session: w.session,
-                user: user.to_owned(),
-                online,
-                last_seen_ms: u.last_seen.unwrap_or(0),
-            }),
-        });
+        out.push(presence(w, user, u, online, &privacy));
     }
 }
