@@ -125,6 +125,12 @@ pub struct LimitsConfig {
     /// their homes' answers, across all sessions; past it the edge stops
     /// reading from clients until answers free room.
     pub request_memory: bytesize::ByteSize,
+    /// The QUIC socket's kernel receive and send buffers. Every QUIC
+    /// connection shares the one UDP socket: a burst of handshakes past
+    /// what the receive buffer holds is dropped by the kernel. The kernel
+    /// caps it at `net.core.rmem_max`/`wmem_max` (the edge warns when it
+    /// did). 0 leaves the kernel's defaults.
+    pub quic_socket_buffer: bytesize::ByteSize,
     /// A session whose every pushable delivery (the home's push window, 256)
     /// has stayed unacknowledged this long is closed with `SLOW_CONSUMER`.
     #[serde(with = "humantime_serde")]
@@ -226,6 +232,7 @@ impl Default for LimitsConfig {
             outbound_queue: 1024,
             max_connections: 100_000,
             request_memory: bytesize::ByteSize::mib(256),
+            quic_socket_buffer: bytesize::ByteSize::mib(8),
             slow_consumer_after: Duration::from_secs(60),
         }
     }
@@ -355,6 +362,7 @@ keepalive = "30s"
 outbound_queue = 1024
 max_connections = 100000
 request_memory = "256 MiB"
+quic_socket_buffer = "8 MiB"
 slow_consumer_after = "60s"
 [link]
 heartbeat = "1s"

@@ -20,6 +20,7 @@ pub mod outbound;
 pub mod routing;
 pub mod session;
 pub mod transport;
+pub mod udp;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -314,6 +315,7 @@ fn quic_endpoint(
         .max_concurrent_bidi_streams(1u32.into())
         .max_concurrent_uni_streams(0u32.into());
     server.transport_config(Arc::new(transport));
+    udp::size_and_report(&socket, config.limits.quic_socket_buffer.as_u64() as usize);
     socket.set_nonblocking(true).map_err(ChatError::Quic)?;
     quinn::Endpoint::new(
         quinn::EndpointConfig::default(),
