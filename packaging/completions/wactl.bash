@@ -16,6 +16,9 @@ _wactl() {
             ",$1")
                 cmd="wactl"
                 ;;
+            wactl,backup)
+                cmd="wactl__subcmd__backup"
+                ;;
             wactl,cluster)
                 cmd="wactl__subcmd__cluster"
                 ;;
@@ -57,6 +60,9 @@ _wactl() {
                 ;;
             wactl,register)
                 cmd="wactl__subcmd__register"
+                ;;
+            wactl,restore)
+                cmd="wactl__subcmd__restore"
                 ;;
             wactl,send)
                 cmd="wactl__subcmd__send"
@@ -106,6 +112,9 @@ _wactl() {
             wactl__subcmd__config__subcmd__help,help)
                 cmd="wactl__subcmd__config__subcmd__help__subcmd__help"
                 ;;
+            wactl__subcmd__help,backup)
+                cmd="wactl__subcmd__help__subcmd__backup"
+                ;;
             wactl__subcmd__help,cluster)
                 cmd="wactl__subcmd__help__subcmd__cluster"
                 ;;
@@ -148,6 +157,9 @@ _wactl() {
             wactl__subcmd__help,register)
                 cmd="wactl__subcmd__help__subcmd__register"
                 ;;
+            wactl__subcmd__help,restore)
+                cmd="wactl__subcmd__help__subcmd__restore"
+                ;;
             wactl__subcmd__help,send)
                 cmd="wactl__subcmd__help__subcmd__send"
                 ;;
@@ -182,12 +194,46 @@ _wactl() {
 
     case "${cmd}" in
         wactl)
-            opts="-h -V --help --version keygen token up home promote send watch register code man status cluster sessions kick queues expire drain config completions help"
+            opts="-h -V --help --version keygen token up home promote send watch register code man status cluster sessions kick queues expire drain backup restore config completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        wactl__subcmd__backup)
+            opts="-o -h -V --nodes --dir --output --timeout --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --nodes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table json" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "table json" -- "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -496,8 +542,22 @@ _wactl() {
             return 0
             ;;
         wactl__subcmd__help)
-            opts="keygen token up home promote send watch register code man status cluster sessions kick queues expire drain config completions help"
+            opts="keygen token up home promote send watch register code man status cluster sessions kick queues expire drain backup restore config completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        wactl__subcmd__help__subcmd__backup)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -734,6 +794,20 @@ _wactl() {
             return 0
             ;;
         wactl__subcmd__help__subcmd__register)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        wactl__subcmd__help__subcmd__restore)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1000,6 +1074,28 @@ _wactl() {
                     ;;
                 --addr)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        wactl__subcmd__restore)
+            opts="-o -h -V --output --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -W "table json" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "table json" -- "${cur}"))
                     return 0
                     ;;
                 *)

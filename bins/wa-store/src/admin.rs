@@ -1,7 +1,7 @@
 //! The store's part of the admin API (`common::admin`): its metrics (the
 //! shards' atomics, read at scrape time), status fields (epoch, island,
-//! what is still only in memory) and `wactl queues` (the longest mailboxes
-//! as of the last sweep).
+//! what is still only in memory), `wactl queues` (the longest mailboxes
+//! as of the last sweep) and `wactl backup` ([`crate::backup`]).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -75,6 +75,7 @@ impl Store {
                 )),
             });
         }
+        self.install_backup(admin);
         let metrics = Arc::clone(&self.metrics);
         admin.route(
             "/admin/queues",
@@ -96,6 +97,63 @@ impl Store {
                     axum::Json(json!({ "largest": largest, "by_length": buckets }))
                 }
             }),
+        );
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct BackupQuery {
+    dir: std::path::PathBuf,
+}
+
+impl Store {
+    /// `POST /admin/backup?dir=DIR` starts a backup into DIR (on this
+    /// store's machine); `GET /admin/backup` reports the last one.
+    fn install_backup(&self, admin: &Admin) {
+        use axum::http::StatusCode;
+        let backups = Arc::new(crate::backup::Backups::default());
+        let source = self.journal.as_ref().map(|journal| {
+            let ownership = Arc::clone(&self.ownership);
+            let node = self.config.node.clone();
+            let island = self.island_name();
+            let engine_dir = self.engine_dir();
+            crate::backup::Source {
+                storage: Arc::clone(&self.storage),
+                journal: Arc::clone(journal),
+                engine: self.config.engine,
+                data_dir: self.config.data_dir.clone(),
+                engine_bytes: Arc::new(move || crate::home::dir_bytes(&engine_dir)),
+                describe: Arc::new(move || {
+                    json!({
+                        "node": node,
+                        "island": island,
+                        "epoch": ownership.current().map.epoch,
+                    })
+                }),
+            }
+        });
+        let b = Arc::clone(&backups);
+        admin.route(
+            "/admin/backup",
+            get(move || {
+                let report = b.report();
+                async move { axum::Json(report) }
+            })
+            .post(
+                move |axum::extract::Query(q): axum::extract::Query<BackupQuery>| {
+                    let answer = match &source {
+                        None => Err((
+                            StatusCode::CONFLICT,
+                            "this store is a secondary: back up its primary".to_string(),
+                        )),
+                        Some(s) => backups
+                            .start(s.clone(), q.dir)
+                            .map(|job| axum::Json(job.report()))
+                            .map_err(|e| (StatusCode::CONFLICT, e.to_string())),
+                    };
+                    async move { answer }
+                },
+            ),
         );
     }
 }

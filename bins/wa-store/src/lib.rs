@@ -7,6 +7,7 @@
 //! database is open.
 
 pub mod admin;
+pub mod backup;
 pub mod cli;
 pub mod config;
 pub mod courier;

@@ -14,7 +14,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// code). `keygen` and `token` manage token signing keys and mint
 /// credentials directly, for tests and demos.
 ///
-/// For operators: `status`, `cluster`, `sessions`, `kick`, `queues`, `expire` and `drain` ask the admin
+/// For operators: `status`, `cluster`, `sessions`, `kick`, `queues`, `expire`, `drain` and `backup` ask the admin
 /// listeners of the nodes in the node list (--nodes FILE, default
 /// /etc/wa/wactl.toml, or DIR/wactl.toml of a `wactl up` directory with
 /// --dir), and print a table, or JSON with --output json. `config defaults`
@@ -51,6 +51,8 @@ pub enum Command {
     Queues(QueuesArgs),
     Expire(ExpireArgs),
     Drain(DrainArgs),
+    Backup(BackupArgs),
+    Restore(RestoreArgs),
     Config(ConfigArgs),
     Completions(CompletionsArgs),
 }
@@ -211,6 +213,53 @@ pub struct DrainArgs {
     /// How long after the window to wait for the last sessions.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub grace: Duration,
+}
+
+/// Copy a running store's data (every mailbox and every account, phone
+/// number and device generation) into DIR on the store's machine, while it
+/// serves.
+///
+/// The copy is consistent: it holds everything the store had accepted
+/// when the backup began (and more). DIR is a data directory a fresh store
+/// can start from (`wactl restore`); it must be absent or empty, and the
+/// store's user must be able to create it. A relative DIR is taken from
+/// wactl's working directory (so as the store's own path when wactl runs on
+/// the store's machine). Shows progress on stderr; exit 0 once the copy is
+/// complete, 1 if it failed or the store refused (a secondary, a backup
+/// already under way, DIR not empty).
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    #[command(flatten)]
+    pub nodes: NodesArg,
+    #[command(flatten)]
+    pub output: OutputArg,
+    /// The store's name in the node list (`store-1`); it must be a primary.
+    pub store: String,
+    /// Where the copy goes, on the store's machine.
+    #[arg(value_name = "DIR")]
+    pub into: PathBuf,
+    /// How long to wait for the copy to complete.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+}
+
+/// Make DATA_DIR a copy of the backup BACKUP, for a store to start from.
+///
+/// Run it on the store's machine with the store stopped, as the store's
+/// user (or chown the result to it). DATA_DIR must be absent or empty: a
+/// restore never mixes a backup with other data. The store's `engine`
+/// must be the one the backup names. Copies into DATA_DIR.restoring first
+/// and renames it, so an interrupted restore leaves no half data directory.
+/// Exit 0 when done, 1 if BACKUP is not a complete backup or DATA_DIR is
+/// not empty.
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    #[command(flatten)]
+    pub output: OutputArg,
+    /// A directory `wactl backup` wrote.
+    pub backup: PathBuf,
+    /// The store's `data_dir` (absent or empty).
+    pub data_dir: PathBuf,
 }
 
 /// Configuration files.

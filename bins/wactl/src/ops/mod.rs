@@ -4,13 +4,16 @@
 //!
 //! Exit codes: 0 done (and, for `status`, every node up and ready), 1 the
 //! command failed (node list, token, a node refusing), 2 `status` found a
-//! node down or not ready, or `drain` left sessions open.
+//! node down or not ready, or `drain` left sessions open. `backup` exits 1
+//! when the copy failed; `restore` (local, no node list) 1 when it refused.
 
+pub mod backup;
 pub mod cluster;
 pub mod drain;
 pub mod expire;
 pub mod progress;
 pub mod queues;
+pub mod restore;
 pub mod sessions;
 pub mod status;
 pub mod table;
