@@ -5,13 +5,12 @@
 mod support;
 
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::client::{Event, MessageId, Transport};
-use support::{Deployment, PATIENCE, bin_dir, sign_up};
+use support::{Deployment, PATIENCE, sign_up, wactl, write_node_list};
 
 /// Recipients that stay offline while the load runs: their mailboxes keep
 /// everything, some of it written back to the engine, some only in the
@@ -22,32 +21,6 @@ const OFFLINE: [&str; 4] = ["rcpt-0", "rcpt-1", "rcpt-2", "rcpt-3"];
 const ONLINE: &str = "reader";
 const SENDERS: usize = 3;
 
-fn wactl_toml(dir: &Path, store_admin: std::net::SocketAddr) {
-    std::fs::write(
-        dir.join("wactl.toml"),
-        format!(
-            "token_file = \"{}\"\n[[node]]\nname = \"store-1\"\nservice = \"wa-store\"\nadmin = \"{store_admin}\"\n",
-            dir.join("admin.token").display()
-        ),
-    )
-    .unwrap();
-}
-
-async fn wactl(args: &[&std::ffi::OsStr]) -> (std::process::ExitStatus, serde_json::Value, String) {
-    let out = tokio::time::timeout(
-        PATIENCE * 4,
-        tokio::process::Command::new(bin_dir().join("wactl"))
-            .args(args)
-            .output(),
-    )
-    .await
-    .expect("wactl returns within patience")
-    .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    let doc = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
-    (out.status, doc, stderr)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_backup_taken_under_load_restores_every_account_and_accepted_message() {
     // Write-back after 200 ms: by the backup, most of the load is in the
@@ -55,7 +28,8 @@ async fn a_backup_taken_under_load_restores_every_account_and_accepted_message()
     let store_extra = "[cache]\nsync_delay = \"200ms\"\n";
     let mut d = Deployment::start_with_store_config(store_extra, |_| {}).await;
     let dir = d.dir.path().to_owned();
-    wactl_toml(&dir, d.store_process.as_ref().unwrap().admin);
+    let store_admin = d.store_process.as_ref().unwrap().admin;
+    write_node_list(&dir, &[("store-1", "wa-store", store_admin)]);
 
     // Accounts (key-value records: phone numbers and account records).
     let register = d.start_register("").await;

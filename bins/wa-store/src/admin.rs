@@ -1,7 +1,8 @@
 //! The store's part of the admin API (`common::admin`): its metrics (the
 //! shards' atomics, read at scrape time), status fields (epoch, island,
 //! what is still only in memory), `wactl queues` (the longest mailboxes
-//! as of the last sweep) and `wactl backup` ([`crate::backup`]).
+//! as of the last sweep), `wactl backup` ([`crate::backup`]) and `wactl
+//! user` and `trace` ([`crate::inspect`]).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -76,6 +77,11 @@ impl Store {
             });
         }
         self.install_backup(admin);
+        crate::inspect::Inspect {
+            home: Arc::clone(&self.home_slot),
+            ownership: Arc::clone(&self.ownership),
+        }
+        .install(admin);
         let metrics = Arc::clone(&self.metrics);
         admin.route(
             "/admin/queues",

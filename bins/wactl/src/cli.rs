@@ -14,7 +14,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// code). `keygen` and `token` manage token signing keys and mint
 /// credentials directly, for tests and demos.
 ///
-/// For operators: `status`, `cluster`, `sessions`, `kick`, `queues`, `expire`, `drain` and `backup` ask the admin
+/// For operators: `status`, `cluster`, `sessions`, `kick`, `queues`, `expire`, `drain`, `backup`, `user` and `trace` ask the admin
 /// listeners of the nodes in the node list (--nodes FILE, default
 /// /etc/wa/wactl.toml, or DIR/wactl.toml of a `wactl up` directory with
 /// --dir), and print a table, or JSON with --output json. `config defaults`
@@ -22,8 +22,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// completion script.
 ///
 /// Exit codes: 0 success, 1 failure (the message says why), 2 `status`
-/// found a node down or not ready (or `drain` left sessions), 64 bad
-/// arguments.
+/// found a node down or not ready (or `drain` left sessions), 3 `user show`
+/// or `trace` found nothing, 64 bad arguments.
 #[derive(Debug, Parser)]
 #[command(name = "wactl", version, propagate_version = true)]
 pub struct Cli {
@@ -53,6 +53,8 @@ pub enum Command {
     Drain(DrainArgs),
     Backup(BackupArgs),
     Restore(RestoreArgs),
+    User(UserArgs),
+    Trace(TraceArgs),
     Config(ConfigArgs),
     Completions(CompletionsArgs),
 }
@@ -213,6 +215,98 @@ pub struct DrainArgs {
     /// How long after the window to wait for the last sessions.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub grace: Duration,
+}
+
+/// An account at its home: show it, ban or unban it, delete it.
+///
+/// Asks every wa-store of the node list; the one that is USER's home
+/// answers (the node list must name it).
+#[derive(Debug, Args)]
+pub struct UserArgs {
+    #[command(subcommand)]
+    pub command: UserCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    Show(UserShowArgs),
+    Ban(UserBanArgs),
+    Unban(UserShowArgs),
+    Delete(UserDeleteArgs),
+}
+
+/// Show USER: account (phone number, devices, registration), device
+/// generations, sessions, mailbox length, last seen, ban. Never message
+/// contents.
+///
+/// Exit 3 if the home knows nothing of USER (no account, no device, an
+/// empty mailbox).
+#[derive(Debug, Args)]
+pub struct UserShowArgs {
+    #[command(flatten)]
+    pub nodes: NodesArg,
+    #[command(flatten)]
+    pub output: OutputArg,
+    /// The user id.
+    pub user: String,
+}
+
+/// Ban USER: its sessions end with BANNED and every new login is refused
+/// with BANNED (code 34) until `wactl user unban`. Messages to USER are
+/// still stored.
+#[derive(Debug, Args)]
+pub struct UserBanArgs {
+    #[command(flatten)]
+    pub nodes: NodesArg,
+    #[command(flatten)]
+    pub output: OutputArg,
+    /// The user id.
+    pub user: String,
+    /// Why (kept with the ban, shown by `user show`).
+    #[arg(long, default_value = "")]
+    pub reason: String,
+}
+
+/// Delete USER: the account record, its phone number's record, the
+/// mailbox; every device is revoked (its sessions end with REVOKED and its
+/// credentials are refused for good). The number can then register again,
+/// as a new account.
+#[derive(Debug, Args)]
+pub struct UserDeleteArgs {
+    #[command(flatten)]
+    pub nodes: NodesArg,
+    #[command(flatten)]
+    pub output: OutputArg,
+    /// The user id.
+    pub user: String,
+    /// Really delete (there is no undo but a restore).
+    #[arg(long, required = true)]
+    pub yes: bool,
+}
+
+/// Where the message MESSAGE_ID from FROM to TO is now, from the records
+/// of TO's home: stored (accepted or not yet), in memory (and the
+/// journal) or in the engine, pushed to which session, acknowledged,
+/// deleted, and its delivered receipt.
+///
+/// MESSAGE_ID is the 32 hex digits of the message id (`wactl send` prints
+/// it). A home remembers ids of messages delivered from memory for 5
+/// minutes; older ones are found only while in the engine. Exit 3 if the
+/// home has no record of the message.
+#[derive(Debug, Args)]
+pub struct TraceArgs {
+    #[command(flatten)]
+    pub nodes: NodesArg,
+    #[command(flatten)]
+    pub output: OutputArg,
+    /// The message id, 32 hex digits.
+    pub message_id: String,
+    /// The sender's user id.
+    #[arg(long)]
+    pub from: String,
+    /// The recipient's user id.
+    #[arg(long)]
+    pub to: String,
 }
 
 /// Copy a running store's data (every mailbox and every account, phone
@@ -481,7 +575,8 @@ pub enum WaitFor {
 /// Send one text message through a `wactl up` deployment.
 ///
 /// Mints a token for FROM with DIR/keys/k1.pem, connects to the wa-chat of
-/// DIR/wa-chat.toml, sends TEXT to TO and prints `accepted`, then, as --wait
+/// DIR/wa-chat.toml, sends TEXT to TO, prints the message's id on stderr
+/// (`id HEX`, for `wactl trace`) and `accepted`, then, as --wait
 /// asks, `delivered` and `read` when those receipts arrive (acknowledging
 /// them). Exits 1 if the message is rejected or the wait times out.
 #[derive(Debug, Args)]

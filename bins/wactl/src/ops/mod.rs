@@ -5,7 +5,8 @@
 //! Exit codes: 0 done (and, for `status`, every node up and ready), 1 the
 //! command failed (node list, token, a node refusing), 2 `status` found a
 //! node down or not ready, or `drain` left sessions open. `backup` exits 1
-//! when the copy failed; `restore` (local, no node list) 1 when it refused.
+//! when the copy failed; `restore` (local, no node list) 1 when it refused;
+//! `user show` and `trace` 3 when the home knows nothing of it.
 
 pub mod backup;
 pub mod cluster;
@@ -17,6 +18,8 @@ pub mod restore;
 pub mod sessions;
 pub mod status;
 pub mod table;
+pub mod trace;
+pub mod user;
 
 use std::path::PathBuf;
 
