@@ -184,3 +184,73 @@ async fn wactl_user_shows_bans_unbans_and_deletes_an_account() {
     drop(chat);
     d.stop().await;
 }
+
+/// `[admin] socket`: the admin API on a Unix socket (mode 0660) answers
+/// wactl without any token, while the TCP listener still wants one; the
+/// socket file goes when the service stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_socket_needs_no_token_and_its_file_mode_is_the_gate() {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let run = tempfile::tempdir().unwrap();
+    let socket = run.path().join("admin.sock");
+    // The store's test config ends in its `[admin]` table: `socket` joins it.
+    let dir = tempfile::tempdir().unwrap();
+    support::write_pki(dir.path());
+    support::write_map(dir.path(), "127.0.0.1:9".parse().unwrap());
+    let text = support::store_toml(dir.path(), "127.0.0.1:0".parse().unwrap())
+        + &format!("socket = \"{}\"\n", socket.display());
+    let cfg = dir.path().join("wa-store.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let mut child = tokio::process::Command::new(support::bin_dir().join("wa-store"))
+        .arg("--config")
+        .arg(&cfg)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let line = support::ready_line(&mut child, "wa-store").await;
+    assert_eq!(
+        support::field(&line, "admin_socket"),
+        socket.to_str().unwrap()
+    );
+    let meta = std::fs::symlink_metadata(&socket).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+    let admin: std::net::SocketAddr = support::field(&line, "admin").parse().unwrap();
+
+    // A node list whose token file does not exist: only the socket works.
+    let list = dir.path().join("socket-nodes.toml");
+    std::fs::write(
+        &list,
+        format!(
+            "token_file = \"{}\"\n[[node]]\nname = \"store-1\"\nservice = \"wa-store\"\nadmin = \"{admin}\"\nsocket = \"{}\"\n",
+            dir.path().join("no-such.token").display(),
+            socket.display()
+        ),
+    )
+    .unwrap();
+    let list_arg = list.display().to_string();
+    let (st, doc, stderr) = wactl(&["status", "--output", "json", "--nodes", &list_arg]).await;
+    assert!(st.success(), "{stderr}");
+    assert_eq!(doc["nodes"][0]["up"], true, "{doc}");
+    assert_eq!(doc["nodes"][0]["status"]["service"], "wa-store", "{doc}");
+    let (st, doc, stderr) = wactl(&[
+        "user", "show", "nobody", "--output", "json", "--nodes", &list_arg,
+    ])
+    .await;
+    assert_eq!(st.code(), Some(3), "{stderr}");
+    assert_eq!(doc["home"], true, "{doc}");
+    // The TCP listener still wants the token.
+    let a = common::admin::client::request(admin, http::Method::GET, "/admin/status", None)
+        .await
+        .unwrap();
+    assert_eq!(a.status, 401);
+
+    support::sigterm(&child);
+    let st = tokio::time::timeout(support::PATIENCE, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(st.success(), "wa-store exited with {st}");
+    assert!(!socket.exists(), "the socket file outlived the store");
+}

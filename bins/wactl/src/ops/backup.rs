@@ -30,7 +30,7 @@ pub(crate) async fn backup(args: &BackupArgs) -> anyhow::Result<ExitCode> {
     };
     let started = Instant::now();
     let path = format!("/admin/backup?dir={}", super::escape(dir_text));
-    common::admin::client::call_json(store.admin, http::Method::POST, &path, &token)
+    common::admin::client::call_json(store.target(), http::Method::POST, &path, &token)
         .await
         .with_context(|| format!("store {}", store.name))?;
     let bar = Progress::new(args.output.output);
@@ -38,7 +38,7 @@ pub(crate) async fn backup(args: &BackupArgs) -> anyhow::Result<ExitCode> {
     let mut tick = tokio::time::interval(POLL);
     let report = loop {
         tick.tick().await;
-        let r = common::admin::client::get_json(store.admin, "/admin/backup", &token)
+        let r = common::admin::client::get_json(store.target(), "/admin/backup", &token)
             .await
             .with_context(|| format!("store {}", store.name))?;
         if r["dir"].as_str() != Some(dir_text) {

@@ -39,9 +39,14 @@ pub fn load(arg: &NodesArg) -> anyhow::Result<(Nodes, Vec<u8>)> {
         (None, None) => PathBuf::from(DEFAULT_NODES),
     };
     let nodes = Nodes::load(&path)?;
-    let token = nodes
-        .token()
-        .with_context(|| format!("the token_file of {}", path.display()))?;
+    let token = match nodes.token() {
+        Ok(t) => t,
+        // Over admin sockets no token is needed.
+        Err(_) if nodes.node.iter().all(|n| n.socket.is_some()) => Vec::new(),
+        Err(e) => {
+            return Err(e).with_context(|| format!("the token_file of {}", path.display()));
+        }
+    };
     Ok((nodes, token))
 }
 

@@ -133,7 +133,7 @@ pub(crate) async fn ask_all(
             path.to_owned(),
             method.clone(),
         );
-        async move { common::admin::client::call_json(n.admin, method, &path, &token).await }
+        async move { common::admin::client::call_json(n.target(), method, &path, &token).await }
     })
     .await;
     let mut errors = Vec::new();
