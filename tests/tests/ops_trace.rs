@@ -122,6 +122,7 @@ async fn wactl_trace_follows_a_message_through_its_states() {
     })
     .await;
     assert_eq!(doc["pushed_to"][0]["device"], 1, "{doc}");
+    assert_eq!(doc["pushed_to"][0]["edge"], "chat-1", "{doc}");
     assert_eq!(doc["acknowledged"], false, "{doc}");
     assert_eq!(doc["place"], "cache", "{doc}");
 

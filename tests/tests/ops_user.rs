@@ -103,6 +103,7 @@ async fn wactl_user_shows_bans_unbans_and_deletes_an_account() {
     };
     assert_eq!(doc["online"], true, "{doc}");
     assert_eq!(doc["sessions"][0]["device"], reg.device, "{doc}");
+    assert_eq!(doc["sessions"][0]["edge"], "chat-1", "{doc}");
 
     // Ban: the session ends with BANNED, a new login is refused with it.
     let (code, doc, stderr) = user(&dir, &["ban", &who, "--reason", "spam"]).await;

@@ -80,6 +80,7 @@ impl Store {
         crate::inspect::Inspect {
             home: Arc::clone(&self.home_slot),
             ownership: Arc::clone(&self.ownership),
+            metrics: Arc::clone(&self.metrics),
         }
         .install(admin);
         let metrics = Arc::clone(&self.metrics);

@@ -34,11 +34,35 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 
 type Reply = Result<axum::Json<Value>, (StatusCode, String)>;
 
-/// What the routes share: the home once this store serves, and the map.
+/// What the routes share: the home once this store serves, the map, and
+/// the edges' names.
 #[derive(Clone)]
 pub struct Inspect {
     pub home: Arc<Mutex<WeakHome>>,
     pub ownership: Arc<Ownership>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+}
+
+/// The edge (its node name) at the other end of each link that is up.
+#[derive(Default)]
+pub struct LinkNames(Mutex<std::collections::HashMap<u64, String>>);
+
+impl LinkNames {
+    pub fn up(&self, link: u64, edge: &str) {
+        self.lock().insert(link, edge.to_owned());
+    }
+
+    pub fn down(&self, link: u64) {
+        self.lock().remove(&link);
+    }
+
+    pub fn name(&self, link: u64) -> Option<String> {
+        self.lock().get(&link).cloned()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<u64, String>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 #[derive(Deserialize)]
@@ -169,7 +193,7 @@ impl Inspect {
         user_id(&q.user)?;
         Ok(axum::Json(match self.ask(&q.user, Action::Show).await? {
             None => json!({ "home": false }),
-            Some(Answer::User(v)) => user_json(&q.user, &v),
+            Some(Answer::User(v)) => user_json(&q.user, &v, &self.metrics.edges),
             Some(other) => unexpected(&other),
         }))
     }
@@ -250,7 +274,7 @@ impl Inspect {
         };
         Ok(axum::Json(match self.ask(&q.to, action).await? {
             None => json!({ "home": false }),
-            Some(Answer::Trace(t)) => trace_json(&q, &t),
+            Some(Answer::Trace(t)) => trace_json(&q, &t, &self.metrics.edges),
             Some(other) => unexpected(&other),
         }))
     }
@@ -267,8 +291,9 @@ fn account(raw: &Option<Vec<u8>>) -> Value {
         .unwrap_or(Value::Null)
 }
 
-fn session_json(s: &SessionView) -> Value {
+fn session_json(s: &SessionView, edges: &LinkNames) -> Value {
     json!({
+        "edge": edges.name(s.link),
         "link": s.link,
         "session": s.session,
         "device": s.device,
@@ -277,7 +302,7 @@ fn session_json(s: &SessionView) -> Value {
     })
 }
 
-fn user_json(user: &str, v: &UserView) -> Value {
+fn user_json(user: &str, v: &UserView, edges: &LinkNames) -> Value {
     let a = account(&v.account);
     // Of the record, what an operator needs: no PIN hash, no device keys.
     let account = if a.is_null() {
@@ -319,7 +344,7 @@ fn user_json(user: &str, v: &UserView) -> Value {
         "account": account,
         "banned": ban,
         "device_generations": revoked,
-        "sessions": v.sessions.iter().map(session_json).collect::<Vec<_>>(),
+        "sessions": v.sessions.iter().map(|s| session_json(s, edges)).collect::<Vec<_>>(),
         "online": online,
         "last_seen_ms": v.last_seen_ms,
         "mailbox": {
@@ -331,7 +356,7 @@ fn user_json(user: &str, v: &UserView) -> Value {
     })
 }
 
-fn trace_json(q: &TraceQuery, t: &TraceView) -> Value {
+fn trace_json(q: &TraceQuery, t: &TraceView, edges: &LinkNames) -> Value {
     let Some(found_in) = t.found_in else {
         return json!({
             "home": true,
@@ -355,7 +380,7 @@ fn trace_json(q: &TraceQuery, t: &TraceView) -> Value {
         "place": t.place,
         "journal_segment": t.segment,
         "writing_back": t.writing_back,
-        "pushed_to": t.pushed_to.iter().map(session_json).collect::<Vec<_>>(),
+        "pushed_to": t.pushed_to.iter().map(|s| session_json(s, edges)).collect::<Vec<_>>(),
         "acknowledged": t.awaiting_receipt || t.place == "gone",
         "receipt": if t.awaiting_receipt {
             "delivered receipt on its way to the sender's home"

@@ -1342,4 +1342,40 @@ mod tests {
         j.round_flushed(r);
         assert_eq!(j.release().unwrap(), 0);
     }
+
+    #[test]
+    fn a_backup_holds_segments_apart_from_a_catch_up_pin() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::start_fresh(dir.path(), SEGMENT_BYTES).unwrap();
+        let s1 = j.append(&app("bob", 1), true).unwrap();
+        let held = j.hold();
+        assert_eq!(held, s1);
+        // A catch-up pins and unpins meanwhile: the backup's hold stays.
+        let _cut = j.tap_on(Arc::new(tokio::sync::Notify::new()));
+        j.unpin();
+        j.seal().unwrap();
+        j.settle(s1, 1);
+        let r = j.round_begin();
+        j.round_flushed(r);
+        assert_eq!(j.release().unwrap(), 0, "held by the backup");
+        // The cut names the held segment (sealed) and the current one.
+        let s2 = j.append(&app("bob", 2), false).unwrap();
+        let now = j.segments_now();
+        assert_eq!(now.len(), 2, "{now:?}");
+        assert_eq!(now[0], (s1, u64::MAX));
+        assert_eq!(now[1].0, s2);
+        j.sync().unwrap();
+        let mut seen = Vec::new();
+        for (id, upto) in now {
+            j.visit_segment_upto(id, upto, &mut |r| {
+                seen.push(r);
+                Ok(())
+            })
+            .unwrap()
+            .unwrap();
+        }
+        assert_eq!(seen, [app("bob", 1), app("bob", 2)]);
+        j.let_go(held);
+        assert_eq!(j.release().unwrap(), 1, "let go");
+    }
 }

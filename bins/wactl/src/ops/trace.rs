@@ -47,7 +47,7 @@ fn table(doc: &Value) -> String {
         Value::String(s) => s.clone(),
         v => v.to_string(),
     };
-    let mut t = Table::new(&["", ""]);
+    let mut t = Table::new(&["FIELD", "VALUE"]);
     let place = match doc["place"].as_str() {
         Some("cache") => format!(
             "in memory and the journal (segment {})",

@@ -211,7 +211,7 @@ fn show_table(doc: &Value) -> String {
         ),
     ]);
     let mut out = t.render();
-    let mut d = Table::new(&["DEVICE", "NAME", "MIN GENERATION", "SESSIONS"]);
+    let mut d = Table::new(&["DEVICE", "NAME", "MIN GENERATION", "SESSIONS (EDGE)"]);
     let mut ids: Vec<u64> = a["devices"]
         .as_array()
         .into_iter()
@@ -239,13 +239,19 @@ fn show_table(doc: &Value) -> String {
             .flatten()
             .find(|g| g["device"].as_u64() == Some(id))
             .map_or("-".into(), |g| cell(&g["min_generation"]));
-        let sessions = doc["sessions"]
+        let sessions: Vec<String> = doc["sessions"]
             .as_array()
             .into_iter()
             .flatten()
             .filter(|s| s["device"].as_u64() == Some(id))
-            .count();
-        d.row(vec![id.to_string(), name, min, sessions.to_string()]);
+            .map(|s| s["edge"].as_str().unwrap_or("?").to_string())
+            .collect();
+        let sessions = if sessions.is_empty() {
+            "-".to_string()
+        } else {
+            sessions.join(", ")
+        };
+        d.row(vec![id.to_string(), name, min, sessions]);
     }
     out.push('\n');
     out.push_str(&d.render());
