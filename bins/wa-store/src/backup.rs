@@ -101,7 +101,7 @@ impl Backups {
         if !dir.is_absolute() {
             return Err(Refused::Relative(dir));
         }
-        if dir.starts_with(&source.data_dir) {
+        if resolved(&dir).starts_with(resolved(&source.data_dir)) {
             return Err(Refused::Inside(dir));
         }
         if std::fs::read_dir(&dir).is_ok_and(|mut d| d.next().is_some()) {
@@ -256,6 +256,29 @@ fn run(source: &Source, job: &Job) -> Result<(), String> {
     marker(MANIFEST, text.as_bytes())
 }
 
+/// `p` with symbolic links and `..` resolved as far as it exists (the
+/// rest appended as written).
+fn resolved(p: &Path) -> PathBuf {
+    use std::path::Component;
+    let parts: Vec<Component<'_>> = p.components().collect();
+    for n in (1..=parts.len()).rev() {
+        let prefix: PathBuf = parts[..n].iter().collect();
+        if let Ok(mut real) = std::fs::canonicalize(&prefix) {
+            for c in &parts[n..] {
+                match c {
+                    Component::ParentDir => {
+                        real.pop();
+                    }
+                    Component::Normal(name) => real.push(name),
+                    _ => {}
+                }
+            }
+            return real;
+        }
+    }
+    p.to_owned()
+}
+
 /// Creates `dir` (and its parents) readable by its owner only.
 fn make_dir(dir: &Path) -> std::io::Result<()> {
     let mut b = std::fs::DirBuilder::new();
@@ -266,4 +289,21 @@ fn make_dir(dir: &Path) -> std::io::Result<()> {
         b.mode(0o700);
     }
     b.create(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_path_is_resolved_as_far_as_it_exists() {
+        let d = tempfile::tempdir().unwrap();
+        let real = std::fs::canonicalize(d.path()).unwrap();
+        std::fs::create_dir(real.join("data")).unwrap();
+        std::os::unix::fs::symlink(real.join("data"), real.join("link")).unwrap();
+        // Through a link, or `..`, into the data directory: inside it.
+        assert!(resolved(&real.join("link/backup")).starts_with(real.join("data")));
+        assert!(resolved(&real.join("x/../data/new/deeper")).starts_with(real.join("data")));
+        assert!(!resolved(&real.join("data-backups/1")).starts_with(real.join("data")));
+    }
 }
