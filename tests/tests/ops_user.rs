@@ -191,7 +191,7 @@ async fn wactl_user_shows_bans_unbans_and_deletes_an_account() {
 /// socket file goes when the service stops.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_socket_needs_no_token_and_its_file_mode_is_the_gate() {
-    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
     let run = tempfile::tempdir().unwrap();
     let socket = run.path().join("admin.sock");
     // The store's test config ends in its `[admin]` table: `socket` joins it.
@@ -220,7 +220,9 @@ async fn the_admin_socket_needs_no_token_and_its_file_mode_is_the_gate() {
     let admin: std::net::SocketAddr = support::field(&line, "admin").parse().unwrap();
 
     // A node list whose token file does not exist: only the socket works.
-    let list = dir.path().join("socket-nodes.toml");
+    // (Beside the socket, readable by anyone: another user runs wactl
+    // with it below.)
+    let list = run.path().join("socket-nodes.toml");
     std::fs::write(
         &list,
         format!(
@@ -241,6 +243,42 @@ async fn the_admin_socket_needs_no_token_and_its_file_mode_is_the_gate() {
     .await;
     assert_eq!(st.code(), Some(3), "{stderr}");
     assert_eq!(doc["home"], true, "{doc}");
+    // Who may connect is who may write the socket file: another user
+    // may not, unless in its group. (The directory lets anyone through.)
+    // (/proc/self belongs to the process's user.)
+    if std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0) {
+        let open = std::fs::Permissions::from_mode(0o755);
+        std::fs::set_permissions(run.path(), open).unwrap();
+        std::fs::set_permissions(&list, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let group = std::fs::metadata(&socket).unwrap().gid();
+        let as_nobody = |gid: u32| {
+            let list = list.clone();
+            async move {
+                tokio::process::Command::new(support::bin_dir().join("wactl"))
+                    .args(["status", "--output", "json", "--nodes"])
+                    .arg(&list)
+                    .uid(65534)
+                    .gid(gid)
+                    .output()
+                    .await
+                    .unwrap()
+            }
+        };
+        let out = as_nobody(65534).await;
+        assert_eq!(out.status.code(), Some(2), "another user got in: {out:?}");
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(
+            doc["nodes"][0]["error"]
+                .as_str()
+                .unwrap()
+                .contains("ermission denied"),
+            "{doc}"
+        );
+        let out = as_nobody(group).await;
+        assert!(out.status.success(), "a member of the group: {out:?}");
+    } else {
+        println!("not root: the check with another user is left out");
+    }
     // The TCP listener still wants the token.
     let a = common::admin::client::request(admin, http::Method::GET, "/admin/status", None)
         .await
