@@ -251,3 +251,98 @@ async fn a_backup_taken_under_load_restores_every_account_and_accepted_message()
     println!("restored: all {expected} messages accepted before the backup ({restored} in all)");
     d.stop().await;
 }
+
+/// A backup of a primary whose secondary follows: the backup and the
+/// catch-up's stream do not get in each other's way (each holds the
+/// journal its own way), the secondary refuses to be backed up, and the
+/// copy holds every accepted message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_with_a_following_secondary_is_backed_up_and_the_secondary_refuses() {
+    let c = support::cluster::Cluster::start_replicated(1).await;
+    let dir = c.dir.path().to_owned();
+    write_node_list(
+        &dir,
+        &[
+            ("store-1", "wa-store", c.stores[0].admin),
+            ("store-1b", "wa-store", c.stores[1].admin),
+        ],
+    );
+    let bob = c.user_on(1, "bob");
+    let (alice, mut ea) = c.client(&c.user_on(1, "alice"), 1).await;
+    let mut ids = HashSet::new();
+    for n in 0..50 {
+        let id = alice
+            .send(&bob, bytes::Bytes::from(format!("m{n}")))
+            .await
+            .unwrap();
+        ids.insert(id);
+    }
+    while !ids.is_empty() {
+        match tokio::time::timeout(PATIENCE, ea.next()).await {
+            Ok(Some(Event::Accepted { id, .. })) => {
+                ids.remove(&id);
+            }
+            Ok(Some(_)) => {}
+            other => panic!("no Accepted for every message: {other:?}"),
+        }
+    }
+
+    let backup = dir.join("backup");
+    let (st, doc, stderr) = wactl(&[
+        "backup".as_ref(),
+        "store-1b".as_ref(),
+        backup.as_os_str(),
+        "--dir".as_ref(),
+        dir.as_os_str(),
+    ])
+    .await;
+    assert_eq!(st.code(), Some(1), "{doc} {stderr}");
+    assert!(stderr.contains("does not serve as primary"), "{stderr}");
+    let (st, doc, stderr) = wactl(&[
+        "backup".as_ref(),
+        "store-1".as_ref(),
+        backup.as_os_str(),
+        "--output".as_ref(),
+        "json".as_ref(),
+        "--dir".as_ref(),
+        dir.as_os_str(),
+    ])
+    .await;
+    assert!(st.success(), "{stderr}");
+    assert_eq!(doc["state"], "done", "{doc}");
+
+    // Replication goes on: the secondary is still caught up, and a new
+    // message is accepted (at `replicated`, by both).
+    let (st, doc, stderr) = wactl(&[
+        "cluster".as_ref(),
+        "status".as_ref(),
+        "--output".as_ref(),
+        "json".as_ref(),
+        "--dir".as_ref(),
+        dir.as_os_str(),
+    ])
+    .await;
+    assert!(st.success(), "{doc} {stderr}");
+    let id = alice
+        .send(&bob, bytes::Bytes::from_static(b"after"))
+        .await
+        .unwrap();
+    support::expect(&mut ea, "Accepted", |e| match e {
+        Event::Accepted { id: got, .. } if *got == id => Some(()),
+        _ => None,
+    })
+    .await;
+
+    // The copy, opened as a store opens its data: all 50 for bob.
+    let copy = wa_store::storage::open(
+        &backup,
+        wa_store::config::Engine::Sled,
+        wa_store::storage::TEST_ENGINE_CACHE,
+    )
+    .unwrap();
+    assert_eq!(copy.mailbox_size(&bob).unwrap().items, 50);
+    assert_eq!(copy.read(&bob, 1, 100).unwrap().len(), 50);
+    drop(copy);
+    alice.close().await;
+    c.stop().await;
+}

@@ -119,26 +119,37 @@ impl Store {
     fn install_backup(&self, admin: &Admin) {
         use axum::http::StatusCode;
         let backups = Arc::new(crate::backup::Backups::default());
-        let source = self.journal.as_ref().map(|journal| {
+        let slot = Arc::clone(&self.journal_slot);
+        let source = {
             let ownership = Arc::clone(&self.ownership);
             let node = self.config.node.clone();
             let island = self.island_name();
             let engine_dir = self.engine_dir();
-            crate::backup::Source {
-                storage: Arc::clone(&self.storage),
-                journal: Arc::clone(journal),
-                engine: self.config.engine,
-                data_dir: self.config.data_dir.clone(),
-                engine_bytes: Arc::new(move || crate::home::dir_bytes(&engine_dir)),
-                describe: Arc::new(move || {
-                    json!({
-                        "node": node,
-                        "island": island,
-                        "epoch": ownership.current().map.epoch,
-                    })
-                }),
+            let storage = Arc::clone(&self.storage);
+            let (engine, data_dir) = (self.config.engine, self.config.data_dir.clone());
+            // (The journal is the one of the store serving as primary now:
+            // none while it follows, a new one once promoted.)
+            move || {
+                let journal = slot.lock().unwrap_or_else(|p| p.into_inner()).clone()?;
+                let (ownership, node, island) =
+                    (Arc::clone(&ownership), node.clone(), island.clone());
+                let engine_dir = engine_dir.clone();
+                Some(crate::backup::Source {
+                    storage: Arc::clone(&storage),
+                    journal,
+                    engine,
+                    data_dir: data_dir.clone(),
+                    engine_bytes: Arc::new(move || crate::home::dir_bytes(&engine_dir)),
+                    describe: Arc::new(move || {
+                        json!({
+                            "node": node,
+                            "island": island,
+                            "epoch": ownership.current().map.epoch,
+                        })
+                    }),
+                })
             }
-        });
+        };
         let b = Arc::clone(&backups);
         admin.route(
             "/admin/backup",
@@ -148,13 +159,13 @@ impl Store {
             })
             .post(
                 move |axum::extract::Query(q): axum::extract::Query<BackupQuery>| {
-                    let answer = match &source {
+                    let answer = match source() {
                         None => Err((
                             StatusCode::CONFLICT,
-                            "this store is a secondary: back up its primary".to_string(),
+                            "this store does not serve as primary (a secondary, or starting): back up its island's primary".to_string(),
                         )),
                         Some(s) => backups
-                            .start(s.clone(), q.dir)
+                            .start(s, q.dir)
                             .map(|job| axum::Json(job.report()))
                             .map_err(|e| (StatusCode::CONFLICT, e.to_string())),
                     };

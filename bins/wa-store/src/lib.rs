@@ -78,6 +78,8 @@ pub struct Store {
     /// The shards while this store serves, for the operator's requests
     /// (`inspect.rs`); a weak handle, so it never keeps them open.
     home_slot: Arc<std::sync::Mutex<home::WeakHome>>,
+    /// The journal while this store serves as primary (`wactl backup`).
+    journal_slot: Arc<std::sync::Mutex<Option<Arc<journal::Journal>>>>,
 }
 
 /// Written into the data directory when a primary stopped cleanly (its
@@ -153,6 +155,7 @@ impl Store {
             sweep_now,
             sweep_requests: std::sync::Mutex::new(Some(sweep_requests)),
             home_slot: Arc::default(),
+            journal_slot: Arc::default(),
         })
     }
 
@@ -298,6 +301,8 @@ impl Store {
             Some(outbox),
         );
         *self.home_slot.lock().unwrap_or_else(|p| p.into_inner()) = home.downgrade();
+        *self.journal_slot.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(Arc::clone(&journal_arc));
         let client = match &self.roots {
             Some(roots) => match common::link_client::LinkClient::new(
                 self.ownership.current().map.clone(),
