@@ -118,6 +118,9 @@ pub enum KvSpace {
     Phone = 1,
     /// key = a user id, value = its account record (opaque to the store).
     Account = 2,
+    // 5 is the operator's bans, a space of the store's own that links can
+    // neither read nor write (wa-store `inspect::BANNED`); 3 and 4 are
+    // given to other features.
     /// key = a user id, value = who may see its presence
     /// (`crate::privacy::PresencePrivacy`), applied by the home.
     PresencePrivacy = 7,

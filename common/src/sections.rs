@@ -264,6 +264,10 @@ pub struct AdminConfig {
     /// The admin token (owner-only file). Without it the listener answers
     /// health checks only and refuses everything else.
     pub token_file: PathBuf,
+    /// The admin API on a Unix socket too, without a token: the socket's
+    /// file permissions (0660, the service's user and group) and its
+    /// directory's are the access control (`crate::admin::unix`).
+    pub socket: Option<PathBuf>,
 }
 
 /// `[admin]` as written: `token_file` may be left out.
@@ -272,6 +276,7 @@ pub struct AdminConfig {
 struct AdminToml {
     listen: SocketAddr,
     token_file: Option<PathBuf>,
+    socket: Option<PathBuf>,
 }
 
 impl AdminConfig {
@@ -280,6 +285,7 @@ impl AdminConfig {
         AdminConfig {
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port),
             token_file: admin_token(service),
+            socket: None,
         }
     }
 
@@ -293,11 +299,20 @@ impl AdminConfig {
         Ok(AdminConfig {
             listen: t.listen,
             token_file: t.token_file.unwrap_or_else(|| admin_token(service)),
+            socket: t.socket,
         })
     }
 
     pub fn validate(&self, errs: &mut Vec<String>) {
         empty_path("admin.token_file", &self.token_file, errs);
+        if let Some(s) = &self.socket
+            && !s.is_absolute()
+        {
+            errs.push(format!(
+                "admin.socket = {:?}: must be an absolute path",
+                s.display()
+            ));
+        }
     }
 
     /// A token file that exists must be the owner's only; a missing one is

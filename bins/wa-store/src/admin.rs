@@ -1,7 +1,8 @@
 //! The store's part of the admin API (`common::admin`): its metrics (the
 //! shards' atomics, read at scrape time), status fields (epoch, island,
-//! what is still only in memory) and `wactl queues` (the longest mailboxes
-//! as of the last sweep).
+//! what is still only in memory), `wactl queues` (the longest mailboxes
+//! as of the last sweep), `wactl backup` ([`crate::backup`]) and `wactl
+//! user` and `trace` ([`crate::inspect`]).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -75,6 +76,13 @@ impl Store {
                 )),
             });
         }
+        self.install_backup(admin);
+        crate::inspect::Inspect {
+            home: Arc::clone(&self.home_slot),
+            ownership: Arc::clone(&self.ownership),
+            metrics: Arc::clone(&self.metrics),
+        }
+        .install(admin);
         let metrics = Arc::clone(&self.metrics);
         admin.route(
             "/admin/queues",
@@ -96,6 +104,74 @@ impl Store {
                     axum::Json(json!({ "largest": largest, "by_length": buckets }))
                 }
             }),
+        );
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct BackupQuery {
+    dir: std::path::PathBuf,
+}
+
+impl Store {
+    /// `POST /admin/backup?dir=DIR` starts a backup into DIR (on this
+    /// store's machine); `GET /admin/backup` reports the last one.
+    fn install_backup(&self, admin: &Admin) {
+        use axum::http::StatusCode;
+        let backups = Arc::new(crate::backup::Backups::default());
+        let slot = Arc::clone(&self.journal_slot);
+        let source = {
+            let ownership = Arc::clone(&self.ownership);
+            let node = self.config.node.clone();
+            let island = self.island_name();
+            let engine_dir = self.engine_dir();
+            let storage = Arc::clone(&self.storage);
+            let (engine, data_dir) = (self.config.engine, self.config.data_dir.clone());
+            // (The journal is the one of the store serving as primary now:
+            // none while it follows, a new one once promoted.)
+            move || {
+                let journal = slot.lock().unwrap_or_else(|p| p.into_inner()).clone()?;
+                let (ownership, node, island) =
+                    (Arc::clone(&ownership), node.clone(), island.clone());
+                let engine_dir = engine_dir.clone();
+                Some(crate::backup::Source {
+                    storage: Arc::clone(&storage),
+                    journal,
+                    engine,
+                    data_dir: data_dir.clone(),
+                    engine_bytes: Arc::new(move || crate::home::dir_bytes(&engine_dir)),
+                    describe: Arc::new(move || {
+                        json!({
+                            "node": node,
+                            "island": island,
+                            "epoch": ownership.current().map.epoch,
+                        })
+                    }),
+                })
+            }
+        };
+        let b = Arc::clone(&backups);
+        admin.route(
+            "/admin/backup",
+            get(move || {
+                let report = b.report();
+                async move { axum::Json(report) }
+            })
+            .post(
+                move |axum::extract::Query(q): axum::extract::Query<BackupQuery>| {
+                    let answer = match source() {
+                        None => Err((
+                            StatusCode::CONFLICT,
+                            "this store does not serve as primary (a secondary, or starting): back up its island's primary".to_string(),
+                        )),
+                        Some(s) => backups
+                            .start(s, q.dir)
+                            .map(|job| axum::Json(job.report()))
+                            .map_err(|e| (StatusCode::CONFLICT, e.to_string())),
+                    };
+                    async move { answer }
+                },
+            ),
         );
     }
 }

@@ -224,6 +224,9 @@ struct Inner {
     /// While a secondary catches up, no segment from this one on is
     /// released: it is reading them.
     pinned: Option<u64>,
+    /// Held by backups (`crate::backup`): no segment from each of these on
+    /// is released while they read them.
+    held: Vec<u64>,
 }
 
 /// Records copied for the replication stream and not yet taken.
@@ -605,6 +608,7 @@ impl Journal {
                     since_check: 0,
                     tap: None,
                     pinned: None,
+                    held: Vec::new(),
                 }),
                 spare_done: Condvar::new(),
                 segment_bytes,
@@ -786,6 +790,44 @@ impl Journal {
         }
     }
 
+    /// Keeps every segment from the oldest one now on until
+    /// [`Journal::let_go`] with the returned id (a backup reads them once
+    /// its engine copy is done; catch-ups pin apart from this).
+    pub fn hold(&self) -> u64 {
+        let mut g = self.lock();
+        let oldest = g.segments.keys().next().copied().unwrap_or(g.current);
+        g.held.push(oldest);
+        oldest
+    }
+
+    /// Ends a [`Journal::hold`].
+    pub fn let_go(&self, held: u64) {
+        let mut g = self.lock();
+        if let Some(i) = g.held.iter().position(|h| *h == held) {
+            g.held.swap_remove(i);
+        }
+    }
+
+    /// Every segment kept now, oldest first, each with the byte length of
+    /// its records so far (as in [`Cut::segments`]). Call
+    /// [`Journal::sync`] before reading them.
+    pub fn segments_now(&self) -> Vec<(u64, u64)> {
+        let g = self.lock();
+        g.segments
+            .keys()
+            .map(|&id| {
+                (
+                    id,
+                    if id == g.current {
+                        g.current_len
+                    } else {
+                        u64::MAX
+                    },
+                )
+            })
+            .collect()
+    }
+
     /// Takes the records the tap gathered.
     pub fn tap_take(&self) -> Taken {
         let mut g = self.lock();
@@ -848,7 +890,17 @@ impl Journal {
         id: u64,
         apply: &mut dyn FnMut(Record) -> Result<(), crate::storage::StorageError>,
     ) -> Result<Result<(), crate::storage::StorageError>, JournalError> {
-        let bytes = self.segment_records(id, u64::MAX)?;
+        self.visit_segment_upto(id, u64::MAX, apply)
+    }
+
+    /// [`Journal::visit_segment`] for the records up to byte `upto`.
+    pub fn visit_segment_upto(
+        &self,
+        id: u64,
+        upto: u64,
+        apply: &mut dyn FnMut(Record) -> Result<(), crate::storage::StorageError>,
+    ) -> Result<Result<(), crate::storage::StorageError>, JournalError> {
+        let bytes = self.segment_records(id, upto)?;
         let mut at = 0;
         while let Some((rec, used)) = parse(&bytes[at..]) {
             if let Err(e) = apply(rec) {
@@ -972,10 +1024,15 @@ impl Journal {
         let doomed: Vec<u64> = {
             let g = self.lock();
             let pinned = g.pinned;
+            let held = g.held.iter().min().copied();
             g.segments
                 .iter()
                 .take_while(|(id, s)| {
-                    s.sealed && s.covered && s.live == 0 && pinned.is_none_or(|p| **id < p)
+                    s.sealed
+                        && s.covered
+                        && s.live == 0
+                        && pinned.is_none_or(|p| **id < p)
+                        && held.is_none_or(|h| **id < h)
                 })
                 .map(|(id, _)| *id)
                 .collect()
@@ -1284,5 +1341,41 @@ mod tests {
         j.settle(s2, 1);
         j.round_flushed(r);
         assert_eq!(j.release().unwrap(), 0);
+    }
+
+    #[test]
+    fn a_backup_holds_segments_apart_from_a_catch_up_pin() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::start_fresh(dir.path(), SEGMENT_BYTES).unwrap();
+        let s1 = j.append(&app("bob", 1), true).unwrap();
+        let held = j.hold();
+        assert_eq!(held, s1);
+        // A catch-up pins and unpins meanwhile: the backup's hold stays.
+        let _cut = j.tap_on(Arc::new(tokio::sync::Notify::new()));
+        j.unpin();
+        j.seal().unwrap();
+        j.settle(s1, 1);
+        let r = j.round_begin();
+        j.round_flushed(r);
+        assert_eq!(j.release().unwrap(), 0, "held by the backup");
+        // The cut names the held segment (sealed) and the current one.
+        let s2 = j.append(&app("bob", 2), false).unwrap();
+        let now = j.segments_now();
+        assert_eq!(now.len(), 2, "{now:?}");
+        assert_eq!(now[0], (s1, u64::MAX));
+        assert_eq!(now[1].0, s2);
+        j.sync().unwrap();
+        let mut seen = Vec::new();
+        for (id, upto) in now {
+            j.visit_segment_upto(id, upto, &mut |r| {
+                seen.push(r);
+                Ok(())
+            })
+            .unwrap()
+            .unwrap();
+        }
+        assert_eq!(seen, [app("bob", 1), app("bob", 2)]);
+        j.let_go(held);
+        assert_eq!(j.release().unwrap(), 1, "let go");
     }
 }

@@ -7,6 +7,7 @@
 //! database is open.
 
 pub mod admin;
+pub mod backup;
 pub mod cli;
 pub mod config;
 pub mod courier;
@@ -17,6 +18,7 @@ pub mod flusher;
 pub mod gate;
 pub mod handoff;
 pub mod home;
+pub mod inspect;
 pub mod journal;
 pub mod listener;
 pub mod metrics;
@@ -73,6 +75,11 @@ pub struct Store {
     /// end goes to the sweeper once this store serves as primary.
     sweep_now: tokio::sync::mpsc::Sender<tokio::sync::oneshot::Sender<u64>>,
     sweep_requests: std::sync::Mutex<Option<home::SweepRequests>>,
+    /// The shards while this store serves, for the operator's requests
+    /// (`inspect.rs`); a weak handle, so it never keeps them open.
+    home_slot: Arc<std::sync::Mutex<home::WeakHome>>,
+    /// The journal while this store serves as primary (`wactl backup`).
+    journal_slot: Arc<std::sync::Mutex<Option<Arc<journal::Journal>>>>,
 }
 
 /// Written into the data directory when a primary stopped cleanly (its
@@ -147,6 +154,8 @@ impl Store {
             crashed,
             sweep_now,
             sweep_requests: std::sync::Mutex::new(Some(sweep_requests)),
+            home_slot: Arc::default(),
+            journal_slot: Arc::default(),
         })
     }
 
@@ -291,6 +300,9 @@ impl Store {
             SHARDS,
             Some(outbox),
         );
+        *self.home_slot.lock().unwrap_or_else(|p| p.into_inner()) = home.downgrade();
+        *self.journal_slot.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(Arc::clone(&journal_arc));
         let client = match &self.roots {
             Some(roots) => match common::link_client::LinkClient::new(
                 self.ownership.current().map.clone(),

@@ -207,6 +207,7 @@ async fn link(
     span.in_scope(|| tracing::info!(link = id, %edge, "link up"));
     if let Some(m) = &ctx.metrics {
         crate::metrics::Metrics::add(&m.links, 1);
+        m.edges.up(id, &edge);
     }
     let dead = CancellationToken::new();
     let (control, control_rx) = mpsc::channel(LINK_QUEUE);
@@ -237,6 +238,7 @@ async fn link(
     let _ = ctx.home.submit(Op::LinkGone { link: id }).await;
     if let Some(m) = &ctx.metrics {
         crate::metrics::Metrics::sub(&m.links, 1);
+        m.edges.down(id);
     }
     span.in_scope(|| tracing::info!(link = id, "link down"));
 }

@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 #[derive(Default)]
 pub struct Metrics {
+    /// The edge of each link up, by link id (`wactl trace` names it).
+    pub edges: crate::inspect::LinkNames,
     /// New items stored (not duplicates).
     pub appends: AtomicU64,
     pub duplicates: AtomicU64,

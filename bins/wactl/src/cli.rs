@@ -14,7 +14,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// code). `keygen` and `token` manage token signing keys and mint
 /// credentials directly, for tests and demos.
 ///
-/// For operators: `status`, `cluster`, `sessions`, `kick`, `queues`, `expire` and `drain` ask the admin
+/// For operators: `status`, `cluster`, `sessions`, `kick`, `queues`, `expire`, `drain`, `backup`, `user` and `trace` ask the admin
 /// listeners of the nodes in the node list (--nodes FILE, default
 /// /etc/wa/wactl.toml, or DIR/wactl.toml of a `wactl up` directory with
 /// --dir), and print a table, or JSON with --output json. `config defaults`
@@ -22,8 +22,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// completion script.
 ///
 /// Exit codes: 0 success, 1 failure (the message says why), 2 `status`
-/// found a node down or not ready (or `drain` left sessions), 64 bad
-/// arguments.
+/// found a node down or not ready (or `drain` left sessions), 3 `user show`
+/// or `trace` found nothing, 64 bad arguments.
 #[derive(Debug, Parser)]
 #[command(name = "wactl", version, propagate_version = true)]
 pub struct Cli {
@@ -51,6 +51,10 @@ pub enum Command {
     Queues(QueuesArgs),
     Expire(ExpireArgs),
     Drain(DrainArgs),
+    Backup(BackupArgs),
+    Restore(RestoreArgs),
+    User(UserArgs),
+    Trace(TraceArgs),
     Config(ConfigArgs),
     Completions(CompletionsArgs),
 }
@@ -211,6 +215,145 @@ pub struct DrainArgs {
     /// How long after the window to wait for the last sessions.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub grace: Duration,
+}
+
+/// An account at its home: show it, ban or unban it, delete it.
+///
+/// Asks every wa-store of the node list; the one that is USER's home
+/// answers (the node list must name it).
+#[derive(Debug, Args)]
+pub struct UserArgs {
+    #[command(subcommand)]
+    pub command: UserCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    Show(UserShowArgs),
+    Ban(UserBanArgs),
+    Unban(UserShowArgs),
+    Delete(UserDeleteArgs),
+}
+
+/// Show USER: account (phone number, devices, registration), device
+/// generations, sessions, mailbox length, last seen, ban. Never message
+/// contents.
+///
+/// Exit 3 if the home knows nothing of USER (no account, no device, an
+/// empty mailbox).
+#[derive(Debug, Args)]
+pub struct UserShowArgs {
+    #[command(flatten)]
+    pub nodes: NodesArg,
+    #[command(flatten)]
+    pub output: OutputArg,
+    /// The user id.
+    pub user: String,
+}
+
+/// Ban USER: its sessions end with BANNED and every new login is refused
+/// with BANNED (code 34) until `wactl user unban`. Messages to USER are
+/// still stored.
+#[derive(Debug, Args)]
+pub struct UserBanArgs {
+    #[command(flatten)]
+    pub nodes: NodesArg,
+    #[command(flatten)]
+    pub output: OutputArg,
+    /// The user id.
+    pub user: String,
+    /// Why (kept with the ban, shown by `user show`).
+    #[arg(long, default_value = "")]
+    pub reason: String,
+}
+
+/// Delete USER: the account record, its phone number's record, the
+/// mailbox; every device is revoked (its sessions end with REVOKED and its
+/// credentials are refused for good). The number can then register again,
+/// as a new account.
+#[derive(Debug, Args)]
+pub struct UserDeleteArgs {
+    #[command(flatten)]
+    pub nodes: NodesArg,
+    #[command(flatten)]
+    pub output: OutputArg,
+    /// The user id.
+    pub user: String,
+    /// Really delete (there is no undo but a restore).
+    #[arg(long, required = true)]
+    pub yes: bool,
+}
+
+/// Where the message MESSAGE_ID from FROM to TO is now, from the records
+/// of TO's home: stored (accepted or not yet), in memory (and the
+/// journal) or in the engine, pushed to which session, acknowledged,
+/// deleted, and its delivered receipt.
+///
+/// MESSAGE_ID is the 32 hex digits of the message id (`wactl send` prints
+/// it). A home remembers ids of messages delivered from memory for 5
+/// minutes; older ones are found only while in the engine. Exit 3 if the
+/// home has no record of the message.
+#[derive(Debug, Args)]
+pub struct TraceArgs {
+    #[command(flatten)]
+    pub nodes: NodesArg,
+    #[command(flatten)]
+    pub output: OutputArg,
+    /// The message id, 32 hex digits.
+    pub message_id: String,
+    /// The sender's user id.
+    #[arg(long)]
+    pub from: String,
+    /// The recipient's user id.
+    #[arg(long)]
+    pub to: String,
+}
+
+/// Copy a running store's data (every mailbox and every account, phone
+/// number and device generation) into DIR on the store's machine, while it
+/// serves.
+///
+/// The copy is consistent: it holds everything the store had accepted
+/// when the backup began (and more). DIR is a data directory a fresh store
+/// can start from (`wactl restore`); it must be absent or empty, and the
+/// store's user must be able to create it. A relative DIR is taken from
+/// wactl's working directory (so as the store's own path when wactl runs on
+/// the store's machine). Shows progress on stderr; exit 0 once the copy is
+/// complete, 1 if it failed or the store refused (a secondary, a backup
+/// already under way, DIR not empty).
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    #[command(flatten)]
+    pub nodes: NodesArg,
+    #[command(flatten)]
+    pub output: OutputArg,
+    /// The store's name in the node list (`store-1`); it must be a primary.
+    pub store: String,
+    /// Where the copy goes, on the store's machine.
+    #[arg(value_name = "DIR")]
+    pub into: PathBuf,
+    /// How long to wait for the copy to complete.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+}
+
+/// Make DATA_DIR a copy of the backup BACKUP, for a store to start from.
+///
+/// Run it on the store's machine with the store stopped, as the store's
+/// user (or chown the result to it). DATA_DIR must be absent or empty: a
+/// restore never mixes a backup with other data. The store's `engine`
+/// must be the one the backup names. Copies into DATA_DIR.restoring first
+/// and renames it, so an interrupted restore leaves no half data directory.
+/// Exit 0 when done, 1 if BACKUP is not a complete backup or DATA_DIR is
+/// not empty.
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    #[command(flatten)]
+    pub output: OutputArg,
+    /// A directory `wactl backup` wrote.
+    pub backup: PathBuf,
+    /// The store's `data_dir` (absent or empty).
+    pub data_dir: PathBuf,
 }
 
 /// Configuration files.
@@ -432,7 +575,8 @@ pub enum WaitFor {
 /// Send one text message through a `wactl up` deployment.
 ///
 /// Mints a token for FROM with DIR/keys/k1.pem, connects to the wa-chat of
-/// DIR/wa-chat.toml, sends TEXT to TO and prints `accepted`, then, as --wait
+/// DIR/wa-chat.toml, sends TEXT to TO, prints the message's id on stderr
+/// (`id HEX`, for `wactl trace`) and `accepted`, then, as --wait
 /// asks, `delivered` and `read` when those receipts arrive (acknowledging
 /// them). Exits 1 if the message is rejected or the wait times out.
 #[derive(Debug, Args)]

@@ -45,6 +45,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Queues(a) => ops::queues::run(&a).await,
         Command::Expire(a) => ops::expire::run(&a).await,
         Command::Drain(a) => ops::drain::run(&a).await,
+        Command::Backup(a) => ops::backup::backup(&a).await,
+        Command::Restore(a) => ops::restore::run(&a),
+        Command::User(a) => ops::user::run(&a.command).await,
+        Command::Trace(a) => ops::trace::run(&a).await,
         Command::Config(a) => {
             print!("{}", defaults(&a));
             Ok(ExitCode::SUCCESS)

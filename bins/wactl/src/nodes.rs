@@ -8,6 +8,9 @@
 //! name = "store-1"
 //! service = "wa-store"
 //! admin = "127.0.0.1:9401"
+//! # Optional: its admin Unix socket (`[admin] socket`), used instead of
+//! # `admin` and without the token.
+//! socket = "/run/wa-store/admin.sock"
 //! ```
 
 use std::net::SocketAddr;
@@ -35,6 +38,20 @@ pub struct Node {
     /// `wa-store`, `wa-chat`, `wa-media` or `wa-register`.
     pub service: String,
     pub admin: SocketAddr,
+    /// The service's admin Unix socket: when set, wactl goes there (no
+    /// token needed) instead of `admin`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket: Option<PathBuf>,
+}
+
+impl Node {
+    /// Where wactl reaches this node's admin API.
+    pub fn target(&self) -> common::admin::client::Target {
+        match &self.socket {
+            Some(p) => common::admin::client::Target::Unix(p.clone()),
+            None => common::admin::client::Target::Tcp(self.admin),
+        }
+    }
 }
 
 impl Nodes {
@@ -59,6 +76,7 @@ impl Nodes {
                     name,
                     service,
                     admin,
+                    socket: None,
                 })
             })
             .collect();

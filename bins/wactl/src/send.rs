@@ -19,6 +19,8 @@ pub(crate) async fn run(args: &SendArgs) -> anyhow::Result<ExitCode> {
         .send(&args.to, Bytes::from(args.text.clone().into_bytes()))
         .await
         .with_context(|| format!("cannot send to {}", args.to))?;
+    // (On stderr: stdout says only how far the message came.)
+    eprintln!("id {}", hex::encode(id));
 
     let (mut accepted, mut delivered, mut read) = (false, false, false);
     let reached = |a: bool, d: bool, r: bool| match args.wait {

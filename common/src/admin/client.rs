@@ -1,7 +1,9 @@
 //! The other end of the admin listener, for `wactl` and the tests: one
-//! HTTP/1.1 request per connection, the admin token as a bearer token.
+//! HTTP/1.1 request per connection, the admin token as a bearer token, over
+//! TCP or the admin Unix socket (where no token is needed).
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -11,30 +13,61 @@ use hyper_util::rt::TokioIo;
 /// How long one admin request may take, connection included.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Where an admin API is: a TCP listener or a Unix socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl From<SocketAddr> for Target {
+    fn from(a: SocketAddr) -> Target {
+        Target::Tcp(a)
+    }
+}
+
+impl From<&Path> for Target {
+    fn from(p: &Path) -> Target {
+        Target::Unix(p.to_owned())
+    }
+}
+
+impl From<&PathBuf> for Target {
+    fn from(p: &PathBuf) -> Target {
+        Target::Unix(p.clone())
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Tcp(a) => write!(f, "{a}"),
+            Target::Unix(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum AdminClientError {
     #[error("cannot connect to {addr}: {source}")]
     Connect {
-        addr: SocketAddr,
+        addr: Target,
         source: std::io::Error,
     },
     #[error("{addr}: {source}")]
-    Http {
-        addr: SocketAddr,
-        source: hyper::Error,
-    },
+    Http { addr: Target, source: hyper::Error },
     #[error("{addr}: no answer within {TIMEOUT:?}")]
-    Timeout { addr: SocketAddr },
+    Timeout { addr: Target },
     #[error("{addr}{path}: {status}: {body}")]
     Status {
-        addr: SocketAddr,
+        addr: Target,
         path: String,
         status: u16,
         body: String,
     },
     #[error("{addr}{path}: not JSON: {source}")]
     Json {
-        addr: SocketAddr,
+        addr: Target,
         path: String,
         source: serde_json::Error,
     },
@@ -56,33 +89,65 @@ impl Answer {
 /// Sends `method path` (with `token` unless `None`) and returns whatever
 /// status came back.
 pub async fn request(
-    addr: SocketAddr,
+    addr: impl Into<Target>,
     method: http::Method,
     path: &str,
     token: Option<&[u8]>,
 ) -> Result<Answer, AdminClientError> {
-    tokio::time::timeout(TIMEOUT, request_inner(addr, method, path, token))
+    let addr = addr.into();
+    tokio::time::timeout(TIMEOUT, request_inner(&addr, method, path, token))
         .await
-        .map_err(|_| AdminClientError::Timeout { addr })?
+        .map_err(|_| AdminClientError::Timeout { addr: addr.clone() })?
 }
 
 async fn request_inner(
-    addr: SocketAddr,
+    addr: &Target,
     method: http::Method,
     path: &str,
     token: Option<&[u8]>,
 ) -> Result<Answer, AdminClientError> {
-    let tcp = tokio::net::TcpStream::connect(addr)
+    let connect = |source| AdminClientError::Connect {
+        addr: addr.clone(),
+        source,
+    };
+    match addr {
+        Target::Tcp(a) => {
+            let tcp = tokio::net::TcpStream::connect(a).await.map_err(connect)?;
+            exchange(addr, TokioIo::new(tcp), method, path, token).await
+        }
+        Target::Unix(p) => {
+            let unix = tokio::net::UnixStream::connect(p).await.map_err(connect)?;
+            exchange(addr, TokioIo::new(unix), method, path, token).await
+        }
+    }
+}
+
+async fn exchange<IO>(
+    addr: &Target,
+    io: IO,
+    method: http::Method,
+    path: &str,
+    token: Option<&[u8]>,
+) -> Result<Answer, AdminClientError>
+where
+    IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let http = |source| AdminClientError::Http {
+        addr: addr.clone(),
+        source,
+    };
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
         .await
-        .map_err(|source| AdminClientError::Connect { addr, source })?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .map_err(|source| AdminClientError::Http { addr, source })?;
+        .map_err(http)?;
     tokio::spawn(conn);
+    let host = match addr {
+        Target::Tcp(a) => a.to_string(),
+        Target::Unix(_) => "localhost".to_string(),
+    };
     let mut req = http::Request::builder()
         .method(method)
         .uri(path)
-        .header(http::header::HOST, addr.to_string());
+        .header(http::header::HOST, host);
     if let Some(t) = token {
         let mut v = b"Bearer ".to_vec();
         v.extend_from_slice(t);
@@ -91,23 +156,15 @@ async fn request_inner(
     let req = req
         .body(Full::new(Bytes::new()))
         .expect("method, path and headers are valid");
-    let resp = sender
-        .send_request(req)
-        .await
-        .map_err(|source| AdminClientError::Http { addr, source })?;
+    let resp = sender.send_request(req).await.map_err(http)?;
     let status = resp.status().as_u16();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|source| AdminClientError::Http { addr, source })?
-        .to_bytes();
+    let body = resp.into_body().collect().await.map_err(http)?.to_bytes();
     Ok(Answer { status, body })
 }
 
 /// `GET path` that must answer 200 with JSON.
 pub async fn get_json(
-    addr: SocketAddr,
+    addr: impl Into<Target>,
     path: &str,
     token: &[u8],
 ) -> Result<serde_json::Value, AdminClientError> {
@@ -116,12 +173,13 @@ pub async fn get_json(
 
 /// `method path` that must answer 200 with JSON.
 pub async fn call_json(
-    addr: SocketAddr,
+    addr: impl Into<Target>,
     method: http::Method,
     path: &str,
     token: &[u8],
 ) -> Result<serde_json::Value, AdminClientError> {
-    let a = request(addr, method, path, Some(token)).await?;
+    let addr = addr.into();
+    let a = request(addr.clone(), method, path, Some(token)).await?;
     if a.status != 200 {
         return Err(AdminClientError::Status {
             addr,

@@ -13,11 +13,13 @@
 //! Everything but the two health checks needs `Authorization: Bearer
 //! TOKEN`, compared in constant time with the owner-only `admin.token_file`
 //! (read at start and on SIGHUP). Without a token file nothing but the
-//! health checks is answered.
+//! health checks is answered. With `admin.socket`, the same API is served
+//! on a Unix socket without a token ([`unix`]).
 
 pub mod client;
 pub mod http;
 pub mod metrics;
+pub mod unix;
 
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -91,6 +93,11 @@ pub enum AdminError {
     },
     #[error("admin.token_file: {0}")]
     Token(crate::secret::SecretError),
+    #[error("admin.socket = {}: {source}", path.display())]
+    Socket {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
 impl Admin {
@@ -280,20 +287,34 @@ impl Admin {
     /// after the listener started (the service registers them once it is
     /// open) are served too.
     pub fn router(&self) -> Router {
-        let authed = Router::new()
-            .route("/metrics", get(metrics_handler))
-            .route("/admin/status", get(status_handler))
-            .fallback(operations)
-            .with_state(self.clone())
+        let authed = self
+            .operations_router()
             .layer(axum::middleware::from_fn_with_state(
                 self.clone(),
                 authorize,
             ));
+        self.health_router().merge(authed)
+    }
+
+    /// [`Admin::router`] without the token check, for the Unix socket,
+    /// whose file permissions are the access control ([`unix`]).
+    pub fn trusted_router(&self) -> Router {
+        self.health_router().merge(self.operations_router())
+    }
+
+    fn health_router(&self) -> Router {
         Router::new()
             .route("/healthz", get(|| async { "ok\n" }))
             .route("/readyz", get(readyz_handler))
             .with_state(self.clone())
-            .merge(authed)
+    }
+
+    fn operations_router(&self) -> Router {
+        Router::new()
+            .route("/metrics", get(metrics_handler))
+            .route("/admin/status", get(status_handler))
+            .fallback(operations)
+            .with_state(self.clone())
     }
 
     /// Serves the admin API on `listener` until `shutdown`. It keeps

@@ -105,6 +105,7 @@ pub(crate) fn gives_up(code: Code) -> bool {
         Code::TokenExpired
             | Code::TokenInvalid
             | Code::Revoked
+            | Code::Banned
             | Code::ProtocolViolation
             | Code::BadFrame
             | Code::FrameTooLarge

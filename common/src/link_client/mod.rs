@@ -408,8 +408,10 @@ impl LinkClient {
             .await;
         match answer {
             Ok(_) => Ok(true),
+            // (A banned account's devices are refused like revoked ones.)
             Err(LinkClientError::Refused { code })
-                if code == crate::proto::Code::Revoked as u32 =>
+                if code == crate::proto::Code::Revoked as u32
+                    || code == crate::proto::Code::Banned as u32 =>
             {
                 Ok(false)
             }

@@ -53,10 +53,13 @@ pub enum Code {
     /// The recipient's home is short of disk space and stores nothing new
     /// until it has room again; retry after `retry_after_ms`.
     StorageFull = 21,
+    /// An operator banned this account (`wactl user ban`): its sessions are
+    /// closed and new ones refused until the ban is lifted.
+    Banned = 34,
 }
 
 impl Code {
-    pub const ALL: [Code; 21] = [
+    pub const ALL: [Code; 22] = [
         Code::BadFrame,
         Code::FrameTooLarge,
         Code::NotAuthenticated,
@@ -78,6 +81,7 @@ impl Code {
         Code::WrongHome,
         Code::StaleEpoch,
         Code::StorageFull,
+        Code::Banned,
     ];
 
     pub fn from_u32(v: u32) -> Option<Code> {
@@ -108,6 +112,7 @@ impl Code {
             Code::WrongHome => "WRONG_HOME",
             Code::StaleEpoch => "STALE_EPOCH",
             Code::StorageFull => "STORAGE_FULL",
+            Code::Banned => "BANNED",
         }
     }
 
@@ -141,10 +146,14 @@ mod tests {
 
     #[test]
     fn codes_round_trip_and_are_unique() {
-        for (i, c) in Code::ALL.iter().enumerate() {
-            assert_eq!(*c as u32, i as u32 + 1, "codes are dense from 1");
-            assert_eq!(Code::from_u32(*c as u32), Some(*c));
+        // Dense from 1 up to 21; later ones were given out in ranges.
+        let mut last = 0;
+        for c in Code::ALL {
+            assert!(c as u32 > last, "codes rise in ALL: {c}");
+            last = c as u32;
+            assert_eq!(Code::from_u32(c as u32), Some(c));
         }
+        assert_eq!(Code::ALL[20] as u32, 21, "dense from 1 to 21");
         assert_eq!(Code::from_u32(0), None);
         assert_eq!(Code::from_u32(999), None);
     }

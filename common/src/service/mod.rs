@@ -79,13 +79,22 @@ pub struct Chassis {
     pub admin: Admin,
     /// Where the admin listener listens.
     pub admin_addr: SocketAddr,
+    /// The admin Unix socket, if `admin.socket` is set.
+    pub admin_socket: Option<PathBuf>,
 }
 
 impl Chassis {
     /// Announces readiness: `line` plus ` admin=ADDR` on stdout (flushed),
     /// `/readyz` ready, then `READY=1` and `STATUS=` to systemd.
     pub fn ready(&self, line: &str) {
-        println!("{line} admin={}", self.admin_addr);
+        match &self.admin_socket {
+            Some(p) => println!(
+                "{line} admin={} admin_socket={}",
+                self.admin_addr,
+                p.display()
+            ),
+            None => println!("{line} admin={}", self.admin_addr),
+        }
         let _ = std::io::stdout().flush();
         self.admin.set_phase(Phase::Ready);
         notify::ready(&format!("serving; admin on {}", self.admin_addr));
@@ -217,17 +226,35 @@ async fn run<S: Service>(
     let admin_addr = listener.local_addr()?;
     let admin_stop = CancellationToken::new();
     let admin_task = tokio::spawn(admin.clone().serve(listener, admin_stop.clone()));
+    let admin_socket = S::admin(&config).socket.clone();
+    let socket_task = match &admin_socket {
+        Some(path) => {
+            let listener = crate::admin::unix::bind(path).await?;
+            let bound = crate::admin::unix::Bound {
+                listener,
+                path: path.clone(),
+            };
+            Some(tokio::spawn(
+                admin.clone().serve_unix(bound, admin_stop.clone()),
+            ))
+        }
+        None => None,
+    };
     notify::spawn_watchdog(admin_stop.clone());
     let chassis = Chassis {
         shutdown,
         reload,
         admin,
         admin_addr,
+        admin_socket,
     };
     let outcome = S::serve(config, chassis).await;
     notify::stopping("stopped");
     admin_stop.cancel();
     let _ = admin_task.await;
+    if let Some(t) = socket_task {
+        let _ = t.await;
+    }
     outcome
 }
 

@@ -1046,3 +1046,33 @@ pub fn codes_sent_at(d: &Deployment) -> usize {
         .map(|t| t.lines().count())
         .unwrap_or(0)
 }
+
+/// Writes `dir/wactl.toml`: the admin token `dir/admin.token` and these
+/// nodes (name, service, admin listener).
+pub fn write_node_list(dir: &Path, nodes: &[(&str, &str, SocketAddr)]) {
+    let mut text = format!("token_file = \"{}\"\n", dir.join("admin.token").display());
+    for (name, service, admin) in nodes {
+        text +=
+            &format!("[[node]]\nname = \"{name}\"\nservice = \"{service}\"\nadmin = \"{admin}\"\n");
+    }
+    std::fs::write(dir.join("wactl.toml"), text).unwrap();
+}
+
+/// Runs the real `wactl` with `args` (within a bound): its exit status, its
+/// stdout as JSON (`Null` if it is not), its stderr.
+pub async fn wactl<S: AsRef<std::ffi::OsStr>>(
+    args: &[S],
+) -> (std::process::ExitStatus, serde_json::Value, String) {
+    let out = tokio::time::timeout(
+        PATIENCE * 4,
+        tokio::process::Command::new(bin_dir().join("wactl"))
+            .args(args)
+            .output(),
+    )
+    .await
+    .expect("wactl returns within patience")
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let doc = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    (out.status, doc, stderr)
+}

@@ -49,6 +49,7 @@ mod hand_off_tests;
 mod link_tx;
 #[cfg(test)]
 mod model_tests;
+pub mod operator;
 mod recent;
 mod seqmap;
 mod shard;
@@ -204,6 +205,13 @@ pub enum Op {
         outcomes: Vec<Outcome>,
         reply: oneshot::Sender<HashMap<u64, u64>>,
     },
+    /// An operator's request about `key` (a user, or a phone number), on
+    /// its shard (`wactl user`, `wactl trace`; [`operator`]).
+    Operator {
+        key: String,
+        action: operator::Action,
+        reply: oneshot::Sender<operator::Answer>,
+    },
     /// Tests: the in-memory dedupe window of `user`'s shard ends now, as it
     /// does after `recent::WINDOW`, so later duplicates are found in the
     /// engine or not at all.
@@ -255,6 +263,7 @@ impl Op {
             // can tell whether that user is online.
             Op::Kv { key, .. } => Some(key),
             Op::Revoke { user, .. } | Op::CheckDevice { user, .. } => Some(user),
+            Op::Operator { key, .. } => Some(key),
             #[cfg(test)]
             Op::ForgetRecent { user } => Some(user),
             Op::LinkGone { .. }
@@ -264,6 +273,16 @@ impl Op {
             | Op::WriteBack { .. }
             | Op::WrittenBack { .. } => None,
         }
+    }
+}
+
+/// A [`Home`] that may be gone ([`Home::downgrade`]).
+#[derive(Clone, Default)]
+pub struct WeakHome(std::sync::Weak<HomeInner>);
+
+impl WeakHome {
+    pub fn upgrade(&self) -> Option<Home> {
+        self.0.upgrade().map(Home)
     }
 }
 
@@ -385,6 +404,11 @@ impl Home {
                 res
             }
         }
+    }
+
+    /// A handle that does not keep the shards open (the admin API's).
+    pub fn downgrade(&self) -> WeakHome {
+        WeakHome(Arc::downgrade(&self.0))
     }
 
     /// The users any shard holds items of in memory.

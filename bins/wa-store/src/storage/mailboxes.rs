@@ -283,6 +283,17 @@ impl<E: Engine> Storage for Mailboxes<E> {
         })
     }
 
+    fn generations_of(&self, user: &str) -> Result<Vec<(u32, u32)>, StorageError> {
+        let from = user_key(GENERATIONS_START[0], user)?;
+        let mut out = Vec::new();
+        self.engine.scan(&from, &prefix_end(&from), &mut |k, v| {
+            let (_, device) = split_generation_key(k)?;
+            out.push((device, decode_generation(Some(v))?));
+            Ok(ControlFlow::Continue(()))
+        })?;
+        Ok(out)
+    }
+
     fn visit_generations(&self, f: &mut dyn FnMut(&str, u32, u32)) -> Result<(), StorageError> {
         self.engine
             .scan(&GENERATIONS_START, &GENERATIONS_END, &mut |k, v| {

@@ -246,6 +246,18 @@ pub trait Storage: Send + Sync + 'static {
         Ok(())
     }
 
+    /// `user`'s devices with a lowest accepted generation: (device, lowest
+    /// accepted), by device (`wactl user`).
+    fn generations_of(&self, user: &str) -> Result<Vec<(u32, u32)>, StorageError> {
+        let mut out = Vec::new();
+        self.visit_generations(&mut |u, device, generation| {
+            if u == user {
+                out.push((device, generation));
+            }
+        })?;
+        Ok(out)
+    }
+
     /// Makes every write that returned before this call durable.
     fn flush(&self) -> Result<(), StorageError>;
 

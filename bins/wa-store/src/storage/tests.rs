@@ -396,6 +396,12 @@ fn key_values_and_generations_on(open: Open) {
         generations,
         [("bob".to_owned(), 1, 3), ("bob".to_owned(), 2, 9)]
     );
+    // One user's, not those of a user whose id it begins ("bobby").
+    s.set_min_generation("bobby", 1, 4).unwrap();
+    s.set_min_generation("bo", 7, 1).unwrap();
+    assert_eq!(s.generations_of("bob").unwrap(), [(1, 3), (2, 9)]);
+    assert_eq!(s.generations_of("bo").unwrap(), [(7, 1)]);
+    assert!(s.generations_of("carol").unwrap().is_empty());
 }
 
 #[test]

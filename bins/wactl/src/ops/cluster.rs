@@ -34,7 +34,7 @@ async fn ask(arg: &NodesArg) -> anyhow::Result<Vec<Store>> {
     }
     let answers = super::each(stores.iter(), |n| {
         let token = std::sync::Arc::clone(&token);
-        async move { common::admin::client::get_json(n.admin, "/admin/status", &token).await }
+        async move { common::admin::client::get_json(n.target(), "/admin/status", &token).await }
     })
     .await;
     Ok(answers

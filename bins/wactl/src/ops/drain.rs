@@ -23,7 +23,7 @@ pub(crate) async fn run(args: &DrainArgs) -> anyhow::Result<ExitCode> {
     let over_ms = args.over.as_millis() as u64;
     let started = Instant::now();
     let plan = common::admin::client::call_json(
-        edge.admin,
+        edge.target(),
         http::Method::POST,
         &format!("/admin/drain?over_ms={over_ms}"),
         &token,
@@ -41,7 +41,7 @@ pub(crate) async fn run(args: &DrainArgs) -> anyhow::Result<ExitCode> {
     let mut last = u64::MAX;
     let left = loop {
         tick.tick().await;
-        let s = common::admin::client::get_json(edge.admin, "/admin/status", &token)
+        let s = common::admin::client::get_json(edge.target(), "/admin/status", &token)
             .await
             .with_context(|| format!("edge {}", edge.name))?;
         let left = s["sessions"].as_u64().unwrap_or(0);

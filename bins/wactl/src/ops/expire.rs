@@ -17,7 +17,7 @@ pub(crate) async fn run(args: &ExpireArgs) -> anyhow::Result<ExitCode> {
         let token = std::sync::Arc::clone(&token);
         async move {
             common::admin::client::request(
-                n.admin,
+                n.target(),
                 http::Method::POST,
                 "/admin/expire",
                 Some(&token),

@@ -4,16 +4,22 @@
 //!
 //! Exit codes: 0 done (and, for `status`, every node up and ready), 1 the
 //! command failed (node list, token, a node refusing), 2 `status` found a
-//! node down or not ready, or `drain` left sessions open.
+//! node down or not ready, or `drain` left sessions open. `backup` exits 1
+//! when the copy failed; `restore` (local, no node list) 1 when it refused;
+//! `user show` and `trace` 3 when the home knows nothing of it.
 
+pub mod backup;
 pub mod cluster;
 pub mod drain;
 pub mod expire;
 pub mod progress;
 pub mod queues;
+pub mod restore;
 pub mod sessions;
 pub mod status;
 pub mod table;
+pub mod trace;
+pub mod user;
 
 use std::path::PathBuf;
 
@@ -33,9 +39,14 @@ pub fn load(arg: &NodesArg) -> anyhow::Result<(Nodes, Vec<u8>)> {
         (None, None) => PathBuf::from(DEFAULT_NODES),
     };
     let nodes = Nodes::load(&path)?;
-    let token = nodes
-        .token()
-        .with_context(|| format!("the token_file of {}", path.display()))?;
+    let token = match nodes.token() {
+        Ok(t) => t,
+        // Over admin sockets no token is needed.
+        Err(_) if nodes.node.iter().all(|n| n.socket.is_some()) => Vec::new(),
+        Err(e) => {
+            return Err(e).with_context(|| format!("the token_file of {}", path.display()));
+        }
+    };
     Ok((nodes, token))
 }
 

@@ -14,7 +14,7 @@ pub(crate) async fn run(args: &QueuesArgs) -> anyhow::Result<ExitCode> {
     let token = std::sync::Arc::new(token);
     let answers = super::each(nodes.of("wa-store"), |n| {
         let token = std::sync::Arc::clone(&token);
-        async move { common::admin::client::get_json(n.admin, "/admin/queues", &token).await }
+        async move { common::admin::client::get_json(n.target(), "/admin/queues", &token).await }
     })
     .await;
     let mut stores = Vec::new();

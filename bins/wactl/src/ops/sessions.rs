@@ -17,7 +17,7 @@ pub(crate) async fn sessions(args: &SessionsArgs) -> anyhow::Result<ExitCode> {
     let answers = super::each(nodes.of("wa-chat"), |n| {
         let token = std::sync::Arc::clone(&token);
         let path = path.clone();
-        async move { common::admin::client::get_json(n.admin, &path, &token).await }
+        async move { common::admin::client::get_json(n.target(), &path, &token).await }
     })
     .await;
     let mut all = Vec::new();
@@ -59,15 +59,14 @@ pub(crate) async fn kick(args: &KickArgs) -> anyhow::Result<ExitCode> {
     if let Some(d) = args.device {
         path += &format!("&device={d}");
     }
-    let answers =
-        super::each(nodes.of("wa-chat"), |n| {
-            let token = std::sync::Arc::clone(&token);
-            let path = path.clone();
-            async move {
-                common::admin::client::call_json(n.admin, http::Method::POST, &path, &token).await
-            }
-        })
-        .await;
+    let answers = super::each(nodes.of("wa-chat"), |n| {
+        let token = std::sync::Arc::clone(&token);
+        let path = path.clone();
+        async move {
+            common::admin::client::call_json(n.target(), http::Method::POST, &path, &token).await
+        }
+    })
+    .await;
     let mut edges = Vec::new();
     let mut total = 0;
     for (n, a) in answers {

@@ -15,7 +15,7 @@ pub(crate) async fn run(args: &StatusArgs) -> anyhow::Result<ExitCode> {
     let token = std::sync::Arc::new(token);
     let answers = super::each(nodes.node.iter(), |n| {
         let token = std::sync::Arc::clone(&token);
-        async move { common::admin::client::get_json(n.admin, "/admin/status", &token).await }
+        async move { common::admin::client::get_json(n.target(), "/admin/status", &token).await }
     })
     .await;
     let mut healthy = true;
@@ -28,7 +28,7 @@ pub(crate) async fn run(args: &StatusArgs) -> anyhow::Result<ExitCode> {
                 json!({
                     "name": n.name,
                     "service": n.service,
-                    "admin": n.admin.to_string(),
+                    "admin": n.target().to_string(),
                     "up": true,
                     "ready": ready,
                     "status": status,
@@ -39,7 +39,7 @@ pub(crate) async fn run(args: &StatusArgs) -> anyhow::Result<ExitCode> {
                 json!({
                     "name": n.name,
                     "service": n.service,
-                    "admin": n.admin.to_string(),
+                    "admin": n.target().to_string(),
                     "up": false,
                     "ready": false,
                     "error": e.to_string(),

@@ -215,7 +215,9 @@ pub(crate) async fn run(args: &UpArgs) -> anyhow::Result<ExitCode> {
         "  wactl send --dir {shown}{} --from alice --to bob --wait read 'hello bob'",
         edge(1)
     );
-    println!("Operate it:  wactl status --dir {shown}   (also sessions, kick, queues)");
+    println!(
+        "Operate it:  wactl status --dir {shown}   (also sessions, kick, queues, user, trace, backup)"
+    );
     println!("Ctrl-C stops them all.");
     let link_shown = field(&store_lines[0], "link").unwrap_or("?");
     let quic_first = field(&chat_lines[0], "quic").unwrap_or("?");

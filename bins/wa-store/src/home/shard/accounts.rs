@@ -83,8 +83,11 @@ impl Shard {
         device: u32,
         generation: u32,
     ) -> DeviceChecked {
+        let banned = super::operator::banned(&*self.storage, user);
         let code = match self.storage.min_generation(user, device) {
+            _ if matches!(banned, Ok(true)) => Code::Banned,
             Ok(min) if generation < min => Code::Revoked,
+            _ if banned.is_err() => Code::Internal,
             Ok(_) => return DeviceChecked { req, code: 0 },
             Err(e) => {
                 tracing::error!(error = %e, "cannot read a device generation");

@@ -16,8 +16,9 @@
 //! dedupe, limits, deletes), [`pending`] (answers waiting for a sync),
 //! [`push`] (pushes and windows), [`sessions`] (attach, detach, presence,
 //! typing), [`ack`] (acks and delivered receipts), [`accounts`] (key-value
-//! records, revocation), [`write_back`] (the shard's side of write-back) and
-//! [`handover`] (a fragment moving to another island).
+//! records, revocation), [`write_back`] (the shard's side of write-back),
+//! [`handover`] (a fragment moving to another island) and [`operator`]
+//! (`wactl user` and `wactl trace`).
 
 mod accounts;
 mod ack;
@@ -29,6 +30,7 @@ mod handover;
 mod log;
 #[cfg(test)]
 mod model_tests;
+mod operator;
 mod pending;
 mod privacy;
 mod push;
@@ -410,6 +412,9 @@ impl Shard {
             Op::WrittenBack { outcomes, reply } => {
                 self.written_back(outcomes);
                 let _ = reply.send(std::mem::take(&mut self.written));
+            }
+            Op::Operator { key, action, reply } => {
+                let _ = reply.send(self.operator(&key, action, now.unix_ms));
             }
             #[cfg(test)]
             Op::ForgetRecent { .. } => self.forget_recent(),

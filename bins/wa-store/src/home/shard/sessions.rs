@@ -37,6 +37,27 @@ impl Shard {
         generation: u32,
     ) {
         let storage = Arc::clone(&self.storage);
+        let refused = match super::operator::banned(&*storage, &user) {
+            Ok(false) => None,
+            Ok(true) => {
+                tracing::info!(session, device, "attach of a banned user refused");
+                Some(Code::Banned)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read a ban; refusing the session");
+                Some(Code::Internal)
+            }
+        };
+        if let Some(code) = refused {
+            self.effects.push(Effect::Send {
+                link,
+                frame: link_down::Kind::Kick(Kick {
+                    session,
+                    code: code as u32,
+                }),
+            });
+            return;
+        }
         match storage.min_generation(&user, device) {
             Ok(min) if generation < min => {
                 tracing::info!(
