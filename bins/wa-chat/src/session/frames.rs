@@ -212,7 +212,7 @@ impl Session {
             .map(|t| t + self.ctx.limits.slow_consumer_after)
     }
 
-    fn link_ack(&mut self, seqs: Vec<u64>) {
+    pub(super) fn link_ack(&mut self, seqs: Vec<u64>) {
         for s in &seqs {
             self.unacked.remove(s);
         }

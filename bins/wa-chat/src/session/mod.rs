@@ -25,9 +25,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::link::{Watch, link_up};
-use common::proto::limits::MAX_FRAME;
+use common::proto::limits::{MAX_BATCH, MAX_FRAME};
 use common::proto::{
-    Accepted, ClientFrame, Code, Deliver, Error, Presence, ServerFrame, TypingEvent, server_frame,
+    Accepted, ClientFrame, Code, Deliver, Error, Presence, ServerFrame, TypingEvent, client_frame,
+    server_frame,
 };
 use common::wire::FrameReader;
 use tokio::io::AsyncReadExt;
@@ -64,6 +65,8 @@ const LINGER: Duration = Duration::from_secs(1);
 /// Best-effort events (typing, presence) a session queue holds beyond what
 /// its requests and its push window can fill.
 const EVENT_SLACK: usize = 64;
+/// Most frames read after the client went away (see `Session::last_acks`).
+const LAST_FRAMES: usize = 64;
 /// `retry_after_ms` of a session closed because its home moved.
 const MOVED_RETRY_MS: u64 = 100;
 
@@ -248,7 +251,10 @@ impl Session {
                     self.ctx.retry_after_ms(),
                     "the server is shutting down".into(),
                 )),
-                () = gone.cancelled() => Err(Close::Quiet),
+                () = gone.cancelled() => {
+                    // (The client's last frames may be read yet: see below.)
+                    Err(Close::Quiet)
+                }
                 Some(ev) = rx.recv() => self.handle_event(ev),
                 () = sleep_until_some(self.reroute.map(|r| r.1)) => self.reroute_now(),
                 () = budget.room(), if over => Ok(()),
@@ -273,7 +279,35 @@ impl Session {
                 )),
             };
             if let Err(close) = step {
+                if gone.is_cancelled() {
+                    self.last_acks(reader).await;
+                }
                 return close;
+            }
+        }
+    }
+
+    /// The client went away while its last frames were still unread (it
+    /// acknowledged, said `Goodbye` and closed at once, with deliveries
+    /// still on their way to it): what it sent and the edge has received is
+    /// read without waiting, and its acks are applied, so that the next
+    /// session is not given again what this one acknowledged.
+    async fn last_acks(&mut self, reader: &mut FrameReader<Source>) {
+        for _ in 0..LAST_FRAMES {
+            // One poll each: only what has arrived already.
+            let r = tokio::time::timeout(Duration::ZERO, reader.read::<ClientFrame>()).await;
+            match r {
+                Ok(Ok(Some(ClientFrame {
+                    kind: Some(client_frame::Kind::Ack(a)),
+                }))) if a.seqs.len() <= MAX_BATCH => self.link_ack(a.seqs),
+                Ok(Ok(Some(ClientFrame {
+                    kind: Some(client_frame::Kind::Goodbye(_)),
+                })))
+                | Ok(Ok(None) | Err(_))
+                | Err(_) => return,
+                // (Requests: the client never heard an answer and sends
+                // them again.)
+                Ok(Ok(Some(_))) => {}
             }
         }
     }
