@@ -55,6 +55,9 @@ _wactl() {
             wactl,promote)
                 cmd="wactl__subcmd__promote"
                 ;;
+            wactl,pumping)
+                cmd="wactl__subcmd__pumping"
+                ;;
             wactl,queues)
                 cmd="wactl__subcmd__queues"
                 ;;
@@ -157,6 +160,9 @@ _wactl() {
             wactl__subcmd__help,promote)
                 cmd="wactl__subcmd__help__subcmd__promote"
                 ;;
+            wactl__subcmd__help,pumping)
+                cmd="wactl__subcmd__help__subcmd__pumping"
+                ;;
             wactl__subcmd__help,queues)
                 cmd="wactl__subcmd__help__subcmd__queues"
                 ;;
@@ -248,7 +254,7 @@ _wactl() {
 
     case "${cmd}" in
         wactl)
-            opts="-h -V --help --version keygen token up home promote send watch register code man status cluster sessions kick queues expire drain backup restore user trace config completions help"
+            opts="-h -V --help --version keygen token up home promote send watch register code man status cluster sessions kick queues expire pumping drain backup restore user trace config completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -596,7 +602,7 @@ _wactl() {
             return 0
             ;;
         wactl__subcmd__help)
-            opts="keygen token up home promote send watch register code man status cluster sessions kick queues expire drain backup restore user trace config completions help"
+            opts="keygen token up home promote send watch register code man status cluster sessions kick queues expire pumping drain backup restore user trace config completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -820,6 +826,20 @@ _wactl() {
             return 0
             ;;
         wactl__subcmd__help__subcmd__promote)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        wactl__subcmd__help__subcmd__pumping)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1143,6 +1163,40 @@ _wactl() {
                     return 0
                     ;;
                 --map)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        wactl__subcmd__pumping)
+            opts="-o -h -V --nodes --dir --output --release --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --nodes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table json" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "table json" -- "${cur}"))
+                    return 0
+                    ;;
+                --release)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

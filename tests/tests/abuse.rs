@@ -149,9 +149,9 @@ async fn a_flood_of_pin_sets_costs_neither_memory_nor_health() {
 /// +881 allowed), and the pumping signal only logged: 124 codes went to
 /// +88191… numbers in 0.6 s. Now the list is required in production (the
 /// default lists a few countries), and a flagged prefix is tightened at
-/// once (metric, admin release). (The per-address key, an IPv6 /64 and an
-/// IPv4 /24 as a second tier, is shown by `limits.rs`'s unit tests: a test
-/// on loopback has one address.)
+/// once (metric, release by an operator with `wactl pumping`). (The
+/// per-address key, an IPv6 /64 with its /48 as a second tier, is shown by
+/// `register_networks.rs` from real source addresses.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn premium_ranges_are_refused_and_a_pumped_prefix_is_tightened() {
     let d = Deployment::start().await;
@@ -195,18 +195,34 @@ async fn premium_ranges_are_refused_and_a_pumped_prefix_is_tightened() {
     assert!(e.to_string().contains("prefix_tightened"), "{e}");
     rc.request_code("+15550400001").await.unwrap();
 
-    // An operator releases it.
-    let token = std::fs::read(d.dir.path().join("admin.token")).unwrap();
-    let a = common::admin::client::request(
-        admin,
-        http::Method::POST,
-        "/admin/pumping/release?prefix=155503",
-        Some(&token),
-    )
-    .await
-    .unwrap();
-    assert_eq!(a.status, 200, "{}", a.text());
-    assert!(a.text().contains("\"released\":true"), "{}", a.text());
+    // An operator sees it and releases it, with wactl.
+    support::write_node_list(d.dir.path(), &[("register-1", "wa-register", admin)]);
+    let nodes = d.dir.path().join("wactl.toml");
+    let nodes = nodes.to_str().unwrap();
+    let (st, doc, err) = support::wactl(&["pumping", "--nodes", nodes, "--output", "json"]).await;
+    assert!(st.success(), "{err}");
+    assert_eq!(
+        doc["registers"][0]["answer"]["tightened"],
+        serde_json::json!(["+15550*"]),
+        "{doc}"
+    );
+    let (st, doc, err) = support::wactl(&[
+        "pumping",
+        "--nodes",
+        nodes,
+        "--release",
+        "+15550*",
+        "--output",
+        "json",
+    ])
+    .await;
+    assert!(st.success(), "{err}");
+    assert_eq!(doc["registers"][0]["answer"]["released"], true, "{doc}");
+    let (st, _, err) = support::wactl(&["pumping", "--nodes", nodes, "--release", "abc"]).await;
+    assert!(
+        !st.success() && err.contains("a prefix is + and digits"),
+        "{err}"
+    );
     rc.request_code("+15550300005").await.unwrap();
     let page = support::admin_get(d.dir.path(), admin, "/metrics").await;
     assert_eq!(gauge(&page), 0.0);

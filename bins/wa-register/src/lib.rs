@@ -271,7 +271,8 @@ impl Register {
                 move |axum::extract::Query(q): axum::extract::Query<PrefixQuery>| {
                     let app = Arc::clone(&app);
                     async move {
-                        // ("+" in a query string is a space: both spellings.)
+                        // ("+" in a query string is a space: both spellings;
+                        // a shown form ends in "*"s.)
                         let digits = q.prefix.trim().trim_start_matches('+');
                         let prefix = format!("+{digits}");
                         let released = app.pumping.release(&prefix, std::time::Instant::now());

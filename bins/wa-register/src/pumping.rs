@@ -121,11 +121,24 @@ impl Pumping {
 
     /// An operator releases `prefix` (it goes back to its normal limit for
     /// the rest of the window, and is not flagged again in it); false if it
-    /// was not tightened.
+    /// was not tightened. `prefix` may be the shown form of
+    /// [`Pumping::tightened_prefixes`] (digits cut to `*`): every tightened
+    /// prefix shown so is released.
     pub fn release(&self, prefix: &str, now: Instant) -> bool {
         self.with(now, |p| {
-            p.get_mut(prefix)
-                .is_some_and(|c| std::mem::replace(&mut c.tightened, false))
+            if !prefix.contains('*') {
+                return p
+                    .get_mut(prefix)
+                    .is_some_and(|c| std::mem::replace(&mut c.tightened, false));
+            }
+            let mut any = false;
+            for (k, c) in p.iter_mut() {
+                if c.tightened && loggable_prefix(k, c.shortest) == prefix {
+                    c.tightened = false;
+                    any = true;
+                }
+            }
+            any
         })
     }
 

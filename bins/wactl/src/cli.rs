@@ -50,6 +50,7 @@ pub enum Command {
     Kick(KickArgs),
     Queues(QueuesArgs),
     Expire(ExpireArgs),
+    Pumping(PumpingArgs),
     Drain(DrainArgs),
     Backup(BackupArgs),
     Restore(RestoreArgs),
@@ -193,6 +194,26 @@ pub struct ExpireArgs {
     /// Run the expiry sweep now (required: there is no other mode yet).
     #[arg(long, required = true)]
     pub now: bool,
+}
+
+/// The SMS-pumping signal of every wa-register: which number prefixes it
+/// holds to `pumping.tightened` now, and their release by an operator.
+///
+/// A prefix is tightened when many codes go to it and few are verified
+/// (docs/REGISTER.md, "SMS pumping"); it stays so for `pumping.window`
+/// unless released here. Without --release, lists the tightened prefixes.
+#[derive(Debug, Args)]
+pub struct PumpingArgs {
+    #[command(flatten)]
+    pub nodes: NodesArg,
+    #[command(flatten)]
+    pub output: OutputArg,
+    /// Release this prefix on every wa-register: its code requests get the
+    /// normal per-prefix rate again. Either the prefix (`+881912`) or the
+    /// form the list shows (`+8819**`, digits hidden so that logs and
+    /// screens never show most of a number).
+    #[arg(long, value_name = "PREFIX")]
+    pub release: Option<String>,
 }
 
 /// Take an edge out of service: it turns not ready, refuses new clients and

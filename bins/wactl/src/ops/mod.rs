@@ -13,6 +13,7 @@ pub mod cluster;
 pub mod drain;
 pub mod expire;
 pub mod progress;
+pub mod pumping;
 pub mod queues;
 pub mod restore;
 pub mod sessions;
