@@ -19,7 +19,7 @@ pub const LINK_ALPN: &[u8] = b"wa-link/1";
 pub struct LinkUp {
     #[prost(
         oneof = "link_up::Kind",
-        tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13"
+        tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14"
     )]
     pub kind: Option<link_up::Kind>,
 }
@@ -71,6 +71,10 @@ pub mod link_up {
         /// a home that said `heartbeat` in its `AuthOk`.
         #[prost(message, tag = "13")]
         Ping(super::LinkPing),
+        /// A client's group request or group message, to the group's home;
+        /// answered by `GroupResult` with the same `req`.
+        #[prost(message, tag = "14")]
+        Group(super::GroupUp),
     }
 }
 
@@ -118,6 +122,8 @@ pub enum KvSpace {
     Phone = 1,
     /// key = a user id, value = its account record (opaque to the store).
     Account = 2,
+    /// key = a group id, value = its `common::group::GroupState`.
+    Group = 3,
 }
 
 /// Largest value the key-value service stores.
@@ -380,7 +386,7 @@ pub struct Watch {
 pub struct LinkDown {
     #[prost(
         oneof = "link_down::Kind",
-        tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15"
+        tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16"
     )]
     pub kind: Option<link_down::Kind>,
 }
@@ -431,6 +437,9 @@ pub mod link_down {
         /// The answer to `Ping`, with its nonce.
         #[prost(message, tag = "15")]
         Pong(super::LinkPing),
+        /// The answer to `Group`, sent once what it reports is durable.
+        #[prost(message, tag = "16")]
+        GroupResult(super::GroupDown),
     }
 }
 
@@ -544,6 +553,50 @@ pub struct Kick {
     pub session: u64,
     #[prost(uint32, tag = "2")]
     pub code: u32,
+}
+
+/// A client's group request (`request`) or group message (`send`), from
+/// its edge to the group's home (docs/ARCHITECTURE.md "Groups").
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct GroupUp {
+    #[prost(uint64, tag = "1")]
+    pub req: u64,
+    /// The group id (for a create, the one `common::group::group_id` makes).
+    #[prost(string, tag = "2")]
+    pub group: String,
+    /// The cluster map epoch the edge routed by (see [`Append::epoch`]).
+    #[prost(uint64, tag = "3")]
+    pub epoch: u64,
+    /// Who asks (the session's user and device).
+    #[prost(string, tag = "4")]
+    pub from: String,
+    #[prost(uint32, tag = "5")]
+    pub from_device: u32,
+    #[prost(message, optional, tag = "6")]
+    pub request: Option<crate::proto::GroupRequest>,
+    #[prost(message, optional, tag = "7")]
+    pub send: Option<crate::proto::SendGroup>,
+}
+
+/// The answer to [`GroupUp`]: `code` 0 with the group's `info` (a request)
+/// or the message's `server_ts_ms` (a send), else a [`crate::proto::Code`].
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct GroupDown {
+    #[prost(uint64, tag = "1")]
+    pub req: u64,
+    #[prost(uint32, tag = "2")]
+    pub code: u32,
+    #[prost(message, optional, tag = "3")]
+    pub info: Option<crate::proto::GroupInfo>,
+    #[prost(uint64, tag = "4")]
+    pub server_ts_ms: u64,
+    #[prost(bool, tag = "5")]
+    pub duplicate: bool,
+    #[prost(uint64, tag = "6")]
+    pub retry_after_ms: u64,
+    /// What was wrong with a refused request, for the client.
+    #[prost(string, tag = "7")]
+    pub message: String,
 }
 
 /// Most unacknowledged pushes a home keeps in flight per session.

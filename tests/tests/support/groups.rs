@@ -1,0 +1,189 @@
+//! Group members for black-box tests: a connected client that records
+//! everything it receives (acknowledging every item, as an app would) and
+//! the answers to its requests, so that a test can wait for one thing
+//! while others keep arriving.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use common::client::{Client, ClientConfig, Event, Events, MessageId};
+use common::proto::{Code, GroupEvent, GroupInfo, ReceiptKind};
+
+use super::PATIENCE;
+
+/// The answer to a request.
+#[derive(Debug, Clone)]
+pub enum Answer {
+    Accepted,
+    Group(GroupInfo),
+    Rejected(Code),
+}
+
+/// What a member received so far, in order.
+#[derive(Debug, Default)]
+pub struct Seen {
+    /// Group messages: (group, from, id, body).
+    pub messages: Vec<(String, String, MessageId, Bytes)>,
+    /// Group events: (group, from, event).
+    pub events: Vec<(String, String, GroupEvent)>,
+    /// Receipts: (from, kind, ids).
+    pub receipts: Vec<(String, ReceiptKind, Vec<MessageId>)>,
+    /// One-to-one messages: (from, body).
+    pub direct: Vec<(String, Bytes)>,
+    pub answers: HashMap<MessageId, Answer>,
+}
+
+impl Seen {
+    /// The bodies of the group messages received, in order.
+    pub fn bodies(&self) -> Vec<String> {
+        self.messages
+            .iter()
+            .map(|m| String::from_utf8_lossy(&m.3).into_owned())
+            .collect()
+    }
+
+    /// The ids `from` has a receipt of `kind` for.
+    pub fn receipted(&self, from: &str, kind: ReceiptKind) -> Vec<MessageId> {
+        self.receipts
+            .iter()
+            .filter(|r| r.0 == from && r.1 == kind)
+            .flat_map(|r| r.2.iter().copied())
+            .collect()
+    }
+}
+
+pub struct Member {
+    pub name: String,
+    pub client: Client,
+    events: Events,
+    pub seen: Seen,
+}
+
+impl Member {
+    pub async fn connect(name: &str, cfg: ClientConfig) -> Member {
+        let (client, events) = Client::connect(cfg).await.expect("client connects");
+        Member {
+            name: name.to_owned(),
+            client,
+            events,
+            seen: Seen::default(),
+        }
+    }
+
+    /// Reads events, recording them, until `done` says so (bounded).
+    pub async fn until(&mut self, what: &str, done: impl Fn(&Seen) -> bool) {
+        let name = self.name.clone();
+        let r = tokio::time::timeout(PATIENCE, async {
+            while !done(&self.seen) {
+                let e = self
+                    .events
+                    .next()
+                    .await
+                    .unwrap_or_else(|| panic!("{name}: events ended while waiting for {what}"));
+                self.record(e).await;
+            }
+        })
+        .await;
+        if r.is_err() {
+            panic!("{name}: timed out waiting for {what}; seen {:?}", self.seen);
+        }
+    }
+
+    async fn record(&mut self, e: Event) {
+        let s = &mut self.seen;
+        let ack = match e {
+            Event::GroupMessage {
+                seq,
+                group,
+                from,
+                id,
+                body,
+                ..
+            } => {
+                s.messages.push((group, from, id, body));
+                Some(seq)
+            }
+            Event::GroupEvent {
+                seq,
+                group,
+                from,
+                event,
+                ..
+            } => {
+                s.events.push((group, from, event));
+                Some(seq)
+            }
+            Event::Receipt {
+                seq,
+                from,
+                kind,
+                ids,
+            } => {
+                s.receipts.push((from, kind, ids));
+                Some(seq)
+            }
+            Event::Message {
+                seq, from, body, ..
+            } => {
+                s.direct.push((from, body));
+                Some(seq)
+            }
+            Event::Accepted { id, .. } => {
+                s.answers.insert(id, Answer::Accepted);
+                None
+            }
+            Event::GroupResult { id, info, .. } => {
+                s.answers.insert(id, Answer::Group(info));
+                None
+            }
+            Event::Rejected { id, code, .. } => {
+                s.answers.insert(id, Answer::Rejected(code));
+                None
+            }
+            Event::Error { .. } | Event::Fatal { .. } => panic!("{}: {e:?}", self.name),
+            _ => None,
+        };
+        if let Some(seq) = ack {
+            self.client.ack(&[seq]).await.unwrap();
+        }
+    }
+
+    pub async fn answer(&mut self, id: MessageId) -> Answer {
+        self.until("an answer", |s| s.answers.contains_key(&id))
+            .await;
+        self.seen.answers[&id].clone()
+    }
+
+    /// The group info a request was answered with.
+    pub async fn info(&mut self, id: MessageId) -> GroupInfo {
+        match self.answer(id).await {
+            Answer::Group(i) => i,
+            other => panic!("{}: expected a GroupResult, got {other:?}", self.name),
+        }
+    }
+
+    pub async fn accepted(&mut self, id: MessageId) {
+        match self.answer(id).await {
+            Answer::Accepted => {}
+            other => panic!("{}: expected Accepted, got {other:?}", self.name),
+        }
+    }
+
+    /// The code a request was refused with.
+    pub async fn refused(&mut self, id: MessageId) -> Code {
+        match self.answer(id).await {
+            Answer::Rejected(c) => c,
+            other => panic!("{}: expected a refusal, got {other:?}", self.name),
+        }
+    }
+
+    /// Waits until `n` group messages have arrived.
+    pub async fn messages(&mut self, n: usize) {
+        self.until(&format!("{n} group messages"), |s| s.messages.len() >= n)
+            .await;
+    }
+
+    pub async fn close(self) {
+        self.client.close().await;
+    }
+}
