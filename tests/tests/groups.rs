@@ -4,8 +4,8 @@
 mod support;
 
 use bytes::Bytes;
-use common::client::{MessageId, Transport};
-use common::proto::{Code, GroupOp, GroupRole, ReceiptKind};
+use common::client::Transport;
+use common::proto::{Code, GroupOp};
 use support::Deployment;
 use support::groups::Member;
 
@@ -19,125 +19,10 @@ async fn member(d: &Deployment, name: &str) -> Member {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_members_get_every_message_once_in_order_and_receipts_come_back() {
     let d = Deployment::start().await;
-    let mut alice = member(&d, "alice").await;
-    let mut online = vec![
-        member(&d, "bob").await,
-        member(&d, "carol").await,
-        member(&d, "dave").await,
-    ];
-    let (req, group) = alice
-        .client
-        .create_group("alice", "five", &["bob", "carol"])
-        .await
-        .unwrap();
-    let info = alice.info(req).await;
-    assert_eq!((info.group.as_str(), info.version), (group.as_str(), 1));
-    let add = alice
-        .client
-        .add_members(&group, &["dave", "erin"])
-        .await
-        .unwrap();
-    let info = alice.info(add).await;
-    assert_eq!(info.version, 2);
-    let mut names: Vec<_> = info.members.iter().map(|m| m.user.as_str()).collect();
-    names.sort_unstable();
-    assert_eq!(names, ["alice", "bob", "carol", "dave", "erin"]);
-    assert_eq!(
-        info.members
-            .iter()
-            .find(|m| m.user == "alice")
-            .unwrap()
-            .role,
-        GroupRole::Admin as i32
-    );
-
-    let texts = ["one", "two", "three"];
-    let mut ids: Vec<MessageId> = Vec::new();
-    for t in texts {
-        ids.push(
-            alice
-                .client
-                .send_group(&group, Bytes::from(t))
-                .await
-                .unwrap(),
-        );
-    }
-    for id in &ids {
-        alice.accepted(*id).await;
-    }
-    for m in &mut online {
-        m.messages(3).await;
-        assert_eq!(m.seen.bodies(), texts, "{}", m.name);
-        assert!(
-            m.seen
-                .messages
-                .iter()
-                .all(|x| x.0 == group && x.1 == "alice")
-        );
-        let read = m.client.mark_read("alice", &ids).await.unwrap();
-        m.accepted(read).await;
-    }
-    // The events of the group so far: created (bob, carol), added (dave).
-    let bob = &online[0];
-    let ops: Vec<_> = bob.seen.events.iter().map(|e| e.2.op()).collect();
-    assert_eq!(ops, [GroupOp::Create, GroupOp::Add]);
-    // The sender's own devices get the copy too.
-    alice.messages(3).await;
-    assert_eq!(alice.seen.bodies(), texts);
-
-    let all_from = |m: &str, s: &support::groups::Seen| {
-        [ReceiptKind::Delivered, ReceiptKind::Read].iter().all(|k| {
-            let mut got = s.receipted(m, *k);
-            got.sort_unstable();
-            got.dedup();
-            got.len() == 3
-        })
-    };
-    alice
-        .until("bob's, carol's and dave's receipts", |s| {
-            ["bob", "carol", "dave"].iter().all(|m| all_from(m, s))
-        })
-        .await;
-    assert!(
-        alice
-            .seen
-            .receipted("alice", ReceiptKind::Delivered)
-            .is_empty()
-    );
-    alice.close().await;
-
-    // Erin was offline: she gets the group's history since she was added,
-    // in order, once; her receipts reach alice, offline meanwhile.
-    let mut erin = member(&d, "erin").await;
-    erin.messages(3).await;
-    assert_eq!(erin.seen.bodies(), texts);
-    let ops: Vec<_> = erin.seen.events.iter().map(|e| e.2.op()).collect();
-    assert_eq!(ops, [GroupOp::Add]);
-    let read = erin.client.mark_read("alice", &ids).await.unwrap();
-    erin.accepted(read).await;
-
-    let mut alice = member(&d, "alice").await;
-    alice
-        .until("erin's receipts", |s| all_from("erin", s))
-        .await;
-    // Nothing twice.
-    for m in &mut online {
-        let id = m
-            .client
-            .send("alice", Bytes::from_static(b"marker"))
-            .await
-            .unwrap();
-        m.accepted(id).await;
-    }
-    alice.until("three markers", |s| s.direct.len() == 3).await;
-    assert!(alice.seen.messages.is_empty(), "{:?}", alice.seen.messages);
-    for m in &online {
-        assert_eq!(m.seen.messages.len(), 3, "{}", m.name);
-    }
-    assert_eq!(erin.seen.messages.len(), 3);
-    for m in online.into_iter().chain([alice, erin]) {
-        m.close().await;
-    }
+    support::groups::five_members(["alice", "bob", "carol", "dave", "erin"], |u| {
+        d.client_config(u, Transport::Tcp)
+    })
+    .await;
     d.stop().await;
 }
 

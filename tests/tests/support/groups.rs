@@ -187,3 +187,111 @@ impl Member {
         self.client.close().await;
     }
 }
+
+/// The 5-member scenario (`names[0]` creates the group, `names[4]` is
+/// offline until the end): every member gets every message once, in order,
+/// the offline one too; the sender gets every member's delivered and read
+/// receipts, those made while it was offline too. `cfg` is each user's
+/// client config.
+pub async fn five_members(names: [&str; 5], cfg: impl Fn(&str) -> ClientConfig) {
+    use common::proto::{GroupOp, GroupRole};
+    let [a, b, c, dd, e] = names;
+    let mut alice = Member::connect(a, cfg(a)).await;
+    let mut online = vec![
+        Member::connect(b, cfg(b)).await,
+        Member::connect(c, cfg(c)).await,
+        Member::connect(dd, cfg(dd)).await,
+    ];
+    let (req, group) = alice.client.create_group(a, "five", &[b, c]).await.unwrap();
+    let info = alice.info(req).await;
+    assert_eq!((info.group.as_str(), info.version), (group.as_str(), 1));
+    let add = alice.client.add_members(&group, &[dd, e]).await.unwrap();
+    let info = alice.info(add).await;
+    assert_eq!(info.version, 2);
+    let mut got: Vec<_> = info.members.iter().map(|m| m.user.as_str()).collect();
+    got.sort_unstable();
+    let mut want = names.to_vec();
+    want.sort_unstable();
+    assert_eq!(got, want);
+    assert_eq!(
+        info.members.iter().find(|m| m.user == a).unwrap().role,
+        GroupRole::Admin as i32
+    );
+
+    let texts = ["one", "two", "three"];
+    let mut ids: Vec<MessageId> = Vec::new();
+    for t in texts {
+        ids.push(
+            alice
+                .client
+                .send_group(&group, Bytes::from(t))
+                .await
+                .unwrap(),
+        );
+    }
+    for id in &ids {
+        alice.accepted(*id).await;
+    }
+    for m in &mut online {
+        m.messages(3).await;
+        assert_eq!(m.seen.bodies(), texts, "{}", m.name);
+        assert!(m.seen.messages.iter().all(|x| x.0 == group && x.1 == a));
+        let read = m.client.mark_read(a, &ids).await.unwrap();
+        m.accepted(read).await;
+    }
+    // The events of the group so far: created (b, c), added (dd).
+    let ops: Vec<_> = online[0].seen.events.iter().map(|e| e.2.op()).collect();
+    assert_eq!(ops, [GroupOp::Create, GroupOp::Add]);
+    // The sender's own devices get the copy too.
+    alice.messages(3).await;
+    assert_eq!(alice.seen.bodies(), texts);
+
+    let all_from = |m: &str, s: &Seen| {
+        [ReceiptKind::Delivered, ReceiptKind::Read].iter().all(|k| {
+            let mut got = s.receipted(m, *k);
+            got.sort_unstable();
+            got.dedup();
+            got.len() == 3
+        })
+    };
+    alice
+        .until("the online members' receipts", |s| {
+            [b, c, dd].iter().all(|m| all_from(m, s))
+        })
+        .await;
+    assert!(alice.seen.receipted(a, ReceiptKind::Delivered).is_empty());
+    alice.close().await;
+
+    // The offline member gets the group's history since it was added, in
+    // order, once; its receipts reach the sender, offline meanwhile.
+    let mut erin = Member::connect(e, cfg(e)).await;
+    erin.messages(3).await;
+    assert_eq!(erin.seen.bodies(), texts);
+    let ops: Vec<_> = erin.seen.events.iter().map(|e| e.2.op()).collect();
+    assert_eq!(ops, [GroupOp::Add]);
+    let read = erin.client.mark_read(a, &ids).await.unwrap();
+    erin.accepted(read).await;
+
+    let mut alice = Member::connect(a, cfg(a)).await;
+    alice
+        .until("the late member's receipts", |s| all_from(e, s))
+        .await;
+    // Nothing twice: markers sent after everything find nothing more.
+    for m in &mut online {
+        let id = m
+            .client
+            .send(a, Bytes::from_static(b"marker"))
+            .await
+            .unwrap();
+        m.accepted(id).await;
+    }
+    alice.until("three markers", |s| s.direct.len() == 3).await;
+    assert!(alice.seen.messages.is_empty(), "{:?}", alice.seen.messages);
+    for m in &online {
+        assert_eq!(m.seen.messages.len(), 3, "{}", m.name);
+    }
+    assert_eq!(erin.seen.messages.len(), 3);
+    for m in online.into_iter().chain([alice, erin]) {
+        m.close().await;
+    }
+}

@@ -33,6 +33,8 @@ type Sessions = HashMap<u64, mpsc::UnboundedSender<SessionFrame>>;
 
 pub struct Local {
     pub home: Home,
+    /// Answers stop coming with it: whoever waits for one gives up.
+    stop: CancellationToken,
     tx: LinkTx,
     next: AtomicU64,
     answers: Mutex<Answers>,
@@ -47,9 +49,12 @@ impl Local {
     /// The local link, and its router and refill tasks (until `stop`).
     pub fn start(home: Home, stop: CancellationToken) -> Arc<Local> {
         let (tx, mut rx) = mpsc::channel::<LinkDown>(QUEUE);
-        let dead = CancellationToken::new();
+        // (The refill task, holding the home, ends with the module: the
+        // shards end only once nothing holds the home.)
+        let dead = stop.child_token();
         let local = Arc::new(Local {
             home: home.clone(),
+            stop: stop.clone(),
             tx: LinkTx::new(GROUPS_LINK, tx, dead.clone()),
             next: AtomicU64::new(1),
             answers: Mutex::default(),
@@ -140,7 +145,7 @@ impl Local {
                 put,
             })
             .await?;
-        match rx.await {
+        match self.answer(rx).await {
             Ok(link_down::Kind::KvResult(r)) if r.code == 0 => Ok(r),
             Ok(link_down::Kind::KvResult(r)) => {
                 Err(Code::from_u32(r.code).unwrap_or(Code::Internal))
@@ -167,9 +172,22 @@ impl Local {
         .await
     }
 
+    async fn answer(
+        &self,
+        rx: oneshot::Receiver<link_down::Kind>,
+    ) -> Result<link_down::Kind, Code> {
+        tokio::select! {
+            r = rx => r.map_err(|_| Code::Unavailable),
+            () = self.stop.cancelled() => Err(Code::Unavailable),
+        }
+    }
+
     /// The answer of an append queued with [`Local::submit_append`].
-    pub async fn appended(rx: oneshot::Receiver<link_down::Kind>) -> Result<AppendResult, Code> {
-        match rx.await {
+    pub async fn appended(
+        &self,
+        rx: oneshot::Receiver<link_down::Kind>,
+    ) -> Result<AppendResult, Code> {
+        match self.answer(rx).await {
             Ok(link_down::Kind::AppendResult(r)) if r.code == 0 => Ok(r),
             Ok(link_down::Kind::AppendResult(r)) => {
                 Err(Code::from_u32(r.code).unwrap_or(Code::Internal))
@@ -180,7 +198,7 @@ impl Local {
 
     /// Appends `envelope` to mailbox `to` here, answered once durable.
     pub async fn append(&self, to: &str, envelope: Envelope) -> Result<AppendResult, Code> {
-        Local::appended(self.submit_append(to, envelope).await?).await
+        self.appended(self.submit_append(to, envelope).await?).await
     }
 
     /// A session of this link on mailbox `log` (a group's log): its items

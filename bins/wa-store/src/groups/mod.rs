@@ -179,7 +179,7 @@ impl Groups {
                     let g = Arc::clone(self);
                     let group = up.group.clone();
                     tokio::spawn(async move {
-                        let r = Local::appended(rx).await;
+                        let r = g.local.appended(rx).await;
                         if r.is_ok() {
                             g.fan_out(&group);
                         }
