@@ -214,7 +214,11 @@ impl GroupState {
             return Err(bad("not a create"));
         };
         let mut all = vec![creator.to_owned()];
-        all.extend(members.iter().filter(|m| *m != creator).cloned());
+        for m in members {
+            if !all.contains(m) {
+                all.push(m.clone());
+            }
+        }
         if all.len() > limits.max_members {
             return Err((Code::GroupFull, "more members than the group may have"));
         }
