@@ -19,7 +19,7 @@ pub const LINK_ALPN: &[u8] = b"wa-link/1";
 pub struct LinkUp {
     #[prost(
         oneof = "link_up::Kind",
-        tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14"
+        tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15"
     )]
     pub kind: Option<link_up::Kind>,
 }
@@ -75,6 +75,10 @@ pub mod link_up {
         /// answered by `GroupResult` with the same `req`.
         #[prost(message, tag = "14")]
         Group(super::GroupUp),
+        /// Home to home: a group's item for these members of the receiving
+        /// home; answered by `GroupDelivered` with the same `req`.
+        #[prost(message, tag = "15")]
+        GroupDeliver(super::GroupDeliver),
     }
 }
 
@@ -386,7 +390,7 @@ pub struct Watch {
 pub struct LinkDown {
     #[prost(
         oneof = "link_down::Kind",
-        tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16"
+        tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17"
     )]
     pub kind: Option<link_down::Kind>,
 }
@@ -440,6 +444,9 @@ pub mod link_down {
         /// The answer to `Group`, sent once what it reports is durable.
         #[prost(message, tag = "16")]
         GroupResult(super::GroupDown),
+        /// The answer to `GroupDeliver`, once every copy it stored is durable.
+        #[prost(message, tag = "17")]
+        GroupDelivered(super::GroupDelivered),
     }
 }
 
@@ -597,6 +604,41 @@ pub struct GroupDown {
     /// What was wrong with a refused request, for the client.
     #[prost(string, tag = "7")]
     pub message: String,
+}
+
+/// Most members one [`GroupDeliver`] names (its frame stays below
+/// [`MAX_LINK_FRAME`] with a body of `max_body` and 64-byte user ids).
+pub const MAX_DELIVER_MEMBERS: usize = 256;
+
+/// A group's home to a member's home: append `envelope` (a group message or
+/// event, `group` set) to the mailbox of each of `members`, deduplicated
+/// like any append.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct GroupDeliver {
+    #[prost(uint64, tag = "1")]
+    pub req: u64,
+    /// The cluster map epoch the sender grouped the members by; each member
+    /// is checked against it (see [`Append::epoch`]).
+    #[prost(uint64, tag = "2")]
+    pub epoch: u64,
+    #[prost(message, optional, tag = "3")]
+    pub envelope: Option<Envelope>,
+    /// At most [`MAX_DELIVER_MEMBERS`].
+    #[prost(string, repeated, tag = "4")]
+    pub members: Vec<String>,
+}
+
+/// The answer to [`GroupDeliver`]: one code per member, in its order (0:
+/// stored durably; `WRONG_HOME`, `STALE_EPOCH`: try again where the map
+/// says; others: try again later). `code` refuses the whole request.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct GroupDelivered {
+    #[prost(uint64, tag = "1")]
+    pub req: u64,
+    #[prost(uint32, tag = "2")]
+    pub code: u32,
+    #[prost(uint32, repeated, tag = "3")]
+    pub codes: Vec<u32>,
 }
 
 /// Most unacknowledged pushes a home keeps in flight per session.

@@ -343,6 +343,13 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 }
                 continue;
             }
+            link_up::Kind::GroupDeliver(gd) => {
+                match &ctx.groups {
+                    Some(groups) => groups.deliver_here(link.clone(), gd),
+                    None => refuse(link, &link_up::Kind::GroupDeliver(gd), Code::Unavailable),
+                }
+                continue;
+            }
             link_up::Kind::Handoff(h) => {
                 ctx.ownership.handoff_done(h.first, h.last, h.epoch);
                 link.send(link_down::Kind::HandoffResult(
@@ -479,7 +486,9 @@ fn routed_here(ownership: &Ownership, kind: &link_up::Kind) -> Result<(), Code> 
         link_up::Kind::Ack(a) => owned(ownership, &a.user),
         link_up::Kind::Typing(t) => owned(ownership, &t.to),
         link_up::Kind::Watch(w) => owned(ownership, &w.target),
+        // (Each member of a delivery is checked on its own.)
         link_up::Kind::Auth(_)
+        | link_up::Kind::GroupDeliver(_)
         | link_up::Kind::Handoff(_)
         | link_up::Kind::ReplicaAck(_)
         | link_up::Kind::Ping(_) => Ok(()),
@@ -529,6 +538,13 @@ pub(crate) fn refusal(kind: &link_up::Kind, code: Code) -> Option<link_down::Kin
             code,
             kicked: 0,
         }),
+        link_up::Kind::GroupDeliver(g) => {
+            link_down::Kind::GroupDelivered(common::link::GroupDelivered {
+                req: g.req,
+                code,
+                codes: Vec::new(),
+            })
+        }
         link_up::Kind::Group(g) => link_down::Kind::GroupResult(common::link::GroupDown {
             req: g.req,
             code,

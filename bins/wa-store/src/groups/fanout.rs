@@ -2,22 +2,17 @@
 //! of the groups module's own link on the log streams its items in order;
 //! each item is copied to every recipient of the version it was accepted
 //! under (the removed ones too for a removal or a leave), at each member's
-//! home (here through the shards, elsewhere over the cluster link),
-//! retried until stored; only then is the item acknowledged, which deletes
+//! home ([`super::copies`]: here through the shards, elsewhere one
+//! `GroupDeliver` per home), retried until stored; only then is the item acknowledged, which deletes
 //! it (a group log item makes no delivered receipt), and the next one
 //! starts. Copies are deduplicated at the members' homes by (member,
 //! sender, kind, id), so a retry or a restart that streams the log again
 //! never doubles one.
 //!
-//! Not yet: one `GroupDeliver` per member home (today one append per
-//! member, `copies_in_flight` at once).
-
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::proto::{Envelope, GroupOp, envelope};
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 
 use super::local::SessionFrame;
 use super::{Groups, lock};
@@ -114,48 +109,6 @@ impl Groups {
                 }
             }
         }
-        let item = Arc::new(item);
-        let room = Arc::new(Semaphore::new(self.copies_in_flight));
-        let mut copies = JoinSet::new();
-        for member in to {
-            let Ok(permit) = Arc::clone(&room).acquire_owned().await else {
-                return false;
-            };
-            let g = Arc::clone(self);
-            let item = Arc::clone(&item);
-            copies.spawn(async move {
-                let done = crate::retry::until_done(&g.stop, "a group message", || {
-                    g.copy(&member, (*item).clone())
-                })
-                .await;
-                drop(permit);
-                done.is_ok()
-            });
-        }
-        let mut all = true;
-        while let Some(r) = copies.join_next().await {
-            all &= r.unwrap_or(false);
-        }
-        all
-    }
-
-    /// One copy into `member`'s mailbox at its home.
-    async fn copy(&self, member: &str, item: Envelope) -> Result<(), String> {
-        if self.ownership.current().owns(member) {
-            return self
-                .local
-                .append(member, item)
-                .await
-                .map(|_| ())
-                .map_err(|c| format!("this home refused it: {c}"));
-        }
-        let Some(client) = &self.client else {
-            return Err("cluster.ca is not readable, so other homes cannot be reached".into());
-        };
-        client
-            .append(member, item)
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+        self.copy_all(to, item).await
     }
 }

@@ -12,6 +12,7 @@
 //! durability, before the next request of the lane goes (the shard keeps
 //! their order); a change waits for its record and its event to be durable.
 
+mod copies;
 mod fanout;
 mod local;
 
