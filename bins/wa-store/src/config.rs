@@ -35,7 +35,7 @@
 //! [groups]
 //! max_members = 1024
 //! fanout_groups = 256
-//! copies_in_flight = 64
+//! copies_in_flight = 1024
 //! [disk]
 //! min_free = "1 GiB"
 //! [shutdown]
@@ -146,7 +146,7 @@ impl Default for GroupsConfig {
         GroupsConfig {
             max_members: common::group::DEFAULT_MAX_MEMBERS,
             fanout_groups: 256,
-            copies_in_flight: 64,
+            copies_in_flight: 1024,
         }
     }
 }
