@@ -259,7 +259,26 @@ pub async fn five_members(names: [&str; 5], cfg: impl Fn(&str) -> ClientConfig) 
             [b, c, dd].iter().all(|m| all_from(m, s))
         })
         .await;
+    // No receipt for the sender's own copy, nor from the group's log (its
+    // fan-out acknowledges it) or for an event.
     assert!(alice.seen.receipted(a, ReceiptKind::Delivered).is_empty());
+    assert!(
+        alice
+            .seen
+            .receipts
+            .iter()
+            .all(|r| names.contains(&r.0.as_str()) && r.2.iter().all(|i| ids.contains(i))),
+        "{:?}",
+        alice.seen.receipts
+    );
+    for m in &online {
+        assert!(
+            m.seen.receipts.is_empty(),
+            "{}: {:?}",
+            m.name,
+            m.seen.receipts
+        );
+    }
     alice.close().await;
 
     // The offline member gets the group's history since it was added, in
