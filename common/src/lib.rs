@@ -5,6 +5,7 @@
 //! - [`link`]: the internal edge <-> home messages.
 //! - [`token`]: Ed25519 credential tokens.
 //! - [`cluster`]: the cluster map and fragment hashing.
+//! - [`group`]: groups as a pure state machine (ids, record, changes, recipients).
 //! - [`secret`]: the one reader of secret files (owner-only).
 //! - [`reminder`]: rate-limited log lines for a condition that lasts.
 //! - [`sections`]: config sections the services share.
@@ -21,6 +22,7 @@
 pub mod cluster;
 pub mod config;
 pub mod fsutil;
+pub mod group;
 pub mod link;
 pub mod privacy;
 pub mod proto;

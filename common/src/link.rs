@@ -19,7 +19,7 @@ pub const LINK_ALPN: &[u8] = b"wa-link/1";
 pub struct LinkUp {
     #[prost(
         oneof = "link_up::Kind",
-        tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13"
+        tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15"
     )]
     pub kind: Option<link_up::Kind>,
 }
@@ -71,6 +71,14 @@ pub mod link_up {
         /// a home that said `heartbeat` in its `AuthOk`.
         #[prost(message, tag = "13")]
         Ping(super::LinkPing),
+        /// A client's group request or group message, to the group's home;
+        /// answered by `GroupResult` with the same `req`.
+        #[prost(message, tag = "14")]
+        Group(super::GroupUp),
+        /// Home to home: a group's item for these members of the receiving
+        /// home; answered by `GroupDelivered` with the same `req`.
+        #[prost(message, tag = "15")]
+        GroupDeliver(super::GroupDeliver),
     }
 }
 
@@ -118,9 +126,11 @@ pub enum KvSpace {
     Phone = 1,
     /// key = a user id, value = its account record (opaque to the store).
     Account = 2,
+    /// key = a group id, value = its `common::group::GroupState`.
+    Group = 3,
     // 5 is the operator's bans, a space of the store's own that links can
-    // neither read nor write (wa-store `inspect::BANNED`); 3 and 4 are
-    // given to other features.
+    // neither read nor write (wa-store `inspect::BANNED`); 4 is given to
+    // push endpoints.
     /// key = a user id, value = who may see its presence
     /// (`crate::privacy::PresencePrivacy`), applied by the home.
     PresencePrivacy = 7,
@@ -390,7 +400,7 @@ pub struct Watch {
 pub struct LinkDown {
     #[prost(
         oneof = "link_down::Kind",
-        tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15"
+        tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17"
     )]
     pub kind: Option<link_down::Kind>,
 }
@@ -441,6 +451,12 @@ pub mod link_down {
         /// The answer to `Ping`, with its nonce.
         #[prost(message, tag = "15")]
         Pong(super::LinkPing),
+        /// The answer to `Group`, sent once what it reports is durable.
+        #[prost(message, tag = "16")]
+        GroupResult(super::GroupDown),
+        /// The answer to `GroupDeliver`, once every copy it stored is durable.
+        #[prost(message, tag = "17")]
+        GroupDelivered(super::GroupDelivered),
     }
 }
 
@@ -554,6 +570,85 @@ pub struct Kick {
     pub session: u64,
     #[prost(uint32, tag = "2")]
     pub code: u32,
+}
+
+/// A client's group request (`request`) or group message (`send`), from
+/// its edge to the group's home (docs/ARCHITECTURE.md "Groups").
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct GroupUp {
+    #[prost(uint64, tag = "1")]
+    pub req: u64,
+    /// The group id (for a create, the one `common::group::group_id` makes).
+    #[prost(string, tag = "2")]
+    pub group: String,
+    /// The cluster map epoch the edge routed by (see [`Append::epoch`]).
+    #[prost(uint64, tag = "3")]
+    pub epoch: u64,
+    /// Who asks (the session's user and device).
+    #[prost(string, tag = "4")]
+    pub from: String,
+    #[prost(uint32, tag = "5")]
+    pub from_device: u32,
+    #[prost(message, optional, tag = "6")]
+    pub request: Option<crate::proto::GroupRequest>,
+    #[prost(message, optional, tag = "7")]
+    pub send: Option<crate::proto::SendGroup>,
+}
+
+/// The answer to [`GroupUp`]: `code` 0 with the group's `info` (a request)
+/// or the message's `server_ts_ms` (a send), else a [`crate::proto::Code`].
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct GroupDown {
+    #[prost(uint64, tag = "1")]
+    pub req: u64,
+    #[prost(uint32, tag = "2")]
+    pub code: u32,
+    #[prost(message, optional, tag = "3")]
+    pub info: Option<crate::proto::GroupInfo>,
+    #[prost(uint64, tag = "4")]
+    pub server_ts_ms: u64,
+    #[prost(bool, tag = "5")]
+    pub duplicate: bool,
+    #[prost(uint64, tag = "6")]
+    pub retry_after_ms: u64,
+    /// What was wrong with a refused request, for the client.
+    #[prost(string, tag = "7")]
+    pub message: String,
+}
+
+/// Most members one [`GroupDeliver`] names (its frame stays below
+/// [`MAX_LINK_FRAME`] with a body of `max_body` and 64-byte user ids).
+pub const MAX_DELIVER_MEMBERS: usize = 256;
+
+/// A group's home to a member's home: append `envelope` (a group message or
+/// event, `group` set) to the mailbox of each of `members`, deduplicated
+/// like any append.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct GroupDeliver {
+    #[prost(uint64, tag = "1")]
+    pub req: u64,
+    /// The cluster map epoch the sender grouped the members by; each member
+    /// is checked against it (see [`Append::epoch`]).
+    #[prost(uint64, tag = "2")]
+    pub epoch: u64,
+    #[prost(message, optional, tag = "3")]
+    pub envelope: Option<Envelope>,
+    /// At most [`MAX_DELIVER_MEMBERS`].
+    #[prost(string, repeated, tag = "4")]
+    pub members: Vec<String>,
+}
+
+/// The answer to [`GroupDeliver`]: one code per member, in its order (0:
+/// stored durably; `WRONG_HOME`, `STALE_EPOCH`: try again where the map
+/// says; others: try again later). `code` refuses the whole request.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct GroupDelivered {
+    #[prost(uint64, tag = "1")]
+    pub req: u64,
+    #[prost(uint32, tag = "2")]
+    pub code: u32,
+    #[prost(uint32, repeated, tag = "3")]
+    pub codes: Vec<u32>,
 }
 
 /// Most unacknowledged pushes a home keeps in flight per session.

@@ -31,6 +31,12 @@ pub enum Event {
         /// With a refusal: the home's retry delay (0: the edge's default).
         retry_after_ms: u64,
     },
+    /// The answer to a group request or group message the session made,
+    /// under its own tag (`answer.req` is the link's).
+    Grouped {
+        tag: u64,
+        answer: common::link::GroupDown,
+    },
     Push {
         seq: u64,
         envelope: Envelope,

@@ -263,7 +263,7 @@ impl LinkConn {
 
     fn queue(&self, kind: link_up::Kind) -> Result<(), LinkDownError> {
         let tx = match kind {
-            link_up::Kind::Append(_) => &self.bulk,
+            link_up::Kind::Append(_) | link_up::Kind::Group(_) => &self.bulk,
             _ => &self.control,
         };
         tx.try_send(LinkUp { kind: Some(kind) })
@@ -318,6 +318,50 @@ impl LinkConn {
             self.lock().pending.remove(&req);
         }
         r
+    }
+
+    /// Queues a group request or group message (`up`, whose `req` is set
+    /// here) at the group's home; its answer comes to `session` as
+    /// [`Event::Grouped`] with `tag`, or the session is killed like an
+    /// append's when the connection breaks first.
+    pub fn group(
+        &self,
+        mut up: common::link::GroupUp,
+        session: &Handle,
+        tag: u64,
+    ) -> Result<(), LinkDownError> {
+        let req = self.next_req.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut st = self.lock();
+            if st.dead {
+                return Err(LinkDownError);
+            }
+            st.pending.insert(
+                req,
+                Waiter {
+                    session: session.clone(),
+                    tag,
+                    since: Instant::now(),
+                },
+            );
+        }
+        up.req = req;
+        let r = self.queue(link_up::Kind::Group(up));
+        if r.is_err() {
+            self.lock().pending.remove(&req);
+        }
+        r
+    }
+
+    fn resolve_group(&self, r: common::link::GroupDown) {
+        let waiter = self.lock().pending.remove(&r.req);
+        match waiter {
+            Some(w) => w.session.must(Event::Grouped {
+                tag: w.tag,
+                answer: r,
+            }),
+            None => tracing::debug!(req = r.req, "group result for an unknown request"),
+        }
     }
 
     /// Registers `session` as living on this connection and attaches it at
@@ -499,6 +543,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
             link_down::Kind::AuthOk(_) => tracing::debug!("extra AuthOk ignored"),
             link_down::Kind::Pong(_) => {}
             link_down::Kind::AppendResult(r) => conn.resolve(r),
+            link_down::Kind::GroupResult(r) => conn.resolve_group(r),
             link_down::Kind::Push(p) => {
                 if let (Some(h), Some(envelope)) = (hub.get(p.session), p.envelope) {
                     h.must(Event::Push {
@@ -539,6 +584,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
             link_down::Kind::KvResult(_)
             | link_down::Kind::RevokeResult(_)
             | link_down::Kind::DeviceChecked(_)
+            | link_down::Kind::GroupDelivered(_)
             | link_down::Kind::HandoffResult(_)
             | link_down::Kind::Replicate(_)
             | link_down::Kind::SnapshotPage(_)

@@ -264,6 +264,7 @@ async fn acks_go_to_the_home_as_they_are_and_read_receipts_travel_like_sends() {
         id: id(1),
         server_ts_ms: 10,
         content: Some(envelope::Content::Body(Bytes::from_static(b"hi"))),
+        ..Default::default()
     };
     link.send(link_down::Kind::Push(Push {
         session,

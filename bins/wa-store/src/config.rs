@@ -32,6 +32,10 @@
 //! memory = "512 MiB"
 //! [journal]
 //! segment_size = "64 MiB"
+//! [groups]
+//! max_members = 1024
+//! fanout_groups = 256
+//! copies_in_flight = 1024
 //! [disk]
 //! min_free = "1 GiB"
 //! [shutdown]
@@ -78,6 +82,8 @@ pub struct Config {
     pub journal: JournalConfig,
     pub disk: DiskConfig,
     pub replication: ReplicationConfig,
+    /// Groups at their homes (docs/ARCHITECTURE.md "Groups").
+    pub groups: GroupsConfig,
     /// Automatic failover through etcd (docs/OPERATIONS.md).
     pub coordination: common::coordination::CoordinationConfig,
     pub shutdown: ShutdownConfig,
@@ -118,6 +124,29 @@ impl Default for ReplicationConfig {
         ReplicationConfig {
             wait: Duration::from_secs(1),
             when_absent: WhenAbsent::Disk,
+        }
+    }
+}
+
+/// Groups whose home is this node (docs/ARCHITECTURE.md "Groups").
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GroupsConfig {
+    /// Most members of a group; adding more is refused with `GROUP_FULL`.
+    pub max_members: usize,
+    /// Groups whose logs are fanned out at once (each one item at a time);
+    /// the others wait their turn in their logs.
+    pub fanout_groups: usize,
+    /// Copies of one group item on their way to members' homes at once.
+    pub copies_in_flight: usize,
+}
+
+impl Default for GroupsConfig {
+    fn default() -> Self {
+        GroupsConfig {
+            max_members: common::group::DEFAULT_MAX_MEMBERS,
+            fanout_groups: 256,
+            copies_in_flight: 1024,
         }
     }
 }
@@ -287,6 +316,7 @@ impl Default for Config {
             journal: JournalConfig::default(),
             disk: DiskConfig::default(),
             replication: ReplicationConfig::default(),
+            groups: GroupsConfig::default(),
             coordination: Default::default(),
             shutdown: ShutdownConfig::default(),
             admin: AdminConfig::loopback(ADMIN_PORT, "wa-store"),
@@ -331,6 +361,15 @@ impl Config {
         let mut errs = Vec::new();
         if self.node.is_empty() {
             errs.push("node: must not be empty".to_string());
+        }
+        for (key, v) in [
+            ("groups.max_members", self.groups.max_members),
+            ("groups.fanout_groups", self.groups.fanout_groups),
+            ("groups.copies_in_flight", self.groups.copies_in_flight),
+        ] {
+            if v == 0 {
+                errs.push(format!("{key}: must be at least 1"));
+            }
         }
         let paths = [
             ("data_dir", &self.data_dir),

@@ -16,6 +16,7 @@ pub mod error;
 pub mod failover;
 pub mod flusher;
 pub mod gate;
+pub mod groups;
 pub mod handoff;
 pub mod home;
 pub mod inspect;
@@ -328,6 +329,14 @@ impl Store {
             client.clone(),
             courier_stop.clone(),
         ));
+        let groups = groups::Groups::start(
+            home.clone(),
+            Arc::clone(&self.ownership),
+            client.clone(),
+            &self.config.groups,
+            Arc::clone(&self.storage),
+            courier_stop.clone(),
+        );
         let writeback_stop = CancellationToken::new();
         let writeback = tokio::spawn(home::write_back(
             home.clone(),
@@ -421,6 +430,7 @@ impl Store {
             tokio_rustls::TlsAcceptor::from(self.tls),
         )
         .counting_links(Arc::clone(&self.metrics));
+        ctx.groups = Some(groups);
         let engine_metrics = Arc::clone(&self.metrics);
         ctx.replication = Some(Arc::new(replication::sender::Source {
             replication: Arc::clone(&replication),

@@ -48,6 +48,8 @@ pub struct LinkCtx {
     /// Connections not authenticated yet ([`crate::gate`]).
     unauthenticated: Arc<tokio::sync::Semaphore>,
     pub refusals: Arc<crate::gate::Refusals>,
+    /// Handles `LinkUp::Group` (`None`: refused `UNAVAILABLE`).
+    pub groups: Option<Arc<crate::groups::Groups>>,
 }
 
 impl LinkCtx {
@@ -71,6 +73,7 @@ impl LinkCtx {
                 crate::gate::MAX_UNAUTHENTICATED,
             )),
             refusals: Arc::default(),
+            groups: None,
         }
     }
 
@@ -335,6 +338,20 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 link.send(link_down::Kind::Pong(p));
                 continue;
             }
+            link_up::Kind::Group(g) => {
+                match &ctx.groups {
+                    Some(groups) => groups.handle(link.clone(), g),
+                    None => refuse(link, &link_up::Kind::Group(g), Code::Unavailable),
+                }
+                continue;
+            }
+            link_up::Kind::GroupDeliver(gd) => {
+                match &ctx.groups {
+                    Some(groups) => groups.deliver_here(link.clone(), gd),
+                    None => refuse(link, &link_up::Kind::GroupDeliver(gd), Code::Unavailable),
+                }
+                continue;
+            }
             link_up::Kind::Handoff(h) => {
                 ctx.ownership.handoff_done(h.first, h.last, h.epoch);
                 link.send(link_down::Kind::HandoffResult(
@@ -467,11 +484,14 @@ fn routed_here(ownership: &Ownership, kind: &link_up::Kind) -> Result<(), Code> 
         link_up::Kind::Kv(k) => ownership.check(&k.key, k.epoch, k.handoff),
         link_up::Kind::Revoke(r) => ownership.check(&r.user, r.epoch, r.handoff),
         link_up::Kind::CheckDevice(c) => ownership.check(&c.user, c.epoch, false),
+        link_up::Kind::Group(g) => ownership.check(&g.group, g.epoch, false),
         link_up::Kind::Detach(d) => owned(ownership, &d.user),
         link_up::Kind::Ack(a) => owned(ownership, &a.user),
         link_up::Kind::Typing(t) => owned(ownership, &t.to),
         link_up::Kind::Watch(w) => owned(ownership, &w.target),
+        // (Each member of a delivery is checked on its own.)
         link_up::Kind::Auth(_)
+        | link_up::Kind::GroupDeliver(_)
         | link_up::Kind::Handoff(_)
         | link_up::Kind::ReplicaAck(_)
         | link_up::Kind::Ping(_) => Ok(()),
@@ -521,6 +541,18 @@ pub(crate) fn refusal(kind: &link_up::Kind, code: Code) -> Option<link_down::Kin
             code,
             kicked: 0,
         }),
+        link_up::Kind::GroupDeliver(g) => {
+            link_down::Kind::GroupDelivered(common::link::GroupDelivered {
+                req: g.req,
+                code,
+                codes: Vec::new(),
+            })
+        }
+        link_up::Kind::Group(g) => link_down::Kind::GroupResult(common::link::GroupDown {
+            req: g.req,
+            code,
+            ..Default::default()
+        }),
         _ => {
             tracing::debug!(code, "a frame for a user this node does not serve dropped");
             return None;
@@ -566,7 +598,7 @@ fn kv_op(link: &LinkTx, k: common::link::KvReq) -> Result<Op, common::link::KvRe
 /// Has every shard push on to `link`'s sessions whenever acks gave budget
 /// back to a link that ran out of it (see `home::LinkTx`), until the link
 /// is dead.
-async fn refill(link: LinkTx, home: Home, dead: CancellationToken) {
+pub(crate) async fn refill(link: LinkTx, home: Home, dead: CancellationToken) {
     loop {
         tokio::select! {
             () = link.starved_sessions_may_push() => {}

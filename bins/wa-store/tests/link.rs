@@ -137,6 +137,7 @@ impl Link {
                 id: Bytes::from(vec![id; 16]),
                 server_ts_ms: 0,
                 content: Some(Content::Body(Bytes::from_static(body))),
+                ..Default::default()
             }),
             epoch: 1,
             handoff: false,

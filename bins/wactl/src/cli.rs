@@ -39,6 +39,7 @@ pub enum Command {
     Home(HomeArgs),
     Promote(PromoteArgs),
     Send(SendArgs),
+    Group(GroupArgs),
     Watch(WatchArgs),
     Register(RegisterArgs),
     Code(CodeArgs),
@@ -622,6 +623,60 @@ pub struct SendArgs {
     pub timeout: Duration,
     /// The message text.
     pub text: String,
+}
+
+/// Make, change, read and send to a group through a `wactl up` deployment.
+///
+/// Connects as USER (a token minted with DIR/keys/k1.pem) to the wa-chat of
+/// DIR/wa-chat.toml and makes one request: prints the group after a change
+/// (`group ID`, `subject`, `version`, then one `USER ROLE` line per member),
+/// `accepted` after a send. Exits 1 if the request is refused (the code
+/// says why: NOT_ADMIN, GROUP_FULL, NOT_A_MEMBER...) or takes longer than
+/// --timeout. `wactl watch` prints group messages as `GROUP FROM: TEXT`.
+#[derive(Debug, Args)]
+pub struct GroupArgs {
+    #[command(flatten)]
+    pub dir: DirArg,
+    /// The user id to act as.
+    #[arg(long)]
+    pub user: String,
+    #[command(flatten)]
+    pub transport: TransportArg,
+    #[command(flatten)]
+    pub edge: EdgeArg,
+    /// Give up (exit 1) when the answer takes longer than this.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+    #[command(subcommand)]
+    pub op: GroupOp,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GroupOp {
+    /// A new group of USER (its admin) and MEMBERS; prints its id.
+    Create {
+        /// The group's subject (at most 100 bytes).
+        #[arg(long, default_value = "")]
+        subject: String,
+        /// User ids of the first members (at most 256).
+        members: Vec<String>,
+    },
+    /// Add MEMBERS to GROUP (admins only).
+    Add {
+        group: String,
+        #[arg(required = true)]
+        members: Vec<String>,
+    },
+    /// Remove MEMBERS from GROUP (admins only).
+    Remove {
+        group: String,
+        #[arg(required = true)]
+        members: Vec<String>,
+    },
+    /// Send TEXT to every member of GROUP.
+    Send { group: String, text: String },
+    /// Print GROUP and its members (members only).
+    Show { group: String },
 }
 
 /// Tell which island is the home of each USER in a `wactl up` deployment.

@@ -7,6 +7,7 @@
 pub mod cli;
 mod code;
 mod dev;
+mod group;
 mod home;
 mod keygen;
 mod man;
@@ -33,6 +34,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Home(a) => home::run(&a).map(|()| ExitCode::SUCCESS),
         Command::Promote(a) => promote::run(&a).map(|()| ExitCode::SUCCESS),
         Command::Send(a) => send::run(&a).await,
+        Command::Group(a) => group::run(&a).await,
         Command::Watch(a) => watch::run(&a).await,
         Command::Register(a) => register::run(&a).await,
         Command::Code(a) => code::run(&a),

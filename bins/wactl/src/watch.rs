@@ -94,7 +94,35 @@ pub(crate) async fn run(args: &WatchArgs) -> anyhow::Result<ExitCode> {
                     args.user
                 ));
             }
-            Event::Accepted { .. } => {}
+            Event::GroupMessage {
+                seq,
+                group,
+                from,
+                id,
+                body,
+                ..
+            } => {
+                println!("{group} {from}: {}", String::from_utf8_lossy(&body));
+                client.ack(&[seq]).await.context("cannot acknowledge")?;
+                if args.read {
+                    client
+                        .mark_read(&from, &[id])
+                        .await
+                        .context("cannot mark read")?;
+                }
+            }
+            Event::GroupEvent {
+                seq,
+                group,
+                from,
+                event,
+                ..
+            } => {
+                let op = format!("{:?}", event.op()).to_lowercase();
+                println!("{group} {from} {op} {}", event.members.join(" "));
+                client.ack(&[seq]).await.context("cannot acknowledge")?;
+            }
+            Event::Accepted { .. } | Event::GroupResult { .. } => {}
         }
     };
     client.close().await;

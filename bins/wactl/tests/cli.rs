@@ -5,8 +5,8 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 const WACTL: &str = env!("CARGO_BIN_EXE_wactl");
-const SUBCOMMANDS: [&str; 8] = [
-    "keygen", "token", "up", "send", "watch", "register", "code", "man",
+const SUBCOMMANDS: [&str; 9] = [
+    "keygen", "token", "up", "send", "group", "watch", "register", "code", "man",
 ];
 
 fn wactl(args: &[&str]) -> Output {

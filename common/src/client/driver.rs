@@ -64,6 +64,13 @@ pub(crate) enum Command {
         to: String,
         media: Box<Media>,
     },
+    /// A group request (`req.id` is the pending id).
+    Group(crate::proto::GroupRequest),
+    SendGroup {
+        id: MessageId,
+        group: String,
+        body: Bytes,
+    },
     Ack(Vec<u64>),
     Typing {
         to: String,
@@ -141,6 +148,8 @@ enum Item {
     Send { to: String, body: Bytes },
     MarkRead { to: String, ids: Vec<MessageId> },
     SendMedia { to: String, media: Box<Media> },
+    Group(crate::proto::GroupRequest),
+    SendGroup { group: String, body: Bytes },
 }
 
 #[derive(Debug)]
@@ -171,6 +180,14 @@ impl Pending {
                 to: to.clone(),
                 media: Some(media.clone()),
             }),
+            Item::Group(req) => client_frame::Kind::GroupRequest(req.clone()),
+            Item::SendGroup { group, body } => {
+                client_frame::Kind::SendGroup(crate::proto::SendGroup {
+                    id,
+                    group: group.clone(),
+                    body: body.clone(),
+                })
+            }
         }
     }
 }
@@ -493,6 +510,19 @@ impl Driver {
                     }
                 }
             }
+            Kind::GroupResult(r) => {
+                resend_backoff.reset();
+                match id16(&r.id).and_then(|id| self.remove(&id)) {
+                    Some(p) => self.emit(Event::GroupResult {
+                        id: p.id,
+                        info: r.info.unwrap_or_default(),
+                        duplicate: r.duplicate,
+                    }),
+                    None => {
+                        tracing::debug!(id = %hex::encode(&r.id), "GroupResult for nothing pending")
+                    }
+                }
+            }
             Kind::Deliver(d) => self.deliver(d),
             Kind::Error(e) => {
                 let code = Code::from_u32(e.code);
@@ -578,6 +608,23 @@ impl Driver {
             return;
         }
         let event = match env.content {
+            Some(envelope::Content::GroupEvent(event)) => Event::GroupEvent {
+                seq,
+                group: env.group,
+                from: env.from,
+                id,
+                server_ts_ms: env.server_ts_ms,
+                event,
+            },
+            Some(envelope::Content::Body(body)) if !env.group.is_empty() => Event::GroupMessage {
+                seq,
+                group: env.group,
+                from: env.from,
+                from_device: env.from_device,
+                id,
+                server_ts_ms: env.server_ts_ms,
+                body,
+            },
             Some(envelope::Content::Receipt(r)) => Event::Receipt {
                 seq,
                 from: env.from,
@@ -619,6 +666,16 @@ impl Driver {
             Command::MarkRead { id, to, ids } => self.add(id, Item::MarkRead { to, ids }, conn),
             Command::SendMedia { id, to, media } => {
                 self.add(id, Item::SendMedia { to, media }, conn)
+            }
+            Command::Group(req) => {
+                let Some(id) = id16(&req.id) else {
+                    self.shared.pending.fetch_sub(1, Ordering::Relaxed);
+                    return;
+                };
+                self.add(id, Item::Group(req), conn)
+            }
+            Command::SendGroup { id, group, body } => {
+                self.add(id, Item::SendGroup { group, body }, conn)
             }
             Command::Ack(seqs) => {
                 // Offline, acks are dropped: the items come again on the next

@@ -46,6 +46,8 @@ pub enum ClientError {
     Write(std::io::Error),
     #[error("{0:?} is not a valid user id")]
     BadUser(String),
+    #[error("{0:?} is not a group id")]
+    BadGroup(String),
     #[error("a body of {len} bytes exceeds the limit of {max}")]
     BodyTooLarge { len: usize, max: usize },
     #[error("{0}")]

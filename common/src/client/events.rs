@@ -72,6 +72,37 @@ pub enum Event {
         kind: ReceiptKind,
         ids: Vec<MessageId>,
     },
+    /// The answer to a group request `id` (`Client::create_group` and the
+    /// others): the group as it is after it.
+    GroupResult {
+        id: MessageId,
+        info: crate::proto::GroupInfo,
+        /// The request had been done before (a resend).
+        duplicate: bool,
+    },
+    /// A message to a group this user is in (its own included: every
+    /// device of the sender gets the copy too). Acknowledge `seq`; the
+    /// sender gets delivered receipts as for a one-to-one message.
+    GroupMessage {
+        seq: u64,
+        group: String,
+        from: String,
+        from_device: u32,
+        id: MessageId,
+        server_ts_ms: u64,
+        body: Bytes,
+    },
+    /// A change to a group this user is (or was, for its own removal) in:
+    /// created, added, removed, left, promoted, demoted, subject. `from`
+    /// made it. Acknowledge `seq`.
+    GroupEvent {
+        seq: u64,
+        group: String,
+        from: String,
+        id: MessageId,
+        server_ts_ms: u64,
+        event: crate::proto::GroupEvent,
+    },
     Presence {
         user: String,
         online: bool,

@@ -23,6 +23,7 @@ mod connection;
 mod driver;
 mod error;
 mod events;
+mod groups;
 mod https;
 pub mod media;
 pub mod raw;

@@ -319,6 +319,7 @@ fn deliver(seq: u64, id: [u8; 16], content: envelope::Content) -> server_frame::
             id: Bytes::copy_from_slice(&id),
             server_ts_ms: 9,
             content: Some(content),
+            ..Default::default()
         }),
     })
 }

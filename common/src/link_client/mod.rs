@@ -134,6 +134,59 @@ impl LinkClient {
         self
     }
 
+    /// The map this client goes by now.
+    pub fn current_map(&self) -> Arc<ClusterMap> {
+        self.map()
+    }
+
+    /// Appends a group's `envelope` to each of `members` (all homed on one
+    /// island, by [`LinkClient::current_map`]) at that island's primary, in
+    /// one round trip: a code per member, in their order (`WRONG_HOME` or
+    /// `STALE_EPOCH` for a member the map has moved: group again and retry).
+    pub async fn group_deliver(
+        &self,
+        envelope: crate::proto::Envelope,
+        members: Vec<String>,
+    ) -> Result<Vec<u32>, LinkClientError> {
+        let Some(first) = members.first() else {
+            return Ok(Vec::new());
+        };
+        let mut attempt = 0;
+        loop {
+            let map = self.map();
+            let island = map.home(first).clone();
+            let answer = self
+                .request(&island, |req| {
+                    link_up::Kind::GroupDeliver(crate::link::GroupDeliver {
+                        req,
+                        epoch: map.epoch,
+                        envelope: Some(envelope.clone()),
+                        members: members.clone(),
+                    })
+                })
+                .await;
+            match answer {
+                Ok(link_down::Kind::GroupDelivered(r)) if r.code == 0 => return Ok(r.codes),
+                Ok(link_down::Kind::GroupDelivered(r)) => {
+                    if self.reload_after(r.code, attempt).await {
+                        attempt += 1;
+                        continue;
+                    }
+                    return Err(LinkClientError::Refused { code: r.code });
+                }
+                Ok(_) => return Err(internal()),
+                Err(e @ LinkClientError::Connect { .. }) => {
+                    if attempt < REROUTE_ATTEMPTS && self.map_moved() {
+                        attempt += 1;
+                        continue;
+                    }
+                    return Err(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     fn map(&self) -> Arc<ClusterMap> {
         Arc::clone(&self.map.read().unwrap_or_else(|p| p.into_inner()))
     }

@@ -4,10 +4,15 @@
 
 use bytes::Bytes;
 
+use super::group::{GroupEvent, GroupRequest, GroupResult, SendGroup};
+
 /// Everything a client may send.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct ClientFrame {
-    #[prost(oneof = "client_frame::Kind", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9")]
+    #[prost(
+        oneof = "client_frame::Kind",
+        tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11"
+    )]
     pub kind: Option<client_frame::Kind>,
 }
 
@@ -32,6 +37,11 @@ pub mod client_frame {
         Goodbye(super::Goodbye),
         #[prost(message, tag = "9")]
         SendMedia(super::SendMedia),
+        /// Groups (docs/PROTOCOL.md "Groups").
+        #[prost(message, tag = "10")]
+        GroupRequest(super::GroupRequest),
+        #[prost(message, tag = "11")]
+        SendGroup(super::SendGroup),
     }
 }
 
@@ -135,7 +145,7 @@ pub struct Goodbye {
 /// Everything the server may send.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct ServerFrame {
-    #[prost(oneof = "server_frame::Kind", tags = "1, 2, 3, 4, 5, 6, 7, 8")]
+    #[prost(oneof = "server_frame::Kind", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9")]
     pub kind: Option<server_frame::Kind>,
 }
 
@@ -158,6 +168,9 @@ pub mod server_frame {
         Presence(super::Presence),
         #[prost(message, tag = "8")]
         Goodbye(super::Goodbye),
+        /// The answer to a `GroupRequest`.
+        #[prost(message, tag = "9")]
+        GroupResult(super::GroupResult),
     }
 }
 
@@ -210,8 +223,16 @@ pub struct Envelope {
     pub id: Bytes,
     #[prost(uint64, tag = "4")]
     pub server_ts_ms: u64,
-    #[prost(oneof = "envelope::Content", tags = "5, 6, 7")]
+    #[prost(oneof = "envelope::Content", tags = "5, 6, 7, 8")]
     pub content: Option<envelope::Content>,
+    /// The group this item belongs to (a group message or event, or a
+    /// receipt about a group message); empty otherwise.
+    #[prost(string, tag = "10")]
+    pub group: String,
+    /// The group's membership version a group message or event was
+    /// accepted under.
+    #[prost(uint64, tag = "11")]
+    pub group_version: u64,
 }
 
 pub mod envelope {
@@ -224,6 +245,9 @@ pub mod envelope {
         /// Boxed: a `Media` is several times the size of the other variants.
         #[prost(message, tag = "7")]
         Media(Box<super::Media>),
+        /// A change to a group (`Envelope.group`).
+        #[prost(message, tag = "8")]
+        GroupEvent(super::GroupEvent),
     }
 }
 

@@ -53,13 +53,29 @@ pub enum Code {
     /// The recipient's home is short of disk space and stores nothing new
     /// until it has room again; retry after `retry_after_ms`.
     StorageFull = 21,
+    /// The group does not exist (or no longer does).
+    NoSuchGroup = 22,
+    /// The sender is not a member of the group (any more): refresh the
+    /// group's membership (`GroupRequest{INFO}`) before sending again.
+    NotAMember = 23,
+    /// Only the group's admins may do that.
+    NotAdmin = 24,
+    /// The group would have more than its maximum of members.
+    GroupFull = 25,
+    /// Reserved: the user is in too many groups (not enforced yet).
+    TooManyGroups = 26,
+    /// A group request that makes no sense: an unknown op, a bad group or
+    /// member id, a subject too long, too many members named, a member
+    /// added twice or removed who is not there, the last admin leaving
+    /// others without one.
+    BadGroupRequest = 27,
     /// An operator banned this account (`wactl user ban`): its sessions are
     /// closed and new ones refused until the ban is lifted.
     Banned = 34,
 }
 
 impl Code {
-    pub const ALL: [Code; 22] = [
+    pub const ALL: [Code; 28] = [
         Code::BadFrame,
         Code::FrameTooLarge,
         Code::NotAuthenticated,
@@ -81,6 +97,12 @@ impl Code {
         Code::WrongHome,
         Code::StaleEpoch,
         Code::StorageFull,
+        Code::NoSuchGroup,
+        Code::NotAMember,
+        Code::NotAdmin,
+        Code::GroupFull,
+        Code::TooManyGroups,
+        Code::BadGroupRequest,
         Code::Banned,
     ];
 
@@ -112,6 +134,12 @@ impl Code {
             Code::WrongHome => "WRONG_HOME",
             Code::StaleEpoch => "STALE_EPOCH",
             Code::StorageFull => "STORAGE_FULL",
+            Code::NoSuchGroup => "NO_SUCH_GROUP",
+            Code::NotAMember => "NOT_A_MEMBER",
+            Code::NotAdmin => "NOT_ADMIN",
+            Code::GroupFull => "GROUP_FULL",
+            Code::TooManyGroups => "TOO_MANY_GROUPS",
+            Code::BadGroupRequest => "BAD_GROUP_REQUEST",
             Code::Banned => "BANNED",
         }
     }
@@ -130,6 +158,12 @@ impl Code {
                 | Code::WrongHome
                 | Code::StaleEpoch
                 | Code::StorageFull
+                | Code::NoSuchGroup
+                | Code::NotAMember
+                | Code::NotAdmin
+                | Code::GroupFull
+                | Code::TooManyGroups
+                | Code::BadGroupRequest
         )
     }
 }

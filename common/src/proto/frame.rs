@@ -214,6 +214,7 @@ mod tests {
                             kind: ReceiptKind::Read as i32,
                             ids: vec![],
                         })),
+                        ..Default::default()
                     }),
                 })),
                 vec![

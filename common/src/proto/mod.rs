@@ -4,9 +4,11 @@
 mod client;
 pub mod code;
 pub mod frame;
+mod group;
 pub mod ids;
 pub mod limits;
 
 pub use client::*;
 pub use code::Code;
 pub use frame::{DecodeError, Decoded};
+pub use group::*;

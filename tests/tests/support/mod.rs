@@ -8,6 +8,7 @@
 pub mod balancer;
 pub mod cluster;
 pub mod etcd;
+pub mod groups;
 pub mod netns;
 pub mod proxy;
 

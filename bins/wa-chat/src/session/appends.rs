@@ -1,15 +1,19 @@
 //! A session's client requests on their way to a home (`Send`,
-//! `SendMedia`, `MarkRead` as appends): in flight, refused for the wrong
+//! `SendMedia`, `MarkRead` as appends; `GroupRequest` and `SendGroup` as
+//! `Group` requests to the group's home): in flight, refused for the wrong
 //! home or epoch and sent again at the home the map now names, in order,
 //! or failed back to the client.
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::proto::{Code, Envelope};
+use common::link::{GroupDown, GroupUp};
+use common::proto::{Accepted, Code, Envelope, GroupResult, server_frame};
 use tokio::time::Instant;
 
+use super::close::Close;
 use super::{Session, Step, UNAVAILABLE_RETRY_MS};
+use crate::outbound::Class;
 
 /// A request a home refused for the wrong home or epoch is sent again after
 /// this (the map is read again meanwhile)...
@@ -21,8 +25,11 @@ const REROUTE_LIMIT: Duration = Duration::from_secs(10);
 /// A client `Send`, `SendMedia` or `MarkRead` in flight (answered with
 /// `Accepted` or `Error`), kept so that it can be sent again at another home.
 pub(super) struct Pending {
+    /// The recipient, or the group for a group request.
     pub(super) to: String,
     pub(super) envelope: Envelope,
+    /// A group request or group message (then `envelope` is unused).
+    pub(super) group: Option<GroupUp>,
     pub(super) id: Bytes,
     /// When the client's request arrived (for the Accepted latency).
     pub(super) since: Instant,
@@ -41,6 +48,17 @@ impl Session {
         };
         let tag = self.next_tag;
         self.next_tag += 1;
+        if let Some(up) = &p.group {
+            let up = GroupUp {
+                epoch,
+                ..up.clone()
+            };
+            if conn.group(up, &self.handle, tag).is_err() {
+                return Err(p);
+            }
+            self.requests.insert(tag, p);
+            return Ok(());
+        }
         if conn
             .append(
                 &p.to,
@@ -118,11 +136,30 @@ impl Session {
     /// overtake it if the link comes back meanwhile, or the sender's order
     /// would break.
     pub(super) fn client_append(&mut self, to: &str, envelope: Envelope, id: Bytes) -> Step {
+        self.client_request(to, envelope, None, id)
+    }
+
+    /// A client's group request or group message, to the group's home,
+    /// answered and rerouted like an append.
+    pub(super) fn client_group(&mut self, up: GroupUp, id: Bytes) -> Step {
+        let group = up.group.clone();
+        self.client_request(&group, Envelope::default(), Some(up), id)
+    }
+
+    fn client_request(
+        &mut self,
+        to: &str,
+        envelope: Envelope,
+        group: Option<GroupUp>,
+        id: Bytes,
+    ) -> Step {
         use prost::Message as _;
-        let bytes = envelope.encoded_len() as u64;
+        let bytes =
+            envelope.encoded_len() as u64 + group.as_ref().map_or(0, |g| g.encoded_len() as u64);
         let p = Pending {
             to: to.to_owned(),
             envelope,
+            group,
             id: id.clone(),
             since: Instant::now(),
             _held: self.ctx.requests_budget.take(bytes),
@@ -152,4 +189,101 @@ impl Session {
             UNAVAILABLE_RETRY_MS,
         )
     }
+}
+
+impl Session {
+    /// The home's answer to a group request or group message.
+    pub(super) fn grouped(&mut self, tag: u64, a: GroupDown) -> Step {
+        let result = a.info.map(|info| GroupResult {
+            id: Bytes::new(),
+            info: Some(info),
+            duplicate: a.duplicate,
+        });
+        if let Some(code) = Code::from_u32(a.code).filter(|c| group_refusal(*c)) {
+            let Some(p) = self.requests.remove(&tag) else {
+                return Ok(());
+            };
+            self.client_requests -= 1;
+            return self.refuse(code, p.id, a.message, 0);
+        }
+        self.answered(
+            tag,
+            a.code,
+            a.server_ts_ms,
+            a.duplicate,
+            a.retry_after_ms,
+            result,
+        )
+    }
+
+    /// The home's answer to request `tag`: `Accepted` (or, for a group
+    /// request, `GroupResult`), a reroute, or a refusal.
+    pub(super) fn answered(
+        &mut self,
+        tag: u64,
+        code: u32,
+        server_ts_ms: u64,
+        duplicate: bool,
+        retry_after_ms: u64,
+        result: Option<GroupResult>,
+    ) -> Step {
+        let Some(p) = self.requests.remove(&tag) else {
+            return Ok(());
+        };
+        let code = match code {
+            0 => None,
+            c => Some(Code::from_u32(c).unwrap_or(Code::Internal)),
+        };
+        match code {
+            Some(Code::WrongHome | Code::StaleEpoch) => {
+                self.refused_elsewhere(p);
+                Ok(())
+            }
+            // The sender's home found this device revoked: the
+            // session ends, as the home's kick would end it.
+            Some(Code::Revoked) => Err(Close::Error(
+                Code::Revoked,
+                "this device's registration was revoked".into(),
+            )),
+            None => {
+                self.client_requests -= 1;
+                self.ctx
+                    .metrics
+                    .accepted_latency
+                    .observe(p.since.elapsed().as_secs_f64());
+                let answer = match result {
+                    Some(r) => server_frame::Kind::GroupResult(GroupResult { id: p.id, ..r }),
+                    None => server_frame::Kind::Accepted(Accepted {
+                        id: p.id,
+                        server_ts_ms,
+                        duplicate,
+                    }),
+                };
+                self.push(answer, Class::Control)
+            }
+            // Whatever else the home refused, the session goes on:
+            // the code is about this request.
+            Some(code) => {
+                let code = if code.is_fatal() {
+                    Code::Internal
+                } else {
+                    code
+                };
+                self.failed(p, code, retry_after_ms)
+            }
+        }
+    }
+}
+
+/// The refusals only a group's home makes, passed on with its message.
+fn group_refusal(code: Code) -> bool {
+    matches!(
+        code,
+        Code::NoSuchGroup
+            | Code::NotAMember
+            | Code::NotAdmin
+            | Code::GroupFull
+            | Code::TooManyGroups
+            | Code::BadGroupRequest
+    )
 }

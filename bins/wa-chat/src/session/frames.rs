@@ -78,6 +78,11 @@ impl Session {
                 self.ctx.metrics.messages_in.inc();
                 self.handle_send_media(m)
             }
+            client_frame::Kind::GroupRequest(r) => self.handle_group_request(r),
+            client_frame::Kind::SendGroup(m) => {
+                self.ctx.metrics.messages_in.inc();
+                self.handle_send_group(m)
+            }
         }
     }
 
@@ -141,6 +146,67 @@ impl Session {
         self.client_append(&s.to, envelope, s.id)
     }
 
+    /// A group request goes to the group's home, which decides it
+    /// (`common::group`); the edge checks only its shape. A create goes to
+    /// the home of the id the group will have.
+    fn handle_group_request(&mut self, mut r: common::proto::GroupRequest) -> Step {
+        use common::group::{Change, group_id};
+        if !ids::valid_message_id(&r.id) {
+            return self.refuse(Code::BadId, r.id, "GroupRequest.id must be 16 bytes", 0);
+        }
+        if r.op() == common::proto::GroupOp::Create {
+            r.group = group_id(&self.user, &r.id);
+        }
+        if let Err((code, why)) = Change::of(&r) {
+            return self.refuse(code, r.id, why, 0);
+        }
+        let id = r.id.clone();
+        let up = self.group_up(r.group.clone(), Some(r), None);
+        self.client_group(up, id)
+    }
+
+    fn handle_send_group(&mut self, m: common::proto::SendGroup) -> Step {
+        if !ids::valid_message_id(&m.id) {
+            return self.refuse(Code::BadId, m.id, "SendGroup.id must be 16 bytes", 0);
+        }
+        if !common::group::valid_group_id(&m.group) {
+            return self.refuse(
+                Code::BadGroupRequest,
+                m.id,
+                "SendGroup.group is not a group id",
+                0,
+            );
+        }
+        if m.body.len() > MAX_BODY {
+            return self.refuse(
+                Code::BodyTooLarge,
+                m.id,
+                format!("body of {} bytes exceeds max_body {MAX_BODY}", m.body.len()),
+                0,
+            );
+        }
+        let id = m.id.clone();
+        let up = self.group_up(m.group.clone(), None, Some(m));
+        self.client_group(up, id)
+    }
+
+    fn group_up(
+        &self,
+        group: String,
+        request: Option<common::proto::GroupRequest>,
+        send: Option<common::proto::SendGroup>,
+    ) -> common::link::GroupUp {
+        common::link::GroupUp {
+            req: 0,
+            group,
+            epoch: 0,
+            from: self.user.clone(),
+            from_device: self.device,
+            request,
+            send,
+        }
+    }
+
     fn handle_mark_read(&mut self, m: MarkRead) -> Step {
         if !ids::valid_message_id(&m.id) {
             return self.refuse(Code::BadId, m.id, "MarkRead.id must be 16 bytes", 0);
@@ -184,6 +250,7 @@ impl Session {
             id,
             server_ts_ms: 0,
             content: Some(content),
+            ..Default::default()
         }
     }
 

@@ -27,7 +27,7 @@ use bytes::Bytes;
 use common::link::{Watch, link_up};
 use common::proto::limits::{MAX_BATCH, MAX_FRAME};
 use common::proto::{
-    Accepted, ClientFrame, Code, Deliver, Error, Presence, ServerFrame, TypingEvent, client_frame,
+    ClientFrame, Code, Deliver, Error, Presence, ServerFrame, TypingEvent, client_frame,
     server_frame,
 };
 use common::wire::FrameReader;
@@ -384,52 +384,8 @@ impl Session {
                 server_ts_ms,
                 duplicate,
                 retry_after_ms,
-            } => {
-                let Some(p) = self.requests.remove(&tag) else {
-                    return Ok(());
-                };
-                let code = match code {
-                    0 => None,
-                    c => Some(Code::from_u32(c).unwrap_or(Code::Internal)),
-                };
-                match code {
-                    Some(Code::WrongHome | Code::StaleEpoch) => {
-                        self.refused_elsewhere(p);
-                        Ok(())
-                    }
-                    // The sender's home found this device revoked: the
-                    // session ends, as the home's kick would end it.
-                    Some(Code::Revoked) => Err(Close::Error(
-                        Code::Revoked,
-                        "this device's registration was revoked".into(),
-                    )),
-                    None => {
-                        self.client_requests -= 1;
-                        self.ctx
-                            .metrics
-                            .accepted_latency
-                            .observe(p.since.elapsed().as_secs_f64());
-                        self.push(
-                            server_frame::Kind::Accepted(Accepted {
-                                id: p.id,
-                                server_ts_ms,
-                                duplicate,
-                            }),
-                            Class::Control,
-                        )
-                    }
-                    // Whatever else the home refused, the session goes on:
-                    // the code is about this request.
-                    Some(code) => {
-                        let code = if code.is_fatal() {
-                            Code::Internal
-                        } else {
-                            code
-                        };
-                        self.failed(p, code, retry_after_ms)
-                    }
-                }
-            }
+            } => self.answered(tag, code, server_ts_ms, duplicate, retry_after_ms, None),
+            Event::Grouped { tag, answer } => self.grouped(tag, answer),
             Event::Typing { from, typing } => self.push(
                 server_frame::Kind::Typing(TypingEvent { from, typing }),
                 Class::Control,

@@ -29,6 +29,7 @@ fn message(n: u8) -> Envelope {
         id: Bytes::from(vec![n; common::proto::limits::ID_LEN]),
         server_ts_ms: 0,
         content: Some(Content::Body(Bytes::from_static(b"hi"))),
+        ..Default::default()
     }
 }
 

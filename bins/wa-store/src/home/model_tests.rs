@@ -341,6 +341,7 @@ impl Harness {
             id,
             server_ts_ms: 0,
             content: Some(Content::Body(Bytes::from(format!("{from}->{to}")))),
+            ..Default::default()
         };
         self.submit(Op::Append {
             link: self.link.clone(),
@@ -928,6 +929,7 @@ fn operations_queued_on_a_busy_shard_are_all_applied_in_order() {
                         id: Bytes::from(req.to_be_bytes().repeat(2)),
                         server_ts_ms: 0,
                         content: Some(Content::Body(Bytes::from_static(b"x"))),
+                        ..Default::default()
                     };
                     let op = Op::Append {
                         link: link.clone(),

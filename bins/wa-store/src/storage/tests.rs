@@ -24,6 +24,7 @@ fn env(from: &str, id: u8, ts: u64) -> Envelope {
         id: Bytes::from(vec![id; 16]),
         server_ts_ms: ts,
         content: Some(Content::Body(Bytes::from_static(b"hi"))),
+        ..Default::default()
     }
 }
 

@@ -64,6 +64,7 @@ pub fn envelope(from: &str, id: Bytes, body: Bytes) -> Envelope {
         id,
         server_ts_ms: 0,
         content: Some(Content::Body(body)),
+        ..Default::default()
     }
 }
 

@@ -84,7 +84,8 @@ impl Shard {
         seq: u64,
     ) -> Option<(String, Envelope)> {
         use common::proto::{Receipt, ReceiptKind, envelope};
-        if !self.receipts {
+        // A group's log is acknowledged by its fan-out, not a person.
+        if !self.receipts || common::group::is_group_log(user) {
             return None;
         }
         let u = self.users.get(user)?;
@@ -102,7 +103,12 @@ impl Shard {
                 }
             },
         };
-        if item.item_kind() != ItemKind::Message {
+        // (Nor does a group event, or the sender's own copy of its group
+        // message.)
+        if item.item_kind() != ItemKind::Message
+            || matches!(item.content, Some(envelope::Content::GroupEvent(_)))
+            || (!item.group.is_empty() && item.from == user)
+        {
             return None;
         }
         let receipt = Envelope {
@@ -114,6 +120,8 @@ impl Shard {
                 kind: ReceiptKind::Delivered as i32,
                 ids: vec![item.id],
             })),
+            group: item.group,
+            group_version: 0,
         };
         Some((item.from, receipt))
     }

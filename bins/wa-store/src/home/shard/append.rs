@@ -64,7 +64,9 @@ impl Shard {
         mut envelope: Envelope,
         now: Now,
     ) -> Result<(), Code> {
-        if !ids::valid_user_id(&to) || !ids::valid_user_id(&envelope.from) {
+        // (A group's log is a mailbox named by the group id.)
+        let mailbox = ids::valid_user_id(&to) || common::group::valid_group_id(&to);
+        if !mailbox || !ids::valid_user_id(&envelope.from) {
             return Err(Code::BadRecipient);
         }
         if !ids::valid_message_id(&envelope.id) {

@@ -23,6 +23,7 @@ fn message(from: &str, id: &[u8]) -> Envelope {
         id: Bytes::copy_from_slice(id),
         server_ts_ms: 0,
         content: Some(Content::Body(Bytes::from_static(b"hi"))),
+        ..Default::default()
     }
 }
 

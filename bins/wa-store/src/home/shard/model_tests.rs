@@ -506,6 +506,7 @@ impl Harness {
             id: Bytes::copy_from_slice(&id),
             server_ts_ms: 0,
             content: Some(Content::Body(Bytes::from_static(b"hello there"))),
+            ..Default::default()
         }
     }
 

@@ -1,0 +1,280 @@
+//! Groups under load (docs/BENCHMARKS.md "Groups"): messages into one
+//! group of `--members` (1,024) members, all connected, alongside a
+//! one-to-one load of `--pairs` senders at `--pair-rate` messages/s each;
+//! first the one-to-one load alone, then both. Prints the group's
+//! deliveries/s and the time from send to its last member (p50, p99), and
+//! the one-to-one send-to-delivery p50/p99 without and with the group
+//! traffic (their ratio).
+//!
+//! ```sh
+//! cargo run -p wa-tests --example group_bench -- --secs 10 --group-rate 20
+//! ```
+//!
+//! wa-store and wa-chat run in this process (their `run()` on port 0, as
+//! the tests start them), the clients too, on the same cores.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::client::{Client, Event, Events, Transport};
+use tokio::time::Instant;
+
+struct Args {
+    members: usize,
+    group_rate: u64,
+    pairs: usize,
+    pair_rate: u64,
+    secs: u64,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        members: 1024,
+        group_rate: 20,
+        pairs: 50,
+        pair_rate: 20,
+        secs: 10,
+    };
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    for w in argv.chunks(2) {
+        let v = || w[1].parse::<u64>().expect("a number");
+        match w[0].as_str() {
+            "--members" => a.members = v() as usize,
+            "--group-rate" => a.group_rate = v(),
+            "--pairs" => a.pairs = v() as usize,
+            "--pair-rate" => a.pair_rate = v(),
+            "--secs" => a.secs = v(),
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    a
+}
+
+/// Send times travel in the body: microseconds since `base`, then an index.
+fn stamp(base: Instant, idx: u64) -> Bytes {
+    let mut b = Vec::with_capacity(16);
+    b.extend_from_slice(&(base.elapsed().as_micros() as u64).to_be_bytes());
+    b.extend_from_slice(&idx.to_be_bytes());
+    Bytes::from(b)
+}
+
+fn unstamp(base: Instant, body: &[u8]) -> Option<(u64, u64)> {
+    let sent = u64::from_be_bytes(body.get(..8)?.try_into().ok()?);
+    let idx = u64::from_be_bytes(body.get(8..16)?.try_into().ok()?);
+    let now = base.elapsed().as_micros() as u64;
+    Some((idx, now.saturating_sub(sent)))
+}
+
+#[derive(Default)]
+struct Tally {
+    /// One-to-one latencies (µs) of the current phase.
+    direct: Vec<u64>,
+    /// Per group message: members that have it, and the latest arrival (µs).
+    group: HashMap<u64, (usize, u64)>,
+    /// Group deliveries, all members together.
+    deliveries: u64,
+    /// Group events received (the setup's).
+    events: usize,
+}
+
+/// Receives as one user until the process ends: records, acknowledges.
+fn receive(client: Arc<Client>, mut events: Events, base: Instant, tally: Arc<Mutex<Tally>>) {
+    tokio::spawn(async move {
+        while let Some(e) = events.next().await {
+            let (seq, rec) = match e {
+                Event::GroupMessage { seq, body, .. } => {
+                    (seq, unstamp(base, &body).map(|x| (true, x)))
+                }
+                Event::Message { seq, body, .. } => (seq, unstamp(base, &body).map(|x| (false, x))),
+                Event::GroupEvent { seq, .. } => {
+                    tally.lock().unwrap().events += 1;
+                    (seq, None)
+                }
+                Event::Receipt { seq, .. } => (seq, None),
+                _ => continue,
+            };
+            if let Some((group, (idx, lat))) = rec {
+                let mut t = tally.lock().unwrap();
+                if group {
+                    t.deliveries += 1;
+                    let e = t.group.entry(idx).or_default();
+                    e.0 += 1;
+                    e.1 = e.1.max(lat);
+                } else {
+                    t.direct.push(lat);
+                }
+            }
+            let _ = client.ack(&[seq]).await;
+        }
+    });
+}
+
+fn pct(v: &mut [u64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_unstable();
+    let i = ((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1;
+    v[i] as f64 / 1000.0
+}
+
+async fn connect(d: &support::Deployment, user: &str) -> (Arc<Client>, Events) {
+    let mut cfg = d.client_config(user, Transport::Tcp);
+    cfg.max_pending = 100_000;
+    let (c, e) = Client::connect(cfg).await.expect("connects");
+    (Arc::new(c), e)
+}
+
+/// Sends from each of `senders` at `rate`/s (and from `group`'s sender at
+/// its rate) for `secs`.
+async fn load(
+    senders: &[(Arc<Client>, String)],
+    rate: u64,
+    group: Option<(&Arc<Client>, &str, u64)>,
+    secs: u64,
+    base: Instant,
+) -> u64 {
+    let end = Instant::now() + Duration::from_secs(secs);
+    let mut tasks = Vec::new();
+    for (i, (c, to)) in senders.iter().enumerate() {
+        let (c, to) = (Arc::clone(c), to.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
+            let mut n = 0;
+            while Instant::now() < end {
+                tick.tick().await;
+                let _ = c.send(&to, stamp(base, (i as u64) << 32 | n)).await;
+                n += 1;
+            }
+        }));
+    }
+    let mut sent = 0;
+    if let Some((c, g, r)) = group {
+        let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / r));
+        while Instant::now() < end {
+            tick.tick().await;
+            c.send_group(g, stamp(base, sent))
+                .await
+                .expect("group send");
+            sent += 1;
+        }
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    sent
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let a = args();
+    let d = support::Deployment::start().await;
+    let base = Instant::now();
+    let tally = Arc::new(Mutex::new(Tally::default()));
+
+    // The group: its sender, and every member connected.
+    let (alice, mut alice_events) = connect(&d, "gsender").await;
+    let names: Vec<String> = (1..a.members).map(|i| format!("gm{i}")).collect();
+    for n in &names {
+        let (c, e) = connect(&d, n).await;
+        receive(c, e, base, Arc::clone(&tally));
+    }
+    let (_, group) = alice.create_group("gsender", "bench", &[]).await.unwrap();
+    for chunk in names.chunks(256) {
+        let ms: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        alice.add_members(&group, &ms).await.unwrap();
+    }
+    let mut answers = 0;
+    while answers < 1 + names.len().div_ceil(256) {
+        match alice_events.next().await.expect("events") {
+            Event::GroupResult { .. } => answers += 1,
+            Event::Rejected { code, message, .. } => panic!("{code}: {message}"),
+            _ => {}
+        }
+    }
+    receive(Arc::clone(&alice), alice_events, base, Arc::clone(&tally));
+    let setup = Instant::now();
+    while tally.lock().unwrap().events < names.len() {
+        assert!(
+            setup.elapsed() < Duration::from_secs(120),
+            "setup fan-out too slow"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The one-to-one pairs.
+    let mut senders = Vec::new();
+    for i in 0..a.pairs {
+        let (s, se) = connect(&d, &format!("ps{i}")).await;
+        receive(Arc::clone(&s), se, base, Arc::clone(&tally));
+        let (r, re) = connect(&d, &format!("pr{i}")).await;
+        receive(r, re, base, Arc::clone(&tally));
+        senders.push((s, format!("pr{i}")));
+    }
+
+    let settle = || tokio::time::sleep(Duration::from_secs(2));
+    load(&senders, a.pair_rate, None, a.secs, base).await;
+    settle().await;
+    let mut alone = std::mem::take(&mut tally.lock().unwrap().direct);
+
+    tally.lock().unwrap().deliveries = 0;
+    let t0 = Instant::now();
+    let sent = load(
+        &senders,
+        a.pair_rate,
+        Some((&alice, &group, a.group_rate)),
+        a.secs,
+        base,
+    )
+    .await;
+    let until_done = Instant::now();
+    loop {
+        let done = tally
+            .lock()
+            .unwrap()
+            .group
+            .values()
+            .filter(|e| e.0 == a.members)
+            .count() as u64;
+        if done >= sent || until_done.elapsed() > Duration::from_secs(60) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let elapsed = t0.elapsed().as_secs_f64();
+    let t = std::mem::take(&mut *tally.lock().unwrap());
+    let mut with = t.direct;
+    let mut last: Vec<u64> = t
+        .group
+        .values()
+        .filter(|e| e.0 == a.members)
+        .map(|e| e.1)
+        .collect();
+    let complete = last.len();
+
+    println!(
+        "members {} group_rate {}/s pairs {} x {}/s secs {}",
+        a.members, a.group_rate, a.pairs, a.pair_rate, a.secs
+    );
+    println!(
+        "group: sent {sent}, reached every member {complete}, deliveries {} ({:.0}/s over {elapsed:.1} s), to last member p50 {:.1} ms p99 {:.1} ms",
+        t.deliveries,
+        t.deliveries as f64 / elapsed,
+        pct(&mut last, 0.50),
+        pct(&mut last, 0.99),
+    );
+    let (a50, a99) = (pct(&mut alone, 0.50), pct(&mut alone, 0.99));
+    let (w50, w99) = (pct(&mut with, 0.50), pct(&mut with, 0.99));
+    println!(
+        "one-to-one alone: {} msgs p50 {a50:.1} ms p99 {a99:.1} ms; with the group: {} msgs p50 {w50:.1} ms p99 {w99:.1} ms; p99 ratio {:.2}",
+        alone.len(),
+        with.len(),
+        w99 / a99
+    );
+    d.stop().await;
+}
