@@ -21,6 +21,7 @@ pub mod journal;
 pub mod listener;
 pub mod metrics;
 pub mod ownership;
+pub mod push;
 pub mod replication;
 pub mod retire;
 pub mod retry;
@@ -73,6 +74,8 @@ pub struct Store {
     /// end goes to the sweeper once this store serves as primary.
     sweep_now: tokio::sync::mpsc::Sender<tokio::sync::oneshot::Sender<u64>>,
     sweep_requests: std::sync::Mutex<Option<home::SweepRequests>>,
+    /// The push providers, their keys read at open.
+    providers: Arc<push::providers::Providers>,
 }
 
 /// Written into the data directory when a primary stopped cleanly (its
@@ -96,6 +99,7 @@ impl Store {
             Err(_) if primary && ownership.current().map.islands.len() == 1 => None,
             Err(e) => return Err(StoreError::ClusterCa(e)),
         };
+        let providers = Arc::new(push::providers::Providers::new(&config.push).map_err(StoreError::Push)?);
         let cert = common::tls::CertReloader::open(&config.link.cert, &config.link.key)?;
         let tls = cert.server_config(&[common::link::LINK_ALPN])?;
         let (sweep_now, sweep_requests) = tokio::sync::mpsc::channel(4);
@@ -147,6 +151,7 @@ impl Store {
             crashed,
             sweep_now,
             sweep_requests: std::sync::Mutex::new(Some(sweep_requests)),
+            providers,
         })
     }
 
@@ -280,6 +285,16 @@ impl Store {
         // Cancelled by `shutdown`, or by a panic on a shard.
         let stop = shutdown.child_token();
         let fatal = home::Fatal::new(stop.clone());
+        let pusher = push::Pusher::open(
+            self.config.push.clone(),
+            &self.config.data_dir,
+            Arc::clone(&self.metrics.push),
+        )
+        .map_err(|source| StoreError::DataDir {
+            op: "open the push queue in",
+            dir: self.config.data_dir.clone(),
+            source,
+        })?;
         let (home, shards) = Home::start(
             Arc::clone(&self.storage),
             Arc::clone(&journal_arc),
@@ -290,7 +305,16 @@ impl Store {
             fatal.clone(),
             SHARDS,
             Some(outbox),
+            Some(pusher.clone()),
         );
+        let push_stop = stop.child_token();
+        let push_sender = tokio::spawn(push::run(
+            pusher,
+            Arc::clone(&self.providers),
+            Arc::clone(&self.storage),
+            home.clone(),
+            push_stop.clone(),
+        ));
         let client = match &self.roots {
             Some(roots) => match common::link_client::LinkClient::new(
                 self.ownership.current().map.clone(),
@@ -434,6 +458,8 @@ impl Store {
         let grace = self.config.shutdown.grace;
         let deadline = tokio::time::Instant::now() + grace;
         let _ = reloader.await;
+        push_stop.cancel();
+        let _ = tokio::time::timeout_at(deadline, push_sender).await;
         let _ = tokio::time::timeout_at(deadline, courier).await;
         if let Some(c) = &other_homes {
             let _ = tokio::time::timeout_at(deadline, c.close()).await;

@@ -53,10 +53,14 @@ pub enum Code {
     /// The recipient's home is short of disk space and stores nothing new
     /// until it has room again; retry after `retry_after_ms`.
     StorageFull = 21,
+    /// A `SetPushEndpoint` is malformed: unknown provider, empty or too long
+    /// token, a UnifiedPush endpoint that is not an http(s) URL or keys of
+    /// the wrong length.
+    BadPushEndpoint = 30,
 }
 
 impl Code {
-    pub const ALL: [Code; 21] = [
+    pub const ALL: [Code; 22] = [
         Code::BadFrame,
         Code::FrameTooLarge,
         Code::NotAuthenticated,
@@ -78,6 +82,7 @@ impl Code {
         Code::WrongHome,
         Code::StaleEpoch,
         Code::StorageFull,
+        Code::BadPushEndpoint,
     ];
 
     pub fn from_u32(v: u32) -> Option<Code> {
@@ -108,6 +113,7 @@ impl Code {
             Code::WrongHome => "WRONG_HOME",
             Code::StaleEpoch => "STALE_EPOCH",
             Code::StorageFull => "STORAGE_FULL",
+            Code::BadPushEndpoint => "BAD_PUSH_ENDPOINT",
         }
     }
 
@@ -125,6 +131,7 @@ impl Code {
                 | Code::WrongHome
                 | Code::StaleEpoch
                 | Code::StorageFull
+                | Code::BadPushEndpoint
         )
     }
 }
@@ -141,8 +148,15 @@ mod tests {
 
     #[test]
     fn codes_round_trip_and_are_unique() {
+        // Dense from 1 up to the ranges reserved for features (30 and up:
+        // push notifications), rising throughout.
         for (i, c) in Code::ALL.iter().enumerate() {
-            assert_eq!(*c as u32, i as u32 + 1, "codes are dense from 1");
+            if (*c as u32) < 22 {
+                assert_eq!(*c as u32, i as u32 + 1, "codes are dense from 1");
+            }
+            if i > 0 {
+                assert!(*c as u32 > Code::ALL[i - 1] as u32, "codes rise");
+            }
             assert_eq!(Code::from_u32(*c as u32), Some(*c));
         }
         assert_eq!(Code::from_u32(0), None);

@@ -40,6 +40,7 @@ use crate::outbound::{Class, End, Outbound};
 use crate::transport::{Sink, Source};
 
 mod appends;
+mod push;
 
 use appends::Pending;
 
@@ -721,6 +722,7 @@ impl Session {
                 self.ctx.metrics.messages_in.inc();
                 self.handle_send_media(m)
             }
+            client_frame::Kind::SetPushEndpoint(p) => self.handle_set_push(p),
         }
     }
 
@@ -944,6 +946,7 @@ impl Session {
                     }
                 }
             }
+            Event::PushSet { id, code } => self.push_set(id, code),
             Event::Typing { from, typing } => self.push(
                 server_frame::Kind::Typing(TypingEvent { from, typing }),
                 Class::Control,

@@ -32,6 +32,7 @@ mod model_tests;
 mod pending;
 mod push;
 mod sessions;
+mod wake;
 #[cfg(test)]
 pub(in crate::home) mod stand_ins;
 mod write_back;
@@ -52,6 +53,7 @@ use crate::storage::{MailboxSize, Storage, StorageError};
 
 pub(in crate::home) use effect::{Effect, Now};
 pub(in crate::home) use log::Log;
+pub use wake::SetPushBy;
 
 use append::{internal, refused};
 use pending::Pending;
@@ -238,6 +240,8 @@ pub(super) struct Shard {
     /// What the operations applied decided should happen outside the
     /// shard, in order, until the dispatcher takes it ([`Shard::effects`]).
     effects: Vec<Effect>,
+    /// Users' push endpoints, cached ([`wake`]).
+    wakes: wake::Endpoints,
 }
 
 impl Shard {
@@ -265,6 +269,7 @@ impl Shard {
             cache_bytes: 0,
             written: HashMap::new(),
             effects: Vec::new(),
+            wakes: wake::Endpoints::default(),
         }
     }
 
@@ -359,6 +364,12 @@ impl Shard {
                     frame: link_down::Kind::DeviceChecked(answer),
                 });
             }
+            Op::SetPush {
+                by,
+                user,
+                device,
+                endpoint,
+            } => self.set_push(by, &user, device, endpoint, now.unix_ms),
             Op::Detach {
                 link,
                 session,
