@@ -99,7 +99,8 @@ impl Store {
             Err(_) if primary && ownership.current().map.islands.len() == 1 => None,
             Err(e) => return Err(StoreError::ClusterCa(e)),
         };
-        let providers = Arc::new(push::providers::Providers::new(&config.push).map_err(StoreError::Push)?);
+        let providers =
+            Arc::new(push::providers::Providers::new(&config.push).map_err(StoreError::Push)?);
         let cert = common::tls::CertReloader::open(&config.link.cert, &config.link.key)?;
         let tls = cert.server_config(&[common::link::LINK_ALPN])?;
         let (sweep_now, sweep_requests) = tokio::sync::mpsc::channel(4);

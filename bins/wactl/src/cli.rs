@@ -50,6 +50,8 @@ pub enum Command {
     Kick(KickArgs),
     Queues(QueuesArgs),
     Expire(ExpireArgs),
+    #[command(subcommand)]
+    Push(PushCommand),
     Drain(DrainArgs),
     Config(ConfigArgs),
     Completions(CompletionsArgs),
@@ -189,6 +191,29 @@ pub struct ExpireArgs {
     /// Run the expiry sweep now (required: there is no other mode yet).
     #[arg(long, required = true)]
     pub now: bool,
+}
+
+/// Push notifications.
+#[derive(Debug, Subcommand)]
+pub enum PushCommand {
+    Test(PushTestArgs),
+}
+
+/// Send one push now to a device's registered endpoint (APNs, FCM or
+/// UnifiedPush), outside the queue, and print what the provider answered.
+///
+/// Asks every store of the node list; the user's home answers. Exit 1 if
+/// the device has no endpoint or the provider refused the push.
+#[derive(Debug, Args)]
+pub struct PushTestArgs {
+    #[command(flatten)]
+    pub nodes: NodesArg,
+    #[command(flatten)]
+    pub output: OutputArg,
+    /// The user id.
+    pub user: String,
+    /// The device number.
+    pub device: u32,
 }
 
 /// Take an edge out of service: it turns not ready, refuses new clients and

@@ -44,6 +44,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Kick(a) => ops::sessions::kick(&a).await,
         Command::Queues(a) => ops::queues::run(&a).await,
         Command::Expire(a) => ops::expire::run(&a).await,
+        Command::Push(crate::cli::PushCommand::Test(a)) => ops::push::run(&a).await,
         Command::Drain(a) => ops::drain::run(&a).await,
         Command::Config(a) => {
             print!("{}", defaults(&a));

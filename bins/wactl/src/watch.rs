@@ -94,7 +94,7 @@ pub(crate) async fn run(args: &WatchArgs) -> anyhow::Result<ExitCode> {
                     args.user
                 ));
             }
-            Event::Accepted { .. } => {}
+            Event::Accepted { .. } | Event::PushEndpointSet { .. } => {}
         }
     };
     client.close().await;

@@ -504,7 +504,9 @@ impl Driver {
             }
             Kind::PushEndpointSet(a) => match id16(&a.id).and_then(|id| self.remove(&id)) {
                 Some(p) => self.emit(Event::PushEndpointSet { id: p.id }),
-                None => tracing::debug!(id = %hex::encode(&a.id), "PushEndpointSet for nothing pending"),
+                None => {
+                    tracing::debug!(id = %hex::encode(&a.id), "PushEndpointSet for nothing pending")
+                }
             },
             Kind::Deliver(d) => self.deliver(d),
             Kind::Error(e) => {

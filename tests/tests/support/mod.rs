@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod etcd;
 pub mod netns;
 pub mod proxy;
+pub mod push;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

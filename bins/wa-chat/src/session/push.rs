@@ -5,8 +5,7 @@
 use bytes::Bytes;
 use common::link::{PushEndpoint, SetPush, link_up};
 use common::proto::{
-    Code, PushEndpointSet, PushProvider, SetPushEndpoint, ids, push_endpoint_problem,
-    server_frame,
+    Code, PushEndpointSet, PushProvider, SetPushEndpoint, ids, push_endpoint_problem, server_frame,
 };
 
 use super::{Session, Step};

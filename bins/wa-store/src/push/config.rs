@@ -151,7 +151,10 @@ impl PushConfig {
         if self.timeout.is_zero() {
             errs.push("push.timeout: must be more than zero".into());
         }
-        for (key, url) in [("push.apns.url", &self.apns.url), ("push.fcm.url", &self.fcm.url)] {
+        for (key, url) in [
+            ("push.apns.url", &self.apns.url),
+            ("push.fcm.url", &self.fcm.url),
+        ] {
             if reqwest::Url::parse(url).is_err() {
                 errs.push(format!("{key}: {url:?} is not a URL"));
             }

@@ -76,7 +76,12 @@ impl PushMetrics {
         let one = |m: &BTreeMap<&'static str, u64>| -> Vec<(String, u64)> {
             m.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
         };
-        s.counters("wa_store_push_sent", "Pushes a provider accepted", "provider", &one(&by.sent));
+        s.counters(
+            "wa_store_push_sent",
+            "Pushes a provider accepted",
+            "provider",
+            &one(&by.sent),
+        );
         s.counters(
             "wa_store_push_retried",
             "Push attempts that failed for now and are retried (429, 5xx, timeouts)",
@@ -94,7 +99,10 @@ impl PushMetrics {
             .iter()
             .map(|((p, r), v)| {
                 (
-                    vec![("provider".to_owned(), (*p).to_owned()), ("reason".to_owned(), (*r).to_owned())],
+                    vec![
+                        ("provider".to_owned(), (*p).to_owned()),
+                        ("reason".to_owned(), (*r).to_owned()),
+                    ],
                     *v as f64,
                 )
             })
@@ -104,8 +112,16 @@ impl PushMetrics {
             "Pushes given up, by provider and reason (a count since the start)",
             &failed,
         );
-        let count: Vec<(String, u64)> = by.requests.iter().map(|(k, v)| ((*k).to_owned(), v.0)).collect();
-        let secs: Vec<(String, f64)> = by.requests.iter().map(|(k, v)| ((*k).to_owned(), v.1)).collect();
+        let count: Vec<(String, u64)> = by
+            .requests
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.0))
+            .collect();
+        let secs: Vec<(String, f64)> = by
+            .requests
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.1))
+            .collect();
         s.counters(
             "wa_store_push_requests",
             "Requests made to the provider",

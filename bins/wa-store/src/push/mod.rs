@@ -39,7 +39,11 @@ struct Inner {
 impl Pusher {
     /// Opens the queue in `data_dir/push` (replaying what a previous run
     /// left in it).
-    pub fn open(cfg: PushConfig, data_dir: &Path, metrics: Arc<PushMetrics>) -> std::io::Result<Pusher> {
+    pub fn open(
+        cfg: PushConfig,
+        data_dir: &Path,
+        metrics: Arc<PushMetrics>,
+    ) -> std::io::Result<Pusher> {
         let queue = Queue::open(&data_dir.join("push"))?;
         metrics.set_queue(queue.len());
         Ok(Pusher(Arc::new(Inner {

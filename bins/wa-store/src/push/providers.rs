@@ -90,7 +90,11 @@ pub struct Providers {
 /// APNs tokens are renewed after this long.
 const APNS_TOKEN_AGE: Duration = Duration::from_secs(30 * 60);
 
-fn client(cfg: &PushConfig, roots: &[rustls_pki_types::CertificateDer<'static>], h2: bool) -> Result<reqwest::Client, String> {
+fn client(
+    cfg: &PushConfig,
+    roots: &[rustls_pki_types::CertificateDer<'static>],
+    h2: bool,
+) -> Result<reqwest::Client, String> {
     let alpn: &[&[u8]] = if h2 { &[b"h2"] } else { &[b"h2", b"http/1.1"] };
     let tls = common::tls::client_config(roots, alpn).map_err(|e| e.to_string())?;
     let mut b = reqwest::Client::builder()
@@ -258,7 +262,8 @@ impl Providers {
     /// The FCM access token, fetched again once expired (or `renew`).
     async fn access_token(&self, f: &Fcm, renew: bool) -> Result<String, Outcome> {
         let mut access = f.access.lock().await;
-        if !renew && let Some((tok, until)) = &*access
+        if !renew
+            && let Some((tok, until)) = &*access
             && Instant::now() < *until
         {
             return Ok(tok.clone());
@@ -285,7 +290,10 @@ impl Providers {
             .map_err(|e| transport_error(&e))?;
         let status = r.status().as_u16();
         if status != 200 {
-            tracing::warn!(status, "the OAuth 2 token endpoint refused the service account");
+            tracing::warn!(
+                status,
+                "the OAuth 2 token endpoint refused the service account"
+            );
             return Err(if status >= 500 || status == 429 {
                 Outcome::Retry {
                     after: retry_after(&r),

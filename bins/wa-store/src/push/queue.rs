@@ -152,7 +152,14 @@ impl Queue {
     /// An item landed for the device `key` at `now_ms`: a new entry, due
     /// after `coalesce` and at least `interval` after its last push, or one
     /// more item on its waiting entry. False if the queue is full.
-    pub fn decide(&mut self, key: Key, now_ms: u64, coalesce: u64, interval: u64, max: usize) -> bool {
+    pub fn decide(
+        &mut self,
+        key: Key,
+        now_ms: u64,
+        coalesce: u64,
+        interval: u64,
+        max: usize,
+    ) -> bool {
         if let Some(e) = self.entries.get_mut(&key) {
             e.count = e.count.saturating_add(1);
             let line = Line::Put(e.clone());

@@ -22,7 +22,11 @@ use crate::storage::Storage;
 const SYNC_EVERY: Duration = Duration::from_secs(1);
 
 /// The endpoint of `device` of `user`, as the home keeps it.
-fn endpoint(storage: &dyn Storage, user: &str, device: u32) -> Result<Option<PushEndpoint>, String> {
+fn endpoint(
+    storage: &dyn Storage,
+    user: &str,
+    device: u32,
+) -> Result<Option<PushEndpoint>, String> {
     let (_, raw) = storage
         .kv_get(KvSpace::PushEndpoints as i32 as u8, user)
         .map_err(|e| e.to_string())?;
@@ -150,11 +154,20 @@ async fn finish(pusher: &Pusher, home: &Home, done: Done) {
     match done.outcome {
         Outcome::Sent => {
             m.sent(done.provider);
-            tracing::debug!(provider = done.provider, count = done.entry.count, "push sent");
+            tracing::debug!(
+                provider = done.provider,
+                count = done.entry.count,
+                "push sent"
+            );
             pusher.queue().done(&key, id, true, now, interval);
         }
         Outcome::Retry { after, reason } => {
-            let delay = backoff(cfg.backoff_initial, cfg.backoff_max, done.entry.attempts + 1, after);
+            let delay = backoff(
+                cfg.backoff_initial,
+                cfg.backoff_max,
+                done.entry.attempts + 1,
+                after,
+            );
             let attempts = pusher
                 .queue()
                 .retry(&key, id, now + delay.as_millis() as u64);
@@ -164,12 +177,20 @@ async fn finish(pusher: &Pusher, home: &Home, done: Done) {
                 pusher.queue().done(&key, id, false, now, interval);
             } else {
                 m.retried(done.provider);
-                tracing::debug!(provider = done.provider, reason, ?delay, "push retried later");
+                tracing::debug!(
+                    provider = done.provider,
+                    reason,
+                    ?delay,
+                    "push retried later"
+                );
             }
         }
         Outcome::Gone => {
             m.removed(done.provider);
-            tracing::info!(provider = done.provider, "the provider says the push token is dead; endpoint removed");
+            tracing::info!(
+                provider = done.provider,
+                "the provider says the push token is dead; endpoint removed"
+            );
             pusher.queue().forget(&key);
             let op = Op::SetPush {
                 by: SetPushBy::DeadToken { token: done.token },
@@ -178,7 +199,9 @@ async fn finish(pusher: &Pusher, home: &Home, done: Done) {
                 endpoint: None,
             };
             if home.submit(op).await.is_err() {
-                tracing::warn!("the home is closing; a dead endpoint stays until the next push finds it");
+                tracing::warn!(
+                    "the home is closing; a dead endpoint stays until the next push finds it"
+                );
             }
         }
         Outcome::Failed(reason) => {

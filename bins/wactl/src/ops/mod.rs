@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod drain;
 pub mod expire;
 pub mod progress;
+pub mod push;
 pub mod queues;
 pub mod sessions;
 pub mod status;

@@ -32,9 +32,9 @@ mod model_tests;
 mod pending;
 mod push;
 mod sessions;
-mod wake;
 #[cfg(test)]
 pub(in crate::home) mod stand_ins;
+mod wake;
 mod write_back;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};

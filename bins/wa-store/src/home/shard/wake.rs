@@ -28,8 +28,14 @@ pub(super) struct Endpoints(foldhash::HashMap<String, Arc<[PushEndpoint]>>);
 /// Where a `SetPush` came from: a session (answered on its link) or the
 /// push sender removing a dead token (only if it is still that token).
 pub enum SetPushBy {
-    Session { link: LinkTx, session: u64, id: Bytes },
-    DeadToken { token: String },
+    Session {
+        link: LinkTx,
+        session: u64,
+        id: Bytes,
+    },
+    DeadToken {
+        token: String,
+    },
 }
 
 impl Shard {
@@ -84,7 +90,10 @@ impl Shard {
 
     /// `device` of `user` connected: nothing waits to wake it any more.
     pub(super) fn device_connected(&mut self, user: &str, device: u32) {
-        if self.endpoints(user).is_ok_and(|l| l.iter().any(|e| e.device == device)) {
+        if self
+            .endpoints(user)
+            .is_ok_and(|l| l.iter().any(|e| e.device == device))
+        {
             self.effects.push(Effect::Unwake {
                 user: user.to_owned(),
                 device,
@@ -93,10 +102,20 @@ impl Shard {
     }
 
     /// Writes `user`'s endpoints (journaled like any key-value record).
-    fn store_endpoints(&mut self, user: &str, list: Vec<PushEndpoint>, now_ms: u64) -> Result<(), Code> {
+    fn store_endpoints(
+        &mut self,
+        user: &str,
+        list: Vec<PushEndpoint>,
+        now_ms: u64,
+    ) -> Result<(), Code> {
         let space = KvSpace::PushEndpoints;
         let current = self.kv(0, space, user, None, now_ms)?;
-        let value = Bytes::from(PushEndpoints { endpoints: list.clone() }.encode_to_vec());
+        let value = Bytes::from(
+            PushEndpoints {
+                endpoints: list.clone(),
+            }
+            .encode_to_vec(),
+        );
         let put = self.kv(0, space, user, Some((value, current.version)), now_ms)?;
         if put.conflict {
             return Err(Code::Internal);
@@ -123,8 +142,11 @@ impl Shard {
                 // Replaced meanwhile by the device itself: kept.
                 return Ok(false);
             }
-            let mut list: Vec<PushEndpoint> =
-                current.iter().filter(|e| e.device != device).cloned().collect();
+            let mut list: Vec<PushEndpoint> = current
+                .iter()
+                .filter(|e| e.device != device)
+                .cloned()
+                .collect();
             let cleared = endpoint.is_none();
             list.extend(endpoint);
             list.sort_by_key(|e| e.device);
@@ -139,7 +161,10 @@ impl Shard {
         }
         if let SetPushBy::Session { link, session, id } = by {
             let code = result.err().map_or(0, |c| c as u32);
-            self.answer_when_durable(link, link_down::Kind::PushSet(PushSet { session, id, code }));
+            self.answer_when_durable(
+                link,
+                link_down::Kind::PushSet(PushSet { session, id, code }),
+            );
         }
     }
 
