@@ -52,6 +52,9 @@ _wactl() {
             wactl,promote)
                 cmd="wactl__subcmd__promote"
                 ;;
+            wactl,push)
+                cmd="wactl__subcmd__push"
+                ;;
             wactl,queues)
                 cmd="wactl__subcmd__queues"
                 ;;
@@ -142,6 +145,9 @@ _wactl() {
             wactl__subcmd__help,promote)
                 cmd="wactl__subcmd__help__subcmd__promote"
                 ;;
+            wactl__subcmd__help,push)
+                cmd="wactl__subcmd__help__subcmd__push"
+                ;;
             wactl__subcmd__help,queues)
                 cmd="wactl__subcmd__help__subcmd__queues"
                 ;;
@@ -175,6 +181,21 @@ _wactl() {
             wactl__subcmd__help__subcmd__config,defaults)
                 cmd="wactl__subcmd__help__subcmd__config__subcmd__defaults"
                 ;;
+            wactl__subcmd__help__subcmd__push,test)
+                cmd="wactl__subcmd__help__subcmd__push__subcmd__test"
+                ;;
+            wactl__subcmd__push,help)
+                cmd="wactl__subcmd__push__subcmd__help"
+                ;;
+            wactl__subcmd__push,test)
+                cmd="wactl__subcmd__push__subcmd__test"
+                ;;
+            wactl__subcmd__push__subcmd__help,help)
+                cmd="wactl__subcmd__push__subcmd__help__subcmd__help"
+                ;;
+            wactl__subcmd__push__subcmd__help,test)
+                cmd="wactl__subcmd__push__subcmd__help__subcmd__test"
+                ;;
             *)
                 ;;
         esac
@@ -182,7 +203,7 @@ _wactl() {
 
     case "${cmd}" in
         wactl)
-            opts="-h -V --help --version keygen token up home promote send watch register code man status cluster sessions kick queues expire drain config completions help"
+            opts="-h -V --help --version keygen token up home promote send watch register code man status cluster sessions kick queues expire push drain config completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -496,7 +517,7 @@ _wactl() {
             return 0
             ;;
         wactl__subcmd__help)
-            opts="keygen token up home promote send watch register code man status cluster sessions kick queues expire drain config completions help"
+            opts="keygen token up home promote send watch register code man status cluster sessions kick queues expire push drain config completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -708,6 +729,34 @@ _wactl() {
         wactl__subcmd__help__subcmd__promote)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        wactl__subcmd__help__subcmd__push)
+            opts="test"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        wactl__subcmd__help__subcmd__push__subcmd__test)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -932,6 +981,92 @@ _wactl() {
                     ;;
                 --map)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        wactl__subcmd__push)
+            opts="-h -V --help --version test help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        wactl__subcmd__push__subcmd__help)
+            opts="test help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        wactl__subcmd__push__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        wactl__subcmd__push__subcmd__help__subcmd__test)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        wactl__subcmd__push__subcmd__test)
+            opts="-o -h -V --nodes --dir --output --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --nodes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table json" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "table json" -- "${cur}"))
                     return 0
                     ;;
                 *)

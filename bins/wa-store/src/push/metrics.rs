@@ -94,7 +94,7 @@ impl PushMetrics {
             "provider",
             &one(&by.removed),
         );
-        let failed: Vec<(Vec<(String, String)>, f64)> = by
+        let failed: Vec<(Vec<(String, String)>, u64)> = by
             .failed
             .iter()
             .map(|((p, r), v)| {
@@ -103,13 +103,13 @@ impl PushMetrics {
                         ("provider".to_owned(), (*p).to_owned()),
                         ("reason".to_owned(), (*r).to_owned()),
                     ],
-                    *v as f64,
+                    *v,
                 )
             })
             .collect();
-        s.labeled_gauges(
+        s.labeled_counters(
             "wa_store_push_failed",
-            "Pushes given up, by provider and reason (a count since the start)",
+            "Pushes given up, by provider and reason",
             &failed,
         );
         let count: Vec<(String, u64)> = by

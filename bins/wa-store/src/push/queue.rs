@@ -149,6 +149,10 @@ impl Queue {
         self.entries.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
     /// An item landed for the device `key` at `now_ms`: a new entry, due
     /// after `coalesce` and at least `interval` after its last push, or one
     /// more item on its waiting entry. False if the queue is full.
@@ -169,13 +173,13 @@ impl Queue {
         if self.entries.len() >= max {
             return false;
         }
-        let last = self.last_sent.get(&key).copied().unwrap_or(0);
+        let earliest = self.last_sent.get(&key).map_or(0, |last| last + interval);
         let e = Entry {
             id: self.next_id,
             user: key.0.clone(),
             device: key.1,
             count: 1,
-            due_ms: (now_ms + coalesce).max(last + interval),
+            due_ms: (now_ms + coalesce).max(earliest),
             attempts: 0,
         };
         self.next_id += 1;

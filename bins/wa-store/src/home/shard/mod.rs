@@ -35,6 +35,8 @@ mod sessions;
 #[cfg(test)]
 pub(in crate::home) mod stand_ins;
 mod wake;
+#[cfg(test)]
+mod wake_tests;
 mod write_back;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
