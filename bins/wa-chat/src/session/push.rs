@@ -8,7 +8,7 @@ use common::proto::{
     Code, PushEndpointSet, PushProvider, SetPushEndpoint, ids, push_endpoint_problem, server_frame,
 };
 
-use super::{Session, Step};
+use super::{Close, Session, Step};
 use crate::outbound::Class;
 
 impl Session {
@@ -58,6 +58,10 @@ impl Session {
                 server_frame::Kind::PushEndpointSet(PushEndpointSet { id }),
                 Class::Control,
             ),
+            c if c == Code::Revoked as u32 => Err(Close::Error(
+                Code::Revoked,
+                "this device's registration was revoked".into(),
+            )),
             c => {
                 // A home that does not serve the user (moved, or another
                 // epoch) or failed: the client resends later.

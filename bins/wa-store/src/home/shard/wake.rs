@@ -134,7 +134,23 @@ impl Shard {
         endpoint: Option<PushEndpoint>,
         now_ms: u64,
     ) {
-        let result = self.endpoints(user).and_then(|current| {
+        // A revoked credential sets nothing (its session is being closed;
+        // this request may have been on its way meanwhile).
+        let revoked = match &endpoint {
+            Some(e) => self
+                .storage
+                .min_generation(user, device)
+                .map_err(internal)
+                .map(|min| e.generation < min),
+            None => Ok(false),
+        };
+        let result = revoked.and_then(|revoked| {
+            if revoked {
+                return Err(Code::Revoked);
+            }
+            self.endpoints(user)
+        });
+        let result = result.and_then(|current| {
             let old = current.iter().find(|e| e.device == device);
             if let SetPushBy::DeadToken { token } = &by
                 && old.is_none_or(|e| &e.token != token)

@@ -203,6 +203,12 @@ async fn an_item_wakes_offline_devices_with_endpoints_only() {
     );
     shard.handle(append(6), now);
     assert_eq!(settled(&mut shard).await, ["unwake bo 2", "appended"]);
+    // The revoked credential cannot set it again.
+    shard.handle(set(2, Some(endpoint(2, "t2"))), now);
+    assert_eq!(
+        settled(&mut shard).await,
+        [format!("set {}", common::proto::Code::Revoked as u32)]
+    );
     // The record survives (it is the engine's, not the cache's).
     drop(shard);
     let (_, raw) = storage.kv_get(4, "bo").unwrap();
