@@ -73,8 +73,10 @@ struct Fcm {
     key_id: String,
     token_uri: String,
     signer: Signer,
-    /// The OAuth 2 access token and when it expires.
-    access: tokio::sync::Mutex<Option<(String, Instant)>>,
+    /// The OAuth 2 access token and when it expires. (A miss fetches a new
+    /// one without holding the lock: concurrent misses may each fetch one,
+    /// at most `push.concurrency`, once an hour.)
+    access: Mutex<Option<(String, Instant)>>,
 }
 
 pub struct Providers {
@@ -148,7 +150,7 @@ impl Providers {
                 email: sa.client_email,
                 key_id: sa.private_key_id,
                 token_uri: sa.token_uri,
-                access: tokio::sync::Mutex::new(None),
+                access: Mutex::new(None),
             })
         };
         Ok(Providers {
@@ -261,12 +263,13 @@ impl Providers {
 
     /// The FCM access token, fetched again once expired (or `renew`).
     async fn access_token(&self, f: &Fcm, renew: bool) -> Result<String, Outcome> {
-        let mut access = f.access.lock().await;
-        if !renew
-            && let Some((tok, until)) = &*access
-            && Instant::now() < *until
-        {
-            return Ok(tok.clone());
+        if !renew {
+            let access = f.access.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((tok, until)) = &*access
+                && Instant::now() < *until
+            {
+                return Ok(tok.clone());
+            }
         }
         let now = common::fsutil::now_ms() / 1000;
         let claims = serde_json::json!({
@@ -314,7 +317,7 @@ impl Providers {
         })?;
         // Renewed a minute before Google would refuse it.
         let until = Instant::now() + Duration::from_secs(t.expires_in.saturating_sub(60));
-        *access = Some((t.access_token.clone(), until));
+        *f.access.lock().unwrap_or_else(|p| p.into_inner()) = Some((t.access_token.clone(), until));
         Ok(t.access_token)
     }
 

@@ -64,7 +64,11 @@ pub async fn run(
             let storage = Arc::clone(&storage);
             let metrics = Arc::clone(&pusher.0.metrics);
             tokio::spawn(async move {
-                let found = endpoint(&*storage, &entry.user, entry.device);
+                let (user, device) = (entry.user.clone(), entry.device);
+                // (An engine read: off the async threads.)
+                let found = tokio::task::spawn_blocking(move || endpoint(&*storage, &user, device))
+                    .await
+                    .unwrap_or_else(|e| Err(e.to_string()));
                 let (provider, token, outcome) = match found {
                     Ok(Some(e)) => {
                         let provider = providers::name(e.provider);
