@@ -19,7 +19,7 @@ pub const LINK_ALPN: &[u8] = b"wa-link/1";
 pub struct LinkUp {
     #[prost(
         oneof = "link_up::Kind",
-        tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15"
+        tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 20"
     )]
     pub kind: Option<link_up::Kind>,
 }
@@ -79,7 +79,72 @@ pub mod link_up {
         /// home; answered by `GroupDelivered` with the same `req`.
         #[prost(message, tag = "15")]
         GroupDeliver(super::GroupDeliver),
+        /// Set or clear the push endpoint of a session's device, at the
+        /// user's home; answered by `PushSet` for the session.
+        #[prost(message, tag = "20")]
+        SetPush(super::SetPush),
     }
+}
+
+/// A device's push endpoint, as the home keeps it: the value of the
+/// `PushEndpoints` key-value space holds a [`PushEndpoints`] per user.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PushEndpoint {
+    #[prost(uint32, tag = "1")]
+    pub device: u32,
+    /// The generation of the credential that set it: a revocation of the
+    /// device at a higher generation removes it.
+    #[prost(uint32, tag = "2")]
+    pub generation: u32,
+    #[prost(enumeration = "crate::proto::PushProvider", tag = "3")]
+    pub provider: i32,
+    #[prost(string, tag = "4")]
+    pub token: String,
+    #[prost(bool, tag = "5")]
+    pub alert: bool,
+    #[prost(bytes = "bytes", tag = "6")]
+    pub p256dh: Bytes,
+    #[prost(bytes = "bytes", tag = "7")]
+    pub auth: Bytes,
+}
+
+/// Every push endpoint of one user, one per device, by device.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PushEndpoints {
+    #[prost(message, repeated, tag = "1")]
+    pub endpoints: Vec<PushEndpoint>,
+}
+
+/// See `link_up::Kind::SetPush`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SetPush {
+    #[prost(uint64, tag = "1")]
+    pub session: u64,
+    /// The client's request id, echoed in [`PushSet`].
+    #[prost(bytes = "bytes", tag = "2")]
+    pub id: Bytes,
+    #[prost(string, tag = "3")]
+    pub user: String,
+    /// The endpoint to keep (its `device` and `generation` are the
+    /// session's); none: clear the device's endpoint.
+    #[prost(message, optional, tag = "4")]
+    pub endpoint: Option<PushEndpoint>,
+    #[prost(uint32, tag = "5")]
+    pub device: u32,
+    /// The cluster map epoch the caller routed by (see [`Append::epoch`]).
+    #[prost(uint64, tag = "6")]
+    pub epoch: u64,
+}
+
+/// The answer to [`SetPush`], once the change is durable (`code` 0).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PushSet {
+    #[prost(uint64, tag = "1")]
+    pub session: u64,
+    #[prost(bytes = "bytes", tag = "2")]
+    pub id: Bytes,
+    #[prost(uint32, tag = "3")]
+    pub code: u32,
 }
 
 /// A heartbeat on the link (see `link_up::Kind::Ping`).
@@ -128,6 +193,10 @@ pub enum KvSpace {
     Account = 2,
     /// key = a group id, value = its `common::group::GroupState`.
     Group = 3,
+    /// key = a user id, value = its devices' push endpoints
+    /// ([`PushEndpoints`]); written by the home itself (`SetPush`, a
+    /// revocation, a dead token), never through `Kv` puts.
+    PushEndpoints = 4,
     // 5 is the operator's bans, a space of the store's own that links can
     // neither read nor write (wa-store `inspect::BANNED`); 4 is given to
     // push endpoints.
@@ -400,7 +469,7 @@ pub struct Watch {
 pub struct LinkDown {
     #[prost(
         oneof = "link_down::Kind",
-        tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17"
+        tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 22"
     )]
     pub kind: Option<link_down::Kind>,
 }
@@ -457,6 +526,9 @@ pub mod link_down {
         /// The answer to `GroupDeliver`, once every copy it stored is durable.
         #[prost(message, tag = "17")]
         GroupDelivered(super::GroupDelivered),
+        /// The answer to `SetPush`, for its session.
+        #[prost(message, tag = "22")]
+        PushSet(super::PushSet),
     }
 }
 

@@ -61,6 +61,9 @@ _wactl() {
             wactl,pumping)
                 cmd="wactl__subcmd__pumping"
                 ;;
+            wactl,push)
+                cmd="wactl__subcmd__push"
+                ;;
             wactl,queues)
                 cmd="wactl__subcmd__queues"
                 ;;
@@ -205,6 +208,9 @@ _wactl() {
             wactl__subcmd__help,pumping)
                 cmd="wactl__subcmd__help__subcmd__pumping"
                 ;;
+            wactl__subcmd__help,push)
+                cmd="wactl__subcmd__help__subcmd__push"
+                ;;
             wactl__subcmd__help,queues)
                 cmd="wactl__subcmd__help__subcmd__queues"
                 ;;
@@ -262,6 +268,9 @@ _wactl() {
             wactl__subcmd__help__subcmd__group,show)
                 cmd="wactl__subcmd__help__subcmd__group__subcmd__show"
                 ;;
+            wactl__subcmd__help__subcmd__push,test)
+                cmd="wactl__subcmd__help__subcmd__push__subcmd__test"
+                ;;
             wactl__subcmd__help__subcmd__user,ban)
                 cmd="wactl__subcmd__help__subcmd__user__subcmd__ban"
                 ;;
@@ -273,6 +282,18 @@ _wactl() {
                 ;;
             wactl__subcmd__help__subcmd__user,unban)
                 cmd="wactl__subcmd__help__subcmd__user__subcmd__unban"
+                ;;
+            wactl__subcmd__push,help)
+                cmd="wactl__subcmd__push__subcmd__help"
+                ;;
+            wactl__subcmd__push,test)
+                cmd="wactl__subcmd__push__subcmd__test"
+                ;;
+            wactl__subcmd__push__subcmd__help,help)
+                cmd="wactl__subcmd__push__subcmd__help__subcmd__help"
+                ;;
+            wactl__subcmd__push__subcmd__help,test)
+                cmd="wactl__subcmd__push__subcmd__help__subcmd__test"
                 ;;
             wactl__subcmd__user,ban)
                 cmd="wactl__subcmd__user__subcmd__ban"
@@ -311,7 +332,7 @@ _wactl() {
 
     case "${cmd}" in
         wactl)
-            opts="-h -V --help --version keygen token up home promote send group watch register code man status cluster sessions kick queues expire pumping drain backup restore user trace config completions help"
+            opts="-h -V --help --version keygen token up home promote send group watch register code man status cluster sessions kick queues expire pumping push drain backup restore user trace config completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -861,7 +882,7 @@ _wactl() {
             return 0
             ;;
         wactl__subcmd__help)
-            opts="keygen token up home promote send group watch register code man status cluster sessions kick queues expire pumping drain backup restore user trace config completions help"
+            opts="keygen token up home promote send group watch register code man status cluster sessions kick queues expire pumping push drain backup restore user trace config completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1185,6 +1206,34 @@ _wactl() {
         wactl__subcmd__help__subcmd__pumping)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        wactl__subcmd__help__subcmd__push)
+            opts="test"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        wactl__subcmd__help__subcmd__push__subcmd__test)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -1541,6 +1590,92 @@ _wactl() {
                     ;;
                 --release)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        wactl__subcmd__push)
+            opts="-h -V --help --version test help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        wactl__subcmd__push__subcmd__help)
+            opts="test help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        wactl__subcmd__push__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        wactl__subcmd__push__subcmd__help__subcmd__test)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        wactl__subcmd__push__subcmd__test)
+            opts="-o -h -V --nodes --dir --output --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --nodes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table json" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "table json" -- "${cur}"))
                     return 0
                     ;;
                 *)

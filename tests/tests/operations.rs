@@ -274,10 +274,10 @@ fn documented_config_keys_exist() {
                         .is_some_and(|body| body.contains(&format!("# {key} = ")))
                 };
                 let found = match section {
+                    // (A dotted section, `[push.apns]`, is a nested table.)
                     Some(s) => {
-                        sample
-                            .get(s)
-                            .and_then(|t| t.as_table())
+                        s.split('.')
+                            .try_fold(&sample, |t, part| t.get(part)?.as_table())
                             .is_some_and(|t| t.contains_key(key))
                             || commented(s)
                     }

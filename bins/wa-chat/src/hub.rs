@@ -41,6 +41,11 @@ pub enum Event {
         seq: u64,
         envelope: Envelope,
     },
+    /// The home's answer to the session's `SetPush` (0: durable).
+    PushSet {
+        id: bytes::Bytes,
+        code: u32,
+    },
     Typing {
         from: String,
         typing: bool,

@@ -569,6 +569,14 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     });
                 }
             }
+            link_down::Kind::PushSet(p) => {
+                if let Some(h) = hub.get(p.session) {
+                    h.must(Event::PushSet {
+                        id: p.id,
+                        code: p.code,
+                    });
+                }
+            }
             link_down::Kind::Attached(a) => {
                 if let Some(h) = hub.get(a.session) {
                     h.must(Event::Attached);

@@ -83,6 +83,14 @@ impl Store {
             metrics: Arc::clone(&self.metrics),
         }
         .install(admin);
+        let (providers, storage) = (Arc::clone(&self.providers), Arc::clone(&self.storage));
+        admin.route(
+            "/admin/push/test",
+            axum::routing::post(move |q: axum::extract::Query<PushTest>| {
+                let (providers, storage) = (Arc::clone(&providers), Arc::clone(&storage));
+                async move { push_test(&providers, &*storage, &q.user, q.device).await }
+            }),
+        );
         let metrics = Arc::clone(&self.metrics);
         admin.route(
             "/admin/queues",
@@ -204,6 +212,39 @@ async fn expire_now(
             StatusCode::GATEWAY_TIMEOUT,
             "the sweep goes on, but did not finish within 60 s; see the store's log",
         )),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct PushTest {
+    user: String,
+    device: u32,
+}
+
+/// `POST /admin/push/test?user=U&device=D` (`wactl push test U D`): one
+/// push to that device now, outside the queue; what the provider answered.
+async fn push_test(
+    providers: &crate::push::providers::Providers,
+    storage: &dyn crate::storage::Storage,
+    user: &str,
+    device: u32,
+) -> Result<axum::Json<serde_json::Value>, (axum::http::StatusCode, String)> {
+    use crate::push::providers::Outcome;
+    use axum::http::StatusCode;
+    let (provider, outcome) = crate::push::test(providers, storage, user, device)
+        .await
+        .map_err(|e| (StatusCode::NOT_FOUND, e))?;
+    let (ok, outcome) = match outcome {
+        Outcome::Sent => (true, "sent".to_owned()),
+        Outcome::Gone => (false, "the provider says the token is dead".to_owned()),
+        Outcome::Retry { reason, .. } => (false, format!("failed for now: {reason}")),
+        Outcome::Failed(reason) => (false, format!("failed: {reason}")),
+    };
+    let body = json!({ "provider": provider, "sent": ok, "outcome": outcome });
+    if ok {
+        Ok(axum::Json(body))
+    } else {
+        Err((StatusCode::BAD_GATEWAY, body.to_string()))
     }
 }
 

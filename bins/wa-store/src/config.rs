@@ -86,6 +86,8 @@ pub struct Config {
     pub groups: GroupsConfig,
     /// Automatic failover through etcd (docs/OPERATIONS.md).
     pub coordination: common::coordination::CoordinationConfig,
+    /// Push notifications to devices that are not connected.
+    pub push: crate::push::PushConfig,
     pub shutdown: ShutdownConfig,
     #[serde(deserialize_with = "admin")]
     pub admin: AdminConfig,
@@ -318,6 +320,7 @@ impl Default for Config {
             replication: ReplicationConfig::default(),
             groups: GroupsConfig::default(),
             coordination: Default::default(),
+            push: Default::default(),
             shutdown: ShutdownConfig::default(),
             admin: AdminConfig::loopback(ADMIN_PORT, "wa-store"),
             log: LogConfig::default(),
@@ -416,6 +419,7 @@ impl Config {
             errs.push("replication.wait: must be more than zero".to_string());
         }
         errs.extend(self.coordination.problems());
+        errs.extend(self.push.problems());
         finish(errs)
     }
 
@@ -449,6 +453,9 @@ impl Config {
             errs.push(format!("cluster.secret_file: {e}"));
         }
         self.admin.check_files(&mut errs);
+        if let Err(e) = crate::push::providers::Providers::new(&self.push) {
+            errs.push(e);
+        }
         finish(errs)
     }
 }

@@ -77,6 +77,8 @@ pub enum StoreError {
         "this node is named its island's primary, but its copy of the data is incomplete ({marker} exists: the catch-up from the old primary never finished); serving it would lose data. Promote another copy, or restore this one from a backup and remove the marker"
     )]
     ReplicaIncomplete { marker: PathBuf },
+    #[error("push: {0}")]
+    Push(String),
     #[error("data directory {dir}: cannot {op}: {source}")]
     DataDir {
         op: &'static str,

@@ -24,6 +24,7 @@ pub mod journal;
 pub mod listener;
 pub mod metrics;
 pub mod ownership;
+pub mod push;
 pub mod replication;
 pub mod retire;
 pub mod retry;
@@ -81,6 +82,8 @@ pub struct Store {
     home_slot: Arc<std::sync::Mutex<home::WeakHome>>,
     /// The journal while this store serves as primary (`wactl backup`).
     journal_slot: Arc<std::sync::Mutex<Option<Arc<journal::Journal>>>>,
+    /// The push providers, their keys read at open.
+    providers: Arc<push::providers::Providers>,
 }
 
 /// Written into the data directory when a primary stopped cleanly (its
@@ -104,6 +107,8 @@ impl Store {
             Err(_) if primary && ownership.current().map.islands.len() == 1 => None,
             Err(e) => return Err(StoreError::ClusterCa(e)),
         };
+        let providers =
+            Arc::new(push::providers::Providers::new(&config.push).map_err(StoreError::Push)?);
         let cert = common::tls::CertReloader::open(&config.link.cert, &config.link.key)?;
         let tls = cert.server_config(&[common::link::LINK_ALPN])?;
         let (sweep_now, sweep_requests) = tokio::sync::mpsc::channel(4);
@@ -157,6 +162,7 @@ impl Store {
             sweep_requests: std::sync::Mutex::new(Some(sweep_requests)),
             home_slot: Arc::default(),
             journal_slot: Arc::default(),
+            providers,
         })
     }
 
@@ -290,6 +296,16 @@ impl Store {
         // Cancelled by `shutdown`, or by a panic on a shard.
         let stop = shutdown.child_token();
         let fatal = home::Fatal::new(stop.clone());
+        let pusher = push::Pusher::open(
+            self.config.push.clone(),
+            &self.config.data_dir,
+            Arc::clone(&self.metrics.push),
+        )
+        .map_err(|source| StoreError::DataDir {
+            op: "open the push queue in",
+            dir: self.config.data_dir.clone(),
+            source,
+        })?;
         let (home, shards) = Home::start(
             Arc::clone(&self.storage),
             Arc::clone(&journal_arc),
@@ -300,10 +316,19 @@ impl Store {
             fatal.clone(),
             SHARDS,
             Some(outbox),
+            Some(pusher.clone()),
         );
         *self.home_slot.lock().unwrap_or_else(|p| p.into_inner()) = home.downgrade();
         *self.journal_slot.lock().unwrap_or_else(|p| p.into_inner()) =
             Some(Arc::clone(&journal_arc));
+        let push_stop = stop.child_token();
+        let push_sender = tokio::spawn(push::run(
+            pusher,
+            Arc::clone(&self.providers),
+            Arc::clone(&self.storage),
+            home.clone(),
+            push_stop.clone(),
+        ));
         let client = match &self.roots {
             Some(roots) => match common::link_client::LinkClient::new(
                 self.ownership.current().map.clone(),
@@ -456,6 +481,8 @@ impl Store {
         let grace = self.config.shutdown.grace;
         let deadline = tokio::time::Instant::now() + grace;
         let _ = reloader.await;
+        push_stop.cancel();
+        let _ = tokio::time::timeout_at(deadline, push_sender).await;
         let _ = tokio::time::timeout_at(deadline, courier).await;
         if let Some(c) = &other_homes {
             let _ = tokio::time::timeout_at(deadline, c.close()).await;

@@ -439,6 +439,21 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 device: c.device,
                 generation: c.generation,
             },
+            link_up::Kind::SetPush(p) => Op::SetPush {
+                by: crate::home::SetPushBy::Session {
+                    link: link.clone(),
+                    session: p.session,
+                    id: p.id,
+                },
+                user: p.user,
+                device: p.device,
+                // (The edge checked it: the device and generation are the
+                // session's, the rest `push_endpoint_problem`.)
+                endpoint: p.endpoint.map(|e| common::link::PushEndpoint {
+                    device: p.device,
+                    ..e
+                }),
+            },
             link_up::Kind::Detach(d) => Op::Detach {
                 link: link.id,
                 session: d.session,
@@ -485,6 +500,7 @@ fn routed_here(ownership: &Ownership, kind: &link_up::Kind) -> Result<(), Code> 
         link_up::Kind::Revoke(r) => ownership.check(&r.user, r.epoch, r.handoff),
         link_up::Kind::CheckDevice(c) => ownership.check(&c.user, c.epoch, false),
         link_up::Kind::Group(g) => ownership.check(&g.group, g.epoch, false),
+        link_up::Kind::SetPush(p) => ownership.check(&p.user, p.epoch, false),
         link_up::Kind::Detach(d) => owned(ownership, &d.user),
         link_up::Kind::Ack(a) => owned(ownership, &a.user),
         link_up::Kind::Typing(t) => owned(ownership, &t.to),
@@ -553,6 +569,11 @@ pub(crate) fn refusal(kind: &link_up::Kind, code: Code) -> Option<link_down::Kin
             code,
             ..Default::default()
         }),
+        link_up::Kind::SetPush(p) => link_down::Kind::PushSet(common::link::PushSet {
+            session: p.session,
+            id: p.id.clone(),
+            code,
+        }),
         _ => {
             tracing::debug!(code, "a frame for a user this node does not serve dropped");
             return None;
@@ -571,6 +592,8 @@ fn kv_op(link: &LinkTx, k: common::link::KvReq) -> Result<Op, common::link::KvRe
     };
     let space = match KvSpace::try_from(k.space) {
         Ok(s @ (KvSpace::Phone | KvSpace::Account | KvSpace::PresencePrivacy)) => s,
+        // Written by the home only; moved with their fragment like the rest.
+        Ok(s @ KvSpace::PushEndpoints) if k.handoff => s,
         _ => return Err(refuse(common::proto::Code::BadFrame)),
     };
     if k.key.is_empty() || k.key.len() > MAX_KV_KEY {

@@ -64,6 +64,8 @@ pub struct Metrics {
     /// many the primary has (both 0 outside a copy).
     pub follower_copied_bytes: AtomicU64,
     pub follower_copy_total_bytes: AtomicU64,
+    /// Push notifications (`crate::push`).
+    pub push: Arc<crate::push::PushMetrics>,
 }
 
 /// Upper bounds of the mailbox length histogram.
@@ -110,6 +112,7 @@ impl Metrics {
     /// Adds every figure to a scrape (read now from the atomics the shards
     /// update).
     pub fn sample(&self, s: &mut Sample<'_>) {
+        self.push.sample(s);
         for (name, help, v) in [
             ("appends", "New mailbox items stored", &self.appends),
             (

@@ -52,6 +52,8 @@ pub enum Command {
     Queues(QueuesArgs),
     Expire(ExpireArgs),
     Pumping(PumpingArgs),
+    #[command(subcommand)]
+    Push(PushCommand),
     Drain(DrainArgs),
     Backup(BackupArgs),
     Restore(RestoreArgs),
@@ -215,6 +217,29 @@ pub struct PumpingArgs {
     /// screens never show most of a number).
     #[arg(long, value_name = "PREFIX")]
     pub release: Option<String>,
+}
+
+/// Push notifications.
+#[derive(Debug, Subcommand)]
+pub enum PushCommand {
+    Test(PushTestArgs),
+}
+
+/// Send one push now to a device's registered endpoint (APNs, FCM or
+/// UnifiedPush), outside the queue, and print what the provider answered.
+///
+/// Asks every store of the node list; the user's home answers. Exit 1 if
+/// the device has no endpoint or the provider refused the push.
+#[derive(Debug, Args)]
+pub struct PushTestArgs {
+    #[command(flatten)]
+    pub nodes: NodesArg,
+    #[command(flatten)]
+    pub output: OutputArg,
+    /// The user id.
+    pub user: String,
+    /// The device number.
+    pub device: u32,
 }
 
 /// Take an edge out of service: it turns not ready, refuses new clients and

@@ -47,6 +47,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Queues(a) => ops::queues::run(&a).await,
         Command::Expire(a) => ops::expire::run(&a).await,
         Command::Pumping(a) => ops::pumping::run(&a).await,
+        Command::Push(crate::cli::PushCommand::Test(a)) => ops::push::run(&a).await,
         Command::Drain(a) => ops::drain::run(&a).await,
         Command::Backup(a) => ops::backup::backup(&a).await,
         Command::Restore(a) => ops::restore::run(&a),

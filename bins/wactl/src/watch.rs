@@ -122,7 +122,7 @@ pub(crate) async fn run(args: &WatchArgs) -> anyhow::Result<ExitCode> {
                 println!("{group} {from} {op} {}", event.members.join(" "));
                 client.ack(&[seq]).await.context("cannot acknowledge")?;
             }
-            Event::Accepted { .. } | Event::GroupResult { .. } => {}
+            Event::Accepted { .. } | Event::GroupResult { .. } | Event::PushEndpointSet { .. } => {}
         }
     };
     client.close().await;

@@ -1,5 +1,5 @@
 //! The operator commands against a real `wactl up` deployment: `status`,
-//! `sessions`, `kick`, `queues`, `config defaults` and `completions`, each
+//! `sessions`, `kick`, `queues`, `push test`, `config defaults` and `completions`, each
 //! with `--output json` parsed and checked, and the human tables.
 
 mod support;
@@ -130,6 +130,16 @@ async fn operator_commands_against_a_running_deployment() {
     assert_eq!(stores.len(), 1);
     assert_eq!(stores[0]["node"], "store-1");
     assert!(stores[0]["largest"].is_array());
+
+    // `push test` asks the stores; a device without an endpoint is a
+    // failure that says so (a push through each provider is tested in
+    // tests/tests/push_providers.rs).
+    let out = wactl(&["push", "test", "--dir", dir, "alice", "1"]).await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("has no push endpoint"),
+        "{out:?}"
+    );
 
     // A wrong token is refused: the command fails and says so.
     let nodes_file = std::path::Path::new(dir).join("wactl.toml");

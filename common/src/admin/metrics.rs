@@ -70,6 +70,30 @@ impl Sample<'_> {
         })();
     }
 
+    /// A counter with one series per label set.
+    pub fn labeled_counters(
+        &mut self,
+        name: &str,
+        help: &str,
+        series: &[(Vec<(String, String)>, u64)],
+    ) {
+        if self.result.is_err() {
+            return;
+        }
+        self.result = (|| {
+            let mut m = self.enc.encode_descriptor(
+                name,
+                help,
+                None,
+                ConstCounter::new(0u64).metric_type(),
+            )?;
+            for (labels, v) in series {
+                ConstCounter::new(*v).encode(m.encode_family(labels)?)?;
+            }
+            Ok(())
+        })();
+    }
+
     /// A counter with one series per `(label value, value)`.
     pub fn counters(&mut self, name: &str, help: &str, label: &str, series: &[(String, u64)]) {
         if self.result.is_err() {

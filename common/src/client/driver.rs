@@ -28,7 +28,8 @@ use super::{ClientConfig, ClientError, Event, MessageId};
 use crate::proto::limits::{MAX_BATCH, MAX_BODY};
 use crate::proto::{
     Ack, Code, Deliver, Goodbye, ItemKind, MarkRead, Media, Ping, ReceiptKind, Send, SendMedia,
-    ServerFrame, Typing, WatchPresence, Welcome, client_frame, envelope, server_frame,
+    ServerFrame, SetPushEndpoint, Typing, WatchPresence, Welcome, client_frame, envelope,
+    server_frame,
 };
 
 /// How many deliveries the client remembers for deduplication.
@@ -70,6 +71,10 @@ pub(crate) enum Command {
         id: MessageId,
         group: String,
         body: Bytes,
+    },
+    SetPush {
+        id: MessageId,
+        endpoint: Box<SetPushEndpoint>,
     },
     Ack(Vec<u64>),
     Typing {
@@ -150,6 +155,7 @@ enum Item {
     SendMedia { to: String, media: Box<Media> },
     Group(crate::proto::GroupRequest),
     SendGroup { group: String, body: Bytes },
+    SetPush(Box<SetPushEndpoint>),
 }
 
 #[derive(Debug)]
@@ -188,6 +194,10 @@ impl Pending {
                     body: body.clone(),
                 })
             }
+            Item::SetPush(e) => client_frame::Kind::SetPushEndpoint(SetPushEndpoint {
+                id,
+                ..(**e).clone()
+            }),
         }
     }
 }
@@ -523,6 +533,12 @@ impl Driver {
                     }
                 }
             }
+            Kind::PushEndpointSet(a) => match id16(&a.id).and_then(|id| self.remove(&id)) {
+                Some(p) => self.emit(Event::PushEndpointSet { id: p.id }),
+                None => {
+                    tracing::debug!(id = %hex::encode(&a.id), "PushEndpointSet for nothing pending")
+                }
+            },
             Kind::Deliver(d) => self.deliver(d),
             Kind::Error(e) => {
                 let code = Code::from_u32(e.code);
@@ -664,6 +680,7 @@ impl Driver {
         match cmd {
             Command::Send { id, to, body } => self.add(id, Item::Send { to, body }, conn),
             Command::MarkRead { id, to, ids } => self.add(id, Item::MarkRead { to, ids }, conn),
+            Command::SetPush { id, endpoint } => self.add(id, Item::SetPush(endpoint), conn),
             Command::SendMedia { id, to, media } => {
                 self.add(id, Item::SendMedia { to, media }, conn)
             }

@@ -52,6 +52,8 @@ pub enum ClientError {
     BodyTooLarge { len: usize, max: usize },
     #[error("{0}")]
     BadMedia(&'static str),
+    #[error("bad push endpoint: {0}")]
+    BadPushEndpoint(&'static str),
     #[error("{len} ids in one receipt exceed the limit of {max}")]
     TooManyIds { len: usize, max: usize },
     #[error("{0} sends are waiting for Accepted already")]

@@ -45,6 +45,12 @@ pub enum Event {
         message: String,
         after: std::time::Duration,
     },
+    /// The home keeps this device's push endpoint (or cleared it), as asked
+    /// by [`Client::set_push_endpoint`](super::Client::set_push_endpoint)
+    /// under `id`.
+    PushEndpointSet {
+        id: MessageId,
+    },
     /// The server refused the send (or read receipt) `id` for good.
     Rejected {
         id: MessageId,

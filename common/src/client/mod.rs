@@ -142,6 +142,40 @@ impl Client {
         Ok(id)
     }
 
+    /// Sets this device's push endpoint (`None` clears it): the home wakes
+    /// the device through it while it is not connected. Answered by
+    /// [`Event::PushEndpointSet`] (or [`Event::Rejected`] with
+    /// `BAD_PUSH_ENDPOINT`) with the returned id; kept and resent across
+    /// reconnects like a send.
+    pub async fn set_push_endpoint(
+        &self,
+        endpoint: Option<PushRegistration>,
+    ) -> Result<MessageId, ClientError> {
+        let frame = match endpoint {
+            None => crate::proto::SetPushEndpoint::default(),
+            Some(r) => {
+                if let Some(problem) = r.problem() {
+                    return Err(ClientError::BadPushEndpoint(problem));
+                }
+                crate::proto::SetPushEndpoint {
+                    id: Bytes::new(),
+                    provider: r.provider as i32,
+                    token: r.token,
+                    alert: r.alert,
+                    p256dh: r.p256dh,
+                    auth: r.auth,
+                }
+            }
+        };
+        let id: MessageId = rand::random();
+        self.pending_command(Command::SetPush {
+            id,
+            endpoint: Box::new(frame),
+        })
+        .await?;
+        Ok(id)
+    }
+
     /// Acknowledges messages and receipts by their sequence numbers: the
     /// server deletes them and tells each message's sender it was delivered.
     pub async fn ack(&self, seqs: &[u64]) -> Result<(), ClientError> {
@@ -221,6 +255,34 @@ impl Client {
             self.shared.pending.fetch_sub(1, Ordering::AcqRel);
         }
         r
+    }
+}
+
+/// A device's push endpoint, for [`Client::set_push_endpoint`].
+#[derive(Debug, Clone)]
+pub struct PushRegistration {
+    pub provider: crate::proto::PushProvider,
+    /// The APNs device token (hex), the FCM registration token or the
+    /// UnifiedPush endpoint URL.
+    pub token: String,
+    /// A visible alert rather than a silent wake.
+    pub alert: bool,
+    /// UnifiedPush: the device's P-256 public key (65 bytes, uncompressed).
+    pub p256dh: Bytes,
+    /// UnifiedPush: the device's 16-byte authentication secret.
+    pub auth: Bytes,
+}
+
+impl PushRegistration {
+    /// What the home would refuse in it (see
+    /// [`crate::proto::push_endpoint_problem`]).
+    pub fn problem(&self) -> Option<&'static str> {
+        crate::proto::push_endpoint_problem(
+            self.provider as i32,
+            &self.token,
+            &self.p256dh,
+            &self.auth,
+        )
     }
 }
 

@@ -11,7 +11,7 @@ use super::group::{GroupEvent, GroupRequest, GroupResult, SendGroup};
 pub struct ClientFrame {
     #[prost(
         oneof = "client_frame::Kind",
-        tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11"
+        tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 20"
     )]
     pub kind: Option<client_frame::Kind>,
 }
@@ -42,6 +42,10 @@ pub mod client_frame {
         GroupRequest(super::GroupRequest),
         #[prost(message, tag = "11")]
         SendGroup(super::SendGroup),
+        /// Set or clear this device's push endpoint; answered by
+        /// `PushEndpointSet` (or `Error`) with the same `id`.
+        #[prost(message, tag = "20")]
+        SetPushEndpoint(super::SetPushEndpoint),
     }
 }
 
@@ -142,10 +146,53 @@ pub struct Goodbye {
     pub reason: String,
 }
 
+/// Which push service wakes a device (docs/PROTOCOL.md, "Push notifications").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+#[repr(i32)]
+pub enum PushProvider {
+    Unspecified = 0,
+    /// Apple Push Notification service: `token` is the device token (hex).
+    Apns = 1,
+    /// Firebase Cloud Messaging (HTTP v1): `token` is the registration token.
+    Fcm = 2,
+    /// UnifiedPush / Web Push: `token` is the endpoint URL; `p256dh` and
+    /// `auth` are the device's RFC 8291 keys.
+    Unifiedpush = 3,
+}
+
+/// Sets (or, with `provider` unspecified, clears) the push endpoint of the
+/// sending device.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SetPushEndpoint {
+    /// 16 bytes, chosen by the client; echoed in the answer.
+    #[prost(bytes = "bytes", tag = "1")]
+    pub id: Bytes,
+    #[prost(enumeration = "PushProvider", tag = "2")]
+    pub provider: i32,
+    /// The device token (APNs, FCM) or the endpoint URL (UnifiedPush).
+    #[prost(string, tag = "3")]
+    pub token: String,
+    /// A visible alert ("you have N new items") rather than a silent wake.
+    #[prost(bool, tag = "4")]
+    pub alert: bool,
+    /// UnifiedPush: the device's P-256 public key, 65 bytes uncompressed.
+    #[prost(bytes = "bytes", tag = "5")]
+    pub p256dh: Bytes,
+    /// UnifiedPush: the device's 16-byte authentication secret.
+    #[prost(bytes = "bytes", tag = "6")]
+    pub auth: Bytes,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PushEndpointSet {
+    #[prost(bytes = "bytes", tag = "1")]
+    pub id: Bytes,
+}
+
 /// Everything the server may send.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct ServerFrame {
-    #[prost(oneof = "server_frame::Kind", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9")]
+    #[prost(oneof = "server_frame::Kind", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 20")]
     pub kind: Option<server_frame::Kind>,
 }
 
@@ -171,6 +218,9 @@ pub mod server_frame {
         /// The answer to a `GroupRequest`.
         #[prost(message, tag = "9")]
         GroupResult(super::GroupResult),
+        /// The device's push endpoint is stored (or cleared), durably.
+        #[prost(message, tag = "20")]
+        PushEndpointSet(super::PushEndpointSet),
     }
 }
 
@@ -378,4 +428,51 @@ pub enum ItemKind {
     Message = 0,
     Delivered = 1,
     Read = 2,
+}
+
+/// Longest push token or UnifiedPush endpoint URL.
+pub const MAX_PUSH_TOKEN: usize = 1024;
+
+/// What is wrong with a push endpoint, if anything: an unknown provider, an
+/// empty or over-long token, a UnifiedPush endpoint that is not an http(s)
+/// URL, or keys other than 65 (`p256dh`, uncompressed P-256) and 16
+/// (`auth`) bytes. APNs and FCM endpoints carry no keys. (A clear,
+/// provider unspecified, is not checked here.)
+pub fn push_endpoint_problem(
+    provider: i32,
+    token: &str,
+    p256dh: &[u8],
+    auth: &[u8],
+) -> Option<&'static str> {
+    let provider = match PushProvider::try_from(provider) {
+        Ok(p) if p != PushProvider::Unspecified => p,
+        _ => return Some("SetPushEndpoint.provider is not apns, fcm or unifiedpush"),
+    };
+    if token.is_empty() || token.len() > MAX_PUSH_TOKEN {
+        return Some("SetPushEndpoint.token must be 1 to 1024 bytes");
+    }
+    if token.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Some("SetPushEndpoint.token holds spaces or control characters");
+    }
+    match provider {
+        PushProvider::Unifiedpush => {
+            if !(token.starts_with("https://") || token.starts_with("http://")) {
+                return Some("a UnifiedPush endpoint must be an http(s) URL");
+            }
+            if p256dh.len() != 65 || p256dh[0] != 4 {
+                return Some("SetPushEndpoint.p256dh must be a 65-byte uncompressed P-256 key");
+            }
+            if auth.len() != 16 {
+                return Some("SetPushEndpoint.auth must be 16 bytes");
+            }
+        }
+        _ if !p256dh.is_empty() || !auth.is_empty() => {
+            return Some("only UnifiedPush endpoints carry keys");
+        }
+        PushProvider::Apns if !token.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            return Some("an APNs device token is hex digits");
+        }
+        _ => {}
+    }
+    None
 }

@@ -69,13 +69,17 @@ pub enum Code {
     /// added twice or removed who is not there, the last admin leaving
     /// others without one.
     BadGroupRequest = 27,
+    /// A `SetPushEndpoint` is malformed: unknown provider, empty or too long
+    /// token, a UnifiedPush endpoint that is not an http(s) URL or keys of
+    /// the wrong length.
+    BadPushEndpoint = 30,
     /// An operator banned this account (`wactl user ban`): its sessions are
     /// closed and new ones refused until the ban is lifted.
     Banned = 34,
 }
 
 impl Code {
-    pub const ALL: [Code; 28] = [
+    pub const ALL: [Code; 29] = [
         Code::BadFrame,
         Code::FrameTooLarge,
         Code::NotAuthenticated,
@@ -103,6 +107,7 @@ impl Code {
         Code::GroupFull,
         Code::TooManyGroups,
         Code::BadGroupRequest,
+        Code::BadPushEndpoint,
         Code::Banned,
     ];
 
@@ -140,6 +145,7 @@ impl Code {
             Code::GroupFull => "GROUP_FULL",
             Code::TooManyGroups => "TOO_MANY_GROUPS",
             Code::BadGroupRequest => "BAD_GROUP_REQUEST",
+            Code::BadPushEndpoint => "BAD_PUSH_ENDPOINT",
             Code::Banned => "BANNED",
         }
     }
@@ -164,6 +170,7 @@ impl Code {
                 | Code::GroupFull
                 | Code::TooManyGroups
                 | Code::BadGroupRequest
+                | Code::BadPushEndpoint
         )
     }
 }

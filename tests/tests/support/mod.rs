@@ -11,6 +11,7 @@ pub mod etcd;
 pub mod groups;
 pub mod netns;
 pub mod proxy;
+pub mod push;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

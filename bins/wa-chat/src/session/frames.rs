@@ -78,6 +78,7 @@ impl Session {
                 self.ctx.metrics.messages_in.inc();
                 self.handle_send_media(m)
             }
+            client_frame::Kind::SetPushEndpoint(p) => self.handle_set_push(p),
             client_frame::Kind::GroupRequest(r) => self.handle_group_request(r),
             client_frame::Kind::SendGroup(m) => {
                 self.ctx.metrics.messages_in.inc();

@@ -46,6 +46,7 @@ mod appends;
 mod close;
 mod frames;
 mod open;
+mod push;
 
 use appends::Pending;
 use close::{Close, kill_reason, read_error};
@@ -386,6 +387,7 @@ impl Session {
                 retry_after_ms,
             } => self.answered(tag, code, server_ts_ms, duplicate, retry_after_ms, None),
             Event::Grouped { tag, answer } => self.grouped(tag, answer),
+            Event::PushSet { id, code } => self.push_set(id, code),
             Event::Typing { from, typing } => self.push(
                 server_frame::Kind::Typing(TypingEvent { from, typing }),
                 Class::Control,

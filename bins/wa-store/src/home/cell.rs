@@ -66,6 +66,9 @@ pub(super) struct ShardCell {
     /// Where the dispatcher queues the shard's delivered receipts
     /// (`Effect::Receipt`) for the courier.
     pub(super) outbox: Option<crate::courier::Outbox>,
+    /// Where the dispatcher hands pushes to wake offline devices
+    /// (`Effect::Wake`, `Effect::Unwake`).
+    pub(super) pusher: Option<crate::push::Pusher>,
     pub(super) fatal: Fatal,
 }
 
@@ -137,7 +140,7 @@ impl ShardCell {
                     let op = self.queue().pop_front();
                     let Some(op) = op else { break };
                     state.handle(op, Now::read());
-                    dispatch(&mut state, self.outbox.as_ref());
+                    dispatch(&mut state, self.outbox.as_ref(), self.pusher.as_ref());
                     applied = true;
                 }
                 if !applied {
@@ -146,7 +149,7 @@ impl ShardCell {
                 // (Also answers what is already settled: a duplicate, or a
                 // read whose writes a flush covered.)
                 state.settle();
-                dispatch(&mut state, self.outbox.as_ref());
+                dispatch(&mut state, self.outbox.as_ref(), self.pusher.as_ref());
             }
             drop(state);
             fence(Ordering::SeqCst);
@@ -174,11 +177,15 @@ impl ShardCell {
 /// shard at once (`Op::ReceiptRefused`), before anything else is applied:
 /// the queue's answer decides the item's fate as if the shard had queued
 /// the receipt itself.
-fn dispatch(state: &mut Shard, outbox: Option<&crate::courier::Outbox>) {
+fn dispatch(
+    state: &mut Shard,
+    outbox: Option<&crate::courier::Outbox>,
+    pusher: Option<&crate::push::Pusher>,
+) {
     loop {
         let refused: Vec<Op> = state
             .effects()
-            .filter_map(|effect| effect.dispatch(outbox))
+            .filter_map(|effect| effect.dispatch(outbox, pusher))
             .collect();
         if refused.is_empty() {
             return;

@@ -76,6 +76,7 @@ fn a_receipt_the_courier_refuses_leaves_its_item_for_the_next_session() {
         index: 0,
         fatal: Fatal::new(CancellationToken::new()),
         outbox: Some(outbox),
+        pusher: None,
     };
     let (tx, mut rx) = mpsc::channel(64);
     let link = LinkTx::new(1, tx, CancellationToken::new());

@@ -66,6 +66,8 @@ use common::proto::Envelope;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
+pub use shard::SetPushBy;
+
 use crate::flusher::Commit;
 use crate::journal::Journal;
 use crate::metrics::Metrics;
@@ -153,6 +155,13 @@ pub enum Op {
         user: String,
         device: u32,
         generation: u32,
+    },
+    /// Set or clear the push endpoint of (`user`, `device`) (`shard::wake`).
+    SetPush {
+        by: shard::SetPushBy,
+        user: String,
+        device: u32,
+        endpoint: Option<common::link::PushEndpoint>,
     },
     /// Every item of `user`'s mailbox (memory and engine, in order), for a
     /// hand-off of its fragment to another island.
@@ -264,6 +273,7 @@ impl Op {
             Op::Kv { key, .. } => Some(key),
             Op::Revoke { user, .. } | Op::CheckDevice { user, .. } => Some(user),
             Op::Operator { key, .. } => Some(key),
+            Op::SetPush { user, .. } => Some(user),
             #[cfg(test)]
             Op::ForgetRecent { user } => Some(user),
             Op::LinkGone { .. }
@@ -325,6 +335,7 @@ impl Home {
         fatal: Fatal,
         n: usize,
         outbox: Option<crate::courier::Outbox>,
+        pusher: Option<crate::push::Pusher>,
     ) -> (Home, Vec<tokio::task::JoinHandle<()>>) {
         let n = n.max(1);
         let per_shard = CacheConfig {
@@ -343,6 +354,7 @@ impl Home {
                     outbox.is_some(),
                 )),
                 outbox: outbox.clone(),
+                pusher: pusher.clone(),
                 queue: Mutex::default(),
                 settle: AtomicBool::new(false),
                 index,

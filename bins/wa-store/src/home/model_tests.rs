@@ -242,6 +242,7 @@ impl Harness {
             super::Fatal::new(CancellationToken::new()),
             2,
             None,
+            None,
         );
         self.home = Some(home);
         self.shards = shards;

@@ -14,6 +14,7 @@ pub mod drain;
 pub mod expire;
 pub mod progress;
 pub mod pumping;
+pub mod push;
 pub mod queues;
 pub mod restore;
 pub mod sessions;

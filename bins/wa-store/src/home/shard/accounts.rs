@@ -133,6 +133,7 @@ impl Shard {
             }
         }
         self.evict_if_idle(user);
+        self.revoke_push(user, device, generation, now_ms);
         tracing::info!(device, generation, kicked, "device generation revoked");
         let stored = self
             .storage

@@ -50,6 +50,12 @@ pub(in crate::home) enum Effect {
         user: String,
         seq: u64,
     },
+    /// An item landed for `user` while `device`, which has a push endpoint,
+    /// has no live session: the push queue wakes it (coalesced, paced).
+    Wake { user: String, device: u32 },
+    /// `device` connected, was revoked or cleared its endpoint: whatever
+    /// waits to wake it is dropped.
+    Unwake { user: String, device: u32 },
 }
 
 impl Effect {
@@ -58,8 +64,24 @@ impl Effect {
     /// next, before any other, if the effect could not be carried out and
     /// the shard has to know: a receipt `outbox` refused (full, or no
     /// outbox at all).
-    pub(in crate::home) fn dispatch(self, outbox: Option<&Outbox>) -> Option<Op> {
+    pub(in crate::home) fn dispatch(
+        self,
+        outbox: Option<&Outbox>,
+        pusher: Option<&crate::push::Pusher>,
+    ) -> Option<Op> {
         match self {
+            Effect::Wake { user, device } => {
+                if let Some(p) = pusher {
+                    p.decide(user, device);
+                }
+                None
+            }
+            Effect::Unwake { user, device } => {
+                if let Some(p) = pusher {
+                    p.cancel(user, device);
+                }
+                None
+            }
             Effect::Send { link, frame } => {
                 link.send(frame);
                 None

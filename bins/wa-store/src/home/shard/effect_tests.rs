@@ -41,6 +41,8 @@ fn summary(e: &Effect) -> (u64, &'static str, u64, u64) {
             link, session, seq, ..
         } => (link.id, "Push", *session, *seq),
         Effect::Receipt { seq, .. } => (0, "Receipt", 0, *seq),
+        Effect::Wake { device, .. } => (0, "Wake", 0, u64::from(*device)),
+        Effect::Unwake { device, .. } => (0, "Unwake", 0, u64::from(*device)),
     }
 }
 

@@ -37,6 +37,9 @@ mod push;
 mod sessions;
 #[cfg(test)]
 pub(in crate::home) mod stand_ins;
+mod wake;
+#[cfg(test)]
+mod wake_tests;
 mod write_back;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -55,6 +58,7 @@ use crate::storage::{MailboxSize, Storage, StorageError};
 
 pub(in crate::home) use effect::{Effect, Now};
 pub(in crate::home) use log::Log;
+pub use wake::SetPushBy;
 
 use append::{internal, refused};
 use pending::Pending;
@@ -243,6 +247,8 @@ pub(super) struct Shard {
     /// What the operations applied decided should happen outside the
     /// shard, in order, until the dispatcher takes it ([`Shard::effects`]).
     effects: Vec<Effect>,
+    /// Users' push endpoints, cached ([`wake`]).
+    wakes: wake::Endpoints,
 }
 
 impl Shard {
@@ -270,6 +276,7 @@ impl Shard {
             cache_bytes: 0,
             written: HashMap::new(),
             effects: Vec::new(),
+            wakes: wake::Endpoints::default(),
         }
     }
 
@@ -364,6 +371,12 @@ impl Shard {
                     frame: link_down::Kind::DeviceChecked(answer),
                 });
             }
+            Op::SetPush {
+                by,
+                user,
+                device,
+                endpoint,
+            } => self.set_push(by, &user, device, endpoint, now.unix_ms),
             Op::Detach {
                 link,
                 session,

@@ -337,6 +337,9 @@ impl Harness {
                 user,
                 seq,
             } => self.receipt(&to, &envelope, &user, seq),
+            Effect::Wake { .. } | Effect::Unwake { .. } => {
+                unreachable!("the model registers no push endpoints")
+            }
         }
     }
 

@@ -65,6 +65,9 @@ impl Shard {
                     u.durable = u.durable.max(p.seq);
                     u.fill_sessions(&*self.storage, &to, &[], &mut self.effects);
                 }
+                if code == 0 {
+                    self.item_landed(&to);
+                }
                 self.evict_if_idle(&to);
             }
         }

@@ -139,6 +139,7 @@ impl Shard {
         if !was_online {
             notify_presence(&*storage, u, &user, true, &mut self.effects);
         }
+        self.device_connected(&user, device);
     }
 
     pub(super) fn detach(&mut self, link: LinkId, session: u64, user: &str, now_ms: u64) {
