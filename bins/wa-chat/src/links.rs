@@ -291,33 +291,16 @@ impl LinkConn {
         session: &Handle,
         tag: u64,
     ) -> Result<(), LinkDownError> {
-        let req = self.next_req.fetch_add(1, Ordering::Relaxed);
-        {
-            let mut st = self.lock();
-            if st.dead {
-                return Err(LinkDownError);
-            }
-            st.pending.insert(
+        self.request(session, tag, |req| {
+            link_up::Kind::Append(Append {
                 req,
-                Waiter {
-                    session: session.clone(),
-                    tag,
-                    since: Instant::now(),
-                },
-            );
-        }
-        let r = self.queue(link_up::Kind::Append(Append {
-            req,
-            to: to.to_owned(),
-            envelope: Some(envelope),
-            epoch,
-            handoff: false,
-            from_generation,
-        }));
-        if r.is_err() {
-            self.lock().pending.remove(&req);
-        }
-        r
+                to: to.to_owned(),
+                envelope: Some(envelope),
+                epoch,
+                handoff: false,
+                from_generation,
+            })
+        })
     }
 
     /// Queues a group request or group message (`up`, whose `req` is set
@@ -329,6 +312,21 @@ impl LinkConn {
         mut up: common::link::GroupUp,
         session: &Handle,
         tag: u64,
+    ) -> Result<(), LinkDownError> {
+        self.request(session, tag, |req| {
+            up.req = req;
+            link_up::Kind::Group(up)
+        })
+    }
+
+    /// Queues the request `make` builds with a fresh `req`, its answer
+    /// awaited for `session` under `tag` (an append's or a group request's:
+    /// the session is killed with `UNAVAILABLE` if the link breaks first).
+    fn request(
+        &self,
+        session: &Handle,
+        tag: u64,
+        make: impl FnOnce(u64) -> link_up::Kind,
     ) -> Result<(), LinkDownError> {
         let req = self.next_req.fetch_add(1, Ordering::Relaxed);
         {
@@ -345,8 +343,7 @@ impl LinkConn {
                 },
             );
         }
-        up.req = req;
-        let r = self.queue(link_up::Kind::Group(up));
+        let r = self.queue(make(req));
         if r.is_err() {
             self.lock().pending.remove(&req);
         }
