@@ -197,9 +197,10 @@ pub enum KvSpace {
     /// ([`PushEndpoints`]); written by the home itself (`SetPush`, a
     /// revocation, a dead token), never through `Kv` puts.
     PushEndpoints = 4,
-    // 5 is the operator's bans, a space of the store's own that links can
-    // neither read nor write (wa-store `inspect::BANNED`); 4 is given to
-    // push endpoints.
+    /// key = a user id, value = the operator's ban (wa-store's
+    /// `home::operator::BANNED`); written by the home itself, never
+    /// through `Kv`: a link may only hand it over with its fragment.
+    Banned = 5,
     /// key = a user id, value = who may see its presence
     /// (`crate::privacy::PresencePrivacy`), applied by the home.
     PresencePrivacy = 7,

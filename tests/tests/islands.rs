@@ -295,3 +295,149 @@ async fn moving_a_fragment_range_loses_nothing_and_a_sender_sees_only_a_delay() 
     cb.close().await;
     c.stop().await;
 }
+
+/// A move that the homes' restarts interrupt goes on after they start: here
+/// both homes are stopped when the map moves b's fragment, the new home
+/// starts first and must not take a new message for b before the old home,
+/// once back, has handed b's earlier ones over (else b would get them out
+/// of order), and the old home must hand them over without being told again.
+/// Before the homes recorded their moves (`MOVES` in the data directory),
+/// the new home served b at once and the old one forgot b's items.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_interrupted_by_restarts_goes_on_in_order_after_them() {
+    let mut c = Cluster::start(2, 2).await;
+    let a = c.user_on(1, "alice");
+    let b = (0..)
+        .map(|i| format!("bob{i}"))
+        .find(|u| c.map.home(u).name == "island-2" && c.map.fragment(u) < 255)
+        .unwrap();
+    let f = c.map.fragment(&b);
+    let records = c.link_client();
+    let stored = records
+        .kv_put(KvSpace::Account, &b, Bytes::from_static(b"b's account"), 0)
+        .await
+        .unwrap();
+    assert!(matches!(stored, Cas::Stored(_)));
+    let (ca, mut ea) = c.client(&a, 1).await;
+    let mut sent = Vec::new();
+    for i in 0..30u8 {
+        let id = ca.send(&b, Bytes::from(vec![i])).await.unwrap();
+        accepted(&mut ea, id).await;
+        sent.push(id);
+    }
+
+    // Both homes stop; b's fragment moves to island 1 meanwhile (the edges
+    // read the new map), and island 1 starts first.
+    c.stop_store(1).await;
+    c.stop_store(2).await;
+    let mut moved = c.map.clone();
+    moved.epoch = 2;
+    moved.islands[0].fragments = [0, f];
+    moved.islands[1].fragments = [f + 1, 255];
+    c.publish(moved);
+    c.restart_store(1).await;
+
+    // A new message for b waits while b's earlier ones cannot arrive.
+    let late = ca.send(&b, Bytes::from_static(b"late")).await.unwrap();
+    let early =
+        tokio::time::timeout(std::time::Duration::from_secs(3), accepted(&mut ea, late)).await;
+    assert!(
+        early.is_err(),
+        "the new home took a message for b before b's earlier ones arrived"
+    );
+    // The old home, started with the new map, hands b's items over by
+    // itself; then the new message is taken.
+    c.restart_store(2).await;
+    accepted(&mut ea, late).await;
+    sent.push(late);
+
+    let (cb, mut eb) = c.client(&b, 2).await;
+    let got = receive_all(&cb, &mut eb, sent.len()).await;
+    let ids: Vec<MessageId> = got.into_iter().map(|(_, id)| id).collect();
+    assert_eq!(ids, sent, "every message once, in order");
+    let record = c.link_client().kv_get(KvSpace::Account, &b).await.unwrap();
+    assert_eq!(&record.value[..], b"b's account");
+
+    ca.close().await;
+    cb.close().await;
+    c.stop().await;
+}
+
+/// Reads `key`'s account record until it is `want` (a hand-over in
+/// progress answers from the old home, or not at all), at most PATIENCE.
+async fn account_becomes(c: &Cluster, key: &str, want: &[u8]) {
+    let client = c.link_client();
+    let deadline = tokio::time::Instant::now() + support::PATIENCE;
+    loop {
+        let got = client.kv_get(KvSpace::Account, key).await;
+        if matches!(&got, Ok(r) if &r.value[..] == want) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{key}'s account is {got:?}, not {want:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// A fragment that moves away and comes back brings back what changed
+/// while it was away. Its first home keeps a stale copy of the records it
+/// handed over, which the move back must replace (a changed account) or
+/// remove (a deleted one); before, the move back kept the stale copies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fragment_moved_away_and_back_brings_its_changes_back() {
+    let mut c = Cluster::start(2, 1).await;
+    let on_2 = |c: &Cluster, i: usize| {
+        (0..)
+            .map(|n| format!("u{n}"))
+            .filter(|u| c.map.home(u).name == "island-2" && c.map.fragment(u) < 255)
+            .nth(i)
+            .unwrap()
+    };
+    let (b, d) = (on_2(&c, 0), on_2(&c, 1));
+    let f = c.map.fragment(&b).max(c.map.fragment(&d));
+    let records = c.link_client();
+    for key in [&b, &d] {
+        let stored = records
+            .kv_put(KvSpace::Account, key, Bytes::from_static(b"v1"), 0)
+            .await
+            .unwrap();
+        assert!(matches!(stored, Cas::Stored(_)));
+    }
+    let (first, last) = (c.map.islands[1].fragments[0], c.map.islands[1].fragments[1]);
+
+    // Away to island 1: b's account changes there, d's is deleted.
+    let mut away = c.map.clone();
+    away.epoch = 2;
+    away.islands[0].fragments = [0, f];
+    away.islands[1].fragments = [f + 1, last];
+    c.publish(away);
+    account_becomes(&c, &b, b"v1").await;
+    account_becomes(&c, &d, b"v1").await;
+    let client = c.link_client();
+    for (key, value) in [(&b, &b"v2"[..]), (&d, &b""[..])] {
+        let there = client.kv_get(KvSpace::Account, key).await.unwrap();
+        let stored = client
+            .kv_put(
+                KvSpace::Account,
+                key,
+                Bytes::copy_from_slice(value),
+                there.version,
+            )
+            .await
+            .unwrap();
+        assert!(matches!(stored, Cas::Stored(_)), "{key}: {stored:?}");
+    }
+
+    // And back to island 2.
+    let mut back = c.map.clone();
+    back.epoch = 3;
+    back.islands[0].fragments = [0, first - 1];
+    back.islands[1].fragments = [first, last];
+    c.publish(back);
+    assert_eq!(c.map.home(&b).name, "island-2");
+    account_becomes(&c, &b, b"v2").await;
+    account_becomes(&c, &d, b"").await;
+    c.stop().await;
+}

@@ -21,16 +21,17 @@ use common::link_client::LinkClient;
 use tokio_util::sync::CancellationToken;
 
 use crate::home::{Home, HomeClosed, Op};
-use crate::ownership::Owned;
+use crate::ownership::{Owned, Ownership};
 use crate::retry::until_done;
 use crate::storage::Storage;
 
 /// Hands the mailboxes of fragments `lost` over to their owners in
-/// `owned.map`, then tells those owners. Returns how many items went; gives
-/// up only when `stop`ped (the next start does not resume it: the operator
-/// moves the fragments again).
+/// `owned.map`, then tells those owners, and then `ownership` that nothing
+/// of `lost` is left here to hand over. Returns how many items went; gives
+/// up only when `stop`ped (the next start resumes it: `crate::moves`).
 pub async fn hand_off(
     lost: Vec<[u32; 2]>,
+    ownership: Arc<Ownership>,
     owned: Arc<Owned>,
     home: Home,
     storage: Arc<dyn Storage>,
@@ -114,12 +115,15 @@ pub async fn hand_off(
             tracing::info!(first, last, to = %island.name, items = moved, records = n_records, "fragments handed over");
         }
     }
+    ownership.handed_off(&lost);
     Ok(moved)
 }
 
-/// The key-value records (accounts, phone numbers) and device generations
-/// whose keys `moving` says go. (They stay here too, unread: this node
-/// refuses their fragments from now on.)
+/// The key-value records (accounts, phone numbers, push endpoints, groups,
+/// bans; deleted ones too, so that a stale copy at the new home, from an
+/// earlier time it owned them, goes) and device generations whose keys
+/// `moving` says go. (They stay here too, unread: this node refuses their
+/// fragments from now on; a move back replaces them.)
 #[allow(clippy::type_complexity)]
 async fn records_of(
     storage: &Arc<dyn Storage>,
@@ -145,7 +149,7 @@ async fn records_of(
     .expect("listing records does not panic");
     let records = records
         .into_iter()
-        .filter(|(_, key, value)| !value.is_empty() && moving(key))
+        .filter(|(_, key, _)| moving(key))
         .filter_map(|(space, key, value)| {
             Some((KvSpace::try_from(i32::from(space)).ok()?, key, value))
         })

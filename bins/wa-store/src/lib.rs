@@ -23,6 +23,7 @@ pub mod inspect;
 pub mod journal;
 pub mod listener;
 pub mod metrics;
+pub mod moves;
 pub mod ownership;
 pub mod push;
 pub mod replication;
@@ -98,6 +99,7 @@ impl Store {
             config.cluster.map.clone(),
             config.cluster.island.clone(),
             Some(config.cluster.advertise.unwrap_or(config.link.listen)),
+            Some(config.data_dir.join(moves::FILE)),
         )?;
         let secret = common::secret::read_cluster(&config.cluster.secret_file)
             .map_err(StoreError::Secret)?;
@@ -138,6 +140,13 @@ impl Store {
             config.engine,
             storage::engine_cache(config.cache.memory.as_u64()),
         )?;
+        // What this node serves, so that a map read at the next start tells
+        // a move that happened meanwhile (`moves`).
+        ownership.record().map_err(|source| StoreError::DataDir {
+            op: "record the fragments served in",
+            dir: config.data_dir.clone(),
+            source,
+        })?;
         let journal = match journal {
             None => Some(Arc::new(recover(
                 &*storage,
@@ -636,6 +645,7 @@ async fn reload_loop(
             if !change.lost.is_empty() {
                 handoffs.spawn(handoff::hand_off(
                     change.lost,
+                    Arc::clone(&ownership),
                     change.owned,
                     home.clone(),
                     Arc::clone(&storage),

@@ -593,7 +593,7 @@ fn kv_op(link: &LinkTx, k: common::link::KvReq) -> Result<Op, common::link::KvRe
     let space = match KvSpace::try_from(k.space) {
         Ok(s @ (KvSpace::Phone | KvSpace::Account | KvSpace::PresencePrivacy)) => s,
         // Written by the home only; moved with their fragment like the rest.
-        Ok(s @ KvSpace::PushEndpoints) if k.handoff => s,
+        Ok(s @ (KvSpace::PushEndpoints | KvSpace::Banned | KvSpace::Group)) if k.handoff => s,
         _ => return Err(refuse(common::proto::Code::BadFrame)),
     };
     if k.key.is_empty() || k.key.len() > MAX_KV_KEY {

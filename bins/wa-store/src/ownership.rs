@@ -32,6 +32,10 @@ pub enum OwnershipError {
     Older { current: u64, new: u64 },
     #[error("the cluster map changed but its epoch stayed {epoch}; raise it with every change")]
     SameEpoch { epoch: u64 },
+    #[error(transparent)]
+    Behind(#[from] crate::moves::Behind),
+    #[error(transparent)]
+    Moves(#[from] crate::moves::MovesError),
 }
 
 /// The index of this node's island in `map`: the one named `name`, or the
@@ -117,6 +121,9 @@ pub struct Ownership {
     /// When a request last made this node read the map.
     last_try: Mutex<Option<Instant>>,
     moves: Mutex<Moves>,
+    /// Where moves in progress are recorded (`crate::moves`); none in
+    /// unit tests.
+    record: Option<PathBuf>,
     /// A reload left changes to carry out ([`Ownership::changes`]).
     pub changed: tokio::sync::Notify,
     /// Serving nothing for now: a primary that does not (yet, or any more)
@@ -128,8 +135,11 @@ pub struct Ownership {
 /// from the ones arriving under the current map (in [`Owned`]).
 #[derive(Default)]
 struct Moves {
-    /// Hand-overs finished under an epoch this node has not read yet.
-    early: Vec<(u64, u32, u32)>,
+    /// Hand-overs finished under an epoch this node has not read yet:
+    /// `[epoch, first, last]`.
+    early: Vec<[u64; 3]>,
+    /// Fragments lost whose items are not all at their new home yet.
+    leaving: Vec<crate::moves::Range>,
     /// Reloads whose consequences (sessions to close, items to hand over)
     /// are still to be carried out, oldest first.
     changes: Vec<Reloaded>,
@@ -145,30 +155,105 @@ pub struct Reloaded {
 
 impl Ownership {
     /// Reads the map at `path`; this node belongs to `island` and is
-    /// reached at `advertise` (which tells primary from secondary).
+    /// reached at `advertise` (which tells primary from secondary). With a
+    /// `record` (the data directory's `MOVES`), a move that was in progress
+    /// when the node stopped goes on (`crate::moves`): fragments still
+    /// arriving stay refused, and the hand-over of lost ones starts again
+    /// ([`Ownership::changes`]). The caller writes the record back
+    /// ([`Ownership::record`]) once the data directory is there.
     pub fn load(
         path: PathBuf,
         island: String,
         advertise: Option<std::net::SocketAddr>,
+        record: Option<PathBuf>,
     ) -> Result<Ownership, OwnershipError> {
         let map = ClusterMap::load(&path)?;
         let index = island_of(&map, &island)?;
         let primary = is_primary(&map, index, advertise);
-        Ok(Ownership {
+        let rec = match &record {
+            Some(p) => crate::moves::Served::read(p)?,
+            None => None,
+        };
+        let fragments = map.islands[index].fragments;
+        let mut resumed = crate::moves::resume(rec.as_ref(), map.epoch, fragments)?;
+        if !primary && (!resumed.arriving.is_empty() || !resumed.leaving.is_empty()) {
+            // A secondary serves nothing and hands nothing over; its data
+            // comes from its primary.
+            tracing::warn!(
+                ?resumed,
+                "this node is now a secondary: the fragment move it recorded is left to its primary"
+            );
+            resumed = crate::moves::Resumed::default();
+        }
+        let owned = Arc::new(Owned {
+            map,
+            island: index,
+            arriving: resumed.arriving,
+            primary,
+        });
+        let mut moves = Moves {
+            early: resumed.done_early,
+            leaving: resumed.leaving.clone(),
+            changes: Vec::new(),
+        };
+        if !moves.leaving.is_empty() || !owned.arriving.is_empty() {
+            tracing::info!(
+                epoch = owned.epoch(),
+                arriving = owned.arriving.len(),
+                leaving = ?moves.leaving,
+                "a fragment move was in progress when this node stopped: going on with it"
+            );
+        }
+        if !resumed.leaving.is_empty() {
+            moves.changes.push(Reloaded {
+                owned: Arc::clone(&owned),
+                lost: resumed.leaving,
+            });
+        }
+        let o = Ownership {
             path,
             island,
             advertise,
-            current: RwLock::new(Arc::new(Owned {
-                map,
-                island: index,
-                arriving: Vec::new(),
-                primary,
-            })),
+            current: RwLock::new(owned),
             last_try: Mutex::new(None),
-            moves: Mutex::default(),
+            moves: Mutex::new(moves),
+            record,
             changed: tokio::sync::Notify::new(),
             fenced: std::sync::atomic::AtomicBool::new(false),
-        })
+        };
+        if !o.moves().changes.is_empty() {
+            o.changed.notify_one();
+        }
+        Ok(o)
+    }
+
+    /// Writes where moves stand (`crate::moves`) before anything acts on it.
+    fn persist(&self, cur: &Owned, m: &Moves) -> std::io::Result<()> {
+        let Some(path) = &self.record else {
+            return Ok(());
+        };
+        crate::moves::Served {
+            epoch: cur.epoch(),
+            fragments: cur.fragments(),
+            arriving: crate::moves::ranges(&cur.arriving),
+            leaving: m.leaving.clone(),
+            done_early: m.early.clone(),
+        }
+        .write(path)
+    }
+
+    /// Writes what this node serves now and where moves stand
+    /// (`crate::moves`).
+    pub fn record(&self) -> std::io::Result<()> {
+        self.persist(&self.current(), &self.moves())
+    }
+
+    /// [`Ownership::persist`], logging a failure (the change holds in
+    /// memory; a restart before the next successful write forgets it).
+    fn persist_or_log(&self, cur: &Owned, m: &Moves) {
+        if let Err(e) = self.persist(cur, m) {
+            tracing::error!(error = %e, "cannot record the fragment move in the data directory; a restart now would forget it");
+        }
     }
 
     /// Fences this node (it serves nothing) or lifts the fence; `true` if
@@ -214,10 +299,14 @@ impl Ownership {
 
     /// The previous owner handed fragments `[first, last]` over, under the
     /// map of `epoch`: serve them (now, or once this node reads that map).
+    /// Told under an older epoch (this node read a newer map meanwhile),
+    /// the fragments that are still arriving are served too: their items
+    /// are here.
     pub fn handoff_done(&self, first: u32, last: u32, epoch: u64) {
         // (Lock order: `current`, then `moves`, as in `reload`.)
         let mut cur = self.current.write().unwrap_or_else(|p| p.into_inner());
-        if epoch == cur.epoch() {
+        let mut m = self.moves();
+        if epoch <= cur.epoch() {
             let arriving = cur
                 .arriving
                 .iter()
@@ -230,10 +319,26 @@ impl Ownership {
                 arriving,
                 primary: cur.primary,
             });
-        } else if epoch > cur.epoch() {
-            self.moves().early.push((epoch, first, last));
+        } else {
+            m.early.push([epoch, u64::from(first), u64::from(last)]);
         }
+        self.persist_or_log(&cur, &m);
         tracing::info!(first, last, epoch, "fragments handed over to this node");
+    }
+
+    /// Every item and record of fragment ranges `lost` is at its new home
+    /// (`crate::handoff`): nothing of them is left to hand over.
+    pub fn handed_off(&self, lost: &[crate::moves::Range]) {
+        let cur = self.current();
+        let mut m = self.moves();
+        for r in lost {
+            m.leaving = m
+                .leaving
+                .iter()
+                .flat_map(|l| crate::moves::minus(*l, *r))
+                .collect();
+        }
+        self.persist_or_log(&cur, &m);
     }
 
     fn may_try(&self) -> bool {
@@ -266,20 +371,23 @@ impl Ownership {
         if map.epoch == cur.epoch() {
             return Err(OwnershipError::SameEpoch { epoch: map.epoch });
         }
-        let [a, b] = cur.fragments();
-        let [c, d] = map.islands[island].fragments;
+        let old = cur.fragments();
+        let own = map.islands[island].fragments;
         let epoch = map.epoch;
         let mut m = self.moves();
         let early = std::mem::take(&mut m.early);
-        let arriving = (c..=d)
-            .filter(|f| !(a..=b).contains(f))
-            .filter(|f| {
-                !early
+        // Gained now, or still arriving from an earlier move.
+        let mut arriving: Vec<u32> = crate::moves::gained(old, own);
+        arriving.extend(cur.arriving.iter().copied());
+        arriving.retain(|f| {
+            (own[0]..=own[1]).contains(f)
+                && !early
                     .iter()
-                    .any(|&(e, x, y)| e == epoch && (x..=y).contains(f))
-            })
-            .collect();
-        m.early = early.into_iter().filter(|e| e.0 > epoch).collect();
+                    .any(|&[e, x, y]| e == epoch && (x..=y).contains(&u64::from(*f)))
+        });
+        arriving.sort_unstable();
+        arriving.dedup();
+        m.early = early.into_iter().filter(|e| e[0] > epoch).collect();
         let primary = is_primary(&map, island, self.advertise);
         let new = Arc::new(Owned {
             map,
@@ -287,10 +395,13 @@ impl Ownership {
             arriving,
             primary,
         });
-        let lost = [[a, b.min(c.saturating_sub(1))], [a.max(d + 1), b]]
+        let lost = crate::moves::lost(old, own);
+        let leaving: Vec<_> = m.leaving.iter().chain(&lost).copied().collect();
+        m.leaving = leaving
             .into_iter()
-            .filter(|[x, y]| x <= y && (*y < c || *x > d))
+            .flat_map(|l| crate::moves::minus(l, own))
             .collect();
+        self.persist_or_log(&new, &m);
         tracing::info!(
             epoch = new.epoch(),
             fragments = ?new.fragments(),
@@ -332,14 +443,14 @@ mod tests {
         let path = dir.path().join("map.toml");
         std::fs::write(&path, map(3, 8)).unwrap();
         assert!(matches!(
-            Ownership::load(path.clone(), String::new(), None),
+            Ownership::load(path.clone(), String::new(), None, None),
             Err(OwnershipError::Unnamed { count: 2 })
         ));
         assert!(matches!(
-            Ownership::load(path.clone(), "c".into(), None),
+            Ownership::load(path.clone(), "c".into(), None, None),
             Err(OwnershipError::NoIsland { .. })
         ));
-        let o = Ownership::load(path.clone(), "a".into(), None).unwrap();
+        let o = Ownership::load(path.clone(), "a".into(), None, None).unwrap();
         let cur = o.current();
         let mine = (0..1000)
             .map(|i| format!("u{i}"))
@@ -380,7 +491,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("map.toml");
         std::fs::write(&path, map(1, 4)).unwrap();
-        let o = Ownership::load(path.clone(), "a".into(), None).unwrap();
+        let o = Ownership::load(path.clone(), "a".into(), None, None).unwrap();
         // Island a gains fragments 4..=7 under epoch 2, and 8..=9 under 3.
         let of = |f: u32| {
             (0..)
@@ -410,5 +521,74 @@ mod tests {
             "nothing lost, only gained: {lost:?}"
         );
         assert_eq!(lost.len(), 2);
+    }
+
+    #[test]
+    fn a_restart_mid_move_keeps_refusing_what_arrives_and_hands_over_what_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("map.toml");
+        let record = dir.path().join(crate::moves::FILE);
+        let start = || {
+            let o = Ownership::load(path.clone(), "a".into(), None, Some(record.clone())).unwrap();
+            o.record().unwrap();
+            o
+        };
+        std::fs::write(&path, map(1, 4)).unwrap();
+        let o = start();
+        let of = |o: &Ownership, f: u32| {
+            (0..)
+                .map(|i| format!("u{i}"))
+                .find(|u| o.current().map.fragment(u) == f)
+                .unwrap()
+        };
+        let u5 = of(&o, 5);
+        // Epoch 2: island a gains 4..=7. A restart before the hand-over ends
+        // still refuses them.
+        std::fs::write(&path, map(2, 8)).unwrap();
+        o.reload().unwrap().unwrap();
+        drop(o);
+        let o = start();
+        assert_eq!(
+            o.check(&u5, 2, false),
+            Err(Code::WrongHome),
+            "still arriving"
+        );
+        o.handoff_done(4, 7, 2);
+        drop(o);
+        let o = start();
+        assert_eq!(
+            o.check(&u5, 2, false),
+            Ok(()),
+            "handed over before the restart"
+        );
+
+        // Epoch 3, read only at a start (the node was stopped when it came):
+        // a loses 0..=1 and gains 8..=9. The loss is handed over after the
+        // start, again after a restart that came too early, and no more once
+        // done.
+        drop(o);
+        let three = map(3, 10).replace("fragments = [0, 9]", "fragments = [2, 9]")
+            + "[[island]]\nname = \"c\"\nprimary = \"127.0.0.1:3\"\nfragments = [0, 1]\n";
+        std::fs::write(&path, three).unwrap();
+        let o = start();
+        let lost: Vec<_> = o.changes().into_iter().map(|c| c.lost).collect();
+        assert_eq!(lost, vec![vec![[0, 1]]]);
+        assert_eq!(o.check(&of(&o, 9), 3, false), Err(Code::WrongHome));
+        drop(o);
+        let o = start();
+        let lost: Vec<_> = o.changes().into_iter().map(|c| c.lost).collect();
+        assert_eq!(lost, vec![vec![[0, 1]]], "not handed over yet");
+        o.handed_off(&[[0, 1]]);
+        drop(o);
+        let o = start();
+        assert!(o.changes().is_empty(), "nothing left to hand over");
+
+        // A map older than the one served under is refused at start.
+        drop(o);
+        std::fs::write(&path, map(2, 8)).unwrap();
+        let e = Ownership::load(path.clone(), "a".into(), None, Some(record.clone()))
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("below 3"), "{e}");
     }
 }

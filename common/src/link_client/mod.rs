@@ -250,22 +250,29 @@ impl LinkClient {
     }
 
     /// Hands a key-value record over to its new home (a fragment moved):
-    /// stored there unless that home has one already (a retry).
+    /// `value` (empty: the record was deleted) replaces whatever that home
+    /// has, which is a stale copy from an earlier time it owned the key
+    /// (the fragment is refused to everything but the hand-over until it
+    /// has arrived). A retry finds the value there and writes nothing.
     pub async fn hand_over_kv(
         &self,
         space: KvSpace,
         key: &str,
         value: Bytes,
     ) -> Result<(), LinkClientError> {
-        let there = self.kv(space, key, kv_req::Op::Get(KvGet {}), true).await?;
-        if there.version == 0 && !value.is_empty() {
+        loop {
+            let there = self.kv(space, key, kv_req::Op::Get(KvGet {}), true).await?;
+            if there.value == value {
+                return Ok(());
+            }
             let put = kv_req::Op::Put(KvPut {
-                value,
-                expected_version: 0,
+                value: value.clone(),
+                expected_version: there.version,
             });
-            self.kv(space, key, put, true).await?;
+            if !self.kv(space, key, put, true).await?.conflict {
+                return Ok(());
+            }
         }
-        Ok(())
     }
 
     /// Stores `value` (empty deletes) if the record's version is still

@@ -465,7 +465,7 @@ impl Cluster {
     }
 
     /// Writes `map` as the cluster map and sends every store, then every
-    /// edge, SIGHUP.
+    /// edge, SIGHUP (a stopped one reads it when it starts again).
     pub fn publish(&mut self, map: ClusterMap) {
         std::fs::write(self.dir.path().join("cluster.toml"), map.to_toml()).unwrap();
         self.map = map;
@@ -474,6 +474,7 @@ impl Cluster {
             .iter()
             .map(|s| &s.child)
             .chain(self.edges.iter().map(|e| &e.child))
+            .filter(|c| c.id().is_some())
         {
             signal(c, nix::sys::signal::Signal::SIGHUP);
         }

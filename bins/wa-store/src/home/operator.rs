@@ -6,9 +6,9 @@ use crate::storage::MailboxSize;
 
 /// The key-value space of the operator's bans (key = a user id, value =
 /// JSON `{since_ms, reason}`, empty once lifted). The store's own: links
-/// can neither read nor write it (their spaces are `common::link::KvSpace`,
-/// which leaves 5 out).
-pub const BANNED: u8 = 5;
+/// can neither read nor write it, except a hand-over that moves it with its
+/// fragment (`crate::listener`).
+pub const BANNED: u8 = common::link::KvSpace::Banned as i32 as u8;
 
 /// One operation of [`super::Op::Operator`].
 #[derive(Debug, Clone)]

@@ -61,6 +61,10 @@ impl Shard {
         if space == KvSpace::PresencePrivacy {
             self.privacy_changed(key);
         }
+        if space == KvSpace::PushEndpoints {
+            // (Only a hand-over writes them through here.)
+            self.wakes.forget(key);
+        }
         Ok(KvResult {
             req,
             code: 0,

@@ -38,6 +38,14 @@ pub enum SetPushBy {
     },
 }
 
+impl Endpoints {
+    /// Forgets what is cached of `user` (its record was written elsewhere:
+    /// a hand-over).
+    pub(super) fn forget(&mut self, user: &str) {
+        self.0.remove(user);
+    }
+}
+
 impl Shard {
     /// `user`'s push endpoints, from the cache or the engine.
     fn endpoints(&mut self, user: &str) -> Result<Arc<[PushEndpoint]>, Code> {
