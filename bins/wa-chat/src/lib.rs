@@ -124,9 +124,10 @@ impl Chat {
             common::secret::read_cluster(&config.cluster.secret_file).map_err(ChatError::Secret)?;
         let cert = common::tls::CertReloader::open(&config.tls.cert, &config.tls.key)
             .map_err(ChatError::Tls)?;
-        let client_tls = cert
+        let mut client_tls = cert
             .server_config(&[common::proto::limits::ALPN])
             .map_err(ChatError::Tls)?;
+        common::tls::issue_tickets(&mut client_tls).map_err(ChatError::Tls)?;
         let roots = common::tls::load_certs(&config.cluster.ca).map_err(ChatError::ClusterCa)?;
         let link_tls = common::tls::client_config(&roots, &[common::link::LINK_ALPN])
             .map_err(ChatError::ClusterCa)?;

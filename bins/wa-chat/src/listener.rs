@@ -55,6 +55,9 @@ pub async fn serve_tcp(
                     Ok(Err(e)) => return tracing::debug!(error = %e, "TLS handshake failed"),
                     Err(_) => return tracing::debug!("TLS handshake timed out"),
                 };
+                if tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+                    ctx.metrics.tls_resumed.inc();
+                }
                 let (r, w) = tokio::io::split(tls);
                 let conn = Conn {
                     source: Box::new(r),

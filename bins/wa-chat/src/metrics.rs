@@ -15,6 +15,8 @@ pub struct ChatMetrics {
     pub connections: Family<Label, Gauge>,
     /// Sessions that passed `Hello` and were welcomed.
     pub logins: Counter,
+    /// TLS handshakes over TCP that resumed a session from a ticket.
+    pub tls_resumed: Counter,
     /// Connections that ended before a `Welcome`, by the code they got.
     pub login_failures: Family<Label, Counter>,
     /// `Send` and `SendMedia` frames taken from clients.
@@ -31,6 +33,7 @@ impl Default for ChatMetrics {
         let m = ChatMetrics {
             connections: Family::default(),
             logins: Counter::default(),
+            tls_resumed: Counter::default(),
             login_failures: Family::default(),
             messages_in: Counter::default(),
             messages_out: Counter::default(),
@@ -58,6 +61,11 @@ impl ChatMetrics {
             "wa_chat_logins",
             "Sessions authenticated and welcomed",
             self.logins.clone(),
+        );
+        r.register(
+            "wa_chat_tls_resumed",
+            "TLS handshakes over TCP that resumed a session from a ticket",
+            self.tls_resumed.clone(),
         );
         r.register(
             "wa_chat_login_failures",
