@@ -151,6 +151,18 @@ impl Hub {
             .collect()
     }
 
+    /// The session holding the most bytes of deliveries (and at least
+    /// one), whose queue has not ended yet: the slowest reader, cut first
+    /// when the edge's delivery budget is full (`session::deliveries`).
+    pub fn slowest(&self) -> Option<(Handle, Arc<Outbound>)> {
+        self.lock()
+            .values()
+            .filter_map(|e| e.queue.as_ref().map(|q| (e, q, q.delivery_bytes())))
+            .filter(|(_, q, bytes)| *bytes > 0 && !q.ended())
+            .max_by_key(|(_, _, bytes)| *bytes)
+            .map(|(e, q, _)| (e.handle.clone(), Arc::clone(q)))
+    }
+
     pub fn unregister(&self, id: u64) {
         self.lock().remove(&id);
     }
