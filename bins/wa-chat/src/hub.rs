@@ -264,6 +264,48 @@ mod tests {
     }
 
     #[test]
+    fn slowest_is_the_live_queue_holding_the_most_deliveries() {
+        use common::proto::{Deliver, ServerFrame, server_frame};
+        let hub = Hub::new();
+        let budget = Arc::new(crate::budget::Budget::new(1 << 30));
+        let mut queues = Vec::new();
+        for (user, bytes) in [("a", 100), ("b", 300), ("c", 200), ("d", 0)] {
+            let (tx, _rx) = mpsc::channel(1);
+            let h = Handle {
+                tx,
+                kill: Arc::new(Kill::default()),
+            };
+            let q = Arc::new(Outbound::new(16));
+            if bytes > 0 {
+                let f = ServerFrame {
+                    kind: Some(server_frame::Kind::Deliver(Deliver::default())),
+                };
+                q.push_delivery(f, budget.take(bytes)).unwrap();
+            }
+            let info = SessionInfo {
+                user: user.into(),
+                device: 1,
+                since_ms: 0,
+            };
+            hub.register(h, info, Some(Arc::clone(&q)));
+            queues.push(q);
+        }
+        let end = || crate::outbound::End {
+            frame: None,
+            code: 0,
+        };
+        let (_, q) = hub.slowest().unwrap();
+        assert!(Arc::ptr_eq(&q, &queues[1]));
+        q.end(end());
+        assert_eq!(budget.used(), 300, "an ended queue drops its deliveries");
+        let (_, q) = hub.slowest().unwrap();
+        assert!(Arc::ptr_eq(&q, &queues[2]));
+        q.end(end());
+        queues[0].end(end());
+        assert!(hub.slowest().is_none(), "none left holding deliveries");
+    }
+
+    #[test]
     fn kick_ends_the_sessions_of_one_user_or_one_device() {
         let hub = Hub::new();
         let mut handles = Vec::new();
