@@ -3,7 +3,9 @@
 //! `STORAGE_FULL` at once, logs a few lines rather than a flood, says not
 //! ready, and serves again by itself once space is freed; killed at a disk
 //! full to the brim, it starts again once the space docs/OPERATIONS.md
-//! states is freed; and every message it accepted is delivered once.
+//! states is freed; and every message it accepted is delivered once. Run
+//! with the default engine (fjall, for a new data directory) and again on
+//! a data directory sled wrote (kept by `engine = "auto"`).
 //!
 //! Needs root (it mounts a small tmpfs as the store's data directory); as
 //! another user it says so and passes without testing anything.
@@ -155,6 +157,17 @@ async fn readyz(addr: std::net::SocketAddr) -> (u16, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_refuses_with_storage_full_then_serves_again_and_loses_nothing() {
+    full_disk(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_on_sled_refuses_with_storage_full_then_serves_again_and_loses_nothing() {
+    full_disk(Some("sled")).await;
+}
+
+/// The test, on a data directory marked as `engine`'s before the first
+/// start (`None`: a new one, given the default engine).
+async fn full_disk(engine: Option<&str>) {
     if !is_root() {
         println!("SKIPPED: mounting a tmpfs as the data directory needs root");
         return;
@@ -168,9 +181,27 @@ async fn a_full_disk_refuses_with_storage_full_then_serves_again_and_loses_nothi
     let data = disk.path().join("store");
     let mut d = Deployment::start_with_store_config(&extra, |dir| {
         std::fs::create_dir(&data).unwrap();
+        if let Some(engine) = engine {
+            std::fs::write(
+                data.join("FORMAT"),
+                format!("engine = \"{engine}\"\nformat = 1\n"),
+            )
+            .unwrap();
+        }
         std::os::unix::fs::symlink(&data, dir.join("store")).unwrap();
     })
     .await;
+    let written = std::fs::read_to_string(data.join("FORMAT")).unwrap();
+    println!(
+        "full disk: engine {}",
+        written
+            .lines()
+            .find_map(|l| l.strip_prefix("engine = "))
+            .unwrap_or("?")
+    );
+    if let Some(engine) = engine {
+        assert!(data.join(engine).is_dir(), "the store opened {engine}");
+    }
     let log = d.dir.path().join("wa-store.log");
     let body = Bytes::from(vec![7u8; BODY]);
 

@@ -186,7 +186,8 @@ async fn a_backup_taken_under_load_restores_every_account_and_accepted_message()
     ])
     .await;
     assert!(st.success(), "wactl restore: {stderr}");
-    assert_eq!(doc["engine"], "sled", "{doc}");
+    // The default engine (`auto`) gave the new data directory fjall.
+    assert_eq!(doc["engine"], "fjall", "{doc}");
     assert!(doc["files"].as_u64().unwrap() > 0, "{doc}");
 
     // A fresh store on the restored directory, and an edge.
@@ -337,7 +338,7 @@ async fn a_primary_with_a_following_secondary_is_backed_up_and_the_secondary_ref
     // The copy, opened as a store opens its data: all 50 for bob.
     let copy = wa_store::storage::open(
         &backup,
-        wa_store::config::Engine::Sled,
+        wa_store::config::Engine::Fjall,
         wa_store::storage::TEST_ENGINE_CACHE,
     )
     .unwrap();

@@ -189,6 +189,11 @@ fn scrape(running: &OnceLock<Arc<Ctx>>, s: &mut Sample<'_>) {
         "Bytes of client requests waiting for their homes' answers ([limits] request_memory bounds them)",
         ctx.requests_budget.used() as f64,
     );
+    s.gauge(
+        "wa_chat_delivery_bytes",
+        "Bytes of deliveries queued towards clients ([limits] delivery_memory bounds them)",
+        ctx.deliveries_budget.used() as f64,
+    );
     let queues = ctx.hub.queue_lengths();
     s.gauge(
         "wa_chat_outbound_queue_max",

@@ -1,6 +1,8 @@
-//! The edge's memory budget for client requests in flight: the bytes of
-//! every `Send`, `SendMedia` and `MarkRead` that waits for its home's
-//! answer, across all sessions (`[limits] request_memory`).
+//! The edge's memory budgets, edge-wide, in bytes: one for client requests
+//! in flight, the bytes of every `Send`, `SendMedia` and `MarkRead` that
+//! waits for its home's answer, across all sessions (`[limits]
+//! request_memory`); one for deliveries queued towards clients (`[limits]
+//! delivery_memory`, enforced by `session::deliveries`).
 //!
 //! Each session also bounds its own requests by count (half its outbound
 //! queue); that alone let 20 senders of 60 KB bodies hold 600 MB at an edge
@@ -50,6 +52,11 @@ impl Budget {
         }
     }
 
+    /// The configured limit.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
     /// Bytes held now.
     pub fn used(&self) -> u64 {
         self.used.load(Ordering::Relaxed)
@@ -71,6 +78,12 @@ impl Budget {
             }
             freed.await;
         }
+    }
+}
+
+impl Held {
+    pub fn bytes(&self) -> u64 {
+        self.bytes
     }
 }
 

@@ -24,6 +24,7 @@
 //! outbound_queue = 1024
 //! max_connections = 100000
 //! request_memory = "256 MiB"
+//! delivery_memory = "256 MiB"
 //! slow_consumer_after = "60s"
 //! [link]
 //! heartbeat = "1s"
@@ -125,6 +126,11 @@ pub struct LimitsConfig {
     /// their homes' answers, across all sessions; past it the edge stops
     /// reading from clients until answers free room.
     pub request_memory: bytesize::ByteSize,
+    /// Bytes of deliveries queued towards clients that do not read fast
+    /// enough (written to no socket yet), across all sessions; past it the
+    /// edge closes the session holding the most with `SLOW_CONSUMER` (its
+    /// items stay in the mailbox and come again when it reconnects).
+    pub delivery_memory: bytesize::ByteSize,
     /// The QUIC socket's kernel receive and send buffers. Every QUIC
     /// connection shares the one UDP socket: a burst of handshakes past
     /// what the receive buffer holds is dropped by the kernel. The kernel
@@ -232,6 +238,7 @@ impl Default for LimitsConfig {
             outbound_queue: 1024,
             max_connections: 100_000,
             request_memory: bytesize::ByteSize::mib(256),
+            delivery_memory: bytesize::ByteSize::mib(256),
             quic_socket_buffer: bytesize::ByteSize::mib(8),
             slow_consumer_after: Duration::from_secs(60),
         }
@@ -304,6 +311,12 @@ impl Config {
         if l.max_connections == 0 {
             errs.push("limits.max_connections: must be at least 1".to_string());
         }
+        if l.delivery_memory < bytesize::ByteSize::mib(1) {
+            errs.push(format!(
+                "limits.delivery_memory: {} is below 1 MiB, less than a few deliveries",
+                l.delivery_memory
+            ));
+        }
         finish(errs)
     }
 
@@ -362,6 +375,7 @@ keepalive = "30s"
 outbound_queue = 1024
 max_connections = 100000
 request_memory = "256 MiB"
+delivery_memory = "256 MiB"
 quic_socket_buffer = "8 MiB"
 slow_consumer_after = "60s"
 [link]
@@ -438,6 +452,7 @@ level = "info"
         c.limits.keepalive = Duration::from_secs(200);
         c.limits.outbound_queue = 0;
         c.limits.max_connections = 0;
+        c.limits.delivery_memory = bytesize::ByteSize::kib(64);
         c.shutdown.grace = Duration::ZERO;
         let e = c.validate().unwrap_err().to_string();
         for key in [
@@ -449,6 +464,7 @@ level = "info"
             "limits.keepalive",
             "limits.outbound_queue",
             "limits.max_connections",
+            "limits.delivery_memory",
             "shutdown.grace",
         ] {
             assert!(e.contains(key), "{key} missing from {e}");

@@ -151,6 +151,18 @@ impl Hub {
             .collect()
     }
 
+    /// The session holding the most bytes of deliveries (and at least
+    /// one), whose queue has not ended yet: the slowest reader, cut first
+    /// when the edge's delivery budget is full (`session::deliveries`).
+    pub fn slowest(&self) -> Option<(Handle, Arc<Outbound>)> {
+        self.lock()
+            .values()
+            .filter_map(|e| e.queue.as_ref().map(|q| (e, q, q.delivery_bytes())))
+            .filter(|(_, q, bytes)| *bytes > 0 && !q.ended())
+            .max_by_key(|(_, _, bytes)| *bytes)
+            .map(|(e, q, _)| (e.handle.clone(), Arc::clone(q)))
+    }
+
     pub fn unregister(&self, id: u64) {
         self.lock().remove(&id);
     }
@@ -249,6 +261,48 @@ mod tests {
         assert!(matches!(rx.recv().await, Some(Event::Push { .. })));
         hub.unregister(id);
         assert!(hub.get(id).is_none());
+    }
+
+    #[test]
+    fn slowest_is_the_live_queue_holding_the_most_deliveries() {
+        use common::proto::{Deliver, ServerFrame, server_frame};
+        let hub = Hub::new();
+        let budget = Arc::new(crate::budget::Budget::new(1 << 30));
+        let mut queues = Vec::new();
+        for (user, bytes) in [("a", 100), ("b", 300), ("c", 200), ("d", 0)] {
+            let (tx, _rx) = mpsc::channel(1);
+            let h = Handle {
+                tx,
+                kill: Arc::new(Kill::default()),
+            };
+            let q = Arc::new(Outbound::new(16));
+            if bytes > 0 {
+                let f = ServerFrame {
+                    kind: Some(server_frame::Kind::Deliver(Deliver::default())),
+                };
+                q.push_delivery(f, budget.take(bytes)).unwrap();
+            }
+            let info = SessionInfo {
+                user: user.into(),
+                device: 1,
+                since_ms: 0,
+            };
+            hub.register(h, info, Some(Arc::clone(&q)));
+            queues.push(q);
+        }
+        let end = || crate::outbound::End {
+            frame: None,
+            code: 0,
+        };
+        let (_, q) = hub.slowest().unwrap();
+        assert!(Arc::ptr_eq(&q, &queues[1]));
+        q.end(end());
+        assert_eq!(budget.used(), 300, "an ended queue drops its deliveries");
+        let (_, q) = hub.slowest().unwrap();
+        assert!(Arc::ptr_eq(&q, &queues[2]));
+        q.end(end());
+        queues[0].end(end());
+        assert!(hub.slowest().is_none(), "none left holding deliveries");
     }
 
     #[test]

@@ -73,6 +73,8 @@ pub struct Ctx {
     pub draining: std::sync::atomic::AtomicBool,
     /// Bytes of client requests waiting for their homes, edge-wide.
     pub requests_budget: Arc<crate::budget::Budget>,
+    /// Bytes of deliveries queued towards clients, edge-wide.
+    pub deliveries_budget: Arc<crate::budget::Budget>,
 }
 
 impl Ctx {
@@ -224,6 +226,9 @@ impl Chat {
             draining: Default::default(),
             requests_budget: Arc::new(crate::budget::Budget::new(
                 config.limits.request_memory.as_u64(),
+            )),
+            deliveries_budget: Arc::new(crate::budget::Budget::new(
+                config.limits.delivery_memory.as_u64(),
             )),
         });
         let _ = running.set(Arc::clone(&ctx));

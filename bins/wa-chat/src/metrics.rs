@@ -23,6 +23,9 @@ pub struct ChatMetrics {
     pub messages_in: Counter,
     /// Messages delivered to clients (`Deliver` frames queued).
     pub messages_out: Counter,
+    /// Sessions closed with `SLOW_CONSUMER` because the edge's delivery
+    /// budget (`[limits] delivery_memory`) was full and they held the most.
+    pub delivery_cuts: Counter,
     /// From a client's request (`Send`, `SendMedia`, `MarkRead`) to its
     /// `Accepted`: the home's journal sync and the link both ways.
     pub accepted_latency: Histogram,
@@ -37,6 +40,7 @@ impl Default for ChatMetrics {
             login_failures: Family::default(),
             messages_in: Counter::default(),
             messages_out: Counter::default(),
+            delivery_cuts: Counter::default(),
             // 0.5 ms to about 4 s.
             accepted_latency: Histogram::new([
                 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 4.0,
@@ -86,6 +90,11 @@ impl ChatMetrics {
             "wa_chat_messages_out",
             "Messages delivered to clients",
             self.messages_out.clone(),
+        );
+        r.register(
+            "wa_chat_delivery_cuts",
+            "Sessions closed as slow consumers because [limits] delivery_memory was full",
+            self.delivery_cuts.clone(),
         );
     }
 

@@ -6,19 +6,31 @@
 //! waits behind a mailbox. The bound counts both classes; a push that finds it
 //! full means the client does not read fast enough, and the session ends it
 //! with `SLOW_CONSUMER`. The lock is never held across an await.
+//!
+//! Deliveries carry their bytes in the edge's delivery budget
+//! (`[limits] delivery_memory`, [`crate::budget`]) from when they are queued
+//! until the writer has written them (or the queue is ended and drops
+//! them); [`Outbound::delivery_bytes`] is this queue's share, by which the
+//! edge finds its slowest reader when the budget is full
+//! (`session::deliveries`).
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::BytesMut;
 use common::proto::ServerFrame;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::budget::Held;
 use crate::transport::Sink;
 
 /// Frames written in one go before control frames are looked at again.
 const BATCH: usize = 64;
+/// Bytes of deliveries the writer takes in one go (at least one frame):
+/// what a client that stopped reading pins in its blocked writer.
+const BATCH_BYTES: u64 = 256 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Class {
@@ -41,17 +53,20 @@ pub struct End {
 pub struct Outbound {
     state: Mutex<State>,
     wake: Notify,
+    /// Bytes of deliveries queued or being written.
+    delivery_bytes: AtomicU64,
 }
 
 struct State {
     control: VecDeque<ServerFrame>,
-    bulk: VecDeque<ServerFrame>,
+    bulk: VecDeque<(ServerFrame, Option<Held>)>,
     cap: usize,
     end: Option<End>,
 }
 
 enum Take {
-    Frames(Vec<ServerFrame>),
+    /// Frames to write, and the budget they hold until written.
+    Frames(Vec<ServerFrame>, Vec<Held>),
     End(End),
     Empty,
 }
@@ -66,6 +81,7 @@ impl Outbound {
                 end: None,
             }),
             wake: Notify::new(),
+            delivery_bytes: AtomicU64::new(0),
         }
     }
 
@@ -75,6 +91,16 @@ impl Outbound {
 
     /// Queues `frame`. After [`Outbound::end`] frames are dropped silently.
     pub fn push(&self, frame: ServerFrame, class: Class) -> Result<(), Full> {
+        self.queue(frame, class, None)
+    }
+
+    /// Queues a delivery (bulk) holding `held` of the delivery budget until
+    /// it is written or dropped.
+    pub fn push_delivery(&self, frame: ServerFrame, held: Held) -> Result<(), Full> {
+        self.queue(frame, Class::Bulk, Some(held))
+    }
+
+    fn queue(&self, frame: ServerFrame, class: Class, held: Option<Held>) -> Result<(), Full> {
         {
             let mut st = self.lock();
             if st.end.is_some() {
@@ -83,13 +109,32 @@ impl Outbound {
             if st.control.len() + st.bulk.len() >= st.cap {
                 return Err(Full);
             }
+            if let Some(h) = &held {
+                self.delivery_bytes.fetch_add(h.bytes(), Ordering::Relaxed);
+            }
             match class {
                 Class::Control => st.control.push_back(frame),
-                Class::Bulk => st.bulk.push_back(frame),
+                Class::Bulk => st.bulk.push_back((frame, held)),
             }
         }
         self.wake.notify_one();
         Ok(())
+    }
+
+    /// Bytes of deliveries this queue holds: queued, or taken by the writer
+    /// and not yet written.
+    pub fn delivery_bytes(&self) -> u64 {
+        self.delivery_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Whether [`Outbound::end`] was called.
+    pub fn ended(&self) -> bool {
+        self.lock().end.is_some()
+    }
+
+    fn release(&self, held: &[Held]) {
+        let bytes: u64 = held.iter().map(Held::bytes).sum();
+        self.delivery_bytes.fetch_sub(bytes, Ordering::Relaxed);
     }
 
     /// Ends the connection: queued bulk frames are dropped (they are
@@ -101,7 +146,8 @@ impl Outbound {
             if st.end.is_some() {
                 return;
             }
-            st.bulk.clear();
+            let dropped: Vec<Held> = st.bulk.drain(..).filter_map(|(_, h)| h).collect();
+            self.release(&dropped);
             st.end = Some(end);
         }
         self.wake.notify_one();
@@ -125,13 +171,21 @@ impl Outbound {
             };
         }
         let mut v: Vec<ServerFrame> = st.control.drain(..).collect();
-        while v.len() < BATCH {
+        let mut held = Vec::new();
+        let mut bytes = 0;
+        while v.len() < BATCH && (bytes < BATCH_BYTES || held.is_empty()) {
             match st.bulk.pop_front() {
-                Some(f) => v.push(f),
+                Some((f, h)) => {
+                    v.push(f);
+                    if let Some(h) = h {
+                        bytes += h.bytes();
+                        held.push(h);
+                    }
+                }
                 None => break,
             }
         }
-        Take::Frames(v)
+        Take::Frames(v, held)
     }
 
     /// Writes queued frames to `sink` until the connection is ended, then
@@ -140,12 +194,17 @@ impl Outbound {
         let mut buf = BytesMut::with_capacity(16 * 1024);
         loop {
             match self.take() {
-                Take::Frames(frames) => {
+                Take::Frames(frames, held) => {
                     buf.clear();
                     for f in &frames {
                         common::proto::frame::encode(f, &mut buf);
                     }
-                    if sink.write_all(&buf).await.is_err() {
+                    // The encoded copy is what stays while the write waits.
+                    drop(frames);
+                    let written = sink.write_all(&buf).await;
+                    self.release(&held);
+                    drop(held);
+                    if written.is_err() {
                         gone.cancel();
                         return;
                     }
@@ -191,7 +250,7 @@ mod tests {
 
     fn frames(t: Take) -> Vec<ServerFrame> {
         match t {
-            Take::Frames(v) => v,
+            Take::Frames(v, _) => v,
             _ => panic!("expected frames"),
         }
     }
@@ -205,6 +264,35 @@ mod tests {
         assert_eq!(q.push(pong(2), Class::Control), Err(Full));
         assert_eq!(frames(q.take()), vec![pong(1), deliver(1), deliver(2)]);
         assert!(matches!(q.take(), Take::Empty));
+    }
+
+    #[test]
+    fn deliveries_hold_their_bytes_until_written_or_dropped() {
+        let budget = std::sync::Arc::new(crate::budget::Budget::new(1 << 30));
+        let q = Outbound::new(100);
+        for seq in 0..10 {
+            q.push_delivery(deliver(seq), budget.take(100_000)).unwrap();
+        }
+        q.push(pong(1), Class::Control).unwrap();
+        assert_eq!((q.delivery_bytes(), budget.used()), (1_000_000, 1_000_000));
+        // The writer takes control frames and about BATCH_BYTES of bulk.
+        let Take::Frames(v, held) = q.take() else {
+            panic!("expected frames")
+        };
+        assert_eq!(v.len(), 1 + 3, "{v:?}");
+        assert_eq!(budget.used(), 1_000_000, "held until written");
+        q.release(&held);
+        drop(held);
+        assert_eq!((q.delivery_bytes(), budget.used()), (700_000, 700_000));
+        q.end(End {
+            frame: None,
+            code: 0,
+        });
+        assert!(q.ended());
+        assert_eq!((q.delivery_bytes(), budget.used()), (0, 0));
+        // After the end a delivery is dropped at once.
+        q.push_delivery(deliver(99), budget.take(5)).unwrap();
+        assert_eq!((q.delivery_bytes(), budget.used()), (0, 0));
     }
 
     #[test]

@@ -4,8 +4,9 @@
 //! goes, the peak (sampled every 200 ms), and how the RSS divides
 //! (anonymous, file-backed) 12 s later, once the write-back is due.
 //!
-//! `cargo bench -p wa-store --bench memory -- [sled|fjall] [M] [T]`
-//! (defaults: both engines, 64, 640). docs/BENCHMARKS.md, "Store memory",
+//! `cargo bench -p wa-store --bench memory -- [sled|fjall|auto] [M] [T]`
+//! (defaults: both engines, 64, 640; `auto` is the default configuration,
+//! which gives the new data directory fjall). docs/BENCHMARKS.md, "Store memory",
 //! has the figures.
 
 #[path = "../tests/support/mod.rs"]
@@ -148,7 +149,7 @@ async fn main() {
         .filter(|a| a != "--bench")
         .collect();
     let engines: Vec<&str> = match args.first().map(String::as_str) {
-        Some(e @ ("sled" | "fjall")) => vec![e],
+        Some(e @ ("sled" | "fjall" | "auto")) => vec![e],
         _ => vec!["sled", "fjall"],
     };
     let num = |i: usize, d: u64| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(d);

@@ -134,7 +134,7 @@ impl Store {
             let island = self.island_name();
             let engine_dir = self.engine_dir();
             let storage = Arc::clone(&self.storage);
-            let (engine, data_dir) = (self.config.engine, self.config.data_dir.clone());
+            let (engine, data_dir) = (self.engine, self.config.data_dir.clone());
             // (The journal is the one of the store serving as primary now:
             // none while it follows, a new one once promoted.)
             move || {

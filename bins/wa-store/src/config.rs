@@ -7,7 +7,7 @@
 //! node = "store-1"
 //! data_dir = "/var/lib/wa/store"
 //! durability = "disk"
-//! engine = "sled"    # or "fjall"
+//! engine = "auto"    # or "fjall", "sled"
 //! [link]
 //! listen = "127.0.0.1:7401"
 //! cert = "/etc/wa/link/cert.pem"
@@ -72,9 +72,11 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// When an append counts as stored.
     pub durability: Durability,
-    /// The storage engine under the mailboxes; a data directory written by
-    /// the other one is refused (`storage::format`).
-    pub engine: Engine,
+    /// The storage engine under the mailboxes: `auto` keeps the engine the
+    /// data directory records and gives a new one fjall; a named engine is
+    /// that engine, and a data directory written by the other one is
+    /// refused (`storage::format`).
+    pub engine: EngineSetting,
     pub link: LinkConfig,
     pub cluster: ClusterConfig,
     pub mailbox: MailboxConfig,
@@ -264,10 +266,24 @@ pub enum Durability {
 }
 
 /// Which storage engine keeps the data (docs/ARCHITECTURE.md, "Storage").
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Engine {
+    Sled,
+    Fjall,
+}
+
+/// The `engine` key: an engine, or `auto`, which
+/// `storage::format::resolve` turns into one for a data directory.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineSetting {
+    /// The engine the data directory records (its `FORMAT` marker, or the
+    /// `sled/` or `fjall/` of a directory from before markers); fjall for
+    /// a new directory. (fjall keeps to its cache budget; sled 0.34 grows
+    /// with what it writes: docs/BENCHMARKS.md, "The store's memory".)
     #[default]
+    Auto,
     Sled,
     Fjall,
 }
@@ -310,7 +326,7 @@ impl Default for Config {
             node: "store-1".into(),
             data_dir: "/var/lib/wa/store".into(),
             durability: Durability::Disk,
-            engine: Engine::Sled,
+            engine: EngineSetting::Auto,
             link: LinkConfig::default(),
             cluster: ClusterConfig::default(),
             mailbox: MailboxConfig::default(),
@@ -473,7 +489,7 @@ mod tests {
 node = "store-1"
 data_dir = "/var/lib/wa/store"
 durability = "disk"
-engine = "sled"
+engine = "auto"
 [link]
 listen = "127.0.0.1:7401"
 cert = "/etc/wa/link/cert.pem"

@@ -38,6 +38,18 @@ pub enum StoreError {
         configured: &'static str,
     },
     #[error(
+        "data directory {dir} was written by engine {found} (format {format}), which this wa-store does not know: run the wa-store release that wrote it, or point data_dir elsewhere"
+    )]
+    EngineUnknown {
+        dir: PathBuf,
+        found: String,
+        format: i64,
+    },
+    #[error(
+        "data directory {dir} holds both a sled/ and a fjall/ database and no FORMAT marker naming the one in use; engine = \"auto\" cannot choose: set engine = \"sled\" or \"fjall\" (the one this store ran with)"
+    )]
+    EngineAmbiguous { dir: PathBuf },
+    #[error(
         "data directory {dir} is in on-disk format {format} (engine {engine}); this wa-store reads format {supported} only: run the wa-store release that wrote it, or point data_dir elsewhere"
     )]
     FormatUnsupported {

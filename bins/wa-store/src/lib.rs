@@ -57,6 +57,9 @@ const COURIER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// An opened store, ready to serve.
 pub struct Store {
     config: Config,
+    /// The engine under `storage`: the configured one, or the one
+    /// `engine = "auto"` resolved to for the data directory.
+    engine: config::Engine,
     storage: Arc<dyn Storage>,
     /// `None` while this node is a secondary (the follower keeps its own).
     journal: Option<Arc<journal::Journal>>,
@@ -135,9 +138,15 @@ impl Store {
             retire::retire(&config.data_dir)?;
             Some(())
         };
+        let engine = storage::format::resolve(&config.data_dir, config.engine)?;
+        tracing::info!(
+            engine = storage::format::name(engine),
+            configured = ?config.engine,
+            "storage engine"
+        );
         let storage = storage::open(
             &config.data_dir,
-            config.engine,
+            engine,
             storage::engine_cache(config.cache.memory.as_u64()),
         )?;
         // What this node serves, so that a map read at the next start tells
@@ -157,6 +166,7 @@ impl Store {
         };
         Ok(Store {
             config,
+            engine,
             storage,
             journal,
             metrics: Arc::default(),
@@ -571,10 +581,7 @@ impl Store {
 impl Store {
     /// Where the engine keeps its files.
     fn engine_dir(&self) -> std::path::PathBuf {
-        self.config.data_dir.join(match self.config.engine {
-            config::Engine::Sled => "sled",
-            config::Engine::Fjall => "fjall",
-        })
+        storage::format::engine_dir(&self.config.data_dir, self.engine)
     }
 
     /// The store's metrics (Prometheus text via `render`).

@@ -34,7 +34,8 @@ impl Service for WaStore {
         c.check_files()?;
         // A data directory another engine or format wrote is a
         // configuration mistake, found before anything is opened or bound.
-        wa_store::storage::format::check(&c.data_dir, c.engine)?;
+        let engine = wa_store::storage::format::resolve(&c.data_dir, c.engine)?;
+        wa_store::storage::format::check(&c.data_dir, engine)?;
         Ok(c)
     }
     fn node_name(c: &Config) -> String {

@@ -239,3 +239,26 @@ async fn a_directory_from_before_markers_is_adopted_by_its_engine() {
     let stderr = refused(dir.path(), "fjall", &["--check-config"]).await;
     assert!(stderr.contains("written by engine sled"), "{stderr}");
 }
+
+/// The upgrade path of `engine = "auto"` (the default): a directory sled
+/// wrote, marked or from before markers, stays sled with its data; a new
+/// directory gets fjall.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_keeps_the_engine_a_directory_records_and_gives_a_new_one_fjall() {
+    let dir = written_by("sled").await;
+    let db = dir.path().join("db");
+    still_has_the_data(dir.path(), "auto").await;
+    assert!(!db.join("fjall").exists(), "auto opened no second database");
+    assert!(marker(dir.path()).contains("engine = \"sled\"\nformat = 1\n"));
+    std::fs::remove_file(db.join("FORMAT")).unwrap();
+    still_has_the_data(dir.path(), "auto").await;
+    assert!(!db.join("fjall").exists(), "auto opened no second database");
+    assert!(marker(dir.path()).contains("engine = \"sled\"\nformat = 1\n"));
+
+    let new = written_by("auto").await;
+    let db = new.path().join("db");
+    assert!(db.join("fjall").is_dir() && !db.join("sled").exists());
+    assert!(marker(new.path()).contains("engine = \"fjall\"\nformat = 1\n"));
+    still_has_the_data(new.path(), "auto").await;
+    still_has_the_data(new.path(), "fjall").await;
+}

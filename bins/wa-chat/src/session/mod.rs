@@ -27,8 +27,7 @@ use bytes::Bytes;
 use common::link::{Watch, link_up};
 use common::proto::limits::{MAX_BATCH, MAX_FRAME};
 use common::proto::{
-    ClientFrame, Code, Deliver, Error, Presence, ServerFrame, TypingEvent, client_frame,
-    server_frame,
+    ClientFrame, Code, Error, Presence, ServerFrame, TypingEvent, client_frame, server_frame,
 };
 use common::wire::FrameReader;
 use tokio::io::AsyncReadExt;
@@ -44,6 +43,7 @@ use crate::transport::{Sink, Source};
 
 mod appends;
 mod close;
+mod deliveries;
 mod frames;
 mod open;
 mod push;
@@ -363,22 +363,7 @@ impl Session {
         match ev {
             // (Only one answer per attach, taken by `confirmed`.)
             Event::Attached => Ok(()),
-            Event::Push { seq, envelope } => {
-                self.ctx.metrics.messages_out.inc();
-                self.unacked.insert(seq);
-                if self.unacked.len() >= common::link::PUSH_WINDOW
-                    && self.window_full_since.is_none()
-                {
-                    self.window_full_since = Some(Instant::now());
-                }
-                self.push(
-                    server_frame::Kind::Deliver(Deliver {
-                        seq,
-                        envelope: Some(envelope),
-                    }),
-                    Class::Bulk,
-                )
-            }
+            Event::Push { seq, envelope } => self.deliver(seq, envelope),
             Event::Appended {
                 tag,
                 code,

@@ -15,11 +15,15 @@
 //! engine is known from the subdirectory it holds (`sled/` or `fjall/`).
 //! [`check`] only reads (`--check-config` uses it); [`prepare`] checks, then
 //! writes a missing marker; `super::open` calls it before opening the engine.
+//!
+//! `engine = "auto"` (the default) is turned into an engine by [`resolve`]:
+//! the one the directory records, so that an upgraded install keeps its
+//! database, or fjall for a new directory.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::config::Engine;
+use crate::config::{Engine, EngineSetting};
 use crate::error::StoreError;
 
 /// The marker's name inside the data directory.
@@ -46,6 +50,72 @@ fn other(engine: Engine) -> Engine {
     match engine {
         Engine::Sled => Engine::Fjall,
         Engine::Fjall => Engine::Sled,
+    }
+}
+
+/// The engine of a new data directory under `engine = "auto"`: fjall keeps
+/// to its cache budget (docs/BENCHMARKS.md, "The store's memory").
+pub const NEW: Engine = Engine::Fjall;
+
+/// The engine `setting` means for `data_dir`, reading only: a named engine
+/// is itself; `auto` is the engine the marker names, else the one whose
+/// subdirectory a directory from before markers holds, else [`NEW`].
+/// [`check`] then decides whether the directory may be opened with it.
+pub fn resolve(data_dir: &Path, setting: EngineSetting) -> Result<Engine, StoreError> {
+    match setting {
+        EngineSetting::Sled => return Ok(Engine::Sled),
+        EngineSetting::Fjall => return Ok(Engine::Fjall),
+        EngineSetting::Auto => {}
+    }
+    let path = data_dir.join(FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            let (format, found) = parse(&path, &bytes)?;
+            let Some(found) = found else {
+                // `check` reports it (an unknown format first).
+                return Ok(NEW);
+            };
+            return match found.as_str() {
+                "sled" => Ok(Engine::Sled),
+                "fjall" => Ok(Engine::Fjall),
+                _ if format != VERSION => Err(StoreError::FormatUnsupported {
+                    dir: data_dir.to_owned(),
+                    format,
+                    engine: found,
+                    supported: VERSION,
+                }),
+                _ => Err(StoreError::EngineUnknown {
+                    dir: data_dir.to_owned(),
+                    found,
+                    format,
+                }),
+            };
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => {
+            return Err(StoreError::FormatIo {
+                op: "read",
+                path,
+                source,
+            });
+        }
+    }
+    let present = |e: Engine| {
+        engine_dir(data_dir, e)
+            .try_exists()
+            .map_err(|source| StoreError::FormatIo {
+                op: "look for the engine directory beside",
+                path: path.clone(),
+                source,
+            })
+    };
+    match (present(Engine::Sled)?, present(Engine::Fjall)?) {
+        (true, true) => Err(StoreError::EngineAmbiguous {
+            dir: data_dir.to_owned(),
+        }),
+        (true, false) => Ok(Engine::Sled),
+        (false, true) => Ok(Engine::Fjall),
+        (false, false) => Ok(NEW),
     }
 }
 
@@ -291,6 +361,47 @@ mod tests {
             let err = prepare(root.path(), Engine::Sled).unwrap_err().to_string();
             assert!(err.contains(expect), "{marker:?}: {err}");
             assert_eq!(listing(root.path()), before, "{marker:?}");
+        }
+    }
+
+    #[test]
+    fn auto_keeps_the_recorded_engine_and_gives_a_new_directory_fjall() {
+        let root = tempfile::tempdir().unwrap();
+        let new = root.path().join("new");
+        assert_eq!(resolve(&new, EngineSetting::Auto).unwrap(), Engine::Fjall);
+        assert!(!new.exists(), "resolve creates nothing");
+        assert_eq!(resolve(&new, EngineSetting::Sled).unwrap(), Engine::Sled);
+        for (name, engine) in [("sled", Engine::Sled), ("fjall", Engine::Fjall)] {
+            // Marked by an earlier start.
+            let marked = root.path().join(format!("marked-{name}"));
+            prepare(&marked, engine).unwrap();
+            assert_eq!(resolve(&marked, EngineSetting::Auto).unwrap(), engine);
+            // From before markers: the engine's subdirectory.
+            let old = root.path().join(format!("old-{name}"));
+            std::fs::create_dir_all(old.join(name)).unwrap();
+            assert_eq!(resolve(&old, EngineSetting::Auto).unwrap(), engine);
+        }
+        let both = root.path().join("both");
+        std::fs::create_dir_all(both.join("sled")).unwrap();
+        std::fs::create_dir_all(both.join("fjall")).unwrap();
+        let err = resolve(&both, EngineSetting::Auto).unwrap_err().to_string();
+        assert!(err.contains("both a sled/ and a fjall/"), "{err}");
+        for (marker, expect) in [
+            (
+                "engine = \"rocksdb\"\nformat = 1\n",
+                "engine rocksdb (format 1), which this wa-store does not know",
+            ),
+            (
+                "engine = \"rocksdb\"\nformat = 7\n",
+                "format 7 (engine rocksdb); this wa-store reads format 1 only",
+            ),
+        ] {
+            let d = tempfile::tempdir().unwrap();
+            std::fs::write(d.path().join(FILE), marker).unwrap();
+            let err = resolve(d.path(), EngineSetting::Auto)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(expect), "{marker:?}: {err}");
         }
     }
 

@@ -307,7 +307,7 @@ pub struct BackupArgs {
 /// Run it on the store's machine with the store stopped, as the store's
 /// user (or chown the result to it). DATA_DIR must be absent or empty: a
 /// restore never mixes a backup with other data. The store's `engine`
-/// must be the one the backup names. Copies into DATA_DIR.restoring first
+/// must be `auto` (the default) or the one the backup names. Copies into DATA_DIR.restoring first
 /// and renames it, so an interrupted restore leaves no half data directory.
 /// Exit 0 when done, 1 if BACKUP is not a complete backup or DATA_DIR is
 /// not empty.

@@ -96,7 +96,7 @@ pub(crate) fn run(args: &RestoreArgs) -> anyhow::Result<ExitCode> {
     });
     super::print(args.output.output, &doc, || {
         format!(
-            "restored {} into {} ({files} files, {total} bytes); start the store with engine = \"{engine}\"\n",
+            "restored {} into {} ({files} files, {total} bytes); start the store with engine = \"auto\" (the default) or \"{engine}\"\n",
             args.backup.display(),
             target.display()
         )
