@@ -16,6 +16,12 @@ pub struct PushConfig {
     /// At most one push per device per this long.
     #[serde(with = "humantime_serde")]
     pub min_interval: Duration,
+    /// A device whose sessions were all pushed items and acknowledged none
+    /// for this long counts as absent: a new item wakes it as if it had no
+    /// session (its app may be suspended with its connection still open).
+    /// `0s`: only devices without a session are woken.
+    #[serde(with = "humantime_serde")]
+    pub wake_idle_after: Duration,
     /// Most devices with a push waiting; a push decided beyond it is dropped
     /// (counted as failed, reason `queue_full`).
     pub queue_max: usize,
@@ -47,6 +53,7 @@ impl Default for PushConfig {
         PushConfig {
             coalesce: Duration::from_secs(2),
             min_interval: Duration::from_secs(30),
+            wake_idle_after: Duration::from_secs(20),
             queue_max: 100_000,
             max_attempts: 12,
             backoff_initial: Duration::from_secs(1),

@@ -56,6 +56,11 @@ pub(in crate::home) enum Effect {
     /// `device` connected, was revoked or cleared its endpoint: whatever
     /// waits to wake it is dropped.
     Unwake { user: String, device: u32 },
+    /// The home no longer records `device` as owed a push (its push was
+    /// sent or given up): if the queue holds one for it after all (decided
+    /// meanwhile), the dispatcher has the shard record it again
+    /// (`Op::PushOwed`), so that a failover does not lose it.
+    Unowed { user: String, device: u32 },
 }
 
 impl Effect {
@@ -82,6 +87,13 @@ impl Effect {
                 }
                 None
             }
+            Effect::Unowed { user, device } => pusher
+                .is_some_and(|p| p.waiting(&user, device))
+                .then_some(Op::PushOwed {
+                    user,
+                    device,
+                    owed: true,
+                }),
             Effect::Send { link, frame } => {
                 link.send(frame);
                 None
