@@ -408,3 +408,38 @@ async fn a_malformed_endpoint_is_refused_with_bad_push_endpoint() {
     let _ = &mut e;
     d.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unifiedpush_requests_carry_a_vapid_token_the_push_service_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("vapid.pem");
+    let up = FakeUnifiedPush::start_vapid(&key).await;
+    let vapid = format!(
+        "vapid_key_file = \"{}\"\nvapid_subject = \"mailto:ops@example.org\"\n",
+        key.display()
+    );
+    let d = Deployment::start_with_store_config(&push_toml("100ms", "100ms", &vapid), |_| {}).await;
+    let (url, keys) = up.device("bob");
+    let (alice, mut ea) = d.client("alice", Transport::Tcp).await;
+    register_offline(
+        d.client("bob", Transport::Tcp).await,
+        "bob",
+        unifiedpush(&url, &keys),
+        &alice,
+        &mut ea,
+    )
+    .await;
+    send_accepted(&alice, &mut ea, "bob", 1, "m").await;
+    let got = up.log.wait_accepted(1).await;
+    up.log.assert_no_problems();
+    assert!(
+        got[0].headers["authorization"]
+            .to_str()
+            .unwrap()
+            .starts_with("vapid t="),
+        "{:?}",
+        got[0].headers
+    );
+    alice.close().await;
+    d.stop().await;
+}

@@ -126,6 +126,14 @@ pub struct UnifiedPushConfig {
     /// Also post to plain `http://` endpoints (tests, closed networks);
     /// otherwise only `https://` ones get pushes.
     pub allow_http: bool,
+    /// A P-256 key (PKCS#8 PEM) identifying this server to push services
+    /// (VAPID, RFC 8292): every request carries `Authorization: vapid` signed
+    /// with it. Empty: requests are not signed (most UnifiedPush
+    /// distributors need no VAPID; some Web Push services do).
+    pub vapid_key_file: PathBuf,
+    /// Who runs this server, for the push service (`mailto:` or `https:`
+    /// URI, the VAPID `sub` claim); needed with `vapid_key_file`.
+    pub vapid_subject: String,
 }
 
 impl Default for UnifiedPushConfig {
@@ -133,6 +141,8 @@ impl Default for UnifiedPushConfig {
         UnifiedPushConfig {
             enabled: true,
             allow_http: false,
+            vapid_key_file: PathBuf::new(),
+            vapid_subject: String::new(),
         }
     }
 }
@@ -175,6 +185,14 @@ impl PushConfig {
                 if v.is_empty() {
                     errs.push(format!("{key}: must be set with push.apns.key_file"));
                 }
+            }
+        }
+        if !self.unifiedpush.vapid_key_file.as_os_str().is_empty() {
+            let sub = &self.unifiedpush.vapid_subject;
+            if !(sub.starts_with("mailto:") || sub.starts_with("https:")) {
+                errs.push(format!(
+                    "push.unifiedpush.vapid_subject: {sub:?} must be a mailto: or https: URI with push.unifiedpush.vapid_key_file"
+                ));
             }
         }
         errs
