@@ -79,17 +79,6 @@ struct Fcm {
     access: Mutex<Option<(String, Instant)>>,
 }
 
-/// This server's VAPID identity (RFC 8292) for UnifiedPush requests.
-struct Vapid {
-    signer: Signer,
-    /// The public key, base64url (the `k` parameter).
-    public: String,
-    subject: String,
-}
-
-/// How long a VAPID token is valid (RFC 8292 allows at most 24 hours).
-const VAPID_TTL_SECS: u64 = 12 * 3600;
-
 pub struct Providers {
     /// HTTP/2 only (APNs speaks nothing else).
     h2: reqwest::Client,
@@ -98,7 +87,7 @@ pub struct Providers {
     fcm: Option<Fcm>,
     unifiedpush: bool,
     allow_http: bool,
-    vapid: Option<Vapid>,
+    vapid: Option<super::webpush::Vapid>,
 }
 
 /// APNs tokens are renewed after this long.
@@ -165,25 +154,8 @@ impl Providers {
                 access: Mutex::new(None),
             })
         };
-        let up = &cfg.unifiedpush;
-        let vapid = if up.vapid_key_file.as_os_str().is_empty() {
-            None
-        } else {
-            let pem = common::secret::read(&up.vapid_key_file, 1)
-                .map_err(|e| format!("push.unifiedpush.vapid_key_file: {e}"))?;
-            let signer = Signer::es256_pem(&pem)
-                .map_err(|e| format!("push.unifiedpush.vapid_key_file: {e}"))?;
-            use base64::Engine as _;
-            let public = base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .encode(signer.es256_public().expect("an ES256 key"));
-            Some(Vapid {
-                signer,
-                public,
-                subject: up.vapid_subject.clone(),
-            })
-        };
         Ok(Providers {
-            vapid,
+            vapid: super::webpush::Vapid::load(&cfg.unifiedpush)?,
             h2: client(cfg, &roots, true)?,
             http: client(cfg, &roots, false)?,
             apns,
@@ -423,16 +395,10 @@ impl Providers {
         };
         let mut req = self.http.post(&e.token);
         if let Some(v) = &self.vapid {
-            let Ok(url) = reqwest::Url::parse(&e.token) else {
+            let Some(auth) = v.authorization(&e.token) else {
                 return Outcome::Failed("bad_endpoint");
             };
-            let claims = serde_json::json!({
-                "aud": url.origin().ascii_serialization(),
-                "exp": common::fsutil::now_ms() / 1000 + VAPID_TTL_SECS,
-                "sub": v.subject,
-            });
-            let t = v.signer.sign(None, &claims);
-            req = req.header("authorization", format!("vapid t={t}, k={}", v.public));
+            req = req.header("authorization", auth);
         }
         let r = req
             .header("content-encoding", "aes128gcm")
