@@ -1,12 +1,15 @@
 //! Push notifications: waking a device that is not connected through APNs,
 //! FCM or UnifiedPush (docs/ARCHITECTURE.md, "Push notifications").
 //!
-//! The home decides (`home::shard::wake`: an item landed for a device with
-//! an endpoint and no session) and the dispatcher hands the decision to the
-//! [`Pusher`], whose durable [`queue`] coalesces a burst into one push per
-//! device and paces each device; the [`sender`] task takes what is due,
-//! asks the [`providers`] and retries, gives up or removes a dead endpoint
-//! (through the home) by their answer.
+//! The home decides (`home::shard::wake`: an item the user must see landed
+//! for a device with an endpoint and no session, or only idle ones) and
+//! the dispatcher hands the decision to the [`Pusher`], whose durable
+//! [`queue`] coalesces a burst into one push per device and paces each
+//! device; the [`sender`] task takes what is due, asks the [`providers`]
+//! and retries, gives up or removes a dead endpoint (through the home) by
+//! their answer. The home also records which devices are owed a push, in
+//! a replicated record; [`Pusher::restore`] queues them at a primary's
+//! start (a promoted secondary sends what its old primary decided).
 
 pub mod config;
 mod jwt;

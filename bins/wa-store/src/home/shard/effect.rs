@@ -7,11 +7,12 @@
 //! settle) carries them out in that order. A new kind of output is a new
 //! variant here, not a send inside the logic.
 //!
-//! Carrying an effect out can fail in one way the shard must hear of at
-//! once: the courier's bounded queue refusing a delivered receipt. The
-//! dispatcher then hands the shard [`Op::ReceiptRefused`] before anything
-//! else is applied, so the outcome is decided as if the shard had queued
-//! the receipt itself.
+//! Carrying an effect out can end in two ways the shard must hear of at
+//! once: the courier's bounded queue refusing a delivered receipt, and the
+//! push queue still holding a push for a device the shard has just stopped
+//! recording as owed one. The dispatcher then hands the shard
+//! [`Op::ReceiptRefused`] (or [`Op::PushOwed`]) before anything else is
+//! applied, so the outcome is decided as if the shard had looked itself.
 
 use std::time::Instant;
 
@@ -67,7 +68,8 @@ impl Effect {
     /// Carries the effect out. Never waits: a link whose queue is full is
     /// cut (see `LinkTx::send`). Returns the operation the shard must apply
     /// next, before any other, if the effect could not be carried out and
-    /// the shard has to know: a receipt `outbox` refused (full, or no
+    /// the shard has to know (or, for `Unowed`, a push still waits): a
+    /// receipt `outbox` refused (full, or no
     /// outbox at all).
     pub(in crate::home) fn dispatch(
         self,
