@@ -113,6 +113,12 @@ pub struct PushEndpoint {
 pub struct PushEndpoints {
     #[prost(message, repeated, tag = "1")]
     pub endpoints: Vec<PushEndpoint>,
+    /// The devices owed a push: decided by the home and not yet sent (nor
+    /// cancelled by the device showing life), in rising order. Kept in this
+    /// replicated record so that a promoted secondary sends what its old
+    /// primary decided (wa-store `push::restore`).
+    #[prost(uint32, repeated, tag = "25")]
+    pub owed: Vec<u32>,
 }
 
 /// See `link_up::Kind::SetPush`.

@@ -8,109 +8,22 @@ mod support;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::client::{Client, Event, Events, PushRegistration, Transport};
+use common::client::{PushRegistration, Transport};
 use common::proto::PushProvider;
+use support::push::Reply;
 use support::push::apns::FakeApns;
+use support::push::devices::{
+    assert_no_content, no_more_than, push_toml, register_offline, sample, send_accepted, token_of,
+    unifiedpush,
+};
 use support::push::fcm::FakeFcm;
-use support::push::unifiedpush::{DeviceKeys, FakeUnifiedPush};
-use support::push::{Log, Reply};
-use support::{Deployment, PATIENCE, expect};
-
-/// How long a test watches for a push that must not come.
-const QUIET: Duration = Duration::from_millis(1500);
-
-/// The `[push]` section: short delays so that tests run in seconds.
-fn push_toml(coalesce: &str, min_interval: &str, extra: &str) -> String {
-    format!(
-        "[push]\ncoalesce = \"{coalesce}\"\nmin_interval = \"{min_interval}\"\nbackoff_initial = \"100ms\"\nbackoff_max = \"1s\"\ntimeout = \"5s\"\n[push.unifiedpush]\nallow_http = true\n{extra}"
-    )
-}
-
-fn unifiedpush(url: &str, keys: &DeviceKeys) -> PushRegistration {
-    PushRegistration {
-        provider: PushProvider::Unifiedpush,
-        token: url.to_owned(),
-        alert: false,
-        p256dh: Bytes::from(keys.public()),
-        auth: Bytes::copy_from_slice(&keys.auth),
-    }
-}
-
-fn token_of(provider: PushProvider, token: &str, alert: bool) -> PushRegistration {
-    PushRegistration {
-        provider,
-        token: token.to_owned(),
-        alert,
-        p256dh: Bytes::new(),
-        auth: Bytes::new(),
-    }
-}
-
-/// `user` connects, sets its endpoint, waits for the home to keep it, and
-/// disconnects; returns once `watcher` saw it go offline (so the home
-/// counts it offline for what follows).
-async fn register_offline(
-    d: &Deployment,
-    user: &str,
-    reg: PushRegistration,
-    watcher: &Client,
-    watcher_events: &mut Events,
-) {
-    let (c, mut e) = d.client(user, Transport::Tcp).await;
-    let id = c.set_push_endpoint(Some(reg)).await.unwrap();
-    expect(&mut e, "PushEndpointSet", |ev| match ev {
-        Event::PushEndpointSet { id: got } if *got == id => Some(()),
-        _ => None,
-    })
-    .await;
-    watcher.watch_presence(user, true).await.unwrap();
-    expect(watcher_events, "online", |ev| match ev {
-        Event::Presence {
-            user: u,
-            online: true,
-            ..
-        } if u == user => Some(()),
-        _ => None,
-    })
-    .await;
-    c.close().await;
-    expect(watcher_events, "offline", |ev| match ev {
-        Event::Presence {
-            user: u,
-            online: false,
-            ..
-        } if u == user => Some(()),
-        _ => None,
-    })
-    .await;
-}
-
-/// Sends `n` messages from `c` to `to` and waits for every `Accepted`.
-async fn send_accepted(c: &Client, e: &mut Events, to: &str, n: usize, text: &str) {
-    for i in 0..n {
-        c.send(to, Bytes::from(format!("{text} {i}")))
-            .await
-            .unwrap();
-    }
-    for _ in 0..n {
-        expect(e, "Accepted", |ev| {
-            matches!(ev, Event::Accepted { .. }).then_some(())
-        })
-        .await;
-    }
-}
+use support::push::unifiedpush::FakeUnifiedPush;
+use support::{Deployment, PATIENCE};
 
 /// The store's metrics page.
 async fn metrics(d: &Deployment) -> String {
     let admin = d.store_process.as_ref().unwrap().admin;
     support::admin_get(d.dir.path(), admin, "/metrics").await
-}
-
-/// A sample of `name` (with its labels, as written) in the metrics page.
-fn sample(page: &str, name: &str) -> f64 {
-    page.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
 }
 
 /// `POST /admin/push/test` (what `wactl push test USER DEVICE` calls).
@@ -128,34 +41,20 @@ async fn push_test(d: &Deployment, user: &str, device: u32) -> (u16, String) {
     (a.status, a.text())
 }
 
-/// Waits `QUIET` and asserts the fake took no more than `n` requests.
-async fn no_more_than(log: &Log, n: usize) {
-    tokio::time::sleep(QUIET).await;
-    let taken = log.taken();
-    assert_eq!(taken.len(), n, "unexpected pushes: {taken:?}");
-}
-
-/// Nothing of the messages (their text, their sender) is in a push.
-fn assert_no_content(log: &Log, text: &str, sender: &str) {
-    for t in log.taken() {
-        let raw = String::from_utf8_lossy(&t.body);
-        let plain = t.payload.to_string();
-        for leak in [text, sender] {
-            assert!(
-                !raw.contains(leak) && !plain.contains(leak),
-                "{leak:?} in a push: {plain}"
-            );
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn unifiedpush_a_burst_is_one_encrypted_push_without_content_and_connecting_cancels() {
     let up = FakeUnifiedPush::start().await;
     let d = Deployment::start_with_store_config(&push_toml("500ms", "60s", ""), |_| {}).await;
     let (url, keys) = up.device("bob-1");
     let (alice, mut ea) = d.client("alice", Transport::Tcp).await;
-    register_offline(&d, "bob", unifiedpush(&url, &keys), &alice, &mut ea).await;
+    register_offline(
+        d.client("bob", Transport::Tcp).await,
+        "bob",
+        unifiedpush(&url, &keys),
+        &alice,
+        &mut ea,
+    )
+    .await;
 
     send_accepted(&alice, &mut ea, "bob", 50, "secret words").await;
     let got = up.log.wait_accepted(1).await;
@@ -222,7 +121,7 @@ async fn apns_checks_the_jwt_and_headers_503_is_retried_and_410_removes_the_endp
     let (alice, mut ea) = d.client("alice", Transport::Tcp).await;
     let token = "a1b2c3d4e5f6a7b8c9d0a1b2c3d4e5f6a7b8c9d0a1b2c3d4e5f6a7b8c9d0a1b2";
     register_offline(
-        &d,
+        d.client("bob", Transport::Tcp).await,
         "bob",
         token_of(PushProvider::Apns, token, true),
         &alice,
@@ -307,7 +206,7 @@ async fn fcm_oauth_token_is_cached_429_is_retried_after_retry_after_and_unregist
     .await;
     let (alice, mut ea) = d.client("alice", Transport::Tcp).await;
     register_offline(
-        &d,
+        d.client("bob", Transport::Tcp).await,
         "bob",
         token_of(PushProvider::Fcm, "fcm-registration-token-1", false),
         &alice,
@@ -378,7 +277,14 @@ async fn pushes_queued_before_a_kill_9_are_each_sent_once_after_the_restart() {
     let users = ["bob", "carol", "dave"];
     for u in users {
         let (url, keys) = up.device(u);
-        register_offline(&d, u, unifiedpush(&url, &keys), &alice, &mut ea).await;
+        register_offline(
+            d.client(u, Transport::Tcp).await,
+            u,
+            unifiedpush(&url, &keys),
+            &alice,
+            &mut ea,
+        )
+        .await;
     }
     for u in users {
         send_accepted(&alice, &mut ea, u, 5, "before the kill").await;
@@ -415,7 +321,14 @@ async fn revoking_a_device_removes_its_endpoint_and_nothing_is_pushed_to_it() {
     let d = Deployment::start_with_store_config(&push_toml("100ms", "100ms", ""), |_| {}).await;
     let (url, keys) = up.device("bob");
     let (alice, mut ea) = d.client("alice", Transport::Tcp).await;
-    register_offline(&d, "bob", unifiedpush(&url, &keys), &alice, &mut ea).await;
+    register_offline(
+        d.client("bob", Transport::Tcp).await,
+        "bob",
+        unifiedpush(&url, &keys),
+        &alice,
+        &mut ea,
+    )
+    .await;
     let (status, text) = push_test(&d, "bob", 1).await;
     assert_eq!(status, 200, "wactl push test: {text}");
     up.log.wait_accepted(1).await;
@@ -493,5 +406,40 @@ async fn a_malformed_endpoint_is_refused_with_bad_push_endpoint() {
     assert!(!err.fatal);
     c.close().await;
     let _ = &mut e;
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unifiedpush_requests_carry_a_vapid_token_the_push_service_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("vapid.pem");
+    let up = FakeUnifiedPush::start_vapid(&key).await;
+    let vapid = format!(
+        "vapid_key_file = \"{}\"\nvapid_subject = \"mailto:ops@example.org\"\n",
+        key.display()
+    );
+    let d = Deployment::start_with_store_config(&push_toml("100ms", "100ms", &vapid), |_| {}).await;
+    let (url, keys) = up.device("bob");
+    let (alice, mut ea) = d.client("alice", Transport::Tcp).await;
+    register_offline(
+        d.client("bob", Transport::Tcp).await,
+        "bob",
+        unifiedpush(&url, &keys),
+        &alice,
+        &mut ea,
+    )
+    .await;
+    send_accepted(&alice, &mut ea, "bob", 1, "m").await;
+    let got = up.log.wait_accepted(1).await;
+    up.log.assert_no_problems();
+    assert!(
+        got[0].headers["authorization"]
+            .to_str()
+            .unwrap()
+            .starts_with("vapid t="),
+        "{:?}",
+        got[0].headers
+    );
+    alice.close().await;
     d.stop().await;
 }

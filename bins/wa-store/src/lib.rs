@@ -325,6 +325,19 @@ impl Store {
             dir: self.config.data_dir.clone(),
             source,
         })?;
+        // The devices the replicated records say are owed a push (a
+        // promoted secondary's queue is empty) are queued before the home
+        // decides anything new.
+        {
+            let (p, storage) = (pusher.clone(), Arc::clone(&self.storage));
+            match tokio::task::spawn_blocking(move || p.restore(&*storage)).await {
+                Ok(Ok(n)) => tracing::info!(queued = n, "push queue restored"),
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "cannot read which devices are owed a push")
+                }
+                Err(e) => tracing::error!(error = %e, "restoring the push queue panicked"),
+            }
+        }
         let (home, shards) = Home::start(
             Arc::clone(&self.storage),
             Arc::clone(&journal_arc),

@@ -247,6 +247,20 @@ impl Cluster {
         c
     }
 
+    /// [`Cluster::start_replicated`], with `stores_only` (TOML tables) in
+    /// both stores' configs.
+    pub async fn start_replicated_stores_with(edges: usize, stores_only: &str) -> Cluster {
+        let free = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+        };
+        let mut c = Cluster::start_pair([(free(), None), (free(), None)], stores_only).await;
+        c.edges = start_edges(c.dir.path(), edges, "").await;
+        c
+    }
+
     /// One island split over two hosts (docs/ARCHITECTURE.md, "Replication"):
     /// its primary (store 1) and an edge (edge 1, its client ports on
     /// `clients.inside`) in the namespace `ns`, the primary's link on

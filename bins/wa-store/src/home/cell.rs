@@ -148,7 +148,7 @@ impl ShardCell {
                 }
                 // (Also answers what is already settled: a duplicate, or a
                 // read whose writes a flush covered.)
-                state.settle();
+                state.settle(Now::read());
                 dispatch(&mut state, self.outbox.as_ref(), self.pusher.as_ref());
             }
             drop(state);

@@ -163,6 +163,14 @@ pub enum Op {
         device: u32,
         endpoint: Option<common::link::PushEndpoint>,
     },
+    /// Whether `device` of `user` is owed a push (`shard::wake`): false
+    /// from the push sender once its push is sent or given up, true from
+    /// the dispatcher when the queue still holds one (`Effect::Unowed`).
+    PushOwed {
+        user: String,
+        device: u32,
+        owed: bool,
+    },
     /// Every item of `user`'s mailbox (memory and engine, in order), for a
     /// hand-off of its fragment to another island.
     Export {
@@ -273,7 +281,7 @@ impl Op {
             Op::Kv { key, .. } => Some(key),
             Op::Revoke { user, .. } | Op::CheckDevice { user, .. } => Some(user),
             Op::Operator { key, .. } => Some(key),
-            Op::SetPush { user, .. } => Some(user),
+            Op::SetPush { user, .. } | Op::PushOwed { user, .. } => Some(user),
             #[cfg(test)]
             Op::ForgetRecent { user } => Some(user),
             Op::LinkGone { .. }
@@ -344,15 +352,19 @@ impl Home {
         };
         let shards: Arc<[ShardCell]> = (0..n)
             .map(|index| ShardCell {
-                state: Mutex::new(shard::Shard::new(
-                    Arc::clone(&storage),
-                    Arc::clone(&journal) as Arc<dyn shard::Log>,
-                    Arc::clone(&commit),
-                    limits,
-                    per_shard,
-                    Arc::clone(&metrics),
-                    outbox.is_some(),
-                )),
+                state: Mutex::new({
+                    let mut s = shard::Shard::new(
+                        Arc::clone(&storage),
+                        Arc::clone(&journal) as Arc<dyn shard::Log>,
+                        Arc::clone(&commit),
+                        limits,
+                        per_shard,
+                        Arc::clone(&metrics),
+                        outbox.is_some(),
+                    );
+                    s.set_wake_idle_after(pusher.as_ref().and_then(|p| p.wake_idle_after()));
+                    s
+                }),
                 outbox: outbox.clone(),
                 pusher: pusher.clone(),
                 queue: Mutex::default(),

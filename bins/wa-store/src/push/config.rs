@@ -16,6 +16,12 @@ pub struct PushConfig {
     /// At most one push per device per this long.
     #[serde(with = "humantime_serde")]
     pub min_interval: Duration,
+    /// A device whose sessions were all pushed items and acknowledged none
+    /// for this long counts as absent: a new item wakes it as if it had no
+    /// session (its app may be suspended with its connection still open).
+    /// `0s`: only devices without a session are woken.
+    #[serde(with = "humantime_serde")]
+    pub wake_idle_after: Duration,
     /// Most devices with a push waiting; a push decided beyond it is dropped
     /// (counted as failed, reason `queue_full`).
     pub queue_max: usize,
@@ -47,6 +53,7 @@ impl Default for PushConfig {
         PushConfig {
             coalesce: Duration::from_secs(2),
             min_interval: Duration::from_secs(30),
+            wake_idle_after: Duration::from_secs(20),
             queue_max: 100_000,
             max_attempts: 12,
             backoff_initial: Duration::from_secs(1),
@@ -119,6 +126,14 @@ pub struct UnifiedPushConfig {
     /// Also post to plain `http://` endpoints (tests, closed networks);
     /// otherwise only `https://` ones get pushes.
     pub allow_http: bool,
+    /// A P-256 key (PKCS#8 PEM) identifying this server to push services
+    /// (VAPID, RFC 8292): every request carries `Authorization: vapid` signed
+    /// with it. Empty: requests are not signed (most UnifiedPush
+    /// distributors need no VAPID; some Web Push services do).
+    pub vapid_key_file: PathBuf,
+    /// Who runs this server, for the push service (`mailto:` or `https:`
+    /// URI, the VAPID `sub` claim); needed with `vapid_key_file`.
+    pub vapid_subject: String,
 }
 
 impl Default for UnifiedPushConfig {
@@ -126,6 +141,8 @@ impl Default for UnifiedPushConfig {
         UnifiedPushConfig {
             enabled: true,
             allow_http: false,
+            vapid_key_file: PathBuf::new(),
+            vapid_subject: String::new(),
         }
     }
 }
@@ -168,6 +185,14 @@ impl PushConfig {
                 if v.is_empty() {
                     errs.push(format!("{key}: must be set with push.apns.key_file"));
                 }
+            }
+        }
+        if !self.unifiedpush.vapid_key_file.as_os_str().is_empty() {
+            let sub = &self.unifiedpush.vapid_subject;
+            if !(sub.starts_with("mailto:") || sub.starts_with("https:")) {
+                errs.push(format!(
+                    "push.unifiedpush.vapid_subject: {sub:?} must be a mailto: or https: URI with push.unifiedpush.vapid_key_file"
+                ));
             }
         }
         errs

@@ -1,5 +1,6 @@
 //! The JSON Web Tokens the providers want: ES256 for APNs (signed with the
-//! team's `.p8` key), RS256 for Google's OAuth 2 service-account grant.
+//! team's `.p8` key) and for VAPID (RFC 8292), RS256 for Google's OAuth 2
+//! service-account grant.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -35,6 +36,15 @@ impl Signer {
         RsaKeyPair::from_pkcs8(der.secret_pkcs8_der())
             .map(Signer::Rs256)
             .map_err(|e| format!("not an RSA PKCS#8 key: {e}"))
+    }
+
+    /// The public key of an ES256 key, uncompressed (65 bytes).
+    pub fn es256_public(&self) -> Option<&[u8]> {
+        use ring::signature::KeyPair as _;
+        match self {
+            Signer::Es256(k) => Some(k.public_key().as_ref()),
+            Signer::Rs256(_) => None,
+        }
     }
 
     fn alg(&self) -> &'static str {

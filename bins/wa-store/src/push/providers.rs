@@ -5,7 +5,7 @@
 //! "N new items": never content, never a sender.
 
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use common::link::PushEndpoint;
 use common::proto::PushProvider;
@@ -87,6 +87,7 @@ pub struct Providers {
     fcm: Option<Fcm>,
     unifiedpush: bool,
     allow_http: bool,
+    vapid: Option<super::webpush::Vapid>,
 }
 
 /// APNs tokens are renewed after this long.
@@ -154,6 +155,7 @@ impl Providers {
             })
         };
         Ok(Providers {
+            vapid: super::webpush::Vapid::load(&cfg.unifiedpush)?,
             h2: client(cfg, &roots, true)?,
             http: client(cfg, &roots, false)?,
             apns,
@@ -391,9 +393,14 @@ impl Providers {
                 return Outcome::Failed("bad_endpoint");
             }
         };
-        let r = self
-            .http
-            .post(&e.token)
+        let mut req = self.http.post(&e.token);
+        if let Some(v) = &self.vapid {
+            let Some(auth) = v.authorization(&e.token) else {
+                return Outcome::Failed("bad_endpoint");
+            };
+            req = req.header("authorization", auth);
+        }
+        let r = req
             .header("content-encoding", "aes128gcm")
             .header("content-type", "application/octet-stream")
             .header("ttl", "86400")
@@ -438,14 +445,41 @@ fn transport_error(e: &reqwest::Error) -> Outcome {
     }
 }
 
-/// A `Retry-After` in seconds (the HTTP-date form is treated as absent).
 fn retry_after(r: &reqwest::Response) -> Option<Duration> {
-    r.headers()
-        .get("retry-after")?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(Duration::from_secs)
+    parse_retry_after(
+        r.headers().get("retry-after")?.to_str().ok()?,
+        SystemTime::now(),
+    )
+}
+
+/// A `Retry-After` value (RFC 9110, section 10.2.3) as a delay from `now`:
+/// delay-seconds, or an HTTP-date (IMF-fixdate, or the obsolete RFC 850
+/// and asctime forms); a date already past is no delay. Anything else is
+/// treated as absent.
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_takes_seconds_and_http_dates() {
+        let now = httpdate::parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT").unwrap();
+        let secs = |s| parse_retry_after(s, now).map(|d| d.as_secs());
+        assert_eq!(secs("120"), Some(120));
+        assert_eq!(secs(" 7 "), Some(7));
+        assert_eq!(secs("Sun, 06 Nov 1994 08:51:37 GMT"), Some(120));
+        assert_eq!(secs("Sunday, 06-Nov-94 08:49:47 GMT"), Some(10), "RFC 850");
+        assert_eq!(secs("Sun Nov  6 08:49:57 1994"), Some(20), "asctime");
+        assert_eq!(secs("Sun, 06 Nov 1994 08:00:00 GMT"), Some(0), "past");
+        assert_eq!(secs("soon"), None);
+        assert_eq!(secs("-5"), None);
+    }
 }

@@ -280,6 +280,43 @@ impl Queue {
         attempts
     }
 
+    /// Whether an entry of `key` waits (or is being sent).
+    pub fn holds(&self, key: &Key) -> bool {
+        self.entries.contains_key(key)
+    }
+
+    /// Makes the queue hold entries for exactly the devices of `owed`:
+    /// entries of other devices go, and each owed device without one gets
+    /// one for a single item, due at `due_ms`.
+    pub fn reconcile(&mut self, owed: Vec<Key>, due_ms: u64) {
+        let owed: std::collections::HashSet<Key> = owed.into_iter().collect();
+        let stale: Vec<Key> = self
+            .entries
+            .keys()
+            .filter(|k| !owed.contains(*k))
+            .cloned()
+            .collect();
+        for key in stale {
+            self.forget(&key);
+        }
+        for key in owed {
+            if self.entries.contains_key(&key) {
+                continue;
+            }
+            let e = Entry {
+                id: self.next_id,
+                user: key.0.clone(),
+                device: key.1,
+                count: 1,
+                due_ms,
+                attempts: 0,
+            };
+            self.next_id += 1;
+            self.write(&Line::Put(e.clone()));
+            self.entries.insert(key, e);
+        }
+    }
+
     /// Drops every entry of `key` (its endpoint is gone).
     pub fn forget(&mut self, key: &Key) {
         if let Some(e) = self.entries.remove(key) {
@@ -338,5 +375,23 @@ mod tests {
         assert!(due2.is_empty());
         assert_eq!(next, Some(1010), "the rest waits the interval");
         assert!(!q.decide(key(2), 0, 0, 0, 1), "full");
+    }
+
+    #[test]
+    fn reconcile_keeps_exactly_the_owed_devices() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut q = Queue::open(dir.path()).unwrap();
+            for _ in 0..3 {
+                q.decide(key(1), 0, 100, 0, 10);
+            }
+            q.decide(key(2), 0, 100, 0, 10);
+            q.reconcile(vec![key(1), key(3)], 500);
+            assert!(q.holds(&key(1)) && !q.holds(&key(2)) && q.holds(&key(3)));
+        }
+        let mut q = Queue::open(dir.path()).unwrap();
+        let (due, _) = q.take_due(1000, 10);
+        let got: Vec<_> = due.iter().map(|e| (e.device, e.count, e.due_ms)).collect();
+        assert_eq!(got, [(1, 3, 100), (3, 1, 500)], "kept as it was; added");
     }
 }

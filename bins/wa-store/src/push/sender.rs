@@ -1,7 +1,9 @@
 //! The sender: takes the pushes that are due from the queue, asks the
 //! provider, and by the answer marks them sent, retries them later
 //! (exponential backoff with full jitter, never sooner than a provider's
-//! `Retry-After`), gives them up, or removes a dead endpoint at the home.
+//! `Retry-After` up to `backoff_max`), gives them up, or removes a dead
+//! endpoint at the home. A push that ends (sent, given up) is no longer
+//! owed at the home (`Op::PushOwed`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -139,13 +141,13 @@ async fn sleep_some(d: Option<Duration>) {
 
 /// The retry delay after `attempts` failures: doubling from `initial`, at
 /// most `max`, drawn uniformly from its upper half; never sooner than the
-/// provider asked.
+/// provider asked, unless it asked for more than `max`.
 fn backoff(initial: Duration, max: Duration, attempts: u32, after: Option<Duration>) -> Duration {
     let exp = initial
         .saturating_mul(1u32 << attempts.min(20).saturating_sub(1))
         .min(max);
     let jittered = exp / 2 + exp.mul_f64(rand::rng().random::<f64>() / 2.0);
-    after.map_or(jittered, |a| a.max(jittered))
+    after.map_or(jittered, |a| a.min(max).max(jittered))
 }
 
 async fn finish(pusher: &Pusher, home: &Home, done: Done) {
@@ -155,6 +157,7 @@ async fn finish(pusher: &Pusher, home: &Home, done: Done) {
     let id = done.entry.id;
     let now = common::fsutil::now_ms();
     let interval = cfg.min_interval.as_millis() as u64;
+    let gone = done.outcome == Outcome::Gone;
     match done.outcome {
         Outcome::Sent => {
             m.sent(done.provider);
@@ -198,7 +201,7 @@ async fn finish(pusher: &Pusher, home: &Home, done: Done) {
             pusher.queue().forget(&key);
             let op = Op::SetPush {
                 by: SetPushBy::DeadToken { token: done.token },
-                user: key.0,
+                user: key.0.clone(),
                 device: key.1,
                 endpoint: None,
             };
@@ -214,7 +217,23 @@ async fn finish(pusher: &Pusher, home: &Home, done: Done) {
             pusher.queue().done(&key, id, false, now, interval);
         }
     }
-    m.set_queue(pusher.queue().len());
+    let (len, waiting) = {
+        let q = pusher.queue();
+        (q.len(), q.holds(&key))
+    };
+    m.set_queue(len);
+    // Sent or given up: the home no longer records the device as owed a
+    // push (a dead token's endpoint went with its record, above).
+    if !waiting && !gone {
+        let op = Op::PushOwed {
+            user: key.0,
+            device: key.1,
+            owed: false,
+        };
+        if home.submit(op).await.is_err() {
+            tracing::debug!("the home is closing; the device stays owed a push");
+        }
+    }
 }
 
 /// Sends one push to `device` of `user` now, outside the queue (`wactl push
@@ -227,4 +246,22 @@ pub async fn test(
 ) -> Result<(&'static str, Outcome), String> {
     let e = endpoint(storage, user, device)?.ok_or("the device has no push endpoint")?;
     Ok((providers::name(e.provider), providers.send(&e, 1).await))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_is_honoured_up_to_the_max_backoff() {
+        let (i, max) = (Duration::from_millis(100), Duration::from_secs(10));
+        for _ in 0..100 {
+            let d = backoff(i, max, 1, Some(Duration::from_secs(3)));
+            assert_eq!(d, Duration::from_secs(3));
+            let d = backoff(i, max, 1, Some(Duration::from_secs(3600)));
+            assert_eq!(d, max, "capped");
+            let d = backoff(i, max, 1, None);
+            assert!(d >= i / 2 && d <= i, "{d:?}");
+        }
+    }
 }

@@ -1,11 +1,57 @@
-//! RFC 8291 message encryption for Web Push (UnifiedPush), in the
-//! `aes128gcm` content coding of RFC 8188: one record, the sender's
-//! ephemeral P-256 key in the header.
+//! Web Push (UnifiedPush): RFC 8291 message encryption, in the
+//! `aes128gcm` content coding of RFC 8188 (one record, the sender's
+//! ephemeral P-256 key in the header), and the server's VAPID identity
+//! (RFC 8292).
 
 use ring::aead::{AES_128_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use ring::agreement::{self, ECDH_P256, EphemeralPrivateKey, UnparsedPublicKey};
 use ring::hkdf::{self, HKDF_SHA256, KeyType, Salt};
 use ring::rand::{SecureRandom, SystemRandom};
+
+/// How long a VAPID token is valid (RFC 8292 allows at most 24 hours).
+const VAPID_TTL_SECS: u64 = 12 * 3600;
+
+/// This server's VAPID identity: its key and who runs it.
+pub struct Vapid {
+    signer: super::jwt::Signer,
+    /// The public key, base64url (the `k` parameter).
+    public: String,
+    subject: String,
+}
+
+impl Vapid {
+    /// The identity `cfg` names (none if `vapid_key_file` is empty).
+    pub fn load(cfg: &super::config::UnifiedPushConfig) -> Result<Option<Vapid>, String> {
+        use base64::Engine as _;
+        if cfg.vapid_key_file.as_os_str().is_empty() {
+            return Ok(None);
+        }
+        let pem = common::secret::read(&cfg.vapid_key_file, 1)
+            .map_err(|e| format!("push.unifiedpush.vapid_key_file: {e}"))?;
+        let signer = super::jwt::Signer::es256_pem(&pem)
+            .map_err(|e| format!("push.unifiedpush.vapid_key_file: {e}"))?;
+        let public = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(signer.es256_public().expect("an ES256 key has one"));
+        Ok(Some(Vapid {
+            signer,
+            public,
+            subject: cfg.vapid_subject.clone(),
+        }))
+    }
+
+    /// The `Authorization` value for a request to `endpoint`: a token for
+    /// its origin, valid 12 hours; `None` if it is not a URL.
+    pub fn authorization(&self, endpoint: &str) -> Option<String> {
+        let url = reqwest::Url::parse(endpoint).ok()?;
+        let claims = serde_json::json!({
+            "aud": url.origin().ascii_serialization(),
+            "exp": common::fsutil::now_ms() / 1000 + VAPID_TTL_SECS,
+            "sub": self.subject,
+        });
+        let t = self.signer.sign(None, &claims);
+        Some(format!("vapid t={t}, k={}", self.public))
+    }
+}
 
 /// The record size announced in the header (the message is one record,
 /// far smaller).

@@ -283,6 +283,23 @@ impl<E: Engine> Storage for Mailboxes<E> {
         })
     }
 
+    fn visit_kv_space(
+        &self,
+        space: u8,
+        f: &mut dyn FnMut(&str, u64, &[u8]),
+    ) -> Result<(), StorageError> {
+        let (from, to) = (
+            [KVS_START[0], space],
+            [KVS_START[0], space.saturating_add(1)],
+        );
+        self.engine.scan(&from, &to, &mut |k, v| {
+            let (_, key) = split_kv_key(k)?;
+            let (version, value) = decode_kv(Some(v))?;
+            f(key, version, &value);
+            Ok(ControlFlow::Continue(()))
+        })
+    }
+
     fn generations_of(&self, user: &str) -> Result<Vec<(u32, u32)>, StorageError> {
         let from = user_key(GENERATIONS_START[0], user)?;
         let mut out = Vec::new();

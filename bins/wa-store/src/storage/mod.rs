@@ -240,6 +240,20 @@ pub trait Storage: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Every key-value record of `space`: (key, version, value).
+    #[allow(clippy::type_complexity)]
+    fn visit_kv_space(
+        &self,
+        space: u8,
+        f: &mut dyn FnMut(&str, u64, &[u8]),
+    ) -> Result<(), StorageError> {
+        self.visit_kv(&mut |s, key, version, value| {
+            if s == space {
+                f(key, version, value);
+            }
+        })
+    }
+
     /// Every device generation: (user, device, lowest accepted).
     fn visit_generations(&self, f: &mut dyn FnMut(&str, u32, u32)) -> Result<(), StorageError> {
         let _ = f;

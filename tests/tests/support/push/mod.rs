@@ -7,6 +7,7 @@
 //! and answered as the provider would refuse it; tests assert none.
 
 pub mod apns;
+pub mod devices;
 pub mod fcm;
 pub mod unifiedpush;
 
@@ -42,6 +43,13 @@ impl Reply {
 
     pub fn retry_after(mut self, secs: u64) -> Reply {
         self.headers.push(("retry-after", secs.to_string()));
+        self
+    }
+
+    /// `Retry-After` as an HTTP-date (RFC 9110, section 10.2.3).
+    pub fn retry_at(mut self, at: std::time::SystemTime) -> Reply {
+        self.headers
+            .push(("retry-after", httpdate::fmt_http_date(at)));
         self
     }
 }

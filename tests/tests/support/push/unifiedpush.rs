@@ -48,8 +48,42 @@ pub struct FakeUnifiedPush {
     keys: Arc<Mutex<HashMap<String, DeviceKeys>>>,
 }
 
+/// What a push service that wants VAPID (RFC 8292) checks: the server's
+/// public key it knows, its own origin (the token's audience).
+#[derive(Clone)]
+struct VapidCheck {
+    public: Vec<u8>,
+    origin: Arc<Mutex<String>>,
+}
+
 impl FakeUnifiedPush {
     pub async fn start() -> FakeUnifiedPush {
+        FakeUnifiedPush::serve(None).await
+    }
+
+    /// A distributor that requires VAPID: writes a new P-256 key to
+    /// `key_file` (the store's `vapid_key_file`) and accepts only requests
+    /// signed with it for its own origin.
+    pub async fn start_vapid(key_file: &std::path::Path) -> FakeUnifiedPush {
+        use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+        super::write_secret(
+            key_file,
+            super::pem("PRIVATE KEY", pkcs8.as_ref()).as_bytes(),
+        );
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+            .unwrap();
+        let check = VapidCheck {
+            public: pair.public_key().as_ref().to_vec(),
+            origin: Arc::default(),
+        };
+        let fake = FakeUnifiedPush::serve(Some(check.clone())).await;
+        *check.origin.lock().unwrap() = fake.base.clone();
+        fake
+    }
+
+    async fn serve(vapid: Option<VapidCheck>) -> FakeUnifiedPush {
         let log = Arc::new(Log::default());
         let keys: Arc<Mutex<HashMap<String, DeviceKeys>>> = Arc::default();
         let (l, k) = (Arc::clone(&log), Arc::clone(&keys));
@@ -60,7 +94,10 @@ impl FakeUnifiedPush {
                 let device = k.lock().unwrap().get(&path).cloned();
                 let checked = match device {
                     None => Err(format!("no device at {path}")),
-                    Some(d) => check(parts, body, &d),
+                    Some(d) => match &vapid {
+                        Some(v) => check_vapid(parts, v).and_then(|()| check(parts, body, &d)),
+                        None => check(parts, body, &d),
+                    },
                 };
                 let (status, headers, text, payload) = match checked {
                     Err(e) => {
@@ -98,6 +135,59 @@ impl FakeUnifiedPush {
         self.keys.lock().unwrap().insert(path.clone(), keys.clone());
         (format!("{}{path}", self.base), keys)
     }
+}
+
+/// Checks `Authorization: vapid t=JWT, k=KEY` as a push service would
+/// (RFC 8292): the key is the server's, the ES256 signature verifies with
+/// it, `aud` is this service's origin, `exp` within the next 24 hours, and
+/// `sub` a `mailto:` or `https:` URI.
+fn check_vapid(parts: &http::request::Parts, v: &VapidCheck) -> Result<(), String> {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let auth = parts
+        .headers
+        .get("authorization")
+        .and_then(|h| h.to_str().ok())
+        .ok_or("no Authorization header (VAPID required)")?;
+    let rest = auth
+        .strip_prefix("vapid ")
+        .ok_or_else(|| format!("not a vapid Authorization: {auth:?}"))?;
+    let (mut t, mut k) = (None, None);
+    for param in rest.split(',') {
+        match param.trim().split_once('=') {
+            Some(("t", val)) => t = Some(val),
+            Some(("k", val)) => k = Some(val),
+            _ => return Err(format!("unexpected vapid parameter {param:?}")),
+        }
+    }
+    let (t, k) = (t.ok_or("no t=")?, k.ok_or("no k=")?);
+    let key = URL_SAFE_NO_PAD
+        .decode(k)
+        .map_err(|e| format!("k: base64url: {e}"))?;
+    if key != v.public {
+        return Err("k is not the server's VAPID key".into());
+    }
+    let jwt = super::parse_jwt(t)?;
+    if jwt.header["alg"] != "ES256" || jwt.header["typ"] != "JWT" {
+        return Err(format!("JWT header {}", jwt.header));
+    }
+    ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_FIXED, &key)
+        .verify(jwt.input.as_bytes(), &jwt.signature)
+        .map_err(|_| "the VAPID signature does not verify with k")?;
+    let origin = v.origin.lock().unwrap().clone();
+    if jwt.claims["aud"] != origin.as_str() {
+        return Err(format!("aud {} is not {origin}", jwt.claims["aud"]));
+    }
+    let exp = jwt.claims["exp"].as_u64().ok_or("no exp")?;
+    let now = super::now_secs();
+    if exp <= now || exp > now + 24 * 3600 {
+        return Err(format!("exp {exp} is not within 24 h of {now}"));
+    }
+    let sub = jwt.claims["sub"].as_str().unwrap_or("");
+    if !(sub.starts_with("mailto:") || sub.starts_with("https:")) {
+        return Err(format!("sub {sub:?} is not a mailto: or https: URI"));
+    }
+    Ok(())
 }
 
 struct Len(usize);

@@ -137,7 +137,7 @@ impl Shard {
             }
         }
         self.evict_if_idle(user);
-        self.revoke_push(user, device, generation, now_ms);
+        self.revoke_push(user, device, generation);
         tracing::info!(device, generation, kicked, "device generation revoked");
         let stored = self
             .storage

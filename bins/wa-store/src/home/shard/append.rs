@@ -102,6 +102,7 @@ impl Shard {
                 server_ts_ms: original.server_ts_ms,
                 seq: original.seq,
                 fresh: None,
+                wake: false,
                 other: None,
             });
             return Ok(());
@@ -149,6 +150,7 @@ impl Shard {
             unreachable!("built above")
         };
         let segment = segment.map_err(internal)?;
+        let wake = super::wake::wakes(&to, &envelope);
         #[cfg(debug_assertions)]
         if PANIC_ON_APPEND_TO.as_deref() == Some(to.as_str()) {
             panic!("fault switch: an append to {to} panics halfway, after its journal record");
@@ -198,6 +200,7 @@ impl Shard {
             server_ts_ms,
             seq,
             fresh: Some(to),
+            wake,
             other: None,
         });
         if self.recent.full() {

@@ -7,11 +7,12 @@
 //! settle) carries them out in that order. A new kind of output is a new
 //! variant here, not a send inside the logic.
 //!
-//! Carrying an effect out can fail in one way the shard must hear of at
-//! once: the courier's bounded queue refusing a delivered receipt. The
-//! dispatcher then hands the shard [`Op::ReceiptRefused`] before anything
-//! else is applied, so the outcome is decided as if the shard had queued
-//! the receipt itself.
+//! Carrying an effect out can end in two ways the shard must hear of at
+//! once: the courier's bounded queue refusing a delivered receipt, and the
+//! push queue still holding a push for a device the shard has just stopped
+//! recording as owed one. The dispatcher then hands the shard
+//! [`Op::ReceiptRefused`] (or [`Op::PushOwed`]) before anything else is
+//! applied, so the outcome is decided as if the shard had looked itself.
 
 use std::time::Instant;
 
@@ -56,13 +57,19 @@ pub(in crate::home) enum Effect {
     /// `device` connected, was revoked or cleared its endpoint: whatever
     /// waits to wake it is dropped.
     Unwake { user: String, device: u32 },
+    /// The home no longer records `device` as owed a push (its push was
+    /// sent or given up): if the queue holds one for it after all (decided
+    /// meanwhile), the dispatcher has the shard record it again
+    /// (`Op::PushOwed`), so that a failover does not lose it.
+    Unowed { user: String, device: u32 },
 }
 
 impl Effect {
     /// Carries the effect out. Never waits: a link whose queue is full is
     /// cut (see `LinkTx::send`). Returns the operation the shard must apply
     /// next, before any other, if the effect could not be carried out and
-    /// the shard has to know: a receipt `outbox` refused (full, or no
+    /// the shard has to know (or, for `Unowed`, a push still waits): a
+    /// receipt `outbox` refused (full, or no
     /// outbox at all).
     pub(in crate::home) fn dispatch(
         self,
@@ -82,6 +89,13 @@ impl Effect {
                 }
                 None
             }
+            Effect::Unowed { user, device } => pusher
+                .is_some_and(|p| p.waiting(&user, device))
+                .then_some(Op::PushOwed {
+                    user,
+                    device,
+                    owed: true,
+                }),
             Effect::Send { link, frame } => {
                 link.send(frame);
                 None

@@ -43,6 +43,7 @@ fn summary(e: &Effect) -> (u64, &'static str, u64, u64) {
         Effect::Receipt { seq, .. } => (0, "Receipt", 0, *seq),
         Effect::Wake { device, .. } => (0, "Wake", 0, u64::from(*device)),
         Effect::Unwake { device, .. } => (0, "Unwake", 0, u64::from(*device)),
+        Effect::Unowed { device, .. } => (0, "Unowed", 0, u64::from(*device)),
     }
 }
 
@@ -127,7 +128,7 @@ async fn an_append_is_answered_after_its_flush_then_pushed() {
 
     let t = std::time::Instant::now();
     loop {
-        shard.settle();
+        shard.settle(super::Now::read());
         let effects: Vec<_> = shard.effects().collect();
         if !effects.is_empty() {
             let got: Vec<_> = effects.iter().map(summary).collect();

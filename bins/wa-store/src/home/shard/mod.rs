@@ -75,6 +75,12 @@ struct Session {
     cursor: u64,
     /// Pushed and not yet acknowledged.
     inflight: BTreeSet<u64>,
+    /// Since when it has owed acknowledgements, as far as the wake
+    /// decision has looked (`wake.rs`: idle sessions count as absent).
+    owing_since: Option<Instant>,
+    /// A push was decided because it was idle: its next acknowledgement
+    /// cancels it.
+    woken: bool,
 }
 
 impl Drop for Session {
@@ -376,7 +382,8 @@ impl Shard {
                 user,
                 device,
                 endpoint,
-            } => self.set_push(by, &user, device, endpoint, now.unix_ms),
+            } => self.set_push(by, &user, device, endpoint),
+            Op::PushOwed { user, device, owed } => self.push_owed(&user, device, owed),
             Op::Detach {
                 link,
                 session,
@@ -387,7 +394,10 @@ impl Shard {
                 session,
                 user,
                 seqs,
-            } => self.ack(link, session, &user, &seqs),
+            } => {
+                self.ack(link, session, &user, &seqs);
+                self.showed_life(link, session, &user, now.at);
+            }
             Op::Export { user, reply } => {
                 let _ = reply.send(self.export(&user));
             }

@@ -311,7 +311,7 @@ impl Harness {
         self.flush_ok = self.m.clean.unwrap_or(true);
         self.shard.handle(op, self.now());
         self.effects();
-        self.shard.settle();
+        self.shard.settle(super::Now::read());
         self.effects();
     }
 
@@ -337,7 +337,7 @@ impl Harness {
                 user,
                 seq,
             } => self.receipt(&to, &envelope, &user, seq),
-            Effect::Wake { .. } | Effect::Unwake { .. } => {
+            Effect::Wake { .. } | Effect::Unwake { .. } | Effect::Unowed { .. } => {
                 unreachable!("the model registers no push endpoints")
             }
         }
@@ -611,7 +611,7 @@ impl Harness {
         // (A failed flush of nothing new leaves the earlier success in
         // place: what rests on it is still covered.)
         self.m.clean = Some(ok || self.m.clean == Some(true));
-        self.shard.settle();
+        self.shard.settle(super::Now::read());
         self.effects();
         assert!(
             self.m.answers.is_empty(),

@@ -10,8 +10,9 @@ use crate::flusher::FlushError;
 
 impl Shard {
     /// Answers every pending append a flush has settled, in order, and pushes
-    /// the items that became durable.
-    pub(in crate::home) fn settle(&mut self) {
+    /// the items that became durable (at `now`: whether to wake a device
+    /// depends on how long its sessions have been idle).
+    pub(in crate::home) fn settle(&mut self, now: super::Now) {
         while let Some(p) = self.pending.front() {
             let Some(outcome) = self.settled.outcome(p.ticket) else {
                 break;
@@ -65,8 +66,8 @@ impl Shard {
                     u.durable = u.durable.max(p.seq);
                     u.fill_sessions(&*self.storage, &to, &[], &mut self.effects);
                 }
-                if code == 0 {
-                    self.item_landed(&to);
+                if code == 0 && p.wake {
+                    self.item_landed(&to, now.at);
                 }
                 self.evict_if_idle(&to);
             }
@@ -83,6 +84,7 @@ impl Shard {
             server_ts_ms: 0,
             seq: 0,
             fresh: None,
+            wake: false,
             other: Some(answer),
         });
     }
@@ -97,6 +99,9 @@ pub(super) struct Pending {
     pub(super) seq: u64,
     /// The user whose mailbox got a new item (None for a duplicate).
     pub(super) fresh: Option<String>,
+    /// The new item is one its user must see: it may wake a device
+    /// (`wake::wakes`).
+    pub(super) wake: bool,
     /// Not an append: this answer (a `KvResult` or `RevokeResult`) is sent
     /// instead, its code replaced if the flush failed.
     pub(super) other: Option<link_down::Kind>,

@@ -126,6 +126,8 @@ impl Shard {
             generation,
             cursor: 1,
             inflight: BTreeSet::new(),
+            owing_since: None,
+            woken: false,
         };
         let mailbox = Mailbox {
             durable: u.durable,
