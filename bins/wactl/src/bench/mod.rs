@@ -87,7 +87,12 @@ pub(crate) async fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
                     Ok(None) => Err(anyhow::anyhow!("worker {i} ended early")),
                     Err(e) => Err(e.into()),
                 };
-                let end = line.is_err();
+                // (After its last report a worker just exits.)
+                let end = match &line {
+                    Ok(Line::At { phase, .. }) => phase == "done",
+                    Ok(Line::Progress { .. }) => false,
+                    Err(_) => true,
+                };
                 if tx.send((i, line)).await.is_err() || end {
                     return;
                 }
