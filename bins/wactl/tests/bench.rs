@@ -104,7 +104,7 @@ fn assert_faults(v: &Value, lost: f64, duplicated: f64, reordered: f64) {
 }
 
 /// What every clean summary shows, and each scenario's own numbers.
-fn assert_clean(name: &str, transport: &str, v: &Value) {
+fn assert_clean(name: &str, transport: &str, sessions: f64, v: &Value) {
     assert_eq!(v["scenario"], name, "{v}");
     assert_eq!(v["transport"], transport, "{v}");
     assert_faults(v, 0.0, 0.0, 0.0);
@@ -116,16 +116,16 @@ fn assert_clean(name: &str, transport: &str, v: &Value) {
     assert!(n(v, "login.server_cpu_us_per_login") >= 0.0, "{v}");
     assert!(n(v, "login.bench_cpu_us_per_login") >= 0.0, "{v}");
     assert!((0.0..=1.0).contains(&n(v, "steal")), "{v}");
-    match name {
-        "login" | "idle" | "pairs" | "storm" => assert_eq!(n(v, "login.count"), 4.0, "{v}"),
-        _ => assert_eq!(n(v, "login.count"), 2.0, "{v}"),
-    }
+    // (Offline: only the senders log in before the drain.)
+    let first = if name == "offline" { sessions / 2.0 } else { sessions };
+    assert_eq!(n(v, "login.count"), first, "{v}");
     match name {
         "idle" => assert!(n(v, "idle.seconds") >= 1.0, "{v}"),
         "pairs" => {
             let step = &v["steps"][0];
             assert!(n(step, "delivered") >= 150.0, "{v}");
-            assert_eq!(step["pass"], true, "{v}");
+            assert_eq!(n(step, "lost") + n(step, "behind"), 0.0, "{v}");
+            // (Whether p99 met --p99-limit depends on the machine's load.)
             assert!(n(step, "server_cpu_us_per_message") > 0.0, "{v}");
         }
         "offline" => {
@@ -134,7 +134,7 @@ fn assert_clean(name: &str, transport: &str, v: &Value) {
         }
         "storm" => {
             assert_eq!(v["storm"]["all_back"], true, "{v}");
-            assert_eq!(n(v, "storm.logins"), 4.0, "{v}");
+            assert_eq!(n(v, "storm.logins"), sessions, "{v}");
         }
         _ => {}
     }
@@ -148,7 +148,7 @@ async fn every_scenario_runs_clean_over_tcp_and_quic() {
             let mut args = scenario(name);
             args.extend(["--transport", transport]);
             let v = up.bench(&args, false).await;
-            assert_clean(name, transport, &v);
+            assert_clean(name, transport, 4.0, &v);
         }
     }
     up.stop().await;
@@ -162,17 +162,20 @@ async fn every_scenario_reports_the_injected_loss_duplicate_and_reordering() {
         assert_faults(&v, 1.0, 1.0, 1.0);
     }
     let mut quic = scenario("pairs");
-    quic.extend(["--transport", "quic"]);
+    quic.extend(["--transport", "quic", "--sweep", "--p99-limit", "10s"]);
     let v = up.bench(&quic, true).await;
     assert_faults(&v, 1.0, 1.0, 1.0);
-    // A faulty step does not pass.
+    // A faulty step does not pass, and the sweep stops there.
+    assert_eq!(v["steps"].as_array().unwrap().len(), 1, "{v}");
     assert_eq!(v["steps"][0]["pass"], false, "{v}");
+    assert_eq!(v["max_rate"], Value::Null, "{v}");
     up.stop().await;
 }
 
 /// Sessions spread over worker processes (what runs past ~19,000
 /// sessions) add up to one run, faults and all; a sweep climbs by half
-/// until its ceiling.
+/// until its ceiling (a p99 limit no debug build on shared cores misses:
+/// only loss could stop it early).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_and_a_sweep_add_up() {
     let up = Up::start().await;
@@ -193,14 +196,13 @@ async fn workers_and_a_sweep_add_up() {
             false,
         )
         .await;
-    assert_clean("storm", "quic", &v);
-    assert_eq!(n(&v, "storm.logins"), 8.0, "{v}");
+    assert_clean("storm", "quic", 8.0, &v);
 
     let v = up
         .bench(
             &[
                 "pairs", "--sessions", "4", "--sweep", "--rate", "100", "--max-rate", "300",
-                "--duration", "1s",
+                "--duration", "1s", "--p99-limit", "10s",
             ],
             false,
         )
