@@ -6,7 +6,6 @@
 //! reordering; and sessions spread over worker processes are counted as
 //! one run. Needs the workspace's binaries (`cargo build --workspace`).
 
-
 use serde_json::Value;
 use tokio::process::Command;
 
@@ -33,11 +32,7 @@ impl Up {
         .await;
         // Keep draining its output so it never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = out.next_line().await {} });
-        Up {
-            _tmp: tmp,
-            dir,
-            up,
-        }
+        Up { _tmp: tmp, dir, up }
     }
 
     /// Runs `wactl bench ARGS`, with the fault armed or not; its one JSON line.
@@ -117,7 +112,11 @@ fn assert_clean(name: &str, transport: &str, sessions: f64, v: &Value) {
     assert!(n(v, "login.bench_cpu_us_per_login") >= 0.0, "{v}");
     assert!((0.0..=1.0).contains(&n(v, "steal")), "{v}");
     // (Offline: only the senders log in before the drain.)
-    let first = if name == "offline" { sessions / 2.0 } else { sessions };
+    let first = if name == "offline" {
+        sessions / 2.0
+    } else {
+        sessions
+    };
     assert_eq!(n(v, "login.count"), first, "{v}");
     match name {
         "idle" => assert!(n(v, "idle.seconds") >= 1.0, "{v}"),
@@ -181,7 +180,17 @@ async fn workers_and_a_sweep_add_up() {
     let up = Up::start().await;
     let v = up
         .bench(
-            &["pairs", "--sessions", "8", "--workers", "2", "--rate", "200", "--duration", "1s"],
+            &[
+                "pairs",
+                "--sessions",
+                "8",
+                "--workers",
+                "2",
+                "--rate",
+                "200",
+                "--duration",
+                "1s",
+            ],
             true,
         )
         .await;
@@ -191,7 +200,13 @@ async fn workers_and_a_sweep_add_up() {
     let v = up
         .bench(
             &[
-                "storm", "--sessions", "8", "--workers", "2", "--transport", "quic",
+                "storm",
+                "--sessions",
+                "8",
+                "--workers",
+                "2",
+                "--transport",
+                "quic",
             ],
             false,
         )
@@ -201,8 +216,18 @@ async fn workers_and_a_sweep_add_up() {
     let v = up
         .bench(
             &[
-                "pairs", "--sessions", "4", "--sweep", "--rate", "100", "--max-rate", "300",
-                "--duration", "1s", "--p99-limit", "10s",
+                "pairs",
+                "--sessions",
+                "4",
+                "--sweep",
+                "--rate",
+                "100",
+                "--max-rate",
+                "300",
+                "--duration",
+                "1s",
+                "--p99-limit",
+                "10s",
             ],
             false,
         )

@@ -34,13 +34,13 @@ pub(crate) async fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     if let Some(w) = &args.worker_of {
         return worker::run(args, worker::WorkerId::parse(w)?).await;
     }
-    if args.sessions < 2 || args.sessions % 2 != 0 {
+    if args.sessions < 2 || !args.sessions.is_multiple_of(2) {
         bail!("--sessions must be an even number, at least 2 (pairs of sender and receiver)");
     }
     if args.body < 16 {
         bail!("--body must be at least 16 bytes (the message number and its send time)");
     }
-    if !(args.rate > 0.0) {
+    if args.rate.is_nan() || args.rate <= 0.0 {
         bail!("--rate must be more than 0");
     }
     let pairs = args.sessions / 2;
@@ -145,8 +145,10 @@ pub(crate) async fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
                     if arrived.iter().any(Option::is_none) {
                         continue;
                     }
-                    let all: Vec<(String, Report)> =
-                        arrived.iter_mut().map(|a| a.take().expect("all arrived")).collect();
+                    let all: Vec<(String, Report)> = arrived
+                        .iter_mut()
+                        .map(|a| a.take().expect("all arrived"))
+                        .collect();
                     let name = all[0].0.clone();
                     if all.iter().any(|(p, _)| *p != name) {
                         bail!("the workers disagree about the phase: {all:?}");
@@ -190,7 +192,10 @@ pub(crate) async fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
                     }
                     let word: &[u8] = if go { b"go\n" } else { b"stop\n" };
                     for c in &mut children {
-                        c.stdin.write_all(word).await.context("cannot reach a worker")?;
+                        c.stdin
+                            .write_all(word)
+                            .await
+                            .context("cannot reach a worker")?;
                         c.stdin.flush().await?;
                     }
                     phase_name = name;

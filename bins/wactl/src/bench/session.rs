@@ -159,9 +159,9 @@ impl Dialer {
                 SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
             };
             let mut e = quinn::Endpoint::client(local)?;
-            e.set_default_client_config(quinn::ClientConfig::new(
-                common::tls::quic_client_crypto(cfg)?,
-            ));
+            e.set_default_client_config(quinn::ClientConfig::new(common::tls::quic_client_crypto(
+                cfg,
+            )?));
             (None, Some(e))
         } else {
             (Some(TlsConnector::from(Arc::new(cfg))), None)
@@ -473,7 +473,8 @@ fn on_frame(f: ServerFrame, acks: &mut Vec<u64>, sh: &Shared, st: &mut State) ->
                                 c.reordered.fetch_add(1, Relaxed);
                             }
                             let sent = sh.epoch + Duration::from_nanos(at);
-                            sh.latency.record(Instant::now().saturating_duration_since(sent));
+                            sh.latency
+                                .record(Instant::now().saturating_duration_since(sent));
                         }
                         Seen::Duplicate => {
                             c.duplicated.fetch_add(1, Relaxed);
@@ -494,7 +495,10 @@ fn on_frame(f: ServerFrame, acks: &mut Vec<u64>, sh: &Shared, st: &mut State) ->
         }
         server_frame::Kind::Error(e) => {
             if !e.id.is_empty() && c.rejected.fetch_add(1, Relaxed) < 3 {
-                eprintln!("wactl bench: a message was refused: {} {}", e.code, e.message);
+                eprintln!(
+                    "wactl bench: a message was refused: {} {}",
+                    e.code, e.message
+                );
             }
             if e.fatal {
                 return Some(Ended::Lost(format!("error {}: {}", e.code, e.message)));

@@ -169,7 +169,10 @@ mod tests {
             assert!(i >= last, "{us}");
             last = i;
             let v = value(i);
-            assert!(v.abs_diff(us) as f64 <= us as f64 * 0.016 + 1.0, "{us} -> {v}");
+            assert!(
+                v.abs_diff(us) as f64 <= us as f64 * 0.016 + 1.0,
+                "{us} -> {v}"
+            );
         }
         for i in 0..BUCKETS - 1 {
             assert_eq!(index(value(i)), i, "bucket {i}");
@@ -184,7 +187,11 @@ mod tests {
         }
         let mut got = h.take();
         assert_eq!(got.count(), 100);
-        assert!((got.quantile_ms(0.5) - 50.0).abs() < 1.0, "{}", got.quantile_ms(0.5));
+        assert!(
+            (got.quantile_ms(0.5) - 50.0).abs() < 1.0,
+            "{}",
+            got.quantile_ms(0.5)
+        );
         assert!((got.quantile_ms(0.99) - 99.0).abs() < 1.6);
         assert!((got.max_ms() - 100.0).abs() < 1.6);
         assert_eq!(h.take().count(), 0, "take starts again");

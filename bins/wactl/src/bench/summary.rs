@@ -143,12 +143,7 @@ pub(super) fn summarize(
             "steal": round(w.steal),
         });
         let grown = rss(&c.snap).saturating_sub(rss(&ready.snap));
-        out["server_rss_per_session"] = if connected == 0 {
-            Value::Null
-        } else {
-            json!(grown / connected)
-        };
-        let _ = c;
+        out["server_rss_per_session"] = json!(grown.checked_div(connected));
     }
     match args.scenario {
         Scenario::Login => {}
@@ -199,7 +194,9 @@ pub(super) fn summarize(
             out["max_rate"] = json!(best);
         }
         Scenario::Offline => {
-            if let (Some(c), Some(q), Some(d)) = (find("connected"), find("queued"), find("drained")) {
+            if let (Some(c), Some(q), Some(d)) =
+                (find("connected"), find("queued"), find("drained"))
+            {
                 let wq = window(&c.snap, &q.snap);
                 let wd = window(&q.snap, &d.snap);
                 let queued = q.report.accepted - c.report.accepted;

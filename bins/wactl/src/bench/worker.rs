@@ -306,7 +306,11 @@ pub(crate) async fn run(args: &BenchArgs, id: WorkerId) -> anyhow::Result<ExitCo
                 .wait(w.args.drain_timeout, |w| {
                     let c = &w.sh.counters;
                     let done = c.accepted.load(Relaxed) + c.rejected.load(Relaxed);
-                    (done, w.handed, c.processed.load(Relaxed) >= w.handed && done >= c.sent.load(Relaxed))
+                    (
+                        done,
+                        w.handed,
+                        c.processed.load(Relaxed) >= w.handed && done >= c.sent.load(Relaxed),
+                    )
                 })
                 .await;
             if !w.at("queued", stored).await? {
@@ -448,7 +452,11 @@ impl Worker {
     async fn wait_logins_from(&self, before: u64, goal: u64, limit: Duration) -> bool {
         self.wait(limit, |w| {
             let n = w.sh.counters.logins.load(Relaxed) - before;
-            (n, goal, n >= goal && w.sh.counters.connected.load(Relaxed) >= goal)
+            (
+                n,
+                goal,
+                n >= goal && w.sh.counters.connected.load(Relaxed) >= goal,
+            )
         })
         .await
     }
