@@ -42,6 +42,9 @@ pub(crate) struct Counters {
     /// connection).
     pub(crate) processed: AtomicU64,
     pub(crate) sent: AtomicU64,
+    /// Send commands dropped because the session had no connection then
+    /// (not sent, so neither expected nor lost).
+    pub(crate) unsent: AtomicU64,
     pub(crate) accepted: AtomicU64,
     pub(crate) rejected: AtomicU64,
     /// First copies of bench messages.
@@ -356,9 +359,10 @@ pub(crate) async fn run(mut s: Session, mut rx: mpsc::Receiver<Cmd>, sh: Arc<Sha
                 c = rx.recv() => match c {
                     None | Some(Cmd::Goodbye) => return,
                     // (Sends and pings of a session that is not there are
-                    // not sent: the messages count as lost, as they must.)
+                    // not sent: counted as unsent, not as lost.)
                     Some(Cmd::Send { .. }) => {
                         sh.counters.processed.fetch_add(1, Relaxed);
+                        sh.counters.unsent.fetch_add(1, Relaxed);
                     }
                     Some(_) => {}
                 },

@@ -107,6 +107,7 @@ pub(super) fn summarize(
         "messages": {
             "expected": total.expected,
             "sent": total.sent,
+            "unsent": total.unsent,
             "accepted": total.accepted,
             "rejected": total.rejected,
             "received": total.received,

@@ -72,6 +72,8 @@ pub(crate) struct Report {
     /// Messages handed to senders (numbered, so each is expected once).
     pub(crate) expected: u64,
     pub(crate) sent: u64,
+    /// Handed to a sender that had no connection at the time: not sent.
+    pub(crate) unsent: u64,
     pub(crate) accepted: u64,
     pub(crate) rejected: u64,
     pub(crate) received: u64,
@@ -98,6 +100,7 @@ impl Report {
         self.disconnects += o.disconnects;
         self.expected += o.expected;
         self.sent += o.sent;
+        self.unsent += o.unsent;
         self.accepted += o.accepted;
         self.rejected += o.rejected;
         self.received += o.received;
@@ -112,7 +115,9 @@ impl Report {
     }
 
     pub(crate) fn lost(&self) -> u64 {
-        self.expected.saturating_sub(self.received)
+        self.expected
+            .saturating_sub(self.unsent)
+            .saturating_sub(self.received)
     }
 }
 
@@ -389,6 +394,7 @@ impl Worker {
             disconnects: c.disconnects.load(Relaxed),
             expected: self.expected,
             sent: c.sent.load(Relaxed),
+            unsent: c.unsent.load(Relaxed),
             accepted: c.accepted.load(Relaxed),
             rejected: c.rejected.load(Relaxed),
             received: c.received.load(Relaxed),
