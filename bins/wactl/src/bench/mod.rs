@@ -141,7 +141,7 @@ pub(crate) async fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
                     }
                 }
                 Line::At { phase, report } => {
-                    arrived[i] = Some((phase, report));
+                    arrived[i] = Some((phase, *report));
                     if arrived.iter().any(Option::is_none) {
                         continue;
                     }

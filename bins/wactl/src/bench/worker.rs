@@ -126,7 +126,7 @@ impl Report {
 #[serde(rename_all = "snake_case")]
 pub(crate) enum Line {
     Progress { done: u64, goal: u64 },
-    At { phase: String, report: Report },
+    At { phase: String, report: Box<Report> },
 }
 
 struct Pair {
@@ -414,7 +414,7 @@ impl Worker {
     async fn at(&mut self, phase: &str, complete: bool) -> anyhow::Result<bool> {
         emit(&Line::At {
             phase: phase.into(),
-            report: self.report(complete),
+            report: Box::new(self.report(complete)),
         });
         match self.stdin.recv().await {
             Some(l) if l == "go" => Ok(true),
@@ -574,7 +574,7 @@ impl Worker {
         self.sh.dialer.close().await;
         emit(&Line::At {
             phase: "done".into(),
-            report: self.report(true),
+            report: Box::new(self.report(true)),
         });
         Ok(ExitCode::SUCCESS)
     }
