@@ -4,6 +4,7 @@
 //! for it and is reached through [`run`]. `main.rs` only parses arguments and
 //! maps the result to an exit code.
 
+mod bench;
 pub mod cli;
 mod code;
 mod dev;
@@ -53,6 +54,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Restore(a) => ops::restore::run(&a),
         Command::User(a) => ops::user::run(&a.command).await,
         Command::Trace(a) => ops::trace::run(&a).await,
+        Command::Bench(a) => bench::run(&a).await,
         Command::Config(a) => {
             print!("{}", defaults(&a));
             Ok(ExitCode::SUCCESS)

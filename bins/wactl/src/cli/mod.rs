@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+mod bench;
 mod ops;
 
+pub use bench::*;
 pub use ops::*;
 
 /// Admin and developer tool of wa.
@@ -23,7 +25,8 @@ pub use ops::*;
 /// /etc/wa/wactl.toml, or DIR/wactl.toml of a `wactl up` directory with
 /// --dir), and print a table, or JSON with --output json. `config defaults`
 /// prints a service's full default configuration, `completions` a shell
-/// completion script.
+/// completion script. `bench` loads a running deployment and measures it
+/// (one JSON line on stdout).
 ///
 /// Exit codes: 0 success, 1 failure (the message says why), 2 `status`
 /// found a node down or not ready (or `drain` left sessions), 3 `user show`
@@ -63,6 +66,7 @@ pub enum Command {
     Restore(RestoreArgs),
     User(UserArgs),
     Trace(TraceArgs),
+    Bench(BenchArgs),
     Config(ConfigArgs),
     Completions(CompletionsArgs),
 }
@@ -294,7 +298,7 @@ pub struct CodeArgs {
 }
 
 /// The deployment directory shared by `up`, `send` and `watch`.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct DirArg {
     /// Deployment directory created by `wactl up`.
     #[arg(long, default_value = "./wa-dev", value_name = "DIR")]
@@ -411,7 +415,7 @@ pub struct HomeArgs {
 }
 
 /// Which edge of a `wactl up --edges M` deployment to connect to.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct EdgeArg {
     /// Edge number, 1 to M (DIR/wa-chat.toml is edge 1, DIR/wa-chat-K.toml edge K).
     #[arg(long, default_value_t = 1, value_name = "K")]
