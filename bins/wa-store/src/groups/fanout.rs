@@ -67,6 +67,7 @@ impl Groups {
                         break;
                     }
                     self.local.ack(session, group, seq).await;
+                    self.unqueued(group);
                 }
                 Some(SessionFrame::Kicked(code)) => {
                     tracing::info!(group, code, "the fan-out of a group's log was closed");
