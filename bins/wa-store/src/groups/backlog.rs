@@ -66,6 +66,14 @@ impl Backlogs {
         self.total += 1;
     }
 
+    /// `group`'s log is no longer this node's to fan out (its fragment
+    /// moved away with its log): its count goes.
+    pub fn forget(&mut self, group: &str) {
+        if let Some(b) = self.groups.remove(group) {
+            self.total -= b.items;
+        }
+    }
+
     /// An item of `group` left the queue (fanned out), or a place taken
     /// was not used (the append failed, or was a duplicate).
     pub fn done(&mut self, group: &str, now: Instant) {
@@ -115,5 +123,9 @@ mod tests {
         b.done("#g", t0);
         assert_eq!(b.total(), 0);
         assert!(b.groups.is_empty());
+        b.add("#g");
+        b.add("#h");
+        b.forget("#g");
+        assert_eq!(b.total(), 1);
     }
 }

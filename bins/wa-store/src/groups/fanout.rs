@@ -71,6 +71,9 @@ impl Groups {
                 }
                 Some(SessionFrame::Kicked(code)) => {
                     tracing::info!(group, code, "the fan-out of a group's log was closed");
+                    // (Its fragment moved away, log and record with it;
+                    // should it come back, they are read afresh.)
+                    self.forget(group);
                     lock(&self.fanning).remove(group);
                     break;
                 }

@@ -69,6 +69,7 @@ pub struct Groups {
     /// fanout_queue`.
     backlog: Mutex<Backlogs>,
     metrics: Arc<Metrics>,
+    storage: Arc<dyn Storage>,
     /// Groups with a fan-out session now.
     fanning: Mutex<HashSet<String>>,
     /// At most `fanout_groups` fan out at once.
@@ -114,11 +115,21 @@ impl Groups {
                 Duration::from_millis(RETRY_GROUP_BUSY_MS),
             )),
             metrics,
+            storage,
             fanning: Mutex::default(),
             slots: Arc::new(Semaphore::new(config.fanout_groups)),
             stop,
         });
-        let g = Arc::clone(&groups);
+        groups.resume();
+        groups
+    }
+
+    /// Starts the fan-out of every group this node is the home of now (at
+    /// a start, and when fragments were handed over to it: their logs may
+    /// hold items nobody fans out yet). Lists the key-value records.
+    pub fn resume(self: &Arc<Self>) {
+        let g = Arc::clone(self);
+        let storage = Arc::clone(&self.storage);
         tokio::spawn(async move {
             let found = tokio::task::spawn_blocking(move || {
                 let mut found = Vec::new();
@@ -139,7 +150,6 @@ impl Groups {
                 g.fan_out(group);
             }
         });
-        groups
     }
 
     /// Handles a `LinkUp::Group` from `link`: queued behind the group's
@@ -410,6 +420,14 @@ impl Groups {
     fn unqueued(&self, group: &str) {
         lock(&self.backlog).done(group, Instant::now());
         self.publish_backlog();
+    }
+
+    /// `group` is no longer fanned out here: its queue's count and its
+    /// cached record go.
+    fn forget(&self, group: &str) {
+        lock(&self.backlog).forget(group);
+        self.publish_backlog();
+        self.uncache(group);
     }
 
     fn publish_backlog(&self) {
