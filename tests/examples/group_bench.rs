@@ -1,13 +1,15 @@
 //! Groups under load (docs/BENCHMARKS.md "Groups"): messages into one
 //! group of `--members` (1,024) members, all connected, alongside a
 //! one-to-one load of `--pairs` senders at `--pair-rate` messages/s each;
-//! first the one-to-one load alone, then both. Prints the group's
-//! deliveries/s and the time from send to its last member (p50, p99), and
-//! the one-to-one send-to-delivery p50/p99 without and with the group
-//! traffic (their ratio).
+//! the one-to-one load alone, then both, alternating `--rounds` times.
+//! Prints per phase the group's deliveries/s and the time from send to its
+//! last member (p50, p99), the one-to-one send-to-delivery p50/p99, the
+//! host's steal time and load average over the phase (from /proc), and at
+//! the end the one-to-one p99 of all phases alone and with the group
+//! (their ratio).
 //!
 //! ```sh
-//! cargo run -p wa-tests --example group_bench -- --secs 10 --group-rate 20
+//! cargo run --release -p wa-tests --example group_bench -- --secs 10 --group-rate 2 --rounds 3
 //! ```
 //!
 //! wa-store and wa-chat run in this process (their `run()` on port 0, as
@@ -30,6 +32,7 @@ struct Args {
     pairs: usize,
     pair_rate: u64,
     secs: u64,
+    rounds: u64,
 }
 
 fn args() -> Args {
@@ -39,6 +42,7 @@ fn args() -> Args {
         pairs: 50,
         pair_rate: 20,
         secs: 10,
+        rounds: 2,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     for w in argv.chunks(2) {
@@ -49,6 +53,7 @@ fn args() -> Args {
             "--pairs" => a.pairs = v() as usize,
             "--pair-rate" => a.pair_rate = v(),
             "--secs" => a.secs = v(),
+            "--rounds" => a.rounds = v(),
             other => panic!("unknown argument {other}"),
         }
     }
@@ -80,6 +85,39 @@ struct Tally {
     deliveries: u64,
     /// Group events received (the setup's).
     events: usize,
+    /// Requests the clients were told to resend (GROUP_BUSY, say).
+    retried: u64,
+}
+
+/// The host's CPU time (all CPUs, in ticks) and the part of it stolen by
+/// the hypervisor, from /proc/stat; and the 1-minute load average.
+fn cpu() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let f: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    (f.iter().sum(), f.get(7).copied().unwrap_or(0))
+}
+
+fn load1() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .next()
+        .unwrap_or("?")
+        .to_owned()
+}
+
+/// Steal as a share of the CPU time between two [`cpu`] readings, in %.
+fn steal(a: (u64, u64), b: (u64, u64)) -> f64 {
+    let total = b.0.saturating_sub(a.0).max(1);
+    100.0 * b.1.saturating_sub(a.1) as f64 / total as f64
 }
 
 /// Receives as one user until the process ends: records, acknowledges.
@@ -96,6 +134,10 @@ fn receive(client: Arc<Client>, mut events: Events, base: Instant, tally: Arc<Mu
                     (seq, None)
                 }
                 Event::Receipt { seq, .. } => (seq, None),
+                Event::Retrying { .. } => {
+                    tally.lock().unwrap().retried += 1;
+                    continue;
+                }
                 _ => continue,
             };
             if let Some((group, (idx, lat))) = rec {
@@ -130,15 +172,36 @@ async fn connect(d: &support::Deployment, user: &str) -> (Arc<Client>, Events) {
     (Arc::new(c), e)
 }
 
-/// Sends from each of `senders` at `rate`/s (and from `group`'s sender at
-/// its rate) for `secs`.
-async fn load(
+/// [`load`] and, from `group`'s sender at its rate, messages to it
+/// (numbered from `next` on): how many were sent.
+async fn load_group(
     senders: &[(Arc<Client>, String)],
     rate: u64,
-    group: Option<(&Arc<Client>, &str, u64)>,
+    group: (&Arc<Client>, &str, u64, &mut u64),
     secs: u64,
     base: Instant,
 ) -> u64 {
+    let (c, g, r, next) = group;
+    let pairs = load(senders, rate, secs, base);
+    let end = Instant::now() + Duration::from_secs(secs);
+    let group = async {
+        let first = *next;
+        let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / r));
+        while Instant::now() < end {
+            tick.tick().await;
+            c.send_group(g, stamp(base, *next))
+                .await
+                .expect("group send");
+            *next += 1;
+        }
+        *next - first
+    };
+    let ((), sent) = tokio::join!(pairs, group);
+    sent
+}
+
+/// Sends from each of `senders` at `rate`/s for `secs`.
+async fn load(senders: &[(Arc<Client>, String)], rate: u64, secs: u64, base: Instant) {
     let end = Instant::now() + Duration::from_secs(secs);
     let mut tasks = Vec::new();
     for (i, (c, to)) in senders.iter().enumerate() {
@@ -153,21 +216,9 @@ async fn load(
             }
         }));
     }
-    let mut sent = 0;
-    if let Some((c, g, r)) = group {
-        let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / r));
-        while Instant::now() < end {
-            tick.tick().await;
-            c.send_group(g, stamp(base, sent))
-                .await
-                .expect("group send");
-            sent += 1;
-        }
-    }
     for t in tasks {
         let _ = t.await;
     }
-    sent
 }
 
 #[tokio::main(flavor = "multi_thread")]
@@ -218,62 +269,91 @@ async fn main() {
     }
 
     let settle = || tokio::time::sleep(Duration::from_secs(2));
-    load(&senders, a.pair_rate, None, a.secs, base).await;
-    settle().await;
-    let mut alone = std::mem::take(&mut tally.lock().unwrap().direct);
+    println!(
+        "members {} group_rate {}/s pairs {} x {}/s secs {} rounds {}",
+        a.members, a.group_rate, a.pairs, a.pair_rate, a.secs, a.rounds
+    );
+    let (mut all_alone, mut all_with) = (Vec::new(), Vec::new());
+    let mut next = 0u64;
+    for round in 1..=a.rounds {
+        let c0 = cpu();
+        load(&senders, a.pair_rate, a.secs, base).await;
+        settle().await;
+        let (c1, l1) = (cpu(), load1());
+        let mut alone = std::mem::take(&mut tally.lock().unwrap().direct);
+        println!(
+            "round {round} alone: 1:1 {} msgs p50 {:.1} ms p99 {:.1} ms; steal {:.1} %, load {l1}",
+            alone.len(),
+            pct(&mut alone, 0.50),
+            pct(&mut alone, 0.99),
+            steal(c0, c1),
+        );
+        all_alone.extend(alone);
 
-    tally.lock().unwrap().deliveries = 0;
-    let t0 = Instant::now();
-    let sent = load(
-        &senders,
-        a.pair_rate,
-        Some((&alice, &group, a.group_rate)),
-        a.secs,
-        base,
-    )
-    .await;
-    let until_done = Instant::now();
-    loop {
-        let done = tally
-            .lock()
-            .unwrap()
+        {
+            let mut t = tally.lock().unwrap();
+            t.deliveries = 0;
+            t.group.clear();
+            t.retried = 0;
+        }
+        let c0 = cpu();
+        let t0 = Instant::now();
+        let first = next;
+        let sent = load_group(
+            &senders,
+            a.pair_rate,
+            (&alice, &group, a.group_rate, &mut next),
+            a.secs,
+            base,
+        )
+        .await;
+        let until_done = Instant::now();
+        loop {
+            let done = tally
+                .lock()
+                .unwrap()
+                .group
+                .iter()
+                .filter(|(i, e)| **i >= first && e.0 == a.members)
+                .count() as u64;
+            if done >= sent || until_done.elapsed() > Duration::from_secs(60) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let elapsed = t0.elapsed().as_secs_f64();
+        let (c1, l1) = (cpu(), load1());
+        let t = std::mem::take(&mut *tally.lock().unwrap());
+        tally.lock().unwrap().events = t.events;
+        let mut with = t.direct;
+        let mut last: Vec<u64> = t
             .group
             .values()
             .filter(|e| e.0 == a.members)
-            .count() as u64;
-        if done >= sent || until_done.elapsed() > Duration::from_secs(60) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+            .map(|e| e.1)
+            .collect();
+        println!(
+            "round {round} with the group: sent {sent}, reached every member {}, deliveries {} ({:.0}/s over {elapsed:.1} s), to last member p50 {:.1} ms p99 {:.1} ms, resends asked {}; 1:1 {} msgs p50 {:.1} ms p99 {:.1} ms; steal {:.1} %, load {l1}",
+            last.len(),
+            t.deliveries,
+            t.deliveries as f64 / elapsed,
+            pct(&mut last, 0.50),
+            pct(&mut last, 0.99),
+            t.retried,
+            with.len(),
+            pct(&mut with, 0.50),
+            pct(&mut with, 0.99),
+            steal(c0, c1),
+        );
+        all_with.extend(with);
+        settle().await;
     }
-    let elapsed = t0.elapsed().as_secs_f64();
-    let t = std::mem::take(&mut *tally.lock().unwrap());
-    let mut with = t.direct;
-    let mut last: Vec<u64> = t
-        .group
-        .values()
-        .filter(|e| e.0 == a.members)
-        .map(|e| e.1)
-        .collect();
-    let complete = last.len();
-
+    let (a50, a99) = (pct(&mut all_alone, 0.50), pct(&mut all_alone, 0.99));
+    let (w50, w99) = (pct(&mut all_with, 0.50), pct(&mut all_with, 0.99));
     println!(
-        "members {} group_rate {}/s pairs {} x {}/s secs {}",
-        a.members, a.group_rate, a.pairs, a.pair_rate, a.secs
-    );
-    println!(
-        "group: sent {sent}, reached every member {complete}, deliveries {} ({:.0}/s over {elapsed:.1} s), to last member p50 {:.1} ms p99 {:.1} ms",
-        t.deliveries,
-        t.deliveries as f64 / elapsed,
-        pct(&mut last, 0.50),
-        pct(&mut last, 0.99),
-    );
-    let (a50, a99) = (pct(&mut alone, 0.50), pct(&mut alone, 0.99));
-    let (w50, w99) = (pct(&mut with, 0.50), pct(&mut with, 0.99));
-    println!(
-        "one-to-one alone: {} msgs p50 {a50:.1} ms p99 {a99:.1} ms; with the group: {} msgs p50 {w50:.1} ms p99 {w99:.1} ms; p99 ratio {:.2}",
-        alone.len(),
-        with.len(),
+        "one-to-one, all rounds: alone {} msgs p50 {a50:.1} ms p99 {a99:.1} ms; with the group {} msgs p50 {w50:.1} ms p99 {w99:.1} ms; p99 ratio {:.2}",
+        all_alone.len(),
+        all_with.len(),
         w99 / a99
     );
     d.stop().await;

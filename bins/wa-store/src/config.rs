@@ -36,6 +36,8 @@
 //! max_members = 1024
 //! fanout_groups = 256
 //! copies_in_flight = 1024
+//! fanout_queue = 256
+//! record_cache = "64 MiB"
 //! [disk]
 //! min_free = "1 GiB"
 //! [shutdown]
@@ -143,6 +145,12 @@ pub struct GroupsConfig {
     pub fanout_groups: usize,
     /// Copies of one group item on their way to members' homes at once.
     pub copies_in_flight: usize,
+    /// Most items of one group's log not yet copied to every member; a
+    /// message beyond is refused with `GROUP_BUSY` (resent after 1 s).
+    pub fanout_queue: usize,
+    /// Memory for cached group records; past it the least recently used
+    /// are read again from the store when next needed.
+    pub record_cache: bytesize::ByteSize,
 }
 
 impl Default for GroupsConfig {
@@ -151,6 +159,8 @@ impl Default for GroupsConfig {
             max_members: common::group::DEFAULT_MAX_MEMBERS,
             fanout_groups: 256,
             copies_in_flight: 1024,
+            fanout_queue: 256,
+            record_cache: bytesize::ByteSize::mib(64),
         }
     }
 }
@@ -385,6 +395,7 @@ impl Config {
             ("groups.max_members", self.groups.max_members),
             ("groups.fanout_groups", self.groups.fanout_groups),
             ("groups.copies_in_flight", self.groups.copies_in_flight),
+            ("groups.fanout_queue", self.groups.fanout_queue),
         ] {
             if v == 0 {
                 errs.push(format!("{key}: must be at least 1"));

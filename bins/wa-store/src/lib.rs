@@ -392,6 +392,7 @@ impl Store {
             client.clone(),
             &self.config.groups,
             Arc::clone(&self.storage),
+            Arc::clone(&self.metrics),
             courier_stop.clone(),
         );
         let writeback_stop = CancellationToken::new();

@@ -354,6 +354,10 @@ async fn read_loop<R: AsyncRead + Unpin>(
             }
             link_up::Kind::Handoff(h) => {
                 ctx.ownership.handoff_done(h.first, h.last, h.epoch);
+                if let Some(groups) = &ctx.groups {
+                    // (The logs of groups that came with them.)
+                    groups.resume();
+                }
                 link.send(link_down::Kind::HandoffResult(
                     common::link::HandoffResult {
                         req: h.req,
@@ -592,7 +596,9 @@ fn kv_op(link: &LinkTx, k: common::link::KvReq) -> Result<Op, common::link::KvRe
     };
     let space = match KvSpace::try_from(k.space) {
         Ok(s @ (KvSpace::Phone | KvSpace::Account | KvSpace::PresencePrivacy)) => s,
-        // Written by the home only; moved with their fragment like the rest.
+        // Written by the home only (push endpoints by the shards, group
+        // records by the groups module, bans by the operator's commands);
+        // moved with their fragment like the rest.
         Ok(s @ (KvSpace::PushEndpoints | KvSpace::Banned | KvSpace::Group)) if k.handoff => s,
         _ => return Err(refuse(common::proto::Code::BadFrame)),
     };
@@ -603,7 +609,13 @@ fn kv_op(link: &LinkTx, k: common::link::KvReq) -> Result<Op, common::link::KvRe
         None => return Err(refuse(common::proto::Code::BadFrame)),
         Some(kv_req::Op::Get(_)) => None,
         Some(kv_req::Op::Put(p)) => {
-            if p.value.len() > MAX_KV_VALUE {
+            // (A group record, only ever handed over, is bounded by the
+            // link frame instead: up to 1,024 members.)
+            let max = match space {
+                KvSpace::Group => common::link::MAX_LINK_FRAME - 1024,
+                _ => MAX_KV_VALUE,
+            };
+            if p.value.len() > max {
                 return Err(refuse(common::proto::Code::BodyTooLarge));
             }
             Some((p.value, p.expected_version))

@@ -24,6 +24,13 @@ pub struct Metrics {
     pub revoked_appends: AtomicU64,
     /// Journal syncs (group commits) run.
     pub journal_syncs: AtomicU64,
+    /// Group messages refused with GROUP_BUSY (their group's fan-out queue
+    /// was full).
+    pub group_busy: AtomicU64,
+    /// Items in the groups' fan-out queues (all groups whose home is this
+    /// node), and the bytes of the cached group records.
+    pub group_fanout_queue: AtomicU64,
+    pub group_records_cached_bytes: AtomicU64,
     /// Items deleted after delivery while still only in memory: they never
     /// touched the engine.
     pub delivered_from_cache: AtomicU64,
@@ -141,6 +148,11 @@ impl Metrics {
                 &self.journal_syncs,
             ),
             (
+                "group_busy",
+                "Group messages refused with GROUP_BUSY: their group's fan-out queue was full",
+                &self.group_busy,
+            ),
+            (
                 "delivered_from_cache",
                 "Items delivered and deleted without touching the engine",
                 &self.delivered_from_cache,
@@ -200,6 +212,16 @@ impl Metrics {
                 &self.engine_disk_bytes,
             ),
             ("links", "Edges linked now", &self.links),
+            (
+                "group_fanout_queue",
+                "Group log items not yet copied to every member, all groups of this home",
+                &self.group_fanout_queue,
+            ),
+            (
+                "group_records_cached_bytes",
+                "Bytes of group records cached (at most [groups] record_cache)",
+                &self.group_records_cached_bytes,
+            ),
             (
                 "disk_free_bytes",
                 "Free bytes of the data directory's file system, as of the last check (every 250 ms)",

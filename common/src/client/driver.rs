@@ -129,7 +129,13 @@ pub(crate) fn gives_up(code: Code) -> bool {
 fn resend_later(code: Option<Code>) -> bool {
     matches!(
         code,
-        Some(Code::Unavailable | Code::Internal | Code::MailboxFull | Code::StorageFull)
+        Some(
+            Code::Unavailable
+                | Code::Internal
+                | Code::MailboxFull
+                | Code::StorageFull
+                | Code::GroupBusy
+        )
     )
 }
 

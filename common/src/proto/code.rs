@@ -69,6 +69,10 @@ pub enum Code {
     /// added twice or removed who is not there, the last admin leaving
     /// others without one.
     BadGroupRequest = 27,
+    /// The group's fan-out queue is full (its home has as many of its
+    /// messages still to copy to members as `[groups] queue`): resend later
+    /// with the same id, after `retry_after_ms`.
+    GroupBusy = 28,
     /// A `SetPushEndpoint` is malformed: unknown provider, empty or too long
     /// token, a UnifiedPush endpoint that is not an http(s) URL or keys of
     /// the wrong length.
@@ -79,7 +83,7 @@ pub enum Code {
 }
 
 impl Code {
-    pub const ALL: [Code; 29] = [
+    pub const ALL: [Code; 30] = [
         Code::BadFrame,
         Code::FrameTooLarge,
         Code::NotAuthenticated,
@@ -107,6 +111,7 @@ impl Code {
         Code::GroupFull,
         Code::TooManyGroups,
         Code::BadGroupRequest,
+        Code::GroupBusy,
         Code::BadPushEndpoint,
         Code::Banned,
     ];
@@ -145,6 +150,7 @@ impl Code {
             Code::GroupFull => "GROUP_FULL",
             Code::TooManyGroups => "TOO_MANY_GROUPS",
             Code::BadGroupRequest => "BAD_GROUP_REQUEST",
+            Code::GroupBusy => "GROUP_BUSY",
             Code::BadPushEndpoint => "BAD_PUSH_ENDPOINT",
             Code::Banned => "BANNED",
         }
@@ -170,6 +176,7 @@ impl Code {
                 | Code::GroupFull
                 | Code::TooManyGroups
                 | Code::BadGroupRequest
+                | Code::GroupBusy
                 | Code::BadPushEndpoint
         )
     }

@@ -31,3 +31,6 @@ pub const RETRY_STORAGE_FULL_MS: u64 = 5000;
 /// `retry_after_ms` a home sends with `MAILBOX_FULL`: room comes back when
 /// the recipient reads their mail.
 pub const RETRY_MAILBOX_FULL_MS: u64 = 5000;
+/// `retry_after_ms` a group's home sends with `GROUP_BUSY`: its fan-out
+/// queue drains at the speed members' homes store copies.
+pub const RETRY_GROUP_BUSY_MS: u64 = 1000;

@@ -195,11 +195,12 @@ async fn spawn_replicated(
 }
 
 async fn start_store(d: &Path, k: usize, listen: std::net::SocketAddr) -> StoreProcess {
+    let extra = std::fs::read_to_string(d.join("extra.toml")).unwrap_or_default();
     let mut child = spawn(
         d,
         "wa-store",
         &format!("wa-store-{k}.toml"),
-        store_toml(d, k, listen),
+        store_toml(d, k, listen) + &extra,
     )
     .await;
     let line = ready_line(&mut child, "wa-store").await;
@@ -387,9 +388,16 @@ impl Cluster {
 
     /// `islands` stores and `edges` edges, all ready.
     pub async fn start(islands: usize, edges: usize) -> Cluster {
+        Cluster::start_with(islands, edges, "").await
+    }
+
+    /// [`Cluster::start`], with `store_extra` (TOML tables) in every
+    /// store's config.
+    pub async fn start_with(islands: usize, edges: usize, store_extra: &str) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let signer = write_pki(d);
+        std::fs::write(d.join("extra.toml"), store_extra).unwrap();
         let seed: [u8; 16] = rand::random();
         // The stores read the map for their islands' fragments before their
         // ports are known; the edges, started once they are, route by it.

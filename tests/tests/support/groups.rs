@@ -31,6 +31,8 @@ pub struct Seen {
     /// One-to-one messages: (from, body).
     pub direct: Vec<(String, Bytes)>,
     pub answers: HashMap<MessageId, Answer>,
+    /// Requests the client is to resend, with the code that refused them.
+    pub retrying: Vec<(MessageId, Code)>,
 }
 
 impl Seen {
@@ -138,6 +140,10 @@ impl Member {
             }
             Event::Rejected { id, code, .. } => {
                 s.answers.insert(id, Answer::Rejected(code));
+                None
+            }
+            Event::Retrying { id, code, .. } => {
+                s.retrying.push((id, code));
                 None
             }
             Event::Error { .. } | Event::Fatal { .. } => panic!("{}: {e:?}", self.name),

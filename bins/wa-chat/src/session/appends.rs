@@ -206,6 +206,17 @@ impl Session {
             self.client_requests -= 1;
             return self.refuse(code, p.id, a.message, 0);
         }
+        if a.code == Code::GroupBusy as u32 {
+            let Some(p) = self.requests.remove(&tag) else {
+                return Ok(());
+            };
+            self.client_requests -= 1;
+            let retry = match a.retry_after_ms {
+                0 => common::proto::limits::RETRY_GROUP_BUSY_MS,
+                ms => ms,
+            };
+            return self.refuse(Code::GroupBusy, p.id, a.message, retry);
+        }
         self.answered(
             tag,
             a.code,

@@ -67,9 +67,13 @@ impl Groups {
                         break;
                     }
                     self.local.ack(session, group, seq).await;
+                    self.unqueued(group);
                 }
                 Some(SessionFrame::Kicked(code)) => {
                     tracing::info!(group, code, "the fan-out of a group's log was closed");
+                    // (Its fragment moved away, log and record with it;
+                    // should it come back, they are read afresh.)
+                    self.forget(group);
                     lock(&self.fanning).remove(group);
                     break;
                 }

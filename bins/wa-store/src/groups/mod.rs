@@ -12,17 +12,22 @@
 //! durability, before the next request of the lane goes (the shard keeps
 //! their order); a change waits for its record and its event to be durable.
 
+mod backlog;
+mod cache;
 mod copies;
 mod fanout;
 mod local;
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::group::{Change, GroupState, Limits};
 use common::link::{GroupDown, GroupUp, KvSpace, link_down};
 use common::link_client::LinkClient;
+use common::proto::limits::RETRY_GROUP_BUSY_MS;
 use common::proto::{Code, Envelope, GroupInfo, GroupRequest, SendGroup, envelope};
 use prost::Message as _;
 use tokio::sync::Semaphore;
@@ -30,8 +35,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::GroupsConfig;
 use crate::home::{Home, LinkTx};
+use crate::metrics::Metrics;
 use crate::ownership::Ownership;
 use crate::storage::Storage;
+use backlog::Backlogs;
+use cache::Records;
 use local::Local;
 
 /// A refusal: the code and what to tell the client.
@@ -52,10 +60,16 @@ pub struct Groups {
     copies_in_flight: usize,
     /// Requests waiting, per group, behind the one being handled.
     lanes: Mutex<HashMap<String, VecDeque<Job>>>,
-    /// The last record read or written of each group, with its key-value
-    /// version. Only this node changes a group it is the home of, so the
-    /// cache is the record; a refusal reads it again anyway.
-    cache: Mutex<HashMap<String, (u64, GroupState)>>,
+    /// The last record read or written of each group, with its
+    /// key-value version, within `[groups] record_cache` bytes. Only this
+    /// node changes a group it is the home of, so the cache is the record;
+    /// a refusal reads it again anyway.
+    cache: Mutex<Records>,
+    /// Each group's items not yet fanned out, at most `[groups]
+    /// fanout_queue`.
+    backlog: Mutex<Backlogs>,
+    metrics: Arc<Metrics>,
+    storage: Arc<dyn Storage>,
     /// Groups with a fan-out session now.
     fanning: Mutex<HashSet<String>>,
     /// At most `fanout_groups` fan out at once.
@@ -83,6 +97,7 @@ impl Groups {
         client: Option<Arc<LinkClient>>,
         config: &GroupsConfig,
         storage: Arc<dyn Storage>,
+        metrics: Arc<Metrics>,
         stop: CancellationToken,
     ) -> Arc<Groups> {
         let groups = Arc::new(Groups {
@@ -94,12 +109,27 @@ impl Groups {
             },
             copies_in_flight: config.copies_in_flight,
             lanes: Mutex::default(),
-            cache: Mutex::default(),
+            cache: Mutex::new(Records::new(config.record_cache.as_u64() as usize)),
+            backlog: Mutex::new(Backlogs::new(
+                config.fanout_queue,
+                Duration::from_millis(RETRY_GROUP_BUSY_MS),
+            )),
+            metrics,
+            storage,
             fanning: Mutex::default(),
             slots: Arc::new(Semaphore::new(config.fanout_groups)),
             stop,
         });
-        let g = Arc::clone(&groups);
+        groups.resume();
+        groups
+    }
+
+    /// Starts the fan-out of every group this node is the home of now (at
+    /// a start, and when fragments were handed over to it: their logs may
+    /// hold items nobody fans out yet). Lists the key-value records.
+    pub fn resume(self: &Arc<Self>) {
+        let g = Arc::clone(self);
+        let storage = Arc::clone(&self.storage);
         tokio::spawn(async move {
             let found = tokio::task::spawn_blocking(move || {
                 let mut found = Vec::new();
@@ -120,7 +150,6 @@ impl Groups {
                 g.fan_out(group);
             }
         });
-        groups
     }
 
     /// Handles a `LinkUp::Group` from `link`: queued behind the group's
@@ -160,6 +189,11 @@ impl Groups {
                     req,
                     code: code as u32,
                     message,
+                    retry_after_ms: if code == Code::GroupBusy {
+                        RETRY_GROUP_BUSY_MS
+                    } else {
+                        0
+                    },
                     ..Default::default()
                 },
             };
@@ -181,8 +215,10 @@ impl Groups {
                     let group = up.group.clone();
                     tokio::spawn(async move {
                         let r = g.local.appended(rx).await;
-                        if r.is_ok() {
+                        if r.as_ref().is_ok_and(|a| !a.duplicate) {
                             g.fan_out(&group);
+                        } else {
+                            g.unqueued(&group);
                         }
                         answer(
                             r.map(|a| GroupDown {
@@ -203,7 +239,7 @@ impl Groups {
     /// `fresh`.
     async fn load(&self, group: &str, fresh: bool) -> Result<Option<(u64, GroupState)>, Refused> {
         if !fresh && let Some(c) = lock(&self.cache).get(group) {
-            return Ok(Some(c.clone()));
+            return Ok(Some(c));
         }
         let (version, value) = self
             .local
@@ -211,7 +247,7 @@ impl Groups {
             .await
             .map_err(|c| (c, "the group's record cannot be read now".to_string()))?;
         if value.is_empty() {
-            lock(&self.cache).remove(group);
+            self.uncache(group);
             return Ok(None);
         }
         let state = GroupState::decode(value).map_err(|e| {
@@ -220,7 +256,7 @@ impl Groups {
                 format!("the group's record is corrupt: {e}"),
             )
         })?;
-        lock(&self.cache).insert(group.to_owned(), (version, state.clone()));
+        self.cache(group, version, state.clone());
         Ok(Some((version, state)))
     }
 
@@ -269,7 +305,7 @@ impl Groups {
             if put.conflict {
                 continue;
             }
-            lock(&self.cache).insert(group.to_owned(), (put.version, new.clone()));
+            self.cache(group, put.version, new.clone());
             self.log_event(group, from, device, &req.id, event).await?;
             return Ok((new.info(), false));
         }
@@ -317,7 +353,12 @@ impl Groups {
             group: group.to_owned(),
             group_version: version,
         };
-        self.local.append(group, item).await.map_err(|c| {
+        lock(&self.backlog).add(group);
+        let stored = self.local.append(group, item).await;
+        if !stored.as_ref().is_ok_and(|a| !a.duplicate) {
+            self.unqueued(group);
+        }
+        stored.map_err(|c| {
             (
                 c,
                 "the group's event could not be stored now; retry".to_string(),
@@ -350,6 +391,15 @@ impl Groups {
                 "not a member of this group (any more): refresh its membership".into(),
             ));
         }
+        let admitted = lock(&self.backlog).admit(group, Instant::now());
+        if admitted.is_err() {
+            Metrics::add(&self.metrics.group_busy, 1);
+            return Err((
+                Code::GroupBusy,
+                "the group has too many messages still to copy to its members; resend later".into(),
+            ));
+        }
+        self.publish_backlog();
         let item = Envelope {
             from: from.to_owned(),
             from_device: device,
@@ -359,9 +409,45 @@ impl Groups {
             group: group.to_owned(),
             group_version: g.version,
         };
-        self.local
-            .submit_append(group, item)
-            .await
-            .map_err(|c| (c, "the group's home is stopping".into()))
+        self.local.submit_append(group, item).await.map_err(|c| {
+            self.unqueued(group);
+            (c, "the group's home is stopping".into())
+        })
+    }
+
+    /// An item of `group`'s queue is gone (fanned out), or a place taken
+    /// in it was not used.
+    fn unqueued(&self, group: &str) {
+        lock(&self.backlog).done(group, Instant::now());
+        self.publish_backlog();
+    }
+
+    /// `group` is no longer fanned out here: its queue's count and its
+    /// cached record go.
+    fn forget(&self, group: &str) {
+        lock(&self.backlog).forget(group);
+        self.publish_backlog();
+        self.uncache(group);
+    }
+
+    fn publish_backlog(&self) {
+        let total = lock(&self.backlog).total() as u64;
+        self.metrics.group_fanout_queue.store(total, Relaxed);
+    }
+
+    fn cache(&self, group: &str, version: u64, state: GroupState) {
+        let mut c = lock(&self.cache);
+        c.insert(group, version, state);
+        self.metrics
+            .group_records_cached_bytes
+            .store(c.bytes() as u64, Relaxed);
+    }
+
+    fn uncache(&self, group: &str) {
+        let mut c = lock(&self.cache);
+        c.remove(group);
+        self.metrics
+            .group_records_cached_bytes
+            .store(c.bytes() as u64, Relaxed);
     }
 }
