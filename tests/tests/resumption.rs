@@ -1,5 +1,5 @@
 //! Clients that reconnect resume their TLS session from the ticket the edge
-//! gave them at the first handshake (docs/PROTOCOL.md §2): the edge skips
+//! gave them at the first handshake (docs/PROTOCOL.md §1): the edge skips
 //! its certificate and signature, a large part of a login's CPU. The
 //! tickets are stateless (sealed with the edge's rotating key), so every
 //! client can resume, not only the last 256 that rustls's default
