@@ -163,6 +163,45 @@ async fn delivered_receipts(client: &Client, events: &mut Events, from: &str, wa
     }
 }
 
+/// A user b whose home is island 2 (which keeps the fragments above b's
+/// fragment `f`), its account record, and `n` messages from alice (on edge
+/// 1, client `ca`) waiting for it.
+struct Waiting {
+    b: String,
+    f: u32,
+    ca: Client,
+    ea: Events,
+    sent: Vec<MessageId>,
+}
+
+async fn waiting_at_island_2(c: &Cluster, n: u8) -> Waiting {
+    let a = c.user_on(1, "alice");
+    let b = (0..)
+        .map(|i| format!("bob{i}"))
+        .find(|u| c.map.home(u).name == "island-2" && c.map.fragment(u) < 255)
+        .unwrap();
+    let stored = c
+        .link_client()
+        .kv_put(KvSpace::Account, &b, Bytes::from_static(b"b's account"), 0)
+        .await
+        .unwrap();
+    assert!(matches!(stored, Cas::Stored(_)));
+    let (ca, mut ea) = c.client(&a, 1).await;
+    let mut sent = Vec::new();
+    for i in 0..n {
+        let id = ca.send(&b, Bytes::from(vec![i])).await.unwrap();
+        accepted(&mut ea, id).await;
+        sent.push(id);
+    }
+    Waiting {
+        f: c.map.fragment(&b),
+        b,
+        ca,
+        ea,
+        sent,
+    }
+}
+
 /// The window defect of the edge-made receipts: an acknowledged item whose
 /// receipt could not be stored never left the session's push window, so
 /// after 256 of them the session received nothing more. Now the home frees
@@ -237,28 +276,14 @@ async fn a_recipient_keeps_receiving_while_a_senders_home_is_down_and_each_recei
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn moving_a_fragment_range_loses_nothing_and_a_sender_sees_only_a_delay() {
     let mut c = Cluster::start(2, 2).await;
-    let a = c.user_on(1, "alice");
-    // (Island 2 keeps the fragments above b's.)
-    let b = (0..)
-        .map(|i| format!("bob{i}"))
-        .find(|u| c.map.home(u).name == "island-2" && c.map.fragment(u) < 255)
-        .unwrap();
-    let f = c.map.fragment(&b);
-
     // b's account record and 50 messages wait at b's home, island 2.
-    let records = c.link_client();
-    let stored = records
-        .kv_put(KvSpace::Account, &b, Bytes::from_static(b"b's account"), 0)
-        .await
-        .unwrap();
-    assert!(matches!(stored, Cas::Stored(_)));
-    let (ca, mut ea) = c.client(&a, 1).await;
-    let mut sent = Vec::new();
-    for i in 0..50u8 {
-        let id = ca.send(&b, Bytes::from(vec![i])).await.unwrap();
-        accepted(&mut ea, id).await;
-        sent.push(id);
-    }
+    let Waiting {
+        b,
+        f,
+        ca,
+        mut ea,
+        mut sent,
+    } = waiting_at_island_2(&c, 50).await;
 
     // a keeps sending, one at a time, while b's fragment moves to island 1.
     let b2 = b.clone();
@@ -306,25 +331,13 @@ async fn moving_a_fragment_range_loses_nothing_and_a_sender_sees_only_a_delay() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_move_interrupted_by_restarts_goes_on_in_order_after_them() {
     let mut c = Cluster::start(2, 2).await;
-    let a = c.user_on(1, "alice");
-    let b = (0..)
-        .map(|i| format!("bob{i}"))
-        .find(|u| c.map.home(u).name == "island-2" && c.map.fragment(u) < 255)
-        .unwrap();
-    let f = c.map.fragment(&b);
-    let records = c.link_client();
-    let stored = records
-        .kv_put(KvSpace::Account, &b, Bytes::from_static(b"b's account"), 0)
-        .await
-        .unwrap();
-    assert!(matches!(stored, Cas::Stored(_)));
-    let (ca, mut ea) = c.client(&a, 1).await;
-    let mut sent = Vec::new();
-    for i in 0..30u8 {
-        let id = ca.send(&b, Bytes::from(vec![i])).await.unwrap();
-        accepted(&mut ea, id).await;
-        sent.push(id);
-    }
+    let Waiting {
+        b,
+        f,
+        ca,
+        mut ea,
+        mut sent,
+    } = waiting_at_island_2(&c, 30).await;
 
     // Both homes stop; b's fragment moves to island 1 meanwhile (the edges
     // read the new map), and island 1 starts first.
