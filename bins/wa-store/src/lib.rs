@@ -659,6 +659,12 @@ async fn reload_loop(
             );
         }
         for change in ownership.changes() {
+            // (The link client routes to other homes by the map this node
+            // goes by: a fan-out or a courier must not address members by
+            // a map the other homes refuse as stale.)
+            if let Some(c) = &client {
+                c.follow(&change.owned.map);
+            }
             let owned = Arc::clone(&change.owned);
             if home.submit(home::Op::Rehome { owned }).await.is_err() {
                 break;

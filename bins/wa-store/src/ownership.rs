@@ -341,6 +341,17 @@ impl Ownership {
         self.persist_or_log(&cur, &m);
     }
 
+    /// Another home said this node's map is behind (`STALE_EPOCH`) or
+    /// sent to the wrong island (`WRONG_HOME`): reads the map again, at
+    /// most once per `RELOAD_EVERY`, as a request with a newer epoch does.
+    pub fn refresh(&self) {
+        if self.may_try()
+            && let Err(e) = self.reload()
+        {
+            tracing::warn!(error = %e, "cannot reload the cluster map");
+        }
+    }
+
     fn may_try(&self) -> bool {
         let mut last = self.last_try.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();

@@ -71,6 +71,12 @@ impl Groups {
                     };
                     match client.group_deliver(item, chunk.clone()).await {
                         Ok(codes) => {
+                            let stale = [Code::WrongHome as u32, Code::StaleEpoch as u32];
+                            if codes.iter().any(|c| stale.contains(c)) {
+                                // (The next round groups them by the map
+                                // read now, if it moved on.)
+                                g.ownership.refresh();
+                            }
                             let bad: Vec<String> = chunk
                                 .into_iter()
                                 .zip(codes.into_iter().chain(std::iter::repeat(0)))

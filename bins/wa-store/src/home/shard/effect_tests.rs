@@ -50,14 +50,15 @@ fn summary(e: &Effect) -> (u64, &'static str, u64, u64) {
 /// An append is answered by the settle after a flush covers it: the answer
 /// first, then the push to the recipient's attached session; the shard
 /// itself writes nothing to any link.
-#[tokio::test]
-async fn an_append_is_answered_after_its_flush_then_pushed() {
-    let dir = tempfile::tempdir().unwrap();
-    let storage: Arc<dyn Storage> = Arc::new(
-        crate::storage::tests::retrying(|| SledStorage::open(&dir.path().join("sled"))).unwrap(),
-    );
-    let journal =
-        Arc::new(crate::recover(&*storage, &dir.path().join("journal"), 1 << 20).unwrap());
+/// A shard on a fresh engine and journal in `dir`, and its flusher
+/// (running until `stop`).
+fn shard_in(
+    dir: &std::path::Path,
+    stop: &CancellationToken,
+) -> (Shard, tokio::task::JoinHandle<()>) {
+    let storage: Arc<dyn Storage> =
+        Arc::new(crate::storage::tests::retrying(|| SledStorage::open(&dir.join("sled"))).unwrap());
+    let journal = Arc::new(crate::recover(&*storage, &dir.join("journal"), 1 << 20).unwrap());
     let commit = Arc::new(Commit::new());
     let j = Arc::clone(&journal);
     let flush: FlushFn = Arc::new(move || {
@@ -66,12 +67,11 @@ async fn an_append_is_answered_after_its_flush_then_pushed() {
             source: Box::new(e),
         })
     });
-    let stop = CancellationToken::new();
     let flusher = tokio::spawn(Arc::clone(&commit).run(flush, stop.clone()));
-    let mut shard = Shard::new(
-        Arc::clone(&storage),
-        Arc::clone(&journal) as Arc<dyn super::Log>,
-        Arc::clone(&commit),
+    let shard = Shard::new(
+        storage,
+        journal as Arc<dyn super::Log>,
+        commit,
         Limits {
             max_items: 100,
             max_bytes: 1 << 20,
@@ -86,6 +86,14 @@ async fn an_append_is_answered_after_its_flush_then_pushed() {
         Arc::new(Metrics::default()),
         false,
     );
+    (shard, flusher)
+}
+
+#[tokio::test]
+async fn an_append_is_answered_after_its_flush_then_pushed() {
+    let dir = tempfile::tempdir().unwrap();
+    let stop = CancellationToken::new();
+    let (mut shard, flusher) = shard_in(dir.path(), &stop);
     // Links whose queues nobody reads: a frame that reached one would show.
     let (sender_tx, mut sender_rx) = mpsc::channel(16);
     let sender = LinkTx::new(1, sender_tx, CancellationToken::new());
@@ -175,6 +183,110 @@ async fn an_append_is_answered_after_its_flush_then_pushed() {
         "a session that goes gives its budget back"
     );
 
+    stop.cancel();
+    flusher.await.unwrap();
+}
+
+/// Once the map gives a user to another island (`Op::Rehome`), the shard
+/// refuses appends, key-value writes and revocations for that user with
+/// `WRONG_HOME`, right away: queued behind the map change, they would
+/// otherwise land after the hand-over exported the mailbox, and stay here.
+/// Its own users are served as before.
+#[tokio::test]
+async fn writes_for_a_user_the_map_moved_away_are_refused_wrong_home() {
+    let dir = tempfile::tempdir().unwrap();
+    let stop = CancellationToken::new();
+    let (mut shard, flusher) = shard_in(dir.path(), &stop);
+    let path = dir.path().join("map.toml");
+    std::fs::write(
+        &path,
+        "epoch = 2\nfragments = 16\nhash_seed = \"00112233445566778899aabbccddeeff\"\n\
+         [[island]]\nname = \"a\"\nprimary = \"127.0.0.1:1\"\nfragments = [0, 7]\n\
+         [[island]]\nname = \"b\"\nprimary = \"127.0.0.1:2\"\nfragments = [8, 15]\n",
+    )
+    .unwrap();
+    let ownership = crate::ownership::Ownership::load(path, "a".into(), None, None).unwrap();
+    let owned = ownership.current();
+    let users: Vec<String> = (0..100).map(|i| format!("u{i}")).collect();
+    let mine = users.iter().find(|u| owned.owns(u)).unwrap().clone();
+    let theirs = users.iter().find(|u| !owned.owns(u)).unwrap().clone();
+    let (tx, _rx) = mpsc::channel(16);
+    let link = LinkTx::new(1, tx, CancellationToken::new());
+    let now = Now::read();
+    let wrong_home = common::proto::Code::WrongHome as u32;
+
+    // Before any map change the shard takes the links' word for it.
+    let append = |req: u64, to: &str| Op::Append {
+        link: link.clone(),
+        req,
+        to: to.to_owned(),
+        envelope: message("ann", &[req as u8; common::proto::limits::ID_LEN]),
+        sender_generation: None,
+    };
+    shard.handle(append(1, &theirs), now);
+    assert_eq!(shard.effects().count(), 0, "queued for its flush");
+
+    shard.handle(Op::Rehome { owned }, now);
+    shard.effects().for_each(drop);
+    shard.handle(append(2, &theirs), now);
+    shard.handle(append(3, &mine), now);
+    shard.handle(
+        Op::Kv {
+            link: link.clone(),
+            req: 4,
+            space: common::link::KvSpace::Account,
+            key: theirs.clone(),
+            put: Some((Bytes::from_static(b"v"), 0)),
+        },
+        now,
+    );
+    shard.handle(
+        Op::Revoke {
+            link: link.clone(),
+            req: 5,
+            user: theirs.clone(),
+            device: 1,
+            generation: 2,
+        },
+        now,
+    );
+    let refused: Vec<(u64, u32)> = shard
+        .effects()
+        .map(|e| match e {
+            Effect::Send { frame, .. } => match frame {
+                link_down::Kind::AppendResult(r) => (r.req, r.code),
+                link_down::Kind::KvResult(r) => (r.req, r.code),
+                link_down::Kind::RevokeResult(r) => (r.req, r.code),
+                other => panic!("unexpected {other:?}"),
+            },
+            _ => panic!("unexpected effect"),
+        })
+        .collect();
+    assert_eq!(refused, [(2, wrong_home)], "the append to its user is not");
+    // The key-value write and the revocation are answered at the next
+    // settle (after a flush), refused.
+    let t = std::time::Instant::now();
+    let mut answers = Vec::new();
+    while answers.len() < 4 {
+        shard.settle(Now::read());
+        answers.extend(shard.effects().filter_map(|e| match e {
+            Effect::Send { frame, .. } => match frame {
+                link_down::Kind::AppendResult(r) => Some((r.req, r.code)),
+                link_down::Kind::KvResult(r) => Some((r.req, r.code)),
+                link_down::Kind::RevokeResult(r) => Some((r.req, r.code)),
+                _ => None,
+            },
+            _ => None,
+        }));
+        assert!(t.elapsed() < Duration::from_secs(10), "got {answers:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    answers.sort_unstable();
+    assert_eq!(
+        answers,
+        [(1, 0), (3, 0), (4, wrong_home), (5, wrong_home)],
+        "the append queued before the map change is stored"
+    );
     stop.cancel();
     flusher.await.unwrap();
 }

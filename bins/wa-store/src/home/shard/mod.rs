@@ -255,6 +255,14 @@ pub(super) struct Shard {
     effects: Vec<Effect>,
     /// Users' push endpoints, cached ([`wake`]).
     wakes: wake::Endpoints,
+    /// The map's view of this node since the last [`Op::Rehome`] (`None`:
+    /// none came since the start, and the links' checks are all there is).
+    /// Appends and writes for users it gives another island are refused
+    /// `WRONG_HOME` here, where they are ordered with the hand-over's
+    /// `Op::Export`: one that passed a link's check before the map moved,
+    /// and reaches the shard after its mailbox was exported, would stay
+    /// behind here, lost to its user.
+    owned: Option<Arc<crate::ownership::Owned>>,
 }
 
 impl Shard {
@@ -283,6 +291,15 @@ impl Shard {
             written: HashMap::new(),
             effects: Vec::new(),
             wakes: wake::Endpoints::default(),
+            owned: None,
+        }
+    }
+
+    /// `WRONG_HOME` if the map read last gives `user` to another island.
+    fn moved_away(&self, user: &str) -> Result<(), Code> {
+        match &self.owned {
+            Some(o) if !o.owns(user) => Err(Code::WrongHome),
+            _ => Ok(()),
         }
     }
 
@@ -314,10 +331,10 @@ impl Shard {
                 envelope,
                 sender_generation,
             } => {
-                let checked = match sender_generation {
+                let checked = self.moved_away(&to).and_then(|()| match sender_generation {
                     Some(g) => self.sender_allowed(&envelope, g),
                     None => Ok(()),
-                };
+                });
                 if let Err(code) = checked.and_then(|()| self.append(&link, req, to, envelope, now))
                 {
                     match code {
@@ -345,8 +362,12 @@ impl Shard {
                 key,
                 put,
             } => {
-                let answer = self
-                    .kv(req, space, &key, put, now.unix_ms)
+                let moved = match put {
+                    Some(_) => self.moved_away(&key),
+                    None => Ok(()),
+                };
+                let answer = moved
+                    .and_then(|()| self.kv(req, space, &key, put, now.unix_ms))
                     .unwrap_or_else(|code| KvResult {
                         req,
                         code: code as u32,
@@ -361,7 +382,14 @@ impl Shard {
                 device,
                 generation,
             } => {
-                let answer = self.revoke(req, &user, device, generation, now.unix_ms);
+                let answer = match self.moved_away(&user) {
+                    Ok(()) => self.revoke(req, &user, device, generation, now.unix_ms),
+                    Err(code) => common::link::RevokeResult {
+                        req,
+                        code: code as u32,
+                        kicked: 0,
+                    },
+                };
                 self.answer_when_durable(link, link_down::Kind::RevokeResult(answer));
             }
             Op::CheckDevice {
@@ -417,7 +445,10 @@ impl Shard {
             } => self.watch(link, session, target, watch, watcher),
             Op::LinkGone { link } => self.link_gone(link, now.unix_ms),
             Op::Refill { link } => self.refill_link(link),
-            Op::Rehome { owned } => self.rehome(&owned, now.unix_ms),
+            Op::Rehome { owned } => {
+                self.rehome(&owned, now.unix_ms);
+                self.owned = Some(owned);
+            }
             Op::Expire { user, seqs } => {
                 let n = self.remove(&user, &seqs, false);
                 Metrics::add(&self.metrics.expired, n);
