@@ -55,6 +55,12 @@ pub enum Event {
         online: bool,
         last_seen_ms: u64,
     },
+    /// A newer session of the same device is about to attach: read what
+    /// the client has sent already (its last acks, a `Goodbye`) and act on
+    /// it, then answer, so that those acks reach the home before the new
+    /// session's attach (one link, in order) and the new session is not
+    /// given again what this one acknowledged last.
+    Drain(tokio::sync::oneshot::Sender<()>),
 }
 
 /// Ends a session from outside its task, with a code; the first code wins.
@@ -120,8 +126,15 @@ struct Entry {
 
 #[derive(Default)]
 pub struct Hub {
-    sessions: Mutex<HashMap<u64, Entry>>,
+    sessions: Mutex<Sessions>,
     next: AtomicU64,
+}
+
+/// The sessions by id, and their ids by (user, device).
+#[derive(Default)]
+struct Sessions {
+    by_id: HashMap<u64, Entry>,
+    by_device: HashMap<(String, u32), Vec<u64>>,
 }
 
 impl Hub {
@@ -132,7 +145,12 @@ impl Hub {
     /// Registers a session and returns its id (never 0).
     pub fn register(&self, handle: Handle, info: SessionInfo, queue: Option<Arc<Outbound>>) -> u64 {
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
-        self.lock().insert(
+        let mut s = self.lock();
+        s.by_device
+            .entry((info.user.clone(), info.device))
+            .or_default()
+            .push(id);
+        s.by_id.insert(
             id,
             Entry {
                 handle,
@@ -143,9 +161,34 @@ impl Hub {
         id
     }
 
+    /// Asks the other sessions of `user`'s `device` on this edge (an older
+    /// connection the client is leaving) to act on what their clients sent
+    /// already ([`Event::Drain`]); each receiver answers once its session
+    /// did, or ends with it. A session whose queue is full is skipped.
+    pub fn drain_others(
+        &self,
+        id: u64,
+        user: &str,
+        device: u32,
+    ) -> Vec<tokio::sync::oneshot::Receiver<()>> {
+        let s = self.lock();
+        let Some(ids) = s.by_device.get(&(user.to_owned(), device)) else {
+            return Vec::new();
+        };
+        ids.iter()
+            .filter(|&&other| other != id)
+            .filter_map(|other| s.by_id.get(other))
+            .filter_map(|e| {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                e.handle.tx.try_send(Event::Drain(tx)).ok().map(|()| rx)
+            })
+            .collect()
+    }
+
     /// The length of every session's outbound queue now.
     pub fn queue_lengths(&self) -> Vec<usize> {
         self.lock()
+            .by_id
             .values()
             .filter_map(|e| e.queue.as_ref().map(|q| q.len()))
             .collect()
@@ -156,6 +199,7 @@ impl Hub {
     /// when the edge's delivery budget is full (`session::deliveries`).
     pub fn slowest(&self) -> Option<(Handle, Arc<Outbound>)> {
         self.lock()
+            .by_id
             .values()
             .filter_map(|e| e.queue.as_ref().map(|q| (e, q, q.delivery_bytes())))
             .filter(|(_, q, bytes)| *bytes > 0 && !q.ended())
@@ -164,17 +208,28 @@ impl Hub {
     }
 
     pub fn unregister(&self, id: u64) {
-        self.lock().remove(&id);
+        let mut s = self.lock();
+        let Some(e) = s.by_id.remove(&id) else {
+            return;
+        };
+        let key = (e.info.user, e.info.device);
+        if let Some(ids) = s.by_device.get_mut(&key) {
+            ids.retain(|&i| i != id);
+            if ids.is_empty() {
+                s.by_device.remove(&key);
+            }
+        }
     }
 
     pub fn get(&self, id: u64) -> Option<Handle> {
-        self.lock().get(&id).map(|e| e.handle.clone())
+        self.lock().by_id.get(&id).map(|e| e.handle.clone())
     }
 
     /// The sessions of `user` on this edge, by id.
     pub fn sessions_of(&self, user: &str) -> Vec<(u64, SessionInfo)> {
         let mut v: Vec<_> = self
             .lock()
+            .by_id
             .iter()
             .filter(|(_, e)| e.info.user == user)
             .map(|(id, e)| (*id, e.info.clone()))
@@ -185,12 +240,12 @@ impl Hub {
 
     /// Every session's id.
     pub fn ids(&self) -> Vec<u64> {
-        self.lock().keys().copied().collect()
+        self.lock().by_id.keys().copied().collect()
     }
 
     /// Ends session `id` with `code`, if it still runs.
     pub fn kill(&self, id: u64, code: Code) {
-        if let Some(e) = self.lock().get(&id) {
+        if let Some(e) = self.lock().by_id.get(&id) {
             e.handle.kill.kill(code);
         }
     }
@@ -198,7 +253,8 @@ impl Hub {
     /// Ends the sessions of `user` (of one `device`, or all) with `code`;
     /// returns how many.
     pub fn kick(&self, user: &str, device: Option<u32>, code: Code) -> usize {
-        let sessions = self.lock();
+        let s = self.lock();
+        let sessions = &s.by_id;
         let mut n = 0;
         for e in sessions.values() {
             if e.info.user == user && device.is_none_or(|d| d == e.info.device) {
@@ -210,14 +266,14 @@ impl Hub {
     }
 
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().by_id.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Entry>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Sessions> {
         self.sessions.lock().expect("hub lock is never poisoned")
     }
 }
@@ -330,5 +386,42 @@ mod tests {
         assert_eq!(handles[0].kill.code(), Some(Code::Unavailable));
         assert_eq!(handles[2].kill.code(), None);
         assert_eq!(hub.kick("carol", None, Code::Unavailable), 0);
+    }
+
+    /// Only the other sessions of the same (user, device) are asked to
+    /// drain, and a session that is gone is no longer found.
+    #[tokio::test]
+    async fn drain_others_asks_the_same_device_only() {
+        let hub = Hub::new();
+        let mut queues = Vec::new();
+        let mut ids = Vec::new();
+        for (user, device) in [("alice", 1), ("alice", 2), ("bob", 1), ("alice", 1)] {
+            let (tx, rx) = mpsc::channel(4);
+            let h = Handle {
+                tx,
+                kill: Arc::new(Kill::default()),
+            };
+            let info = SessionInfo {
+                user: user.into(),
+                device,
+                since_ms: 0,
+            };
+            ids.push(hub.register(h, info, None));
+            queues.push(rx);
+        }
+        let mut asked = hub.drain_others(ids[3], "alice", 1);
+        assert_eq!(asked.len(), 1);
+        match queues[0].try_recv() {
+            Ok(Event::Drain(done)) => done.send(()).unwrap(),
+            other => panic!("expected a drain, got {other:?}"),
+        }
+        asked.pop().unwrap().await.unwrap();
+        for q in &mut queues[1..] {
+            assert!(q.try_recv().is_err(), "other devices and users untouched");
+        }
+        hub.unregister(ids[0]);
+        assert!(hub.drain_others(ids[3], "alice", 1).is_empty());
+        hub.unregister(ids[3]);
+        assert!(!hub.lock().by_device.contains_key(&("alice".to_owned(), 1)));
     }
 }

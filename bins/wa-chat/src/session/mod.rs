@@ -256,7 +256,14 @@ impl Session {
                     // (The client's last frames may be read yet: see below.)
                     Err(Close::Quiet)
                 }
-                Some(ev) = rx.recv() => self.handle_event(ev),
+                Some(ev) = rx.recv() => match ev {
+                    Event::Drain(done) => {
+                        let step = if reading { self.drain(reader).await } else { Ok(()) };
+                        let _ = done.send(());
+                        step
+                    }
+                    ev => self.handle_event(ev),
+                },
                 () = sleep_until_some(self.reroute.map(|r| r.1)) => self.reroute_now(),
                 () = budget.room(), if over => Ok(()),
                 () = sleep_until_some(self.window_stuck()) => Err(Close::Error(
@@ -286,6 +293,29 @@ impl Session {
                 return close;
             }
         }
+    }
+
+    /// Acts on the frames the client has sent already, without waiting for
+    /// more (at most `LAST_FRAMES`, fewer if they are requests past the
+    /// session's bound): a newer session of the same device is about to
+    /// attach ([`Event::Drain`]).
+    async fn drain(&mut self, reader: &mut FrameReader<Source>) -> Step {
+        for _ in 0..LAST_FRAMES {
+            if self.client_requests >= self.max_requests {
+                break;
+            }
+            // One poll each: only what has arrived already.
+            match tokio::time::timeout(Duration::ZERO, reader.read::<ClientFrame>()).await {
+                Err(_) => break,
+                Ok(Ok(Some(ClientFrame { kind: Some(k) }))) => self.handle_frame(k)?,
+                Ok(Ok(Some(ClientFrame { kind: None }))) => {
+                    unreachable!("decode_kinded refuses kindless frames")
+                }
+                Ok(Ok(None)) => return Err(Close::Quiet),
+                Ok(Err(e)) => return Err(read_error(e)),
+            }
+        }
+        Ok(())
     }
 
     /// The client went away while its last frames were still unread (it
@@ -363,6 +393,8 @@ impl Session {
         match ev {
             // (Only one answer per attach, taken by `confirmed`.)
             Event::Attached => Ok(()),
+            // (Before the loop, with nothing read yet: answered by dropping.)
+            Event::Drain(_) => Ok(()),
             Event::Push { seq, envelope } => self.deliver(seq, envelope),
             Event::Appended {
                 tag,

@@ -81,6 +81,10 @@ enum Refusal {
 
 /// Pause before attaching again at the home a reloaded map names.
 const MOVED_PAUSE: Duration = Duration::from_millis(100);
+/// How long an attach waits for the device's older sessions on this edge
+/// to act on what their clients sent (`hub::Event::Drain`); they answer at
+/// once unless stalled.
+const DRAIN_WAIT: Duration = Duration::from_millis(500);
 
 /// A session opened: its state, its event queue, and the events that came
 /// before the home's attach answer (handled first).
@@ -203,6 +207,13 @@ impl Session {
                 "the home of this user cannot be reached".into(),
             )
         };
+        // An older connection of this device on this edge acts on what its
+        // client sent before this attach goes (its last acks first, on the
+        // same link), within a bound.
+        let drained = Instant::now() + DRAIN_WAIT;
+        for rx in ctx.hub.drain_others(s.id, &s.user, s.device) {
+            let _ = tokio::time::timeout_at(drained, rx).await;
+        }
         let attached = s.home.attach(
             s.id,
             &s.user,
