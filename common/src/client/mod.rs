@@ -27,6 +27,7 @@ mod groups;
 mod https;
 pub mod media;
 pub mod raw;
+mod receipts;
 mod recent;
 pub mod register;
 
@@ -39,6 +40,7 @@ use tokio::sync::mpsc;
 pub use config::{ClientConfig, Transport};
 pub use error::ClientError;
 pub use events::{Event, Events};
+pub use receipts::GroupReceiptState;
 pub use media::{MediaClient, MediaConfig, MediaError, MediaNode, MediaRef};
 pub use register::{RegisterClient, RegisterConfig, RegisterError, Registered, Verify};
 
