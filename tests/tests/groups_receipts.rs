@@ -43,7 +43,11 @@ async fn receipts_of_four_members_on_one_home_come_as_one_item() {
 
     let mut ids: Vec<MessageId> = Vec::new();
     for t in ["one", "two"] {
-        let id = alice.client.send_group(&group, Bytes::from(t)).await.unwrap();
+        let id = alice
+            .client
+            .send_group(&group, Bytes::from(t))
+            .await
+            .unwrap();
         ids.push(id);
     }
     for id in &ids {
@@ -131,7 +135,11 @@ async fn receipts_of_four_members_on_one_home_come_as_one_item() {
     // Nothing more comes: a marker from each member finds nothing else
     // before it.
     for m in &mut members {
-        let id = m.client.send(&a, Bytes::from_static(b"marker")).await.unwrap();
+        let id = m
+            .client
+            .send(&a, Bytes::from_static(b"marker"))
+            .await
+            .unwrap();
         m.accepted(id).await;
     }
     alice.until("four markers", |s| s.direct.len() == 4).await;

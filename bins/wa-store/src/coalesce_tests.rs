@@ -77,7 +77,12 @@ fn four_members_within_the_window_make_one_item_for_every_item_acked() {
     from.sort();
     assert_eq!(
         from,
-        [("bob".into(), 11), ("carol".into(), 13), ("dave".into(), 10), ("erin".into(), 12)]
+        [
+            ("bob".into(), 11),
+            ("carol".into(), 13),
+            ("dave".into(), 10),
+            ("erin".into(), 12)
+        ]
     );
     assert_eq!(c.open(), 0);
     assert_eq!(c.deadline(), None);
@@ -87,7 +92,10 @@ fn four_members_within_the_window_make_one_item_for_every_item_acked() {
 fn one_to_one_and_read_receipts_pass_through_at_once() {
     let mut c = Coalescer::new(WINDOW, 256);
     let t0 = Instant::now();
-    let out = c.offer(receipt("alice", "", "bob", ReceiptKind::Delivered, &[1], 1), t0);
+    let out = c.offer(
+        receipt("alice", "", "bob", ReceiptKind::Delivered, &[1], 1),
+        t0,
+    );
     assert_eq!(out.len(), 1);
     assert!(receipt_of(&out[0]).members.is_empty());
     let out = c.offer(receipt("alice", "g", "bob", ReceiptKind::Read, &[1], 2), t0);
@@ -104,7 +112,10 @@ fn a_lone_receipt_goes_as_it_was() {
     assert!(c.offer(alone, t0).is_empty());
     let out = c.due(t0 + WINDOW);
     assert_eq!(out.len(), 1);
-    assert_eq!(out[0].envelope.id, want_id, "the message's id, as without aggregation");
+    assert_eq!(
+        out[0].envelope.id, want_id,
+        "the message's id, as without aggregation"
+    );
     assert_eq!(out[0].envelope.from, want_from);
     assert!(receipt_of(&out[0]).members.is_empty());
 }
@@ -161,7 +172,10 @@ fn open_batches_are_bounded_the_oldest_going_early() {
     let t0 = Instant::now();
     for i in 0..MAX_OPEN {
         let to = format!("sender{i}");
-        assert!(c.offer(delivered(&to, "bob", &[1], i as u64), t0).is_empty());
+        assert!(
+            c.offer(delivered(&to, "bob", &[1], i as u64), t0)
+                .is_empty()
+        );
     }
     let out = c.offer(delivered("late", "bob", &[1], 0), t0);
     assert_eq!(out.len(), 1);

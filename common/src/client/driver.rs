@@ -27,9 +27,8 @@ use super::recent::Recent;
 use super::{ClientConfig, ClientError, Event, MessageId};
 use crate::proto::limits::{MAX_BATCH, MAX_BODY};
 use crate::proto::{
-    Ack, Code, Deliver, Goodbye, ItemKind, MarkRead, Media, Ping, Send, SendMedia,
-    ServerFrame, SetPushEndpoint, Typing, WatchPresence, Welcome, client_frame, envelope,
-    server_frame,
+    Ack, Code, Deliver, Goodbye, ItemKind, MarkRead, Media, Ping, Send, SendMedia, ServerFrame,
+    SetPushEndpoint, Typing, WatchPresence, Welcome, client_frame, envelope, server_frame,
 };
 
 /// How many deliveries the client remembers for deduplication.

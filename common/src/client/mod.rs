@@ -40,8 +40,8 @@ use tokio::sync::mpsc;
 pub use config::{ClientConfig, Transport};
 pub use error::ClientError;
 pub use events::{Event, Events};
-pub use receipts::GroupReceiptState;
 pub use media::{MediaClient, MediaConfig, MediaError, MediaNode, MediaRef};
+pub use receipts::GroupReceiptState;
 pub use register::{RegisterClient, RegisterConfig, RegisterError, Registered, Verify};
 
 use connection::Dialer;

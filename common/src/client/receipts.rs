@@ -101,12 +101,22 @@ impl Tracker {
     ) -> (Event, Vec<GroupReceiptState>) {
         let kind = ReceiptKind::try_from(r.kind).unwrap_or(ReceiptKind::Unspecified);
         let ids = |ids: &[bytes::Bytes]| -> Vec<MessageId> {
-            ids.iter().filter_map(|i| <MessageId>::try_from(&i[..]).ok()).collect()
+            ids.iter()
+                .filter_map(|i| <MessageId>::try_from(&i[..]).ok())
+                .collect()
         };
         if r.members.is_empty() {
             let ids = ids(&r.ids);
             let changed = self.receipt(&group, &from, kind, &ids);
-            return (Event::Receipt { seq, from, kind, ids }, changed);
+            return (
+                Event::Receipt {
+                    seq,
+                    from,
+                    kind,
+                    ids,
+                },
+                changed,
+            );
         }
         let members: Vec<(String, Vec<MessageId>)> = r
             .members
@@ -199,9 +209,8 @@ impl Tracker {
         let members: Vec<String> = at
             .map(|ms| ms.iter().filter(|u| **u != self.me).cloned().collect())
             .unwrap_or_default();
-        let all = |set: &BTreeSet<String>| {
-            !members.is_empty() && members.iter().all(|u| set.contains(u))
-        };
+        let all =
+            |set: &BTreeSet<String>| !members.is_empty() && members.iter().all(|u| set.contains(u));
         Some(GroupReceiptState {
             group,
             id: *id,
@@ -261,7 +270,10 @@ mod tests {
         assert!(s[0].delivered_to_all, "read implies delivered");
         assert!(!s[0].read_by_all);
         // Nothing new, no change.
-        assert!(t.receipt("", "carol", ReceiptKind::Read, &[[1; 16]]).is_empty());
+        assert!(
+            t.receipt("", "carol", ReceiptKind::Read, &[[1; 16]])
+                .is_empty()
+        );
         let s = t.receipt("", "bob", ReceiptKind::Read, &[[1; 16]]);
         assert!(s[0].read_by_all);
         assert_eq!(t.state(&[1; 16]).unwrap().read, ["bob", "carol"]);
@@ -274,7 +286,10 @@ mod tests {
         let s = t.receipt("g", "bob", ReceiptKind::Delivered, &[[2; 16]]);
         assert!(!s[0].delivered_to_all, "no membership known yet");
         // A read receipt (no group named) for an unknown id is kept too.
-        assert!(t.receipt("", "bob", ReceiptKind::Read, &[[3; 16]]).is_empty());
+        assert!(
+            t.receipt("", "bob", ReceiptKind::Read, &[[3; 16]])
+                .is_empty()
+        );
         let s = t.membership(&info(5, &["alice", "bob"]));
         assert_eq!(s.len(), 1);
         assert!(s[0].delivered_to_all);
