@@ -148,3 +148,76 @@ async fn receipts_of_four_members_on_one_home_come_as_one_item() {
         m.close().await;
     }
 }
+
+/// kill -9 of the members' home while their delivered receipts wait in an
+/// open batch: nothing is lost. The acknowledged copies stay until their
+/// receipt is stored, so after the restart they are delivered again, the
+/// clients acknowledge them again, and the receipts reach the sender.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_while_receipts_are_gathered_loses_none() {
+    let mut c = Cluster::start_with(2, 2, "[groups]\nreceipt_window = \"8s\"\n").await;
+    let a = c.user_on(1, "alice");
+    let others = [c.user_on(2, "bob"), c.user_on(2, "carol")];
+    let cfg = |c: &Cluster, u: &str, edge: usize| c.client_config(u, edge, Transport::Tcp);
+    let mut alice = Member::connect(&a, cfg(&c, &a, 1)).await;
+    let mut members = Vec::new();
+    for m in &others {
+        members.push(Member::connect(m, cfg(&c, m, 2)).await);
+    }
+    let names: Vec<&str> = others.iter().map(String::as_str).collect();
+    let (req, group) = alice.client.create_group(&a, "k", &names).await.unwrap();
+    alice.info(req).await;
+    let id = alice
+        .client
+        .send_group(&group, Bytes::from_static(b"one"))
+        .await
+        .unwrap();
+    alice.accepted(id).await;
+    for m in &mut members {
+        m.messages(1).await;
+    }
+    // Both copies acknowledged, their receipts held (the window is open).
+    let (dir, admin) = (c.dir.path().to_owned(), c.stores[1].admin);
+    let t = std::time::Instant::now();
+    for m in &others {
+        let path = format!("/admin/trace?from={a}&to={m}&id={}", hex::encode(id));
+        loop {
+            let doc: serde_json::Value =
+                serde_json::from_str(&support::admin_get(&dir, admin, &path).await).unwrap();
+            if doc["receipt"]
+                .as_str()
+                .is_some_and(|r| r.contains("on its way"))
+            {
+                break;
+            }
+            assert!(t.elapsed() < support::PATIENCE, "never acknowledged: {doc}");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+    c.stores[1].child.start_kill().unwrap(); // SIGKILL
+    c.stores[1].child.wait().await.unwrap();
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(8),
+        "the window closed before the kill; the test proves nothing"
+    );
+    assert!(
+        alice
+            .seen
+            .receipted(&others[0], ReceiptKind::Delivered)
+            .is_empty()
+    );
+    c.restart_store(2).await;
+
+    alice
+        .until("both members' delivered receipts after the restart", |s| {
+            others
+                .iter()
+                .all(|m| s.receipted(m, ReceiptKind::Delivered).contains(&id))
+        })
+        .await;
+    let st = alice.client.group_receipts(&group, &id).unwrap();
+    assert!(st.delivered_to_all, "{st:?}");
+    for m in members.into_iter().chain([alice]) {
+        m.close().await;
+    }
+}
