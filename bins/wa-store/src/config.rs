@@ -590,6 +590,8 @@ level = "info"
         c.cluster.secret_file = PathBuf::new();
         c.shutdown.grace = Duration::ZERO;
         c.journal.segment_size = bytesize::ByteSize::kib(4);
+        c.groups.receipt_max = 1025;
+        c.groups.receipt_window = Duration::from_secs(61);
         let e = c.validate().unwrap_err().to_string();
         for key in [
             "node",
@@ -597,6 +599,8 @@ level = "info"
             "cluster.secret_file",
             "shutdown.grace",
             "journal.segment_size",
+            "groups.receipt_max",
+            "groups.receipt_window",
         ] {
             assert!(e.contains(key), "{key} missing from {e}");
         }
