@@ -133,7 +133,7 @@ fn receive(client: Arc<Client>, mut events: Events, base: Instant, tally: Arc<Mu
                     tally.lock().unwrap().events += 1;
                     (seq, None)
                 }
-                Event::Receipt { seq, .. } => (seq, None),
+                Event::Receipt { seq, .. } | Event::GroupReceipts { seq, .. } => (seq, None),
                 Event::Retrying { .. } => {
                     tally.lock().unwrap().retried += 1;
                     continue;

@@ -38,6 +38,8 @@
 //! copies_in_flight = 1024
 //! fanout_queue = 256
 //! record_cache = "64 MiB"
+//! receipt_window = "50ms"
+//! receipt_max = 256
 //! [disk]
 //! min_free = "1 GiB"
 //! [shutdown]
@@ -151,6 +153,14 @@ pub struct GroupsConfig {
     /// Memory for cached group records; past it the least recently used
     /// are read again from the store when next needed.
     pub record_cache: bytesize::ByteSize,
+    /// Delivered receipts of group messages bound for the same sender,
+    /// about the same group, are gathered this long at a member's home
+    /// into one item (docs/PROTOCOL.md "Group receipts"); zero sends each
+    /// on its own.
+    #[serde(with = "humantime_serde")]
+    pub receipt_window: Duration,
+    /// Most message ids in one aggregated receipt; a full one goes at once.
+    pub receipt_max: usize,
 }
 
 impl Default for GroupsConfig {
@@ -161,6 +171,8 @@ impl Default for GroupsConfig {
             copies_in_flight: 1024,
             fanout_queue: 256,
             record_cache: bytesize::ByteSize::mib(64),
+            receipt_window: Duration::from_millis(50),
+            receipt_max: 256,
         }
     }
 }
@@ -396,6 +408,7 @@ impl Config {
             ("groups.fanout_groups", self.groups.fanout_groups),
             ("groups.copies_in_flight", self.groups.copies_in_flight),
             ("groups.fanout_queue", self.groups.fanout_queue),
+            ("groups.receipt_max", self.groups.receipt_max),
         ] {
             if v == 0 {
                 errs.push(format!("{key}: must be at least 1"));
@@ -427,6 +440,12 @@ impl Config {
         }
         if self.mailbox.sweep_interval.is_zero() {
             errs.push("mailbox.sweep_interval: must be more than zero".to_string());
+        }
+        if self.groups.receipt_max > 1024 {
+            errs.push("groups.receipt_max: must be at most 1024".to_string());
+        }
+        if self.groups.receipt_window > Duration::from_secs(60) {
+            errs.push("groups.receipt_window: must be at most 60s".to_string());
         }
         if self.cache.sync_delay.is_zero() {
             errs.push("cache.sync_delay: must be more than zero".to_string());
@@ -571,6 +590,8 @@ level = "info"
         c.cluster.secret_file = PathBuf::new();
         c.shutdown.grace = Duration::ZERO;
         c.journal.segment_size = bytesize::ByteSize::kib(4);
+        c.groups.receipt_max = 1025;
+        c.groups.receipt_window = Duration::from_secs(61);
         let e = c.validate().unwrap_err().to_string();
         for key in [
             "node",
@@ -578,6 +599,8 @@ level = "info"
             "cluster.secret_file",
             "shutdown.grace",
             "journal.segment_size",
+            "groups.receipt_max",
+            "groups.receipt_window",
         ] {
             assert!(e.contains(key), "{key} missing from {e}");
         }

@@ -20,6 +20,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use common::link::{LinkDown, link_down};
 use common::link_client::LinkClient;
@@ -28,6 +29,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::coalesce::Coalescer;
 use crate::home::{Home, LinkTx, Op};
 use crate::ownership::Ownership;
 
@@ -39,12 +41,20 @@ const IN_FLIGHT: usize = 4096;
 /// listeners number theirs from 1).
 const LOCAL_LINK: u64 = 0;
 
-/// One append to make at another home, and the item it came from.
+/// One append to make at another home, and the items it came from (one,
+/// or several for receipts aggregated by the [`Coalescer`]).
 pub struct Errand {
-    to: String,
-    envelope: Envelope,
-    from_user: String,
-    from_seq: u64,
+    pub(crate) to: String,
+    pub(crate) envelope: Envelope,
+    /// (user, seq) of each item to delete once the append is stored.
+    pub(crate) from: Vec<(String, u64)>,
+}
+
+impl Errand {
+    /// An append made for the items `from`.
+    pub(crate) fn batch(to: String, envelope: Envelope, from: Vec<(String, u64)>) -> Errand {
+        Errand { to, envelope, from }
+    }
 }
 
 /// Where the shards' dispatcher queues errands. Never waits.
@@ -59,8 +69,7 @@ impl Outbox {
             .try_send(Errand {
                 to,
                 envelope,
-                from_user: user.to_owned(),
-                from_seq: seq,
+                from: vec![(user.to_owned(), seq)],
             })
             .is_ok()
     }
@@ -75,6 +84,22 @@ pub fn outbox() -> (Outbox, mpsc::Receiver<Errand>) {
 pub(crate) fn outbox_of(capacity: usize) -> (Outbox, mpsc::Receiver<Errand>) {
     let (tx, rx) = mpsc::channel(capacity);
     (Outbox(tx), rx)
+}
+
+/// How group delivered receipts are aggregated (`[groups] receipt_window`,
+/// `receipt_max`; see [`Coalescer`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Aggregation {
+    pub window: Duration,
+    pub max: usize,
+}
+
+/// Waits until `at`, or for ever if `None`.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// What every errand needs.
@@ -96,8 +121,10 @@ pub async fn run(
     home: Home,
     ownership: Arc<Ownership>,
     client: Option<Arc<LinkClient>>,
+    receipts: Aggregation,
     stop: CancellationToken,
 ) {
+    let Aggregation { window, max } = receipts;
     let (tx, mut answers) = mpsc::channel::<LinkDown>(IN_FLIGHT * 2);
     let courier = Arc::new(Courier {
         home,
@@ -122,45 +149,60 @@ pub async fn run(
     };
     // Errands to one user go one after another, in the order they came
     // (FIFO per destination, as for any sender); different users' at once.
+    // Group delivered receipts wait in the coalescer first (up to its
+    // window), so that one item carries many members' receipts.
     let lines: Arc<Mutex<HashMap<String, VecDeque<Errand>>>> = Arc::default();
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     let tasks = TaskTracker::new();
-    loop {
+    let mut coalescer = Coalescer::new(window, max);
+    'run: loop {
+        let deadline = coalescer.deadline();
         let errand = tokio::select! {
-            e = rx.recv() => e,
-            () = stop.cancelled() => None,
-        };
-        let Some(errand) = errand else { break };
-        {
-            let mut l = lines.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(q) = l.get_mut(&errand.to) {
-                // (At most one errand per acknowledged item still held.)
-                q.push_back(errand);
-                continue;
-            }
-            l.insert(errand.to.clone(), VecDeque::new());
-        }
-        let slot = tokio::select! {
-            s = Arc::clone(&slots).acquire_owned() => s.expect("never closed"),
+            e = rx.recv() => match e {
+                Some(e) => Some(e),
+                None => break,
+            },
+            () = sleep_until(deadline) => None,
             () = stop.cancelled() => break,
         };
-        let c = Arc::clone(&courier);
-        let lines = Arc::clone(&lines);
-        tasks.spawn(async move {
-            let mut next = Some(errand);
-            while let Some(e) = next.take() {
-                let to = e.to.clone();
-                if !c.deliver(e).await {
-                    break;
-                }
+        let now = Instant::now();
+        let mut ready = match errand {
+            Some(e) => coalescer.offer(e, now),
+            None => Vec::new(),
+        };
+        ready.extend(coalescer.due(now));
+        for errand in ready {
+            {
                 let mut l = lines.lock().unwrap_or_else(|p| p.into_inner());
-                next = l.get_mut(&to).and_then(VecDeque::pop_front);
-                if next.is_none() {
-                    l.remove(&to);
+                if let Some(q) = l.get_mut(&errand.to) {
+                    // (At most one errand per acknowledged item still held.)
+                    q.push_back(errand);
+                    continue;
                 }
+                l.insert(errand.to.clone(), VecDeque::new());
             }
-            drop(slot);
-        });
+            let slot = tokio::select! {
+                s = Arc::clone(&slots).acquire_owned() => s.expect("never closed"),
+                () = stop.cancelled() => break 'run,
+            };
+            let c = Arc::clone(&courier);
+            let lines = Arc::clone(&lines);
+            tasks.spawn(async move {
+                let mut next = Some(errand);
+                while let Some(e) = next.take() {
+                    let to = e.to.clone();
+                    if !c.deliver(e).await {
+                        break;
+                    }
+                    let mut l = lines.lock().unwrap_or_else(|p| p.into_inner());
+                    next = l.get_mut(&to).and_then(VecDeque::pop_front);
+                    if next.is_none() {
+                        l.remove(&to);
+                    }
+                }
+                drop(slot);
+            });
+        }
     }
     tasks.close();
     tasks.wait().await;
@@ -186,13 +228,9 @@ impl Courier {
         if stored.is_err() {
             return false;
         }
-        let _ = self
-            .home
-            .submit(Op::ReceiptStored {
-                user: e.from_user,
-                seq: e.from_seq,
-            })
-            .await;
+        for (user, seq) in e.from {
+            let _ = self.home.submit(Op::ReceiptStored { user, seq }).await;
+        }
         true
     }
 

@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod backup;
 pub mod cli;
+pub mod coalesce;
 pub mod config;
 pub mod courier;
 pub mod disk;
@@ -384,6 +385,10 @@ impl Store {
             home.clone(),
             Arc::clone(&self.ownership),
             client.clone(),
+            courier::Aggregation {
+                window: self.config.groups.receipt_window,
+                max: self.config.groups.receipt_max,
+            },
             courier_stop.clone(),
         ));
         let groups = groups::Groups::start(

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use common::client::Event;
+use common::client::{Event, GroupReceiptState};
 use common::proto::ReceiptKind;
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -18,6 +18,7 @@ pub(crate) async fn run(args: &WatchArgs) -> anyhow::Result<ExitCode> {
         .connect(&args.user, dev::transport(&args.transport), args.edge.edge)
         .await?;
     println!("watching as {} (Ctrl-C stops)", args.user);
+    let mut asked = std::collections::HashSet::new();
     let outcome = loop {
         let event = tokio::select! {
             _ = tokio::signal::ctrl_c() => break Ok(()),
@@ -50,11 +51,7 @@ pub(crate) async fn run(args: &WatchArgs) -> anyhow::Result<ExitCode> {
                 kind,
                 ids,
             } => {
-                let what = match kind {
-                    ReceiptKind::Delivered => "delivered",
-                    ReceiptKind::Read => "read",
-                    ReceiptKind::Unspecified => "receipt",
-                };
+                let what = kind_name(kind);
                 let n = ids.len();
                 println!("{from} {what} {n} message{}", if n == 1 { "" } else { "s" });
                 client.ack(&[seq]).await.context("cannot acknowledge")?;
@@ -122,9 +119,65 @@ pub(crate) async fn run(args: &WatchArgs) -> anyhow::Result<ExitCode> {
                 println!("{group} {from} {op} {}", event.members.join(" "));
                 client.ack(&[seq]).await.context("cannot acknowledge")?;
             }
+            Event::GroupReceipts {
+                seq,
+                group,
+                kind,
+                members,
+            } => {
+                // One item for many members (aggregated at their home).
+                let each: Vec<String> = members
+                    .iter()
+                    .map(|(m, ids)| format!("{m}:{}", ids.len()))
+                    .collect();
+                println!("{group} {} {}", kind_name(kind), each.join(" "));
+                client.ack(&[seq]).await.context("cannot acknowledge")?;
+            }
+            Event::GroupReceiptState(st) => {
+                // Without the group's members "all" cannot be told: ask once.
+                if st.members.is_empty() && asked.insert(st.group.clone()) {
+                    client.group_info(&st.group).await.context("cannot ask")?;
+                }
+                println!("{}", receipt_line(&st));
+            }
             Event::Accepted { .. } | Event::GroupResult { .. } | Event::PushEndpointSet { .. } => {}
         }
     };
     client.close().await;
     outcome.map(|()| ExitCode::SUCCESS)
+}
+
+fn kind_name(kind: ReceiptKind) -> &'static str {
+    match kind {
+        ReceiptKind::Delivered => "delivered",
+        ReceiptKind::Read => "read",
+        ReceiptKind::Unspecified => "receipt",
+    }
+}
+
+/// `GROUP ID receipts: delivered N/M read K/M [delivered to all] [read by
+/// all] read by: A B`, for a group message this user sent.
+fn receipt_line(st: &GroupReceiptState) -> String {
+    let of = match st.members.len() {
+        0 => "?".to_string(),
+        n => n.to_string(),
+    };
+    let mut line = format!(
+        "{} {} receipts: delivered {}/{of} read {}/{of}",
+        st.group,
+        hex::encode(st.id),
+        st.delivered.len(),
+        st.read.len()
+    );
+    if st.delivered_to_all {
+        line.push_str(" delivered to all");
+    }
+    if st.read_by_all {
+        line.push_str(" read by all");
+    }
+    if !st.read.is_empty() {
+        line.push_str(" read by: ");
+        line.push_str(&st.read.join(" "));
+    }
+    line
 }

@@ -27,9 +27,8 @@ use super::recent::Recent;
 use super::{ClientConfig, ClientError, Event, MessageId};
 use crate::proto::limits::{MAX_BATCH, MAX_BODY};
 use crate::proto::{
-    Ack, Code, Deliver, Goodbye, ItemKind, MarkRead, Media, Ping, ReceiptKind, Send, SendMedia,
-    ServerFrame, SetPushEndpoint, Typing, WatchPresence, Welcome, client_frame, envelope,
-    server_frame,
+    Ack, Code, Deliver, Goodbye, ItemKind, MarkRead, Media, Ping, Send, SendMedia, ServerFrame,
+    SetPushEndpoint, Typing, WatchPresence, Welcome, client_frame, envelope, server_frame,
 };
 
 /// How many deliveries the client remembers for deduplication.
@@ -96,6 +95,9 @@ pub(crate) struct Shared {
     pub(crate) max_body: AtomicUsize,
     /// Cancelled by [`Client::close`](super::Client::close).
     pub(crate) closing: CancellationToken,
+    /// Who has this user's group messages (`receipts`). Locked briefly,
+    /// never across an await.
+    pub(crate) receipts: std::sync::Mutex<super::receipts::Tracker>,
 }
 
 impl Shared {
@@ -104,6 +106,7 @@ impl Shared {
             pending: AtomicUsize::new(0),
             max_body: AtomicUsize::new(MAX_BODY),
             closing: CancellationToken::new(),
+            receipts: Default::default(),
         }
     }
 }
@@ -397,6 +400,7 @@ impl Driver {
             n => n as usize,
         };
         self.shared.max_body.store(max_body, Ordering::Relaxed);
+        self.receipts().set_me(&welcome.user);
         let keepalive = match welcome.keepalive_secs {
             0 => DEFAULT_KEEPALIVE,
             s => Duration::from_secs(s.into()),
@@ -529,11 +533,16 @@ impl Driver {
             Kind::GroupResult(r) => {
                 resend_backoff.reset();
                 match id16(&r.id).and_then(|id| self.remove(&id)) {
-                    Some(p) => self.emit(Event::GroupResult {
-                        id: p.id,
-                        info: r.info.unwrap_or_default(),
-                        duplicate: r.duplicate,
-                    }),
+                    Some(p) => {
+                        let info = r.info.unwrap_or_default();
+                        let changed = self.receipts().membership(&info);
+                        self.emit(Event::GroupResult {
+                            id: p.id,
+                            info,
+                            duplicate: r.duplicate,
+                        });
+                        self.emit_states(changed);
+                    }
                     None => {
                         tracing::debug!(id = %hex::encode(&r.id), "GroupResult for nothing pending")
                     }
@@ -638,21 +647,25 @@ impl Driver {
                 server_ts_ms: env.server_ts_ms,
                 event,
             },
-            Some(envelope::Content::Body(body)) if !env.group.is_empty() => Event::GroupMessage {
-                seq,
-                group: env.group,
-                from: env.from,
-                from_device: env.from_device,
-                id,
-                server_ts_ms: env.server_ts_ms,
-                body,
-            },
-            Some(envelope::Content::Receipt(r)) => Event::Receipt {
-                seq,
-                from: env.from,
-                kind: ReceiptKind::try_from(r.kind).unwrap_or(ReceiptKind::Unspecified),
-                ids: r.ids.iter().filter_map(|i| id16(i)).collect(),
-            },
+            Some(envelope::Content::Body(body)) if !env.group.is_empty() => {
+                self.receipts()
+                    .own_copy(&env.group, &env.from, id, env.group_version);
+                Event::GroupMessage {
+                    seq,
+                    group: env.group,
+                    from: env.from,
+                    from_device: env.from_device,
+                    id,
+                    server_ts_ms: env.server_ts_ms,
+                    body,
+                }
+            }
+            Some(envelope::Content::Receipt(r)) => {
+                let (event, changed) = self.receipts().received(seq, env.from, env.group, r);
+                self.emit(event);
+                self.emit_states(changed);
+                return;
+            }
             content => {
                 let (body, media) = match content {
                     Some(envelope::Content::Body(b)) => (b, None),
@@ -698,6 +711,7 @@ impl Driver {
                 self.add(id, Item::Group(req), conn)
             }
             Command::SendGroup { id, group, body } => {
+                self.receipts().sent(&group, id, None);
                 self.add(id, Item::SendGroup { group, body }, conn)
             }
             Command::Ack(seqs) => {
@@ -757,6 +771,19 @@ impl Driver {
             .expect("order_of and pending agree");
         self.shared.pending.fetch_sub(1, Ordering::Relaxed);
         Some(p)
+    }
+
+    fn receipts(&self) -> std::sync::MutexGuard<'_, super::receipts::Tracker> {
+        self.shared
+            .receipts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn emit_states(&mut self, states: Vec<super::receipts::GroupReceiptState>) {
+        for s in states {
+            self.emit(Event::GroupReceiptState(s));
+        }
     }
 
     fn emit(&mut self, e: Event) {

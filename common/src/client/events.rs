@@ -78,6 +78,21 @@ pub enum Event {
         kind: ReceiptKind,
         ids: Vec<MessageId>,
     },
+    /// A receipt aggregated at the members' home (docs/PROTOCOL.md "Group
+    /// receipts"): each of `members` has the ids beside it (`kind`:
+    /// delivered). One item for many members; acknowledge `seq` like a
+    /// message. [`Event::GroupReceiptState`] follows for each message whose
+    /// state it changed.
+    GroupReceipts {
+        seq: u64,
+        group: String,
+        kind: ReceiptKind,
+        members: Vec<(String, Vec<MessageId>)>,
+    },
+    /// Who has (and who has read) a group message this user sent changed,
+    /// after a receipt or a membership learnt; see
+    /// [`Client::group_receipts`](super::Client::group_receipts).
+    GroupReceiptState(super::receipts::GroupReceiptState),
     /// The answer to a group request `id` (`Client::create_group` and the
     /// others): the group as it is after it.
     GroupResult {

@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 
 use super::driver::Command;
-use super::{Client, ClientError, MessageId, check_user};
+use super::{Client, ClientError, GroupReceiptState, MessageId, check_user};
 use crate::group::{MAX_NAMED, MAX_SUBJECT, group_id, valid_group_id};
 use crate::proto::{GroupOp, GroupRequest};
 
@@ -100,6 +100,28 @@ impl Client {
         })
         .await?;
         Ok(id)
+    }
+
+    /// Where group message `id` this user sent stands: who has it, who
+    /// has read it, and whether all of the group's members (at the
+    /// message's version, the sender excluded) do, from the receipts this
+    /// client received (docs/PROTOCOL.md "Group receipts"). `None` if `id`
+    /// is not known as a message to `group`.
+    pub fn group_receipts(&self, group: &str, id: &MessageId) -> Option<GroupReceiptState> {
+        let t = self
+            .shared
+            .receipts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        t.state(id).filter(|s| s.group == group)
+    }
+
+    /// The members who have read group message `id` (see
+    /// [`Client::group_receipts`]); empty if none or not known.
+    pub fn who_has_read(&self, group: &str, id: &MessageId) -> Vec<String> {
+        self.group_receipts(group, id)
+            .map(|s| s.read)
+            .unwrap_or_default()
     }
 
     async fn group_op(

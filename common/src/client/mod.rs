@@ -27,6 +27,7 @@ mod groups;
 mod https;
 pub mod media;
 pub mod raw;
+mod receipts;
 mod recent;
 pub mod register;
 
@@ -40,6 +41,7 @@ pub use config::{ClientConfig, Transport};
 pub use error::ClientError;
 pub use events::{Event, Events};
 pub use media::{MediaClient, MediaConfig, MediaError, MediaNode, MediaRef};
+pub use receipts::GroupReceiptState;
 pub use register::{RegisterClient, RegisterConfig, RegisterError, Registered, Verify};
 
 use connection::Dialer;

@@ -345,6 +345,7 @@ async fn duplicate_deliveries_are_acked_and_not_shown() {
     let receipt = crate::proto::Receipt {
         kind: ReceiptKind::Delivered as i32,
         ids: vec![Bytes::copy_from_slice(&id)],
+        members: Vec::new(),
     };
     srv.send(deliver(3, id, envelope::Content::Receipt(receipt)))
         .await;

@@ -315,6 +315,23 @@ pub struct Receipt {
     pub kind: i32,
     #[prost(bytes = "bytes", repeated, tag = "2")]
     pub ids: Vec<Bytes>,
+    /// Set only in a receipt aggregated at a member's home (group messages,
+    /// docs/PROTOCOL.md "Group receipts"): which member has which ids. The
+    /// envelope's `from` and `ids` then repeat the first entry, so that a
+    /// client that knows nothing of this field reads a true receipt.
+    #[prost(message, repeated, tag = "3")]
+    pub members: Vec<MemberReceipt>,
+}
+
+/// One member's part of an aggregated receipt.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct MemberReceipt {
+    #[prost(string, tag = "1")]
+    pub member: String,
+    #[prost(uint32, tag = "2")]
+    pub device: u32,
+    #[prost(bytes = "bytes", repeated, tag = "3")]
+    pub ids: Vec<Bytes>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]

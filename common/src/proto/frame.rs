@@ -213,6 +213,7 @@ mod tests {
                         content: Some(envelope::Content::Receipt(Receipt {
                             kind: ReceiptKind::Read as i32,
                             ids: vec![],
+                            members: Vec::new(),
                         })),
                         ..Default::default()
                     }),

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use bytes::Bytes;
-use common::client::{Client, ClientConfig, Event, Events, MessageId};
+use common::client::{Client, ClientConfig, Event, Events, GroupReceiptState, MessageId};
 use common::proto::{Code, GroupEvent, GroupInfo, ReceiptKind};
 
 use super::PATIENCE;
@@ -28,6 +28,11 @@ pub struct Seen {
     pub events: Vec<(String, String, GroupEvent)>,
     /// Receipts: (from, kind, ids).
     pub receipts: Vec<(String, ReceiptKind, Vec<MessageId>)>,
+    /// Receipt items received, in order: (kind, members it speaks for;
+    /// more than one only if aggregated, `Receipt.members`).
+    pub receipt_items: Vec<(ReceiptKind, usize)>,
+    /// The client library's latest state of each group message sent.
+    pub states: HashMap<MessageId, GroupReceiptState>,
     /// One-to-one messages: (from, body).
     pub direct: Vec<(String, Bytes)>,
     pub answers: HashMap<MessageId, Answer>,
@@ -121,8 +126,23 @@ impl Member {
                 kind,
                 ids,
             } => {
+                s.receipt_items.push((kind, 1));
                 s.receipts.push((from, kind, ids));
                 Some(seq)
+            }
+            Event::GroupReceipts {
+                seq, kind, members, ..
+            } => {
+                // One item, many members' receipts.
+                s.receipt_items.push((kind, members.len()));
+                for (from, ids) in members {
+                    s.receipts.push((from, kind, ids));
+                }
+                Some(seq)
+            }
+            Event::GroupReceiptState(st) => {
+                s.states.insert(st.id, st);
+                None
             }
             Event::Message {
                 seq, from, body, ..

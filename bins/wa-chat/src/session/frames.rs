@@ -239,6 +239,7 @@ impl Session {
         let receipt = Receipt {
             kind: ReceiptKind::Read as i32,
             ids: m.ids,
+            members: Vec::new(),
         };
         let envelope = self.envelope(m.id.clone(), envelope::Content::Receipt(receipt));
         self.client_append(&m.to, envelope, m.id)

@@ -426,7 +426,10 @@ pub struct EdgeArg {
 ///
 /// Prints every message as `FROM: TEXT` and every receipt, acknowledging each
 /// (which sends the delivered receipt to the sender); with --read also marks
-/// each message read (blue ticks).
+/// each message read (blue ticks). For the group messages USER sent, every
+/// change prints `GROUP ID receipts: delivered N/M read K/M`, with
+/// `delivered to all`, `read by all` and `read by: MEMBERS` as they come; an
+/// aggregated receipt item prints as `GROUP delivered MEMBER:COUNT ...`.
 #[derive(Debug, Args)]
 pub struct WatchArgs {
     #[command(flatten)]

@@ -119,6 +119,7 @@ impl Shard {
             content: Some(envelope::Content::Receipt(Receipt {
                 kind: ReceiptKind::Delivered as i32,
                 ids: vec![item.id],
+                members: Vec::new(),
             })),
             group: item.group,
             group_version: 0,

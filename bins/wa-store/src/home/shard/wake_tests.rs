@@ -311,6 +311,7 @@ async fn only_items_the_user_must_see_wake() {
         Content::Receipt(Receipt {
             kind: kind as i32,
             ids: vec![Bytes::from_static(&[9; 16])],
+            members: Vec::new(),
         })
     };
     let event = |op: GroupOp, members: &[&str]| {
