@@ -6,9 +6,10 @@
 mod support;
 
 use common::client::Transport;
+use common::link::KvSpace;
 use common::proto::Code;
 use support::cluster::Cluster;
-use support::groups::Member;
+use support::groups::{Answer, Member};
 
 const LIMIT: &str = "[groups]\nmax_groups_per_user = 3\n";
 
@@ -78,6 +79,83 @@ async fn the_fourth_group_is_refused_until_one_is_left() {
     assert_eq!(a.refused(req).await, Code::TooManyGroups);
 
     for m in [a, b, d] {
+        m.close().await;
+    }
+    c.stop().await;
+}
+
+/// Creates a group of `m` with `members`, resending while the answer is
+/// `UNAVAILABLE` (a member's home in the middle of a hand-over): its
+/// answer, the group's info or the code that refused it.
+async fn create(m: &mut Member, subject: &str, members: &[&str]) -> Result<usize, Code> {
+    let deadline = tokio::time::Instant::now() + support::PATIENCE;
+    loop {
+        let me = m.name.clone();
+        let (req, _) = m.client.create_group(&me, subject, members).await.unwrap();
+        match m.answer(req).await {
+            Answer::Group(i) => return Ok(i.members.len()),
+            Answer::Rejected(Code::Unavailable) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Answer::Rejected(c) => return Err(c),
+            other => panic!("{me}: {other:?}"),
+        }
+    }
+}
+
+/// A user's groups move with the user's fragment: counted at island 2,
+/// still counted at island 1 after the move (a third group is refused
+/// there), and released there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_groups_move_with_its_fragment() {
+    let mut c = Cluster::start_with(2, 1, "[groups]\nmax_groups_per_user = 2\n").await;
+    // A user of island 2 below its last fragment (island 2 keeps those
+    // above the user's).
+    let bob = (0..)
+        .map(|i| c.user_on(2, &format!("bob{i}x")))
+        .find(|u| c.map.fragment(u) < 255)
+        .unwrap();
+    let f = c.map.fragment(&bob);
+    let mut x = Vec::new();
+    for i in 0..3 {
+        let u = c.user_on(1, &format!("x{i}y"));
+        x.push(Member::connect(&u, c.client_config(&u, 1, Transport::Tcp)).await);
+    }
+    assert_eq!(create(&mut x[0], "g0", &[&bob]).await, Ok(2));
+    assert_eq!(create(&mut x[1], "g1", &[&bob]).await, Ok(2));
+
+    let mut moved = c.map.clone();
+    moved.epoch = 2;
+    moved.islands[0].fragments = [0, f];
+    moved.islands[1].fragments = [f + 1, 255];
+    c.publish(moved);
+    assert_eq!(c.map.home(&bob).name, "island-1");
+    // Island 1 serves bob's fragment once the hand-over has arrived.
+    let link = c.link_client();
+    let deadline = tokio::time::Instant::now() + support::PATIENCE;
+    while let Err(e) = link.kv_get(KvSpace::Account, &bob).await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "island 1 never served bob: {e}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    // Counted at the new home: a third is refused.
+    assert_eq!(
+        create(&mut x[2], "g2", &[&bob]).await,
+        Err(Code::TooManyGroups)
+    );
+    // Removed from one (released at the new home), bob has room again.
+    let g0 = x[0].seen.answers.values().find_map(|a| match a {
+        Answer::Group(i) => Some(i.group.clone()),
+        _ => None,
+    });
+    let g0 = g0.expect("x0's group");
+    let req = x[0].client.remove_members(&g0, &[&bob]).await.unwrap();
+    x[0].info(req).await;
+    assert_eq!(create(&mut x[2], "g2", &[&bob]).await, Ok(2));
+    for m in x {
         m.close().await;
     }
     c.stop().await;
