@@ -68,7 +68,11 @@ async fn the_fourth_group_is_refused_until_one_is_left() {
     let mut b = Member::connect(&bob, cfg(&bob)).await;
     let req = b.client.leave_group(&groups[0]).await.unwrap();
     b.info(req).await;
-    let req = a.client.remove_members(&groups[1], &[&carol]).await.unwrap();
+    let req = a
+        .client
+        .remove_members(&groups[1], &[&carol])
+        .await
+        .unwrap();
     a.info(req).await;
     let req = d.client.add_members(&g4, &[&bob, &carol]).await.unwrap();
     assert_eq!(d.info(req).await.members.len(), 3);

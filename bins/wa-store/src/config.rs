@@ -408,7 +408,10 @@ impl Config {
             ("groups.copies_in_flight", self.groups.copies_in_flight),
             ("groups.fanout_queue", self.groups.fanout_queue),
             ("groups.copies_per_turn", self.groups.copies_per_turn),
-            ("groups.max_groups_per_user", self.groups.max_groups_per_user),
+            (
+                "groups.max_groups_per_user",
+                self.groups.max_groups_per_user,
+            ),
         ] {
             if v == 0 {
                 errs.push(format!("{key}: must be at least 1"));

@@ -127,7 +127,7 @@ impl Groups {
     /// copies, not the whole batch). The copies still share journal syncs:
     /// nothing here waits for durability.
     async fn take_turn(&self, i: usize) {
-        if i > 0 && i % self.copies_per_turn == 0 {
+        if i > 0 && i.is_multiple_of(self.copies_per_turn) {
             tokio::task::yield_now().await;
         }
     }

@@ -41,7 +41,11 @@ impl Groups {
     /// Counts `group` for each of `users` before they become its members;
     /// refused (and whatever was counted released) if any is in too many
     /// groups or its home cannot count it now.
-    pub(super) async fn reserve(self: &Arc<Self>, group: &str, users: &[String]) -> Result<(), Refused> {
+    pub(super) async fn reserve(
+        self: &Arc<Self>,
+        group: &str,
+        users: &[String],
+    ) -> Result<(), Refused> {
         if users.is_empty() {
             return Ok(());
         }
@@ -96,7 +100,12 @@ impl Groups {
 
     /// Counts (`join`) or releases `group` for each of `users` at their
     /// homes: one code per user, in order.
-    async fn count_at_homes(self: &Arc<Self>, group: &str, users: &[String], join: bool) -> Vec<u32> {
+    async fn count_at_homes(
+        self: &Arc<Self>,
+        group: &str,
+        users: &[String],
+        join: bool,
+    ) -> Vec<u32> {
         let owned = self.ownership.current();
         let map = self.client.as_ref().map(|c| c.current_map());
         let mut codes = vec![0u32; users.len()];
@@ -213,7 +222,11 @@ impl Groups {
                             rec.leave(g);
                         }
                         if !gone.is_empty() {
-                            tracing::info!(user, forgotten = gone.len(), "groups the user was counted in but is not a member of");
+                            tracing::info!(
+                                user,
+                                forgotten = gone.len(),
+                                "groups the user was counted in but is not a member of"
+                            );
                         }
                         if rec.join(group, now, self.max_groups_per_user) != Joined::Added {
                             return Code::TooManyGroups as u32;
@@ -226,7 +239,11 @@ impl Groups {
                 return 0;
             }
             let value = Bytes::from(rec.encode_to_vec());
-            match self.local.kv_put(KvSpace::UserGroups, user, value, version).await {
+            match self
+                .local
+                .kv_put(KvSpace::UserGroups, user, value, version)
+                .await
+            {
                 Ok(put) if put.conflict => continue,
                 Ok(_) => return 0,
                 Err(c) => return c as u32,
