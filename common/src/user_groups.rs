@@ -129,6 +129,6 @@ mod tests {
             assert_eq!(u.join(&g, 16_725_225_600_000, usize::MAX), Joined::Added);
         }
         assert!(u.encode_to_vec().len() <= MAX_RECORD);
-        assert!(DEFAULT_MAX_GROUPS_PER_USER <= HIGHEST_MAX_GROUPS_PER_USER);
+        const { assert!(DEFAULT_MAX_GROUPS_PER_USER <= HIGHEST_MAX_GROUPS_PER_USER) };
     }
 }
