@@ -325,15 +325,14 @@ impl Groups {
                 .await;
             let put = match put {
                 Ok(p) if !p.conflict => p,
-                other => {
+                Ok(_) => {
+                    // (Not written: the next attempt counts its own.)
                     self.release(group, &joining).await;
-                    match other {
-                        Ok(_) => continue,
-                        Err(c) => {
-                            return Err((c, "the group's record cannot be written now".into()));
-                        }
-                    }
+                    continue;
                 }
+                // Written or not, unknown: they stay counted (safe; the
+                // resend or the check at the limit settles it).
+                Err(c) => return Err((c, "the group's record cannot be written now".into())),
             };
             self.cache(group, put.version, new.clone());
             self.release(group, &leaving(&event)).await;
