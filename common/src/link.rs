@@ -19,7 +19,7 @@ pub const LINK_ALPN: &[u8] = b"wa-link/1";
 pub struct LinkUp {
     #[prost(
         oneof = "link_up::Kind",
-        tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 20"
+        tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 18, 20"
     )]
     pub kind: Option<link_up::Kind>,
 }
@@ -79,6 +79,11 @@ pub mod link_up {
         /// home; answered by `GroupDelivered` with the same `req`.
         #[prost(message, tag = "15")]
         GroupDeliver(super::GroupDeliver),
+        /// Home to home: count a group among these users' groups (or stop
+        /// counting it), at the users' home; answered by `GroupsCounted`
+        /// with the same `req`.
+        #[prost(message, tag = "18")]
+        CountGroups(super::CountGroups),
         /// Set or clear the push endpoint of a session's device, at the
         /// user's home; answered by `PushSet` for the session.
         #[prost(message, tag = "20")]
@@ -210,6 +215,10 @@ pub enum KvSpace {
     /// key = a user id, value = who may see its presence
     /// (`crate::privacy::PresencePrivacy`), applied by the home.
     PresencePrivacy = 7,
+    /// key = a user id, value = the groups it belongs to
+    /// (`crate::user_groups::UserGroups`); written by the home itself when
+    /// a group's home asks (`CountGroups`), never through `Kv` puts.
+    UserGroups = 6,
 }
 
 /// Largest value the key-value service stores.
@@ -476,7 +485,7 @@ pub struct Watch {
 pub struct LinkDown {
     #[prost(
         oneof = "link_down::Kind",
-        tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 22"
+        tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 20, 22"
     )]
     pub kind: Option<link_down::Kind>,
 }
@@ -533,6 +542,9 @@ pub mod link_down {
         /// The answer to `GroupDeliver`, once every copy it stored is durable.
         #[prost(message, tag = "17")]
         GroupDelivered(super::GroupDelivered),
+        /// The answer to `CountGroups`, once what it reports is durable.
+        #[prost(message, tag = "20")]
+        GroupsCounted(super::GroupsCounted),
         /// The answer to `SetPush`, for its session.
         #[prost(message, tag = "22")]
         PushSet(super::PushSet),
@@ -722,6 +734,40 @@ pub struct GroupDeliver {
 /// says; others: try again later). `code` refuses the whole request.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct GroupDelivered {
+    #[prost(uint64, tag = "1")]
+    pub req: u64,
+    #[prost(uint32, tag = "2")]
+    pub code: u32,
+    #[prost(uint32, repeated, tag = "3")]
+    pub codes: Vec<u32>,
+}
+
+/// A group's home to a user's home: count `group` among the groups of each
+/// of `users` (`join`; refused per user with `TOO_MANY_GROUPS` at the
+/// home's `max_groups_per_user`), or stop counting it. Idempotent: the
+/// record is a set of group ids.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CountGroups {
+    #[prost(uint64, tag = "1")]
+    pub req: u64,
+    /// The cluster map epoch the sender grouped the users by; each user is
+    /// checked against it (see [`Append::epoch`]).
+    #[prost(uint64, tag = "2")]
+    pub epoch: u64,
+    #[prost(string, tag = "3")]
+    pub group: String,
+    /// At most [`MAX_DELIVER_MEMBERS`].
+    #[prost(string, repeated, tag = "4")]
+    pub users: Vec<String>,
+    #[prost(bool, tag = "5")]
+    pub join: bool,
+}
+
+/// The answer to [`CountGroups`]: one code per user, in its order (0: done
+/// durably; `TOO_MANY_GROUPS`; `WRONG_HOME`, `STALE_EPOCH`: ask where the
+/// map says; others: try again later). `code` refuses the whole request.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct GroupsCounted {
     #[prost(uint64, tag = "1")]
     pub req: u64,
     #[prost(uint32, tag = "2")]

@@ -590,6 +590,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
             | link_down::Kind::RevokeResult(_)
             | link_down::Kind::DeviceChecked(_)
             | link_down::Kind::GroupDelivered(_)
+            | link_down::Kind::GroupsCounted(_)
             | link_down::Kind::HandoffResult(_)
             | link_down::Kind::Replicate(_)
             | link_down::Kind::SnapshotPage(_)

@@ -36,10 +36,12 @@
 //! max_members = 1024
 //! fanout_groups = 256
 //! copies_in_flight = 1024
+//! copies_per_turn = 32
 //! fanout_queue = 256
 //! record_cache = "64 MiB"
 //! receipt_window = "50ms"
 //! receipt_max = 256
+//! max_groups_per_user = 512
 //! [disk]
 //! min_free = "1 GiB"
 //! [shutdown]
@@ -147,6 +149,10 @@ pub struct GroupsConfig {
     pub fanout_groups: usize,
     /// Copies of one group item on their way to members' homes at once.
     pub copies_in_flight: usize,
+    /// Copies queued on this node's shards in one turn of the fan-out; it
+    /// then yields, so that other work (one-to-one appends) queued in the
+    /// meantime goes between its turns instead of behind a whole batch.
+    pub copies_per_turn: usize,
     /// Most items of one group's log not yet copied to every member; a
     /// message beyond is refused with `GROUP_BUSY` (resent after 1 s).
     pub fanout_queue: usize,
@@ -161,6 +167,9 @@ pub struct GroupsConfig {
     pub receipt_window: Duration,
     /// Most message ids in one aggregated receipt; a full one goes at once.
     pub receipt_max: usize,
+    /// Most groups a user whose home is this node may belong to; a create
+    /// or add beyond it is refused with `TOO_MANY_GROUPS`.
+    pub max_groups_per_user: usize,
 }
 
 impl Default for GroupsConfig {
@@ -169,10 +178,12 @@ impl Default for GroupsConfig {
             max_members: common::group::DEFAULT_MAX_MEMBERS,
             fanout_groups: 256,
             copies_in_flight: 1024,
+            copies_per_turn: 32,
             fanout_queue: 256,
             record_cache: bytesize::ByteSize::mib(64),
             receipt_window: Duration::from_millis(50),
             receipt_max: 256,
+            max_groups_per_user: common::user_groups::DEFAULT_MAX_GROUPS_PER_USER,
         }
     }
 }
@@ -409,10 +420,21 @@ impl Config {
             ("groups.copies_in_flight", self.groups.copies_in_flight),
             ("groups.fanout_queue", self.groups.fanout_queue),
             ("groups.receipt_max", self.groups.receipt_max),
+            ("groups.copies_per_turn", self.groups.copies_per_turn),
+            (
+                "groups.max_groups_per_user",
+                self.groups.max_groups_per_user,
+            ),
         ] {
             if v == 0 {
                 errs.push(format!("{key}: must be at least 1"));
             }
+        }
+        if self.groups.max_groups_per_user > common::user_groups::HIGHEST_MAX_GROUPS_PER_USER {
+            errs.push(format!(
+                "groups.max_groups_per_user: at most {} (a user's groups are one record)",
+                common::user_groups::HIGHEST_MAX_GROUPS_PER_USER
+            ));
         }
         let paths = [
             ("data_dir", &self.data_dir),

@@ -352,6 +352,13 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 }
                 continue;
             }
+            link_up::Kind::CountGroups(c) => {
+                match &ctx.groups {
+                    Some(groups) => groups.count_here(link.clone(), c),
+                    None => refuse(link, &link_up::Kind::CountGroups(c), Code::Unavailable),
+                }
+                continue;
+            }
             link_up::Kind::Handoff(h) => {
                 ctx.ownership.handoff_done(h.first, h.last, h.epoch);
                 if let Some(groups) = &ctx.groups {
@@ -512,6 +519,7 @@ fn routed_here(ownership: &Ownership, kind: &link_up::Kind) -> Result<(), Code> 
         // (Each member of a delivery is checked on its own.)
         link_up::Kind::Auth(_)
         | link_up::Kind::GroupDeliver(_)
+        | link_up::Kind::CountGroups(_)
         | link_up::Kind::Handoff(_)
         | link_up::Kind::ReplicaAck(_)
         | link_up::Kind::Ping(_) => Ok(()),
@@ -568,6 +576,13 @@ pub(crate) fn refusal(kind: &link_up::Kind, code: Code) -> Option<link_down::Kin
                 codes: Vec::new(),
             })
         }
+        link_up::Kind::CountGroups(c) => {
+            link_down::Kind::GroupsCounted(common::link::GroupsCounted {
+                req: c.req,
+                code,
+                codes: Vec::new(),
+            })
+        }
         link_up::Kind::Group(g) => link_down::Kind::GroupResult(common::link::GroupDown {
             req: g.req,
             code,
@@ -597,9 +612,11 @@ fn kv_op(link: &LinkTx, k: common::link::KvReq) -> Result<Op, common::link::KvRe
     let space = match KvSpace::try_from(k.space) {
         Ok(s @ (KvSpace::Phone | KvSpace::Account | KvSpace::PresencePrivacy)) => s,
         // Written by the home only (push endpoints by the shards, group
-        // records by the groups module, bans by the operator's commands);
+        // records and users' groups by the groups module, bans by the operator's commands);
         // moved with their fragment like the rest.
-        Ok(s @ (KvSpace::PushEndpoints | KvSpace::Banned | KvSpace::Group)) if k.handoff => s,
+        Ok(
+            s @ (KvSpace::PushEndpoints | KvSpace::Banned | KvSpace::Group | KvSpace::UserGroups),
+        ) if k.handoff => s,
         _ => return Err(refuse(common::proto::Code::BadFrame)),
     };
     if k.key.is_empty() || k.key.len() > MAX_KV_KEY {
@@ -613,6 +630,7 @@ fn kv_op(link: &LinkTx, k: common::link::KvReq) -> Result<Op, common::link::KvRe
             // link frame instead: up to 1,024 members.)
             let max = match space {
                 KvSpace::Group => common::link::MAX_LINK_FRAME - 1024,
+                KvSpace::UserGroups => common::user_groups::MAX_RECORD,
                 _ => MAX_KV_VALUE,
             };
             if p.value.len() > max {

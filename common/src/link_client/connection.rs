@@ -207,6 +207,8 @@ async fn serve(slot: &Slot, link: crate::link_dial::Dialed, stop: &CancellationT
             link_down::Kind::HandoffResult(r) => r.req,
             link_down::Kind::DeviceChecked(r) => r.req,
             link_down::Kind::GroupDelivered(r) => r.req,
+            link_down::Kind::GroupsCounted(r) => r.req,
+            link_down::Kind::GroupResult(r) => r.req,
             _ => continue,
         };
         let waiter = waiters

@@ -187,6 +187,78 @@ impl LinkClient {
         }
     }
 
+    /// Counts `group` among the groups of each of `users` (all at one
+    /// home), or stops counting it (`join` false): one code per user (see
+    /// [`crate::link::GroupsCounted`]).
+    pub async fn count_groups(
+        &self,
+        group: &str,
+        users: Vec<String>,
+        join: bool,
+    ) -> Result<Vec<u32>, LinkClientError> {
+        let Some(first) = users.first() else {
+            return Ok(Vec::new());
+        };
+        let mut attempt = 0;
+        loop {
+            let map = self.map();
+            let island = map.home(first).clone();
+            let answer = self
+                .request(&island, |req| {
+                    link_up::Kind::CountGroups(crate::link::CountGroups {
+                        req,
+                        epoch: map.epoch,
+                        group: group.to_owned(),
+                        users: users.clone(),
+                        join,
+                    })
+                })
+                .await;
+            match answer {
+                Ok(link_down::Kind::GroupsCounted(r)) if r.code == 0 => return Ok(r.codes),
+                Ok(link_down::Kind::GroupsCounted(r)) => {
+                    if self.reload_after(r.code, attempt).await {
+                        attempt += 1;
+                        continue;
+                    }
+                    return Err(LinkClientError::Refused { code: r.code });
+                }
+                Ok(_) => return Err(internal()),
+                Err(e @ LinkClientError::Connect { .. }) => {
+                    if attempt < REROUTE_ATTEMPTS && self.map_moved() {
+                        attempt += 1;
+                        continue;
+                    }
+                    return Err(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// A group request `up` (its `req` and `epoch` filled in here) at the
+    /// group's home: its answer, whatever its code.
+    pub async fn group(
+        &self,
+        up: crate::link::GroupUp,
+    ) -> Result<crate::link::GroupDown, LinkClientError> {
+        let map = self.map();
+        let island = map.home(&up.group).clone();
+        let answer = self
+            .request(&island, |req| {
+                link_up::Kind::Group(crate::link::GroupUp {
+                    req,
+                    epoch: map.epoch,
+                    ..up.clone()
+                })
+            })
+            .await?;
+        match answer {
+            link_down::Kind::GroupResult(r) => Ok(r),
+            _ => Err(internal()),
+        }
+    }
+
     fn map(&self) -> Arc<ClusterMap> {
         Arc::clone(&self.map.read().unwrap_or_else(|p| p.into_inner()))
     }

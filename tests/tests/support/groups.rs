@@ -36,6 +36,8 @@ pub struct Seen {
     /// One-to-one messages: (from, body).
     pub direct: Vec<(String, Bytes)>,
     pub answers: HashMap<MessageId, Answer>,
+    /// The message of each refusal, by request.
+    pub refusals: HashMap<MessageId, String>,
     /// Requests the client is to resend, with the code that refused them.
     pub retrying: Vec<(MessageId, Code)>,
 }
@@ -158,8 +160,9 @@ impl Member {
                 s.answers.insert(id, Answer::Group(info));
                 None
             }
-            Event::Rejected { id, code, .. } => {
+            Event::Rejected { id, code, message } => {
                 s.answers.insert(id, Answer::Rejected(code));
+                s.refusals.insert(id, message);
                 None
             }
             Event::Retrying { id, code, .. } => {

@@ -1,7 +1,8 @@
 //! A group item's copies (docs/ARCHITECTURE.md "Groups"): at the group's
 //! home, the members are grouped by their home, this node's own through
-//! its shards (`copies_in_flight` appends queued at once, sharing their
-//! journal syncs) and each other home's in one `GroupDeliver` per 256
+//! its shards (`copies_in_flight` appends on their way at once, sharing
+//! their journal syncs, queued `copies_per_turn` at a time with a yield
+//! between turns so that one-to-one appends are not queued behind them) and each other home's in one `GroupDeliver` per 256
 //! members, and the members whose copy is not stored yet are tried again
 //! with backoff until every one is; at a member's home, a `GroupDeliver`
 //! is appended to each member's mailbox and answered once all are durable.
@@ -92,7 +93,8 @@ impl Groups {
         }
         for chunk in here.chunks(self.copies_in_flight) {
             let mut waits = Vec::new();
-            for m in chunk {
+            for (i, m) in chunk.iter().enumerate() {
+                self.take_turn(i).await;
                 match self.local.submit_append(m, (**item).clone()).await {
                     Ok(rx) => waits.push((m, rx)),
                     Err(c) => {
@@ -119,6 +121,17 @@ impl Groups {
         (failed, why)
     }
 
+    /// Before the `i`th copy of a batch: every `copies_per_turn` copies
+    /// the fan-out yields, so that the shards apply what others queued in
+    /// the meantime (a one-to-one append waits behind at most one turn of
+    /// copies, not the whole batch). The copies still share journal syncs:
+    /// nothing here waits for durability.
+    async fn take_turn(&self, i: usize) {
+        if i > 0 && i.is_multiple_of(self.copies_per_turn) {
+            tokio::task::yield_now().await;
+        }
+    }
+
     /// A `GroupDeliver` from a group's home: each member's copy appended
     /// here, answered on `link` once all are durable (or refused).
     pub fn deliver_here(self: &Arc<Self>, link: LinkTx, gd: GroupDeliver) {
@@ -137,6 +150,7 @@ impl Groups {
                     let mut codes = vec![0u32; gd.members.len()];
                     let mut waits = Vec::new();
                     for (i, m) in gd.members.iter().enumerate() {
+                        g.take_turn(i).await;
                         if !ids::valid_user_id(m) {
                             codes[i] = Code::BadRecipient as u32;
                         } else if let Err(c) = g.ownership.check(m, gd.epoch, false) {

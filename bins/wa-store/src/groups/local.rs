@@ -124,23 +124,35 @@ impl Local {
         Ok(rx)
     }
 
-    /// Reads group record `key`: its version (0: never written) and value.
-    pub async fn kv_get(&self, key: &str) -> Result<(u64, Bytes), Code> {
-        let r = self.kv(key, None).await?;
+    /// Reads record `key` of `space` (a group's record, a user's groups):
+    /// its version (0: never written) and value.
+    pub async fn kv_get(&self, space: KvSpace, key: &str) -> Result<(u64, Bytes), Code> {
+        let r = self.kv(space, key, None).await?;
         Ok((r.version, r.value))
     }
 
-    /// Compare-and-set of group record `key`, answered once durable.
-    pub async fn kv_put(&self, key: &str, value: Bytes, expected: u64) -> Result<KvResult, Code> {
-        self.kv(key, Some((value, expected))).await
+    /// Compare-and-set of record `key` of `space`, answered once durable.
+    pub async fn kv_put(
+        &self,
+        space: KvSpace,
+        key: &str,
+        value: Bytes,
+        expected: u64,
+    ) -> Result<KvResult, Code> {
+        self.kv(space, key, Some((value, expected))).await
     }
 
-    async fn kv(&self, key: &str, put: Option<(Bytes, u64)>) -> Result<KvResult, Code> {
+    async fn kv(
+        &self,
+        space: KvSpace,
+        key: &str,
+        put: Option<(Bytes, u64)>,
+    ) -> Result<KvResult, Code> {
         let rx = self
             .ask(|link, req| Op::Kv {
                 link,
                 req,
-                space: KvSpace::Group,
+                space,
                 key: key.to_owned(),
                 put,
             })

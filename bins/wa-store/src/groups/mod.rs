@@ -15,6 +15,7 @@
 mod backlog;
 mod cache;
 mod copies;
+mod counts;
 mod fanout;
 mod local;
 
@@ -42,6 +43,14 @@ use backlog::Backlogs;
 use cache::Records;
 use local::Local;
 
+/// The users a change's `event` took out of the group.
+fn leaving(event: &common::proto::GroupEvent) -> Vec<String> {
+    match event.op() {
+        common::proto::GroupOp::Remove | common::proto::GroupOp::Leave => event.members.clone(),
+        _ => Vec::new(),
+    }
+}
+
 /// A refusal: the code and what to tell the client.
 type Refused = (Code, String);
 
@@ -58,6 +67,9 @@ pub struct Groups {
     client: Option<Arc<LinkClient>>,
     limits: Limits,
     copies_in_flight: usize,
+    copies_per_turn: usize,
+    /// Most groups a user whose home is this node may be in.
+    max_groups_per_user: usize,
     /// Requests waiting, per group, behind the one being handled.
     lanes: Mutex<HashMap<String, VecDeque<Job>>>,
     /// The last record read or written of each group, with its
@@ -108,6 +120,8 @@ impl Groups {
                 max_members: config.max_members,
             },
             copies_in_flight: config.copies_in_flight,
+            copies_per_turn: config.copies_per_turn.max(1),
+            max_groups_per_user: config.max_groups_per_user,
             lanes: Mutex::default(),
             cache: Mutex::new(Records::new(config.record_cache.as_u64() as usize)),
             backlog: Mutex::new(Backlogs::new(
@@ -243,7 +257,7 @@ impl Groups {
         }
         let (version, value) = self
             .local
-            .kv_get(group)
+            .kv_get(KvSpace::Group, group)
             .await
             .map_err(|c| (c, "the group's record cannot be read now".to_string()))?;
         if value.is_empty() {
@@ -296,16 +310,32 @@ impl Groups {
                 (Some(c), Some((v, g))) => (v, g.apply(c, from, &self.limits).map_err(refused)?),
             };
             new.record(from, req.id.clone(), &event);
+            // The users it makes members are counted at their homes first
+            // (`counts`): a crash in between leaves them counted, never
+            // members past their limit.
+            let joining = match change {
+                Some(Change::Create { .. } | Change::Add(_)) => event.members.clone(),
+                _ => Vec::new(),
+            };
+            self.reserve(group, &joining).await?;
             let value = Bytes::from(new.encode_to_vec());
             let put = self
                 .local
-                .kv_put(group, value, kv_version)
-                .await
-                .map_err(|c| (c, "the group's record cannot be written now".to_string()))?;
-            if put.conflict {
-                continue;
-            }
+                .kv_put(KvSpace::Group, group, value, kv_version)
+                .await;
+            let put = match put {
+                Ok(p) if !p.conflict => p,
+                Ok(_) => {
+                    // (Not written: the next attempt counts its own.)
+                    self.release(group, &joining).await;
+                    continue;
+                }
+                // Written or not, unknown: they stay counted (safe; the
+                // resend or the check at the limit settles it).
+                Err(c) => return Err((c, "the group's record cannot be written now".into())),
+            };
             self.cache(group, put.version, new.clone());
+            self.release(group, &leaving(&event)).await;
             self.log_event(group, from, device, &req.id, event).await?;
             return Ok((new.info(), false));
         }
@@ -329,6 +359,8 @@ impl Groups {
         match &g.last {
             Some(l) if l.actor == from && l.id == *id => {
                 let event = l.event.clone().unwrap_or_default();
+                // (Its release too: the crash may have come before it.)
+                self.release(group, &leaving(&event)).await;
                 self.log_event(group, from, device, id, event).await
             }
             _ => Ok(()),
