@@ -19,8 +19,8 @@
 //! secret_file = "/etc/wa/cluster.secret"
 //! [limits]
 //! auth_timeout = "10s"
-//! idle_timeout = "120s"
-//! keepalive = "30s"
+//! idle_timeout = "600s"
+//! keepalive = "240s"
 //! outbound_queue = 1024
 //! max_connections = 100000
 //! request_memory = "256 MiB"
@@ -233,8 +233,8 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {
             auth_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(120),
-            keepalive: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(600),
+            keepalive: Duration::from_secs(240),
             outbound_queue: 1024,
             max_connections: 100_000,
             request_memory: bytesize::ByteSize::mib(256),
@@ -370,8 +370,8 @@ ca = "/etc/wa/link/ca.pem"
 secret_file = "/etc/wa/cluster.secret"
 [limits]
 auth_timeout = "10s"
-idle_timeout = "120s"
-keepalive = "30s"
+idle_timeout = "600s"
+keepalive = "240s"
 outbound_queue = 1024
 max_connections = 100000
 request_memory = "256 MiB"

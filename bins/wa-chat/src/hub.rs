@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use common::proto::{Code, Envelope};
-use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
 
@@ -83,7 +82,7 @@ impl Kill {
 /// How to reach one session.
 #[derive(Clone, Debug)]
 pub struct Handle {
-    pub tx: mpsc::Sender<Event>,
+    pub tx: crate::inbox::Sender,
     pub kill: Arc<Kill>,
 }
 
@@ -228,7 +227,7 @@ mod tests {
 
     #[tokio::test]
     async fn full_queue_kills_with_slow_consumer_and_first_code_wins() {
-        let (tx, mut rx) = mpsc::channel(1);
+        let (tx, mut rx) = crate::inbox::channel(1);
         let h = Handle {
             tx,
             kill: Arc::new(Kill::default()),
@@ -270,12 +269,12 @@ mod tests {
         let budget = Arc::new(crate::budget::Budget::new(1 << 30));
         let mut queues = Vec::new();
         for (user, bytes) in [("a", 100), ("b", 300), ("c", 200), ("d", 0)] {
-            let (tx, _rx) = mpsc::channel(1);
+            let (tx, _rx) = crate::inbox::channel(1);
             let h = Handle {
                 tx,
                 kill: Arc::new(Kill::default()),
             };
-            let q = Arc::new(Outbound::new(16));
+            let q = Arc::new(Outbound::new(16, common::wire::BufferCount::default()));
             if bytes > 0 {
                 let f = ServerFrame {
                     kind: Some(server_frame::Kind::Deliver(Deliver::default())),
@@ -310,7 +309,7 @@ mod tests {
         let hub = Hub::new();
         let mut handles = Vec::new();
         for (user, device) in [("alice", 1), ("alice", 2), ("bob", 1)] {
-            let (tx, _rx) = mpsc::channel(1);
+            let (tx, _rx) = crate::inbox::channel(1);
             let h = Handle {
                 tx,
                 kill: Arc::new(Kill::default()),
