@@ -449,7 +449,7 @@ level = "info"
         c.tls.cert = PathBuf::new();
         c.tokens.keys.push(c.tokens.keys[0].clone());
         c.limits.auth_timeout = Duration::ZERO;
-        c.limits.keepalive = Duration::from_secs(200);
+        c.limits.keepalive = Duration::from_secs(700);
         c.limits.outbound_queue = 0;
         c.limits.max_connections = 0;
         c.limits.delivery_memory = bytesize::ByteSize::kib(64);

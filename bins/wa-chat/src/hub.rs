@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use common::proto::{Code, Envelope};
-use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
 
 use crate::outbound::Outbound;
@@ -89,7 +88,7 @@ pub struct Handle {
 impl Handle {
     /// Queues `event`; a full queue makes the session a slow consumer.
     pub fn must(&self, event: Event) {
-        if let Err(TrySendError::Full(_)) = self.tx.try_send(event) {
+        if let Err(crate::inbox::SendError::Full) = self.tx.try_send(event) {
             self.kill.kill(Code::SlowConsumer);
         }
     }
