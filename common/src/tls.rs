@@ -164,6 +164,19 @@ pub fn quic_client_crypto(
         .map_err(|e| TlsError::Quic(e.to_string()))
 }
 
+/// A QUIC client configuration for wa servers: the client proposes no idle
+/// timeout of its own, so the server's (its `idle_timeout` and a slack)
+/// applies, and the protocol keepalive the server announces in `Welcome`,
+/// however long, keeps the connection open (quinn's default, 30 s, would
+/// close it first; docs/PROTOCOL.md §2).
+pub fn quic_client_config(cfg: rustls::ClientConfig) -> Result<quinn::ClientConfig, TlsError> {
+    let mut c = quinn::ClientConfig::new(quic_client_crypto(cfg)?);
+    let mut transport = quinn::TransportConfig::default();
+    transport.max_idle_timeout(None);
+    c.transport_config(Arc::new(transport));
+    Ok(c)
+}
+
 /// A development PKI: a CA and one leaf certificate signed by it, all PEM.
 /// Used by `wactl up` and by tests; production deployments bring their own.
 pub struct DevPki {

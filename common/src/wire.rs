@@ -2,9 +2,14 @@
 //! internal link). The codec in [`crate::proto::frame`] decides; this only moves
 //! bytes.
 
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::task::{Context, Poll};
+
 use bytes::{Buf, BytesMut};
 use prost::Message;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::proto::frame::{self, DecodeError, Decoded, Kinded};
 
@@ -18,20 +23,91 @@ pub enum ReadError {
     Truncated,
 }
 
+/// Bytes of buffers held by many readers and writers together, for a gauge
+/// (the edge's sessions count their read and write buffers in one, which
+/// idle sessions leave at zero). Clones share the count.
+#[derive(Clone, Debug, Default)]
+pub struct BufferCount(Arc<AtomicI64>);
+
+impl BufferCount {
+    /// Bytes held now.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed).max(0) as u64
+    }
+
+    /// One buffer's share of the count, holding nothing yet.
+    pub fn holder(&self) -> BufferHold {
+        BufferHold {
+            count: self.clone(),
+            held: 0,
+        }
+    }
+}
+
+/// One buffer's share of a [`BufferCount`]; what it counted is taken off
+/// when it is dropped.
+#[derive(Debug)]
+pub struct BufferHold {
+    count: BufferCount,
+    held: usize,
+}
+
+impl BufferHold {
+    /// The buffer now holds `bytes`.
+    pub fn set(&mut self, bytes: usize) {
+        if bytes != self.held {
+            self.count
+                .0
+                .fetch_add(bytes as i64 - self.held as i64, Ordering::Relaxed);
+            self.held = bytes;
+        }
+    }
+}
+
+impl Drop for BufferHold {
+    fn drop(&mut self) {
+        self.set(0);
+    }
+}
+
+/// How much a reader asks for at a time.
+const READ_SIZE: usize = 4096;
+
 /// Reads frames from `R`, buffering partial ones.
+///
+/// A [`FrameReader::releasing`] reader holds no buffer while it waits for
+/// bytes with none buffered: it takes one when it is polled and gives it back
+/// when the stream has nothing more (one allocation per wake-up, instead of
+/// 4 KiB held by every idle connection).
 pub struct FrameReader<R> {
     inner: R,
     buf: BytesMut,
     max_frame: usize,
+    release: Option<BufferHold>,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     pub fn new(inner: R, max_frame: usize) -> Self {
         Self {
             inner,
-            buf: BytesMut::with_capacity(4096),
+            buf: BytesMut::new(),
             max_frame,
+            release: None,
         }
+    }
+
+    /// A reader that releases its buffer while idle, counting what it holds
+    /// in `count`.
+    pub fn releasing(inner: R, max_frame: usize, count: BufferCount) -> Self {
+        Self {
+            release: Some(count.holder()),
+            ..Self::new(inner, max_frame)
+        }
+    }
+
+    /// Bytes of buffer held now.
+    pub fn buffer_capacity(&self) -> usize {
+        self.buf.capacity()
     }
 
     /// The next frame, or `None` at a clean end of stream.
@@ -43,7 +119,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 self.buf.advance(n);
                 return Ok(Some(m));
             }
-            if self.inner.read_buf(&mut self.buf).await? == 0 {
+            if std::future::poll_fn(|cx| self.poll_fill(cx)).await? == 0 {
                 return if self.buf.is_empty() {
                     Ok(None)
                 } else {
@@ -51,6 +127,22 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 };
             }
         }
+    }
+
+    /// Reads what the stream has into the buffer, taking one if needed; a
+    /// releasing reader with nothing buffered gives it back while it waits.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+        if self.buf.capacity() == self.buf.len() {
+            self.buf.reserve(READ_SIZE);
+        }
+        let r = tokio_util::io::poll_read_buf(Pin::new(&mut self.inner), cx, &mut self.buf);
+        if let Some(hold) = &mut self.release {
+            if r.is_pending() && self.buf.is_empty() {
+                self.buf = BytesMut::new();
+            }
+            hold.set(self.buf.capacity());
+        }
+        r
     }
 
     pub fn get_mut(&mut self) -> &mut R {

@@ -194,6 +194,11 @@ fn scrape(running: &OnceLock<Arc<Ctx>>, s: &mut Sample<'_>) {
         "Bytes of deliveries queued towards clients ([limits] delivery_memory bounds them)",
         ctx.deliveries_budget.used() as f64,
     );
+    s.gauge(
+        "wa_chat_session_buffer_bytes",
+        "Bytes of the sessions' read and write buffers (idle sessions hold none)",
+        ctx.session_buffers.get() as f64,
+    );
     let queues = ctx.hub.queue_lengths();
     s.gauge(
         "wa_chat_outbound_queue_max",

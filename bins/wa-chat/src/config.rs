@@ -19,8 +19,8 @@
 //! secret_file = "/etc/wa/cluster.secret"
 //! [limits]
 //! auth_timeout = "10s"
-//! idle_timeout = "120s"
-//! keepalive = "30s"
+//! idle_timeout = "600s"
+//! keepalive = "240s"
 //! outbound_queue = 1024
 //! max_connections = 100000
 //! request_memory = "256 MiB"
@@ -233,8 +233,8 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {
             auth_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(120),
-            keepalive: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(600),
+            keepalive: Duration::from_secs(240),
             outbound_queue: 1024,
             max_connections: 100_000,
             request_memory: bytesize::ByteSize::mib(256),
@@ -370,8 +370,8 @@ ca = "/etc/wa/link/ca.pem"
 secret_file = "/etc/wa/cluster.secret"
 [limits]
 auth_timeout = "10s"
-idle_timeout = "120s"
-keepalive = "30s"
+idle_timeout = "600s"
+keepalive = "240s"
 outbound_queue = 1024
 max_connections = 100000
 request_memory = "256 MiB"
@@ -449,7 +449,7 @@ level = "info"
         c.tls.cert = PathBuf::new();
         c.tokens.keys.push(c.tokens.keys[0].clone());
         c.limits.auth_timeout = Duration::ZERO;
-        c.limits.keepalive = Duration::from_secs(200);
+        c.limits.keepalive = Duration::from_secs(700);
         c.limits.outbound_queue = 0;
         c.limits.max_connections = 0;
         c.limits.delivery_memory = bytesize::ByteSize::kib(64);

@@ -11,8 +11,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use common::proto::{Code, Envelope};
-use tokio::sync::mpsc;
-use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
 
 use crate::outbound::Outbound;
@@ -89,14 +87,14 @@ impl Kill {
 /// How to reach one session.
 #[derive(Clone, Debug)]
 pub struct Handle {
-    pub tx: mpsc::Sender<Event>,
+    pub tx: crate::inbox::Sender,
     pub kill: Arc<Kill>,
 }
 
 impl Handle {
     /// Queues `event`; a full queue makes the session a slow consumer.
     pub fn must(&self, event: Event) {
-        if let Err(TrySendError::Full(_)) = self.tx.try_send(event) {
+        if let Err(crate::inbox::SendError::Full) = self.tx.try_send(event) {
             self.kill.kill(Code::SlowConsumer);
         }
     }
@@ -284,7 +282,7 @@ mod tests {
 
     #[tokio::test]
     async fn full_queue_kills_with_slow_consumer_and_first_code_wins() {
-        let (tx, mut rx) = mpsc::channel(1);
+        let (tx, mut rx) = crate::inbox::channel(1);
         let h = Handle {
             tx,
             kill: Arc::new(Kill::default()),
@@ -326,12 +324,12 @@ mod tests {
         let budget = Arc::new(crate::budget::Budget::new(1 << 30));
         let mut queues = Vec::new();
         for (user, bytes) in [("a", 100), ("b", 300), ("c", 200), ("d", 0)] {
-            let (tx, _rx) = mpsc::channel(1);
+            let (tx, _rx) = crate::inbox::channel(1);
             let h = Handle {
                 tx,
                 kill: Arc::new(Kill::default()),
             };
-            let q = Arc::new(Outbound::new(16));
+            let q = Arc::new(Outbound::new(16, common::wire::BufferCount::default()));
             if bytes > 0 {
                 let f = ServerFrame {
                     kind: Some(server_frame::Kind::Deliver(Deliver::default())),
@@ -366,7 +364,7 @@ mod tests {
         let hub = Hub::new();
         let mut handles = Vec::new();
         for (user, device) in [("alice", 1), ("alice", 2), ("bob", 1)] {
-            let (tx, _rx) = mpsc::channel(1);
+            let (tx, _rx) = crate::inbox::channel(1);
             let h = Handle {
                 tx,
                 kill: Arc::new(Kill::default()),

@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod hub;
+pub mod inbox;
 pub mod links;
 pub mod listener;
 pub mod metrics;
@@ -75,6 +76,9 @@ pub struct Ctx {
     pub requests_budget: Arc<crate::budget::Budget>,
     /// Bytes of deliveries queued towards clients, edge-wide.
     pub deliveries_budget: Arc<crate::budget::Budget>,
+    /// Bytes of the sessions' read and write buffers (held only while they
+    /// have bytes to move; `wa_chat_session_buffer_bytes`).
+    pub session_buffers: common::wire::BufferCount,
 }
 
 impl Ctx {
@@ -230,6 +234,7 @@ impl Chat {
             deliveries_budget: Arc::new(crate::budget::Budget::new(
                 config.limits.delivery_memory.as_u64(),
             )),
+            session_buffers: common::wire::BufferCount::default(),
         });
         let _ = running.set(Arc::clone(&ctx));
         let reloader = {

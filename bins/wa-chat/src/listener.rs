@@ -16,6 +16,19 @@ use crate::Ctx;
 use crate::session::{self, Conn};
 use crate::transport::Sink;
 
+/// Logs once per transport what one session's task carries (its future's
+/// size: what every connection costs in the task itself, before any heap
+/// buffer), for the memory accounting in docs/BENCHMARKS.md.
+fn note_task_size<F>(once: &'static std::sync::Once, transport: &'static str, task: &F) {
+    once.call_once(|| {
+        tracing::info!(
+            transport,
+            bytes = std::mem::size_of_val(task),
+            "session task size"
+        );
+    });
+}
+
 fn span(peer: SocketAddr, transport: &'static str) -> tracing::Span {
     tracing::info_span!("conn", %peer, transport, session = tracing::field::Empty)
 }
@@ -43,31 +56,31 @@ pub async fn serve_tcp(
         let _ = tcp.set_nodelay(true);
         let ctx = Arc::clone(&ctx);
         let acceptor = acceptor.clone();
-        sessions.spawn(
-            async move {
-                let deadline = Instant::now() + ctx.limits.auth_timeout;
-                let tls = tokio::select! {
-                    r = tokio::time::timeout_at(deadline, acceptor.accept(tcp)) => r,
-                    () = ctx.shutdown.cancelled() => return,
-                };
-                let tls = match tls {
-                    Ok(Ok(t)) => t,
-                    Ok(Err(e)) => return tracing::debug!(error = %e, "TLS handshake failed"),
-                    Err(_) => return tracing::debug!("TLS handshake timed out"),
-                };
-                if tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
-                    ctx.metrics.tls_resumed.inc();
-                }
-                let (r, w) = tokio::io::split(tls);
-                let conn = Conn {
-                    source: Box::new(r),
-                    sink: Sink::Tls(w),
-                    linger: true,
-                };
-                session::serve(conn, ctx, deadline).await;
+        let task = async move {
+            let deadline = Instant::now() + ctx.limits.auth_timeout;
+            let tls = tokio::select! {
+                r = tokio::time::timeout_at(deadline, acceptor.accept(tcp)) => r,
+                () = ctx.shutdown.cancelled() => return,
+            };
+            let tls = match tls {
+                Ok(Ok(t)) => t,
+                Ok(Err(e)) => return tracing::debug!(error = %e, "TLS handshake failed"),
+                Err(_) => return tracing::debug!("TLS handshake timed out"),
+            };
+            if tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+                ctx.metrics.tls_resumed.inc();
             }
-            .instrument(span(peer, "tcp")),
-        );
+            let (r, w) = tokio::io::split(tls);
+            let conn = Conn {
+                source: Box::new(r),
+                sink: Sink::Tls(w),
+                linger: true,
+            };
+            session::serve(conn, ctx, deadline).await;
+        };
+        static TCP: std::sync::Once = std::sync::Once::new();
+        note_task_size(&TCP, "tcp", &task);
+        sessions.spawn(task.instrument(span(peer, "tcp")));
     }
 }
 
@@ -84,32 +97,32 @@ pub async fn serve_quic(endpoint: quinn::Endpoint, ctx: Arc<Ctx>, sessions: Task
         };
         let peer = incoming.remote_address();
         let ctx = Arc::clone(&ctx);
-        sessions.spawn(
-            async move {
-                let deadline = Instant::now() + ctx.limits.auth_timeout;
-                let open = async {
-                    let conn = incoming.await?;
-                    let (send, recv) = conn.accept_bi().await?;
-                    Ok::<_, quinn::ConnectionError>((conn, send, recv))
-                };
-                let opened = tokio::select! {
-                    r = tokio::time::timeout_at(deadline, open) => r,
-                    () = ctx.shutdown.cancelled() => return,
-                };
-                let (qc, send, recv) = match opened {
-                    Ok(Ok(x)) => x,
-                    Ok(Err(e)) => return tracing::debug!(error = %e, "QUIC handshake failed"),
-                    Err(_) => return tracing::debug!("QUIC handshake timed out"),
-                };
-                let conn = Conn {
-                    source: Box::new(recv),
-                    sink: Sink::Quic { send, conn: qc },
-                    linger: false,
-                };
-                session::serve(conn, ctx, deadline).await;
-            }
-            .instrument(span(peer, "quic")),
-        );
+        let task = async move {
+            let deadline = Instant::now() + ctx.limits.auth_timeout;
+            let open = async {
+                let conn = incoming.await?;
+                let (send, recv) = conn.accept_bi().await?;
+                Ok::<_, quinn::ConnectionError>((conn, send, recv))
+            };
+            let opened = tokio::select! {
+                r = tokio::time::timeout_at(deadline, open) => r,
+                () = ctx.shutdown.cancelled() => return,
+            };
+            let (qc, send, recv) = match opened {
+                Ok(Ok(x)) => x,
+                Ok(Err(e)) => return tracing::debug!(error = %e, "QUIC handshake failed"),
+                Err(_) => return tracing::debug!("QUIC handshake timed out"),
+            };
+            let conn = Conn {
+                source: Box::new(recv),
+                sink: Sink::Quic { send, conn: qc },
+                linger: false,
+            };
+            session::serve(conn, ctx, deadline).await;
+        };
+        static QUIC: std::sync::Once = std::sync::Once::new();
+        note_task_size(&QUIC, "quic", &task);
+        sessions.spawn(task.instrument(span(peer, "quic")));
     }
     endpoint.set_server_config(None);
 }

@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::BytesMut;
 use common::proto::ServerFrame;
+use common::wire::BufferCount;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -31,6 +32,8 @@ const BATCH: usize = 64;
 /// Bytes of deliveries the writer takes in one go (at least one frame):
 /// what a client that stopped reading pins in its blocked writer.
 const BATCH_BYTES: u64 = 256 * 1024;
+/// The writer's first buffer (it grows for bigger batches).
+const WRITE_BUF: usize = 4096;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Class {
@@ -55,6 +58,8 @@ pub struct Outbound {
     wake: Notify,
     /// Bytes of deliveries queued or being written.
     delivery_bytes: AtomicU64,
+    /// Where the writer counts its buffer (held only while it writes).
+    buffers: BufferCount,
 }
 
 struct State {
@@ -72,7 +77,9 @@ enum Take {
 }
 
 impl Outbound {
-    pub fn new(cap: usize) -> Outbound {
+    /// A queue of at most `cap` frames whose writer counts its buffer in
+    /// `buffers`.
+    pub fn new(cap: usize, buffers: BufferCount) -> Outbound {
         Outbound {
             state: Mutex::new(State {
                 control: VecDeque::new(),
@@ -82,6 +89,7 @@ impl Outbound {
             }),
             wake: Notify::new(),
             delivery_bytes: AtomicU64::new(0),
+            buffers,
         }
     }
 
@@ -165,6 +173,9 @@ impl Outbound {
     fn take(&self) -> Take {
         let mut st = self.lock();
         if st.control.is_empty() && st.bulk.is_empty() {
+            // Idle: the queues give back what a burst made them grow to.
+            st.control = VecDeque::new();
+            st.bulk = VecDeque::new();
             return match st.end.take() {
                 Some(e) => Take::End(e),
                 None => Take::Empty,
@@ -189,41 +200,54 @@ impl Outbound {
     }
 
     /// Writes queued frames to `sink` until the connection is ended, then
-    /// closes it. A write error cancels `gone` (the client went away).
+    /// closes it. A write error cancels `gone` (the client went away). The
+    /// buffer is taken when there is something to write and given back when
+    /// the queue is empty again, so an idle connection holds none.
     pub async fn write_loop(&self, mut sink: Sink, gone: CancellationToken) {
-        let mut buf = BytesMut::with_capacity(16 * 1024);
-        loop {
+        let mut buf = BytesMut::new();
+        let mut held = self.buffers.holder();
+        let written = loop {
             match self.take() {
-                Take::Frames(frames, held) => {
+                Take::Frames(frames, held_budget) => {
                     buf.clear();
+                    buf.reserve(WRITE_BUF);
                     for f in &frames {
                         common::proto::frame::encode(f, &mut buf);
                     }
+                    held.set(buf.capacity());
                     // The encoded copy is what stays while the write waits.
                     drop(frames);
                     let written = sink.write_all(&buf).await;
-                    self.release(&held);
-                    drop(held);
+                    self.release(&held_budget);
+                    drop(held_budget);
                     if written.is_err() {
-                        gone.cancel();
-                        return;
+                        break false;
                     }
-                    if self.is_empty() && sink.flush().await.is_err() {
-                        gone.cancel();
-                        return;
+                    if self.is_empty() {
+                        buf = BytesMut::new();
+                        held.set(0);
+                        if sink.flush().await.is_err() {
+                            break false;
+                        }
                     }
                 }
                 Take::End(end) => {
                     if let Some(f) = end.frame {
                         buf.clear();
                         common::proto::frame::encode(&f, &mut buf);
+                        held.set(buf.capacity());
                         let _ = sink.write_all(&buf).await;
                     }
+                    held.set(0);
                     sink.close(end.code).await;
                     return;
                 }
                 Take::Empty => self.wake.notified().await,
             }
+        };
+        held.set(0);
+        if !written {
+            gone.cancel();
         }
     }
 }
@@ -257,7 +281,7 @@ mod tests {
 
     #[test]
     fn control_goes_first_and_the_bound_counts_both_classes() {
-        let q = Outbound::new(3);
+        let q = Outbound::new(3, BufferCount::default());
         q.push(deliver(1), Class::Bulk).unwrap();
         q.push(pong(1), Class::Control).unwrap();
         q.push(deliver(2), Class::Bulk).unwrap();
@@ -269,7 +293,7 @@ mod tests {
     #[test]
     fn deliveries_hold_their_bytes_until_written_or_dropped() {
         let budget = std::sync::Arc::new(crate::budget::Budget::new(1 << 30));
-        let q = Outbound::new(100);
+        let q = Outbound::new(100, BufferCount::default());
         for seq in 0..10 {
             q.push_delivery(deliver(seq), budget.take(100_000)).unwrap();
         }
@@ -297,7 +321,7 @@ mod tests {
 
     #[test]
     fn end_drops_bulk_keeps_control_then_ends() {
-        let q = Outbound::new(10);
+        let q = Outbound::new(10, BufferCount::default());
         q.push(deliver(1), Class::Bulk).unwrap();
         q.push(pong(1), Class::Control).unwrap();
         let end = End {

@@ -82,9 +82,9 @@ pub(crate) fn quic_endpoint(
         SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
         SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
     };
-    let crypto = tls::quic_client_crypto(tls::client_config(roots, &[ALPN])?)?;
+    let config = tls::quic_client_config(tls::client_config(roots, &[ALPN])?)?;
     let mut endpoint = quinn::Endpoint::client(local).map_err(ClientError::Bind)?;
-    endpoint.set_default_client_config(quinn::ClientConfig::new(crypto));
+    endpoint.set_default_client_config(config);
     Ok(endpoint)
 }
 

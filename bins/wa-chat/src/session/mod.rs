@@ -31,7 +31,6 @@ use common::proto::{
 };
 use common::wire::FrameReader;
 use tokio::io::AsyncReadExt;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -86,7 +85,10 @@ pub async fn serve(conn: Conn, ctx: Arc<Ctx>, deadline: Instant) {
         Sink::Tls(_) => "tcp",
         Sink::Quic { .. } => "quic",
     };
-    let out = Arc::new(Outbound::new(ctx.limits.outbound_queue));
+    let out = Arc::new(Outbound::new(
+        ctx.limits.outbound_queue,
+        ctx.session_buffers.clone(),
+    ));
     let gone = CancellationToken::new();
     let writer = tokio::spawn({
         let out = Arc::clone(&out);
@@ -94,7 +96,7 @@ pub async fn serve(conn: Conn, ctx: Arc<Ctx>, deadline: Instant) {
         let sink = conn.sink;
         tracing::Instrument::in_current_span(async move { out.write_loop(sink, gone).await })
     });
-    let mut reader = FrameReader::new(conn.source, MAX_FRAME);
+    let mut reader = FrameReader::releasing(conn.source, MAX_FRAME, ctx.session_buffers.clone());
     let _active = Active::enter(&ctx);
     let _counted = ctx.metrics.connection(transport);
 
@@ -140,7 +142,8 @@ pub async fn serve(conn: Conn, ctx: Arc<Ctx>, deadline: Instant) {
         writer.abort();
     }
     if conn.linger {
-        let mut sink = [0u8; 4096];
+        // (On the heap: the session's future does not carry it all its life.)
+        let mut sink = vec![0u8; 4096];
         let inner = reader.get_mut();
         let _ = tokio::time::timeout(LINGER, async {
             while matches!(inner.read(&mut sink).await, Ok(n) if n > 0) {}
@@ -219,7 +222,7 @@ impl Session {
     async fn run(
         &mut self,
         reader: &mut FrameReader<Source>,
-        mut rx: mpsc::Receiver<Event>,
+        mut rx: crate::inbox::Receiver,
         early: Vec<Event>,
         gone: &CancellationToken,
     ) -> Close {
@@ -241,6 +244,7 @@ impl Session {
             if !reading {
                 idle_at = Instant::now() + idle;
             }
+            self.release_idle();
             let step = tokio::select! {
                 biased;
                 code = kill.killed() => {
@@ -316,6 +320,24 @@ impl Session {
             }
         }
         Ok(())
+    }
+
+    /// Gives back what a burst made the session's tables grow to once they
+    /// are empty again (a map keeps its capacity when emptied): an idle
+    /// session holds no table memory.
+    fn release_idle(&mut self) {
+        if self.requests.is_empty() && self.requests.capacity() > 0 {
+            self.requests = HashMap::new();
+        }
+        if self.rerouting.is_empty() && self.rerouting.capacity() > 0 {
+            self.rerouting = VecDeque::new();
+        }
+        if self.unacked.is_empty() && self.unacked.capacity() > 0 {
+            self.unacked = HashSet::new();
+        }
+        if self.refused.is_empty() && self.refused.capacity() > 0 {
+            self.refused = HashMap::new();
+        }
     }
 
     /// The client went away while its last frames were still unread (it

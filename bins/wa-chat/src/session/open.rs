@@ -9,7 +9,6 @@ use common::proto::limits::{MAX_BODY, MAX_CLIENT_NAME, MAX_FRAME};
 use common::proto::{ClientFrame, Code, Hello, Welcome, client_frame, server_frame};
 use common::token::TokenError;
 use common::wire::FrameReader;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::close::{Close, kill_reason, read_error};
@@ -88,7 +87,7 @@ const DRAIN_WAIT: Duration = Duration::from_millis(500);
 
 /// A session opened: its state, its event queue, and the events that came
 /// before the home's attach answer (handled first).
-type Opened = (Session, mpsc::Receiver<Event>, Vec<Event>);
+type Opened = (Session, crate::inbox::Receiver, Vec<Event>);
 
 impl Session {
     /// Registers the session, waits for its home link, attaches at the home
@@ -138,7 +137,7 @@ impl Session {
     ) -> Result<Opened, Refusal> {
         let max_requests = (ctx.limits.outbound_queue / 2).max(1);
         let (tx, mut rx) =
-            mpsc::channel(max_requests + 2 * common::link::PUSH_WINDOW + EVENT_SLACK);
+            crate::inbox::channel(max_requests + 2 * common::link::PUSH_WINDOW + EVENT_SLACK);
         let handle = Handle {
             tx,
             kill: Arc::new(Kill::default()),
@@ -249,7 +248,7 @@ impl Session {
     /// `Welcome`.
     async fn confirmed(
         &self,
-        rx: &mut mpsc::Receiver<Event>,
+        rx: &mut crate::inbox::Receiver,
         deadline: Instant,
     ) -> Result<Vec<Event>, Refusal> {
         let kill = Arc::clone(&self.handle.kill);

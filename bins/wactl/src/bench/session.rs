@@ -162,9 +162,7 @@ impl Dialer {
                 SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
             };
             let mut e = quinn::Endpoint::client(local)?;
-            e.set_default_client_config(quinn::ClientConfig::new(common::tls::quic_client_crypto(
-                cfg,
-            )?));
+            e.set_default_client_config(common::tls::quic_client_config(cfg)?);
             (None, Some(e))
         } else {
             (Some(TlsConnector::from(Arc::new(cfg))), None)
