@@ -101,7 +101,7 @@ async fn spawn_chat_at(dir: &Path, tcp: &str, quic: &str, extra: &str) -> ChatPr
 async fn a_herd_refused_with_retry_after_all_comes_back_and_nothing_is_lost() {
     let (d, mut first) = Deployment::start_processes().await;
     let transport = |i: usize| {
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             Transport::Tcp
         } else {
             Transport::Quic
@@ -167,11 +167,17 @@ async fn a_herd_refused_with_retry_after_all_comes_back_and_nothing_is_lost() {
     for (user, _, seen) in &clients {
         let s = seen.lock().unwrap();
         for (retry_after, after) in &s.overloaded {
-            assert!(after >= retry_after, "{user} waited {after:?} < {retry_after:?}");
+            assert!(
+                after >= retry_after,
+                "{user} waited {after:?} < {retry_after:?}"
+            );
         }
         refusals += s.overloaded.len();
     }
-    assert!(refusals > 0, "a herd of {CLIENTS} at 4 logins/s was never refused");
+    assert!(
+        refusals > 0,
+        "a herd of {CLIENTS} at 4 logins/s was never refused"
+    );
     let page = admin_get(d.dir.path(), second.admin, "/metrics").await;
     let counted = counter(&page, "wa_chat_logins_refused_total");
     assert!(
@@ -186,7 +192,10 @@ async fn a_herd_refused_with_retry_after_all_comes_back_and_nothing_is_lost() {
         .collect();
     afters.sort();
     afters.dedup();
-    assert!(afters.len() > 1, "every refusal got the same retry-after: {afters:?}");
+    assert!(
+        afters.len() > 1,
+        "every refusal got the same retry-after: {afters:?}"
+    );
 
     // Every message sent before the storm, exactly once.
     tokio::time::timeout(PATIENCE, async {

@@ -366,7 +366,10 @@ impl Config {
             ("limits.login_rate", l.login_rate as usize),
             ("limits.login_burst", l.login_burst as usize),
             ("limits.login_concurrency", l.login_concurrency),
-            ("quic.quic_handshake_max_incoming", self.quic.quic_handshake_max_incoming),
+            (
+                "quic.quic_handshake_max_incoming",
+                self.quic.quic_handshake_max_incoming,
+            ),
         ] {
             if n == 0 {
                 errs.push(format!("{key}: must be at least 1"));

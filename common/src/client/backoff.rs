@@ -81,7 +81,7 @@ mod tests {
             let mut b = Backoff::new(100 * MS, 1000 * MS);
             for (i, ceiling) in ceilings.iter().enumerate() {
                 let d = b.next_delay(None, &mut rng);
-                assert!(d <= ceiling * MS, "{d:?} above {ceiling} ms");
+                assert!(d <= *ceiling * MS, "{d:?} above {ceiling} ms");
                 per_attempt[i].push(d);
             }
             b.reset();
@@ -122,7 +122,10 @@ mod tests {
         for d in &draws {
             assert!(*d >= 3000 * MS && *d <= 6000 * MS, "{d:?}");
         }
-        assert!(draws.iter().any(|d| *d < 3300 * MS), "no draw near the floor");
+        assert!(
+            draws.iter().any(|d| *d < 3300 * MS),
+            "no draw near the floor"
+        );
         assert!(draws.iter().any(|d| *d > 5700 * MS), "no draw near 2r");
         // Early attempts: the jitter is bounded by the backoff's ceiling.
         let mut b = Backoff::new(20 * MS, 500 * MS);

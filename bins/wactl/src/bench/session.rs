@@ -175,7 +175,9 @@ impl Dialer {
                 SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
                 SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
             };
-            let n = sessions.div_ceil(SESSIONS_PER_ENDPOINT).clamp(1, MAX_ENDPOINTS);
+            let n = sessions
+                .div_ceil(SESSIONS_PER_ENDPOINT)
+                .clamp(1, MAX_ENDPOINTS);
             let endpoints = (0..n)
                 .map(|_| quinn::Endpoint::client(local))
                 .collect::<Result<Vec<_>, _>>()?;
