@@ -66,6 +66,7 @@ pub struct Config {
     pub tokens: TokensConfig,
     pub cluster: ClusterConfig,
     pub limits: LimitsConfig,
+    pub quic: QuicConfig,
     pub link: LinkConfig,
     /// The cluster map from etcd, with automatic failover (docs/OPERATIONS.md).
     pub coordination: common::coordination::CoordinationConfig,
@@ -141,6 +142,51 @@ pub struct LimitsConfig {
     /// has stayed unacknowledged this long is closed with `SLOW_CONSUMER`.
     #[serde(with = "humantime_serde")]
     pub slow_consumer_after: Duration,
+    /// Logins (TLS or QUIC handshakes) started per second, at most; past it
+    /// and past `login_queue_wait`, new connections are told
+    /// `OVERLOADED` with a jittered `retry_after_ms` (see
+    /// docs/OPERATIONS.md, "Reconnect storms").
+    pub login_rate: u32,
+    /// Logins that may start at once after a quiet time.
+    pub login_burst: u32,
+    /// Longest a new connection waits for its login slot before it is
+    /// refused instead; also the jitter added to a refusal's retry-after.
+    #[serde(with = "humantime_serde")]
+    pub login_queue_wait: Duration,
+    /// Handshakes and logins (up to `Welcome`) running at once; the others
+    /// wait their turn without a handshake.
+    pub login_concurrency: usize,
+}
+
+/// The QUIC listener's handshake settings.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuicConfig {
+    /// Connection attempts waiting for the edge to take them (quinn's
+    /// `max_incoming`); past it new attempts are refused at once.
+    pub quic_handshake_max_incoming: usize,
+    /// Address validation tokens (NEW_TOKEN) given to each client once its
+    /// address is validated; a reconnecting client that presents one skips
+    /// the anti-amplification limit, and with it a round trip. 0 turns them
+    /// off.
+    pub quic_token_sent: u32,
+    /// How long such a token stays valid.
+    #[serde(with = "humantime_serde")]
+    pub quic_token_lifetime: Duration,
+    /// Tokens already used that the edge remembers (a token is good once),
+    /// about 48 bytes each; when full, tokens are refused until some expire.
+    pub quic_token_log_entries: usize,
+}
+
+impl Default for QuicConfig {
+    fn default() -> Self {
+        QuicConfig {
+            quic_handshake_max_incoming: 16_384,
+            quic_token_sent: 2,
+            quic_token_lifetime: Duration::from_secs(3600),
+            quic_token_log_entries: 262_144,
+        }
+    }
 }
 
 /// How long the edge waits on a home over the internal link.
@@ -192,6 +238,7 @@ impl Default for Config {
             tokens: TokensConfig::default(),
             cluster: ClusterConfig::default(),
             limits: LimitsConfig::default(),
+            quic: QuicConfig::default(),
             link: LinkConfig::default(),
             coordination: Default::default(),
             shutdown: ShutdownConfig::default(),
@@ -241,6 +288,10 @@ impl Default for LimitsConfig {
             delivery_memory: bytesize::ByteSize::mib(256),
             quic_socket_buffer: bytesize::ByteSize::mib(8),
             slow_consumer_after: Duration::from_secs(60),
+            login_rate: 1000,
+            login_burst: 1000,
+            login_queue_wait: Duration::from_secs(2),
+            login_concurrency: 128,
         }
     }
 }
@@ -311,6 +362,26 @@ impl Config {
         if l.max_connections == 0 {
             errs.push("limits.max_connections: must be at least 1".to_string());
         }
+        for (key, n) in [
+            ("limits.login_rate", l.login_rate as usize),
+            ("limits.login_burst", l.login_burst as usize),
+            ("limits.login_concurrency", l.login_concurrency),
+            (
+                "quic.quic_handshake_max_incoming",
+                self.quic.quic_handshake_max_incoming,
+            ),
+        ] {
+            if n == 0 {
+                errs.push(format!("{key}: must be at least 1"));
+            }
+        }
+        if l.login_queue_wait >= l.auth_timeout {
+            errs.push(format!(
+                "limits.login_queue_wait: {} must be shorter than limits.auth_timeout ({}), which counts it",
+                humantime::format_duration(l.login_queue_wait),
+                humantime::format_duration(l.auth_timeout)
+            ));
+        }
         if l.delivery_memory < bytesize::ByteSize::mib(1) {
             errs.push(format!(
                 "limits.delivery_memory: {} is below 1 MiB, less than a few deliveries",
@@ -378,6 +449,15 @@ request_memory = "256 MiB"
 delivery_memory = "256 MiB"
 quic_socket_buffer = "8 MiB"
 slow_consumer_after = "60s"
+login_rate = 1000
+login_burst = 1000
+login_queue_wait = "2s"
+login_concurrency = 128
+[quic]
+quic_handshake_max_incoming = 16384
+quic_token_sent = 2
+quic_token_lifetime = "1h"
+quic_token_log_entries = 262144
 [link]
 heartbeat = "1s"
 timeout = "3s"

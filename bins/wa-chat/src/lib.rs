@@ -8,6 +8,7 @@
 //! return. `main.rs` and the tests call the same code.
 
 pub mod admin;
+pub mod admission;
 pub mod budget;
 pub mod cli;
 pub mod config;
@@ -18,6 +19,7 @@ pub mod links;
 pub mod listener;
 pub mod metrics;
 pub mod outbound;
+pub mod quic_tokens;
 pub mod routing;
 pub mod session;
 pub mod transport;
@@ -67,6 +69,10 @@ pub struct Ctx {
     pub hub: Arc<Hub>,
     /// Client connections that finished their handshake and are open.
     pub active: AtomicUsize,
+    /// Connections accepted whose admission or handshake is not over.
+    pub pending: AtomicUsize,
+    /// The login gate (see [`admission`]).
+    pub admission: admission::Admission,
     pub shutdown: CancellationToken,
     pub metrics: Arc<ChatMetrics>,
     /// Set by an operator's drain (`wactl drain`): new connections are told
@@ -225,6 +231,8 @@ impl Chat {
             router,
             hub,
             active: AtomicUsize::new(0),
+            pending: AtomicUsize::new(0),
+            admission: admission::Admission::new(&config.limits),
             shutdown: shutdown.clone(),
             metrics,
             draining: Default::default(),
@@ -326,6 +334,16 @@ fn quic_endpoint(
         .max_concurrent_bidi_streams(1u32.into())
         .max_concurrent_uni_streams(0u32.into());
     server.transport_config(Arc::new(transport));
+    let q = &config.quic;
+    server.max_incoming(q.quic_handshake_max_incoming);
+    let mut tokens = quinn::ValidationTokenConfig::default();
+    tokens
+        .sent(q.quic_token_sent)
+        .lifetime(q.quic_token_lifetime)
+        .log(Arc::new(quic_tokens::UsedTokens::new(
+            q.quic_token_log_entries,
+        )));
+    server.validation_token_config(tokens);
     udp::size_and_report(&socket, config.limits.quic_socket_buffer.as_u64() as usize);
     socket.set_nonblocking(true).map_err(ChatError::Quic)?;
     quinn::Endpoint::new(

@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -13,6 +14,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::Ctx;
+use crate::admission::{Ticket, Verdict};
 use crate::session::{self, Conn};
 use crate::transport::Sink;
 
@@ -31,6 +33,49 @@ fn note_task_size<F>(once: &'static std::sync::Once, transport: &'static str, ta
 
 fn span(peer: SocketAddr, transport: &'static str) -> tracing::Span {
     tracing::info_span!("conn", %peer, transport, session = tracing::field::Empty)
+}
+
+/// Connections accepted whose handshake or admission is not over, plus
+/// the sessions: past `max_connections` a new one gets no handshake.
+fn over_capacity(ctx: &Ctx) -> bool {
+    ctx.active() + ctx.pending.load(Ordering::Relaxed) >= ctx.limits.max_connections
+}
+
+/// Counts a connection in `ctx.pending` until its session starts.
+struct Pending<'a>(&'a Ctx);
+
+impl<'a> Pending<'a> {
+    fn enter(ctx: &'a Ctx) -> Pending<'a> {
+        ctx.pending.fetch_add(1, Ordering::Relaxed);
+        Pending(ctx)
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        self.0.pending.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The admission of a connection accepted just now (see
+/// [`crate::admission`]): waits for its slot and its turn, up to the auth
+/// deadline. `None`: the deadline or shutdown came first.
+async fn admit(ctx: &Ctx, deadline: Instant) -> Option<Ticket> {
+    let verdict = ctx.admission.decide_now();
+    let wait = async {
+        if let Verdict::Admit(at) = verdict {
+            tokio::time::sleep_until(at).await;
+        }
+        ctx.admission.turn().await
+    };
+    let turn = tokio::select! {
+        r = tokio::time::timeout_at(deadline, wait) => r.ok()?,
+        () = ctx.shutdown.cancelled() => return None,
+    };
+    Some(match verdict {
+        Verdict::Admit(_) => Ticket::Admitted(turn),
+        Verdict::Refuse(after) => Ticket::Refused(after, turn),
+    })
 }
 
 /// Accepts TLS connections until shutdown.
@@ -53,11 +98,20 @@ pub async fn serve_tcp(
                 }
             },
         };
+        if over_capacity(&ctx) {
+            // Past max_connections the cheapest refusal: no handshake.
+            drop(tcp);
+            continue;
+        }
         let _ = tcp.set_nodelay(true);
         let ctx = Arc::clone(&ctx);
         let acceptor = acceptor.clone();
         let task = async move {
             let deadline = Instant::now() + ctx.limits.auth_timeout;
+            let _pending = Pending::enter(&ctx);
+            let Some(ticket) = admit(&ctx, deadline).await else {
+                return;
+            };
             let tls = tokio::select! {
                 r = tokio::time::timeout_at(deadline, acceptor.accept(tcp)) => r,
                 () = ctx.shutdown.cancelled() => return,
@@ -76,7 +130,8 @@ pub async fn serve_tcp(
                 sink: Sink::Tls(w),
                 linger: true,
             };
-            session::serve(conn, ctx, deadline).await;
+            drop(_pending);
+            session::serve(conn, ctx, deadline, ticket).await;
         };
         static TCP: std::sync::Once = std::sync::Once::new();
         note_task_size(&TCP, "tcp", &task);
@@ -96,9 +151,22 @@ pub async fn serve_quic(endpoint: quinn::Endpoint, ctx: Arc<Ctx>, sessions: Task
             },
         };
         let peer = incoming.remote_address();
+        if over_capacity(&ctx) {
+            // Past max_connections: a stateless CONNECTION_REFUSED.
+            incoming.refuse();
+            continue;
+        }
+        if incoming.remote_address_validated() {
+            ctx.metrics.quic_token_validated.inc();
+        }
         let ctx = Arc::clone(&ctx);
         let task = async move {
             let deadline = Instant::now() + ctx.limits.auth_timeout;
+            let _pending = Pending::enter(&ctx);
+            let Some(ticket) = admit(&ctx, deadline).await else {
+                incoming.ignore();
+                return;
+            };
             let open = async {
                 let conn = incoming.await?;
                 let (send, recv) = conn.accept_bi().await?;
@@ -118,7 +186,8 @@ pub async fn serve_quic(endpoint: quinn::Endpoint, ctx: Arc<Ctx>, sessions: Task
                 sink: Sink::Quic { send, conn: qc },
                 linger: false,
             };
-            session::serve(conn, ctx, deadline).await;
+            drop(_pending);
+            session::serve(conn, ctx, deadline, ticket).await;
         };
         static QUIC: std::sync::Once = std::sync::Once::new();
         note_task_size(&QUIC, "quic", &task);

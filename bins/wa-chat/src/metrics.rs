@@ -19,6 +19,12 @@ pub struct ChatMetrics {
     pub tls_resumed: Counter,
     /// Connections that ended before a `Welcome`, by the code they got.
     pub login_failures: Family<Label, Counter>,
+    /// Logins refused by admission control (`Goodbye{OVERLOADED}` with a
+    /// retry-after, before `Hello` was read).
+    pub logins_refused: Counter,
+    /// QUIC connection attempts that came with a valid address validation
+    /// token (a NEW_TOKEN from an earlier connection).
+    pub quic_token_validated: Counter,
     /// `Send` and `SendMedia` frames taken from clients.
     pub messages_in: Counter,
     /// Messages delivered to clients (`Deliver` frames queued).
@@ -38,6 +44,8 @@ impl Default for ChatMetrics {
             logins: Counter::default(),
             tls_resumed: Counter::default(),
             login_failures: Family::default(),
+            logins_refused: Counter::default(),
+            quic_token_validated: Counter::default(),
             messages_in: Counter::default(),
             messages_out: Counter::default(),
             delivery_cuts: Counter::default(),
@@ -75,6 +83,16 @@ impl ChatMetrics {
             "wa_chat_login_failures",
             "Connections closed before Welcome, by reason",
             self.login_failures.clone(),
+        );
+        r.register(
+            "wa_chat_logins_refused",
+            "Logins refused by admission control with OVERLOADED and a retry-after",
+            self.logins_refused.clone(),
+        );
+        r.register(
+            "wa_chat_quic_token_validated",
+            "QUIC connection attempts that presented a valid address validation token",
+            self.quic_token_validated.clone(),
         );
         r.register(
             "wa_chat_messages_in",

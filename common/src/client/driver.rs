@@ -354,6 +354,7 @@ impl Driver {
             self.emit(Event::Waiting {
                 code,
                 reason,
+                retry_after,
                 after: delay,
             });
             self.offline(cmds, tokio::time::sleep(delay)).await?;

@@ -21,10 +21,13 @@ pub enum Event {
     },
     /// A reconnect attempt failed (the server refused it, `code` saying why,
     /// or could not be reached); the client tries again after `after`, by
-    /// itself. Sends wait meanwhile: "waiting for the server".
+    /// itself. Sends wait meanwhile: "waiting for the server". `retry_after`
+    /// is what the server asked for (`OVERLOADED` during a reconnect storm):
+    /// `after` is never shorter, plus jitter.
     Waiting {
         code: Option<Code>,
         reason: String,
+        retry_after: Option<std::time::Duration>,
         after: std::time::Duration,
     },
     /// One tick: the recipient's home holds the send (or read receipt) `id`.

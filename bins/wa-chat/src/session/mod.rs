@@ -35,6 +35,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::Ctx;
+use crate::admission::Ticket;
 use crate::hub::{Event, Handle};
 use crate::links::LinkConn;
 use crate::outbound::{Class, Outbound};
@@ -80,7 +81,7 @@ pub struct Conn {
 
 /// Serves one connection until it ends. `deadline` is the end of the auth
 /// window (it started when the connection was accepted).
-pub async fn serve(conn: Conn, ctx: Arc<Ctx>, deadline: Instant) {
+pub async fn serve(conn: Conn, ctx: Arc<Ctx>, deadline: Instant, ticket: Ticket) {
     let transport = match conn.sink {
         Sink::Tls(_) => "tcp",
         Sink::Quic { .. } => "quic",
@@ -100,7 +101,21 @@ pub async fn serve(conn: Conn, ctx: Arc<Ctx>, deadline: Instant) {
     let _active = Active::enter(&ctx);
     let _counted = ctx.metrics.connection(transport);
 
-    let close = if ctx.active() > ctx.limits.max_connections {
+    let (turn, refused) = match ticket {
+        Ticket::Admitted(turn) => (turn, None),
+        Ticket::Refused(after, turn) => (turn, Some(after)),
+    };
+    let mut turn = Some(turn);
+    let close = if let Some(after) = refused {
+        // Before `Hello` is read: a refused login costs the edge its
+        // handshake and nothing more.
+        ctx.metrics.logins_refused.inc();
+        Close::Goodbye(
+            Code::Overloaded,
+            after.as_millis() as u64,
+            "too many logins at once; retry after retry_after_ms".into(),
+        )
+    } else if ctx.active() > ctx.limits.max_connections {
         Close::Goodbye(
             Code::Overloaded,
             ctx.retry_after_ms(),
@@ -120,6 +135,8 @@ pub async fn serve(conn: Conn, ctx: Arc<Ctx>, deadline: Instant) {
                     close
                 }
                 Ok((mut s, rx, early)) => {
+                    // Welcomed: the next login may start.
+                    turn = None;
                     let close = s.run(&mut reader, rx, early, &gone).await;
                     s.finish();
                     close
@@ -127,6 +144,7 @@ pub async fn serve(conn: Conn, ctx: Arc<Ctx>, deadline: Instant) {
             },
         }
     };
+    drop(turn);
     match close.code() {
         // At shutdown every session says so; one line for all is in lib.rs.
         Some(Code::ShuttingDown) | None => tracing::debug!("closed"),

@@ -103,7 +103,19 @@ pub(crate) struct Session {
     pub(crate) token: String,
     pub(crate) peer: Option<String>,
     pub(crate) fault: Option<Fault>,
+    /// This session's QUIC address validation tokens (NEW_TOKEN), presented
+    /// when it dials again, as a phone would: one store per session, since
+    /// a token is good once.
+    pub(crate) tokens: Arc<quinn::TokenMemoryCache>,
 }
+
+/// Sessions per client QUIC endpoint: each endpoint is one UDP socket and
+/// one driver task, which must not become the load generator's own
+/// bottleneck (one socket for 19,000 sessions dropped datagrams in its
+/// kernel receive buffer).
+const SESSIONS_PER_ENDPOINT: usize = 1000;
+/// Client QUIC endpoints at most.
+const MAX_ENDPOINTS: usize = 32;
 
 type Reader = FrameReader<Box<dyn AsyncRead + Send + Unpin>>;
 type Writer = Box<dyn AsyncWrite + Send + Unpin>;
@@ -142,7 +154,8 @@ pub(crate) struct Dialer {
     addr: SocketAddr,
     name: ServerName<'static>,
     tls: Option<TlsConnector>,
-    quic: Option<quinn::Endpoint>,
+    quic: Vec<quinn::Endpoint>,
+    quic_config: Option<quinn::ClientConfig>,
     /// Source addresses for TCP, taken in turn (empty: the kernel's choice).
     sources: Vec<IpAddr>,
 }
@@ -154,30 +167,37 @@ impl Dialer {
         roots: &[CertificateDer<'static>],
         name: &str,
         sources: Vec<IpAddr>,
+        sessions: usize,
     ) -> anyhow::Result<Self> {
         let cfg = common::tls::client_config(roots, &[ALPN])?;
-        let (tls, endpoint) = if quic {
+        let (tls, endpoints, quic_config) = if quic {
             let local: SocketAddr = match addr {
                 SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
                 SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
             };
-            let mut e = quinn::Endpoint::client(local)?;
-            e.set_default_client_config(common::tls::quic_client_config(cfg)?);
-            (None, Some(e))
+            let n = sessions
+                .div_ceil(SESSIONS_PER_ENDPOINT)
+                .clamp(1, MAX_ENDPOINTS);
+            let endpoints = (0..n)
+                .map(|_| quinn::Endpoint::client(local))
+                .collect::<Result<Vec<_>, _>>()?;
+            let c = common::tls::quic_client_config(cfg)?;
+            (None, endpoints, Some(c))
         } else {
-            (Some(TlsConnector::from(Arc::new(cfg))), None)
+            (Some(TlsConnector::from(Arc::new(cfg))), Vec::new(), None)
         };
         Ok(Self {
             addr,
             name: ServerName::try_from(name.to_string())?,
             tls,
-            quic: endpoint,
+            quic: endpoints,
+            quic_config,
             sources,
         })
     }
 
-    async fn dial(&self, token: &str, index: usize) -> Result<Conn, DialError> {
-        match tokio::time::timeout(DIAL_TIMEOUT, self.dial_inner(token, index)).await {
+    async fn dial(&self, s: &Session) -> Result<Conn, DialError> {
+        match tokio::time::timeout(DIAL_TIMEOUT, self.dial_inner(s)).await {
             Ok(r) => r,
             Err(_) => Err(DialError::Failed(format!(
                 "no Welcome within {DIAL_TIMEOUT:?}"
@@ -185,7 +205,8 @@ impl Dialer {
         }
     }
 
-    async fn dial_inner(&self, token: &str, index: usize) -> Result<Conn, DialError> {
+    async fn dial_inner(&self, s: &Session) -> Result<Conn, DialError> {
+        let (token, index) = (s.token.as_str(), s.index);
         let failed = |e: &dyn std::fmt::Display| DialError::Failed(e.to_string());
         let (reader, writer, quic): (Box<dyn AsyncRead + Send + Unpin>, Writer, _) =
             if let Some(tls) = &self.tls {
@@ -207,13 +228,18 @@ impl Dialer {
                 let (r, w) = tokio::io::split(s);
                 (Box::new(r), Box::new(w), None)
             } else {
-                let endpoint = self.quic.as_ref().expect("a QUIC dialer has an endpoint");
+                let endpoint = &self.quic[index % self.quic.len()];
+                let mut cfg = self
+                    .quic_config
+                    .clone()
+                    .expect("a QUIC dialer has a client config");
+                cfg.token_store(s.tokens.clone());
                 let name = match &self.name {
                     ServerName::DnsName(n) => n.as_ref().to_string(),
                     other => format!("{other:?}"),
                 };
                 let conn = endpoint
-                    .connect(self.addr, &name)
+                    .connect_with(cfg, self.addr, &name)
                     .map_err(|e| failed(&e))?
                     .await
                     .map_err(|e| failed(&e))?;
@@ -249,9 +275,14 @@ impl Dialer {
 
     /// Lets the QUIC endpoint tell the server its connections are gone.
     pub(crate) async fn close(&self) {
-        if let Some(e) = &self.quic {
-            let _ = tokio::time::timeout(Duration::from_secs(2), e.wait_idle()).await;
-        }
+        let idle = futures_idle(&self.quic);
+        let _ = tokio::time::timeout(Duration::from_secs(2), idle).await;
+    }
+}
+
+async fn futures_idle(endpoints: &[quinn::Endpoint]) {
+    for e in endpoints {
+        e.wait_idle().await;
     }
 }
 
@@ -292,7 +323,7 @@ pub(crate) async fn run(mut s: Session, mut rx: mpsc::Receiver<Cmd>, sh: Arc<Sha
     loop {
         let permit = sh.dialing.acquire().await;
         let t0 = Instant::now();
-        let dialed = sh.dialer.dial(&s.token, s.index).await;
+        let dialed = sh.dialer.dial(&s).await;
         drop(permit);
         let wait = match dialed {
             Ok(mut conn) => {

@@ -184,7 +184,14 @@ pub(crate) async fn run(args: &BenchArgs, id: WorkerId) -> anyhow::Result<ExitCo
     let sources = (1..=args.source_addresses)
         .map(|i| std::net::IpAddr::from([127, 0, 0, i]))
         .collect();
-    let dialer = Dialer::new(addr, quic, &roots, crate::dev::SERVER_NAME, sources)?;
+    let dialer = Dialer::new(
+        addr,
+        quic,
+        &roots,
+        crate::dev::SERVER_NAME,
+        sources,
+        args.sessions.div_ceil(id.of),
+    )?;
     let sh = Arc::new(Shared {
         dialer,
         counters: Counters::default(),
@@ -225,12 +232,14 @@ pub(crate) async fn run(args: &BenchArgs, id: WorkerId) -> anyhow::Result<ExitCo
             token: token(2 * p)?,
             peer: Some(user(&id.run, 2 * p + 1)),
             fault: (fault && p == 0).then(Fault::default),
+            tokens: Arc::new(quinn::TokenMemoryCache::new(1, 2)),
         };
         let receiver = Session {
             index: 2 * p + 1,
             token: token(2 * p + 1)?,
             peer: None,
             fault: None,
+            tokens: Arc::new(quinn::TokenMemoryCache::new(1, 2)),
         };
         sessions.push((sender, receiver));
     }
