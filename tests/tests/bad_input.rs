@@ -258,7 +258,7 @@ async fn bad_input_gets_documented_errors_and_loses_nothing() {
 async fn silent_connections_are_closed_by_the_timeouts() {
     let d = Deployment::start_with(|chat| {
         chat.push_str(
-            "[limits]\nauth_timeout = \"300ms\"\nidle_timeout = \"600ms\"\nkeepalive = \"200ms\"\n",
+            "[limits]\nauth_timeout = \"300ms\"\nidle_timeout = \"600ms\"\nkeepalive = \"200ms\"\nlogin_queue_wait = \"100ms\"\n",
         );
     })
     .await;
