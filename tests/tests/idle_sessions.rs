@@ -19,10 +19,13 @@ use tokio::io::AsyncWriteExt;
 
 type Tls = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
 
-/// Big enough that the writer's batch outgrows its first buffer, and that a
-/// few of them fill the receiver's small socket buffer.
+/// Big enough that the writer's batch outgrows its first buffer; and so
+/// many (4.8 MB, under the push window of 256) that they fill the receiver's
+/// small socket buffer and the edge's send buffer even at its largest
+/// (`net.ipv4.tcp_wmem` autotunes it up to 4 MiB here): with 40 the writer
+/// sometimes never blocked, and the gauge's busy moment was missed.
 const BODY: usize = 20_000;
-const MESSAGES: usize = 40;
+const MESSAGES: usize = 240;
 
 const GAUGE: &str = "wa_chat_session_buffer_bytes";
 
