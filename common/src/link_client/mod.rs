@@ -151,30 +151,50 @@ impl LinkClient {
         let Some(first) = members.first() else {
             return Ok(Vec::new());
         };
+        self.per_user(
+            first,
+            |req, epoch| {
+                link_up::Kind::GroupDeliver(crate::link::GroupDeliver {
+                    req,
+                    epoch,
+                    envelope: Some(envelope.clone()),
+                    members: members.clone(),
+                })
+            },
+            |answer| match answer {
+                link_down::Kind::GroupDelivered(r) => Some((r.code, r.codes)),
+                _ => None,
+            },
+        )
+        .await
+    }
+
+    /// Sends `make(req, epoch)` about users at the home of `first` and
+    /// returns the code per user that `codes` finds in the answer beside
+    /// the answer's own code; a home that says it is not the one (or cannot
+    /// be reached while the map file names another) makes it read the map
+    /// and send again there, as [`LinkClient::routed`] does.
+    async fn per_user(
+        &self,
+        first: &str,
+        make: impl Fn(u64, u64) -> link_up::Kind,
+        codes: impl Fn(link_down::Kind) -> Option<(u32, Vec<u32>)>,
+    ) -> Result<Vec<u32>, LinkClientError> {
         let mut attempt = 0;
         loop {
             let map = self.map();
             let island = map.home(first).clone();
-            let answer = self
-                .request(&island, |req| {
-                    link_up::Kind::GroupDeliver(crate::link::GroupDeliver {
-                        req,
-                        epoch: map.epoch,
-                        envelope: Some(envelope.clone()),
-                        members: members.clone(),
-                    })
-                })
-                .await;
-            match answer {
-                Ok(link_down::Kind::GroupDelivered(r)) if r.code == 0 => return Ok(r.codes),
-                Ok(link_down::Kind::GroupDelivered(r)) => {
-                    if self.reload_after(r.code, attempt).await {
+            let answer = self.request(&island, |req| make(req, map.epoch)).await;
+            match answer.map(&codes) {
+                Ok(Some((0, c))) => return Ok(c),
+                Ok(Some((code, _))) => {
+                    if self.reload_after(code, attempt).await {
                         attempt += 1;
                         continue;
                     }
-                    return Err(LinkClientError::Refused { code: r.code });
+                    return Err(LinkClientError::Refused { code });
                 }
-                Ok(_) => return Err(internal()),
+                Ok(None) => return Err(internal()),
                 Err(e @ LinkClientError::Connect { .. }) => {
                     if attempt < REROUTE_ATTEMPTS && self.map_moved() {
                         attempt += 1;
@@ -199,41 +219,23 @@ impl LinkClient {
         let Some(first) = users.first() else {
             return Ok(Vec::new());
         };
-        let mut attempt = 0;
-        loop {
-            let map = self.map();
-            let island = map.home(first).clone();
-            let answer = self
-                .request(&island, |req| {
-                    link_up::Kind::CountGroups(crate::link::CountGroups {
-                        req,
-                        epoch: map.epoch,
-                        group: group.to_owned(),
-                        users: users.clone(),
-                        join,
-                    })
+        self.per_user(
+            first,
+            |req, epoch| {
+                link_up::Kind::CountGroups(crate::link::CountGroups {
+                    req,
+                    epoch,
+                    group: group.to_owned(),
+                    users: users.clone(),
+                    join,
                 })
-                .await;
-            match answer {
-                Ok(link_down::Kind::GroupsCounted(r)) if r.code == 0 => return Ok(r.codes),
-                Ok(link_down::Kind::GroupsCounted(r)) => {
-                    if self.reload_after(r.code, attempt).await {
-                        attempt += 1;
-                        continue;
-                    }
-                    return Err(LinkClientError::Refused { code: r.code });
-                }
-                Ok(_) => return Err(internal()),
-                Err(e @ LinkClientError::Connect { .. }) => {
-                    if attempt < REROUTE_ATTEMPTS && self.map_moved() {
-                        attempt += 1;
-                        continue;
-                    }
-                    return Err(e);
-                }
-                Err(e) => return Err(e),
-            }
-        }
+            },
+            |answer| match answer {
+                link_down::Kind::GroupsCounted(r) => Some((r.code, r.codes)),
+                _ => None,
+            },
+        )
+        .await
     }
 
     /// A group request `up` (its `req` and `epoch` filled in here) at the
