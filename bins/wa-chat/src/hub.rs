@@ -359,22 +359,28 @@ mod tests {
         assert!(hub.slowest().is_none(), "none left holding deliveries");
     }
 
+    /// A session of `user`'s `device` registered in `hub` (no outbound
+    /// queue): its id, its handle and its inbox.
+    fn session(hub: &Hub, user: &str, device: u32) -> (u64, Handle, crate::inbox::Receiver) {
+        let (tx, rx) = crate::inbox::channel(4);
+        let h = Handle {
+            tx,
+            kill: Arc::new(Kill::default()),
+        };
+        let info = SessionInfo {
+            user: user.into(),
+            device,
+            since_ms: 0,
+        };
+        (hub.register(h.clone(), info, None), h, rx)
+    }
+
     #[test]
     fn kick_ends_the_sessions_of_one_user_or_one_device() {
         let hub = Hub::new();
         let mut handles = Vec::new();
         for (user, device) in [("alice", 1), ("alice", 2), ("bob", 1)] {
-            let (tx, _rx) = crate::inbox::channel(1);
-            let h = Handle {
-                tx,
-                kill: Arc::new(Kill::default()),
-            };
-            let info = SessionInfo {
-                user: user.into(),
-                device,
-                since_ms: 0,
-            };
-            hub.register(h.clone(), info, None);
+            let (_, h, _rx) = session(&hub, user, device);
             handles.push(h);
         }
         assert_eq!(hub.kick("alice", Some(2), Code::Unavailable), 1);
@@ -394,17 +400,8 @@ mod tests {
         let mut queues = Vec::new();
         let mut ids = Vec::new();
         for (user, device) in [("alice", 1), ("alice", 2), ("bob", 1), ("alice", 1)] {
-            let (tx, rx) = crate::inbox::channel(4);
-            let h = Handle {
-                tx,
-                kill: Arc::new(Kill::default()),
-            };
-            let info = SessionInfo {
-                user: user.into(),
-                device,
-                since_ms: 0,
-            };
-            ids.push(hub.register(h, info, None));
+            let (id, _, rx) = session(&hub, user, device);
+            ids.push(id);
             queues.push(rx);
         }
         let mut asked = hub.drain_others(ids[3], "alice", 1);
