@@ -52,6 +52,8 @@ pub mod rlimit;
 #[cfg(feature = "service")]
 pub mod service;
 #[cfg(feature = "net")]
+pub mod timer;
+#[cfg(feature = "net")]
 pub mod tls;
 #[cfg(feature = "net")]
 pub mod wire;

@@ -24,6 +24,7 @@ use common::link_dial::{Dialed, Dialer};
 use common::link_keeper::{LinkKeeper, Redial};
 use common::link_liveness::{Beat, Liveness};
 use common::proto::{Code, Envelope};
+use common::timer::sleep_until_some;
 use common::wire::FrameReader;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -598,13 +599,5 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 tracing::debug!("unexpected key-value, revoke or replication frame ignored")
             }
         }
-    }
-}
-
-/// Sleeps until `at`, or forever without one.
-async fn sleep_until_some(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }

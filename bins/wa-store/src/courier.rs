@@ -94,14 +94,6 @@ pub struct Aggregation {
     pub max: usize,
 }
 
-/// Waits until `at`, or for ever if `None`.
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at.into()).await,
-        None => std::future::pending().await,
-    }
-}
-
 /// What every errand needs.
 struct Courier {
     home: Home,
@@ -162,7 +154,7 @@ pub async fn run(
                 Some(e) => Some(e),
                 None => break,
             },
-            () = sleep_until(deadline) => None,
+            () = common::timer::sleep_until_some(deadline.map(Into::into)) => None,
             () = stop.cancelled() => break,
         };
         let now = Instant::now();

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use crate::timer::sleep_until_some;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::{TryRecvError, TrySendError};
@@ -854,12 +855,5 @@ fn ending(code: Option<Code>, reason: String, retry_after: Option<Duration>) -> 
             reason,
             retry_after,
         },
-    }
-}
-
-async fn sleep_until_some(t: Option<Instant>) {
-    match t {
-        Some(t) => tokio::time::sleep_until(t).await,
-        None => std::future::pending().await,
     }
 }

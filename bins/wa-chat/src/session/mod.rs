@@ -29,6 +29,7 @@ use common::proto::limits::{MAX_BATCH, MAX_FRAME};
 use common::proto::{
     ClientFrame, Code, Error, Presence, ServerFrame, TypingEvent, client_frame, server_frame,
 };
+use common::timer::sleep_until_some;
 use common::wire::FrameReader;
 use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
@@ -223,14 +224,6 @@ struct Session {
 }
 
 type Step = Result<(), Close>;
-
-/// Sleeps until `at`, or forever without one.
-async fn sleep_until_some(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
 
 fn frame(k: server_frame::Kind) -> ServerFrame {
     ServerFrame { kind: Some(k) }
