@@ -216,6 +216,19 @@ async fn bad_input_gets_documented_errors_and_loses_nothing() {
         assert_eq!(e.id, id, "the error names the refused message");
         still_open(&mut r).await;
     }
+    // A read receipt naming something that is not a group: the same.
+    let read = enc(client_frame::Kind::MarkRead(common::proto::MarkRead {
+        id: id.clone(),
+        to: "bob".into(),
+        ids: vec![id.clone()],
+        group: "not a group".into(),
+    }));
+    r.get_mut().write_all(&read).await.unwrap();
+    let server_frame::Kind::Error(e) = expect_error(&mut r, Code::BadRecipient).await else {
+        unreachable!()
+    };
+    assert_eq!(e.id, id);
+    still_open(&mut r).await;
     // A bad message id is refused too, and the connection kept.
     let send = enc(client_frame::Kind::Send(Send {
         id: Bytes::from_static(b"short"),

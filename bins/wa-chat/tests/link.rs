@@ -289,6 +289,7 @@ async fn acks_go_to_the_home_as_they_are_and_read_receipts_travel_like_sends() {
             id: id(3),
             to: "alice".into(),
             ids: vec![id(1)],
+            group: String::new(),
         }),
     )
     .await;

@@ -1,21 +1,27 @@
-//! Delivered receipts of group messages, aggregated on their way out of a
-//! member's home (docs/PROTOCOL.md "Group receipts").
+//! Receipts of group messages, aggregated (docs/PROTOCOL.md "Group
+//! receipts").
 //!
 //! Every member's ack of a group copy makes one delivered receipt for the
-//! message's sender (`home::shard::ack`). A 1,000-member group would send
-//! its sender 1,000 items per message; instead, the courier hands each
-//! such receipt to a [`Coalescer`], which gathers those bound for the same
-//! sender, about the same group, into one batch, and lets it go as one
-//! errand (one item in the sender's mailbox: `Receipt.members` says which
-//! member has which ids) when the batch holds `max` ids or is `window` old,
-//! whichever comes first. One-to-one receipts pass through untouched.
+//! message's sender (`home::shard::ack`), and every member who reads it
+//! sends one read receipt (`MarkRead` with its group, which reaches the
+//! sender's home as `Op::Gather`). A 1,000-member group would send its
+//! sender 2,000 items per message; instead, the courier hands each such
+//! receipt to a [`Coalescer`], which gathers those bound for the same
+//! sender, about the same group, of the same kind, into one batch, and
+//! lets it go as one errand (one item in the sender's mailbox:
+//! `Receipt.members` says which member has which ids) when the batch holds
+//! `max` ids or is `window` old, whichever comes first. Delivered receipts
+//! are gathered at each member's home, read receipts at the sender's home.
+//! One-to-one receipts pass through untouched.
 //!
 //! A pure state machine: errands in, errands out, time given by the
-//! caller. Nothing is acknowledged here: the items a batch was made for
-//! stay in their mailboxes (waiting in `acked`) until the courier has
-//! stored the batch and reports each of them stored (`Op::ReceiptStored`),
-//! so a crash while a batch is open loses nothing; the items are delivered
-//! and acknowledged again.
+//! caller. Nothing is acknowledged here: the items a delivered batch was
+//! made for stay in their mailboxes (waiting in `acked`) until the courier
+//! has stored the batch and reports each of them stored
+//! (`Op::ReceiptStored`), so a crash while a batch is open loses nothing;
+//! the items are delivered and acknowledged again. The `MarkRead`s a read
+//! batch was made for are answered only once it is stored; a crash leaves
+//! them unanswered, and their clients send them again.
 //!
 //! Bounded: at most `max` ids per batch and [`MAX_OPEN`] open batches (the
 //! oldest goes early beyond that), each for at most `window`.
@@ -27,6 +33,7 @@ use bytes::Bytes;
 use common::proto::{Envelope, MemberReceipt, Receipt, ReceiptKind, envelope};
 
 use crate::courier::Errand;
+use crate::home::LinkTx;
 
 /// Most batches open at once (different senders or groups).
 pub const MAX_OPEN: usize = 4096;
@@ -47,7 +54,11 @@ struct Batch {
     /// the same item (and so the same dedupe key) however they came.
     entries: BTreeMap<(String, u32), Vec<Bytes>>,
     ids: usize,
+    /// The first errand offered, while it is the only one: a batch of one
+    /// goes as that errand's own envelope, as without aggregation.
+    only: Option<Envelope>,
     sources: Vec<(String, u64)>,
+    waiters: Vec<(LinkTx, u64)>,
 }
 
 /// Gathers group delivered receipts per (sender, group); see the module.
@@ -89,7 +100,6 @@ impl Coalescer {
             out.extend(self.pop_oldest());
         }
         let batch = match self.open.get_mut(&key) {
-            Some(b) => b,
             None => {
                 let number = self.next;
                 self.next += 1;
@@ -99,8 +109,14 @@ impl Coalescer {
                     number,
                     entries: BTreeMap::new(),
                     ids: 0,
+                    only: Some(e.envelope.clone()),
                     sources: Vec::new(),
+                    waiters: Vec::new(),
                 })
+            }
+            Some(b) => {
+                b.only = None;
+                b
             }
         };
         batch.ids += ids.len();
@@ -111,6 +127,7 @@ impl Coalescer {
             }
         }
         batch.sources.extend(e.from);
+        batch.waiters.extend(e.waiters);
         if batch.ids >= self.max {
             let b = self.open.remove(&key).expect("just used");
             out.push(seal(key, b));
@@ -160,15 +177,25 @@ impl Coalescer {
     }
 }
 
-/// A group delivered receipt's batch key and its one member's part.
+/// Whether `envelope` is a receipt this module aggregates: a single
+/// member's delivered or read receipt of group messages.
+pub fn gathers(envelope: &Envelope) -> bool {
+    let Some(envelope::Content::Receipt(r)) = &envelope.content else {
+        return false;
+    };
+    let kind_ok = r.kind == ReceiptKind::Delivered as i32 || r.kind == ReceiptKind::Read as i32;
+    !envelope.group.is_empty() && kind_ok && r.members.is_empty()
+}
+
+/// A group receipt's batch key and its one member's part.
 fn coalescible(e: &Errand) -> Option<(Key, String, u32, Vec<Bytes>)> {
     let env = &e.envelope;
+    if !gathers(env) {
+        return None;
+    }
     let Some(envelope::Content::Receipt(r)) = &env.content else {
         return None;
     };
-    if env.group.is_empty() || r.kind != ReceiptKind::Delivered as i32 || !r.members.is_empty() {
-        return None;
-    }
     Some((
         Key {
             to: e.to.clone(),
@@ -181,9 +208,12 @@ fn coalescible(e: &Errand) -> Option<(Key, String, u32, Vec<Bytes>)> {
     ))
 }
 
-/// The one errand a batch becomes. A batch of one member is that member's
-/// plain receipt, as it would have been without aggregation.
+/// The one errand a batch becomes. A batch of one errand is that errand,
+/// as it would have been without aggregation.
 fn seal(key: Key, b: Batch) -> Errand {
+    if let Some(envelope) = b.only {
+        return Errand::batch(key.to, envelope, b.sources, b.waiters);
+    }
     let members: Vec<MemberReceipt> = b
         .entries
         .into_iter()
@@ -213,7 +243,7 @@ fn seal(key: Key, b: Batch) -> Errand {
         group: key.group,
         group_version: 0,
     };
-    Errand::batch(key.to, envelope, b.sources)
+    Errand::batch(key.to, envelope, b.sources, b.waiters)
 }
 
 /// The id of an aggregated receipt: a digest of what it says, so that the

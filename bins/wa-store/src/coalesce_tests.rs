@@ -8,6 +8,7 @@ use common::proto::{Envelope, Receipt, ReceiptKind, envelope};
 
 use super::{Coalescer, MAX_OPEN};
 use crate::courier::Errand;
+use crate::home::LinkTx;
 
 const WINDOW: Duration = Duration::from_millis(50);
 
@@ -34,6 +35,7 @@ fn receipt(to: &str, group: &str, member: &str, kind: ReceiptKind, ids: &[u8], s
             ..Default::default()
         },
         vec![(member.into(), seq)],
+        Vec::new(),
     )
 }
 
@@ -89,7 +91,7 @@ fn four_members_within_the_window_make_one_item_for_every_item_acked() {
 }
 
 #[test]
-fn one_to_one_and_read_receipts_pass_through_at_once() {
+fn one_to_one_receipts_pass_through_at_once() {
     let mut c = Coalescer::new(WINDOW, 256);
     let t0 = Instant::now();
     let out = c.offer(
@@ -98,9 +100,76 @@ fn one_to_one_and_read_receipts_pass_through_at_once() {
     );
     assert_eq!(out.len(), 1);
     assert!(receipt_of(&out[0]).members.is_empty());
-    let out = c.offer(receipt("alice", "g", "bob", ReceiptKind::Read, &[1], 2), t0);
+    let out = c.offer(receipt("alice", "", "bob", ReceiptKind::Read, &[1], 2), t0);
     assert_eq!(out.len(), 1);
     assert_eq!(c.open(), 0);
+}
+
+/// A member's `MarkRead` of group messages, as the sender's home gathers
+/// it: no item of its own, one request (`req`) to answer.
+fn read(to: &str, member: &str, ids: &[u8], link: &LinkTx, req: u64) -> Errand {
+    let mut e = receipt(to, "g", member, ReceiptKind::Read, ids, 0);
+    e.from.clear();
+    // (The MarkRead's own id, not a message id.)
+    e.envelope.id = Bytes::from(vec![0xee; 16]);
+    e.waiters.push((link.clone(), req));
+    e
+}
+
+#[test]
+fn read_receipts_are_gathered_apart_from_delivered_ones_and_answer_every_request() {
+    let (tx, _rx) = tokio::sync::mpsc::channel(8);
+    let link = LinkTx::new(7, tx, tokio_util::sync::CancellationToken::new());
+    let mut c = Coalescer::new(WINDOW, 256);
+    let t0 = Instant::now();
+    for (i, m) in ["dave", "bob", "carol"].iter().enumerate() {
+        assert!(
+            c.offer(read("alice", m, &[1], &link, i as u64 + 1), t0)
+                .is_empty()
+        );
+        assert!(
+            c.offer(delivered("alice", m, &[1], i as u64 + 10), t0)
+                .is_empty()
+        );
+    }
+    assert_eq!(c.open(), 2, "one batch per kind");
+    let out = c.due(t0 + WINDOW);
+    assert_eq!(out.len(), 2);
+    let reads: Vec<&Errand> = out
+        .iter()
+        .filter(|e| receipt_of(e).kind == ReceiptKind::Read as i32)
+        .collect();
+    assert_eq!(reads.len(), 1);
+    let r = receipt_of(reads[0]);
+    let members: Vec<_> = r.members.iter().map(|m| m.member.as_str()).collect();
+    assert_eq!(members, ["bob", "carol", "dave"]);
+    assert!(reads[0].from.is_empty(), "no item waits on a read receipt");
+    let mut reqs: Vec<u64> = reads[0].waiters.iter().map(|w| w.1).collect();
+    reqs.sort();
+    assert_eq!(
+        reqs,
+        [1, 2, 3],
+        "every MarkRead is answered once it is stored"
+    );
+    assert_ne!(reads[0].envelope.id, Bytes::from(vec![0xee; 16]));
+}
+
+#[test]
+fn a_lone_read_receipt_keeps_its_own_id() {
+    let (tx, _rx) = tokio::sync::mpsc::channel(8);
+    let link = LinkTx::new(7, tx, tokio_util::sync::CancellationToken::new());
+    let mut c = Coalescer::new(WINDOW, 256);
+    let t0 = Instant::now();
+    assert!(
+        c.offer(read("alice", "bob", &[1, 2], &link, 9), t0)
+            .is_empty()
+    );
+    let out = c.due(t0 + WINDOW);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].envelope.id, Bytes::from(vec![0xee; 16]));
+    assert_eq!(receipt_of(&out[0]).ids, [id(1), id(2)]);
+    assert!(receipt_of(&out[0]).members.is_empty());
+    assert_eq!(out[0].waiters.len(), 1);
 }
 
 #[test]

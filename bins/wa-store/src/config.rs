@@ -159,10 +159,12 @@ pub struct GroupsConfig {
     /// Memory for cached group records; past it the least recently used
     /// are read again from the store when next needed.
     pub record_cache: bytesize::ByteSize,
-    /// Delivered receipts of group messages bound for the same sender,
-    /// about the same group, are gathered this long at a member's home
-    /// into one item (docs/PROTOCOL.md "Group receipts"); zero sends each
-    /// on its own.
+    /// Receipts of group messages bound for the same sender, about the
+    /// same group, are gathered this long into one item (docs/PROTOCOL.md
+    /// "Group receipts"): delivered receipts at a member's home, read
+    /// receipts at the sender's home (their `MarkRead`s answered once the
+    /// item is stored); zero sends each on its own. At most 8 s, under
+    /// wa-chat's `[link] request_timeout` (10 s by default).
     #[serde(with = "humantime_serde")]
     pub receipt_window: Duration,
     /// Most message ids in one aggregated receipt; a full one goes at once.
@@ -171,6 +173,10 @@ pub struct GroupsConfig {
     /// or add beyond it is refused with `TOO_MANY_GROUPS`.
     pub max_groups_per_user: usize,
 }
+
+/// The longest `[groups] receipt_window`: a `MarkRead` waits for it, and
+/// must be answered within wa-chat's `[link] request_timeout` (10 s).
+pub const MAX_RECEIPT_WINDOW: Duration = Duration::from_secs(8);
 
 impl Default for GroupsConfig {
     fn default() -> Self {
@@ -466,8 +472,13 @@ impl Config {
         if self.groups.receipt_max > 1024 {
             errs.push("groups.receipt_max: must be at most 1024".to_string());
         }
-        if self.groups.receipt_window > Duration::from_secs(60) {
-            errs.push("groups.receipt_window: must be at most 60s".to_string());
+        if self.groups.receipt_window > MAX_RECEIPT_WINDOW {
+            errs.push(
+                "groups.receipt_window: must be at most 8s (members' MarkReads wait for it, \
+                 and wa-chat ends a session whose request waits past its \
+                 [link] request_timeout)"
+                    .to_string(),
+            );
         }
         if self.cache.sync_delay.is_zero() {
             errs.push("cache.sync_delay: must be more than zero".to_string());
@@ -613,7 +624,7 @@ level = "info"
         c.shutdown.grace = Duration::ZERO;
         c.journal.segment_size = bytesize::ByteSize::kib(4);
         c.groups.receipt_max = 1025;
-        c.groups.receipt_window = Duration::from_secs(61);
+        c.groups.receipt_window = Duration::from_secs(9);
         let e = c.validate().unwrap_err().to_string();
         for key in [
             "node",

@@ -22,8 +22,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::link::{LinkDown, link_down};
-use common::link_client::LinkClient;
+use common::link::{AppendResult, LinkDown, link_down};
+use common::link_client::{LinkClient, LinkClientError};
 use common::proto::{Code, Envelope};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -41,19 +41,33 @@ const IN_FLIGHT: usize = 4096;
 /// listeners number theirs from 1).
 const LOCAL_LINK: u64 = 0;
 
-/// One append to make at another home, and the items it came from (one,
-/// or several for receipts aggregated by the [`Coalescer`]).
+/// One append to make at another home, and what it was made for: the
+/// items it came from (one, or several for delivered receipts aggregated
+/// by the [`Coalescer`]), or the requests of members' read receipts to
+/// answer.
 pub struct Errand {
     pub(crate) to: String,
     pub(crate) envelope: Envelope,
     /// (user, seq) of each item to delete once the append is stored.
     pub(crate) from: Vec<(String, u64)>,
+    /// (link, req) of each append request to answer once it is stored.
+    pub(crate) waiters: Vec<(LinkTx, u64)>,
 }
 
 impl Errand {
-    /// An append made for the items `from`.
-    pub(crate) fn batch(to: String, envelope: Envelope, from: Vec<(String, u64)>) -> Errand {
-        Errand { to, envelope, from }
+    /// An append made for the items `from` and the requests `waiters`.
+    pub(crate) fn batch(
+        to: String,
+        envelope: Envelope,
+        from: Vec<(String, u64)>,
+        waiters: Vec<(LinkTx, u64)>,
+    ) -> Errand {
+        Errand {
+            to,
+            envelope,
+            from,
+            waiters,
+        }
     }
 }
 
@@ -70,8 +84,38 @@ impl Outbox {
                 to,
                 envelope,
                 from: vec![(user.to_owned(), seq)],
+                waiters: Vec::new(),
             })
             .is_ok()
+    }
+
+    /// Queues a member's group read receipt for `to`, to be aggregated and
+    /// appended, and the append request (`link`, `req`) answered once it is
+    /// stored. `None` once queued; if the outbox is full, the append to
+    /// make instead, alone.
+    pub fn gather(&self, link: LinkTx, req: u64, to: String, envelope: Envelope) -> Option<Op> {
+        let errand = Errand {
+            to,
+            envelope,
+            from: Vec::new(),
+            waiters: vec![(link, req)],
+        };
+        self.0.try_send(errand).err().map(|e| {
+            let Errand {
+                to,
+                envelope,
+                mut waiters,
+                ..
+            } = e.into_inner();
+            let (link, req) = waiters.pop().expect("one waiter");
+            Op::Append {
+                link,
+                req,
+                to,
+                envelope,
+                sender_generation: None,
+            }
+        })
     }
 }
 
@@ -102,7 +146,7 @@ struct Courier {
     client: Option<Arc<LinkClient>>,
     local: LinkTx,
     next_req: AtomicU64,
-    waiting: Mutex<HashMap<u64, oneshot::Sender<u32>>>,
+    waiting: Mutex<HashMap<u64, oneshot::Sender<AppendResult>>>,
     stop: CancellationToken,
 }
 
@@ -134,7 +178,7 @@ pub async fn run(
                 if let Some(link_down::Kind::AppendResult(r)) = kind
                     && let Some(w) = c.lock().remove(&r.req)
                 {
-                    let _ = w.send(r.code);
+                    let _ = w.send(r);
                 }
             }
         })
@@ -202,23 +246,43 @@ pub async fn run(
 }
 
 impl Courier {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<u32>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<AppendResult>>> {
         self.waiting.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Appends until it is stored, then has the item it came from deleted;
-    /// false if the courier stopped first.
+    /// Appends until it is stored, then has the items it came from deleted
+    /// and answers its requests; false if the courier stopped first. An
+    /// errand made only for requests (members' read receipts) is tried
+    /// once: a refusal or failure answers them with its code, and their
+    /// edges and clients retry, as for any append.
     async fn deliver(&self, e: Errand) -> bool {
-        let stored = crate::retry::until_done(&self.stop, "a delivered receipt", || async {
-            if self.ownership.current().owns(&e.to) {
-                self.append_here(&e).await
-            } else {
-                self.append_there(&e).await
+        let stored = if e.from.is_empty() {
+            match self.attempt(&e).await {
+                Ok(ts) => Ok(ts),
+                Err(f) => {
+                    tracing::debug!(to = %e.to, "group read receipts not stored: {f}");
+                    for (link, req) in e.waiters {
+                        link.send(link_down::Kind::AppendResult(AppendResult {
+                            req,
+                            code: f.code(),
+                            ..Default::default()
+                        }));
+                    }
+                    return !self.stop.is_cancelled();
+                }
             }
-        })
-        .await;
-        if stored.is_err() {
+        } else {
+            crate::retry::until_done(&self.stop, "a delivered receipt", || self.attempt(&e)).await
+        };
+        let Ok(server_ts_ms) = stored else {
             return false;
+        };
+        for (link, req) in e.waiters {
+            link.send(link_down::Kind::AppendResult(AppendResult {
+                req,
+                server_ts_ms,
+                ..Default::default()
+            }));
         }
         for (user, seq) in e.from {
             let _ = self.home.submit(Op::ReceiptStored { user, seq }).await;
@@ -226,8 +290,17 @@ impl Courier {
         true
     }
 
+    /// One try at storing the errand's append: its server time once stored.
+    async fn attempt(&self, e: &Errand) -> Result<u64, Failed> {
+        if self.ownership.current().owns(&e.to) {
+            self.append_here(e).await
+        } else {
+            self.append_there(e).await
+        }
+    }
+
     /// The local shortcut: the shards of this node, as a link would.
-    async fn append_here(&self, e: &Errand) -> Result<(), String> {
+    async fn append_here(&self, e: &Errand) -> Result<u64, Failed> {
         let req = self.next_req.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.lock().insert(req, tx);
@@ -243,29 +316,59 @@ impl Courier {
             .await;
         if submitted.is_err() {
             self.lock().remove(&req);
-            return Err("the home is shutting down".into());
+            return Err(Failed::Other("the home is shutting down".into()));
         }
-        let code = tokio::select! {
-            c = rx => c.map_err(|_| "the home dropped the append".to_string())?,
-            () = self.stop.cancelled() => return Err("stopping".into()),
+        let r = tokio::select! {
+            r = rx => r.map_err(|_| Failed::Other("the home dropped the append".into()))?,
+            () = self.stop.cancelled() => return Err(Failed::Other("stopping".into())),
         };
-        match code {
-            0 => Ok(()),
-            c => Err(format!(
-                "this home refused it: {}",
-                Code::from_u32(c).map_or_else(|| c.to_string(), |c| c.to_string())
-            )),
+        match r.code {
+            0 => Ok(r.server_ts_ms),
+            c => Err(Failed::Refused(c)),
         }
     }
 
-    async fn append_there(&self, e: &Errand) -> Result<(), String> {
+    async fn append_there(&self, e: &Errand) -> Result<u64, Failed> {
         let Some(client) = &self.client else {
-            return Err("cluster.ca is not readable, so other homes cannot be reached".into());
+            return Err(Failed::Other(
+                "cluster.ca is not readable, so other homes cannot be reached".into(),
+            ));
         };
-        client
-            .append(&e.to, e.envelope.clone())
-            .await
-            .map(|_| ())
-            .map_err(|err| err.to_string())
+        match client.append(&e.to, e.envelope.clone()).await {
+            Ok(r) => Ok(r.server_ts_ms),
+            Err(LinkClientError::Refused { code }) => Err(Failed::Refused(code)),
+            Err(err) => Err(Failed::Other(err.to_string())),
+        }
+    }
+}
+
+/// Why an append was not stored.
+enum Failed {
+    /// The home answered with this code.
+    Refused(u32),
+    /// No answer: the link, the map, or this node stopping.
+    Other(String),
+}
+
+impl Failed {
+    /// The code to answer a waiting request with.
+    fn code(&self) -> u32 {
+        match self {
+            Failed::Refused(c) => *c,
+            Failed::Other(_) => Code::Unavailable as u32,
+        }
+    }
+}
+
+impl std::fmt::Display for Failed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failed::Refused(c) => write!(
+                f,
+                "the home refused it: {}",
+                Code::from_u32(*c).map_or_else(|| c.to_string(), |c| c.to_string())
+            ),
+            Failed::Other(reason) => f.write_str(reason),
+        }
     }
 }

@@ -386,12 +386,22 @@ async fn read_loop<R: AsyncRead + Unpin>(
                         && !a.handoff
                         && ctx.ownership.current().owns(&envelope.from))
                     .then_some(a.from_generation);
-                    Op::Append {
-                        link: link.clone(),
-                        req: a.req,
-                        to: a.to,
-                        envelope,
-                        sender_generation,
+                    if !a.handoff && gathered_read(&a.to, &envelope) {
+                        Op::Gather {
+                            link: link.clone(),
+                            req: a.req,
+                            to: a.to,
+                            envelope,
+                            sender_generation,
+                        }
+                    } else {
+                        Op::Append {
+                            link: link.clone(),
+                            req: a.req,
+                            to: a.to,
+                            envelope,
+                            sender_generation,
+                        }
                     }
                 }
                 None => {
@@ -661,4 +671,17 @@ pub(crate) async fn refill(link: LinkTx, home: Home, dead: CancellationToken) {
             return;
         }
     }
+}
+
+/// Whether an edge's append is a member's read receipt of group messages,
+/// which the courier aggregates with the other members' before it is
+/// stored (`Op::Gather`); anything malformed goes the plain way, to be
+/// refused with its code.
+fn gathered_read(to: &str, envelope: &common::proto::Envelope) -> bool {
+    use common::proto::{ItemKind, ids};
+    envelope.item_kind() == ItemKind::Read
+        && crate::coalesce::gathers(envelope)
+        && ids::valid_user_id(to)
+        && ids::valid_user_id(&envelope.from)
+        && ids::valid_message_id(&envelope.id)
 }

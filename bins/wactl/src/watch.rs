@@ -103,7 +103,7 @@ pub(crate) async fn run(args: &WatchArgs) -> anyhow::Result<ExitCode> {
                 client.ack(&[seq]).await.context("cannot acknowledge")?;
                 if args.read {
                     client
-                        .mark_read(&from, &[id])
+                        .mark_read_in_group(&group, &from, &[id])
                         .await
                         .context("cannot mark read")?;
                 }

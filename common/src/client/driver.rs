@@ -59,6 +59,8 @@ pub(crate) enum Command {
         id: MessageId,
         to: String,
         ids: Vec<MessageId>,
+        /// The group of the messages ("" for one-to-one).
+        group: String,
     },
     SendMedia {
         id: MessageId,
@@ -160,11 +162,24 @@ enum Outcome {
 
 #[derive(Debug)]
 enum Item {
-    Send { to: String, body: Bytes },
-    MarkRead { to: String, ids: Vec<MessageId> },
-    SendMedia { to: String, media: Box<Media> },
+    Send {
+        to: String,
+        body: Bytes,
+    },
+    MarkRead {
+        to: String,
+        ids: Vec<MessageId>,
+        group: String,
+    },
+    SendMedia {
+        to: String,
+        media: Box<Media>,
+    },
     Group(crate::proto::GroupRequest),
-    SendGroup { group: String, body: Bytes },
+    SendGroup {
+        group: String,
+        body: Bytes,
+    },
     SetPush(Box<SetPushEndpoint>),
 }
 
@@ -186,10 +201,11 @@ impl Pending {
                 to: to.clone(),
                 body: body.clone(),
             }),
-            Item::MarkRead { to, ids } => client_frame::Kind::MarkRead(MarkRead {
+            Item::MarkRead { to, ids, group } => client_frame::Kind::MarkRead(MarkRead {
                 id,
                 to: to.clone(),
                 ids: ids.iter().map(|i| Bytes::copy_from_slice(i)).collect(),
+                group: group.clone(),
             }),
             Item::SendMedia { to, media } => client_frame::Kind::SendMedia(SendMedia {
                 id,
@@ -700,7 +716,9 @@ impl Driver {
     fn command(&mut self, cmd: Command, mut conn: Option<&mut Conn>) {
         match cmd {
             Command::Send { id, to, body } => self.add(id, Item::Send { to, body }, conn),
-            Command::MarkRead { id, to, ids } => self.add(id, Item::MarkRead { to, ids }, conn),
+            Command::MarkRead { id, to, ids, group } => {
+                self.add(id, Item::MarkRead { to, ids, group }, conn)
+            }
             Command::SetPush { id, endpoint } => self.add(id, Item::SetPush(endpoint), conn),
             Command::SendMedia { id, to, media } => {
                 self.add(id, Item::SendMedia { to, media }, conn)

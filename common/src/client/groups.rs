@@ -81,6 +81,20 @@ impl Client {
         self.group_op(GroupOp::Info, group, &[], "").await
     }
 
+    /// Tells `to` that its messages `ids` in `group` were read: like
+    /// [`Client::mark_read`], but the sender's home aggregates the members'
+    /// read receipts of a group (docs/PROTOCOL.md "Group receipts"), so the
+    /// sender gets one item for many readers. Returns the receipt's id.
+    pub async fn mark_read_in_group(
+        &self,
+        group: &str,
+        to: &str,
+        ids: &[MessageId],
+    ) -> Result<MessageId, ClientError> {
+        check_group(group)?;
+        self.mark_read_as(to, ids, group.to_owned()).await
+    }
+
     /// Sends `body` to every member of `group`, answered like
     /// [`Client::send`]; `NOT_A_MEMBER` if this user is not one (any more).
     pub async fn send_group(&self, group: &str, body: Bytes) -> Result<MessageId, ClientError> {

@@ -190,6 +190,16 @@ impl Client {
     /// Tells `to` that its messages `ids` were read (blue ticks). Returns the
     /// receipt's own id, which is answered like a send.
     pub async fn mark_read(&self, to: &str, ids: &[MessageId]) -> Result<MessageId, ClientError> {
+        self.mark_read_as(to, ids, String::new()).await
+    }
+
+    /// [`Client::mark_read`] or, with a group, `mark_read_in_group`.
+    pub(super) async fn mark_read_as(
+        &self,
+        to: &str,
+        ids: &[MessageId],
+        group: String,
+    ) -> Result<MessageId, ClientError> {
         check_user(to)?;
         if ids.len() > MAX_BATCH {
             return Err(ClientError::TooManyIds {
@@ -202,6 +212,7 @@ impl Client {
             id,
             to: to.to_string(),
             ids: ids.to_vec(),
+            group,
         })
         .await?;
         Ok(id)

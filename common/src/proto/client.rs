@@ -112,6 +112,11 @@ pub struct MarkRead {
     pub to: String,
     #[prost(bytes = "bytes", repeated, tag = "3")]
     pub ids: Vec<Bytes>,
+    /// The group the messages were sent to, when they are group messages
+    /// (empty otherwise): the sender's home then aggregates the members'
+    /// read receipts (docs/PROTOCOL.md "Group receipts").
+    #[prost(string, tag = "4")]
+    pub group: String,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]

@@ -265,7 +265,7 @@ pub async fn five_members(names: [&str; 5], cfg: impl Fn(&str) -> ClientConfig) 
         m.messages(3).await;
         assert_eq!(m.seen.bodies(), texts, "{}", m.name);
         assert!(m.seen.messages.iter().all(|x| x.0 == group && x.1 == a));
-        let read = m.client.mark_read(a, &ids).await.unwrap();
+        let read = m.client.mark_read_in_group(&group, a, &ids).await.unwrap();
         m.accepted(read).await;
     }
     // The events of the group so far: created (b, c), added (dd).
@@ -317,7 +317,11 @@ pub async fn five_members(names: [&str; 5], cfg: impl Fn(&str) -> ClientConfig) 
     assert_eq!(erin.seen.bodies(), texts);
     let ops: Vec<_> = erin.seen.events.iter().map(|e| e.2.op()).collect();
     assert_eq!(ops, [GroupOp::Add]);
-    let read = erin.client.mark_read(a, &ids).await.unwrap();
+    let read = erin
+        .client
+        .mark_read_in_group(&group, a, &ids)
+        .await
+        .unwrap();
     erin.accepted(read).await;
 
     let mut alice = Member::connect(a, cfg(a)).await;

@@ -236,12 +236,22 @@ impl Session {
                 0,
             );
         }
+        if !m.group.is_empty() && !common::group::valid_group_id(&m.group) {
+            return self.refuse(
+                Code::BadRecipient,
+                m.id,
+                "MarkRead.group is not a valid group id",
+                0,
+            );
+        }
         let receipt = Receipt {
             kind: ReceiptKind::Read as i32,
             ids: m.ids,
             members: Vec::new(),
         };
-        let envelope = self.envelope(m.id.clone(), envelope::Content::Receipt(receipt));
+        let mut envelope = self.envelope(m.id.clone(), envelope::Content::Receipt(receipt));
+        // (The sender's home aggregates group read receipts by it.)
+        envelope.group = m.group;
         self.client_append(&m.to, envelope, m.id)
     }
 

@@ -98,6 +98,17 @@ pub enum Op {
         /// sender and an edge sent the append).
         sender_generation: Option<u32>,
     },
+    /// A member's read receipt of group messages, for `to` (their sender):
+    /// checked like an append, then aggregated with the other members'
+    /// by the courier and appended as one item, answered once that is
+    /// stored (docs/PROTOCOL.md "Group receipts").
+    Gather {
+        link: LinkTx,
+        req: u64,
+        to: String,
+        envelope: Envelope,
+        sender_generation: Option<u32>,
+    },
     Attach {
         link: LinkTx,
         session: u64,
@@ -265,7 +276,7 @@ pub struct Limits {
 impl Op {
     fn user(&self) -> Option<&str> {
         match self {
-            Op::Append { to, .. } => Some(to),
+            Op::Append { to, .. } | Op::Gather { to, .. } => Some(to),
             Op::Attach { user, .. }
             | Op::Detach { user, .. }
             | Op::Ack { user, .. }

@@ -51,6 +51,17 @@ pub(in crate::home) enum Effect {
         user: String,
         seq: u64,
     },
+    /// A member's group read receipt, checked, for the courier to
+    /// aggregate with others for `to` and append; the answer to (`link`,
+    /// `req`) goes out once the aggregated item is stored. If the courier's
+    /// queue is full (or there is none), the dispatcher appends it alone
+    /// (`Op::Append`), as it would have been without aggregation.
+    Gather {
+        link: LinkTx,
+        req: u64,
+        to: String,
+        envelope: Envelope,
+    },
     /// An item landed for `user` while `device`, which has a push endpoint,
     /// has no live session: the push queue wakes it (coalesced, paced).
     Wake { user: String, device: u32 },
@@ -112,6 +123,21 @@ impl Effect {
                 tracing::debug!(seq, "receipt queue full; the item is delivered again later");
                 Some(Op::ReceiptRefused { user, seq })
             }
+            Effect::Gather {
+                link,
+                req,
+                to,
+                envelope,
+            } => match outbox {
+                Some(o) => o.gather(link, req, to, envelope),
+                None => Some(Op::Append {
+                    link,
+                    req,
+                    to,
+                    envelope,
+                    sender_generation: None,
+                }),
+            },
             Effect::Push {
                 link,
                 session,

@@ -41,6 +41,7 @@ fn summary(e: &Effect) -> (u64, &'static str, u64, u64) {
             link, session, seq, ..
         } => (link.id, "Push", *session, *seq),
         Effect::Receipt { seq, .. } => (0, "Receipt", 0, *seq),
+        Effect::Gather { link, req, .. } => (link.id, "Gather", *req, 0),
         Effect::Wake { device, .. } => (0, "Wake", 0, u64::from(*device)),
         Effect::Unwake { device, .. } => (0, "Unwake", 0, u64::from(*device)),
         Effect::Unowed { device, .. } => (0, "Unowed", 0, u64::from(*device)),
@@ -287,6 +288,30 @@ async fn writes_for_a_user_the_map_moved_away_are_refused_wrong_home() {
         [(1, 0), (3, 0), (4, wrong_home), (5, wrong_home)],
         "the append queued before the map change is stored"
     );
+
+    // A member's group read receipt is checked like an append, then handed
+    // on to be gathered (nothing queued for a flush: the courier appends
+    // the aggregated item).
+    let read = |req: u64, to: &str| {
+        let mut envelope = message("ann", &[req as u8; common::proto::limits::ID_LEN]);
+        envelope.group = "g".into();
+        envelope.content = Some(Content::Receipt(common::proto::Receipt {
+            kind: common::proto::ReceiptKind::Read as i32,
+            ids: vec![Bytes::from_static(&[9; common::proto::limits::ID_LEN])],
+            members: Vec::new(),
+        }));
+        Op::Gather {
+            link: link.clone(),
+            req,
+            to: to.to_owned(),
+            envelope,
+            sender_generation: None,
+        }
+    };
+    shard.handle(read(6, &theirs), now);
+    shard.handle(read(7, &mine), now);
+    let out: Vec<_> = shard.effects().map(|e| summary(&e)).collect();
+    assert_eq!(out, [(1, "AppendResult", 6, 0), (1, "Gather", 7, 0)]);
     stop.cancel();
     flusher.await.unwrap();
 }

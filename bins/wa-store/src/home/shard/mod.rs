@@ -348,6 +348,30 @@ impl Shard {
                     });
                 }
             }
+            Op::Gather {
+                link,
+                req,
+                to,
+                envelope,
+                sender_generation,
+            } => {
+                let checked = self.moved_away(&to).and_then(|()| match sender_generation {
+                    Some(g) => self.sender_allowed(&envelope, g),
+                    None => Ok(()),
+                });
+                match checked {
+                    Ok(()) => self.effects.push(Effect::Gather {
+                        link,
+                        req,
+                        to,
+                        envelope,
+                    }),
+                    Err(code) => self.effects.push(Effect::Send {
+                        link,
+                        frame: refused(req, code),
+                    }),
+                }
+            }
             Op::Attach {
                 link,
                 session,

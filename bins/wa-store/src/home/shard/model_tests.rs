@@ -340,6 +340,7 @@ impl Harness {
             Effect::Wake { .. } | Effect::Unwake { .. } | Effect::Unowed { .. } => {
                 unreachable!("the model registers no push endpoints")
             }
+            Effect::Gather { .. } => unreachable!("the model sends no group read receipts"),
         }
     }
 
