@@ -250,10 +250,17 @@ fn seal(key: Key, b: Batch) -> Errand {
 /// same batch, resent, is stored once, and a different one (made again
 /// after a restart) is not mistaken for it.
 fn batch_id(key: &Key, members: &[MemberReceipt]) -> Bytes {
+    receipt_id(&key.group, key.kind, members)
+}
+
+/// The id of a receipt that speaks of more than one message (or member): a
+/// digest of its group (empty for one-to-one), kind, and who has which
+/// ids. A receipt of one message keeps that message's id instead.
+pub fn receipt_id(group: &str, kind: i32, members: &[MemberReceipt]) -> Bytes {
     let mut d = ring::digest::Context::new(&ring::digest::SHA256);
     d.update(b"wa group receipt\0");
-    d.update(key.group.as_bytes());
-    d.update(&key.kind.to_be_bytes());
+    d.update(group.as_bytes());
+    d.update(&kind.to_be_bytes());
     for m in members {
         d.update(&[0]);
         d.update(m.member.as_bytes());

@@ -76,14 +76,14 @@ impl Errand {
 pub struct Outbox(mpsc::Sender<Errand>);
 
 impl Outbox {
-    /// Queues the append of `envelope` to `to`'s mailbox, made for item
-    /// `seq` of `user`; false if the outbox is full.
-    pub fn send(&self, to: String, envelope: Envelope, user: &str, seq: u64) -> bool {
+    /// Queues the append of `envelope` to `to`'s mailbox, made for items
+    /// `seqs` of `user`; false if the outbox is full.
+    pub fn send(&self, to: String, envelope: Envelope, user: &str, seqs: &[u64]) -> bool {
         self.0
             .try_send(Errand {
                 to,
                 envelope,
-                from: vec![(user.to_owned(), seq)],
+                from: seqs.iter().map(|s| (user.to_owned(), *s)).collect(),
                 waiters: Vec::new(),
             })
             .is_ok()

@@ -22,9 +22,11 @@ use crate::flusher::{Commit, FlushFn};
 use crate::metrics::Metrics;
 use crate::storage::Mailboxes;
 
+/// Message `n`, from "ann" if odd and "cy" if even (one receipt goes to
+/// each sender per ack).
 fn message(n: u8) -> Envelope {
     Envelope {
-        from: "ann".into(),
+        from: if n % 2 == 1 { "ann" } else { "cy" }.into(),
         from_device: 1,
         id: Bytes::from(vec![n; common::proto::limits::ID_LEN]),
         server_ts_ms: 0,
@@ -46,8 +48,19 @@ fn pushed(rx: &mut mpsc::Receiver<LinkDown>, session: u64) -> Vec<u64> {
     seqs
 }
 
-#[test]
-fn a_receipt_the_courier_refuses_leaves_its_item_for_the_next_session() {
+/// A shard cell over memory whose courier queue holds `room` errands, with
+/// messages 1..=`n` appended to "bo" and flushed, and "bo"'s session 7 on
+/// `link` attached; what was pushed to it is on the returned receiver.
+#[allow(clippy::type_complexity)]
+fn cell_with(
+    room: usize,
+    n: u8,
+) -> (
+    ShardCell,
+    mpsc::Receiver<crate::courier::Errand>,
+    LinkTx,
+    mpsc::Receiver<LinkDown>,
+) {
     let commit = Arc::new(Commit::new());
     let shard = Shard::new(
         Arc::new(Mailboxes::new(MemEngine::default())),
@@ -67,8 +80,7 @@ fn a_receipt_the_courier_refuses_leaves_its_item_for_the_next_session() {
         Arc::new(Metrics::default()),
         true,
     );
-    // Room for one errand: the second receipt finds the queue full.
-    let (outbox, mut errands) = crate::courier::outbox_of(1);
+    let (outbox, errands) = crate::courier::outbox_of(room);
     let cell = ShardCell {
         state: Mutex::new(shard),
         queue: Mutex::new(VecDeque::new()),
@@ -78,9 +90,9 @@ fn a_receipt_the_courier_refuses_leaves_its_item_for_the_next_session() {
         outbox: Some(outbox),
         pusher: None,
     };
-    let (tx, mut rx) = mpsc::channel(64);
+    let (tx, rx) = mpsc::channel(64);
     let link = LinkTx::new(1, tx, CancellationToken::new());
-    for n in 1..=2 {
+    for n in 1..=n {
         cell.run(Some(Op::Append {
             link: link.clone(),
             req: u64::from(n),
@@ -100,6 +112,14 @@ fn a_receipt_the_courier_refuses_leaves_its_item_for_the_next_session() {
         generation: 0,
     }))
     .unwrap();
+    (cell, errands, link, rx)
+}
+
+#[test]
+fn a_receipt_the_courier_refuses_leaves_its_item_for_the_next_session() {
+    // Room for one errand: the second receipt (the second sender's) finds
+    // the queue full.
+    let (cell, mut errands, link, mut rx) = cell_with(1, 2);
     assert_eq!(pushed(&mut rx, 7), [1, 2]);
 
     cell.run(Some(Op::Ack {
@@ -135,4 +155,53 @@ fn a_receipt_the_courier_refuses_leaves_its_item_for_the_next_session() {
         [2],
         "the refused item is delivered again, the waiting one is not"
     );
+}
+
+/// The messages of one sender acknowledged in one `Ack` make one delivered
+/// receipt naming all of them (its id a digest of what it says); another
+/// sender's, its own, with the message's id.
+#[test]
+fn one_ack_makes_one_receipt_per_sender() {
+    use common::proto::{Receipt, envelope};
+    let (cell, mut errands, _link, mut rx) = cell_with(8, 5);
+    assert_eq!(pushed(&mut rx, 7), [1, 2, 3, 4, 5]);
+    cell.run(Some(Op::Ack {
+        link: 1,
+        session: 7,
+        user: "bo".into(),
+        seqs: vec![1, 2, 3, 4, 5],
+    }))
+    .unwrap();
+    let mut got = Vec::new();
+    while let Ok(e) = errands.try_recv() {
+        let Some(envelope::Content::Receipt(Receipt { ids, .. })) = &e.envelope.content else {
+            panic!("not a receipt");
+        };
+        let seqs: Vec<u64> = e.from.iter().map(|f| f.1).collect();
+        got.push((e.to.clone(), e.envelope.id.clone(), ids.clone(), seqs));
+    }
+    assert_eq!(got.len(), 2, "{got:?}");
+    let (to, id, ids, seqs) = &got[0];
+    assert_eq!(to, "ann");
+    assert_eq!(ids, &[message(1).id, message(3).id, message(5).id]);
+    assert_eq!(seqs, &[1, 3, 5], "every item it speaks for waits for it");
+    assert!(![1, 3, 5].iter().any(|n| *id == message(*n).id));
+    let (to, _, ids, seqs) = &got[1];
+    assert_eq!(to, "cy");
+    assert_eq!(ids, &[message(2).id, message(4).id]);
+    assert_eq!(seqs, &[2, 4]);
+    let acked: BTreeSet<u64> = cell.state.lock().unwrap().acked_of("bo");
+    assert_eq!(acked, BTreeSet::from([1, 2, 3, 4, 5]));
+
+    // A lone message's receipt keeps the message's id.
+    let (cell, mut errands, _link, _rx) = cell_with(8, 1);
+    cell.run(Some(Op::Ack {
+        link: 1,
+        session: 7,
+        user: "bo".into(),
+        seqs: vec![1],
+    }))
+    .unwrap();
+    let e = errands.try_recv().unwrap();
+    assert_eq!(e.envelope.id, message(1).id);
 }

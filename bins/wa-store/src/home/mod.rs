@@ -195,11 +195,11 @@ pub enum Op {
     /// The delivered receipt of `user`'s item `seq` is durable at its
     /// sender's home: delete the item.
     ReceiptStored { user: String, seq: u64 },
-    /// The courier's queue refused the delivered receipt of `user`'s item
-    /// `seq` (`shard::Effect::Receipt`): the item no longer waits for it.
+    /// The courier's queue refused the delivered receipt of `user`'s items
+    /// `seqs` (`shard::Effect::Receipt`): they no longer wait for it.
     /// Applied by the dispatcher right after the effect, before any other
     /// operation.
-    ReceiptRefused { user: String, seq: u64 },
+    ReceiptRefused { user: String, seqs: Vec<u64> },
     /// A link ended: forget its sessions and presence watches (sent to every
     /// shard, after the link's last operation).
     LinkGone { link: LinkId },

@@ -1,7 +1,10 @@
 //! Acknowledgements: an acked item is deleted, or, for a message, kept until
 //! its delivered receipt is durable at the sender's home.
 
-use common::proto::{Envelope, ItemKind};
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+
+use common::proto::{Envelope, ItemKind, MemberReceipt, envelope};
 
 use super::{Effect, LinkId, Shard};
 
@@ -16,12 +19,14 @@ impl Shard {
         self.refill(user, &[seq]);
     }
 
-    /// The courier's queue refused the receipt of `user`'s item `seq`: the
-    /// item no longer waits for it, and is delivered again to a later
+    /// The courier's queue refused the receipt of `user`'s items `seqs`:
+    /// they no longer wait for it, and are delivered again to a later
     /// session (whose ack makes the receipt again).
-    pub(super) fn receipt_refused(&mut self, user: &str, seq: u64) {
+    pub(super) fn receipt_refused(&mut self, user: &str, seqs: &[u64]) {
         if let Some(u) = self.users.get_mut(user) {
-            u.acked.remove(&seq);
+            for seq in seqs {
+                u.acked.remove(seq);
+            }
         }
         self.evict_if_idle(user);
     }
@@ -52,23 +57,49 @@ impl Shard {
         // effect; should the courier's queue refuse it, the dispatcher
         // applies `Op::ReceiptRefused` before anything else and the item
         // stays for the next session. A receipt goes at once. Either way
-        // the window slots are free from here on.
+        // the window slots are free from here on. The messages of one
+        // sender (and group) acknowledged together make one receipt.
         let mut gone = Vec::with_capacity(valid.len());
+        let mut receipts: Vec<(String, Envelope, Vec<u64>)> = Vec::new();
+        let mut index: HashMap<(String, String), usize> = HashMap::new();
         for &seq in &valid {
             match self.receipt_for(user, device, seq) {
                 Some((to, envelope)) => {
                     if let Some(u) = self.users.get_mut(user) {
                         u.acked.insert(seq);
                     }
-                    self.effects.push(Effect::Receipt {
-                        to,
-                        envelope,
-                        user: user.to_owned(),
-                        seq,
-                    });
+                    match index.entry((to, envelope.group.clone())) {
+                        Entry::Occupied(e) => {
+                            let (_, merged, seqs) = &mut receipts[*e.get()];
+                            if let (
+                                Some(envelope::Content::Receipt(into)),
+                                Some(envelope::Content::Receipt(r)),
+                            ) = (&mut merged.content, envelope.content)
+                            {
+                                into.ids.extend(r.ids);
+                            }
+                            seqs.push(seq);
+                        }
+                        Entry::Vacant(e) => {
+                            let to = e.key().0.clone();
+                            e.insert(receipts.len());
+                            receipts.push((to, envelope, vec![seq]));
+                        }
+                    }
                 }
                 None => gone.push(seq),
             }
+        }
+        for (to, mut envelope, seqs) in receipts {
+            if seqs.len() > 1 {
+                envelope.id = receipt_id_of(&envelope);
+            }
+            self.effects.push(Effect::Receipt {
+                to,
+                envelope,
+                user: user.to_owned(),
+                seqs,
+            });
         }
         self.remove(user, &gone, true);
         self.refill(user, &valid);
@@ -83,7 +114,7 @@ impl Shard {
         device: u32,
         seq: u64,
     ) -> Option<(String, Envelope)> {
-        use common::proto::{Receipt, ReceiptKind, envelope};
+        use common::proto::{Receipt, ReceiptKind};
         // A group's log is acknowledged by its fan-out, not a person.
         if !self.receipts || common::group::is_group_log(user) {
             return None;
@@ -126,6 +157,22 @@ impl Shard {
         };
         Some((item.from, receipt))
     }
+}
+
+/// The id of a delivered receipt of several messages: a digest of what it
+/// says (`coalesce::receipt_id`), so that the same receipt made again is
+/// stored once, and one of other messages is not mistaken for it.
+fn receipt_id_of(receipt: &Envelope) -> bytes::Bytes {
+    let (kind, ids) = match &receipt.content {
+        Some(envelope::Content::Receipt(r)) => (r.kind, r.ids.clone()),
+        _ => (0, Vec::new()),
+    };
+    let member = MemberReceipt {
+        member: receipt.from.clone(),
+        device: receipt.from_device,
+        ids,
+    };
+    crate::coalesce::receipt_id(&receipt.group, kind, &[member])
 }
 
 #[cfg(test)]

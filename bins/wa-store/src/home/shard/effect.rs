@@ -40,16 +40,17 @@ pub(in crate::home) enum Effect {
         envelope: Envelope,
     },
     /// A delivered receipt for the courier: append `envelope` at `to`'s
-    /// home, made for `user`'s acknowledged item `seq`. The shard has
-    /// already marked the item as waiting for its receipt (`User::acked`:
-    /// never pushed again, deleted on `Op::ReceiptStored`); if the
-    /// courier's queue refuses the receipt, the dispatcher applies
-    /// `Op::ReceiptRefused` at once and the item is delivered again later.
+    /// home, made for `user`'s acknowledged items `seqs` (one receipt for
+    /// all the messages of one sender, and group, in one `Ack`). The shard
+    /// has already marked the items as waiting for their receipt
+    /// (`User::acked`: never pushed again, deleted on `Op::ReceiptStored`);
+    /// if the courier's queue refuses the receipt, the dispatcher applies
+    /// `Op::ReceiptRefused` at once and the items are delivered again later.
     Receipt {
         to: String,
         envelope: Envelope,
         user: String,
-        seq: u64,
+        seqs: Vec<u64>,
     },
     /// A member's group read receipt, checked, for the courier to
     /// aggregate with others for `to` and append; the answer to (`link`,
@@ -115,13 +116,16 @@ impl Effect {
                 to,
                 envelope,
                 user,
-                seq,
+                seqs,
             } => {
-                if outbox.is_some_and(|o| o.send(to, envelope, &user, seq)) {
+                if outbox.is_some_and(|o| o.send(to, envelope, &user, &seqs)) {
                     return None;
                 }
-                tracing::debug!(seq, "receipt queue full; the item is delivered again later");
-                Some(Op::ReceiptRefused { user, seq })
+                tracing::debug!(
+                    items = seqs.len(),
+                    "receipt queue full; the items are delivered again later"
+                );
+                Some(Op::ReceiptRefused { user, seqs })
             }
             Effect::Gather {
                 link,

@@ -40,7 +40,7 @@ fn summary(e: &Effect) -> (u64, &'static str, u64, u64) {
         Effect::Push {
             link, session, seq, ..
         } => (link.id, "Push", *session, *seq),
-        Effect::Receipt { seq, .. } => (0, "Receipt", 0, *seq),
+        Effect::Receipt { seqs, .. } => (0, "Receipt", 0, seqs[0]),
         Effect::Gather { link, req, .. } => (link.id, "Gather", *req, 0),
         Effect::Wake { device, .. } => (0, "Wake", 0, u64::from(*device)),
         Effect::Unwake { device, .. } => (0, "Unwake", 0, u64::from(*device)),

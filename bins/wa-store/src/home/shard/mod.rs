@@ -458,7 +458,7 @@ impl Shard {
                 let _ = reply.send(self.cached_users());
             }
             Op::ReceiptStored { user, seq } => self.receipt_stored(&user, seq),
-            Op::ReceiptRefused { user, seq } => self.receipt_refused(&user, seq),
+            Op::ReceiptRefused { user, seqs } => self.receipt_refused(&user, &seqs),
             Op::Typing { from, to, typing } => self.typing(&from, &to, typing),
             Op::Watch {
                 link,

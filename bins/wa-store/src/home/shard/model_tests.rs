@@ -335,8 +335,8 @@ impl Harness {
                 to,
                 envelope,
                 user,
-                seq,
-            } => self.receipt(&to, &envelope, &user, seq),
+                seqs,
+            } => self.receipt(&to, &envelope, &user, &seqs),
             Effect::Wake { .. } | Effect::Unwake { .. } | Effect::Unowed { .. } => {
                 unreachable!("the model registers no push endpoints")
             }
@@ -459,44 +459,57 @@ impl Harness {
         assert!(s.inflight.len() <= PUSH_WINDOW, "window overrun");
     }
 
-    fn receipt(&mut self, to: &str, envelope: &Envelope, user: &str, seq: u64) {
+    /// One receipt for `user`'s items `seqs`, all from one sender, their
+    /// ids in the order of `seqs`.
+    fn receipt(&mut self, to: &str, envelope: &Envelope, user: &str, seqs: &[u64]) {
         assert!(self.receipts, "a receipt from a home that makes none");
         let u = user_of(user);
-        let made = self
-            .expect_receipts
-            .get_mut(&(u, seq))
-            .unwrap_or_else(|| panic!("an unexpected receipt for {user} {seq}"));
-        assert!(!made.0, "two receipts for one ack");
-        made.0 = true;
-        let (from, id, _) = self.m.ever[&(u, seq)].clone();
-        assert_eq!(to, USERS[from]);
-        assert_eq!(envelope.from, user);
         let Some(Content::Receipt(r)) = &envelope.content else {
             panic!("a receipt that is not one");
         };
         assert_eq!(r.kind, ReceiptKind::Delivered as i32);
-        assert_eq!(r.ids, vec![id]);
+        assert_eq!(envelope.from, user);
+        let mut ids = Vec::new();
+        for &seq in seqs {
+            let made = self
+                .expect_receipts
+                .get_mut(&(u, seq))
+                .unwrap_or_else(|| panic!("an unexpected receipt for {user} {seq}"));
+            assert!(!made.0, "two receipts for one ack");
+            made.0 = true;
+            let (from, id, _) = self.m.ever[&(u, seq)].clone();
+            assert_eq!(to, USERS[from], "one receipt speaks for one sender");
+            ids.push(id);
+        }
+        assert_eq!(r.ids, ids);
+        if seqs.len() == 1 {
+            assert_eq!(envelope.id, ids[0], "a receipt of one message has its id");
+        }
         if self.refuse {
             // The dispatcher's part: the queue said no, and the shard hears
             // it before anything else.
-            if let Some(item) = self.m.boxes[u].get_mut(&seq) {
-                item.waiting = false;
-                item.refused_before = self.next_session;
+            for seq in seqs {
+                if let Some(item) = self.m.boxes[u].get_mut(seq) {
+                    item.waiting = false;
+                    item.refused_before = self.next_session;
+                }
             }
             self.shard.handle(
                 Op::ReceiptRefused {
                     user: user.to_owned(),
-                    seq,
+                    seqs: seqs.to_vec(),
                 },
                 self.now(),
             );
             assert!(self.shard.effects().next().is_none());
         } else {
-            assert!(
-                self.m.receipted.insert((u, seq)),
-                "the courier took a second receipt for {user} {seq}"
-            );
-            self.m.courier.push((u, seq));
+            for &seq in seqs {
+                assert!(
+                    self.m.receipted.insert((u, seq)),
+                    "the courier took a second receipt for {user} {seq}"
+                );
+                self.m.courier.push((u, seq));
+            }
         }
     }
 
