@@ -303,6 +303,11 @@ async fn start_chat_inproc_text(text: String) -> (Service, SocketAddr, SocketAdd
     let quic = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let (ta, qa) = (tcp.local_addr().unwrap(), quic.local_addr().unwrap());
     let config: wa_chat::Config = toml::from_str(&text).unwrap();
+    // (`run` would refuse it too, but the test would only see its first
+    // connection reset.)
+    if let Err(e) = config.validate() {
+        panic!("wa-chat refuses the test's configuration: {e}");
+    }
     let shutdown = CancellationToken::new();
     let listeners = wa_chat::Listeners {
         tcp: Some(tcp),
