@@ -167,27 +167,15 @@ async fn receipts_of_four_members_on_one_home_come_as_one_item() {
 /// clients acknowledge them again, and the receipts reach the sender.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_while_receipts_are_gathered_loses_none() {
-    let mut c = Cluster::start_with(2, 2, "[groups]\nreceipt_window = \"8s\"\n").await;
-    let a = c.user_on(1, "alice");
-    let others = [c.user_on(2, "bob"), c.user_on(2, "carol")];
-    let cfg = |c: &Cluster, u: &str, edge: usize| c.client_config(u, edge, Transport::Tcp);
-    let mut alice = Member::connect(&a, cfg(&c, &a, 1)).await;
-    let mut members = Vec::new();
-    for m in &others {
-        members.push(Member::connect(m, cfg(&c, m, 2)).await);
-    }
-    let names: Vec<&str> = others.iter().map(String::as_str).collect();
-    let (req, group) = alice.client.create_group(&a, "k", &names).await.unwrap();
-    alice.info(req).await;
-    let id = alice
-        .client
-        .send_group(&group, Bytes::from_static(b"one"))
-        .await
-        .unwrap();
-    alice.accepted(id).await;
-    for m in &mut members {
-        m.messages(1).await;
-    }
+    let Crash {
+        mut c,
+        a,
+        others,
+        mut alice,
+        members,
+        group,
+        id,
+    } = Crash::start().await;
     // Both copies acknowledged, their receipts held (the window is open).
     let (dir, admin) = (c.dir.path().to_owned(), c.stores[1].admin);
     let t = std::time::Instant::now();
@@ -240,29 +228,18 @@ async fn a_crash_while_receipts_are_gathered_loses_none() {
 /// after the restart, and the read receipts reach the sender.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_while_read_receipts_are_gathered_loses_none() {
-    let mut c = Cluster::start_with(2, 2, "[groups]\nreceipt_window = \"8s\"\n").await;
-    let a = c.user_on(1, "alice");
-    let others = [c.user_on(2, "bob"), c.user_on(2, "carol")];
+    let Crash {
+        mut c,
+        a,
+        others,
+        alice,
+        mut members,
+        group,
+        id,
+    } = Crash::start().await;
     let cfg = |c: &Cluster, u: &str, edge: usize| c.client_config(u, edge, Transport::Tcp);
-    let mut alice = Member::connect(&a, cfg(&c, &a, 1)).await;
-    let mut members = Vec::new();
-    for m in &others {
-        members.push(Member::connect(m, cfg(&c, m, 2)).await);
-    }
-    let names: Vec<&str> = others.iter().map(String::as_str).collect();
-    let (req, group) = alice.client.create_group(&a, "k", &names).await.unwrap();
-    alice.info(req).await;
-    let id = alice
-        .client
-        .send_group(&group, Bytes::from_static(b"one"))
-        .await
-        .unwrap();
-    alice.accepted(id).await;
     alice.close().await;
     let mut reads = Vec::new();
-    for m in &mut members {
-        m.messages(1).await;
-    }
     let t = std::time::Instant::now();
     for m in &mut members {
         reads.push(
@@ -301,5 +278,52 @@ async fn a_crash_while_read_receipts_are_gathered_loses_none() {
         .await;
     for m in members.into_iter().chain([alice]) {
         m.close().await;
+    }
+}
+
+/// Two islands with an 8 s receipt window: alice on island 1 sent one
+/// message to a group of bob and carol (island 2), who both received it.
+struct Crash {
+    c: Cluster,
+    a: String,
+    others: [String; 2],
+    alice: Member,
+    members: Vec<Member>,
+    group: String,
+    id: MessageId,
+}
+
+impl Crash {
+    async fn start() -> Crash {
+        let c = Cluster::start_with(2, 2, "[groups]\nreceipt_window = \"8s\"\n").await;
+        let a = c.user_on(1, "alice");
+        let others = [c.user_on(2, "bob"), c.user_on(2, "carol")];
+        let cfg = |u: &str, edge: usize| c.client_config(u, edge, Transport::Tcp);
+        let mut alice = Member::connect(&a, cfg(&a, 1)).await;
+        let mut members = Vec::new();
+        for m in &others {
+            members.push(Member::connect(m, cfg(m, 2)).await);
+        }
+        let names: Vec<&str> = others.iter().map(String::as_str).collect();
+        let (req, group) = alice.client.create_group(&a, "k", &names).await.unwrap();
+        alice.info(req).await;
+        let id = alice
+            .client
+            .send_group(&group, Bytes::from_static(b"one"))
+            .await
+            .unwrap();
+        alice.accepted(id).await;
+        for m in &mut members {
+            m.messages(1).await;
+        }
+        Crash {
+            c,
+            a,
+            others,
+            alice,
+            members,
+            group,
+            id,
+        }
     }
 }

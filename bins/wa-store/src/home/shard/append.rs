@@ -56,6 +56,21 @@ impl Shard {
         Ok(())
     }
 
+    /// Whether `envelope` may be written to `to`'s mailbox here: `to`'s
+    /// home is still this node, and the device that sent it is not
+    /// revoked (checked when `sender_generation` is given).
+    pub(super) fn may_write(
+        &self,
+        to: &str,
+        envelope: &Envelope,
+        sender_generation: Option<u32>,
+    ) -> Result<(), Code> {
+        self.moved_away(to).and_then(|()| match sender_generation {
+            Some(g) => self.sender_allowed(envelope, g),
+            None => Ok(()),
+        })
+    }
+
     pub(super) fn append(
         &mut self,
         link: &LinkTx,

@@ -331,10 +331,7 @@ impl Shard {
                 envelope,
                 sender_generation,
             } => {
-                let checked = self.moved_away(&to).and_then(|()| match sender_generation {
-                    Some(g) => self.sender_allowed(&envelope, g),
-                    None => Ok(()),
-                });
+                let checked = self.may_write(&to, &envelope, sender_generation);
                 if let Err(code) = checked.and_then(|()| self.append(&link, req, to, envelope, now))
                 {
                     match code {
@@ -354,24 +351,18 @@ impl Shard {
                 to,
                 envelope,
                 sender_generation,
-            } => {
-                let checked = self.moved_away(&to).and_then(|()| match sender_generation {
-                    Some(g) => self.sender_allowed(&envelope, g),
-                    None => Ok(()),
-                });
-                match checked {
-                    Ok(()) => self.effects.push(Effect::Gather {
-                        link,
-                        req,
-                        to,
-                        envelope,
-                    }),
-                    Err(code) => self.effects.push(Effect::Send {
-                        link,
-                        frame: refused(req, code),
-                    }),
-                }
-            }
+            } => match self.may_write(&to, &envelope, sender_generation) {
+                Ok(()) => self.effects.push(Effect::Gather {
+                    link,
+                    req,
+                    to,
+                    envelope,
+                }),
+                Err(code) => self.effects.push(Effect::Send {
+                    link,
+                    frame: refused(req, code),
+                }),
+            },
             Op::Attach {
                 link,
                 session,
