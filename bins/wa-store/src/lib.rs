@@ -27,11 +27,13 @@ pub mod metrics;
 pub mod moves;
 pub mod ownership;
 pub mod push;
+mod reload;
 pub mod replication;
 pub mod retire;
 pub mod retry;
 mod secondary;
 pub mod standby;
+mod stopping;
 pub mod storage;
 
 use std::sync::Arc;
@@ -476,7 +478,7 @@ impl Store {
             );
         }
         let demoted = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let reloader = tokio::spawn(reload_loop(
+        let reloader = tokio::spawn(reload::reload_loop(
             Arc::clone(&self.ownership),
             home.clone(),
             Arc::clone(&self.storage),
@@ -487,10 +489,10 @@ impl Store {
         ));
         let mut ctx = LinkCtx::new(
             home,
-            self.secret,
+            self.secret.clone(),
             self.config.node.clone(),
             Arc::clone(&self.ownership),
-            tokio_rustls::TlsAcceptor::from(self.tls),
+            tokio_rustls::TlsAcceptor::from(Arc::clone(&self.tls)),
         )
         .counting_links(Arc::clone(&self.metrics));
         ctx.groups = Some(groups);
@@ -511,87 +513,27 @@ impl Store {
             tracing::info!(%addr, node = %self.config.node, "serving links");
         }
         listener::serve(listener, ctx, stop, writers.clone()).await;
-        // Everything below is bounded by the grace period. The engine is
-        // never on the path of an acknowledgement (the journal is), and a
-        // journal segment goes only after an engine flush returned, so an
-        // engine flush that hangs (sled 0.34 has open reports of that) costs
-        // a slower next start, never data.
-        let grace = self.config.shutdown.grace;
-        let deadline = tokio::time::Instant::now() + grace;
-        let _ = reloader.await;
-        push_stop.cancel();
-        let _ = tokio::time::timeout_at(deadline, push_sender).await;
-        let _ = tokio::time::timeout_at(deadline, courier).await;
-        if let Some(c) = &other_homes {
-            let _ = tokio::time::timeout_at(deadline, c.close()).await;
+        stopping::Running {
+            reloader,
+            push_stop,
+            push_sender,
+            courier,
+            other_homes,
+            sweeper_stop,
+            sweeper,
+            disk_watch,
+            writeback_stop,
+            writeback,
+            shards,
+            flusher_stop,
+            flusher,
+            disk_sync,
+            writers,
+            fatal,
+            demoted,
         }
-        sweeper_stop.cancel();
-        let _ = tokio::time::timeout_at(deadline, sweeper).await;
-        let _ = tokio::time::timeout_at(deadline, disk_watch).await;
-        // Every operation the links delivered is queued on the shards ahead
-        // of this last round.
-        writeback_stop.cancel();
-        if tokio::time::timeout_at(deadline, writeback).await.is_err() {
-            tracing::error!(
-                "the last write-back round did not finish within the grace period; the journal keeps its items"
-            );
-        }
-
-        // Drain: readers are gone; the shards answer what they hold as the
-        // flusher covers it, then end; the final journal sync follows; the
-        // writers deliver the last answers.
-        let mut cut = 0;
-        for s in shards {
-            if tokio::time::timeout_at(deadline, s).await.is_err() {
-                cut += 1;
-            }
-        }
-        flusher_stop.cancel();
-        let synced = tokio::time::timeout_at(deadline, flusher).await.is_ok();
-        if !synced {
-            tracing::error!("final journal sync did not finish within the grace period");
-        }
-        if let Some(t) = disk_sync {
-            let _ = tokio::task::spawn_blocking(move || t.join()).await;
-        }
-        writers.close();
-        if tokio::time::timeout_at(deadline, writers.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                links = writers.len(),
-                "links cut at the end of the grace period"
-            );
-        }
-        if cut > 0 {
-            tracing::warn!(
-                shards = cut,
-                "shards still busy at the end of the grace period"
-            );
-        }
-        let storage = Arc::clone(&self.storage);
-        let flush = tokio::task::spawn_blocking(move || storage.flush());
-        match tokio::time::timeout_at(deadline, flush).await {
-            Ok(r) => r.expect("flush task does not panic")?,
-            Err(_) => tracing::error!(
-                "the engine's last flush did not finish within the grace period; the journal keeps everything it needs"
-            ),
-        }
-        if let Some(shard) = fatal.shard() {
-            return Err(StoreError::ShardPanicked { shard });
-        }
-        if demoted.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(StoreError::Demoted {
-                epoch: self.ownership.current().epoch(),
-            });
-        }
-        if synced {
-            let marker = self.config.data_dir.join(CLEAN_STOP);
-            if let Err(e) = common::fsutil::write_atomic(&marker, b"") {
-                tracing::warn!(error = %e, "cannot mark the clean stop; the next start counts as one after a crash");
-            }
-        }
+        .stop(&self)
+        .await?;
         tracing::info!("stopped");
         Ok(())
     }
@@ -607,88 +549,6 @@ impl Store {
     pub fn metrics(&self) -> Arc<metrics::Metrics> {
         Arc::clone(&self.metrics)
     }
-}
-
-/// Reads the cluster map again on every `reload` until `stop`, and
-/// carries out what every reload changed (this one, or one a request with
-/// a newer epoch caused): the shards close the sessions of users this node
-/// no longer serves, and the mailboxes of fragments it lost are handed over
-/// to their new home ([`handoff`]). (Requests are checked against the new
-/// map from the moment it is read: `Ownership::check`.)
-async fn reload_loop(
-    ownership: Arc<ownership::Ownership>,
-    home: Home,
-    storage: Arc<dyn Storage>,
-    client: Option<Arc<common::link_client::LinkClient>>,
-    reload: Arc<tokio::sync::Notify>,
-    stop: CancellationToken,
-    (demoted, mut crash_fence): (Arc<std::sync::atomic::AtomicBool>, bool),
-) {
-    let handoffs = TaskTracker::new();
-    loop {
-        tokio::select! {
-            () = reload.notified() => {
-                let o = Arc::clone(&ownership);
-                let reloaded = tokio::task::spawn_blocking(move || o.reload())
-                    .await
-                    .expect("reading the map does not panic");
-                match reloaded {
-                    Ok(Some(_)) => {}
-                    Ok(None) => tracing::info!("cluster map unchanged"),
-                    Err(e) => {
-                        tracing::error!(error = %e, "cluster map not reloaded; keeping the current one")
-                    }
-                }
-            }
-            () = ownership.changed.notified() => {}
-            () = stop.cancelled() => break,
-        }
-        if !ownership.current().primary {
-            // Fenced: from this moment every request is refused
-            // (`Ownership::check`); stop, and start again as the secondary.
-            tracing::error!(
-                epoch = ownership.current().epoch(),
-                "the cluster map names this node its island's secondary: stopping"
-            );
-            demoted.store(true, std::sync::atomic::Ordering::SeqCst);
-            stop.cancel();
-            break;
-        }
-        let o = ownership.current();
-        if crash_fence && o.map.islands[o.island].secondary.is_none() {
-            crash_fence = false;
-            ownership.set_fenced(false);
-            tracing::warn!(
-                epoch = o.epoch(),
-                "the map no longer names a secondary for this island: serving what this node has"
-            );
-        }
-        for change in ownership.changes() {
-            // (The link client routes to other homes by the map this node
-            // goes by: a fan-out or a courier must not address members by
-            // a map the other homes refuse as stale.)
-            if let Some(c) = &client {
-                c.follow(&change.owned.map);
-            }
-            let owned = Arc::clone(&change.owned);
-            if home.submit(home::Op::Rehome { owned }).await.is_err() {
-                break;
-            }
-            if !change.lost.is_empty() {
-                handoffs.spawn(handoff::hand_off(
-                    change.lost,
-                    Arc::clone(&ownership),
-                    change.owned,
-                    home.clone(),
-                    Arc::clone(&storage),
-                    client.clone(),
-                    stop.clone(),
-                ));
-            }
-        }
-    }
-    handoffs.close();
-    handoffs.wait().await;
 }
 
 /// Fault switch (debug builds only, for black-box tests): while the file
