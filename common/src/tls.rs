@@ -21,8 +21,26 @@ pub enum TlsError {
     Quic(String),
 }
 
+/// *ring*, with the TLS 1.3 suites in the order this server prefers:
+/// AES-128-GCM with SHA-256 first. A handshake's key schedule and
+/// transcript are hashes with the suite's hash, and SHA-256 runs on the
+/// CPU's SHA extensions where it has them while SHA-384 does not: with
+/// *ring*'s default order (AES-256-GCM-SHA384 first) SHA-512 blocks were
+/// the largest single cost of a login handshake (docs/BENCHMARKS.md
+/// "Logins"). ChaCha20 comes next for CPUs without AES instructions;
+/// AES-256 stays, last, for peers that offer nothing else.
 pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    use rustls::crypto::ring::cipher_suite::{
+        TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384, TLS13_CHACHA20_POLY1305_SHA256,
+    };
+    Arc::new(CryptoProvider {
+        cipher_suites: vec![
+            TLS13_AES_128_GCM_SHA256,
+            TLS13_CHACHA20_POLY1305_SHA256,
+            TLS13_AES_256_GCM_SHA384,
+        ],
+        ..rustls::crypto::ring::default_provider()
+    })
 }
 
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
@@ -235,5 +253,62 @@ mod tests {
         quic_client_crypto(c).unwrap();
         assert!(load_certs(&dir.path().join("missing.pem")).is_err());
         assert!(load_key(&dir.path().join("ca.pem")).is_err());
+    }
+
+    /// Our client and server agree on AES-128-GCM with SHA-256 (see
+    /// [`provider`]); a client that offers only AES-256 still gets in.
+    #[test]
+    fn handshakes_prefer_aes_128_with_sha_256() {
+        use rustls::crypto::ring::cipher_suite::TLS13_AES_256_GCM_SHA384;
+        use rustls_pki_types::ServerName;
+        let pki = DevPki::generate(&["localhost"]).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        pki.write_to(dir.path()).unwrap();
+        let certs = load_certs(&dir.path().join("cert.pem")).unwrap();
+        let key = load_key(&dir.path().join("key.pem")).unwrap();
+        let roots = load_certs(&dir.path().join("ca.pem")).unwrap();
+        let alpn = crate::proto::limits::ALPN;
+        let server = Arc::new(server_config(certs, key, &[alpn]).unwrap());
+        let ours = client_config(&roots, &[alpn]).unwrap();
+        let mut aes256_only = (*provider()).clone();
+        aes256_only.cipher_suites = vec![TLS13_AES_256_GCM_SHA384];
+        let mut store = rustls::RootCertStore::empty();
+        store.add(roots[0].clone()).unwrap();
+        let mut theirs = rustls::ClientConfig::builder_with_provider(Arc::new(aes256_only))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_root_certificates(store)
+            .with_no_client_auth();
+        theirs.alpn_protocols = vec![alpn.to_vec()];
+        for (client, want) in [
+            (ours, "TLS13_AES_128_GCM_SHA256"),
+            (theirs, "TLS13_AES_256_GCM_SHA384"),
+        ] {
+            let mut c = rustls::ClientConnection::new(
+                Arc::new(client),
+                ServerName::try_from("localhost").unwrap(),
+            )
+            .unwrap();
+            let mut s = rustls::ServerConnection::new(Arc::clone(&server)).unwrap();
+            for _ in 0..10 {
+                if !c.is_handshaking() && !s.is_handshaking() {
+                    break;
+                }
+                let mut buf = Vec::new();
+                while c.wants_write() {
+                    c.write_tls(&mut buf).unwrap();
+                }
+                s.read_tls(&mut &buf[..]).unwrap();
+                s.process_new_packets().unwrap();
+                buf.clear();
+                while s.wants_write() {
+                    s.write_tls(&mut buf).unwrap();
+                }
+                c.read_tls(&mut &buf[..]).unwrap();
+                c.process_new_packets().unwrap();
+            }
+            let suite = s.negotiated_cipher_suite().unwrap().suite();
+            assert_eq!(format!("{suite:?}"), want);
+        }
     }
 }
