@@ -21,6 +21,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_rustls::TlsConnector;
 
 use super::stats::{AtomicHist, Seen, Tracker};
+use super::tickets::Tickets;
 
 /// Longest wait for a connection to be established and welcomed.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(20);
@@ -54,6 +55,9 @@ pub(crate) struct Counters {
     pub(crate) reordered: AtomicU64,
     pub(crate) receipts: AtomicU64,
     pub(crate) pongs: AtomicU64,
+    /// Dials that offered a session ticket (resumption attempted; the edge
+    /// counts those it accepted: `wa_chat_tls_resumed`, `wa_chat_quic_resumed`).
+    pub(crate) resumed: Arc<AtomicU64>,
 }
 
 impl Counters {
@@ -103,10 +107,17 @@ pub(crate) struct Session {
     pub(crate) token: String,
     pub(crate) peer: Option<String>,
     pub(crate) fault: Option<Fault>,
-    /// This session's QUIC address validation tokens (NEW_TOKEN), presented
-    /// when it dials again, as a phone would: one store per session, since
-    /// a token is good once.
-    pub(crate) tokens: Arc<quinn::TokenMemoryCache>,
+    /// This session's own client configuration ([`Dialer::session_tls`]).
+    pub(crate) tls: SessionTls,
+}
+
+/// A session's own client configuration, as a phone has: its TLS session
+/// tickets ([`Tickets`]) and, over QUIC, its address validation tokens
+/// (NEW_TOKEN), presented when it dials again. Built once per session,
+/// before any measured window.
+pub(crate) enum SessionTls {
+    Tcp(TlsConnector),
+    Quic(quinn::ClientConfig),
 }
 
 /// Sessions per client QUIC endpoint: each endpoint is one UDP socket and
@@ -153,9 +164,10 @@ enum DialError {
 pub(crate) struct Dialer {
     addr: SocketAddr,
     name: ServerName<'static>,
-    tls: Option<TlsConnector>,
+    /// The client configuration every session's own starts from.
+    tls: tokio_rustls::rustls::ClientConfig,
+    /// QUIC endpoints (none over TCP).
     quic: Vec<quinn::Endpoint>,
-    quic_config: Option<quinn::ClientConfig>,
     /// Source addresses for TCP, taken in turn (empty: the kernel's choice).
     sources: Vec<IpAddr>,
 }
@@ -169,8 +181,8 @@ impl Dialer {
         sources: Vec<IpAddr>,
         sessions: usize,
     ) -> anyhow::Result<Self> {
-        let cfg = common::tls::client_config(roots, &[ALPN])?;
-        let (tls, endpoints, quic_config) = if quic {
+        let tls = common::tls::client_config(roots, &[ALPN])?;
+        let endpoints = if quic {
             let local: SocketAddr = match addr {
                 SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
                 SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
@@ -178,21 +190,34 @@ impl Dialer {
             let n = sessions
                 .div_ceil(SESSIONS_PER_ENDPOINT)
                 .clamp(1, MAX_ENDPOINTS);
-            let endpoints = (0..n)
+            (0..n)
                 .map(|_| quinn::Endpoint::client(local))
-                .collect::<Result<Vec<_>, _>>()?;
-            let c = common::tls::quic_client_config(cfg)?;
-            (None, endpoints, Some(c))
+                .collect::<Result<Vec<_>, _>>()?
         } else {
-            (Some(TlsConnector::from(Arc::new(cfg))), Vec::new(), None)
+            Vec::new()
         };
         Ok(Self {
             addr,
             name: ServerName::try_from(name.to_string())?,
             tls,
             quic: endpoints,
-            quic_config,
             sources,
+        })
+    }
+
+    /// A new session's own configuration; its resumptions are counted in
+    /// `resumed`.
+    pub(crate) fn session_tls(&self, resumed: &Arc<AtomicU64>) -> anyhow::Result<SessionTls> {
+        let mut tls = self.tls.clone();
+        tls.resumption = tokio_rustls::rustls::client::Resumption::store(Arc::new(Tickets::new(
+            Arc::clone(resumed),
+        )));
+        Ok(if self.quic.is_empty() {
+            SessionTls::Tcp(TlsConnector::from(Arc::new(tls)))
+        } else {
+            let mut c = common::tls::quic_client_config(tls)?;
+            c.token_store(Arc::new(quinn::TokenMemoryCache::new(1, 2)));
+            SessionTls::Quic(c)
         })
     }
 
@@ -208,8 +233,8 @@ impl Dialer {
     async fn dial_inner(&self, s: &Session) -> Result<Conn, DialError> {
         let (token, index) = (s.token.as_str(), s.index);
         let failed = |e: &dyn std::fmt::Display| DialError::Failed(e.to_string());
-        let (reader, writer, quic): (Box<dyn AsyncRead + Send + Unpin>, Writer, _) =
-            if let Some(tls) = &self.tls {
+        let (reader, writer, quic): (Box<dyn AsyncRead + Send + Unpin>, Writer, _) = match &s.tls {
+            SessionTls::Tcp(tls) => {
                 let sock = match self.addr {
                     SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
                     SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
@@ -227,25 +252,22 @@ impl Dialer {
                     .map_err(|e| failed(&e))?;
                 let (r, w) = tokio::io::split(s);
                 (Box::new(r), Box::new(w), None)
-            } else {
+            }
+            SessionTls::Quic(cfg) => {
                 let endpoint = &self.quic[index % self.quic.len()];
-                let mut cfg = self
-                    .quic_config
-                    .clone()
-                    .expect("a QUIC dialer has a client config");
-                cfg.token_store(s.tokens.clone());
                 let name = match &self.name {
                     ServerName::DnsName(n) => n.as_ref().to_string(),
                     other => format!("{other:?}"),
                 };
                 let conn = endpoint
-                    .connect_with(cfg, self.addr, &name)
+                    .connect_with(cfg.clone(), self.addr, &name)
                     .map_err(|e| failed(&e))?
                     .await
                     .map_err(|e| failed(&e))?;
                 let (send, recv) = conn.open_bi().await.map_err(|e| failed(&e))?;
                 (Box::new(recv), Box::new(send), Some(conn))
-            };
+            }
+        };
         let mut conn = Conn {
             reader: FrameReader::new(reader, MAX_FRAME),
             writer,
