@@ -88,6 +88,9 @@ pub struct Ctx {
     /// Bytes of the sessions' read and write buffers (held only while they
     /// have bytes to move; `wa_chat_session_buffer_bytes`).
     pub session_buffers: common::wire::BufferCount,
+    /// The QUIC endpoints, one per socket on the QUIC port (the admin API
+    /// reads their handshake counts).
+    pub quic: Vec<quinn::Endpoint>,
 }
 
 impl Ctx {
@@ -243,6 +246,7 @@ impl Chat {
                 config.limits.delivery_memory.as_u64(),
             )),
             session_buffers: common::wire::BufferCount::default(),
+            quic: endpoints.clone(),
         });
         let _ = running.set(Arc::clone(&ctx));
         let reloader = {
