@@ -11,10 +11,10 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
+use common::client::Backoff;
 use common::proto::limits::{ALPN, MAX_FRAME};
 use common::proto::{ClientFrame, ServerFrame, client_frame, envelope, frame, server_frame};
 use common::wire::FrameReader;
-use rand::Rng;
 use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Semaphore, mpsc};
@@ -23,6 +23,9 @@ use tokio_rustls::TlsConnector;
 use super::stats::{AtomicHist, Seen, Tracker};
 use super::tickets::Tickets;
 
+/// The reconnect backoff's first ceiling and its cap.
+const BACKOFF_INITIAL: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Longest wait for a connection to be established and welcomed.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(20);
 /// Acks (or bytes) queued before they are written even while frames keep
@@ -332,8 +335,10 @@ struct State {
 }
 
 /// Runs session `s` until the worker says `Goodbye` (or drops the sender):
-/// dial, serve, and after a drop or a lost connection dial again (a refusal
-/// waits its retry-after plus jitter, a failure backs off exponentially).
+/// dial, serve, and after a drop or a lost connection dial again, waiting as
+/// the client library does ([`Backoff`]: a refusal its retry-after plus
+/// jitter under the backoff ceiling, a failure full jitter under a doubling
+/// ceiling, here 100 ms to 5 s).
 pub(crate) async fn run(mut s: Session, mut rx: mpsc::Receiver<Cmd>, sh: Arc<Shared>) {
     let mut st = State {
         tracker: Tracker::default(),
@@ -341,7 +346,7 @@ pub(crate) async fn run(mut s: Session, mut rx: mpsc::Receiver<Cmd>, sh: Arc<Sha
         batches: 0,
         confirmed: 0,
     };
-    let mut attempt = 0u32;
+    let mut backoff = Backoff::new(BACKOFF_INITIAL, BACKOFF_MAX);
     loop {
         let permit = sh.dialing.acquire().await;
         let t0 = Instant::now();
@@ -353,7 +358,7 @@ pub(crate) async fn run(mut s: Session, mut rx: mpsc::Receiver<Cmd>, sh: Arc<Sha
                 sh.counters.logins.fetch_add(1, Relaxed);
                 sh.counters.connected.fetch_add(1, Relaxed);
                 st.conn += 1;
-                attempt = 0;
+                backoff.reset();
                 let ended = serve(&mut s, &mut conn, &mut rx, &sh, &mut st).await;
                 sh.counters.connected.fetch_sub(1, Relaxed);
                 match ended {
@@ -378,29 +383,24 @@ pub(crate) async fn run(mut s: Session, mut rx: mpsc::Receiver<Cmd>, sh: Arc<Sha
                     Ended::Lost(why) => {
                         sh.counters.disconnects.fetch_add(1, Relaxed);
                         tracing::debug!("session {} lost: {why}", s.index);
-                        backoff(attempt)
+                        backoff.next_delay(None, &mut rand::rng())
                     }
                 }
             }
             Err(DialError::Refused { retry_after }) => {
                 sh.counters.refused.fetch_add(1, Relaxed);
-                match retry_after {
-                    Some(after) => {
-                        sh.counters.refused_retry_after.fetch_add(1, Relaxed);
-                        // Full jitter above the floor the server named.
-                        after + after.mul_f64(rand::rng().random::<f64>())
-                    }
-                    None => backoff(attempt),
+                if retry_after.is_some() {
+                    sh.counters.refused_retry_after.fetch_add(1, Relaxed);
                 }
+                backoff.next_delay(retry_after, &mut rand::rng())
             }
             Err(DialError::Failed(why)) => {
                 if sh.counters.failed.fetch_add(1, Relaxed) < 3 {
                     eprintln!("wactl bench: a login failed: {why}");
                 }
-                backoff(attempt)
+                backoff.next_delay(None, &mut rand::rng())
             }
         };
-        attempt = attempt.saturating_add(1);
         // Waiting to dial again; a Goodbye ends the session here.
         let sleep = tokio::time::sleep(wait);
         tokio::pin!(sleep);
@@ -420,12 +420,6 @@ pub(crate) async fn run(mut s: Session, mut rx: mpsc::Receiver<Cmd>, sh: Arc<Sha
             }
         }
     }
-}
-
-/// Full jitter over an exponential ceiling: 100 ms, 200 ms, ... 5 s.
-fn backoff(attempt: u32) -> Duration {
-    let ceiling = Duration::from_millis(100u64 << attempt.min(6)).min(Duration::from_secs(5));
-    ceiling.mul_f64(rand::rng().random::<f64>())
 }
 
 enum Ev {
