@@ -341,7 +341,7 @@ fn quic_endpoints(
         resumption::Counting::wrap(Arc::clone(&tls.ticketer), metrics.quic_resumed.clone());
     let crypto = common::tls::quic_server_crypto(tls).map_err(ChatError::Tls)?;
     let mut server = quinn::ServerConfig::with_crypto(crypto);
-    let mut transport = quinn::TransportConfig::default();
+    let mut transport = common::tls::quic_cheap_transport();
     let idle = config.limits.idle_timeout + QUIC_IDLE_SLACK;
     transport
         .max_idle_timeout(quinn::IdleTimeout::try_from(idle).ok())
