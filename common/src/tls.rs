@@ -21,8 +21,18 @@ pub enum TlsError {
     Quic(String),
 }
 
+/// *ring*, with TLS 1.3's AES-128-GCM-SHA256 preferred (rustls's default
+/// order puts AES-256-GCM-SHA384 first). A handshake's key schedule is
+/// dozens of HMACs; SHA-256 runs in hardware (SHA-NI, ARMv8) where SHA-384
+/// does not, and SHA-384's block function was 6 % of a QUIC login's CPU on
+/// the edge and on the client (docs/BENCHMARKS.md, "QUIC storm"). A server
+/// follows the client's order, so a client that prefers another suite (a
+/// phone without AES instructions, ChaCha20) still gets it.
 pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    let mut p = rustls::crypto::ring::default_provider();
+    p.cipher_suites
+        .sort_by_key(|s| s.suite() != rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
+    Arc::new(p)
 }
 
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
@@ -250,6 +260,10 @@ mod tests {
         let c = client_config(&roots, &[crate::proto::limits::ALPN]).unwrap();
         quic_server_crypto(s).unwrap();
         quic_client_crypto(c).unwrap();
+        assert_eq!(
+            provider().cipher_suites[0].suite(),
+            rustls::CipherSuite::TLS13_AES_128_GCM_SHA256
+        );
         assert!(load_certs(&dir.path().join("missing.pem")).is_err());
         assert!(load_key(&dir.path().join("ca.pem")).is_err());
     }
