@@ -19,7 +19,6 @@ pub mod links;
 pub mod listener;
 pub mod metrics;
 pub mod outbound;
-pub mod quic_runtime;
 pub mod quic_tokens;
 pub mod resumption;
 pub mod routing;
@@ -226,20 +225,7 @@ impl Chat {
         )
         .map_err(ChatError::Routing)?;
 
-        let quic_rt = match listeners.quic.len() {
-            0 => None,
-            n => Some(quic_runtime::start(n).map_err(ChatError::Quic)?),
-        };
-        let endpoints = match &quic_rt {
-            Some(rt) => quic_endpoints(
-                listeners.quic,
-                &client_tls,
-                &config,
-                &metrics,
-                rt.handle(),
-            )?,
-            None => Vec::new(),
-        };
+        let endpoints = quic_endpoints(listeners.quic, &client_tls, &config, &metrics)?;
         let ctx = Arc::new(Ctx {
             name: config.name.clone(),
             limits: config.limits.clone(),
@@ -294,10 +280,8 @@ impl Chat {
             tracing::info!(%addr, endpoints = endpoints.len(), "serving QUIC");
         }
         for ep in &endpoints {
-            let rt = quic_rt.as_ref().expect("endpoints run on the QUIC runtime");
             accept.spawn(listener::serve_quic(
                 ep.clone(),
-                rt.handle().clone(),
                 Arc::clone(&ctx),
                 sessions.clone(),
             ));
@@ -331,12 +315,6 @@ impl Chat {
         for ep in &endpoints {
             let _ = tokio::time::timeout_at(idle_by, ep.wait_idle()).await;
         }
-        drop(endpoints);
-        if let Some(rt) = quic_rt {
-            // (Dropping a runtime waits for its threads, which an async
-            // context must not do.)
-            rt.shutdown_background();
-        }
         link_stop.cancel();
         link_tasks.close();
         let _ = tokio::time::timeout(LINK_DRAIN, link_tasks.wait()).await;
@@ -354,8 +332,10 @@ fn quic_endpoints(
     tls: &rustls::ServerConfig,
     config: &Config,
     metrics: &ChatMetrics,
-    runtime: &tokio::runtime::Handle,
 ) -> Result<Vec<quinn::Endpoint>, ChatError> {
+    if sockets.is_empty() {
+        return Ok(Vec::new());
+    }
     let mut tls = tls.clone();
     tls.ticketer =
         resumption::Counting::wrap(Arc::clone(&tls.ticketer), metrics.quic_resumed.clone());
@@ -388,7 +368,7 @@ fn quic_endpoints(
                 endpoint_config.clone(),
                 Some(server.clone()),
                 socket,
-                Arc::new(quic_runtime::On(runtime.clone())),
+                Arc::new(quinn::TokioRuntime),
             )
             .map_err(ChatError::Quic)
         })

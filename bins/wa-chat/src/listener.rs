@@ -140,14 +140,8 @@ pub async fn serve_tcp(
 }
 
 /// Accepts QUIC connections until shutdown, then refuses new ones. The
-/// session runs on the first bidirectional stream the client opens; the
-/// handshake runs on `quic`, the QUIC runtime ([`crate::quic_runtime`]).
-pub async fn serve_quic(
-    endpoint: quinn::Endpoint,
-    quic: tokio::runtime::Handle,
-    ctx: Arc<Ctx>,
-    sessions: TaskTracker,
-) {
+/// session runs on the first bidirectional stream the client opens.
+pub async fn serve_quic(endpoint: quinn::Endpoint, ctx: Arc<Ctx>, sessions: TaskTracker) {
     loop {
         let incoming = tokio::select! {
             () = ctx.shutdown.cancelled() => break,
@@ -166,7 +160,6 @@ pub async fn serve_quic(
             ctx.metrics.quic_token_validated.inc();
         }
         let ctx = Arc::clone(&ctx);
-        let quic = quic.clone();
         let task = async move {
             let deadline = Instant::now() + ctx.limits.auth_timeout;
             let _pending = Pending::enter(&ctx);
@@ -174,27 +167,19 @@ pub async fn serve_quic(
                 incoming.ignore();
                 return;
             };
-            // The server's first flight (key exchange, certificate
-            // signature) is computed where `incoming` is awaited: on the
-            // QUIC runtime, beside the packet work, not among the sessions.
-            let open = quic.spawn(async move {
+            let open = async {
                 let conn = incoming.await?;
                 let (send, recv) = conn.accept_bi().await?;
                 Ok::<_, quinn::ConnectionError>((conn, send, recv))
-            });
-            let stop = open.abort_handle();
+            };
             let opened = tokio::select! {
                 r = tokio::time::timeout_at(deadline, open) => r,
-                () = ctx.shutdown.cancelled() => return stop.abort(),
+                () = ctx.shutdown.cancelled() => return,
             };
             let (qc, send, recv) = match opened {
-                Ok(Ok(Ok(x))) => x,
-                Ok(Ok(Err(e))) => return tracing::debug!(error = %e, "QUIC handshake failed"),
-                Ok(Err(e)) => return tracing::debug!(error = %e, "QUIC handshake task ended"),
-                Err(_) => {
-                    stop.abort();
-                    return tracing::debug!("QUIC handshake timed out");
-                }
+                Ok(Ok(x)) => x,
+                Ok(Err(e)) => return tracing::debug!(error = %e, "QUIC handshake failed"),
+                Err(_) => return tracing::debug!("QUIC handshake timed out"),
             };
             let conn = Conn {
                 source: Box::new(recv),
