@@ -27,8 +27,10 @@ pub enum TlsError {
 /// CPU's SHA extensions where it has them while SHA-384 does not: with
 /// *ring*'s default order (AES-256-GCM-SHA384 first) SHA-512 blocks were
 /// the largest single cost of a login handshake (docs/BENCHMARKS.md
-/// "Logins"). ChaCha20 comes next for CPUs without AES instructions;
-/// AES-256 stays, last, for peers that offer nothing else.
+/// "Logins", "QUIC storm"). ChaCha20 comes next for CPUs without AES
+/// instructions; AES-256 stays, last, for peers that offer nothing else. A
+/// server follows the client's order, so a client that prefers another
+/// suite (a phone without AES instructions, ChaCha20) still gets it.
 pub fn provider() -> Arc<CryptoProvider> {
     use rustls::crypto::ring::cipher_suite::{
         TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384, TLS13_CHACHA20_POLY1305_SHA256,
@@ -186,13 +188,30 @@ pub fn quic_client_crypto(
 /// timeout of its own, so the server's (its `idle_timeout` and a slack)
 /// applies, and the protocol keepalive the server announces in `Welcome`,
 /// however long, keeps the connection open (quinn's default, 30 s, would
-/// close it first; docs/PROTOCOL.md §2).
+/// close it first; docs/PROTOCOL.md §2). The server opens no streams, so
+/// none are allowed it (quinn keeps an entry ready for each stream the peer
+/// may open: 200 by default). See [`quic_cheap_transport`] for the rest.
 pub fn quic_client_config(cfg: rustls::ClientConfig) -> Result<quinn::ClientConfig, TlsError> {
     let mut c = quinn::ClientConfig::new(quic_client_crypto(cfg)?);
-    let mut transport = quinn::TransportConfig::default();
-    transport.max_idle_timeout(None);
+    let mut transport = quic_cheap_transport();
+    transport
+        .max_idle_timeout(None)
+        .max_concurrent_bidi_streams(0u32.into())
+        .max_concurrent_uni_streams(0u32.into());
     c.transport_config(Arc::new(transport));
     Ok(c)
+}
+
+/// quinn's transport settings for wa connections, client and server: no
+/// path MTU discovery. wa frames are small (a message, an ack) and fit the
+/// 1,200-byte packets every QUIC path carries; discovery would probe every
+/// new connection with a handful of padded packets each way (acknowledged,
+/// and repeated every 10 minutes), a share of a login's packets and CPU
+/// that buys nothing for chat traffic (media goes over HTTPS).
+pub fn quic_cheap_transport() -> quinn::TransportConfig {
+    let mut t = quinn::TransportConfig::default();
+    t.mtu_discovery_config(None);
+    t
 }
 
 /// A development PKI: a CA and one leaf certificate signed by it, all PEM.
@@ -251,6 +270,10 @@ mod tests {
         let c = client_config(&roots, &[crate::proto::limits::ALPN]).unwrap();
         quic_server_crypto(s).unwrap();
         quic_client_crypto(c).unwrap();
+        assert_eq!(
+            provider().cipher_suites[0].suite(),
+            rustls::CipherSuite::TLS13_AES_128_GCM_SHA256
+        );
         assert!(load_certs(&dir.path().join("missing.pem")).is_err());
         assert!(load_key(&dir.path().join("ca.pem")).is_err());
     }

@@ -199,6 +199,18 @@ fn scrape(running: &OnceLock<Arc<Ctx>>, s: &mut Sample<'_>) {
         "Bytes of the sessions' read and write buffers (idle sessions hold none)",
         ctx.session_buffers.get() as f64,
     );
+    let handshakes: Vec<(String, u64)> = ctx
+        .quic
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (i.to_string(), e.stats().accepted_handshakes))
+        .collect();
+    s.counters(
+        "wa_chat_quic_handshakes",
+        "QUIC handshakes accepted, by endpoint (socket on the QUIC port, [quic] quic_endpoints)",
+        "endpoint",
+        &handshakes,
+    );
     let queues = ctx.hub.queue_lengths();
     s.gauge(
         "wa_chat_outbound_queue_max",

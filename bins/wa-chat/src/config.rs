@@ -162,8 +162,15 @@ pub struct LimitsConfig {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct QuicConfig {
+    /// UDP sockets sharing the QUIC port, one quinn endpoint each, so that
+    /// handshakes (which quinn runs under its endpoint's lock, the one its
+    /// socket reader needs) run on several cores at once; the kernel spreads
+    /// clients over them by address and port. 0: one per CPU core. Where the
+    /// platform cannot share a port (not Linux or FreeBSD), one.
+    pub quic_endpoints: usize,
     /// Connection attempts waiting for the edge to take them (quinn's
-    /// `max_incoming`); past it new attempts are refused at once.
+    /// `max_incoming`), over all endpoints; past it new attempts are
+    /// refused at once.
     pub quic_handshake_max_incoming: usize,
     /// Address validation tokens (NEW_TOKEN) given to each client once its
     /// address is validated; a reconnecting client that presents one skips
@@ -181,10 +188,26 @@ pub struct QuicConfig {
 impl Default for QuicConfig {
     fn default() -> Self {
         QuicConfig {
+            quic_endpoints: 0,
             quic_handshake_max_incoming: 16_384,
             quic_token_sent: 2,
             quic_token_lifetime: Duration::from_secs(3600),
             quic_token_log_entries: 262_144,
+        }
+    }
+}
+
+/// Most QUIC endpoints on one edge.
+pub const MAX_QUIC_ENDPOINTS: usize = 64;
+
+impl QuicConfig {
+    /// The endpoints to open: `quic_endpoints`, or one per CPU core.
+    pub fn endpoints(&self) -> usize {
+        match self.quic_endpoints {
+            0 => std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(MAX_QUIC_ENDPOINTS),
+            n => n,
         }
     }
 }
@@ -375,6 +398,12 @@ impl Config {
                 errs.push(format!("{key}: must be at least 1"));
             }
         }
+        if self.quic.quic_endpoints > MAX_QUIC_ENDPOINTS {
+            errs.push(format!(
+                "quic.quic_endpoints: {} is more than {MAX_QUIC_ENDPOINTS} (one UDP socket and one quinn endpoint each; 0 means one per CPU core)",
+                self.quic.quic_endpoints
+            ));
+        }
         if l.login_queue_wait >= l.auth_timeout {
             errs.push(format!(
                 "limits.login_queue_wait: {} must be shorter than limits.auth_timeout ({}), which counts it",
@@ -454,6 +483,7 @@ login_burst = 1000
 login_queue_wait = "2s"
 login_concurrency = 128
 [quic]
+quic_endpoints = 0
 quic_handshake_max_incoming = 16384
 quic_token_sent = 2
 quic_token_lifetime = "1h"
@@ -534,8 +564,10 @@ level = "info"
         c.limits.max_connections = 0;
         c.limits.delivery_memory = bytesize::ByteSize::kib(64);
         c.shutdown.grace = Duration::ZERO;
+        c.quic.quic_endpoints = 65;
         let e = c.validate().unwrap_err().to_string();
         for key in [
+            "quic.quic_endpoints: 65 is more than 64",
             "name",
             "listen",
             "tls.cert",
@@ -553,6 +585,16 @@ level = "info"
         c.tokens.keys.clear();
         let e = c.validate().unwrap_err().to_string();
         assert!(e.contains("tokens.keys"), "{e}");
+    }
+
+    #[test]
+    fn quic_endpoints_zero_means_one_per_core() {
+        let mut q = QuicConfig::default();
+        assert_eq!(q.quic_endpoints, 0);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(q.endpoints(), cores.min(MAX_QUIC_ENDPOINTS));
+        q.quic_endpoints = 3;
+        assert_eq!(q.endpoints(), 3);
     }
 
     #[test]

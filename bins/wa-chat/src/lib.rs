@@ -20,6 +20,7 @@ pub mod listener;
 pub mod metrics;
 pub mod outbound;
 pub mod quic_tokens;
+pub mod resumption;
 pub mod routing;
 pub mod session;
 pub mod transport;
@@ -52,11 +53,13 @@ const QUIC_IDLE_SLACK: Duration = Duration::from_secs(15);
 /// How long the links get to deliver the sessions' last frames at shutdown.
 const LINK_DRAIN: Duration = Duration::from_secs(2);
 
-/// The listeners `run` serves, bound by the caller (port 0 in tests). Either
-/// may be `None` to disable that transport.
+/// The listeners `run` serves, bound by the caller (port 0 in tests). `tcp`
+/// `None` or `quic` empty disables that transport.
 pub struct Listeners {
     pub tcp: Option<TcpListener>,
-    pub quic: Option<std::net::UdpSocket>,
+    /// The QUIC sockets, all bound to the one QUIC address ([`udp::bind`]
+    /// with `[quic] quic_endpoints`); one quinn endpoint each.
+    pub quic: Vec<std::net::UdpSocket>,
 }
 
 /// What every session shares.
@@ -85,6 +88,9 @@ pub struct Ctx {
     /// Bytes of the sessions' read and write buffers (held only while they
     /// have bytes to move; `wa_chat_session_buffer_bytes`).
     pub session_buffers: common::wire::BufferCount,
+    /// The QUIC endpoints, one per socket on the QUIC port (the admin API
+    /// reads their handshake counts).
+    pub quic: Vec<quinn::Endpoint>,
 }
 
 impl Ctx {
@@ -219,10 +225,7 @@ impl Chat {
         )
         .map_err(ChatError::Routing)?;
 
-        let endpoint = match listeners.quic {
-            Some(socket) => Some(quic_endpoint(socket, client_tls.clone(), &config)?),
-            None => None,
-        };
+        let endpoints = quic_endpoints(listeners.quic, &client_tls, &config, &metrics)?;
         let ctx = Arc::new(Ctx {
             name: config.name.clone(),
             limits: config.limits.clone(),
@@ -243,6 +246,7 @@ impl Chat {
                 config.limits.delivery_memory.as_u64(),
             )),
             session_buffers: common::wire::BufferCount::default(),
+            quic: endpoints.clone(),
         });
         let _ = running.set(Arc::clone(&ctx));
         let reloader = {
@@ -272,10 +276,10 @@ impl Chat {
                 sessions.clone(),
             ));
         }
-        if let Some(ep) = &endpoint {
-            if let Ok(addr) = ep.local_addr() {
-                tracing::info!(%addr, "serving QUIC");
-            }
+        if let Some(Ok(addr)) = endpoints.first().map(|e| e.local_addr()) {
+            tracing::info!(%addr, endpoints = endpoints.len(), "serving QUIC");
+        }
+        for ep in &endpoints {
             accept.spawn(listener::serve_quic(
                 ep.clone(),
                 Arc::clone(&ctx),
@@ -301,16 +305,15 @@ impl Chat {
                 "sessions cut at the end of the grace period"
             );
         }
-        if let Some(ep) = endpoint {
+        for ep in &endpoints {
             ep.close(
                 quinn::VarInt::from_u32(Code::ShuttingDown as u32),
                 b"shutting down",
             );
-            let _ = tokio::time::timeout_at(
-                deadline.max(tokio::time::Instant::now() + Duration::from_millis(100)),
-                ep.wait_idle(),
-            )
-            .await;
+        }
+        let idle_by = deadline.max(tokio::time::Instant::now() + Duration::from_millis(100));
+        for ep in &endpoints {
+            let _ = tokio::time::timeout_at(idle_by, ep.wait_idle()).await;
         }
         link_stop.cancel();
         link_tasks.close();
@@ -320,14 +323,25 @@ impl Chat {
     }
 }
 
-fn quic_endpoint(
-    socket: std::net::UdpSocket,
-    tls: rustls::ServerConfig,
+/// One quinn endpoint per socket, all with the same server configuration:
+/// one address validation token key and one log of used tokens, one ticket
+/// key (through `tls`), one stateless reset key, so that a client's token,
+/// ticket or reset is good whichever socket the kernel hands its packets to.
+fn quic_endpoints(
+    sockets: Vec<std::net::UdpSocket>,
+    tls: &rustls::ServerConfig,
     config: &Config,
-) -> Result<quinn::Endpoint, ChatError> {
+    metrics: &ChatMetrics,
+) -> Result<Vec<quinn::Endpoint>, ChatError> {
+    if sockets.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut tls = tls.clone();
+    tls.ticketer =
+        resumption::Counting::wrap(Arc::clone(&tls.ticketer), metrics.quic_resumed.clone());
     let crypto = common::tls::quic_server_crypto(tls).map_err(ChatError::Tls)?;
     let mut server = quinn::ServerConfig::with_crypto(crypto);
-    let mut transport = quinn::TransportConfig::default();
+    let mut transport = common::tls::quic_cheap_transport();
     let idle = config.limits.idle_timeout + QUIC_IDLE_SLACK;
     transport
         .max_idle_timeout(quinn::IdleTimeout::try_from(idle).ok())
@@ -335,7 +349,7 @@ fn quic_endpoint(
         .max_concurrent_uni_streams(0u32.into());
     server.transport_config(Arc::new(transport));
     let q = &config.quic;
-    server.max_incoming(q.quic_handshake_max_incoming);
+    server.max_incoming(q.quic_handshake_max_incoming.div_ceil(sockets.len()));
     let mut tokens = quinn::ValidationTokenConfig::default();
     tokens
         .sent(q.quic_token_sent)
@@ -344,15 +358,21 @@ fn quic_endpoint(
             q.quic_token_log_entries,
         )));
     server.validation_token_config(tokens);
-    udp::size_and_report(&socket, config.limits.quic_socket_buffer.as_u64() as usize);
-    socket.set_nonblocking(true).map_err(ChatError::Quic)?;
-    quinn::Endpoint::new(
-        quinn::EndpointConfig::default(),
-        Some(server),
-        socket,
-        Arc::new(quinn::TokioRuntime),
-    )
-    .map_err(ChatError::Quic)
+    let endpoint_config = quinn::EndpointConfig::default();
+    sockets
+        .into_iter()
+        .map(|socket| {
+            udp::size_and_report(&socket, config.limits.quic_socket_buffer.as_u64() as usize);
+            socket.set_nonblocking(true).map_err(ChatError::Quic)?;
+            quinn::Endpoint::new(
+                endpoint_config.clone(),
+                Some(server.clone()),
+                socket,
+                Arc::new(quinn::TokioRuntime),
+            )
+            .map_err(ChatError::Quic)
+        })
+        .collect()
 }
 
 /// Opens the edge from `config` and serves `listeners` until `shutdown`.

@@ -68,11 +68,9 @@ async fn serve(config: Config, chassis: Chassis) -> anyhow::Result<()> {
         None => None,
     };
     let quic = match config.listen.quic {
-        Some(addr) => Some(
-            std::net::UdpSocket::bind(addr)
-                .with_context(|| format!("cannot bind listen.quic = {addr}"))?,
-        ),
-        None => None,
+        Some(addr) => wa_chat::udp::bind(addr, config.quic.endpoints())
+            .with_context(|| format!("cannot bind listen.quic = {addr}"))?,
+        None => Vec::new(),
     };
     let show = |a: Option<std::io::Result<std::net::SocketAddr>>| -> anyhow::Result<String> {
         Ok(match a {
@@ -81,7 +79,7 @@ async fn serve(config: Config, chassis: Chassis) -> anyhow::Result<()> {
         })
     };
     let tcp_addr = show(tcp.as_ref().map(|l| l.local_addr()))?;
-    let quic_addr = show(quic.as_ref().map(|s| s.local_addr()))?;
+    let quic_addr = show(quic.first().map(|s| s.local_addr()))?;
     chat.install_admin(&chassis.admin);
     let cert = chat.cert();
     chassis.reload.on(move || {

@@ -25,6 +25,9 @@ pub struct ChatMetrics {
     /// QUIC connection attempts that came with a valid address validation
     /// token (a NEW_TOKEN from an earlier connection).
     pub quic_token_validated: Counter,
+    /// QUIC handshakes that presented a session ticket the edge could open:
+    /// resumptions, without the certificate and its signature.
+    pub quic_resumed: Counter,
     /// `Send` and `SendMedia` frames taken from clients.
     pub messages_in: Counter,
     /// Messages delivered to clients (`Deliver` frames queued).
@@ -46,6 +49,7 @@ impl Default for ChatMetrics {
             login_failures: Family::default(),
             logins_refused: Counter::default(),
             quic_token_validated: Counter::default(),
+            quic_resumed: Counter::default(),
             messages_in: Counter::default(),
             messages_out: Counter::default(),
             delivery_cuts: Counter::default(),
@@ -93,6 +97,11 @@ impl ChatMetrics {
             "wa_chat_quic_token_validated",
             "QUIC connection attempts that presented a valid address validation token",
             self.quic_token_validated.clone(),
+        );
+        r.register(
+            "wa_chat_quic_resumed",
+            "QUIC handshakes that resumed a session from a ticket",
+            self.quic_resumed.clone(),
         );
         r.register(
             "wa_chat_messages_in",

@@ -1,10 +1,70 @@
-//! The QUIC socket's kernel buffers: one UDP socket carries every QUIC
-//! connection of the edge, so its receive buffer is what a burst of
-//! handshakes has to fit in (past it the kernel drops datagrams). Sized from
-//! `[limits] quic_socket_buffer` at start, with a warning naming the sysctl
-//! when the kernel gave less.
+//! The QUIC sockets: [`bind`] opens `[quic] quic_endpoints` UDP sockets on
+//! the one QUIC address, sharing the port (`SO_REUSEPORT` on Linux,
+//! `SO_REUSEPORT_LB` on FreeBSD), so that the kernel spreads clients over
+//! them by the hash of their address and port and each quinn endpoint (its
+//! own lock and driver task) takes a share of the handshakes. Elsewhere one
+//! socket.
+//!
+//! Each socket's kernel buffers are what a burst of handshakes has to fit in
+//! (past them the kernel drops datagrams): sized from `[limits]
+//! quic_socket_buffer` at start, with a warning naming the sysctl when the
+//! kernel gave less.
 
-use socket2::SockRef;
+use std::net::{SocketAddr, UdpSocket};
+
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
+
+/// Whether this platform lets several sockets share a UDP port with the
+/// kernel spreading datagrams over them by their source.
+pub const CAN_SHARE_PORT: bool = cfg!(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "freebsd"
+));
+
+/// Binds `count` UDP sockets (at least one) to `addr`, all on the same
+/// port: with port 0 the first one picks it and the others join. Where the
+/// platform cannot share a port ([`CAN_SHARE_PORT`]), one socket.
+pub fn bind(addr: SocketAddr, count: usize) -> std::io::Result<Vec<UdpSocket>> {
+    let count = if CAN_SHARE_PORT { count.max(1) } else { 1 };
+    let first = open(addr, count > 1)?;
+    let addr = first.local_addr()?;
+    let mut sockets = vec![first];
+    for _ in 1..count {
+        sockets.push(open(addr, true)?);
+    }
+    Ok(sockets)
+}
+
+fn open(addr: SocketAddr, shared: bool) -> std::io::Result<UdpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        // As std's bind: an IPv6 address means IPv6 only.
+        socket.set_only_v6(true)?;
+    }
+    if shared {
+        share_port(&socket)?;
+    }
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn share_port(socket: &Socket) -> std::io::Result<()> {
+    socket.set_reuse_port(true)
+}
+
+#[cfg(target_os = "freebsd")]
+fn share_port(socket: &Socket) -> std::io::Result<()> {
+    // Plain SO_REUSEPORT on FreeBSD gives every datagram to the last
+    // socket bound; the _LB variant spreads them by source.
+    socket.set_reuse_port_lb(true)
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+fn share_port(_: &Socket) -> std::io::Result<()> {
+    Ok(())
+}
 
 /// What the kernel gave for a request of `wanted` bytes each way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +117,22 @@ pub fn size_and_report(socket: &std::net::UdpSocket, wanted: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sockets_share_one_port() {
+        let sockets = bind("127.0.0.1:0".parse().unwrap(), 3).unwrap();
+        let want = if CAN_SHARE_PORT { 3 } else { 1 };
+        assert_eq!(sockets.len(), want);
+        let addr = sockets[0].local_addr().unwrap();
+        assert_ne!(addr.port(), 0);
+        for s in &sockets {
+            assert_eq!(s.local_addr().unwrap(), addr);
+        }
+        // A socket that does not share cannot take the port.
+        assert!(UdpSocket::bind(addr).is_err());
+        // Zero means one.
+        assert_eq!(bind("127.0.0.1:0".parse().unwrap(), 0).unwrap().len(), 1);
+    }
 
     #[test]
     fn buffers_are_sized_and_a_cap_is_seen() {

@@ -41,6 +41,17 @@ fn usage_and_config_errors_exit_64_naming_the_problem() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad.toml") && err.contains("idle"), "{err}");
 
+    // More QUIC endpoints than the edge opens: refused, naming the key.
+    let many = dir.path().join("many.toml");
+    std::fs::write(&many, "[quic]\nquic_endpoints = 1000\n").unwrap();
+    let out = chat().arg("--config").arg(&many).output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("quic.quic_endpoints: 1000 is more than 64"),
+        "{err}"
+    );
+
     // Parses, but every file it names is missing: all of them are reported.
     let files = dir.path().join("files.toml");
     std::fs::write(

@@ -140,7 +140,7 @@ async fn start() -> Edge {
     let shutdown = CancellationToken::new();
     let listeners = wa_chat::Listeners {
         tcp: Some(tcp),
-        quic: None,
+        quic: Vec::new(),
     };
     let task = tokio::spawn(wa_chat::run(config, listeners, shutdown.clone()));
     Edge {

@@ -134,6 +134,10 @@ fn assert_clean(name: &str, transport: &str, sessions: f64, v: &Value) {
         "storm" => {
             assert_eq!(v["storm"]["all_back"], true, "{v}");
             assert_eq!(n(v, "storm.logins"), sessions, "{v}");
+            // New users log in with full handshakes; every reconnect
+            // offers the ticket its session kept, as a phone does.
+            assert_eq!(n(v, "login.resumed"), 0.0, "{v}");
+            assert!(n(v, "storm.resumed") >= sessions, "{v}");
         }
         _ => {}
     }

@@ -14,14 +14,14 @@ use rand::Rng;
 ///   in `[0, min(r, d)]`: never before the server asked, and a herd the
 ///   server told to come back at `r` arrives spread over up to as much again.
 #[derive(Debug)]
-pub(crate) struct Backoff {
+pub struct Backoff {
     initial: Duration,
     max: Duration,
     attempt: u32,
 }
 
 impl Backoff {
-    pub(crate) fn new(initial: Duration, max: Duration) -> Self {
+    pub fn new(initial: Duration, max: Duration) -> Self {
         Self {
             initial,
             max: max.max(initial),
@@ -30,7 +30,7 @@ impl Backoff {
     }
 
     /// After a successful connection: the next failure starts over.
-    pub(crate) fn reset(&mut self) {
+    pub fn reset(&mut self) {
         self.attempt = 0;
     }
 
@@ -41,11 +41,7 @@ impl Backoff {
     }
 
     /// The delay before the next attempt (see the type's docs).
-    pub(crate) fn next_delay(
-        &mut self,
-        retry_after: Option<Duration>,
-        rng: &mut impl Rng,
-    ) -> Duration {
+    pub fn next_delay(&mut self, retry_after: Option<Duration>, rng: &mut impl Rng) -> Duration {
         let ceiling = self.ceiling(self.attempt);
         self.attempt = self.attempt.saturating_add(1);
         match retry_after {

@@ -37,6 +37,7 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
+pub use backoff::Backoff;
 pub use config::{ClientConfig, Transport};
 pub use error::ClientError;
 pub use events::{Event, Events};

@@ -300,18 +300,18 @@ pub async fn start_chat_inproc(dir: &Path, extra: &str) -> (Service, SocketAddr,
 
 async fn start_chat_inproc_text(text: String) -> (Service, SocketAddr, SocketAddr) {
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let quic = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let (ta, qa) = (tcp.local_addr().unwrap(), quic.local_addr().unwrap());
     let config: wa_chat::Config = toml::from_str(&text).unwrap();
     // (`run` would refuse it too, but the test would only see its first
     // connection reset.)
     if let Err(e) = config.validate() {
         panic!("wa-chat refuses the test's configuration: {e}");
     }
+    let quic = wa_chat::udp::bind("127.0.0.1:0".parse().unwrap(), config.quic.endpoints()).unwrap();
+    let (ta, qa) = (tcp.local_addr().unwrap(), quic[0].local_addr().unwrap());
     let shutdown = CancellationToken::new();
     let listeners = wa_chat::Listeners {
         tcp: Some(tcp),
-        quic: Some(quic),
+        quic,
     };
     let task = tokio::spawn(wa_chat::run(config, listeners, shutdown.clone()));
     let task = tokio::spawn(async move { task.await.unwrap().map_err(|e| e.to_string()) });

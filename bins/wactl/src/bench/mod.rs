@@ -8,6 +8,7 @@ mod procfs;
 mod session;
 mod stats;
 mod summary;
+mod tickets;
 mod worker;
 
 use std::process::{ExitCode, Stdio};

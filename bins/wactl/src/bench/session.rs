@@ -11,17 +11,21 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
+use common::client::Backoff;
 use common::proto::limits::{ALPN, MAX_FRAME};
 use common::proto::{ClientFrame, ServerFrame, client_frame, envelope, frame, server_frame};
 use common::wire::FrameReader;
-use rand::Rng;
 use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_rustls::TlsConnector;
 
 use super::stats::{AtomicHist, Seen, Tracker};
+use super::tickets::Tickets;
 
+/// The reconnect backoff's first ceiling and its cap.
+const BACKOFF_INITIAL: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Longest wait for a connection to be established and welcomed.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(20);
 /// Acks (or bytes) queued before they are written even while frames keep
@@ -54,6 +58,9 @@ pub(crate) struct Counters {
     pub(crate) reordered: AtomicU64,
     pub(crate) receipts: AtomicU64,
     pub(crate) pongs: AtomicU64,
+    /// Dials that offered a session ticket (resumption attempted; the edge
+    /// counts those it accepted: `wa_chat_tls_resumed`, `wa_chat_quic_resumed`).
+    pub(crate) resumed: Arc<AtomicU64>,
 }
 
 impl Counters {
@@ -103,10 +110,17 @@ pub(crate) struct Session {
     pub(crate) token: String,
     pub(crate) peer: Option<String>,
     pub(crate) fault: Option<Fault>,
-    /// This session's QUIC address validation tokens (NEW_TOKEN), presented
-    /// when it dials again, as a phone would: one store per session, since
-    /// a token is good once.
-    pub(crate) tokens: Arc<quinn::TokenMemoryCache>,
+    /// This session's own client configuration ([`Dialer::session_tls`]).
+    pub(crate) tls: SessionTls,
+}
+
+/// A session's own client configuration, as a phone has: its TLS session
+/// tickets ([`Tickets`]) and, over QUIC, its address validation tokens
+/// (NEW_TOKEN), presented when it dials again. Built once per session,
+/// before any measured window.
+pub(crate) enum SessionTls {
+    Tcp(TlsConnector),
+    Quic(quinn::ClientConfig),
 }
 
 /// Sessions per client QUIC endpoint: each endpoint is one UDP socket and
@@ -153,9 +167,10 @@ enum DialError {
 pub(crate) struct Dialer {
     addr: SocketAddr,
     name: ServerName<'static>,
-    tls: Option<TlsConnector>,
+    /// The client configuration every session's own starts from.
+    tls: tokio_rustls::rustls::ClientConfig,
+    /// QUIC endpoints (none over TCP).
     quic: Vec<quinn::Endpoint>,
-    quic_config: Option<quinn::ClientConfig>,
     /// Source addresses for TCP, taken in turn (empty: the kernel's choice).
     sources: Vec<IpAddr>,
 }
@@ -169,8 +184,8 @@ impl Dialer {
         sources: Vec<IpAddr>,
         sessions: usize,
     ) -> anyhow::Result<Self> {
-        let cfg = common::tls::client_config(roots, &[ALPN])?;
-        let (tls, endpoints, quic_config) = if quic {
+        let tls = common::tls::client_config(roots, &[ALPN])?;
+        let endpoints = if quic {
             let local: SocketAddr = match addr {
                 SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
                 SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
@@ -178,21 +193,34 @@ impl Dialer {
             let n = sessions
                 .div_ceil(SESSIONS_PER_ENDPOINT)
                 .clamp(1, MAX_ENDPOINTS);
-            let endpoints = (0..n)
+            (0..n)
                 .map(|_| quinn::Endpoint::client(local))
-                .collect::<Result<Vec<_>, _>>()?;
-            let c = common::tls::quic_client_config(cfg)?;
-            (None, endpoints, Some(c))
+                .collect::<Result<Vec<_>, _>>()?
         } else {
-            (Some(TlsConnector::from(Arc::new(cfg))), Vec::new(), None)
+            Vec::new()
         };
         Ok(Self {
             addr,
             name: ServerName::try_from(name.to_string())?,
             tls,
             quic: endpoints,
-            quic_config,
             sources,
+        })
+    }
+
+    /// A new session's own configuration; its resumptions are counted in
+    /// `resumed`.
+    pub(crate) fn session_tls(&self, resumed: &Arc<AtomicU64>) -> anyhow::Result<SessionTls> {
+        let mut tls = self.tls.clone();
+        tls.resumption = tokio_rustls::rustls::client::Resumption::store(Arc::new(Tickets::new(
+            Arc::clone(resumed),
+        )));
+        Ok(if self.quic.is_empty() {
+            SessionTls::Tcp(TlsConnector::from(Arc::new(tls)))
+        } else {
+            let mut c = common::tls::quic_client_config(tls)?;
+            c.token_store(Arc::new(quinn::TokenMemoryCache::new(1, 2)));
+            SessionTls::Quic(c)
         })
     }
 
@@ -208,8 +236,8 @@ impl Dialer {
     async fn dial_inner(&self, s: &Session) -> Result<Conn, DialError> {
         let (token, index) = (s.token.as_str(), s.index);
         let failed = |e: &dyn std::fmt::Display| DialError::Failed(e.to_string());
-        let (reader, writer, quic): (Box<dyn AsyncRead + Send + Unpin>, Writer, _) =
-            if let Some(tls) = &self.tls {
+        let (reader, writer, quic): (Box<dyn AsyncRead + Send + Unpin>, Writer, _) = match &s.tls {
+            SessionTls::Tcp(tls) => {
                 let sock = match self.addr {
                     SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
                     SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
@@ -227,25 +255,22 @@ impl Dialer {
                     .map_err(|e| failed(&e))?;
                 let (r, w) = tokio::io::split(s);
                 (Box::new(r), Box::new(w), None)
-            } else {
+            }
+            SessionTls::Quic(cfg) => {
                 let endpoint = &self.quic[index % self.quic.len()];
-                let mut cfg = self
-                    .quic_config
-                    .clone()
-                    .expect("a QUIC dialer has a client config");
-                cfg.token_store(s.tokens.clone());
                 let name = match &self.name {
                     ServerName::DnsName(n) => n.as_ref().to_string(),
                     other => format!("{other:?}"),
                 };
                 let conn = endpoint
-                    .connect_with(cfg, self.addr, &name)
+                    .connect_with(cfg.clone(), self.addr, &name)
                     .map_err(|e| failed(&e))?
                     .await
                     .map_err(|e| failed(&e))?;
                 let (send, recv) = conn.open_bi().await.map_err(|e| failed(&e))?;
                 (Box::new(recv), Box::new(send), Some(conn))
-            };
+            }
+        };
         let mut conn = Conn {
             reader: FrameReader::new(reader, MAX_FRAME),
             writer,
@@ -310,8 +335,10 @@ struct State {
 }
 
 /// Runs session `s` until the worker says `Goodbye` (or drops the sender):
-/// dial, serve, and after a drop or a lost connection dial again (a refusal
-/// waits its retry-after plus jitter, a failure backs off exponentially).
+/// dial, serve, and after a drop or a lost connection dial again, waiting as
+/// the client library does ([`Backoff`]: a refusal its retry-after plus
+/// jitter under the backoff ceiling, a failure full jitter under a doubling
+/// ceiling, here 100 ms to 5 s).
 pub(crate) async fn run(mut s: Session, mut rx: mpsc::Receiver<Cmd>, sh: Arc<Shared>) {
     let mut st = State {
         tracker: Tracker::default(),
@@ -319,7 +346,7 @@ pub(crate) async fn run(mut s: Session, mut rx: mpsc::Receiver<Cmd>, sh: Arc<Sha
         batches: 0,
         confirmed: 0,
     };
-    let mut attempt = 0u32;
+    let mut backoff = Backoff::new(BACKOFF_INITIAL, BACKOFF_MAX);
     loop {
         let permit = sh.dialing.acquire().await;
         let t0 = Instant::now();
@@ -331,7 +358,7 @@ pub(crate) async fn run(mut s: Session, mut rx: mpsc::Receiver<Cmd>, sh: Arc<Sha
                 sh.counters.logins.fetch_add(1, Relaxed);
                 sh.counters.connected.fetch_add(1, Relaxed);
                 st.conn += 1;
-                attempt = 0;
+                backoff.reset();
                 let ended = serve(&mut s, &mut conn, &mut rx, &sh, &mut st).await;
                 sh.counters.connected.fetch_sub(1, Relaxed);
                 match ended {
@@ -356,29 +383,24 @@ pub(crate) async fn run(mut s: Session, mut rx: mpsc::Receiver<Cmd>, sh: Arc<Sha
                     Ended::Lost(why) => {
                         sh.counters.disconnects.fetch_add(1, Relaxed);
                         tracing::debug!("session {} lost: {why}", s.index);
-                        backoff(attempt)
+                        backoff.next_delay(None, &mut rand::rng())
                     }
                 }
             }
             Err(DialError::Refused { retry_after }) => {
                 sh.counters.refused.fetch_add(1, Relaxed);
-                match retry_after {
-                    Some(after) => {
-                        sh.counters.refused_retry_after.fetch_add(1, Relaxed);
-                        // Full jitter above the floor the server named.
-                        after + after.mul_f64(rand::rng().random::<f64>())
-                    }
-                    None => backoff(attempt),
+                if retry_after.is_some() {
+                    sh.counters.refused_retry_after.fetch_add(1, Relaxed);
                 }
+                backoff.next_delay(retry_after, &mut rand::rng())
             }
             Err(DialError::Failed(why)) => {
                 if sh.counters.failed.fetch_add(1, Relaxed) < 3 {
                     eprintln!("wactl bench: a login failed: {why}");
                 }
-                backoff(attempt)
+                backoff.next_delay(None, &mut rand::rng())
             }
         };
-        attempt = attempt.saturating_add(1);
         // Waiting to dial again; a Goodbye ends the session here.
         let sleep = tokio::time::sleep(wait);
         tokio::pin!(sleep);
@@ -398,12 +420,6 @@ pub(crate) async fn run(mut s: Session, mut rx: mpsc::Receiver<Cmd>, sh: Arc<Sha
             }
         }
     }
-}
-
-/// Full jitter over an exponential ceiling: 100 ms, 200 ms, ... 5 s.
-fn backoff(attempt: u32) -> Duration {
-    let ceiling = Duration::from_millis(100u64 << attempt.min(6)).min(Duration::from_secs(5));
-    ceiling.mul_f64(rand::rng().random::<f64>())
 }
 
 enum Ev {

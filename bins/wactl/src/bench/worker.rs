@@ -68,6 +68,8 @@ pub(crate) struct Report {
     pub(crate) failed: u64,
     pub(crate) refused: u64,
     pub(crate) refused_retry_after: u64,
+    /// Dials that offered a session ticket.
+    pub(crate) resumed: u64,
     pub(crate) disconnects: u64,
     /// Messages handed to senders (numbered, so each is expected once).
     pub(crate) expected: u64,
@@ -97,6 +99,7 @@ impl Report {
         self.failed += o.failed;
         self.refused += o.refused;
         self.refused_retry_after += o.refused_retry_after;
+        self.resumed += o.resumed;
         self.disconnects += o.disconnects;
         self.expected += o.expected;
         self.sent += o.sent;
@@ -232,14 +235,14 @@ pub(crate) async fn run(args: &BenchArgs, id: WorkerId) -> anyhow::Result<ExitCo
             token: token(2 * p)?,
             peer: Some(user(&id.run, 2 * p + 1)),
             fault: (fault && p == 0).then(Fault::default),
-            tokens: Arc::new(quinn::TokenMemoryCache::new(1, 2)),
+            tls: sh.dialer.session_tls(&sh.counters.resumed)?,
         };
         let receiver = Session {
             index: 2 * p + 1,
             token: token(2 * p + 1)?,
             peer: None,
             fault: None,
-            tokens: Arc::new(quinn::TokenMemoryCache::new(1, 2)),
+            tls: sh.dialer.session_tls(&sh.counters.resumed)?,
         };
         sessions.push((sender, receiver));
     }
@@ -400,6 +403,7 @@ impl Worker {
             failed: c.failed.load(Relaxed),
             refused: c.refused.load(Relaxed),
             refused_retry_after: c.refused_retry_after.load(Relaxed),
+            resumed: c.resumed.load(Relaxed),
             disconnects: c.disconnects.load(Relaxed),
             expected: self.expected,
             sent: c.sent.load(Relaxed),
