@@ -75,10 +75,16 @@ pub struct Sized {
 }
 
 impl Sized {
-    /// Linux reports twice what it granted (the other half is its own
-    /// bookkeeping): less than `wanted` means it was capped.
+    /// Whether the kernel granted less than `wanted` either way. Linux
+    /// reports twice what it granted (the other half is its own
+    /// bookkeeping), so there less than twice `wanted` means capped.
     pub fn capped(&self) -> bool {
-        self.receive < self.wanted || self.send < self.wanted
+        let least = if cfg!(any(target_os = "linux", target_os = "android")) {
+            self.wanted.saturating_mul(2)
+        } else {
+            self.wanted
+        };
+        self.receive < least || self.send < least
     }
 }
 
@@ -143,5 +149,20 @@ mod tests {
         // Far past any sysctl limit an unprivileged process gets: capped.
         let huge = size(&socket, 1 << 30).unwrap();
         assert!(huge.capped(), "{huge:?}");
+    }
+
+    /// Linux grants at most `net.core.rmem_max` and reports twice that: a
+    /// request between the two is capped too (it once went unnoticed).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_cap_below_the_doubled_figure_is_seen() {
+        let max: usize = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let sized = size(&socket, max + max / 2).unwrap();
+        assert!(sized.capped(), "{sized:?}");
     }
 }
