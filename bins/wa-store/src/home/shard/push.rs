@@ -93,9 +93,14 @@ pub(super) fn fill(
         }
         // (A mailbox the engine holds nothing of is read from memory only.)
         // Items deleted while a write-back slice was in flight may still be
-        // in the engine: read that many more and leave them out, so that
-        // `room` of the rest are still among those read.
-        let extra = doomed.map_or(0, BTreeMap::len) + acked.len();
+        // in the engine, and acknowledged ones wait there for their
+        // receipts: read as many more as there are of those from the
+        // cursor on (only those can be among the items read) and leave
+        // them out, so that `room` of the rest are still among those read.
+        // (All of `acked` would be thousands while a drained mailbox's
+        // receipts are on their way, read and thrown away on every refill.)
+        let extra = doomed.map_or(0, |d| d.range(s.cursor..).count())
+            + acked.range(s.cursor..).count();
         let read = if engine_empty {
             Ok(Vec::new())
         } else {
