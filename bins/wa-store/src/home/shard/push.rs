@@ -99,8 +99,8 @@ pub(super) fn fill(
         // them out, so that `room` of the rest are still among those read.
         // (All of `acked` would be thousands while a drained mailbox's
         // receipts are on their way, read and thrown away on every refill.)
-        let extra = doomed.map_or(0, |d| d.range(s.cursor..).count())
-            + acked.range(s.cursor..).count();
+        let extra =
+            doomed.map_or(0, |d| d.range(s.cursor..).count()) + acked.range(s.cursor..).count();
         let read = if engine_empty {
             Ok(Vec::new())
         } else {
