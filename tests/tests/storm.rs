@@ -9,7 +9,6 @@ mod support;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -78,23 +77,7 @@ async fn spawn_chat_at(dir: &Path, tcp: &str, quic: &str, extra: &str) -> ChatPr
         .replace("tcp = \"127.0.0.1:0\"", &format!("tcp = \"{tcp}\""))
         .replace("quic = \"127.0.0.1:0\"", &format!("quic = \"{quic}\""))
         + extra;
-    let cfg = dir.join("wa-chat-storm.toml");
-    std::fs::write(&cfg, text).unwrap();
-    let mut child = tokio::process::Command::new(support::bin_dir().join("wa-chat"))
-        .arg("--config")
-        .arg(&cfg)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("wa-chat binary is built (cargo build --workspace)");
-    let line = support::ready_line(&mut child, "wa-chat").await;
-    ChatProcess {
-        tcp: support::field(&line, "tcp").parse().unwrap(),
-        quic: support::field(&line, "quic").parse().unwrap(),
-        admin: support::field(&line, "admin").parse().unwrap(),
-        child,
-    }
+    support::spawn_chat_process_text(&dir.join("wa-chat-storm.toml"), text).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -37,25 +37,6 @@ impl Running {
     /// a shard panicked or the node was demoted meanwhile. A clean stop
     /// (the journal synced) is marked in the data directory.
     pub(crate) async fn stop(self, store: &Store) -> Result<(), StoreError> {
-        let Running {
-            reloader,
-            push_stop,
-            push_sender,
-            courier,
-            other_homes,
-            sweeper_stop,
-            sweeper,
-            disk_watch,
-            writeback_stop,
-            writeback,
-            shards,
-            flusher_stop,
-            flusher,
-            disk_sync,
-            writers,
-            fatal,
-            demoted,
-        } = self;
         // Everything below is bounded by the grace period. The engine is
         // never on the path of an acknowledgement (the journal is), and a
         // journal segment goes only after an engine flush returned, so an
@@ -63,20 +44,23 @@ impl Running {
         // a slower next start, never data.
         let grace = store.config.shutdown.grace;
         let deadline = tokio::time::Instant::now() + grace;
-        let _ = reloader.await;
-        push_stop.cancel();
-        let _ = tokio::time::timeout_at(deadline, push_sender).await;
-        let _ = tokio::time::timeout_at(deadline, courier).await;
-        if let Some(c) = &other_homes {
+        let _ = self.reloader.await;
+        self.push_stop.cancel();
+        let _ = tokio::time::timeout_at(deadline, self.push_sender).await;
+        let _ = tokio::time::timeout_at(deadline, self.courier).await;
+        if let Some(c) = &self.other_homes {
             let _ = tokio::time::timeout_at(deadline, c.close()).await;
         }
-        sweeper_stop.cancel();
-        let _ = tokio::time::timeout_at(deadline, sweeper).await;
-        let _ = tokio::time::timeout_at(deadline, disk_watch).await;
+        self.sweeper_stop.cancel();
+        let _ = tokio::time::timeout_at(deadline, self.sweeper).await;
+        let _ = tokio::time::timeout_at(deadline, self.disk_watch).await;
         // Every operation the links delivered is queued on the shards ahead
         // of this last round.
-        writeback_stop.cancel();
-        if tokio::time::timeout_at(deadline, writeback).await.is_err() {
+        self.writeback_stop.cancel();
+        if tokio::time::timeout_at(deadline, self.writeback)
+            .await
+            .is_err()
+        {
             tracing::error!(
                 "the last write-back round did not finish within the grace period; the journal keeps its items"
             );
@@ -86,26 +70,28 @@ impl Running {
         // flusher covers it, then end; the final journal sync follows; the
         // writers deliver the last answers.
         let mut cut = 0;
-        for s in shards {
+        for s in self.shards {
             if tokio::time::timeout_at(deadline, s).await.is_err() {
                 cut += 1;
             }
         }
-        flusher_stop.cancel();
-        let synced = tokio::time::timeout_at(deadline, flusher).await.is_ok();
+        self.flusher_stop.cancel();
+        let synced = tokio::time::timeout_at(deadline, self.flusher)
+            .await
+            .is_ok();
         if !synced {
             tracing::error!("final journal sync did not finish within the grace period");
         }
-        if let Some(t) = disk_sync {
+        if let Some(t) = self.disk_sync {
             let _ = tokio::task::spawn_blocking(move || t.join()).await;
         }
-        writers.close();
-        if tokio::time::timeout_at(deadline, writers.wait())
+        self.writers.close();
+        if tokio::time::timeout_at(deadline, self.writers.wait())
             .await
             .is_err()
         {
             tracing::warn!(
-                links = writers.len(),
+                links = self.writers.len(),
                 "links cut at the end of the grace period"
             );
         }
@@ -123,10 +109,10 @@ impl Running {
                 "the engine's last flush did not finish within the grace period; the journal keeps everything it needs"
             ),
         }
-        if let Some(shard) = fatal.shard() {
+        if let Some(shard) = self.fatal.shard() {
             return Err(StoreError::ShardPanicked { shard });
         }
-        if demoted.load(std::sync::atomic::Ordering::SeqCst) {
+        if self.demoted.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(StoreError::Demoted {
                 epoch: store.ownership.current().epoch(),
             });

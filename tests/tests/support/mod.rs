@@ -275,11 +275,15 @@ pub async fn spawn_chat_process(dir: &Path) -> ChatProcess {
 
 /// [`spawn_chat_process`] with `extra` (TOML tables) in its config.
 pub async fn spawn_chat_process_with(dir: &Path, extra: &str) -> ChatProcess {
-    let cfg = dir.join("wa-chat.toml");
-    std::fs::write(&cfg, chat_toml(dir) + extra).unwrap();
+    spawn_chat_process_text(&dir.join("wa-chat.toml"), chat_toml(dir) + extra).await
+}
+
+/// wa-chat as a process with the configuration `text`, written to `cfg`.
+pub async fn spawn_chat_process_text(cfg: &Path, text: String) -> ChatProcess {
+    std::fs::write(cfg, text).unwrap();
     let mut child = tokio::process::Command::new(bin_dir().join("wa-chat"))
         .arg("--config")
-        .arg(&cfg)
+        .arg(cfg)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
