@@ -12,8 +12,12 @@
 //! cargo run --release -p wa-tests --example group_bench -- --secs 10 --group-rate 2 --rounds 3
 //! ```
 //!
-//! wa-store and wa-chat run in this process (their `run()` on port 0, as
-//! the tests start them), the clients too, on the same cores.
+//! wa-chat runs in this process (its `run()` on port 0, as the tests start
+//! it), the clients too, on the same cores. wa-store runs in this process
+//! as well, unless `--store-toml TEXT` is given: then it is a child process
+//! (the `wa-store` binary beside this example's directory) with TEXT added
+//! to its config, so that its tasks do not share a runtime with the 1,124
+//! clients', e.g. `--store-toml $'[groups]\nturn = "1ms"'`.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -33,6 +37,8 @@ struct Args {
     pair_rate: u64,
     secs: u64,
     rounds: u64,
+    /// Extra wa-store config; `Some` runs wa-store as a child process.
+    store_toml: Option<String>,
 }
 
 fn args() -> Args {
@@ -43,6 +49,7 @@ fn args() -> Args {
         pair_rate: 20,
         secs: 10,
         rounds: 2,
+        store_toml: None,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     for w in argv.chunks(2) {
@@ -54,6 +61,7 @@ fn args() -> Args {
             "--pair-rate" => a.pair_rate = v(),
             "--secs" => a.secs = v(),
             "--rounds" => a.rounds = v(),
+            "--store-toml" => a.store_toml = Some(w[1].clone()),
             other => panic!("unknown argument {other}"),
         }
     }
@@ -224,7 +232,10 @@ async fn load(senders: &[(Arc<Client>, String)], rate: u64, secs: u64, base: Ins
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let a = args();
-    let d = support::Deployment::start().await;
+    let d = match &a.store_toml {
+        Some(extra) => support::Deployment::start_with_store_config(extra, |_| {}).await,
+        None => support::Deployment::start().await,
+    };
     let base = Instant::now();
     let tally = Arc::new(Mutex::new(Tally::default()));
 
@@ -270,8 +281,16 @@ async fn main() {
 
     let settle = || tokio::time::sleep(Duration::from_secs(2));
     println!(
-        "members {} group_rate {}/s pairs {} x {}/s secs {} rounds {}",
-        a.members, a.group_rate, a.pairs, a.pair_rate, a.secs, a.rounds
+        "members {} group_rate {}/s pairs {} x {}/s secs {} rounds {} store {}",
+        a.members,
+        a.group_rate,
+        a.pairs,
+        a.pair_rate,
+        a.secs,
+        a.rounds,
+        a.store_toml
+            .as_deref()
+            .map_or("in this process".to_string(), |t| format!("a process, {t:?}")),
     );
     let (mut all_alone, mut all_with) = (Vec::new(), Vec::new());
     let mut next = 0u64;

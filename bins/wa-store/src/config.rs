@@ -36,7 +36,7 @@
 //! max_members = 1024
 //! fanout_groups = 256
 //! copies_in_flight = 1024
-//! copies_per_turn = 32
+//! turn = "1ms"
 //! fanout_queue = 256
 //! record_cache = "64 MiB"
 //! receipt_window = "50ms"
@@ -149,10 +149,12 @@ pub struct GroupsConfig {
     pub fanout_groups: usize,
     /// Copies of one group item on their way to members' homes at once.
     pub copies_in_flight: usize,
-    /// Copies queued on this node's shards in one turn of the fan-out; it
-    /// then yields, so that other work (one-to-one appends) queued in the
-    /// meantime goes between its turns instead of behind a whole batch.
-    pub copies_per_turn: usize,
+    /// How long the fan-out applies copies on this node's shards (on the
+    /// thread it runs on) before it yields to the other tasks there (the
+    /// link readers bringing one-to-one appends); zero yields before every
+    /// copy.
+    #[serde(with = "humantime_serde")]
+    pub turn: Duration,
     /// Most items of one group's log not yet copied to every member; a
     /// message beyond is refused with `GROUP_BUSY` (resent after 1 s).
     pub fanout_queue: usize,
@@ -184,7 +186,7 @@ impl Default for GroupsConfig {
             max_members: common::group::DEFAULT_MAX_MEMBERS,
             fanout_groups: 256,
             copies_in_flight: 1024,
-            copies_per_turn: 32,
+            turn: Duration::from_millis(1),
             fanout_queue: 256,
             record_cache: bytesize::ByteSize::mib(64),
             receipt_window: Duration::from_millis(50),
@@ -426,7 +428,6 @@ impl Config {
             ("groups.copies_in_flight", self.groups.copies_in_flight),
             ("groups.fanout_queue", self.groups.fanout_queue),
             ("groups.receipt_max", self.groups.receipt_max),
-            ("groups.copies_per_turn", self.groups.copies_per_turn),
             (
                 "groups.max_groups_per_user",
                 self.groups.max_groups_per_user,

@@ -1,14 +1,16 @@
 //! A group item's copies (docs/ARCHITECTURE.md "Groups"): at the group's
 //! home, the members are grouped by their home, this node's own through
 //! its shards (`copies_in_flight` appends on their way at once, sharing
-//! their journal syncs, queued `copies_per_turn` at a time with a yield
-//! between turns so that one-to-one appends are not queued behind them) and each other home's in one `GroupDeliver` per 256
-//! members, and the members whose copy is not stored yet are tried again
+//! their journal syncs, applied in turns of at most `[groups] turn` with a
+//! yield between turns, so that the fan-out does not hold a worker thread
+//! away from the link readers for a whole batch) and each other home's in
+//! one `GroupDeliver` per 256 members, and the members whose copy is not stored yet are tried again
 //! with backoff until every one is; at a member's home, a `GroupDeliver`
 //! is appended to each member's mailbox and answered once all are durable.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use common::link::{GroupDeliver, GroupDelivered, MAX_DELIVER_MEMBERS, link_down};
 use common::proto::{Code, Envelope, ids};
@@ -91,10 +93,11 @@ impl Groups {
                 });
             }
         }
+        let mut turn = Turn::new(self.turn);
         for chunk in here.chunks(self.copies_in_flight) {
             let mut waits = Vec::new();
-            for (i, m) in chunk.iter().enumerate() {
-                self.take_turn(i).await;
+            for m in chunk {
+                turn.take().await;
                 match self.local.submit_append(m, (**item).clone()).await {
                     Ok(rx) => waits.push((m, rx)),
                     Err(c) => {
@@ -121,17 +124,6 @@ impl Groups {
         (failed, why)
     }
 
-    /// Before the `i`th copy of a batch: every `copies_per_turn` copies
-    /// the fan-out yields, so that the shards apply what others queued in
-    /// the meantime (a one-to-one append waits behind at most one turn of
-    /// copies, not the whole batch). The copies still share journal syncs:
-    /// nothing here waits for durability.
-    async fn take_turn(&self, i: usize) {
-        if i > 0 && i.is_multiple_of(self.copies_per_turn) {
-            tokio::task::yield_now().await;
-        }
-    }
-
     /// A `GroupDeliver` from a group's home: each member's copy appended
     /// here, answered on `link` once all are durable (or refused).
     pub fn deliver_here(self: &Arc<Self>, link: LinkTx, gd: GroupDeliver) {
@@ -149,8 +141,9 @@ impl Groups {
                 Some(item) => {
                     let mut codes = vec![0u32; gd.members.len()];
                     let mut waits = Vec::new();
+                    let mut turn = Turn::new(g.turn);
                     for (i, m) in gd.members.iter().enumerate() {
-                        g.take_turn(i).await;
+                        turn.take().await;
                         if !ids::valid_user_id(m) {
                             codes[i] = Code::BadRecipient as u32;
                         } else if let Err(c) = g.ownership.check(m, gd.epoch, false) {
@@ -176,5 +169,36 @@ impl Groups {
             };
             link.send(link_down::Kind::GroupDelivered(answer));
         });
+    }
+}
+
+/// The fan-out's turns on this node's shards: a copy is applied on the
+/// calling thread (`Home::submit`), so a batch of 1,024 would hold a
+/// worker thread for as long as all of them take. Once a turn has lasted
+/// `length`, the fan-out yields, so that the link readers queued on that
+/// thread go first. Sized by time rather than by count: a yield puts the
+/// fan-out behind every task ready in the process, so yielding every few
+/// copies tripled a big group's time to its last member
+/// (docs/BENCHMARKS.md "A busy group beside one-to-one traffic"). The
+/// copies still share journal syncs: nothing here waits for durability.
+struct Turn {
+    started: Instant,
+    length: Duration,
+}
+
+impl Turn {
+    fn new(length: Duration) -> Turn {
+        Turn {
+            started: Instant::now(),
+            length,
+        }
+    }
+
+    /// Before each copy: yields if this turn is over, starting the next.
+    async fn take(&mut self) {
+        if self.started.elapsed() >= self.length {
+            tokio::task::yield_now().await;
+            self.started = Instant::now();
+        }
     }
 }

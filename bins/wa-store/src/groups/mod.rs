@@ -67,7 +67,8 @@ pub struct Groups {
     client: Option<Arc<LinkClient>>,
     limits: Limits,
     copies_in_flight: usize,
-    copies_per_turn: usize,
+    /// How long the fan-out applies copies before it yields.
+    turn: Duration,
     /// Most groups a user whose home is this node may be in.
     max_groups_per_user: usize,
     /// Requests waiting, per group, behind the one being handled.
@@ -120,7 +121,7 @@ impl Groups {
                 max_members: config.max_members,
             },
             copies_in_flight: config.copies_in_flight,
-            copies_per_turn: config.copies_per_turn.max(1),
+            turn: config.turn,
             max_groups_per_user: config.max_groups_per_user,
             lanes: Mutex::default(),
             cache: Mutex::new(Records::new(config.record_cache.as_u64() as usize)),
