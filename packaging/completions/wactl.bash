@@ -2060,7 +2060,7 @@ _wactl() {
             return 0
             ;;
         wactl__subcmd__up)
-            opts="-h -V --dir --host --link-port --port --islands --edges --secondaries --etcd --media-port --register-port --help --version"
+            opts="-h -V --dir --host --link-port --port --islands --edges --secondaries --etcd --media-port --register-port --chat-toml --store-toml --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2095,6 +2095,14 @@ _wactl() {
                     return 0
                     ;;
                 --register-port)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --chat-toml)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --store-toml)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

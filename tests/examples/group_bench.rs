@@ -290,7 +290,9 @@ async fn main() {
         a.rounds,
         a.store_toml
             .as_deref()
-            .map_or("in this process".to_string(), |t| format!("a process, {t:?}")),
+            .map_or("in this process".to_string(), |t| format!(
+                "a process, {t:?}"
+            )),
     );
     let (mut all_alone, mut all_with) = (Vec::new(), Vec::new());
     let mut next = 0u64;

@@ -75,3 +75,45 @@ async fn group_create_add_show_send_and_a_refusal() {
     sigterm(&up);
     exits_zero(&mut up, "wactl up").await;
 }
+
+/// `wactl up --store-toml FILE`: the operator's `[groups]` table reaches
+/// wa-store (a group past its `max_members` is refused), while the configs
+/// are still rewritten at every start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_with_store_toml_applies_the_operators_group_limit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let extra = tmp.path().join("store-extra.toml");
+    std::fs::write(&extra, "[groups]\nmax_members = 2\n").unwrap();
+    let dir = tmp.path().join("dev");
+    let dir = dir.to_str().unwrap();
+    let (link, port) = (free_port().to_string(), free_port().to_string());
+    let (mut up, mut up_out) = spawn(&[
+        "up",
+        "--dir",
+        dir,
+        "--link-port",
+        &link,
+        "--port",
+        &port,
+        "--store-toml",
+        extra.to_str().unwrap(),
+    ]);
+    wait_line(&mut up_out, "READY from wactl up", |l| {
+        l.starts_with("READY wactl-up ")
+    })
+    .await;
+    tokio::spawn(async move { while let Ok(Some(_)) = up_out.next_line().await {} });
+
+    let (ok, _, err) = group(dir, "alice", &["create", "--subject", "pair", "bob"]).await;
+    assert!(ok, "two members are within the limit: {err}");
+    let (ok, _, err) = group(
+        dir,
+        "alice",
+        &["create", "--subject", "three", "bob", "carol"],
+    )
+    .await;
+    assert!(!ok && err.contains("GROUP_FULL"), "{err}");
+
+    sigterm(&up);
+    exits_zero(&mut up, "wactl up").await;
+}

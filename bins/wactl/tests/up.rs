@@ -158,6 +158,74 @@ async fn up_then_watch_and_send_then_sigterm() {
     assert!(found.is_empty(), "readable by others: {found:#?}");
 }
 
+/// `--chat-toml` and `--store-toml` that cannot be added are refused before
+/// anything starts, each error naming the flag or the config file and why.
+#[tokio::test]
+async fn up_refuses_extra_toml_that_cannot_be_added() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("dev");
+    let cases = [
+        (
+            "--chat-toml",
+            "[tls]\ncert = \"/x.pem\"\n",
+            "wa-chat.toml: the added TOML clashes",
+        ),
+        (
+            "--store-toml",
+            "[cache]\nmemory = \"1 GiB\"\n[admin]\nlisten = \"127.0.0.1:1\"\n",
+            "wa-store.toml: the added TOML clashes",
+        ),
+        (
+            "--chat-toml",
+            "max_connections = 5\n",
+            "`max_connections` is not in a table",
+        ),
+        ("--store-toml", "[groups\n", "is not TOML"),
+    ];
+    for (i, (flag, text, want)) in cases.into_iter().enumerate() {
+        let extra = tmp.path().join(format!("extra-{i}.toml"));
+        std::fs::write(&extra, text).unwrap();
+        let out = tokio::time::timeout(
+            PATIENCE,
+            Command::new(WACTL)
+                .args([
+                    "up",
+                    "--dir",
+                    dir.to_str().unwrap(),
+                    "--port",
+                    "1",
+                    "--link-port",
+                    "2",
+                ])
+                .args([flag, extra.to_str().unwrap()])
+                .output(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flag} {text:?} was taken");
+        assert!(err.contains(want), "{flag} {text:?}: {err}");
+    }
+    let missing = tmp.path().join("absent.toml");
+    let out = Command::new(WACTL)
+        .args([
+            "up",
+            "--dir",
+            dir.to_str().unwrap(),
+            "--chat-toml",
+            missing.to_str().unwrap(),
+        ])
+        .output()
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("--chat-toml: cannot read"),
+        "{err}"
+    );
+}
+
 /// `n` consecutive ports free for TCP and UDP on 127.0.0.1 right now.
 fn free_ports(n: u16) -> u16 {
     loop {

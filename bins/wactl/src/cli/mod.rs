@@ -256,6 +256,20 @@ pub struct UpArgs {
     /// Port of wa-register (HTTPS); 0 picks a free one, shown when ready.
     #[arg(long, default_value_t = 0)]
     pub register_port: u16,
+    /// TOML tables added to every wa-chat config this writes, e.g. a file
+    /// holding `[limits]` `max_connections = 120000` for a bench past the
+    /// default 100,000 (see wa-chat.toml(5)). Tables wactl up writes itself
+    /// ([listen], [tls], [tokens], [cluster], [shutdown], [admin]) cannot be
+    /// repeated; the configs are rewritten at every start, so this is how a
+    /// setting stays.
+    #[arg(long, value_name = "FILE")]
+    pub chat_toml: Option<std::path::PathBuf>,
+    /// TOML tables added to every wa-store config this writes, e.g.
+    /// `[groups]` or `[cache]` settings (see wa-store.toml(5)); tables wactl
+    /// up writes itself ([link], [cluster], [shutdown], [admin]) cannot be
+    /// repeated.
+    #[arg(long, value_name = "FILE")]
+    pub store_toml: Option<std::path::PathBuf>,
 }
 
 /// Sign up through a `wactl up` deployment's wa-register.

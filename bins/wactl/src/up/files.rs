@@ -54,12 +54,58 @@ pub const ADMIN_TOKEN: &str = "admin.token";
 /// and the service configs, always (they follow the flags): one store per
 /// address of `links` (island `i` owns the `i`th share of the fragments), one
 /// edge per address of `chats`.
+/// The operator's own TOML tables for the configs `wactl up` writes
+/// (`--chat-toml`, `--store-toml`), empty when not given.
+#[derive(Default)]
+pub(super) struct Extra {
+    pub chat: String,
+    pub store: String,
+}
+
+/// The text of `path` (given as `flag`), which must be TOML by itself.
+pub(super) fn extra_toml(path: Option<&Path>, flag: &str) -> anyhow::Result<String> {
+    let Some(path) = path else {
+        return Ok(String::new());
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{flag}: cannot read {}", path.display()))?;
+    let table = text
+        .parse::<toml::Table>()
+        .with_context(|| format!("{flag}: {} is not TOML", path.display()))?;
+    // (Appended after the generated [admin] table, a bare key would land in
+    // it.)
+    if let Some((key, _)) = table.iter().find(|(_, v)| !v.is_table()) {
+        bail!(
+            "{flag}: {}: `{key}` is not in a table; only tables can be added (e.g. [limits])",
+            path.display()
+        );
+    }
+    Ok(format!("# From {flag} {}\n{text}", path.display()))
+}
+
+/// `generated` with the operator's `extra` tables after it; an error names
+/// `file` and what clashes (a table both define).
+fn with_extra(generated: String, extra: &str, file: &str) -> anyhow::Result<String> {
+    if extra.is_empty() {
+        return Ok(generated);
+    }
+    let text = format!("{generated}{extra}\n");
+    text.parse::<toml::Table>().map_err(|e| {
+        anyhow::anyhow!(
+            "{file}: the added TOML clashes with what wactl up writes (a table it writes itself cannot be repeated): {}",
+            e.message()
+        )
+    })?;
+    Ok(text)
+}
+
 pub(super) fn prepare(
     dir: &Path,
     host: std::net::IpAddr,
     links: &[SocketAddr],
     seconds: Option<&[SocketAddr]>,
     chats: &[SocketAddr],
+    extra: &Extra,
 ) -> anyhow::Result<()> {
     let mkdir = |p: PathBuf| {
         std::fs::create_dir_all(&p).with_context(|| format!("cannot create {}", p.display()))
@@ -158,6 +204,7 @@ listen = "127.0.0.1:0"
 token_file = "{d}/admin.token"
 "#
         );
+        let store = with_extra(store, &extra.store, &file)?;
         let p = dir.join(file);
         std::fs::write(&p, store).with_context(|| format!("cannot write {}", p.display()))?;
     }
@@ -185,6 +232,7 @@ listen = "127.0.0.1:0"
 token_file = "{d}/admin.token"
 "#
         );
+        let text = with_extra(text, &extra.chat, &chat_file(n))?;
         let p = dir.join(chat_file(n));
         std::fs::write(&p, text).with_context(|| format!("cannot write {}", p.display()))?;
     }

@@ -22,7 +22,8 @@ mod files;
 
 pub(crate) use files::chat_file;
 use files::{
-    prepare, secondary_file, store_data, store_file, write_media_config, write_register_config,
+    Extra, extra_toml, prepare, secondary_file, store_data, store_file, write_media_config,
+    write_register_config,
 };
 
 /// How long a service may take to print its READY line.
@@ -70,7 +71,11 @@ pub(crate) async fn run(args: &UpArgs) -> anyhow::Result<ExitCode> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let media = SocketAddr::new(args.host, args.media_port);
     let register = SocketAddr::new(args.host, args.register_port);
-    prepare(&dir, args.host, &links, seconds, &chats)?;
+    let extra = Extra {
+        chat: extra_toml(args.chat_toml.as_deref(), "--chat-toml")?,
+        store: extra_toml(args.store_toml.as_deref(), "--store-toml")?,
+    };
+    prepare(&dir, args.host, &links, seconds, &chats, &extra)?;
     let run_dir = dir.join(crate::promote::RUN_DIR);
     std::fs::create_dir_all(&run_dir)
         .with_context(|| format!("cannot create {}", run_dir.display()))?;
