@@ -30,6 +30,7 @@ pub mod reminder;
 pub mod secret;
 pub mod sections;
 pub mod token;
+pub mod token_cache;
 pub mod user_groups;
 
 #[cfg(feature = "service")]

@@ -52,6 +52,10 @@ use crate::routing::{LinkSpawner, Router};
 const QUIC_IDLE_SLACK: Duration = Duration::from_secs(15);
 /// How long the links get to deliver the sessions' last frames at shutdown.
 const LINK_DRAIN: Duration = Duration::from_secs(2);
+/// Tokens whose signature the edge remembers having verified
+/// (`common::token_cache`): a reconnecting phone's login skips the Ed25519
+/// check. About 400 bytes each, so at most about 6.5 MB.
+const VERIFIED_TOKENS: usize = 16_384;
 
 /// The listeners `run` serves, bound by the caller (port 0 in tests). `tcp`
 /// `None` or `quic` empty disables that transport.
@@ -67,7 +71,8 @@ pub struct Ctx {
     pub name: String,
     pub limits: LimitsConfig,
     pub retry_after: Duration,
-    pub keys: KeyRing,
+    /// The token keys, remembering the tokens they verified.
+    pub keys: common::token_cache::CachingKeyRing,
     pub router: Router,
     pub hub: Arc<Hub>,
     /// Client connections that finished their handshake and are open.
@@ -230,7 +235,7 @@ impl Chat {
             name: config.name.clone(),
             limits: config.limits.clone(),
             retry_after: config.shutdown.retry_after,
-            keys,
+            keys: common::token_cache::CachingKeyRing::new(keys, VERIFIED_TOKENS),
             router,
             hub,
             active: AtomicUsize::new(0),
