@@ -6,7 +6,7 @@ use tokio::process::Command;
 
 mod support;
 
-use support::{PATIENCE, WACTL, exits_zero, free_port, sigterm, spawn, wait_line};
+use support::{PATIENCE, WACTL, exits_zero, sigterm, spawn, wait_line};
 
 /// `wactl group --dir DIR --user USER ARGS...`: (success, stdout, stderr).
 async fn group(dir: &str, user: &str, args: &[&str]) -> (bool, String, String) {
@@ -28,12 +28,7 @@ async fn group_create_add_show_send_and_a_refusal() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("dev");
     let dir = dir.to_str().unwrap();
-    let (link, port) = (free_port().to_string(), free_port().to_string());
-    let (mut up, mut up_out) = spawn(&["up", "--dir", dir, "--link-port", &link, "--port", &port]);
-    wait_line(&mut up_out, "READY from wactl up", |l| {
-        l.starts_with("READY wactl-up ")
-    })
-    .await;
+    let (mut up, mut up_out, _) = support::up(dir, &[]).await;
     tokio::spawn(async move { while let Ok(Some(_)) = up_out.next_line().await {} });
 
     let (ok, out, err) = group(dir, "alice", &["create", "--subject", "team", "bob"]).await;
@@ -86,22 +81,8 @@ async fn up_with_store_toml_applies_the_operators_group_limit() {
     std::fs::write(&extra, "[groups]\nmax_members = 2\n").unwrap();
     let dir = tmp.path().join("dev");
     let dir = dir.to_str().unwrap();
-    let (link, port) = (free_port().to_string(), free_port().to_string());
-    let (mut up, mut up_out) = spawn(&[
-        "up",
-        "--dir",
-        dir,
-        "--link-port",
-        &link,
-        "--port",
-        &port,
-        "--store-toml",
-        extra.to_str().unwrap(),
-    ]);
-    wait_line(&mut up_out, "READY from wactl up", |l| {
-        l.starts_with("READY wactl-up ")
-    })
-    .await;
+    let (mut up, mut up_out, _) =
+        support::up(dir, &["--store-toml", extra.to_str().unwrap()]).await;
     tokio::spawn(async move { while let Ok(Some(_)) = up_out.next_line().await {} });
 
     let (ok, _, err) = group(dir, "alice", &["create", "--subject", "pair", "bob"]).await;

@@ -94,3 +94,17 @@ pub async fn exits_zero(child: &mut Child, name: &str) {
         .unwrap();
     assert!(st.success(), "{name} exited with {st}");
 }
+
+/// `wactl up --dir DIR` on free ports with `extra` flags, once it is ready:
+/// the process, its output from there on, and its READY line.
+pub async fn up(dir: &str, extra: &[&str]) -> (Proc, Lines<BufReader<ChildStdout>>, String) {
+    let (link, port) = (free_port().to_string(), free_port().to_string());
+    let mut args = vec!["up", "--dir", dir, "--link-port", &link, "--port", &port];
+    args.extend_from_slice(extra);
+    let (up, mut out) = spawn(&args);
+    let ready = wait_line(&mut out, "READY from wactl up", |l| {
+        l.starts_with("READY wactl-up ")
+    })
+    .await;
+    (up, out, ready)
+}
