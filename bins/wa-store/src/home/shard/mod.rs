@@ -253,6 +253,9 @@ pub(super) struct Shard {
     /// What the operations applied decided should happen outside the
     /// shard, in order, until the dispatcher takes it ([`Shard::effects`]).
     effects: Vec<Effect>,
+    /// Users whose session found its link's push budget spent, by link:
+    /// the link's refill visits only them (see `push::Starved`).
+    starved: push::Starved,
     /// Users' push endpoints, cached ([`wake`]).
     wakes: wake::Endpoints,
     /// The map's view of this node since the last [`Op::Rehome`] (`None`:
@@ -290,6 +293,7 @@ impl Shard {
             cache_bytes: 0,
             written: HashMap::new(),
             effects: Vec::new(),
+            starved: push::Starved::default(),
             wakes: wake::Endpoints::default(),
             owned: None,
         }

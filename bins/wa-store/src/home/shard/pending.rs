@@ -64,7 +64,13 @@ impl Shard {
                 if let Some(u) = self.users.get_mut(&to) {
                     u.unflushed -= 1;
                     u.durable = u.durable.max(p.seq);
-                    u.fill_sessions(&*self.storage, &to, &[], &mut self.effects);
+                    u.fill_sessions(
+                        &*self.storage,
+                        &to,
+                        &[],
+                        &mut self.effects,
+                        &mut self.starved,
+                    );
                 }
                 if code == 0 && p.wake {
                     self.item_landed(&to, now.at);

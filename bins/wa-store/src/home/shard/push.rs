@@ -1,7 +1,7 @@
 //! Pushes and windows: what each session is pushed, up to its window and
 //! its link's push budget, merging the cache and the engine in order.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use common::link::{Kick, PUSH_WINDOW, link_down};
@@ -10,21 +10,39 @@ use common::proto::Code;
 use super::{Cached, Effect, Gone, LinkId, SeqMap, Session, Shard, User};
 use crate::storage::{Item, Storage};
 
+/// The users whose session stopped pushing because its link's push budget
+/// was spent, by link. The ack that gives budget back has the link
+/// refilled (`Op::Refill`), which then visits only these users instead of
+/// every user of the shard: with 100,000 sessions on one edge, a scan per
+/// refill made each message cost several times more (docs/BENCHMARKS.md
+/// "100,000 QUIC sessions on one wa-chat").
+pub(super) type Starved = HashMap<LinkId, HashSet<String>>;
+
 impl Shard {
     /// After items went away: free their window slots and push on.
     pub(super) fn refill(&mut self, user: &str, seqs: &[u64]) {
         if let Some(u) = self.users.get_mut(user) {
-            u.fill_sessions(&*self.storage, user, seqs, &mut self.effects);
+            u.fill_sessions(
+                &*self.storage,
+                user,
+                seqs,
+                &mut self.effects,
+                &mut self.starved,
+            );
         }
         self.evict_if_idle(user);
     }
 
     /// Pushes on to every session of `link` (it has budget again).
     pub(super) fn refill_link(&mut self, link: LinkId) {
+        let Some(users) = self.starved.remove(&link) else {
+            return;
+        };
         let storage = Arc::clone(&self.storage);
-        for (name, u) in self.users.iter_mut() {
-            if u.sessions.iter().any(|s| s.link.id == link) {
-                u.fill_sessions(&*storage, name, &[], &mut self.effects);
+        for name in users {
+            // (Gone since, or no longer on this link: nothing to do.)
+            if let Some(u) = self.users.get_mut(&name) {
+                u.fill_sessions(&*storage, &name, &[], &mut self.effects, &mut self.starved);
             }
         }
     }
@@ -39,6 +57,7 @@ impl User {
         user: &str,
         acked: &[u64],
         out: &mut Vec<Effect>,
+        starved: &mut Starved,
     ) {
         let mailbox = Mailbox {
             durable: self.durable,
@@ -50,7 +69,7 @@ impl User {
         for s in &mut self.sessions {
             let freed = acked.iter().filter(|q| s.inflight.remove(q)).count();
             s.link.released(freed);
-            fill(storage, user, &mailbox, s, out);
+            fill(storage, user, &mailbox, s, out, starved);
         }
     }
 }
@@ -69,13 +88,15 @@ pub(super) struct Mailbox<'a> {
 }
 
 /// Pushes `s` the durable items it has not had, up to its window, merging
-/// the engine's items with the cache's in sequence order.
+/// the engine's items with the cache's in sequence order; if its link's
+/// budget runs out first, `user` goes into `starved` for the link's refill.
 pub(super) fn fill(
     storage: &dyn Storage,
     user: &str,
     m: &Mailbox<'_>,
     s: &mut Session,
     out: &mut Vec<Effect>,
+    starved: &mut Starved,
 ) {
     let Mailbox {
         durable,
@@ -89,6 +110,10 @@ pub(super) fn fill(
         // refill, which comes back here.)
         let room = (PUSH_WINDOW - s.inflight.len()).min(s.link.push_room());
         if room == 0 {
+            starved
+                .entry(s.link.id)
+                .or_default()
+                .insert(user.to_owned());
             return;
         }
         // (A mailbox the engine holds nothing of is read from memory only.)

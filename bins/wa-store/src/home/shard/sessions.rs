@@ -136,7 +136,14 @@ impl Shard {
             doomed: u.flight.as_ref().map(|f| &f.doomed),
             acked: &u.acked,
         };
-        fill(&*storage, &user, &mailbox, &mut s, &mut self.effects);
+        fill(
+            &*storage,
+            &user,
+            &mailbox,
+            &mut s,
+            &mut self.effects,
+            &mut self.starved,
+        );
         u.sessions.push(s);
         if !was_online {
             notify_presence(&*storage, u, &user, true, &mut self.effects);
@@ -216,6 +223,7 @@ impl Shard {
     }
 
     pub(super) fn link_gone(&mut self, link: LinkId, now_ms: u64) {
+        self.starved.remove(&link);
         let storage = Arc::clone(&self.storage);
         let mut idle = Vec::new();
         for (name, u) in self.users.iter_mut() {

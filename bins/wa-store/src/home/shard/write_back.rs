@@ -246,7 +246,13 @@ impl Shard {
                 }
             }
             // Sessions may now read on into what was written.
-            u.fill_sessions(&*storage, &o.user, &[], &mut self.effects);
+            u.fill_sessions(
+                &*storage,
+                &o.user,
+                &[],
+                &mut self.effects,
+                &mut self.starved,
+            );
             self.evict_if_idle(&o.user);
         }
     }
