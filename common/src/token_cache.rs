@@ -58,7 +58,7 @@ impl CachingKeyRing {
         Ok(claims)
     }
 
-    /// Tokens remembered now (for tests and the admin API).
+    /// Tokens remembered now.
     pub fn len(&self) -> usize {
         let g = self.lock();
         g.young.len() + g.old.len()

@@ -208,17 +208,21 @@ async fn up_refuses_extra_toml_that_cannot_be_added() {
         assert!(err.contains(want), "{flag} {text:?}: {err}");
     }
     let missing = tmp.path().join("absent.toml");
-    let out = Command::new(WACTL)
-        .args([
-            "up",
-            "--dir",
-            dir.to_str().unwrap(),
-            "--chat-toml",
-            missing.to_str().unwrap(),
-        ])
-        .output()
-        .await
-        .unwrap();
+    let out = tokio::time::timeout(
+        PATIENCE,
+        Command::new(WACTL)
+            .args([
+                "up",
+                "--dir",
+                dir.to_str().unwrap(),
+                "--chat-toml",
+                missing.to_str().unwrap(),
+            ])
+            .output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success() && err.contains("--chat-toml: cannot read"),
