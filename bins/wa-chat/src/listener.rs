@@ -78,6 +78,43 @@ async fn admit(ctx: &Ctx, deadline: Instant) -> Option<Ticket> {
     })
 }
 
+/// A TLS connection's way to its session: admission, then the handshake,
+/// both within the auth deadline. `None`: refused on the way, or shutdown.
+async fn tls_login(
+    tcp: tokio::net::TcpStream,
+    acceptor: TlsAcceptor,
+    ctx: &Ctx,
+) -> Option<(Conn, Instant, Ticket)> {
+    let deadline = Instant::now() + ctx.limits.auth_timeout;
+    let _pending = Pending::enter(ctx);
+    let ticket = admit(ctx, deadline).await?;
+    let tls = tokio::select! {
+        r = tokio::time::timeout_at(deadline, acceptor.accept(tcp)) => r,
+        () = ctx.shutdown.cancelled() => return None,
+    };
+    let tls = match tls {
+        Ok(Ok(t)) => t,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "TLS handshake failed");
+            return None;
+        }
+        Err(_) => {
+            tracing::debug!("TLS handshake timed out");
+            return None;
+        }
+    };
+    if tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+        ctx.metrics.tls_resumed.inc();
+    }
+    let (r, w) = tokio::io::split(tls);
+    let conn = Conn {
+        source: Box::new(r),
+        sink: Sink::Tls(w),
+        linger: true,
+    };
+    Some((conn, deadline, ticket))
+}
+
 /// Accepts TLS connections until shutdown.
 pub async fn serve_tcp(
     listener: TcpListener,
@@ -107,36 +144,57 @@ pub async fn serve_tcp(
         let ctx = Arc::clone(&ctx);
         let acceptor = acceptor.clone();
         let task = async move {
-            let deadline = Instant::now() + ctx.limits.auth_timeout;
-            let _pending = Pending::enter(&ctx);
-            let Some(ticket) = admit(&ctx, deadline).await else {
-                return;
-            };
-            let tls = tokio::select! {
-                r = tokio::time::timeout_at(deadline, acceptor.accept(tcp)) => r,
-                () = ctx.shutdown.cancelled() => return,
-            };
-            let tls = match tls {
-                Ok(Ok(t)) => t,
-                Ok(Err(e)) => return tracing::debug!(error = %e, "TLS handshake failed"),
-                Err(_) => return tracing::debug!("TLS handshake timed out"),
-            };
-            if tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
-                ctx.metrics.tls_resumed.inc();
+            // Both phases boxed: an awaited future is laid out beside the
+            // other states of the future awaiting it, so the task an idle
+            // session keeps all its life would otherwise also carry the
+            // handshake's (docs/BENCHMARKS.md, "Idle sessions: the task").
+            let login = Box::pin(tls_login(tcp, acceptor, &ctx)).await;
+            if let Some((conn, deadline, ticket)) = login {
+                Box::pin(session::serve(conn, ctx, deadline, ticket)).await;
             }
-            let (r, w) = tokio::io::split(tls);
-            let conn = Conn {
-                source: Box::new(r),
-                sink: Sink::Tls(w),
-                linger: true,
-            };
-            drop(_pending);
-            session::serve(conn, ctx, deadline, ticket).await;
         };
         static TCP: std::sync::Once = std::sync::Once::new();
         note_task_size(&TCP, "tcp", &task);
         sessions.spawn(task.instrument(span(peer, "tcp")));
     }
+}
+
+/// A QUIC connection's way to its session: admission, the handshake and
+/// the client's first stream, within the auth deadline. `None`: refused on
+/// the way, or shutdown.
+async fn quic_login(incoming: quinn::Incoming, ctx: &Ctx) -> Option<(Conn, Instant, Ticket)> {
+    let deadline = Instant::now() + ctx.limits.auth_timeout;
+    let _pending = Pending::enter(ctx);
+    let Some(ticket) = admit(ctx, deadline).await else {
+        incoming.ignore();
+        return None;
+    };
+    let open = async {
+        let conn = incoming.await?;
+        let (send, recv) = conn.accept_bi().await?;
+        Ok::<_, quinn::ConnectionError>((conn, send, recv))
+    };
+    let opened = tokio::select! {
+        r = tokio::time::timeout_at(deadline, open) => r,
+        () = ctx.shutdown.cancelled() => return None,
+    };
+    let (qc, send, recv) = match opened {
+        Ok(Ok(x)) => x,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "QUIC handshake failed");
+            return None;
+        }
+        Err(_) => {
+            tracing::debug!("QUIC handshake timed out");
+            return None;
+        }
+    };
+    let conn = Conn {
+        source: Box::new(recv),
+        sink: Sink::Quic { send, conn: qc },
+        linger: false,
+    };
+    Some((conn, deadline, ticket))
 }
 
 /// Accepts QUIC connections until shutdown, then refuses new ones. The
@@ -161,33 +219,11 @@ pub async fn serve_quic(endpoint: quinn::Endpoint, ctx: Arc<Ctx>, sessions: Task
         }
         let ctx = Arc::clone(&ctx);
         let task = async move {
-            let deadline = Instant::now() + ctx.limits.auth_timeout;
-            let _pending = Pending::enter(&ctx);
-            let Some(ticket) = admit(&ctx, deadline).await else {
-                incoming.ignore();
-                return;
-            };
-            let open = async {
-                let conn = incoming.await?;
-                let (send, recv) = conn.accept_bi().await?;
-                Ok::<_, quinn::ConnectionError>((conn, send, recv))
-            };
-            let opened = tokio::select! {
-                r = tokio::time::timeout_at(deadline, open) => r,
-                () = ctx.shutdown.cancelled() => return,
-            };
-            let (qc, send, recv) = match opened {
-                Ok(Ok(x)) => x,
-                Ok(Err(e)) => return tracing::debug!(error = %e, "QUIC handshake failed"),
-                Err(_) => return tracing::debug!("QUIC handshake timed out"),
-            };
-            let conn = Conn {
-                source: Box::new(recv),
-                sink: Sink::Quic { send, conn: qc },
-                linger: false,
-            };
-            drop(_pending);
-            session::serve(conn, ctx, deadline, ticket).await;
+            // (Both phases boxed, as for TLS above.)
+            let login = Box::pin(quic_login(incoming, &ctx)).await;
+            if let Some((conn, deadline, ticket)) = login {
+                Box::pin(session::serve(conn, ctx, deadline, ticket)).await;
+            }
         };
         static QUIC: std::sync::Once = std::sync::Once::new();
         note_task_size(&QUIC, "quic", &task);

@@ -125,12 +125,14 @@ pub async fn serve(conn: Conn, ctx: Arc<Ctx>, deadline: Instant, ticket: Ticket)
     } else if ctx.draining.load(std::sync::atomic::Ordering::Relaxed) {
         Close::Goodbye(Code::ShuttingDown, ctx.retry_after_ms(), DRAINING.into())
     } else {
-        match authenticate(&mut reader, &ctx, deadline).await {
+        // The login's phases are boxed (on the heap only while they run):
+        // the task keeps the size of its steady state, the loop in `run`.
+        match Box::pin(authenticate(&mut reader, &ctx, deadline)).await {
             Err(close) => {
                 ctx.metrics.login_failed(close.code());
                 close
             }
-            Ok(hello) => match Session::open(hello, &ctx, &out).await {
+            Ok(hello) => match Box::pin(Session::open(hello, &ctx, &out)).await {
                 Err(close) => {
                     ctx.metrics.login_failed(close.code());
                     close
@@ -138,7 +140,10 @@ pub async fn serve(conn: Conn, ctx: Arc<Ctx>, deadline: Instant, ticket: Ticket)
                 Ok((mut s, rx, early)) => {
                     // Welcomed: the next login may start.
                     turn = None;
-                    let close = s.run(&mut reader, rx, early, &gone).await;
+                    // (Boxed as well: rustc lays an awaited future out
+                    // beside the awaiting one's other states, which made
+                    // this task twice the size of the loop it runs.)
+                    let close = Box::pin(s.run(&mut reader, rx, early, &gone)).await;
                     s.finish();
                     close
                 }
