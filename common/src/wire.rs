@@ -129,6 +129,19 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
+    /// The next frame if it is already buffered whole, without reading: a
+    /// caller that took one frame with [`FrameReader::read`] acts on the rest
+    /// of what that read brought before it waits again.
+    pub fn read_buffered<M: Message + Default + Kinded>(&mut self) -> Result<Option<M>, ReadError> {
+        match frame::decode_kinded::<M>(&self.buf, self.max_frame)? {
+            Decoded::Frame(m, n) => {
+                self.buf.advance(n);
+                Ok(Some(m))
+            }
+            _ => Ok(None),
+        }
+    }
+
     /// Reads what the stream has into the buffer, taking one if needed; a
     /// releasing reader with nothing buffered gives it back while it waits.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {

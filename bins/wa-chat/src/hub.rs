@@ -329,7 +329,7 @@ mod tests {
                 tx,
                 kill: Arc::new(Kill::default()),
             };
-            let q = Arc::new(Outbound::new(16, common::wire::BufferCount::default()));
+            let q = Arc::new(Outbound::new(16));
             if bytes > 0 {
                 let f = ServerFrame {
                     kind: Some(server_frame::Kind::Deliver(Deliver::default())),

@@ -25,6 +25,7 @@ pub mod routing;
 pub mod session;
 pub mod transport;
 pub mod udp;
+pub mod writer;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};

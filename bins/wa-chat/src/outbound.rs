@@ -1,5 +1,5 @@
 //! The outbound queue of one connection: bounded, in two classes, drained by
-//! a writer task.
+//! the session's [`Writer`](crate::writer::Writer).
 //!
 //! Control frames (Welcome, Accepted, Error, Pong, Presence, TypingEvent,
 //! Goodbye) always go before bulk frames (Deliver), so an answer or a pong never
@@ -18,22 +18,15 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use bytes::BytesMut;
 use common::proto::ServerFrame;
-use common::wire::BufferCount;
-use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 
 use crate::budget::Held;
-use crate::transport::Sink;
 
 /// Frames written in one go before control frames are looked at again.
 const BATCH: usize = 64;
 /// Bytes of deliveries the writer takes in one go (at least one frame):
 /// what a client that stopped reading pins in its blocked writer.
 const BATCH_BYTES: u64 = 256 * 1024;
-/// The writer's first buffer (it grows for bigger batches).
-const WRITE_BUF: usize = 4096;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Class {
@@ -55,11 +48,8 @@ pub struct End {
 
 pub struct Outbound {
     state: Mutex<State>,
-    wake: Notify,
     /// Bytes of deliveries queued or being written.
     delivery_bytes: AtomicU64,
-    /// Where the writer counts its buffer (held only while it writes).
-    buffers: BufferCount,
 }
 
 struct State {
@@ -69,7 +59,7 @@ struct State {
     end: Option<End>,
 }
 
-enum Take {
+pub(crate) enum Take {
     /// Frames to write, and the budget they hold until written.
     Frames(Vec<ServerFrame>, Vec<Held>),
     End(End),
@@ -77,9 +67,8 @@ enum Take {
 }
 
 impl Outbound {
-    /// A queue of at most `cap` frames whose writer counts its buffer in
-    /// `buffers`.
-    pub fn new(cap: usize, buffers: BufferCount) -> Outbound {
+    /// A queue of at most `cap` frames.
+    pub fn new(cap: usize) -> Outbound {
         Outbound {
             state: Mutex::new(State {
                 control: VecDeque::new(),
@@ -87,9 +76,7 @@ impl Outbound {
                 cap,
                 end: None,
             }),
-            wake: Notify::new(),
             delivery_bytes: AtomicU64::new(0),
-            buffers,
         }
     }
 
@@ -125,7 +112,6 @@ impl Outbound {
                 Class::Bulk => st.bulk.push_back((frame, held)),
             }
         }
-        self.wake.notify_one();
         Ok(())
     }
 
@@ -140,7 +126,8 @@ impl Outbound {
         self.lock().end.is_some()
     }
 
-    fn release(&self, held: &[Held]) {
+    /// Gives back the share of `held`, taken with a batch now written.
+    pub(crate) fn release(&self, held: &[Held]) {
         let bytes: u64 = held.iter().map(Held::bytes).sum();
         self.delivery_bytes.fetch_sub(bytes, Ordering::Relaxed);
     }
@@ -158,7 +145,6 @@ impl Outbound {
             self.release(&dropped);
             st.end = Some(end);
         }
-        self.wake.notify_one();
     }
 
     pub fn len(&self) -> usize {
@@ -170,13 +156,16 @@ impl Outbound {
         self.len() == 0
     }
 
-    fn take(&self) -> Take {
+    /// The next batch to write. With `ending`, an empty queue that was
+    /// ended gives its end (once); without, the end stays for the last
+    /// drain ([`Writer::finish`](crate::writer::Writer::finish)).
+    pub(crate) fn take(&self, ending: bool) -> Take {
         let mut st = self.lock();
         if st.control.is_empty() && st.bulk.is_empty() {
             // Idle: the queues give back what a burst made them grow to.
             st.control = VecDeque::new();
             st.bulk = VecDeque::new();
-            return match st.end.take() {
+            return match ending.then(|| st.end.take()).flatten() {
                 Some(e) => Take::End(e),
                 None => Take::Empty,
             };
@@ -197,58 +186,6 @@ impl Outbound {
             }
         }
         Take::Frames(v, held)
-    }
-
-    /// Writes queued frames to `sink` until the connection is ended, then
-    /// closes it. A write error cancels `gone` (the client went away). The
-    /// buffer is taken when there is something to write and given back when
-    /// the queue is empty again, so an idle connection holds none.
-    pub async fn write_loop(&self, mut sink: Sink, gone: CancellationToken) {
-        let mut buf = BytesMut::new();
-        let mut held = self.buffers.holder();
-        let written = loop {
-            match self.take() {
-                Take::Frames(frames, held_budget) => {
-                    buf.clear();
-                    buf.reserve(WRITE_BUF);
-                    for f in &frames {
-                        common::proto::frame::encode(f, &mut buf);
-                    }
-                    held.set(buf.capacity());
-                    // The encoded copy is what stays while the write waits.
-                    drop(frames);
-                    let written = sink.write_all(&buf).await;
-                    self.release(&held_budget);
-                    drop(held_budget);
-                    if written.is_err() {
-                        break false;
-                    }
-                    if self.is_empty() {
-                        buf = BytesMut::new();
-                        held.set(0);
-                        if sink.flush().await.is_err() {
-                            break false;
-                        }
-                    }
-                }
-                Take::End(end) => {
-                    if let Some(f) = end.frame {
-                        buf.clear();
-                        common::proto::frame::encode(&f, &mut buf);
-                        held.set(buf.capacity());
-                        let _ = sink.write_all(&buf).await;
-                    }
-                    held.set(0);
-                    sink.close(end.code).await;
-                    return;
-                }
-                Take::Empty => self.wake.notified().await,
-            }
-        };
-        held.set(0);
-        if !written {
-            gone.cancel();
-        }
     }
 }
 
@@ -281,26 +218,26 @@ mod tests {
 
     #[test]
     fn control_goes_first_and_the_bound_counts_both_classes() {
-        let q = Outbound::new(3, BufferCount::default());
+        let q = Outbound::new(3);
         q.push(deliver(1), Class::Bulk).unwrap();
         q.push(pong(1), Class::Control).unwrap();
         q.push(deliver(2), Class::Bulk).unwrap();
         assert_eq!(q.push(pong(2), Class::Control), Err(Full));
-        assert_eq!(frames(q.take()), vec![pong(1), deliver(1), deliver(2)]);
-        assert!(matches!(q.take(), Take::Empty));
+        assert_eq!(frames(q.take(true)), vec![pong(1), deliver(1), deliver(2)]);
+        assert!(matches!(q.take(true), Take::Empty));
     }
 
     #[test]
     fn deliveries_hold_their_bytes_until_written_or_dropped() {
         let budget = std::sync::Arc::new(crate::budget::Budget::new(1 << 30));
-        let q = Outbound::new(100, BufferCount::default());
+        let q = Outbound::new(100);
         for seq in 0..10 {
             q.push_delivery(deliver(seq), budget.take(100_000)).unwrap();
         }
         q.push(pong(1), Class::Control).unwrap();
         assert_eq!((q.delivery_bytes(), budget.used()), (1_000_000, 1_000_000));
         // The writer takes control frames and about BATCH_BYTES of bulk.
-        let Take::Frames(v, held) = q.take() else {
+        let Take::Frames(v, held) = q.take(true) else {
             panic!("expected frames")
         };
         assert_eq!(v.len(), 1 + 3, "{v:?}");
@@ -321,7 +258,7 @@ mod tests {
 
     #[test]
     fn end_drops_bulk_keeps_control_then_ends() {
-        let q = Outbound::new(10, BufferCount::default());
+        let q = Outbound::new(10);
         q.push(deliver(1), Class::Bulk).unwrap();
         q.push(pong(1), Class::Control).unwrap();
         let end = End {
@@ -334,8 +271,10 @@ mod tests {
             code: 0,
         });
         q.push(pong(2), Class::Control).unwrap();
-        assert_eq!(frames(q.take()), vec![pong(1)]);
-        match q.take() {
+        assert_eq!(frames(q.take(false)), vec![pong(1)]);
+        // The session's loop never takes the end; its last drain does.
+        assert!(matches!(q.take(false), Take::Empty));
+        match q.take(true) {
             Take::End(e) => assert_eq!(e, end),
             _ => panic!("expected the end"),
         }

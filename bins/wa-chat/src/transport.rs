@@ -1,9 +1,11 @@
 //! The two client transports turned into one byte stream each way: a boxed
 //! reader, and a [`Sink`] that knows how to end its transport politely.
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWriteExt, WriteHalf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, WriteHalf};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
@@ -23,18 +25,19 @@ pub enum Sink {
 }
 
 impl Sink {
-    pub async fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+    /// Writes some of `buf` (cancel safe: nothing is kept between calls).
+    pub fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
         match self {
-            Sink::Tls(w) => w.write_all(buf).await,
-            Sink::Quic { send, .. } => send.write_all(buf).await.map_err(std::io::Error::other),
+            Sink::Tls(w) => Pin::new(w).poll_write(cx, buf),
+            Sink::Quic { send, .. } => AsyncWrite::poll_write(Pin::new(send), cx, buf),
         }
     }
 
     /// TLS buffers records; QUIC sends as it goes.
-    pub async fn flush(&mut self) -> std::io::Result<()> {
+    pub fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match self {
-            Sink::Tls(w) => w.flush().await,
-            Sink::Quic { .. } => Ok(()),
+            Sink::Tls(w) => Pin::new(w).poll_flush(cx),
+            Sink::Quic { .. } => Poll::Ready(Ok(())),
         }
     }
 

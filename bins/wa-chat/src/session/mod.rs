@@ -11,8 +11,11 @@
 //! the next frame is read: that is what keeps each sender's order, and keeps a
 //! delivered receipt ahead of a later read receipt of the same session.
 //!
-//! Outbound frames go through [`Outbound`] to a writer task; nothing in the
-//! loop waits on the client or on a link.
+//! Outbound frames go through [`Outbound`] to the session's [`Writer`],
+//! which the loop polls as one of its inputs: one task per session, and
+//! nothing in the loop waits on the client or on a link. The loop acts on
+//! every event and every client frame that is ready (up to [`BATCH`] of
+//! each) before it writes, so one write carries the answers to all of them.
 //!
 //! The rooms: [`open`] (the `Hello`, the attach and `Welcome`), [`frames`]
 //! (what each client frame does), [`appends`] (requests waiting for their
@@ -33,7 +36,6 @@ use common::timer::sleep_until_some;
 use common::wire::FrameReader;
 use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use crate::Ctx;
 use crate::admission::Ticket;
@@ -41,6 +43,7 @@ use crate::hub::{Event, Handle};
 use crate::links::LinkConn;
 use crate::outbound::{Class, Outbound};
 use crate::transport::{Sink, Source};
+use crate::writer::Writer;
 
 mod appends;
 mod close;
@@ -59,6 +62,8 @@ const LINK_WAIT: Duration = Duration::from_secs(5);
 const UNAVAILABLE_RETRY_MS: u64 = 1000;
 /// What clients of a draining edge are told.
 const DRAINING: &str = "this edge is draining; reconnect elsewhere";
+/// Most events, and most client frames, acted on before the writer writes.
+const BATCH: usize = 64;
 /// How long the writer gets to send the last frames before it is cut.
 const WRITER_GRACE: Duration = Duration::from_secs(2);
 /// How long a closed TCP connection is drained so that a client still
@@ -87,17 +92,8 @@ pub async fn serve(conn: Conn, ctx: Arc<Ctx>, deadline: Instant, ticket: Ticket)
         Sink::Tls(_) => "tcp",
         Sink::Quic { .. } => "quic",
     };
-    let out = Arc::new(Outbound::new(
-        ctx.limits.outbound_queue,
-        ctx.session_buffers.clone(),
-    ));
-    let gone = CancellationToken::new();
-    let writer = tokio::spawn({
-        let out = Arc::clone(&out);
-        let gone = gone.clone();
-        let sink = conn.sink;
-        tracing::Instrument::in_current_span(async move { out.write_loop(sink, gone).await })
-    });
+    let out = Arc::new(Outbound::new(ctx.limits.outbound_queue));
+    let mut writer = Writer::new(conn.sink, &ctx.session_buffers);
     let mut reader = FrameReader::releasing(conn.source, MAX_FRAME, ctx.session_buffers.clone());
     let _active = Active::enter(&ctx);
     let _counted = ctx.metrics.connection(transport);
@@ -143,7 +139,7 @@ pub async fn serve(conn: Conn, ctx: Arc<Ctx>, deadline: Instant, ticket: Ticket)
                     // (Boxed as well: rustc lays an awaited future out
                     // beside the awaiting one's other states, which made
                     // this task twice the size of the loop it runs.)
-                    let close = Box::pin(s.run(&mut reader, rx, early, &gone)).await;
+                    let close = Box::pin(s.run(&mut reader, &mut writer, rx, early)).await;
                     s.finish();
                     close
                 }
@@ -157,14 +153,9 @@ pub async fn serve(conn: Conn, ctx: Arc<Ctx>, deadline: Instant, ticket: Ticket)
         Some(code) => tracing::info!(code = code.name(), "closed"),
     }
     out.end(close.end());
-    let mut writer = writer;
-    if tokio::time::timeout(WRITER_GRACE, &mut writer)
-        .await
-        .is_err()
-    {
-        // The client does not read: its socket buffer is full. Cut it.
-        writer.abort();
-    }
+    // (A client that does not read, its socket buffer full, is cut after
+    // the grace.)
+    let _ = tokio::time::timeout(WRITER_GRACE, writer.finish(&out)).await;
     if conn.linger {
         // (On the heap: the session's future does not carry it all its life.)
         let mut sink = vec![0u8; 4096];
@@ -238,9 +229,9 @@ impl Session {
     async fn run(
         &mut self,
         reader: &mut FrameReader<Source>,
+        writer: &mut Writer,
         mut rx: crate::inbox::Receiver,
         early: Vec<Event>,
-        gone: &CancellationToken,
     ) -> Close {
         for ev in early {
             if let Err(close) = self.handle_event(ev) {
@@ -250,6 +241,9 @@ impl Session {
         let idle = self.ctx.limits.idle_timeout;
         let mut idle_at = Instant::now() + idle;
         let kill = Arc::clone(&self.handle.kill);
+        let out = Arc::clone(&self.out);
+        // A write failed: the client went away.
+        let mut gone = false;
         loop {
             // Past the request bound, or the edge's request budget, the
             // session stops reading (the client feels it as TCP or QUIC flow
@@ -261,6 +255,7 @@ impl Session {
                 idle_at = Instant::now() + idle;
             }
             self.release_idle();
+            let writing = writer.has_work(&out);
             let step = tokio::select! {
                 biased;
                 code = kill.killed() => {
@@ -272,18 +267,12 @@ impl Session {
                     self.ctx.retry_after_ms(),
                     "the server is shutting down".into(),
                 )),
-                () = gone.cancelled() => {
+                r = writer.progress(&out), if writing => r.map_err(|_| {
                     // (The client's last frames may be read yet: see below.)
-                    Err(Close::Quiet)
-                }
-                Some(ev) = rx.recv() => match ev {
-                    Event::Drain(done) => {
-                        let step = if reading { self.drain(reader).await } else { Ok(()) };
-                        let _ = done.send(());
-                        step
-                    }
-                    ev => self.handle_event(ev),
-                },
+                    gone = true;
+                    Close::Quiet
+                }),
+                Some(ev) = rx.recv() => self.handle_events(ev, &mut rx, reader, reading).await,
                 () = sleep_until_some(self.reroute.map(|r| r.1)) => self.reroute_now(),
                 () = budget.room(), if over => Ok(()),
                 () = sleep_until_some(self.window_stuck()) => Err(Close::Error(
@@ -293,7 +282,10 @@ impl Session {
                 r = reader.read::<ClientFrame>(), if reading => {
                     idle_at = Instant::now() + idle;
                     match r {
-                        Ok(Some(ClientFrame { kind: Some(k) })) => self.handle_frame(k),
+                        Ok(Some(ClientFrame { kind: Some(k) })) => match self.handle_frame(k) {
+                            Ok(()) => self.handle_buffered(reader),
+                            Err(close) => Err(close),
+                        },
                         Ok(Some(ClientFrame { kind: None })) => {
                             unreachable!("decode_kinded refuses kindless frames")
                         }
@@ -307,12 +299,64 @@ impl Session {
                 )),
             };
             if let Err(close) = step {
-                if gone.is_cancelled() {
+                if gone {
                     self.last_acks(reader).await;
                 }
                 return close;
             }
         }
+    }
+
+    /// Acts on `first` and on the events queued behind it, up to [`BATCH`].
+    async fn handle_events(
+        &mut self,
+        first: Event,
+        rx: &mut crate::inbox::Receiver,
+        reader: &mut FrameReader<Source>,
+        reading: bool,
+    ) -> Step {
+        let mut ev = first;
+        for taken in 1.. {
+            match ev {
+                Event::Drain(done) => {
+                    let step = if reading {
+                        self.drain(reader).await
+                    } else {
+                        Ok(())
+                    };
+                    let _ = done.send(());
+                    step?;
+                }
+                ev => self.handle_event(ev)?,
+            }
+            if taken == BATCH {
+                break;
+            }
+            match rx.try_recv() {
+                Some(next) => ev = next,
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// Acts on the client frames the last read brought whole, up to
+    /// [`BATCH`], while the session may read.
+    fn handle_buffered(&mut self, reader: &mut FrameReader<Source>) -> Step {
+        for _ in 1..BATCH {
+            if self.client_requests >= self.max_requests || self.ctx.requests_budget.over() {
+                break;
+            }
+            match reader.read_buffered::<ClientFrame>() {
+                Ok(Some(ClientFrame { kind: Some(k) })) => self.handle_frame(k)?,
+                Ok(Some(ClientFrame { kind: None })) => {
+                    unreachable!("decode_kinded refuses kindless frames")
+                }
+                Ok(None) => break,
+                Err(e) => return Err(read_error(e)),
+            }
+        }
+        Ok(())
     }
 
     /// Acts on the frames the client has sent already, without waiting for
