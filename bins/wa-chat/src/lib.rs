@@ -23,6 +23,7 @@ pub mod quic_tokens;
 pub mod resumption;
 pub mod routing;
 pub mod session;
+pub mod tls_stream;
 pub mod transport;
 pub mod udp;
 pub mod writer;
@@ -274,7 +275,7 @@ impl Chat {
             if let Ok(addr) = l.local_addr() {
                 tracing::info!(%addr, "serving TLS over TCP");
             }
-            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(client_tls));
+            let acceptor = Arc::new(client_tls);
             accept.spawn(listener::serve_tcp(
                 l,
                 acceptor,

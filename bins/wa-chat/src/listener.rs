@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::time::Instant;
-use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
@@ -82,14 +81,14 @@ async fn admit(ctx: &Ctx, deadline: Instant) -> Option<Ticket> {
 /// both within the auth deadline. `None`: refused on the way, or shutdown.
 async fn tls_login(
     tcp: tokio::net::TcpStream,
-    acceptor: TlsAcceptor,
+    acceptor: Arc<rustls::ServerConfig>,
     ctx: &Ctx,
 ) -> Option<(Conn, Instant, Ticket)> {
     let deadline = Instant::now() + ctx.limits.auth_timeout;
     let _pending = Pending::enter(ctx);
     let ticket = admit(ctx, deadline).await?;
     let tls = tokio::select! {
-        r = tokio::time::timeout_at(deadline, acceptor.accept(tcp)) => r,
+        r = tokio::time::timeout_at(deadline, crate::tls_stream::TlsStream::accept(acceptor, tcp)) => r,
         () = ctx.shutdown.cancelled() => return None,
     };
     let tls = match tls {
@@ -103,7 +102,7 @@ async fn tls_login(
             return None;
         }
     };
-    if tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+    if tls.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
         ctx.metrics.tls_resumed.inc();
     }
     let (r, w) = tokio::io::split(tls);
@@ -118,7 +117,7 @@ async fn tls_login(
 /// Accepts TLS connections until shutdown.
 pub async fn serve_tcp(
     listener: TcpListener,
-    acceptor: TlsAcceptor,
+    acceptor: Arc<rustls::ServerConfig>,
     ctx: Arc<Ctx>,
     sessions: TaskTracker,
 ) {
@@ -142,7 +141,7 @@ pub async fn serve_tcp(
         }
         let _ = tcp.set_nodelay(true);
         let ctx = Arc::clone(&ctx);
-        let acceptor = acceptor.clone();
+        let acceptor = Arc::clone(&acceptor);
         let task = async move {
             // Both phases boxed: an awaited future is laid out beside the
             // other states of the future awaiting it, so the task an idle

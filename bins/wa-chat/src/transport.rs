@@ -5,9 +5,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::tls_stream::TlsStream;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, WriteHalf};
-use tokio::net::TcpStream;
-use tokio_rustls::server::TlsStream;
 
 /// How long a QUIC stream gets for the peer to acknowledge our last frame
 /// before the connection is closed (a close discards unacknowledged data).
@@ -17,7 +16,7 @@ pub type Source = Box<dyn AsyncRead + Send + Unpin>;
 
 /// The writing side of a client connection.
 pub enum Sink {
-    Tls(WriteHalf<TlsStream<TcpStream>>),
+    Tls(WriteHalf<TlsStream>),
     Quic {
         send: quinn::SendStream,
         conn: quinn::Connection,
