@@ -154,15 +154,15 @@ pub async fn serve(conn: Conn, ctx: Arc<Ctx>, deadline: Instant, ticket: Ticket)
     }
     out.end(close.end());
     // (A client that does not read, its socket buffer full, is cut after
-    // the grace.)
-    let _ = tokio::time::timeout(WRITER_GRACE, writer.finish(&out)).await;
+    // the grace. Boxed, like the linger below: the session's future does
+    // not carry their states all its life.)
+    let _ = Box::pin(tokio::time::timeout(WRITER_GRACE, writer.finish(&out))).await;
     if conn.linger {
-        // (On the heap: the session's future does not carry it all its life.)
         let mut sink = vec![0u8; 4096];
         let inner = reader.get_mut();
-        let _ = tokio::time::timeout(LINGER, async {
+        let _ = Box::pin(tokio::time::timeout(LINGER, async {
             while matches!(inner.read(&mut sink).await, Ok(n) if n > 0) {}
-        })
+        }))
         .await;
     }
 }
