@@ -32,7 +32,6 @@ use common::proto::limits::{MAX_BATCH, MAX_FRAME};
 use common::proto::{
     ClientFrame, Code, Error, Presence, ServerFrame, TypingEvent, client_frame, server_frame,
 };
-use common::timer::sleep_until_some;
 use common::wire::FrameReader;
 use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
@@ -239,7 +238,14 @@ impl Session {
             }
         }
         let idle = self.ctx.limits.idle_timeout;
-        let mut idle_at = Instant::now() + idle;
+        // When the client last sent a frame (or the session last stopped
+        // reading it): the idle deadline is this plus `idle`, checked when
+        // the timer fires rather than moved on every frame.
+        let mut active = Instant::now();
+        // One timer for the loop's three deadlines (idle, rerouting, a
+        // stuck push window), kept registered and moved only when the next
+        // deadline changes: no timer made and dropped per wake-up.
+        let mut timer = std::pin::pin!(tokio::time::sleep_until(active + idle));
         let kill = Arc::clone(&self.handle.kill);
         let out = Arc::clone(&self.out);
         // A write failed: the client went away.
@@ -252,10 +258,16 @@ impl Session {
             let over = budget.over();
             let reading = self.client_requests < self.max_requests && !over;
             if !reading {
-                idle_at = Instant::now() + idle;
+                active = Instant::now();
             }
             self.release_idle();
             let writing = writer.has_work(&out);
+            let next = self.next_deadline(reading.then_some(active + idle));
+            if let Some(at) = next
+                && timer.deadline() != at
+            {
+                timer.as_mut().reset(at);
+            }
             let step = tokio::select! {
                 biased;
                 code = kill.killed() => {
@@ -273,14 +285,10 @@ impl Session {
                     Close::Quiet
                 }),
                 Some(ev) = rx.recv() => self.handle_events(ev, &mut rx, reader, reading).await,
-                () = sleep_until_some(self.reroute.map(|r| r.1)) => self.reroute_now(),
+                () = &mut timer, if next.is_some() => self.deadline(reading.then_some(active + idle)),
                 () = budget.room(), if over => Ok(()),
-                () = sleep_until_some(self.window_stuck()) => Err(Close::Error(
-                    Code::SlowConsumer,
-                    "the client has not acknowledged its window of deliveries in time".into(),
-                )),
                 r = reader.read::<ClientFrame>(), if reading => {
-                    idle_at = Instant::now() + idle;
+                    active = Instant::now();
                     match r {
                         Ok(Some(ClientFrame { kind: Some(k) })) => match self.handle_frame(k) {
                             Ok(()) => self.handle_buffered(reader),
@@ -293,10 +301,6 @@ impl Session {
                         Err(e) => Err(read_error(e)),
                     }
                 }
-                () = tokio::time::sleep_until(idle_at), if reading => Err(Close::Error(
-                    Code::IdleTimeout,
-                    format!("no frame for {}", humantime::format_duration(idle)),
-                )),
             };
             if let Err(close) = step {
                 if gone {
@@ -305,6 +309,38 @@ impl Session {
                 return close;
             }
         }
+    }
+
+    /// The loop's next deadline: rerouting, a stuck push window, or (while
+    /// reading) `idle_at`, whichever is first.
+    fn next_deadline(&self, idle_at: Option<Instant>) -> Option<Instant> {
+        [self.reroute.map(|r| r.1), self.window_stuck(), idle_at]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// The loop's timer fired: acts on whichever deadline is due, in the
+    /// order rerouting, a stuck push window, idleness.
+    fn deadline(&mut self, idle_at: Option<Instant>) -> Step {
+        let now = Instant::now();
+        if self.reroute.is_some_and(|r| r.1 <= now) {
+            return self.reroute_now();
+        }
+        if self.window_stuck().is_some_and(|at| at <= now) {
+            return Err(Close::Error(
+                Code::SlowConsumer,
+                "the client has not acknowledged its window of deliveries in time".into(),
+            ));
+        }
+        if idle_at.is_some_and(|at| at <= now) {
+            let idle = self.ctx.limits.idle_timeout;
+            return Err(Close::Error(
+                Code::IdleTimeout,
+                format!("no frame for {}", humantime::format_duration(idle)),
+            ));
+        }
+        Ok(())
     }
 
     /// Acts on `first` and on the events queued behind it, up to [`BATCH`].

@@ -14,11 +14,31 @@ pub const WACTL: &str = env!("CARGO_BIN_EXE_wactl");
 pub const PATIENCE: Duration = Duration::from_secs(60);
 
 /// A port free for both TCP and UDP on 127.0.0.1 right now.
+///
+/// Taken below the kernel's ephemeral range: a port the kernel handed out
+/// for `bind(0)` is free again once checked, and a parallel test's next
+/// `bind(0)` or outgoing connection could take it before `wactl up` binds it
+/// (seen as "Address already in use"); the kernel never hands out these.
 pub fn free_port() -> u16 {
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (from, to) = (10_000u32, u32::from(low).saturating_sub(16).max(10_500));
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let mut x = (u64::from(std::process::id()) << 32) ^ u64::from(nanos) | 1;
     loop {
-        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = tcp.local_addr().unwrap().port();
-        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+        // xorshift64: a different sequence per process and per call.
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let port = (from + (x % u64::from(to - from)) as u32) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok()
+        {
             return port;
         }
     }
