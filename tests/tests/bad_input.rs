@@ -265,8 +265,8 @@ async fn bad_input_gets_documented_errors_and_loses_nothing() {
 
 /// A connection that never says Hello is closed after the auth timeout with
 /// NOT_AUTHENTICATED; one that says nothing after Hello is closed after the
-/// idle timeout with IDLE_TIMEOUT. (The timeouts are shortened in this test's
-/// deployment config.)
+/// idle timeout with IDLE_TIMEOUT, and one that pings is not. (The timeouts
+/// are shortened in this test's deployment config.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_connections_are_closed_by_the_timeouts() {
     let d = Deployment::start_with(|chat| {
@@ -281,6 +281,25 @@ async fn silent_connections_are_closed_by_the_timeouts() {
         Code::NotAuthenticated,
     )
     .await;
+    // A client that pings within the idle timeout is never cut, over
+    // several timeouts (the session's idle deadline moves later with each
+    // frame; its timer fires at the old one and finds nothing due).
+    let mut lively = authed(&d, "lively").await;
+    for nonce in 0..8 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        lively
+            .get_mut()
+            .write_all(&enc(client_frame::Kind::Ping(Ping { nonce })))
+            .await
+            .unwrap();
+        match next(&mut lively).await {
+            Some(ServerFrame {
+                kind: Some(server_frame::Kind::Pong(p)),
+            }) => assert_eq!(p.nonce, nonce),
+            other => panic!("a pinging client got {other:?} instead of its Pong"),
+        }
+    }
+    drop(lively);
     let mut r = authed(&d, "sleepy").await;
     let started = tokio::time::Instant::now();
     expect_error(&mut r, Code::IdleTimeout).await;

@@ -243,8 +243,8 @@ impl Session {
         // the timer fires rather than moved on every frame.
         let mut active = Instant::now();
         // One timer for the loop's three deadlines (idle, rerouting, a
-        // stuck push window), kept registered and moved only when the next
-        // deadline changes: no timer made and dropped per wake-up.
+        // stuck push window), kept registered: no timer made and dropped
+        // per wake-up.
         let mut timer = std::pin::pin!(tokio::time::sleep_until(active + idle));
         let kill = Arc::clone(&self.handle.kill);
         let out = Arc::clone(&self.out);
@@ -263,8 +263,11 @@ impl Session {
             self.release_idle();
             let writing = writer.has_work(&out);
             let next = self.next_deadline(reading.then_some(active + idle));
+            // Moved only to an earlier deadline (or once fired): a later one,
+            // such as the idle deadline after every frame, is found when the
+            // timer fires early and nothing is due yet.
             if let Some(at) = next
-                && timer.deadline() != at
+                && (at < timer.deadline() || timer.is_elapsed())
             {
                 timer.as_mut().reset(at);
             }
@@ -321,7 +324,8 @@ impl Session {
     }
 
     /// The loop's timer fired: acts on whichever deadline is due, in the
-    /// order rerouting, a stuck push window, idleness.
+    /// order rerouting, a stuck push window, idleness (none, when the
+    /// deadline it was set to has moved later since).
     fn deadline(&mut self, idle_at: Option<Instant>) -> Step {
         let now = Instant::now();
         if self.reroute.is_some_and(|r| r.1 <= now) {
