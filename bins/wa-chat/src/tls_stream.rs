@@ -93,8 +93,8 @@ impl TlsStream {
             match self.process()? {
                 Next::Progress => continue,
                 Next::Writable => {
-                    // (The session tickets go out with the first flush.)
-                    ready!(self.poll_send(cx))?;
+                    // (The session tickets go out here.)
+                    ready!(self.poll_release(cx))?;
                     return Poll::Ready(Ok(()));
                 }
                 Next::Eof => return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into())),
@@ -128,7 +128,17 @@ impl TlsStream {
                 Next::Progress
             }
             ConnectionState::EncodeTlsData(mut e) => {
-                encode_into(&mut self.outgoing, |buf| e.encode(buf))?;
+                append_growing(
+                    &mut self.outgoing,
+                    512,
+                    |buf| e.encode(buf),
+                    |err| match err {
+                        EncodeError::InsufficientSize(InsufficientSizeError { required_size }) => {
+                            Some(*required_size)
+                        }
+                        _ => None,
+                    },
+                )?;
                 Next::Progress
             }
             // (Queued in `outgoing`, which the socket gets in order.)
@@ -179,8 +189,8 @@ impl TlsStream {
         }
     }
 
-    /// Writes `outgoing` to the socket; gives the buffer back once all is
-    /// written.
+    /// Writes `outgoing` to the socket. The buffer is kept for the next
+    /// records (a burst's writes reuse it) until [`TlsStream::poll_release`].
     fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while self.out_pos < self.outgoing.len() {
             let n = ready!(Pin::new(&mut self.tcp).poll_write(cx, &self.outgoing[self.out_pos..]))?;
@@ -189,8 +199,17 @@ impl TlsStream {
             }
             self.out_pos += n;
         }
-        self.outgoing = Vec::new();
+        self.outgoing.clear();
         self.out_pos = 0;
+        Poll::Ready(Ok(()))
+    }
+
+    /// Writes `outgoing` to the socket and gives the buffer back: the
+    /// writer flushes when its queue is empty, so an idle connection holds
+    /// none.
+    fn poll_release(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_send(cx))?;
+        self.outgoing = Vec::new();
         Poll::Ready(Ok(()))
     }
 
@@ -226,52 +245,47 @@ impl TlsStream {
         let ConnectionState::WriteTraffic(mut w) = status.state.map_err(invalid)? else {
             return Err(invalid("the TLS connection cannot send"));
         };
-        let start = self.outgoing.len();
-        let mut need = data.map_or(64, |d| d.len() + 64 + d.len() / 16_000 * 32);
-        loop {
-            self.outgoing.resize(start + need, 0);
-            let r = match data {
-                Some(d) => w.encrypt(d, &mut self.outgoing[start..]),
-                None => w.queue_close_notify(&mut self.outgoing[start..]),
-            };
-            match r {
-                Ok(n) => {
-                    self.outgoing.truncate(start + n);
-                    return Ok(());
+        let need = data.map_or(64, |d| d.len() + 64 + d.len() / 16_000 * 32);
+        append_growing(
+            &mut self.outgoing,
+            need,
+            |buf| match data {
+                Some(d) => w.encrypt(d, buf),
+                None => w.queue_close_notify(buf),
+            },
+            |e| match e {
+                EncryptError::InsufficientSize(InsufficientSizeError { required_size }) => {
+                    Some(*required_size)
                 }
-                Err(EncryptError::InsufficientSize(InsufficientSizeError { required_size })) => {
-                    need = required_size;
-                }
-                Err(e) => {
-                    self.outgoing.truncate(start);
-                    return Err(invalid(e));
-                }
-            }
-        }
+                _ => None,
+            },
+        )
     }
 }
 
-/// Appends what `encode` writes to `out`, growing it as rustls asks.
-fn encode_into(
+/// Appends what `write` writes to `out`, starting with room for `need`
+/// bytes and growing as far as rustls says it needs (`too_small`).
+fn append_growing<E: std::fmt::Display>(
     out: &mut Vec<u8>,
-    mut encode: impl FnMut(&mut [u8]) -> Result<usize, EncodeError>,
+    mut need: usize,
+    mut write: impl FnMut(&mut [u8]) -> Result<usize, E>,
+    too_small: impl Fn(&E) -> Option<usize>,
 ) -> io::Result<()> {
     let start = out.len();
-    let mut need = 512;
     loop {
         out.resize(start + need, 0);
-        match encode(&mut out[start..]) {
+        match write(&mut out[start..]) {
             Ok(n) => {
                 out.truncate(start + n);
                 return Ok(());
             }
-            Err(EncodeError::InsufficientSize(InsufficientSizeError { required_size })) => {
-                need = required_size;
-            }
-            Err(e) => {
-                out.truncate(start);
-                return Err(invalid(e));
-            }
+            Err(e) => match too_small(&e) {
+                Some(required) => need = required,
+                None => {
+                    out.truncate(start);
+                    return Err(invalid(e));
+                }
+            },
         }
     }
 }
@@ -306,7 +320,7 @@ impl AsyncRead for TlsStream {
                     // writer finds out), does not stop reading: what the
                     // peer sent before it went away is still read.
                     if s.out_pos < s.outgoing.len() {
-                        let _ = s.poll_send(cx);
+                        let _ = s.poll_release(cx);
                     }
                     if ready!(s.poll_fill(cx))? == 0 {
                         if s.used > 0 {
@@ -338,7 +352,7 @@ impl AsyncWrite for TlsStream {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.get_mut().poll_send(cx)
+        self.get_mut().poll_release(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -348,7 +362,7 @@ impl AsyncWrite for TlsStream {
             // (A connection that can no longer send just closes.)
             let _ = s.encrypt(None);
         }
-        ready!(s.poll_send(cx))?;
+        ready!(s.poll_release(cx))?;
         Pin::new(&mut s.tcp).poll_shutdown(cx)
     }
 }

@@ -256,7 +256,7 @@ impl Session {
             // control) until answers come back.
             let budget = Arc::clone(&self.ctx.requests_budget);
             let over = budget.over();
-            let reading = self.client_requests < self.max_requests && !over;
+            let reading = self.may_read();
             if !reading {
                 active = Instant::now();
             }
@@ -380,11 +380,17 @@ impl Session {
         Ok(())
     }
 
+    /// Whether the session reads its client: not past its own request
+    /// bound nor the edge's request budget.
+    fn may_read(&self) -> bool {
+        self.client_requests < self.max_requests && !self.ctx.requests_budget.over()
+    }
+
     /// Acts on the client frames the last read brought whole, up to
     /// [`BATCH`], while the session may read.
     fn handle_buffered(&mut self, reader: &mut FrameReader<Source>) -> Step {
         for _ in 1..BATCH {
-            if self.client_requests >= self.max_requests || self.ctx.requests_budget.over() {
+            if !self.may_read() {
                 break;
             }
             match reader.read_buffered::<ClientFrame>() {
