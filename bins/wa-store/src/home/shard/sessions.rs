@@ -144,6 +144,9 @@ impl Shard {
             &mut self.effects,
             &mut self.starved,
         );
+        // (Exactly one more: a `Vec` grows to four at its first push, and
+        // most users have one session; every online user holds this.)
+        u.sessions.reserve_exact(1);
         u.sessions.push(s);
         if !was_online {
             notify_presence(&*storage, u, &user, true, &mut self.effects);
