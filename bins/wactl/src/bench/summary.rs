@@ -146,6 +146,13 @@ pub(super) fn summarize(
         });
         let grown = rss(&c.snap).saturating_sub(rss(&ready.snap));
         out["server_rss_per_session"] = json!(grown.checked_div(connected));
+        // Each server's share of it, so that the edge's bytes per session
+        // are told apart from the home's.
+        let pairs = c.snap.servers.iter().zip(&ready.snap.servers);
+        for (i, (at, before)) in pairs.enumerate() {
+            let grown = at.rss.saturating_sub(before.rss);
+            out["servers"][i]["rss_per_session"] = json!(grown.checked_div(connected));
+        }
     }
     match args.scenario {
         Scenario::Login => {}
