@@ -3,10 +3,11 @@
 //! with a minute ago, and checking its Ed25519 signature again cost about a
 //! tenth of a login's server CPU (docs/BENCHMARKS.md "Where the cost is").
 //!
-//! A hit needs the exact token text verified before by the same
-//! [`KeyRing`] (the whole string is the key, not a hash of it), and its
-//! expiry is checked again at every use, so a hit answers what
-//! [`KeyRing::verify`] would. The ring is fixed for the cache's life: a
+//! A hit needs a token verified before by the same [`KeyRing`], found by
+//! the SHA-256 digest of its whole text (32 bytes where the text is about
+//! 150: the cache holds one per recent session; two texts with one digest
+//! would be a SHA-256 collision), and its expiry is checked again at every
+//! use, so a hit answers what [`KeyRing::verify`] would. The ring is fixed for the cache's life: a
 //! new ring (new keys) comes with a new cache. Bounded by `entries`: two
 //! generations, the older dropped whole when the younger is full (an
 //! approximate least-recently-used, with no bookkeeping per hit beyond
@@ -25,10 +26,18 @@ pub struct CachingKeyRing {
     cache: Mutex<Generations>,
 }
 
+/// The SHA-256 digest of a token's text.
+type Digest = [u8; 32];
+
+fn digest(token: &str) -> Digest {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(token.as_bytes()).into()
+}
+
 #[derive(Default)]
 struct Generations {
-    young: HashMap<Box<str>, TokenClaims>,
-    old: HashMap<Box<str>, TokenClaims>,
+    young: HashMap<Digest, TokenClaims>,
+    old: HashMap<Digest, TokenClaims>,
 }
 
 impl CachingKeyRing {
@@ -77,11 +86,12 @@ impl CachingKeyRing {
         if self.half == 0 {
             return None;
         }
+        let key = digest(token);
         let mut g = self.lock();
-        if let Some(c) = g.young.get(token) {
+        if let Some(c) = g.young.get(&key) {
             return Some(c.clone());
         }
-        let (key, claims) = g.old.remove_entry(token)?;
+        let (key, claims) = g.old.remove_entry(&key)?;
         let found = claims.clone();
         self.insert(&mut g, key, claims);
         Some(found)
@@ -91,11 +101,12 @@ impl CachingKeyRing {
         if self.half == 0 {
             return;
         }
+        let key = digest(token);
         let mut g = self.lock();
-        self.insert(&mut g, token.into(), claims.clone());
+        self.insert(&mut g, key, claims.clone());
     }
 
-    fn insert(&self, g: &mut Generations, token: Box<str>, claims: TokenClaims) {
+    fn insert(&self, g: &mut Generations, token: Digest, claims: TokenClaims) {
         if g.young.len() >= self.half {
             g.old = std::mem::take(&mut g.young);
         }
@@ -176,9 +187,10 @@ mod tests {
         }
         // The token used all along is still there; an early one is gone.
         let g = cached.lock();
-        assert!(g.young.contains_key(hot.as_str()) || g.old.contains_key(hot.as_str()));
+        let hot = digest(hot);
+        assert!(g.young.contains_key(&hot) || g.old.contains_key(&hot));
         assert!(
-            !g.young.contains_key(tokens[1].as_str()) && !g.old.contains_key(tokens[1].as_str())
+            !g.young.contains_key(&digest(&tokens[1])) && !g.old.contains_key(&digest(&tokens[1]))
         );
     }
 
