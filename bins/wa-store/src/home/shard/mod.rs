@@ -160,8 +160,9 @@ struct User {
     /// append an engine read, even once its mailbox is in the engine. (The
     /// sweeper only ever removes entries.)
     engine_dedupe: Option<bool>,
-    /// Part of the write-back slice in flight (see [`Flight`]).
-    flight: Option<Flight>,
+    /// Part of the write-back slice in flight (see [`Flight`]). (Boxed:
+    /// every loaded user has the field, few at a time have a slice.)
+    flight: Option<Box<Flight>>,
     /// Acknowledged items whose delivered receipts are on their way to the
     /// senders' homes: kept until `Op::ReceiptStored`, never pushed again
     /// meanwhile.

@@ -127,11 +127,11 @@ impl Shard {
             }
             let mut sent: Vec<u64> = items.iter().map(|i| i.0).collect();
             sent.sort_unstable();
-            u.flight = Some(Flight {
+            u.flight = Some(Box::new(Flight {
                 sent,
                 doomed: BTreeMap::new(),
                 last_seq,
-            });
+            }));
             batch.push(UserBatch {
                 user: name,
                 items,
