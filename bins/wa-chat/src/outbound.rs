@@ -42,7 +42,9 @@ pub struct Full;
 /// connection close.
 #[derive(Debug, Clone, PartialEq)]
 pub struct End {
-    pub frame: Option<ServerFrame>,
+    /// (Boxed: every session's queue has room for its end, and a frame
+    /// inline is 176 bytes.)
+    pub frame: Option<Box<ServerFrame>>,
     pub code: u32,
 }
 
@@ -262,7 +264,7 @@ mod tests {
         q.push(deliver(1), Class::Bulk).unwrap();
         q.push(pong(1), Class::Control).unwrap();
         let end = End {
-            frame: Some(pong(9)),
+            frame: Some(Box::new(pong(9))),
             code: 12,
         };
         q.end(end.clone());

@@ -38,7 +38,7 @@ impl Close {
     }
 
     pub(super) fn end(self) -> End {
-        let frame = |k| Some(ServerFrame { kind: Some(k) });
+        let frame = |k| Some(Box::new(ServerFrame { kind: Some(k) }));
         match self {
             Close::Quiet => End {
                 frame: None,
