@@ -8,10 +8,9 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use common::proto::{Code, Envelope};
-use tokio_util::sync::CancellationToken;
 
 use crate::outbound::Outbound;
 
@@ -61,47 +60,34 @@ pub enum Event {
     Drain(tokio::sync::oneshot::Sender<()>),
 }
 
-/// Ends a session from outside its task, with a code; the first code wins.
-#[derive(Debug, Default)]
-pub struct Kill {
-    token: CancellationToken,
-    code: OnceLock<Code>,
-}
-
-impl Kill {
-    pub fn kill(&self, code: Code) {
-        let _ = self.code.set(code);
-        self.token.cancel();
-    }
-
-    pub async fn killed(&self) -> Code {
-        self.token.cancelled().await;
-        self.code().unwrap_or(Code::Internal)
-    }
-
-    pub fn code(&self) -> Option<Code> {
-        self.code.get().copied()
-    }
-}
-
-/// How to reach one session.
+/// How to reach one session: its inbox, which also carries its kill.
 #[derive(Clone, Debug)]
 pub struct Handle {
     pub tx: crate::inbox::Sender,
-    pub kill: Arc<Kill>,
 }
 
 impl Handle {
     /// Queues `event`; a full queue makes the session a slow consumer.
     pub fn must(&self, event: Event) {
         if let Err(crate::inbox::SendError::Full) = self.tx.try_send(event) {
-            self.kill.kill(Code::SlowConsumer);
+            self.kill(Code::SlowConsumer);
         }
     }
 
     /// Queues `event` if there is room (presence and typing are best effort).
     pub fn may(&self, event: Event) {
         let _ = self.tx.try_send(event);
+    }
+
+    /// Ends the session from outside its task with `code`; the first code
+    /// wins.
+    pub fn kill(&self, code: Code) {
+        self.tx.kill(code);
+    }
+
+    /// The code the session was killed with, if it was.
+    pub fn killed(&self) -> Option<Code> {
+        self.tx.killed()
     }
 }
 
@@ -244,7 +230,7 @@ impl Hub {
     /// Ends session `id` with `code`, if it still runs.
     pub fn kill(&self, id: u64, code: Code) {
         if let Some(e) = self.lock().by_id.get(&id) {
-            e.handle.kill.kill(code);
+            e.handle.kill(code);
         }
     }
 
@@ -256,7 +242,7 @@ impl Hub {
         let mut n = 0;
         for e in sessions.values() {
             if e.info.user == user && device.is_none_or(|d| d == e.info.device) {
-                e.handle.kill.kill(code);
+                e.handle.kill(code);
                 n += 1;
             }
         }
@@ -283,10 +269,7 @@ mod tests {
     #[tokio::test]
     async fn full_queue_kills_with_slow_consumer_and_first_code_wins() {
         let (tx, mut rx) = crate::inbox::channel(1);
-        let h = Handle {
-            tx,
-            kill: Arc::new(Kill::default()),
-        };
+        let h = Handle { tx };
         let hub = Hub::new();
         let info = SessionInfo {
             user: "alice".into(),
@@ -302,17 +285,20 @@ mod tests {
             envelope: Envelope::default(),
         };
         hub.get(id).unwrap().must(push());
-        assert_eq!(h.kill.code(), None);
+        assert_eq!(h.killed(), None);
         h.may(Event::Typing {
             from: "a".into(),
             typing: true,
         });
-        assert_eq!(h.kill.code(), None, "best-effort events never kill");
+        assert_eq!(h.killed(), None, "best-effort events never kill");
         h.must(push());
-        assert_eq!(h.kill.killed().await, Code::SlowConsumer);
-        h.kill.kill(Code::Unavailable);
-        assert_eq!(h.kill.code(), Some(Code::SlowConsumer));
-        assert!(matches!(rx.recv().await, Some(Event::Push { .. })));
+        assert!(matches!(
+            rx.recv().await,
+            crate::inbox::Incoming::Killed(Code::SlowConsumer)
+        ));
+        h.kill(Code::Unavailable);
+        assert_eq!(h.killed(), Some(Code::SlowConsumer));
+        assert!(matches!(rx.try_recv(), Some(Event::Push { .. })));
         hub.unregister(id);
         assert!(hub.get(id).is_none());
     }
@@ -325,10 +311,7 @@ mod tests {
         let mut queues = Vec::new();
         for (user, bytes) in [("a", 100), ("b", 300), ("c", 200), ("d", 0)] {
             let (tx, _rx) = crate::inbox::channel(1);
-            let h = Handle {
-                tx,
-                kill: Arc::new(Kill::default()),
-            };
+            let h = Handle { tx };
             let q = Arc::new(Outbound::new(16));
             if bytes > 0 {
                 let f = ServerFrame {
@@ -363,10 +346,7 @@ mod tests {
     /// queue): its id, its handle and its inbox.
     fn session(hub: &Hub, user: &str, device: u32) -> (u64, Handle, crate::inbox::Receiver) {
         let (tx, rx) = crate::inbox::channel(4);
-        let h = Handle {
-            tx,
-            kill: Arc::new(Kill::default()),
-        };
+        let h = Handle { tx };
         let info = SessionInfo {
             user: user.into(),
             device,
@@ -384,11 +364,11 @@ mod tests {
             handles.push(h);
         }
         assert_eq!(hub.kick("alice", Some(2), Code::Unavailable), 1);
-        assert_eq!(handles[0].kill.code(), None);
-        assert_eq!(handles[1].kill.code(), Some(Code::Unavailable));
+        assert_eq!(handles[0].killed(), None);
+        assert_eq!(handles[1].killed(), Some(Code::Unavailable));
         assert_eq!(hub.kick("alice", None, Code::Unavailable), 2);
-        assert_eq!(handles[0].kill.code(), Some(Code::Unavailable));
-        assert_eq!(handles[2].kill.code(), None);
+        assert_eq!(handles[0].killed(), Some(Code::Unavailable));
+        assert_eq!(handles[2].killed(), None);
         assert_eq!(hub.kick("carol", None, Code::Unavailable), 0);
     }
 

@@ -7,11 +7,16 @@
 //! item of an idle session's memory (docs/BENCHMARKS.md, "Idle sessions").
 //! Here the events sit in a `VecDeque` that is given back as soon as the
 //! session has taken the last one.
+//!
+//! It also carries the session's kill ([`Sender::kill`]): a code that ends
+//! the session, which the receiver sees before any event. One wake-up for
+//! both, so that the session waits on one thing for them.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
+use common::proto::Code;
 use tokio::sync::Notify;
 
 use crate::hub::Event;
@@ -21,6 +26,8 @@ struct Shared {
     cap: usize,
     wake: Notify,
     closed: AtomicBool,
+    /// Why the session must end, if it must: the first code wins.
+    killed: OnceLock<Code>,
 }
 
 impl Shared {
@@ -52,6 +59,7 @@ pub fn channel(cap: usize) -> (Sender, Receiver) {
         cap: cap.max(1),
         wake: Notify::new(),
         closed: AtomicBool::new(false),
+        killed: OnceLock::new(),
     });
     (Sender(Arc::clone(&shared)), Receiver(shared))
 }
@@ -78,19 +86,48 @@ impl Sender {
         self.0.wake.notify_one();
         Ok(())
     }
+
+    /// Ends the session with `code` (if nothing ended it first): its
+    /// receiver sees it before any event still queued.
+    pub fn kill(&self, code: Code) {
+        if self.0.killed.set(code).is_ok() {
+            self.0.wake.notify_one();
+        }
+    }
+
+    /// The code the session was killed with, if it was.
+    pub fn killed(&self) -> Option<Code> {
+        self.0.killed.get().copied()
+    }
+}
+
+/// What the session's inbox gives it next.
+#[derive(Debug)]
+pub enum Incoming {
+    /// The session must end (see [`Sender::kill`]).
+    Killed(Code),
+    Event(Event),
 }
 
 impl Receiver {
-    /// The next event (never `None`: the session holds a sender of its own).
+    /// The kill if there was one, else the next event, waiting for either.
     ///
     /// Cancel safe: an event is taken only when this returns it.
-    pub async fn recv(&mut self) -> Option<Event> {
+    pub async fn recv(&mut self) -> Incoming {
         loop {
+            if let Some(code) = self.killed() {
+                return Incoming::Killed(code);
+            }
             if let Some(ev) = self.try_recv() {
-                return Some(ev);
+                return Incoming::Event(ev);
             }
             self.0.wake.notified().await;
         }
+    }
+
+    /// The code the session was killed with, if it was.
+    pub fn killed(&self) -> Option<Code> {
+        self.0.killed.get().copied()
     }
 
     /// The next event if one is queued. Taking the last one gives back the
@@ -132,7 +169,7 @@ mod tests {
         assert_eq!(tx.try_send(typing(9)), Err(SendError::Full));
         for n in 0..3 {
             match rx.recv().await {
-                Some(Event::Typing { from, .. }) => assert_eq!(from, n.to_string()),
+                Incoming::Event(Event::Typing { from, .. }) => assert_eq!(from, n.to_string()),
                 other => panic!("{other:?}"),
             }
         }
@@ -144,8 +181,31 @@ mod tests {
             .await
             .expect("woken")
             .unwrap();
-        assert!(matches!(ev, Some(Event::Typing { .. })));
+        assert!(matches!(ev, Incoming::Event(Event::Typing { .. })));
         drop(rx);
         assert_eq!(tx.try_send(typing(5)), Err(SendError::Closed));
+    }
+
+    #[tokio::test]
+    async fn a_kill_comes_before_queued_events_wakes_a_waiting_receiver_and_the_first_code_wins() {
+        let (tx, mut rx) = channel(4);
+        // A waiting receiver is woken by a kill.
+        let waiter = tokio::spawn(async move { (rx.recv().await, rx) });
+        tokio::task::yield_now().await;
+        tx.kill(Code::SlowConsumer);
+        let (got, mut rx) = tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .expect("woken")
+            .unwrap();
+        assert!(matches!(got, Incoming::Killed(Code::SlowConsumer)));
+        // Queued events do not hide it, and a later code does not replace it.
+        tx.try_send(typing(1)).unwrap();
+        tx.kill(Code::Unavailable);
+        assert!(matches!(
+            rx.recv().await,
+            Incoming::Killed(Code::SlowConsumer)
+        ));
+        assert_eq!(tx.killed(), Some(Code::SlowConsumer));
+        assert_eq!(rx.killed(), Some(Code::SlowConsumer));
     }
 }

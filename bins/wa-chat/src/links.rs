@@ -33,7 +33,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::hub::{Event, Handle, Hub, Kill};
+use crate::hub::{Event, Handle, Hub};
 
 /// Frames queued towards one store before the link counts as stuck. Sessions
 /// bound their own requests, so this is reached only by a store that stopped
@@ -230,7 +230,7 @@ struct ConnState {
     /// first: ids rise with time).
     pending: BTreeMap<u64, Waiter>,
     /// Sessions attached through this connection.
-    homed: HashMap<u64, Arc<Kill>>,
+    homed: HashMap<u64, crate::inbox::Sender>,
 }
 
 struct Waiter {
@@ -372,7 +372,7 @@ impl LinkConn {
         device: u32,
         generation: u32,
         epoch: u64,
-        kill: Arc<Kill>,
+        kill: crate::inbox::Sender,
     ) -> Result<(), LinkDownError> {
         {
             let mut st = self.lock();
@@ -442,7 +442,7 @@ impl LinkConn {
             out
         };
         for w in &overdue {
-            w.session.kill.kill(Code::Unavailable);
+            w.session.kill(Code::Unavailable);
         }
         overdue.len()
     }
@@ -462,7 +462,7 @@ impl LinkConn {
             )
         };
         for w in pending.values() {
-            w.session.kill.kill(Code::Unavailable);
+            w.session.kill(Code::Unavailable);
         }
         for k in homed.values() {
             k.kill(Code::Unavailable);
@@ -582,8 +582,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
             }
             link_down::Kind::Kick(k) => {
                 if let Some(h) = hub.get(k.session) {
-                    h.kill
-                        .kill(Code::from_u32(k.code).unwrap_or(Code::Internal));
+                    h.kill(Code::from_u32(k.code).unwrap_or(Code::Internal));
                 }
             }
             // Answers to requests this edge never makes (wa-register's).

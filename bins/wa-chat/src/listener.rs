@@ -30,6 +30,10 @@ fn note_task_size<F>(once: &'static std::sync::Once, transport: &'static str, ta
     });
 }
 
+/// The span of a connection's login (accept, handshake, `Hello`, attach):
+/// its lines carry the peer, the transport and, once known, the session id.
+/// A session's later lines carry its session id and user instead (an idle
+/// session's span cost it about 550 bytes: docs/BENCHMARKS.md).
 fn span(peer: SocketAddr, transport: &'static str) -> tracing::Span {
     tracing::info_span!("conn", %peer, transport, session = tracing::field::Empty)
 }
@@ -147,14 +151,16 @@ pub async fn serve_tcp(
             // other states of the future awaiting it, so the task an idle
             // session keeps all its life would otherwise also carry the
             // handshake's (docs/BENCHMARKS.md, "Idle sessions: the task").
-            let login = Box::pin(tls_login(tcp, acceptor, &ctx)).await;
+            // The span is the login's (see `session::serve`).
+            let span = span(peer, "tcp");
+            let login = Box::pin(tls_login(tcp, acceptor, &ctx).instrument(span.clone())).await;
             if let Some((conn, deadline, ticket)) = login {
-                Box::pin(session::serve(conn, ctx, deadline, ticket)).await;
+                Box::pin(session::serve(conn, ctx, deadline, ticket, span)).await;
             }
         };
         static TCP: std::sync::Once = std::sync::Once::new();
         note_task_size(&TCP, "tcp", &task);
-        sessions.spawn(task.instrument(span(peer, "tcp")));
+        sessions.spawn(task);
     }
 }
 
@@ -219,14 +225,15 @@ pub async fn serve_quic(endpoint: quinn::Endpoint, ctx: Arc<Ctx>, sessions: Task
         let ctx = Arc::clone(&ctx);
         let task = async move {
             // (Both phases boxed, as for TLS above.)
-            let login = Box::pin(quic_login(incoming, &ctx)).await;
+            let span = span(peer, "quic");
+            let login = Box::pin(quic_login(incoming, &ctx).instrument(span.clone())).await;
             if let Some((conn, deadline, ticket)) = login {
-                Box::pin(session::serve(conn, ctx, deadline, ticket)).await;
+                Box::pin(session::serve(conn, ctx, deadline, ticket, span)).await;
             }
         };
         static QUIC: std::sync::Once = std::sync::Once::new();
         note_task_size(&QUIC, "quic", &task);
-        sessions.spawn(task.instrument(span(peer, "quic")));
+        sessions.spawn(task);
     }
     endpoint.set_server_config(None);
 }

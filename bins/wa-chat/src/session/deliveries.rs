@@ -63,7 +63,7 @@ impl Session {
             );
             self.ctx.metrics.delivery_cuts.inc();
             queue.end(Close::Error(Code::SlowConsumer, CUT.into()).end());
-            handle.kill.kill(Code::SlowConsumer);
+            handle.kill(Code::SlowConsumer);
         }
     }
 }

@@ -35,10 +35,12 @@ use common::proto::{
 use common::wire::FrameReader;
 use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::Ctx;
 use crate::admission::Ticket;
 use crate::hub::{Event, Handle};
+use crate::inbox::Incoming;
 use crate::links::LinkConn;
 use crate::outbound::{Class, Outbound};
 use crate::transport::{Sink, Source};
@@ -53,7 +55,6 @@ mod push;
 
 use appends::Pending;
 use close::{Close, kill_reason, read_error};
-use open::authenticate;
 
 /// How long a new session waits for the link to its home to come up.
 const LINK_WAIT: Duration = Duration::from_secs(5);
@@ -86,83 +87,112 @@ pub struct Conn {
 
 /// Serves one connection until it ends. `deadline` is the end of the auth
 /// window (it started when the connection was accepted).
-pub async fn serve(conn: Conn, ctx: Arc<Ctx>, deadline: Instant, ticket: Ticket) {
-    let transport = match conn.sink {
-        Sink::Tls(_) => "tcp",
-        Sink::Quic { .. } => "quic",
-    };
-    let out = Arc::new(Outbound::new(ctx.limits.outbound_queue));
-    let mut writer = Writer::new(conn.sink, &ctx.session_buffers);
-    let mut reader = FrameReader::releasing(conn.source, MAX_FRAME, ctx.session_buffers.clone());
-    let _active = Active::enter(&ctx);
-    let _counted = ctx.metrics.connection(transport);
+///
+/// (An `async move` block rather than an `async fn`: an `async fn` copies
+/// its arguments into locals, and its future keeps both copies.)
+///
+/// `span` (the connection's) covers the login only: once welcomed, the
+/// session's lines carry its id and user, and it holds no span.
+#[allow(clippy::manual_async_fn)]
+pub fn serve(
+    conn: Conn,
+    ctx: Arc<Ctx>,
+    deadline: Instant,
+    ticket: Ticket,
+    span: tracing::Span,
+) -> impl Future<Output = ()> + Send {
+    async move {
+        let transport = match conn.sink {
+            Sink::Tls(_) => "tcp",
+            Sink::Quic { .. } => "quic",
+        };
+        let out = Arc::new(Outbound::new(ctx.limits.outbound_queue));
+        let mut writer = Writer::new(conn.sink, &ctx.session_buffers);
+        let mut reader =
+            FrameReader::releasing(conn.source, MAX_FRAME, ctx.session_buffers.clone());
+        let _active = Active::enter(&ctx);
+        let _counted = ctx.metrics.connection(transport);
 
-    let (turn, refused) = match ticket {
-        Ticket::Admitted(turn) => (turn, None),
-        Ticket::Refused(after, turn) => (turn, Some(after)),
-    };
-    let mut turn = Some(turn);
-    let close = if let Some(after) = refused {
-        // Before `Hello` is read: a refused login costs the edge its
-        // handshake and nothing more.
-        ctx.metrics.logins_refused.inc();
-        Close::Goodbye(
-            Code::Overloaded,
-            after.as_millis() as u64,
-            "too many logins at once; retry after retry_after_ms".into(),
-        )
-    } else if ctx.active() > ctx.limits.max_connections {
-        Close::Goodbye(
-            Code::Overloaded,
-            ctx.retry_after_ms(),
-            "too many connections".into(),
-        )
-    } else if ctx.draining.load(std::sync::atomic::Ordering::Relaxed) {
-        Close::Goodbye(Code::ShuttingDown, ctx.retry_after_ms(), DRAINING.into())
-    } else {
-        // The login's phases are boxed (on the heap only while they run):
-        // the task keeps the size of its steady state, the loop in `run`.
-        match Box::pin(authenticate(&mut reader, &ctx, deadline)).await {
-            Err(close) => {
-                ctx.metrics.login_failed(close.code());
+        let (turn, refused) = match ticket {
+            Ticket::Admitted(turn) => (turn, None),
+            Ticket::Refused(after, turn) => (turn, Some(after)),
+        };
+        let mut turn = Some(turn);
+        let refusal = if let Some(after) = refused {
+            // Before `Hello` is read: a refused login costs the edge its
+            // handshake and nothing more.
+            ctx.metrics.logins_refused.inc();
+            Some(Close::Goodbye(
+                Code::Overloaded,
+                after.as_millis() as u64,
+                "too many logins at once; retry after retry_after_ms".into(),
+            ))
+        } else if ctx.active() > ctx.limits.max_connections {
+            Some(Close::Goodbye(
+                Code::Overloaded,
+                ctx.retry_after_ms(),
+                "too many connections".into(),
+            ))
+        } else if ctx.draining.load(std::sync::atomic::Ordering::Relaxed) {
+            Some(Close::Goodbye(
+                Code::ShuttingDown,
+                ctx.retry_after_ms(),
+                DRAINING.into(),
+            ))
+        } else {
+            None
+        };
+        let close = match refusal {
+            Some(close) => {
+                span.in_scope(|| log_closed(&close));
                 close
             }
-            Ok(hello) => match Box::pin(Session::open(hello, &ctx, &out)).await {
-                Err(close) => {
-                    ctx.metrics.login_failed(close.code());
-                    close
+            None => {
+                // The login's phases and the session's loop are boxed (on the
+                // heap only while they run): rustc lays an awaited future out
+                // beside the other states of the future awaiting it, and keeps
+                // a local's slot for as long as it is in scope. So the login's
+                // results end in this block, the session moves into its loop's
+                // future, and this task keeps only what outlives the loop.
+                let login = open::login(&mut reader, &ctx, deadline, &out).instrument(span);
+                let started = match Box::pin(login).await {
+                    Err(close) => Err(close),
+                    Ok((s, rx, early)) => {
+                        // Welcomed: the next login may start.
+                        turn = None;
+                        Ok(Box::pin(s.run(&mut reader, &mut writer, rx, early)))
+                    }
+                };
+                match started {
+                    Ok(session) => session.await,
+                    Err(close) => close,
                 }
-                Ok((mut s, rx, early)) => {
-                    // Welcomed: the next login may start.
-                    turn = None;
-                    // (Boxed as well: rustc lays an awaited future out
-                    // beside the awaiting one's other states, which made
-                    // this task twice the size of the loop it runs.)
-                    let close = Box::pin(s.run(&mut reader, &mut writer, rx, early)).await;
-                    s.finish();
-                    close
-                }
-            },
+            }
+        };
+        drop(turn);
+        out.end(close.end());
+        // (A client that does not read, its socket buffer full, is cut after
+        // the grace. Boxed, like the linger below: the session's future does
+        // not carry their states all its life.)
+        let _ = Box::pin(tokio::time::timeout(WRITER_GRACE, writer.finish(&out))).await;
+        if conn.linger {
+            let mut sink = vec![0u8; 4096];
+            let inner = reader.get_mut();
+            let _ = Box::pin(tokio::time::timeout(LINGER, async {
+                while matches!(inner.read(&mut sink).await, Ok(n) if n > 0) {}
+            }))
+            .await;
         }
-    };
-    drop(turn);
+    }
+}
+
+/// Logs how a connection that never became a session ended (within its
+/// span).
+fn log_closed(close: &Close) {
     match close.code() {
         // At shutdown every session says so; one line for all is in lib.rs.
         Some(Code::ShuttingDown) | None => tracing::debug!("closed"),
         Some(code) => tracing::info!(code = code.name(), "closed"),
-    }
-    out.end(close.end());
-    // (A client that does not read, its socket buffer full, is cut after
-    // the grace. Boxed, like the linger below: the session's future does
-    // not carry their states all its life.)
-    let _ = Box::pin(tokio::time::timeout(WRITER_GRACE, writer.finish(&out))).await;
-    if conn.linger {
-        let mut sink = vec![0u8; 4096];
-        let inner = reader.get_mut();
-        let _ = Box::pin(tokio::time::timeout(LINGER, async {
-            while matches!(inner.read(&mut sink).await, Ok(n) if n > 0) {}
-        }))
-        .await;
     }
 }
 
@@ -225,7 +255,32 @@ fn frame(k: server_frame::Kind) -> ServerFrame {
 }
 
 impl Session {
-    async fn run(
+    /// The session's loop, until it closes; then forgets the session
+    /// ([`Session::finish`]).
+    ///
+    /// (An `async move` block, not an `async fn`, so that its future holds
+    /// the session once, not also the argument's copy.)
+    #[allow(clippy::manual_async_fn)]
+    fn run<'a>(
+        mut self,
+        reader: &'a mut FrameReader<Source>,
+        writer: &'a mut Writer,
+        rx: crate::inbox::Receiver,
+        early: Vec<Event>,
+    ) -> impl Future<Output = Close> + Send + 'a {
+        async move {
+            let close = self.serve_loop(reader, writer, rx, early).await;
+            let (session, user) = (self.id, &self.user);
+            match close.code() {
+                Some(Code::ShuttingDown) | None => tracing::debug!(session, %user, "closed"),
+                Some(code) => tracing::info!(session, %user, code = code.name(), "closed"),
+            }
+            self.finish();
+            close
+        }
+    }
+
+    async fn serve_loop(
         &mut self,
         reader: &mut FrameReader<Source>,
         writer: &mut Writer,
@@ -246,10 +301,11 @@ impl Session {
         // stuck push window), kept registered: no timer made and dropped
         // per wake-up.
         let mut timer = std::pin::pin!(tokio::time::sleep_until(active + idle));
-        let kill = Arc::clone(&self.handle.kill);
         let out = Arc::clone(&self.out);
         // A write failed: the client went away.
         let mut gone = false;
+        // A newer session of the same device waits for this one's drain.
+        let mut drain = None;
         loop {
             // Past the request bound, or the edge's request budget, the
             // session stops reading (the client feels it as TCP or QUIC flow
@@ -271,12 +327,12 @@ impl Session {
             {
                 timer.as_mut().reset(at);
             }
+            // A kill (link gone, kick, slow consumer) comes first.
+            if let Some(code) = rx.killed() {
+                return self.killed(code);
+            }
             let step = tokio::select! {
                 biased;
-                code = kill.killed() => {
-                    let reason = kill_reason(&self.ctx, code);
-                    Err(Close::for_code(code, UNAVAILABLE_RETRY_MS, reason))
-                }
                 () = self.ctx.shutdown.cancelled() => Err(Close::Goodbye(
                     Code::ShuttingDown,
                     self.ctx.retry_after_ms(),
@@ -287,7 +343,10 @@ impl Session {
                     gone = true;
                     Close::Quiet
                 }),
-                Some(ev) = rx.recv() => self.handle_events(ev, &mut rx, reader, reading).await,
+                incoming = rx.recv() => match incoming {
+                    Incoming::Killed(code) => Err(self.killed(code)),
+                    Incoming::Event(ev) => self.handle_events(ev, &mut rx).map(|done| drain = done),
+                },
                 () = &mut timer, if next.is_some() => self.deadline(reading.then_some(active + idle)),
                 () = budget.room(), if over => Ok(()),
                 r = reader.read::<ClientFrame>(), if reading => {
@@ -305,13 +364,33 @@ impl Session {
                     }
                 }
             };
+            // (Awaited here, not in a branch of the `select!`: an await in
+            // a branch keeps the `select!`'s output, a frame's worth, in the
+            // loop's future beside the branches' futures. Rare, and boxed.)
+            let step = match (step, drain.take()) {
+                (Ok(()), Some(done)) => {
+                    let step = if reading {
+                        Box::pin(self.drain(reader)).await
+                    } else {
+                        Ok(())
+                    };
+                    let _ = done.send(());
+                    step
+                }
+                (step, _) => step,
+            };
             if let Err(close) = step {
                 if gone {
-                    self.last_acks(reader).await;
+                    Box::pin(self.last_acks(reader)).await;
                 }
                 return close;
             }
         }
+    }
+
+    /// How the session ends when something outside its task killed it.
+    fn killed(&self, code: Code) -> Close {
+        Close::for_code(code, UNAVAILABLE_RETRY_MS, kill_reason(&self.ctx, code))
     }
 
     /// The loop's next deadline: rerouting, a stuck push window, or (while
@@ -347,26 +426,18 @@ impl Session {
         Ok(())
     }
 
-    /// Acts on `first` and on the events queued behind it, up to [`BATCH`].
-    async fn handle_events(
+    /// Acts on `first` and on the events queued behind it, up to [`BATCH`];
+    /// stops at an [`Event::Drain`] and returns its answer, for the loop to
+    /// drain the client's frames first.
+    fn handle_events(
         &mut self,
         first: Event,
         rx: &mut crate::inbox::Receiver,
-        reader: &mut FrameReader<Source>,
-        reading: bool,
-    ) -> Step {
+    ) -> Result<Option<tokio::sync::oneshot::Sender<()>>, Close> {
         let mut ev = first;
         for taken in 1.. {
             match ev {
-                Event::Drain(done) => {
-                    let step = if reading {
-                        self.drain(reader).await
-                    } else {
-                        Ok(())
-                    };
-                    let _ = done.send(());
-                    step?;
-                }
+                Event::Drain(done) => return Ok(Some(done)),
                 ev => self.handle_event(ev)?,
             }
             if taken == BATCH {
@@ -377,7 +448,7 @@ impl Session {
                 None => break,
             }
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Whether the session reads its client: not past its own request

@@ -14,12 +14,31 @@ use tokio::time::Instant;
 use super::close::{Close, kill_reason, read_error};
 use super::{EVENT_SLACK, LINK_WAIT, MOVED_RETRY_MS, Session, UNAVAILABLE_RETRY_MS, frame};
 use crate::Ctx;
-use crate::hub::{Event, Handle, Kill};
+use crate::hub::{Event, Handle};
+use crate::inbox::Incoming;
 use crate::outbound::{Class, Outbound};
 use crate::transport::Source;
 
+/// The login: `Hello` and its token, then the session opened at its home.
+pub(super) async fn login(
+    reader: &mut FrameReader<Source>,
+    ctx: &Arc<Ctx>,
+    deadline: Instant,
+    out: &Arc<Outbound>,
+) -> Result<Opened, Close> {
+    let opened = match authenticate(reader, ctx, deadline).await {
+        Ok(hello) => Session::open(hello, ctx, out).await,
+        Err(close) => Err(close),
+    };
+    if let Err(close) = &opened {
+        ctx.metrics.login_failed(close.code());
+        super::log_closed(close);
+    }
+    opened
+}
+
 /// Waits for `Hello` and verifies its token.
-pub(super) async fn authenticate(
+async fn authenticate(
     reader: &mut FrameReader<Source>,
     ctx: &Ctx,
     deadline: Instant,
@@ -94,7 +113,7 @@ impl Session {
     /// and waits for the home to confirm the device, then says `Welcome`.
     /// Until then no client frame is read, so nothing a revoked device
     /// pipelines behind its `Hello` is ever acted on.
-    pub(super) async fn open(
+    async fn open(
         (hello, claims): (Hello, common::token::TokenClaims),
         ctx: &Arc<Ctx>,
         out: &Arc<Outbound>,
@@ -138,10 +157,7 @@ impl Session {
         let max_requests = (ctx.limits.outbound_queue / 2).max(1);
         let (tx, mut rx) =
             crate::inbox::channel(max_requests + 2 * common::link::PUSH_WINDOW + EVENT_SLACK);
-        let handle = Handle {
-            tx,
-            kill: Arc::new(Kill::default()),
-        };
+        let handle = Handle { tx };
         let (link, epoch) = ctx.router.route(&claims.user);
         let home = tokio::select! {
             c = link.wait_up(give_up) => c,
@@ -167,7 +183,7 @@ impl Session {
         );
         ctx.metrics.logins.inc();
         tracing::Span::current().record("session", id);
-        tracing::info!(device = claims.device, client = %hello.client, "authenticated");
+        tracing::info!(user = %claims.user, device = claims.device, client = %hello.client, "authenticated");
         let l = &ctx.limits;
         let welcome = Welcome {
             user: claims.user.clone(),
@@ -219,7 +235,7 @@ impl Session {
             s.device,
             claims.generation,
             epoch,
-            Arc::clone(&s.handle.kill),
+            s.handle.tx.clone(),
         );
         if attached.is_err() {
             s.finish();
@@ -251,28 +267,26 @@ impl Session {
         rx: &mut crate::inbox::Receiver,
         deadline: Instant,
     ) -> Result<Vec<Event>, Refusal> {
-        let kill = Arc::clone(&self.handle.kill);
         let mut early = Vec::new();
         loop {
             tokio::select! {
                 biased;
-                code = kill.killed() => {
-                    if matches!(code, Code::WrongHome | Code::StaleEpoch | Code::Unavailable) {
-                        return Err(Refusal::Moved);
+                incoming = rx.recv() => match incoming {
+                    Incoming::Killed(code) => {
+                        if matches!(code, Code::WrongHome | Code::StaleEpoch | Code::Unavailable) {
+                            return Err(Refusal::Moved);
+                        }
+                        let reason = kill_reason(&self.ctx, code);
+                        return Err(Refusal::Close(Close::for_code(code, UNAVAILABLE_RETRY_MS, reason)));
                     }
-                    let reason = kill_reason(&self.ctx, code);
-                    return Err(Refusal::Close(Close::for_code(code, UNAVAILABLE_RETRY_MS, reason)));
-                }
+                    Incoming::Event(Event::Attached) => return Ok(early),
+                    Incoming::Event(ev) => early.push(ev),
+                },
                 () = self.ctx.shutdown.cancelled() => return Err(Refusal::Close(Close::Goodbye(
                     Code::ShuttingDown,
                     self.ctx.retry_after_ms(),
                     "the server is shutting down".into(),
                 ))),
-                ev = rx.recv() => match ev {
-                    Some(Event::Attached) => return Ok(early),
-                    Some(ev) => early.push(ev),
-                    None => unreachable!("the session holds a sender of its own queue"),
-                },
                 () = tokio::time::sleep_until(deadline) => return Err(Refusal::Close(Close::Goodbye(
                     Code::Unavailable,
                     UNAVAILABLE_RETRY_MS,
