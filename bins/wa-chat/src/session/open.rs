@@ -32,7 +32,7 @@ pub(super) async fn login(
     };
     if let Err(close) = &opened {
         ctx.metrics.login_failed(close.code());
-        super::log_closed(close);
+        super::connection::log_closed(close);
     }
     opened
 }
