@@ -64,8 +64,9 @@ async fn a_stuck_group_refuses_past_its_queue_then_delivers_everything_in_order(
     );
     assert!(
         a.seen.retrying.iter().all(|r| r.1 == Code::GroupBusy),
-        "{:?}",
-        a.seen.retrying
+        "{:?}: {:?}",
+        a.seen.retrying,
+        a.seen.refusals
     );
 
     c.restart_store(2).await;

@@ -165,8 +165,11 @@ impl Member {
                 s.refusals.insert(id, message);
                 None
             }
-            Event::Retrying { id, code, .. } => {
+            Event::Retrying {
+                id, code, message, ..
+            } => {
                 s.retrying.push((id, code));
+                s.refusals.insert(id, message);
                 None
             }
             Event::Error { .. } | Event::Fatal { .. } => panic!("{}: {e:?}", self.name),
