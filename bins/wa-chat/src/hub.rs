@@ -234,6 +234,15 @@ impl Hub {
         }
     }
 
+    /// Ends every session with `code` (at shutdown); returns how many.
+    pub fn kill_all(&self, code: Code) -> usize {
+        let s = self.lock();
+        for e in s.by_id.values() {
+            e.handle.kill(code);
+        }
+        s.by_id.len()
+    }
+
     /// Ends the sessions of `user` (of one `device`, or all) with `code`;
     /// returns how many.
     pub fn kick(&self, user: &str, device: Option<u32>, code: Code) -> usize {

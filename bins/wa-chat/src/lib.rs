@@ -295,10 +295,13 @@ impl Chat {
         }
         accept.close();
         accept.wait().await;
+        // Every session says Goodbye: told through its inbox (one that
+        // registers after this sees the cancelled token at its loop's top;
+        // logins not yet welcomed watch the token themselves).
+        ctx.hub.kill_all(Code::ShuttingDown);
         let _ = reloader.await;
 
-        // The listeners are closed; every session saw the same token and is
-        // saying Goodbye.
+        // The listeners are closed; every session is saying Goodbye.
         let grace = config.shutdown.grace;
         let deadline = tokio::time::Instant::now() + grace;
         tracing::info!(sessions = ctx.active(), "shutting down");

@@ -4,8 +4,8 @@
 //!
 //! [`serve`] runs the auth phase (the first frame must be `Hello`, within the
 //! auth timeout), registers the session in the [`Hub`](crate::hub::Hub),
-//! attaches it at the user's home, then loops over three inputs in a fixed
-//! priority: a kill (link gone, kick, slow consumer), the shutdown signal,
+//! attaches it at the user's home, then loops over its inputs in a fixed
+//! priority: a kill (link gone, kick, slow consumer, shutdown), its writer,
 //! events from the links, and client frames. Client frames are handled one at
 //! a time, in order, and every `Append` they cause is queued on its link before
 //! the next frame is read: that is what keeps each sender's order, and keeps a
@@ -185,17 +185,17 @@ impl Session {
             {
                 timer.as_mut().reset(at);
             }
-            // A kill (link gone, kick, slow consumer) comes first.
+            // A kill (link gone, kick, slow consumer, shutdown) comes first.
+            // At shutdown the edge kills every session it has (`Hub::kill_all`);
+            // one that registered after that finds the token here.
             if let Some(code) = rx.killed() {
                 return self.killed(code);
             }
+            if self.ctx.shutdown.is_cancelled() {
+                return self.shutting_down();
+            }
             let step = tokio::select! {
                 biased;
-                () = self.ctx.shutdown.cancelled() => Err(Close::Goodbye(
-                    Code::ShuttingDown,
-                    self.ctx.retry_after_ms(),
-                    "the server is shutting down".into(),
-                )),
                 r = writer.progress(&out), if writing => r.map_err(|_| {
                     // (The client's last frames may be read yet: see below.)
                     gone = true;
@@ -248,7 +248,20 @@ impl Session {
 
     /// How the session ends when something outside its task killed it.
     fn killed(&self, code: Code) -> Close {
+        if code == Code::ShuttingDown && self.ctx.shutdown.is_cancelled() {
+            return self.shutting_down();
+        }
         Close::for_code(code, UNAVAILABLE_RETRY_MS, kill_reason(&self.ctx, code))
+    }
+
+    /// How the session ends when the edge shuts down: `Goodbye` with a
+    /// jittered retry, so that its clients do not all come back at once.
+    fn shutting_down(&self) -> Close {
+        Close::Goodbye(
+            Code::ShuttingDown,
+            self.ctx.retry_after_ms(),
+            "the server is shutting down".into(),
+        )
     }
 
     /// The loop's next deadline: rerouting, a stuck push window, or (while
