@@ -381,6 +381,18 @@ mod tests {
         assert_eq!(hub.kick("carol", None, Code::Unavailable), 0);
     }
 
+    #[test]
+    fn kill_all_ends_every_session_and_the_first_code_stays() {
+        let hub = Hub::new();
+        let (_, a, _ra) = session(&hub, "alice", 1);
+        let (_, b, _rb) = session(&hub, "bob", 1);
+        b.kill(Code::SlowConsumer);
+        assert_eq!(hub.kill_all(Code::ShuttingDown), 2);
+        assert_eq!(a.killed(), Some(Code::ShuttingDown));
+        assert_eq!(b.killed(), Some(Code::SlowConsumer), "killed before: kept");
+        assert_eq!(Hub::new().kill_all(Code::ShuttingDown), 0);
+    }
+
     /// Only the other sessions of the same (user, device) are asked to
     /// drain, and a session that is gone is no longer found.
     #[tokio::test]
