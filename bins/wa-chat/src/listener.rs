@@ -33,7 +33,7 @@ fn note_task_size<F>(once: &'static std::sync::Once, transport: &'static str, ta
 /// The span of a connection's login (accept, handshake, `Hello`, attach):
 /// its lines carry the peer, the transport and, once known, the session id.
 /// A session's later lines carry its session id and user instead (an idle
-/// session's span cost it about 550 bytes: docs/BENCHMARKS.md).
+/// session's span cost it about 400 bytes: docs/BENCHMARKS.md).
 fn span(peer: SocketAddr, transport: &'static str) -> tracing::Span {
     tracing::info_span!("conn", %peer, transport, session = tracing::field::Empty)
 }
@@ -151,11 +151,18 @@ pub async fn serve_tcp(
             // other states of the future awaiting it, so the task an idle
             // session keeps all its life would otherwise also carry the
             // handshake's (docs/BENCHMARKS.md, "Idle sessions: the task").
-            // The span is the login's (see `session::serve`).
-            let span = span(peer, "tcp");
-            let login = Box::pin(tls_login(tcp, acceptor, &ctx).instrument(span.clone())).await;
-            if let Some((conn, deadline, ticket)) = login {
-                Box::pin(session::serve(conn, ctx, deadline, ticket, span)).await;
+            // The span is the login's (see `session::serve`). It and the
+            // login's result end in this block, so that their slots are not
+            // kept in the task while the session runs.
+            let session = {
+                let span = span(peer, "tcp");
+                let login = Box::pin(tls_login(tcp, acceptor, &ctx).instrument(span.clone())).await;
+                login.map(|(conn, deadline, ticket)| {
+                    Box::pin(session::serve(conn, ctx, deadline, ticket, span))
+                })
+            };
+            if let Some(session) = session {
+                session.await;
             }
         };
         static TCP: std::sync::Once = std::sync::Once::new();
@@ -225,10 +232,15 @@ pub async fn serve_quic(endpoint: quinn::Endpoint, ctx: Arc<Ctx>, sessions: Task
         let ctx = Arc::clone(&ctx);
         let task = async move {
             // (Both phases boxed, as for TLS above.)
-            let span = span(peer, "quic");
-            let login = Box::pin(quic_login(incoming, &ctx).instrument(span.clone())).await;
-            if let Some((conn, deadline, ticket)) = login {
-                Box::pin(session::serve(conn, ctx, deadline, ticket, span)).await;
+            let session = {
+                let span = span(peer, "quic");
+                let login = Box::pin(quic_login(incoming, &ctx).instrument(span.clone())).await;
+                login.map(|(conn, deadline, ticket)| {
+                    Box::pin(session::serve(conn, ctx, deadline, ticket, span))
+                })
+            };
+            if let Some(session) = session {
+                session.await;
             }
         };
         static QUIC: std::sync::Once = std::sync::Once::new();

@@ -5,7 +5,7 @@ use bytes::Bytes;
 use common::proto::{Code, DecodeError, Error, Goodbye, ServerFrame, server_frame};
 use common::wire::ReadError;
 
-use super::{DRAINING, MOVED_RETRY_MS};
+use super::{DRAINING, MOVED_RETRY_MS, UNAVAILABLE_RETRY_MS};
 use crate::Ctx;
 use crate::outbound::End;
 
@@ -85,8 +85,28 @@ pub(super) fn read_error(e: ReadError) -> Close {
     }
 }
 
+/// How a session (or a login waiting for its attach) ends when something
+/// outside its task killed it with `code`. A shutdown is said as at any
+/// other point of a shutdown ([`shutting_down`]).
+pub(super) fn killed(ctx: &Ctx, code: Code) -> Close {
+    if code == Code::ShuttingDown && ctx.shutdown.is_cancelled() {
+        return shutting_down(ctx);
+    }
+    Close::for_code(code, UNAVAILABLE_RETRY_MS, kill_reason(ctx, code))
+}
+
+/// How a session or a login ends when the edge shuts down: `Goodbye` with
+/// a jittered retry, so that its clients do not all come back at once.
+pub(super) fn shutting_down(ctx: &Ctx) -> Close {
+    Close::Goodbye(
+        Code::ShuttingDown,
+        ctx.retry_after_ms(),
+        "the server is shutting down".into(),
+    )
+}
+
 /// Why a session ends when something outside its task kills it with `code`.
-pub(super) fn kill_reason(ctx: &Ctx, code: Code) -> &'static str {
+fn kill_reason(ctx: &Ctx, code: Code) -> &'static str {
     match code {
         Code::SlowConsumer => "the client does not read fast enough",
         Code::ShuttingDown if ctx.draining.load(std::sync::atomic::Ordering::Relaxed) => DRAINING,

@@ -54,7 +54,7 @@ mod open;
 mod push;
 
 use appends::Pending;
-use close::{Close, kill_reason, read_error};
+use close::{Close, killed, read_error, shutting_down};
 pub use connection::{Conn, serve};
 
 /// How long a new session waits for the link to its home to come up.
@@ -189,10 +189,10 @@ impl Session {
             // At shutdown the edge kills every session it has (`Hub::kill_all`);
             // one that registered after that finds the token here.
             if let Some(code) = rx.killed() {
-                return self.killed(code);
+                return killed(&self.ctx, code);
             }
             if self.ctx.shutdown.is_cancelled() {
-                return self.shutting_down();
+                return shutting_down(&self.ctx);
             }
             let step = tokio::select! {
                 biased;
@@ -202,7 +202,7 @@ impl Session {
                     Close::Quiet
                 }),
                 incoming = rx.recv() => match incoming {
-                    Incoming::Killed(code) => Err(self.killed(code)),
+                    Incoming::Killed(code) => Err(killed(&self.ctx, code)),
                     Incoming::Event(ev) => self.handle_events(ev, &mut rx).map(|done| drain = done),
                 },
                 () = &mut timer, if next.is_some() => self.deadline(reading.then_some(active + idle)),
@@ -244,24 +244,6 @@ impl Session {
                 return close;
             }
         }
-    }
-
-    /// How the session ends when something outside its task killed it.
-    fn killed(&self, code: Code) -> Close {
-        if code == Code::ShuttingDown && self.ctx.shutdown.is_cancelled() {
-            return self.shutting_down();
-        }
-        Close::for_code(code, UNAVAILABLE_RETRY_MS, kill_reason(&self.ctx, code))
-    }
-
-    /// How the session ends when the edge shuts down: `Goodbye` with a
-    /// jittered retry, so that its clients do not all come back at once.
-    fn shutting_down(&self) -> Close {
-        Close::Goodbye(
-            Code::ShuttingDown,
-            self.ctx.retry_after_ms(),
-            "the server is shutting down".into(),
-        )
     }
 
     /// The loop's next deadline: rerouting, a stuck push window, or (while

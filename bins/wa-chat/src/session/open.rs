@@ -11,7 +11,7 @@ use common::token::TokenError;
 use common::wire::FrameReader;
 use tokio::time::Instant;
 
-use super::close::{Close, kill_reason, read_error};
+use super::close::{Close, killed, read_error, shutting_down};
 use super::{EVENT_SLACK, LINK_WAIT, MOVED_RETRY_MS, Session, UNAVAILABLE_RETRY_MS, frame};
 use crate::Ctx;
 use crate::hub::{Event, Handle};
@@ -46,7 +46,7 @@ async fn authenticate(
     let first = tokio::select! {
         r = tokio::time::timeout_at(deadline, reader.read::<ClientFrame>()) => r,
         () = ctx.shutdown.cancelled() => {
-            return Err(Close::Goodbye(Code::ShuttingDown, ctx.retry_after_ms(), "shutting down".into()));
+            return Err(shutting_down(ctx));
         }
     };
     let hello = match first {
@@ -162,7 +162,7 @@ impl Session {
         let home = tokio::select! {
             c = link.wait_up(give_up) => c,
             () = ctx.shutdown.cancelled() => {
-                return Err(Refusal::Close(Close::Goodbye(Code::ShuttingDown, ctx.retry_after_ms(), "shutting down".into())));
+                return Err(Refusal::Close(shutting_down(ctx)));
             }
         };
         let Some(home) = home else {
@@ -276,17 +276,12 @@ impl Session {
                         if matches!(code, Code::WrongHome | Code::StaleEpoch | Code::Unavailable) {
                             return Err(Refusal::Moved);
                         }
-                        let reason = kill_reason(&self.ctx, code);
-                        return Err(Refusal::Close(Close::for_code(code, UNAVAILABLE_RETRY_MS, reason)));
+                        return Err(Refusal::Close(killed(&self.ctx, code)));
                     }
                     Incoming::Event(Event::Attached) => return Ok(early),
                     Incoming::Event(ev) => early.push(ev),
                 },
-                () = self.ctx.shutdown.cancelled() => return Err(Refusal::Close(Close::Goodbye(
-                    Code::ShuttingDown,
-                    self.ctx.retry_after_ms(),
-                    "the server is shutting down".into(),
-                ))),
+                () = self.ctx.shutdown.cancelled() => return Err(Refusal::Close(shutting_down(&self.ctx))),
                 () = tokio::time::sleep_until(deadline) => return Err(Refusal::Close(Close::Goodbye(
                     Code::Unavailable,
                     UNAVAILABLE_RETRY_MS,
