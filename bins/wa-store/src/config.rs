@@ -32,6 +32,7 @@
 //! memory = "512 MiB"
 //! [journal]
 //! segment_size = "64 MiB"
+//! commit_interval = "4ms"
 //! [groups]
 //! max_members = 1024
 //! fanout_groups = 256
@@ -203,12 +204,25 @@ pub struct JournalConfig {
     /// Size of a journal segment, zero-filled before use (the first after a
     /// start is at most 4 MiB).
     pub segment_size: bytesize::ByteSize,
+    /// The least time from the start of one group commit (a `fdatasync` of
+    /// the journal, or at `replicated` a round to the secondary) to the
+    /// next, when the last one covered more than one write. An append after
+    /// a quiet spell, or from a lone writer, is committed at once; under
+    /// load commits come at most this often, each covering more appends, for
+    /// up to this much more latency and far fewer wake-ups per message.
+    /// Zero: a commit starts as soon as the last one returned.
+    #[serde(with = "humantime_serde")]
+    pub commit_interval: Duration,
 }
+
+/// Largest `journal.commit_interval`: every acknowledgement may wait for it.
+pub const MAX_COMMIT_INTERVAL: Duration = Duration::from_millis(100);
 
 impl Default for JournalConfig {
     fn default() -> Self {
         JournalConfig {
             segment_size: bytesize::ByteSize::mib(64),
+            commit_interval: Duration::from_millis(4),
         }
     }
 }
@@ -492,6 +506,12 @@ impl Config {
                 bytesize::ByteSize::b(*SEGMENT_SIZE_RANGE.end()),
             ));
         }
+        if self.journal.commit_interval > MAX_COMMIT_INTERVAL {
+            errs.push(format!(
+                "journal.commit_interval: {:?} is more than {:?} (every acknowledgement may wait for it)",
+                self.journal.commit_interval, MAX_COMMIT_INTERVAL,
+            ));
+        }
         self.shutdown.validate(&mut errs);
         self.admin.validate(&mut errs);
         self.log.validate(&mut errs);
@@ -574,6 +594,7 @@ bypass_items = 1000
 memory = "512 MiB"
 [journal]
 segment_size = "64 MiB"
+commit_interval = "4ms"
 [disk]
 min_free = "1 GiB"
 [shutdown]
@@ -624,6 +645,7 @@ level = "info"
         c.cluster.secret_file = PathBuf::new();
         c.shutdown.grace = Duration::ZERO;
         c.journal.segment_size = bytesize::ByteSize::kib(4);
+        c.journal.commit_interval = Duration::from_millis(101);
         c.groups.receipt_max = 1025;
         c.groups.receipt_window = Duration::from_secs(9);
         let e = c.validate().unwrap_err().to_string();
@@ -633,6 +655,7 @@ level = "info"
             "cluster.secret_file",
             "shutdown.grace",
             "journal.segment_size",
+            "journal.commit_interval",
             "groups.receipt_max",
             "groups.receipt_window",
         ] {

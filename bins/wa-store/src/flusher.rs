@@ -15,7 +15,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::reminder::{Reminder, Say};
 
@@ -69,6 +69,14 @@ pub struct Commit {
     stopping: AtomicBool,
     /// Failed flushes, logged once and then once a minute.
     failures: Reminder,
+    /// The least time from one flush's start to the next's (see
+    /// [`Commit::with_interval`]).
+    interval: Duration,
+    /// The sync thread is parked with nothing to flush: a ticket must wake
+    /// it. While it flushes or waits out the interval, tickets do not wake
+    /// it (it reads the generation when it is done), so a busy store pays
+    /// one wake-up per flush, not one per append.
+    idle: AtomicBool,
 }
 
 impl Default for Commit {
@@ -78,7 +86,20 @@ impl Default for Commit {
 }
 
 impl Commit {
+    /// Flushes start the moment tickets wait (no interval).
     pub fn new() -> Commit {
+        Commit::with_interval(Duration::ZERO)
+    }
+
+    /// A flush starts no sooner than `interval` after the previous one
+    /// started if that one covered more than one ticket (writes from many
+    /// writers at once). A ticket taken after a quiet spell, or by a lone
+    /// writer waiting for each write before the next, is flushed at once;
+    /// under load the flushes (each a `fdatasync` and wake-ups of the sync
+    /// thread and of the shards) are at most `1 / interval` a second, each
+    /// covering more tickets, for at most `interval` more latency
+    /// (`[journal] commit_interval`).
+    pub fn with_interval(interval: Duration) -> Commit {
         let (covered_tx, covered) = watch::channel(Covered::default());
         Commit {
             generation: AtomicU64::new(0),
@@ -88,6 +109,8 @@ impl Commit {
             thread: OnceLock::new(),
             stopping: AtomicBool::new(false),
             failures: Reminder::new(crate::journal::REMIND_EVERY),
+            interval,
+            idle: AtomicBool::new(false),
         }
     }
 
@@ -95,7 +118,7 @@ impl Commit {
     /// write to be durable. Wakes the flusher.
     pub fn ticket(&self) -> u64 {
         let t = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
-        self.wake();
+        self.wake_if_idle();
         t
     }
 
@@ -105,7 +128,7 @@ impl Commit {
     pub fn current(&self) -> u64 {
         let t = self.generation.load(Ordering::SeqCst);
         if t > self.covered.borrow().ok {
-            self.wake();
+            self.wake_if_idle();
         }
         t
     }
@@ -195,6 +218,15 @@ impl Commit {
         self.flush_to(target, flush);
     }
 
+    /// Wakes the sync thread if it is parked for want of tickets (pairs
+    /// with the `idle` store and generation load in [`Commit::sync_loop`]:
+    /// either that load sees this ticket or this swap sees `idle`).
+    fn wake_if_idle(&self) {
+        if self.idle.swap(false, Ordering::SeqCst) {
+            self.wake();
+        }
+    }
+
     fn wake(&self) {
         let thread = self.thread.get().or_else(|| {
             // Not started yet, or just starting: pairs with the fence after
@@ -208,9 +240,10 @@ impl Commit {
         }
     }
 
-    /// The sync thread's loop. `park` returns at once if a wake came since
-    /// the last one, so a ticket taken between the generation read and the
-    /// park is never slept through.
+    /// The sync thread's loop. Before it parks for want of tickets it marks
+    /// itself `idle` and reads the generation again, so a ticket taken
+    /// meanwhile is either seen or wakes it (and `park` returns at once if
+    /// that wake came first).
     ///
     /// A failed flush fails the tickets it covered (their waiters get an
     /// error), and the flush is tried again for them: an answer that rests
@@ -222,12 +255,37 @@ impl Commit {
     /// logged).
     fn sync_loop(&self, flush: &FlushFn) {
         let mut pause = Duration::ZERO;
+        let mut last_start: Option<Instant> = None;
+        let mut last_target = 0;
+        let mut last_batch = 0;
         loop {
             let target = self.generation.load(Ordering::SeqCst);
             if target > self.covered.borrow().ok {
                 if !pause.is_zero() && !self.stopping.load(Ordering::SeqCst) {
                     std::thread::park_timeout(pause);
                 }
+                // Until the interval since the last start has passed, if
+                // that flush covered more than one ticket (a lone writer
+                // waiting for each append before the next is never held
+                // back); a stop ends the wait, `park_timeout` may return
+                // early.
+                if let Some(started) = last_start.filter(|_| last_batch > 1) {
+                    let due = started + self.interval;
+                    loop {
+                        let now = Instant::now();
+                        if now >= due || self.stopping.load(Ordering::SeqCst) {
+                            break;
+                        }
+                        std::thread::park_timeout(due - now);
+                    }
+                }
+                // Tickets taken during the wait ride along.
+                let target = self.generation.load(Ordering::SeqCst);
+                if !self.interval.is_zero() {
+                    last_start = Some(Instant::now());
+                    last_batch = target - last_target;
+                }
+                last_target = target;
                 pause = if self.flush_to(target, flush) {
                     Duration::ZERO
                 } else {
@@ -238,7 +296,12 @@ impl Commit {
             if self.stopping.load(Ordering::SeqCst) {
                 break;
             }
-            std::thread::park();
+            self.idle.store(true, Ordering::SeqCst);
+            let target = self.generation.load(Ordering::SeqCst);
+            if target <= self.covered.borrow().ok && !self.stopping.load(Ordering::SeqCst) {
+                std::thread::park();
+            }
+            self.idle.store(false, Ordering::SeqCst);
         }
         // (Always: records journaled without a ticket of their own, such as
         // deletes, reach the disk with it.)
@@ -388,6 +451,65 @@ mod tests {
         assert_eq!(commit.flushes(), flushes);
         stop.cancel();
         flusher.await.unwrap();
+    }
+
+    /// `[journal] commit_interval`: flushes of several tickets each are
+    /// spaced by the interval, a lone writer is not held back by it, and a
+    /// stop does not wait for it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_commit_interval_spaces_shared_flushes_only() {
+        const INTERVAL: Duration = Duration::from_millis(100);
+        let commit = Arc::new(Commit::with_interval(INTERVAL));
+        let (f, count) = counting(Duration::ZERO, Arc::default());
+        let stop = CancellationToken::new();
+        let flusher = tokio::spawn(Arc::clone(&commit).run(f, stop.clone()));
+        let bound = Duration::from_secs(10);
+
+        // Two writers at a time: every flush after the first covers two
+        // tickets, so each starts at least INTERVAL after the one before.
+        const ROUNDS: u32 = 6;
+        let began = Instant::now();
+        for _ in 0..ROUNDS {
+            let (a, b) = (commit.ticket(), commit.ticket());
+            tokio::time::timeout(bound, commit.wait(a.max(b)))
+                .await
+                .expect("a flush within the bound")
+                .unwrap();
+        }
+        let spaced = began.elapsed();
+        assert!(
+            spaced >= INTERVAL * (ROUNDS - 1),
+            "{ROUNDS} flushes of two tickets in {spaced:?}, with {INTERVAL:?} between starts"
+        );
+        assert_eq!(count.load(Ordering::SeqCst), u64::from(ROUNDS));
+
+        // A lone writer: each flush covers its one ticket, and the next
+        // starts at once. 100 of them held back would take 10 s, past the
+        // test's bound on the whole loop.
+        let lone = tokio::time::timeout(bound, async {
+            for _ in 0..100 {
+                let t = commit.ticket();
+                commit.wait(t).await.unwrap();
+            }
+        });
+        lone.await
+            .expect("a lone writer's 100 flushes are not spaced by the interval");
+
+        // A stop during the wait for the interval still runs the last flush.
+        let (a, b) = (commit.ticket(), commit.ticket());
+        commit.wait(b).await.unwrap();
+        let c = commit.ticket();
+        stop.cancel();
+        tokio::time::timeout(bound, flusher)
+            .await
+            .expect("the flusher stops")
+            .unwrap();
+        assert!(a < c);
+        assert_eq!(
+            Settled(commit.covered.clone()).outcome(c),
+            Some(Ok(())),
+            "the stop's last flush covered the ticket taken during the interval"
+        );
     }
 
     #[tokio::test]

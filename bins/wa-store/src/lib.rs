@@ -260,7 +260,7 @@ impl Store {
         reload: Arc<tokio::sync::Notify>,
     ) -> Result<(), StoreError> {
         let journal_arc = Arc::clone(self.journal.as_ref().expect("a primary has a journal"));
-        let commit = Arc::new(Commit::new());
+        let commit = Arc::new(Commit::with_interval(self.config.journal.commit_interval));
         let alone = self
             .coordination
             .is_some()
