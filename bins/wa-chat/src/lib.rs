@@ -15,6 +15,7 @@ pub mod config;
 pub mod error;
 pub mod hub;
 pub mod inbox;
+pub mod link_conn;
 pub mod links;
 pub mod listener;
 pub mod metrics;
